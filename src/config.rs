@@ -1,0 +1,1127 @@
+//! Typed configuration: one TOML file plus `DOZOR__SECTION__KEY` environment overrides.
+//!
+//! Loading is strict on purpose: an unknown key is an error (a typo in `mode = "on"` must not
+//! silently leave a rule off), and every error names the file, the key and what is allowed.
+//! Secrets can be written inline, but every secret key also has a `*_file` twin so that the
+//! file itself can stay world-readable while the secrets live in root-only files.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono::{NaiveDate, NaiveTime, Weekday};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::calendar::BusinessCalendar;
+
+/// A secret value: never printed by `Debug` or `Display`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that has to send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A configuration problem, with where it is and what would be accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("config error in {}{}: {message}", file_label(.file), key_label(.key, .line))]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    pub key: Option<String>,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+fn file_label(file: &Option<PathBuf>) -> String {
+    file.as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "<built-in config>".into())
+}
+
+fn key_label(key: &Option<String>, line: &Option<usize>) -> String {
+    match (key, line) {
+        (Some(k), Some(l)) => format!(", key `{k}` (line {l})"),
+        (Some(k), None) => format!(", key `{k}`"),
+        (None, Some(l)) => format!(", line {l}"),
+        (None, None) => String::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schema. Every struct denies unknown fields; defaults match config/dozor.example.toml.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the SQLite database and other state live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub sync: SyncConfig,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `dozor=debug,sqlx=warn`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` or `postgres://user:pass@host/db`; empty = SQLite file
+    /// `dozor.db` under `data_dir`.
+    pub url: Option<Secret>,
+    pub url_file: Option<PathBuf>,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            url_file: None,
+            max_connections: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub enabled: bool,
+    /// Address of /healthz, /readyz, /metrics and the webhook receivers.
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            enabled: true,
+            listen: "127.0.0.1:9187".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Seconds between polling cycles.
+    pub interval_secs: u64,
+    /// Each incremental read starts this many seconds before the last one's newest change, so
+    /// records saved while a page was being read are not missed.
+    pub overlap_secs: u64,
+    /// How many days of telephony history the first sync reads.
+    pub telephony_initial_days: u32,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            interval_secs: 300,
+            overlap_secs: 120,
+            telephony_initial_days: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    #[default]
+    Ru,
+    En,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Short stable name: lowercase letters, digits, `-` and `_`. Used in ledger keys.
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+    #[serde(default)]
+    pub lang: Lang,
+    pub crm: CrmConfig,
+    #[serde(default)]
+    pub telephony: Option<TelephonyConfig>,
+    #[serde(default)]
+    pub telegram: Option<TelegramConfig>,
+    #[serde(default)]
+    pub calendar: CalendarConfig,
+    #[serde(default)]
+    pub reports: ReportsConfig,
+    #[serde(default)]
+    pub rules: RulesConfig,
+}
+
+fn default_tz() -> String {
+    "Europe/Moscow".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum CrmConfig {
+    Bitrix24(Bitrix24Config),
+    Amocrm(AmocrmConfig),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bitrix24Plan {
+    /// 2 requests/s, burst 50.
+    #[default]
+    Standard,
+    /// 5 requests/s, burst 250.
+    Enterprise,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bitrix24Config {
+    /// Inbound webhook URL `https://PORTAL/rest/USER_ID/SECRET/` (the simplest set-up).
+    pub webhook_url: Option<Secret>,
+    pub webhook_url_file: Option<PathBuf>,
+    /// For an OAuth application: the portal address `https://PORTAL`.
+    pub portal_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub client_secret_file: Option<PathBuf>,
+    /// The refresh token obtained at installation; rotated tokens are kept in the database.
+    pub refresh_token: Option<Secret>,
+    pub refresh_token_file: Option<PathBuf>,
+    /// OAuth server (`https://oauth.bitrix.info` or `https://oauth.bitrix24.tech`).
+    #[serde(default = "default_b24_oauth")]
+    pub oauth_url: String,
+    #[serde(default)]
+    pub plan: Bitrix24Plan,
+    /// Per-method execution budget in seconds per 10 minutes (OPERATION_TIME_LIMIT).
+    #[serde(default = "default_operating_budget")]
+    pub operating_budget_secs: f64,
+}
+
+fn default_b24_oauth() -> String {
+    "https://oauth.bitrix.info".into()
+}
+
+fn default_operating_budget() -> f64 {
+    480.0
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmocrmConfig {
+    /// `https://SUBDOMAIN.amocrm.ru` (or `.kommo.com`).
+    pub base_url: String,
+    /// A long-lived token of a private integration (no refresh needed).
+    pub long_lived_token: Option<Secret>,
+    pub long_lived_token_file: Option<PathBuf>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub client_secret_file: Option<PathBuf>,
+    pub redirect_uri: Option<String>,
+    /// The first refresh token; every rotation is stored in the database before use.
+    pub refresh_token: Option<Secret>,
+    pub refresh_token_file: Option<PathBuf>,
+    /// Requests per second (amoCRM allows 7).
+    #[serde(default = "default_amo_rps")]
+    pub rate_per_sec: u32,
+}
+
+fn default_amo_rps() -> u32 {
+    7
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TelephonyConfig {
+    Comagic(ComagicConfig),
+    Calltouch(CalltouchConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComagicConfig {
+    #[serde(default = "default_comagic_url")]
+    pub base_url: String,
+    pub access_token: Option<Secret>,
+    pub access_token_file: Option<PathBuf>,
+}
+
+fn default_comagic_url() -> String {
+    "https://dataapi.comagic.ru/v2.0".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalltouchConfig {
+    #[serde(default = "default_calltouch_url")]
+    pub base_url: String,
+    pub site_id: u64,
+    pub client_api_id: Option<Secret>,
+    pub client_api_id_file: Option<PathBuf>,
+}
+
+fn default_calltouch_url() -> String {
+    "https://api.calltouch.ru".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramConfig {
+    pub bot_token: Option<Secret>,
+    pub bot_token_file: Option<PathBuf>,
+    #[serde(default = "default_telegram_url")]
+    pub api_url: String,
+    /// The owner's chat: daily, weekly and monthly reports.
+    pub owner_chat: Option<i64>,
+    /// The head of sales' chat: alerts and digests.
+    pub head_of_sales_chat: Option<i64>,
+    /// Operations chat for self-checks (defaults to the owner chat).
+    pub ops_chat: Option<i64>,
+    /// Forum topic for reports in the owner chat.
+    pub report_topic: Option<i64>,
+    /// CRM user id → personal chat id, for tasks dozor assigns.
+    #[serde(default)]
+    pub managers: BTreeMap<String, i64>,
+    /// Chats allowed to use bot commands (the configured chats are always allowed).
+    #[serde(default)]
+    pub allowed_chats: Vec<i64>,
+}
+
+fn default_telegram_url() -> String {
+    "https://api.telegram.org".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CalendarConfig {
+    /// Working hours, `HH:MM-HH:MM` in the tenant's time zone.
+    pub work_hours: String,
+    /// Working days: `mon`..`sun`.
+    pub work_days: Vec<String>,
+    /// Non-working dates, `YYYY-MM-DD`.
+    pub holidays: Vec<String>,
+}
+
+impl Default for CalendarConfig {
+    fn default() -> Self {
+        CalendarConfig {
+            work_hours: "09:00-18:00".into(),
+            work_days: ["mon", "tue", "wed", "thu", "fri"]
+                .map(String::from)
+                .to_vec(),
+            holidays: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportsConfig {
+    /// Cron expressions (sec min hour day month weekday) in the tenant's time zone.
+    pub daily: String,
+    pub weekly: String,
+    pub monthly: String,
+    /// Monthly revenue plan per CRM user id, for plan %.
+    pub plans: BTreeMap<String, f64>,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        ReportsConfig {
+            daily: "0 0 9 * * *".into(),
+            weekly: "0 0 9 * * Mon".into(),
+            monthly: "0 0 9 1 * *".into(),
+            plans: BTreeMap::new(),
+        }
+    }
+}
+
+/// Whether a rule acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleMode {
+    /// Not evaluated.
+    Off,
+    /// Evaluated and reported ("would have created 14 tasks"), nothing written.
+    Shadow,
+    /// Evaluated and acted on.
+    On,
+}
+
+/// Settings every rule has.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub mode: RuleMode,
+    /// Pipelines the rule applies to (empty = all).
+    #[serde(default)]
+    pub pipelines: Vec<String>,
+    /// Stages the rule applies to (empty = all).
+    #[serde(default)]
+    pub stages: Vec<String>,
+    /// Rule-specific numbers (minutes, hours, days), see the example config.
+    #[serde(flatten)]
+    pub params: BTreeMap<String, f64>,
+}
+
+impl RuleConfig {
+    fn with(mode: RuleMode, params: &[(&str, f64)]) -> Self {
+        RuleConfig {
+            mode,
+            pipelines: Vec::new(),
+            stages: Vec::new(),
+            params: params.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    /// A number of this rule, or the built-in default when unset.
+    pub fn param(&self, name: &str) -> f64 {
+        self.params.get(name).copied().unwrap_or(0.0)
+    }
+}
+
+/// Every rule with the methodology's defaults (DESIGN.md). Omitted rules keep their defaults;
+/// a rule's omitted numbers keep theirs.
+#[derive(Debug, Clone)]
+pub struct RulesConfig(pub BTreeMap<String, RuleConfig>);
+
+/// Rule names, default modes and default numbers.
+pub fn rule_defaults() -> BTreeMap<String, RuleConfig> {
+    use RuleMode::*;
+    [
+        ("unknown_caller", RuleConfig::with(On, &[])),
+        ("call_not_in_crm", RuleConfig::with(On, &[])),
+        (
+            "lead_without_deal",
+            RuleConfig::with(On, &[("after_minutes", 15.0)]),
+        ),
+        (
+            "missed_call",
+            RuleConfig::with(On, &[("sla_minutes", 15.0)]),
+        ),
+        (
+            "lead_reaction",
+            RuleConfig::with(On, &[("yellow_minutes", 15.0), ("alert_minutes", 30.0)]),
+        ),
+        ("deal_without_task", RuleConfig::with(On, &[])),
+        (
+            "overdue_tasks",
+            RuleConfig::with(On, &[("realert_hours", 4.0), ("escalate_days", 3.0)]),
+        ),
+        (
+            "no_activity",
+            RuleConfig::with(On, &[("top_days", 30.0), ("other_days", 90.0)]),
+        ),
+        (
+            "dormant",
+            RuleConfig::with(
+                On,
+                &[
+                    ("top_days", 60.0),
+                    ("other_days", 180.0),
+                    ("one_time_days", 90.0),
+                ],
+            ),
+        ),
+        ("client_without_deal", RuleConfig::with(Off, &[])),
+        ("unpaid_invoice", RuleConfig::with(On, &[("days", 2.0)])),
+        (
+            "three_unanswered",
+            RuleConfig::with(On, &[("attempts", 3.0)]),
+        ),
+        ("manager_notify", RuleConfig::with(On, &[])),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig(rule_defaults())
+    }
+}
+
+impl<'de> Deserialize<'de> for RulesConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // No deny_unknown_fields here: serde cannot combine it with flatten, so unknown keys land
+        // in `params` and are refused below with the list of allowed ones.
+        #[derive(Deserialize)]
+        struct Partial {
+            mode: Option<RuleMode>,
+            #[serde(default)]
+            pipelines: Vec<String>,
+            #[serde(default)]
+            stages: Vec<String>,
+            #[serde(flatten)]
+            params: BTreeMap<String, serde_json::Value>,
+        }
+        let given: BTreeMap<String, Partial> = BTreeMap::deserialize(d)?;
+        let mut rules = rule_defaults();
+        for (name, p) in given {
+            let Some(rule) = rules.get_mut(&name) else {
+                let known = rule_defaults().into_keys().collect::<Vec<_>>().join(", ");
+                return Err(D::Error::custom(format!(
+                    "unknown rule `{name}`; known rules: {known}"
+                )));
+            };
+            for (k, v) in p.params {
+                if !rule.params.contains_key(&k) {
+                    let allowed: Vec<String> = rule.params.keys().cloned().collect();
+                    return Err(D::Error::custom(format!(
+                        "rule `{name}` has no setting `{k}`; allowed: mode, pipelines, stages{}{}",
+                        if allowed.is_empty() { "" } else { ", " },
+                        allowed.join(", ")
+                    )));
+                }
+                let n = v
+                    .as_f64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()));
+                match n {
+                    Some(n) if n.is_finite() && n >= 0.0 => {
+                        rule.params.insert(k, n);
+                    }
+                    _ => {
+                        return Err(D::Error::custom(format!(
+                            "rule `{name}` setting `{k}` must be a non-negative number, got {v}"
+                        )));
+                    }
+                }
+            }
+            if let Some(m) = p.mode {
+                rule.mode = m;
+            }
+            rule.pipelines = p.pipelines;
+            rule.stages = p.stages;
+        }
+        Ok(RulesConfig(rules))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+// ---------------------------------------------------------------------------------------------
+
+/// Where `--config` is looked for when not given.
+pub const DEFAULT_PATHS: [&str; 2] = ["./config/dozor.toml", "/etc/dozor/dozor.toml"];
+
+/// A loaded, validated configuration and the file it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub file: Option<PathBuf>,
+}
+
+/// Finds the config file: the given path, else the first default path that exists.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    if let Some(p) = explicit {
+        if !p.exists() {
+            return Err(ConfigError {
+                file: Some(p.to_path_buf()),
+                key: None,
+                line: None,
+                message: "file not found (check --config)".into(),
+            });
+        }
+        return Ok(p.to_path_buf());
+    }
+    DEFAULT_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| ConfigError {
+            file: None,
+            key: None,
+            line: None,
+            message: format!(
+                "no config file: looked for {}; pass --config PATH or copy config/dozor.example.toml",
+                DEFAULT_PATHS.join(" and ")
+            ),
+        })
+}
+
+/// Loads and validates the config file at `path` with `DOZOR__*` environment overrides.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: Some(path.to_path_buf()),
+        key: None,
+        line: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    warn_if_world_readable(path);
+    let env = config::Environment::with_prefix("DOZOR")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true);
+    let mut loaded = parse(&text, Some(path), Some(env))?;
+    loaded.file = Some(path.to_path_buf());
+    Ok(loaded)
+}
+
+/// Parses config text (used by `load`, by `dozor demo` and by tests).
+pub fn parse(
+    text: &str,
+    file: Option<&Path>,
+    env: Option<config::Environment>,
+) -> Result<Loaded, ConfigError> {
+    let err = |key: Option<String>, message: String| {
+        let line = key.as_deref().and_then(|k| locate_key(text, k));
+        ConfigError {
+            file: file.map(Path::to_path_buf),
+            key,
+            line,
+            message,
+        }
+    };
+    // Syntax first, with toml's own line/column message.
+    if let Err(e) = text.parse::<toml::Table>() {
+        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+        return Err(ConfigError {
+            file: file.map(Path::to_path_buf),
+            key: None,
+            line,
+            message: format!("invalid TOML: {}", e.message()),
+        });
+    }
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml));
+    if let Some(env) = env {
+        builder = builder.add_source(env);
+    }
+    let built = builder.build().map_err(|e| err(None, e.to_string()))?;
+    let config: Config = serde_path_to_error::deserialize(built).map_err(|e| {
+        let path = e.path().to_string();
+        let key = (path != "." && !path.is_empty()).then_some(path);
+        err(key, clean_serde_message(&e.into_inner().to_string()))
+    })?;
+    let mut config = config;
+    validate(&mut config).map_err(|(key, msg)| err(Some(key), msg))?;
+    Ok(Loaded { config, file: None })
+}
+
+/// serde's messages end with "for key `x`" or "in ..." from the config crate; the key is
+/// reported separately, so keep only the core.
+fn clean_serde_message(msg: &str) -> String {
+    let msg = msg.split(" for key `").next().unwrap_or(msg);
+    msg.split(" in TOML").next().unwrap_or(msg).to_string()
+}
+
+/// The line where the last segment of a dotted key is assigned (best effort, for messages).
+fn locate_key(text: &str, key: &str) -> Option<usize> {
+    let last = key.rsplit('.').next()?;
+    let last = last.split('[').next()?;
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.strip_prefix(last)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+                || t == format!("[{key}]")
+        })
+        .map(|i| i + 1)
+}
+
+fn warn_if_world_readable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o004 != 0
+        {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            // Only worth a warning when secrets are inline rather than in *_file keys.
+            let inline_secret = text.lines().any(|l| {
+                let t = l.trim_start();
+                [
+                    "webhook_url",
+                    "client_secret",
+                    "refresh_token",
+                    "long_lived_token",
+                    "access_token",
+                    "client_api_id",
+                    "bot_token",
+                ]
+                .iter()
+                .any(|k| t.starts_with(k) && t[k.len()..].trim_start().starts_with('='))
+            });
+            if inline_secret {
+                tracing::warn!(
+                    file = %path.display(),
+                    "config file holds secrets and is readable by other users; chmod 600 it or move secrets to *_file keys"
+                );
+            }
+        }
+    }
+}
+
+/// Reads a secret given inline or in a file; exactly one of the two may be set.
+fn secret(
+    inline: &mut Option<Secret>,
+    file: &Option<PathBuf>,
+    key: &str,
+) -> Result<(), (String, String)> {
+    match (inline.as_ref(), file) {
+        (Some(_), Some(_)) => Err((
+            key.to_string(),
+            format!("set either `{key}` or `{key}_file`, not both"),
+        )),
+        (None, Some(f)) => {
+            let s = std::fs::read_to_string(f).map_err(|e| {
+                (
+                    format!("{key}_file"),
+                    format!("cannot read secret file {}: {e}", f.display()),
+                )
+            })?;
+            let s = s.trim().to_string();
+            if s.is_empty() {
+                return Err((
+                    format!("{key}_file"),
+                    format!("secret file {} is empty", f.display()),
+                ));
+            }
+            *inline = Some(Secret(s));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn require_url(value: &str, key: &str) -> Result<(), (String, String)> {
+    match url::Url::parse(value) {
+        Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Ok(()),
+        Ok(u) => Err((
+            key.into(),
+            format!("must be an http(s) URL, got scheme `{}`", u.scheme()),
+        )),
+        Err(e) => Err((key.into(), format!("not a URL ({e}): `{value}`"))),
+    }
+}
+
+/// Semantic checks that types alone cannot express, and secret files resolved.
+fn validate(c: &mut Config) -> Result<(), (String, String)> {
+    secret(&mut c.database.url, &c.database.url_file, "database.url")?;
+    if let Some(u) = &c.database.url {
+        let u = u.expose();
+        if !(u.starts_with("sqlite:")
+            || u.starts_with("postgres://")
+            || u.starts_with("postgresql://"))
+        {
+            return Err((
+                "database.url".into(),
+                "must start with sqlite:, postgres:// or postgresql://".into(),
+            ));
+        }
+    }
+    if c.database.max_connections == 0 {
+        return Err((
+            "database.max_connections".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    if c.server.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err((
+            "server.listen".into(),
+            format!(
+                "must be IP:PORT (e.g. 127.0.0.1:9187), got `{}`",
+                c.server.listen
+            ),
+        ));
+    }
+    if c.sync.interval_secs < 10 {
+        return Err((
+            "sync.interval_secs".into(),
+            "must be at least 10 seconds".into(),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, t) in c.tenants.iter_mut().enumerate() {
+        let k = |s: &str| format!("tenants[{i}].{s}");
+        if t.id.is_empty()
+            || !t
+                .id
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_')
+        {
+            return Err((
+                k("id"),
+                format!("`{}`: use lowercase letters, digits, `-` and `_`", t.id),
+            ));
+        }
+        if !seen.insert(t.id.clone()) {
+            return Err((k("id"), format!("`{}` is used by two tenants", t.id)));
+        }
+        if t.name.is_empty() {
+            t.name = t.id.clone();
+        }
+        if t.timezone.parse::<chrono_tz::Tz>().is_err() {
+            return Err((
+                k("timezone"),
+                format!(
+                    "`{}` is not an IANA time zone (e.g. Europe/Moscow)",
+                    t.timezone
+                ),
+            ));
+        }
+        calendar_of(t).map_err(|(key, m)| (k(&key), m))?;
+        for (name, expr) in [
+            ("daily", &t.reports.daily),
+            ("weekly", &t.reports.weekly),
+            ("monthly", &t.reports.monthly),
+        ] {
+            if let Err(e) = expr.parse::<cron::Schedule>() {
+                return Err((
+                    k(&format!("reports.{name}")),
+                    format!(
+                        "`{expr}` is not a cron expression (sec min hour day month weekday): {e}"
+                    ),
+                ));
+            }
+        }
+        match &mut t.crm {
+            CrmConfig::Bitrix24(b) => {
+                secret(
+                    &mut b.webhook_url,
+                    &b.webhook_url_file,
+                    &k("crm.webhook_url"),
+                )?;
+                secret(
+                    &mut b.client_secret,
+                    &b.client_secret_file,
+                    &k("crm.client_secret"),
+                )?;
+                secret(
+                    &mut b.refresh_token,
+                    &b.refresh_token_file,
+                    &k("crm.refresh_token"),
+                )?;
+                if let Some(w) = &b.webhook_url {
+                    require_url(w.expose(), &k("crm.webhook_url"))?;
+                    if !w.expose().contains("/rest/") {
+                        return Err((
+                            k("crm.webhook_url"),
+                            "must look like https://PORTAL/rest/USER_ID/SECRET/".into(),
+                        ));
+                    }
+                } else {
+                    let missing: Vec<&str> = [
+                        ("portal_url", b.portal_url.is_none()),
+                        ("client_id", b.client_id.is_none()),
+                        ("client_secret", b.client_secret.is_none()),
+                        ("refresh_token", b.refresh_token.is_none()),
+                    ]
+                    .into_iter()
+                    .filter(|(_, m)| *m)
+                    .map(|(n, _)| n)
+                    .collect();
+                    if !missing.is_empty() {
+                        return Err((
+                            k("crm"),
+                            format!(
+                                "Bitrix24 needs `webhook_url`, or an OAuth application (missing: {})",
+                                missing.join(", ")
+                            ),
+                        ));
+                    }
+                    require_url(
+                        b.portal_url.as_deref().unwrap_or_default(),
+                        &k("crm.portal_url"),
+                    )?;
+                }
+                require_url(&b.oauth_url, &k("crm.oauth_url"))?;
+                if !(b.operating_budget_secs > 0.0) {
+                    return Err((k("crm.operating_budget_secs"), "must be positive".into()));
+                }
+            }
+            CrmConfig::Amocrm(a) => {
+                require_url(&a.base_url, &k("crm.base_url"))?;
+                secret(
+                    &mut a.long_lived_token,
+                    &a.long_lived_token_file,
+                    &k("crm.long_lived_token"),
+                )?;
+                secret(
+                    &mut a.client_secret,
+                    &a.client_secret_file,
+                    &k("crm.client_secret"),
+                )?;
+                secret(
+                    &mut a.refresh_token,
+                    &a.refresh_token_file,
+                    &k("crm.refresh_token"),
+                )?;
+                if a.long_lived_token.is_none() {
+                    let missing: Vec<&str> = [
+                        ("client_id", a.client_id.is_none()),
+                        ("client_secret", a.client_secret.is_none()),
+                        ("redirect_uri", a.redirect_uri.is_none()),
+                        ("refresh_token", a.refresh_token.is_none()),
+                    ]
+                    .into_iter()
+                    .filter(|(_, m)| *m)
+                    .map(|(n, _)| n)
+                    .collect();
+                    if !missing.is_empty() {
+                        return Err((
+                            k("crm"),
+                            format!(
+                                "amoCRM needs `long_lived_token`, or OAuth (missing: {})",
+                                missing.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                if a.rate_per_sec == 0 || a.rate_per_sec > 7 {
+                    return Err((
+                        k("crm.rate_per_sec"),
+                        format!("must be 1..=7 (amoCRM's limit), got {}", a.rate_per_sec),
+                    ));
+                }
+            }
+        }
+        match &mut t.telephony {
+            Some(TelephonyConfig::Comagic(m)) => {
+                require_url(&m.base_url, &k("telephony.base_url"))?;
+                secret(
+                    &mut m.access_token,
+                    &m.access_token_file,
+                    &k("telephony.access_token"),
+                )?;
+                if m.access_token.is_none() {
+                    return Err((
+                        k("telephony.access_token"),
+                        "CoMagic needs an access token".into(),
+                    ));
+                }
+            }
+            Some(TelephonyConfig::Calltouch(m)) => {
+                require_url(&m.base_url, &k("telephony.base_url"))?;
+                secret(
+                    &mut m.client_api_id,
+                    &m.client_api_id_file,
+                    &k("telephony.client_api_id"),
+                )?;
+                if m.client_api_id.is_none() {
+                    return Err((
+                        k("telephony.client_api_id"),
+                        "Calltouch needs clientApiId".into(),
+                    ));
+                }
+            }
+            None => {}
+        }
+        if let Some(tg) = &mut t.telegram {
+            require_url(&tg.api_url, &k("telegram.api_url"))?;
+            secret(
+                &mut tg.bot_token,
+                &tg.bot_token_file,
+                &k("telegram.bot_token"),
+            )?;
+            match &tg.bot_token {
+                None => return Err((k("telegram.bot_token"), "a bot token is required".into())),
+                Some(tok) if !tok.expose().contains(':') => {
+                    return Err((
+                        k("telegram.bot_token"),
+                        "does not look like a bot token (expected 123456:ABC...)".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_hm(s: &str) -> Option<NaiveTime> {
+    NaiveTime::parse_from_str(s.trim(), "%H:%M").ok()
+}
+
+/// The tenant's business calendar, or the key that is wrong.
+pub fn calendar_of(t: &TenantConfig) -> Result<BusinessCalendar, (String, String)> {
+    let tz: chrono_tz::Tz = t.timezone.parse().map_err(|_| {
+        (
+            "timezone".to_string(),
+            format!("unknown time zone `{}`", t.timezone),
+        )
+    })?;
+    let bad_hours = || {
+        (
+            "calendar.work_hours".to_string(),
+            format!(
+                "`{}`: expected HH:MM-HH:MM with start before end",
+                t.calendar.work_hours
+            ),
+        )
+    };
+    let (a, b) = t
+        .calendar
+        .work_hours
+        .split_once('-')
+        .ok_or_else(bad_hours)?;
+    let (start, end) = (
+        parse_hm(a).ok_or_else(bad_hours)?,
+        parse_hm(b).ok_or_else(bad_hours)?,
+    );
+    if start >= end {
+        return Err(bad_hours());
+    }
+    let mut work_days = Vec::new();
+    for (i, d) in t.calendar.work_days.iter().enumerate() {
+        let wd: Weekday = d.parse().map_err(|_| {
+            (
+                format!("calendar.work_days[{i}]"),
+                format!("`{d}`: use mon, tue, wed, thu, fri, sat, sun"),
+            )
+        })?;
+        work_days.push(wd);
+    }
+    if work_days.is_empty() {
+        return Err((
+            "calendar.work_days".into(),
+            "at least one working day is needed".into(),
+        ));
+    }
+    let mut holidays = Vec::new();
+    for (i, h) in t.calendar.holidays.iter().enumerate() {
+        holidays.push(NaiveDate::parse_from_str(h, "%Y-%m-%d").map_err(|_| {
+            (
+                format!("calendar.holidays[{i}]"),
+                format!("`{h}`: expected YYYY-MM-DD"),
+            )
+        })?);
+    }
+    Ok(BusinessCalendar {
+        tz,
+        start,
+        end,
+        work_days,
+        holidays,
+    })
+}
+
+impl Config {
+    /// The database URL in effect: the configured one, or a SQLite file under `data_dir`.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(u) => u.expose().to_string(),
+            None => format!("sqlite://{}", self.data_dir.join("dozor.db").display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[tenants]]
+id = "acme"
+[tenants.crm]
+kind = "bitrix24"
+webhook_url = "https://acme.bitrix24.ru/rest/1/secret/"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL, None, None).unwrap().config;
+        assert_eq!(c.tenants[0].name, "acme");
+        assert_eq!(
+            c.tenants[0].rules.0["missed_call"].param("sla_minutes"),
+            15.0
+        );
+        assert_eq!(c.sync.interval_secs, 300);
+        assert!(c.database_url().ends_with("data/dozor.db"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MINIMAL.replace("kind = \"bitrix24\"", "kind = \"bitrix24\"\nwebhok = 1");
+        let e = parse(&text, Some(Path::new("x.toml")), None).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("x.toml"), "{s}");
+        assert!(s.contains("webhok"), "{s}");
+    }
+
+    #[test]
+    fn rule_settings_are_checked() {
+        let text = format!(
+            "{MINIMAL}\n[tenants.rules.missed_call]\nmode = \"shadow\"\nsla_minutes = 20\n"
+        );
+        let c = parse(&text, None, None).unwrap().config;
+        let r = &c.tenants[0].rules.0["missed_call"];
+        assert_eq!(r.mode, RuleMode::Shadow);
+        assert_eq!(r.param("sla_minutes"), 20.0);
+        let bad = format!("{MINIMAL}\n[tenants.rules.missed_call]\nmode = \"maybe\"\n");
+        let e = parse(&bad, None, None).unwrap_err().to_string();
+        assert!(e.contains("tenants[0].rules"), "{e}");
+        let bad = format!("{MINIMAL}\n[tenants.rules.missed_cal]\nmode = \"on\"\n");
+        let e = parse(&bad, None, None).unwrap_err().to_string();
+        assert!(e.contains("unknown rule `missed_cal`"), "{e}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = parse(MINIMAL, None, None).unwrap().config;
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("secret/"), "{dbg}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Bitrix24 REST connector: inbound webhook or OAuth application.

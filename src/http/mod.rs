@@ -1,0 +1,260 @@
+//! What every remote client shares: one error type that names the system, method and URL (never
+//! a secret), a rate limiter per remote account, retry backoff, and the reqwest client settings.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::DefaultClock;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+/// What went wrong, in the terms a caller acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Credentials refused (bad webhook secret, revoked or expired token). Fix config or re-auth.
+    Auth,
+    /// The remote asks us to slow down; retry after the hinted delay.
+    RateLimited,
+    /// A temporary failure (5xx, timeout, connection reset); retry with backoff.
+    Transient,
+    /// The request itself is wrong or refused (4xx, method-level error); retrying won't help.
+    Permanent,
+    /// The answer could not be understood (malformed JSON, unexpected shape).
+    Decode,
+}
+
+/// An error talking to a remote system, safe to log: the URL has its secrets stripped.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{system} {method} {url}: {message}{}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+pub struct Error {
+    pub kind: ErrorKind,
+    /// `bitrix24`, `amocrm`, `comagic`, `calltouch`, `telegram`.
+    pub system: &'static str,
+    /// API method or path (`crm.deal.list`, `GET /api/v4/leads`).
+    pub method: String,
+    /// Request URL with every secret replaced by `***`.
+    pub url: String,
+    pub status: Option<u16>,
+    /// The remote's own error code (`QUERY_LIMIT_EXCEEDED`, `invalid_grant`, `-32001`...).
+    pub code: Option<String>,
+    pub message: String,
+    /// Server-suggested wait before retrying.
+    pub retry_after: Option<Duration>,
+}
+
+impl Error {
+    pub fn new(
+        kind: ErrorKind,
+        system: &'static str,
+        method: impl Into<String>,
+        url: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error {
+            kind,
+            system,
+            method: method.into(),
+            url: url.into(),
+            status: None,
+            code: None,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    pub fn code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    pub fn retry_after(mut self, d: Duration) -> Self {
+        self.retry_after = Some(d);
+        self
+    }
+
+    /// Worth retrying automatically.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, ErrorKind::RateLimited | ErrorKind::Transient)
+    }
+
+    /// Maps a reqwest transport error (connect, timeout, body) into a transient error.
+    pub fn transport(
+        system: &'static str,
+        method: impl Into<String>,
+        url: impl Into<String>,
+        e: &reqwest::Error,
+    ) -> Self {
+        // reqwest's Display includes the URL; print only the cause chain without it.
+        let kind = if e.is_decode() {
+            ErrorKind::Decode
+        } else {
+            ErrorKind::Transient
+        };
+        let msg = e.without_url_ref();
+        Error::new(kind, system, method, url, format!("transport error: {msg}"))
+    }
+}
+
+/// Lets reqwest errors be printed without their URL (which may hold a secret).
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let mut msg = String::new();
+        let mut cur: Option<&dyn std::error::Error> = Some(self);
+        let mut first = true;
+        while let Some(e) = cur {
+            let text = e.to_string();
+            // The top-level reqwest message is "error sending request for url (...)"; skip it.
+            if !(first && text.contains("for url")) {
+                if !msg.is_empty() {
+                    msg.push_str(": ");
+                }
+                msg.push_str(&text);
+            }
+            first = false;
+            cur = e.source();
+        }
+        if msg.is_empty() {
+            "request failed".into()
+        } else {
+            msg
+        }
+    }
+}
+
+/// Replaces the secrets in `url` with `***`: the secret path segment of a Bitrix24 webhook
+/// (`/rest/1/SECRET/`), a Telegram bot token (`/botTOKEN/`) and any query parameter whose name
+/// suggests a credential.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return "<unparsable url>".into();
+    };
+    let segments: Vec<String> = u
+        .path_segments()
+        .map(|s| s.map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(segments.len());
+    let mut i = 0;
+    while i < segments.len() {
+        let s = &segments[i];
+        if s == "rest"
+            && i + 2 < segments.len()
+            && segments[i + 1].chars().all(|c| c.is_ascii_digit())
+            && !segments[i + 1].is_empty()
+        {
+            out.push(s.clone());
+            out.push(segments[i + 1].clone());
+            out.push("***".into());
+            i += 3;
+            continue;
+        }
+        if s.starts_with("bot") && s.contains(':') {
+            out.push("bot***".into());
+        } else {
+            out.push(s.clone());
+        }
+        i += 1;
+    }
+    u.set_path(&out.join("/"));
+    let pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .map(|(k, v)| {
+            let lk = k.to_lowercase();
+            let secret = [
+                "token",
+                "secret",
+                "auth",
+                "key",
+                "password",
+                "clientapiid",
+                "code",
+            ]
+            .iter()
+            .any(|w| lk.contains(w));
+            (
+                k.into_owned(),
+                if secret { "***".into() } else { v.into_owned() },
+            )
+        })
+        .collect();
+    if pairs.is_empty() {
+        u.set_query(None);
+    } else {
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string().replace("%2A%2A%2A", "***")
+}
+
+/// A token-bucket limiter for one remote account (governor, direct, not keyed).
+#[derive(Clone)]
+pub struct Limiter {
+    inner: Arc<RateLimiter<NotKeyed, InMemoryState, DefaultClock>>,
+}
+
+impl Limiter {
+    /// `per_second` sustained with bursts of `burst`.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        let rate = NonZeroU32::new(per_second.max(1)).expect("non-zero");
+        let burst = NonZeroU32::new(burst.max(1)).expect("non-zero");
+        Limiter {
+            inner: Arc::new(RateLimiter::direct(
+                Quota::per_second(rate).allow_burst(burst),
+            )),
+        }
+    }
+
+    /// Waits until one more request is allowed.
+    pub async fn acquire(&self) {
+        self.inner.until_ready().await;
+    }
+}
+
+/// Exponential backoff with a cap: 0.5 s, 1 s, 2 s, ... up to 30 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let ms = 500u64.saturating_mul(1u64 << attempt.min(6));
+    Duration::from_millis(ms.min(30_000))
+}
+
+/// The reqwest client every connector uses: rustls, a User-Agent, timeouts, and no automatic
+/// redirects (a Bitrix24 portal rename answers 302 and a followed POST would lose its body).
+pub fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("dozor/", env!("CARGO_PKG_VERSION")))
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("reqwest client with static settings")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_secret_is_stripped() {
+        let u = redact_url("https://x.bitrix24.ru/rest/1/abc123secret/crm.deal.list.json?start=0");
+        assert_eq!(
+            u,
+            "https://x.bitrix24.ru/rest/1/***/crm.deal.list.json?start=0"
+        );
+    }
+
+    #[test]
+    fn bot_token_and_query_secrets_are_stripped() {
+        let u = redact_url("http://127.0.0.1:5/telegram/bot123:ABC/sendMessage");
+        assert!(!u.contains("ABC"), "{u}");
+        let u = redact_url("https://api.calltouch.ru/x?clientApiId=SECRET&dateFrom=01/01/2024");
+        assert!(!u.contains("SECRET"), "{u}");
+        assert!(u.contains("dateFrom"), "{u}");
+    }
+}

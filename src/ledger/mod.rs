@@ -1,0 +1,1 @@
+//! The action ledger: intent, execution, outcome, reconciliation.

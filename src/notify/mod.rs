@@ -1,0 +1,3 @@
+//! Where messages go: Telegram.
+
+pub mod telegram;

@@ -1,0 +1,1 @@
+//! Reports: figures from the mirror, rendered for Telegram and the terminal.

@@ -1,0 +1,1 @@
+//! Rules: each looks at the mirror and proposes actions.

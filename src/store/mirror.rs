@@ -1,0 +1,496 @@
+//! The mirror: the CRM and telephony records dozor has read, in domain form.
+//!
+//! Each row keeps the columns rules and reports filter on, plus `data`, the whole record as JSON,
+//! so reading a record back never depends on a column list kept in sync by hand.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, Row};
+
+use super::{Op, Result, Store, StoreError, from_secs, now_secs, to_secs};
+use crate::domain::phone;
+use crate::domain::*;
+
+type Q<'a> = Query<'a, Any, AnyArguments<'a>>;
+
+fn json<T: serde::Serialize>(x: &T) -> String {
+    serde_json::to_string(x).expect("domain records serialise")
+}
+
+fn entity_cols(e: &Option<EntityRef>) -> (Option<String>, Option<String>) {
+    match e {
+        Some(r) => (Some(r.kind.as_str().to_string()), Some(r.id.clone())),
+        None => (None, None),
+    }
+}
+
+/// Builds the upsert for one record.
+fn upsert(tenant: &str, r: &Record) -> Q<'static> {
+    let t = tenant.to_string();
+    match r {
+        Record::Lead(x) => sqlx::query(
+            "INSERT INTO leads (tenant, id, status_id, semantics, responsible_id, source, created_at, updated_at, closed_at, deleted, data) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE, $10) \
+             ON CONFLICT (tenant, id) DO UPDATE SET status_id = excluded.status_id, semantics = excluded.semantics, \
+             responsible_id = excluded.responsible_id, source = excluded.source, created_at = excluded.created_at, \
+             updated_at = excluded.updated_at, closed_at = excluded.closed_at, deleted = FALSE, data = excluded.data",
+        )
+        .bind(t)
+        .bind(x.id.clone())
+        .bind(x.status_id.clone())
+        .bind(x.semantics.as_str())
+        .bind(x.responsible_id.clone())
+        .bind(x.source.clone())
+        .bind(to_secs(x.created_at))
+        .bind(to_secs(x.updated_at))
+        .bind(x.closed_at.map(to_secs))
+        .bind(json(x)),
+        Record::Deal(x) => sqlx::query(
+            "INSERT INTO deals (tenant, id, pipeline_id, stage_id, semantics, amount, responsible_id, contact_id, company_id, created_at, updated_at, closed_at, deleted, data) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, FALSE, $13) \
+             ON CONFLICT (tenant, id) DO UPDATE SET pipeline_id = excluded.pipeline_id, stage_id = excluded.stage_id, \
+             semantics = excluded.semantics, amount = excluded.amount, responsible_id = excluded.responsible_id, \
+             contact_id = excluded.contact_id, company_id = excluded.company_id, created_at = excluded.created_at, \
+             updated_at = excluded.updated_at, closed_at = excluded.closed_at, deleted = FALSE, data = excluded.data",
+        )
+        .bind(t)
+        .bind(x.id.clone())
+        .bind(x.pipeline_id.clone())
+        .bind(x.stage_id.clone())
+        .bind(x.semantics.as_str())
+        .bind(x.amount)
+        .bind(x.responsible_id.clone())
+        .bind(x.contact_id.clone())
+        .bind(x.company_id.clone())
+        .bind(to_secs(x.created_at))
+        .bind(to_secs(x.updated_at))
+        .bind(x.closed_at.map(to_secs))
+        .bind(json(x)),
+        Record::Contact(x) => sqlx::query(
+            "INSERT INTO contacts (tenant, id, responsible_id, company_id, created_at, updated_at, deleted, data) \
+             VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7) \
+             ON CONFLICT (tenant, id) DO UPDATE SET responsible_id = excluded.responsible_id, company_id = excluded.company_id, \
+             created_at = excluded.created_at, updated_at = excluded.updated_at, deleted = FALSE, data = excluded.data",
+        )
+        .bind(t)
+        .bind(x.id.clone())
+        .bind(x.responsible_id.clone())
+        .bind(x.company_id.clone())
+        .bind(to_secs(x.created_at))
+        .bind(to_secs(x.updated_at))
+        .bind(json(x)),
+        Record::Company(x) => sqlx::query(
+            "INSERT INTO companies (tenant, id, responsible_id, created_at, updated_at, deleted, data) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, $6) \
+             ON CONFLICT (tenant, id) DO UPDATE SET responsible_id = excluded.responsible_id, \
+             created_at = excluded.created_at, updated_at = excluded.updated_at, deleted = FALSE, data = excluded.data",
+        )
+        .bind(t)
+        .bind(x.id.clone())
+        .bind(x.responsible_id.clone())
+        .bind(to_secs(x.created_at))
+        .bind(to_secs(x.updated_at))
+        .bind(json(x)),
+        Record::Task(x) => {
+            let (ek, eid) = entity_cols(&x.entity);
+            sqlx::query(
+                "INSERT INTO tasks (tenant, id, responsible_id, deadline, completed, entity_kind, entity_id, created_at, updated_at, deleted, data) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE, $10) \
+                 ON CONFLICT (tenant, id) DO UPDATE SET responsible_id = excluded.responsible_id, deadline = excluded.deadline, \
+                 completed = excluded.completed, entity_kind = excluded.entity_kind, entity_id = excluded.entity_id, \
+                 created_at = excluded.created_at, updated_at = excluded.updated_at, deleted = FALSE, data = excluded.data",
+            )
+            .bind(t)
+            .bind(x.id.clone())
+            .bind(x.responsible_id.clone())
+            .bind(x.deadline.map(to_secs))
+            .bind(x.completed)
+            .bind(ek)
+            .bind(eid)
+            .bind(to_secs(x.created_at))
+            .bind(to_secs(x.updated_at))
+            .bind(json(x))
+        }
+        Record::Activity(x) => {
+            let (ek, eid) = entity_cols(&x.entity);
+            sqlx::query(
+                "INSERT INTO activities (tenant, id, kind, direction, entity_kind, entity_id, responsible_id, external_id, started_at, updated_at, deleted, data) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, FALSE, $11) \
+                 ON CONFLICT (tenant, id) DO UPDATE SET kind = excluded.kind, direction = excluded.direction, \
+                 entity_kind = excluded.entity_kind, entity_id = excluded.entity_id, responsible_id = excluded.responsible_id, \
+                 external_id = excluded.external_id, started_at = excluded.started_at, updated_at = excluded.updated_at, \
+                 deleted = FALSE, data = excluded.data",
+            )
+            .bind(t)
+            .bind(x.id.clone())
+            .bind(x.kind.as_str())
+            .bind(x.direction.map(|d| d.as_str()))
+            .bind(ek)
+            .bind(eid)
+            .bind(x.responsible_id.clone())
+            .bind(x.external_id.clone())
+            .bind(to_secs(x.started_at))
+            .bind(to_secs(x.updated_at))
+            .bind(json(x))
+        }
+    }
+}
+
+/// The phones of a record that carries any, normalised; junk is skipped.
+fn phones_of(r: &Record) -> Option<&[String]> {
+    match r {
+        Record::Lead(x) => Some(&x.phones),
+        Record::Contact(x) => Some(&x.phones),
+        Record::Company(x) => Some(&x.phones),
+        _ => None,
+    }
+}
+
+fn table(kind: EntityKind) -> &'static str {
+    match kind {
+        EntityKind::Lead => "leads",
+        EntityKind::Deal => "deals",
+        EntityKind::Contact => "contacts",
+        EntityKind::Company => "companies",
+        EntityKind::Task => "tasks",
+        EntityKind::Activity => "activities",
+    }
+}
+
+/// How many rows the mirror holds, per table.
+pub type MirrorCounts = BTreeMap<String, i64>;
+
+impl Store {
+    /// Upserts records in one transaction (and their phone index), then stores `cursor` for
+    /// `(source, entity)` in the same transaction: a crash leaves either the page and its cursor
+    /// or neither, so a resumed sync never skips a page.
+    pub async fn save_page(
+        &self,
+        tenant: &str,
+        source: &str,
+        entity: EntityKind,
+        records: &[Record],
+        cursor: &str,
+    ) -> Result<()> {
+        let mut tx = self.pool().begin().await.op("starting a transaction")?;
+        for r in records {
+            upsert(tenant, r)
+                .execute(&mut *tx)
+                .await
+                .op("saving a record")?;
+            if let Some(phones) = phones_of(r) {
+                let kind = r.entity_kind().as_str();
+                sqlx::query(
+                    "DELETE FROM phones WHERE tenant = $1 AND entity_kind = $2 AND entity_id = $3",
+                )
+                .bind(tenant)
+                .bind(kind)
+                .bind(r.id())
+                .execute(&mut *tx)
+                .await
+                .op("indexing phones")?;
+                let mut seen = std::collections::BTreeSet::new();
+                for p in phones {
+                    if let Ok(e164) = phone::normalize(p)
+                        && seen.insert(e164.clone())
+                    {
+                        sqlx::query("INSERT INTO phones (tenant, e164, entity_kind, entity_id) VALUES ($1, $2, $3, $4)")
+                            .bind(tenant)
+                            .bind(e164)
+                            .bind(kind)
+                            .bind(r.id())
+                            .execute(&mut *tx)
+                            .await
+                            .op("indexing phones")?;
+                    }
+                }
+            }
+        }
+        Self::put_cursor_in(&mut tx, tenant, source, entity.as_str(), cursor).await?;
+        tx.commit().await.op("committing a page")?;
+        Ok(())
+    }
+
+    pub async fn upsert_users(&self, tenant: &str, users: &[User]) -> Result<()> {
+        let mut tx = self.pool().begin().await.op("starting a transaction")?;
+        let now = now_secs();
+        for u in users {
+            sqlx::query(
+                "INSERT INTO users (tenant, id, name, extension, active, data, synced_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (tenant, id) DO UPDATE SET name = excluded.name, extension = excluded.extension, \
+                 active = excluded.active, data = excluded.data, synced_at = excluded.synced_at",
+            )
+            .bind(tenant)
+            .bind(u.id.clone())
+            .bind(u.name.clone())
+            .bind(u.extension.clone())
+            .bind(u.active)
+            .bind(json(u))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .op("saving users")?;
+        }
+        tx.commit().await.op("saving users")?;
+        Ok(())
+    }
+
+    pub async fn upsert_pipelines(&self, tenant: &str, pipelines: &[Pipeline]) -> Result<()> {
+        let mut tx = self.pool().begin().await.op("starting a transaction")?;
+        let now = now_secs();
+        for p in pipelines {
+            for s in &p.stages {
+                sqlx::query(
+                    "INSERT INTO stages (tenant, pipeline_id, id, pipeline_name, name, sort, semantics, synced_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (tenant, pipeline_id, id) DO UPDATE SET pipeline_name = excluded.pipeline_name, \
+                     name = excluded.name, sort = excluded.sort, semantics = excluded.semantics, synced_at = excluded.synced_at",
+                )
+                .bind(tenant)
+                .bind(p.id.clone())
+                .bind(s.id.clone())
+                .bind(p.name.clone())
+                .bind(s.name.clone())
+                .bind(s.sort)
+                .bind(s.semantics.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .op("saving stages")?;
+            }
+        }
+        tx.commit().await.op("saving stages")?;
+        Ok(())
+    }
+
+    /// Stores calls, replacing earlier versions of the same provider call id (late status
+    /// changes and recordings update the row instead of adding one).
+    pub async fn upsert_calls(&self, tenant: &str, calls: &[Call]) -> Result<()> {
+        let mut tx = self.pool().begin().await.op("starting a transaction")?;
+        for c in calls {
+            let e164 = phone::normalize(&c.client_phone).ok();
+            sqlx::query(
+                "INSERT INTO calls (tenant, provider, id, started_at, direction, answered, talk_s, client_e164, employee_id, data) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (tenant, provider, id) DO UPDATE SET started_at = excluded.started_at, direction = excluded.direction, \
+                 answered = excluded.answered, talk_s = excluded.talk_s, client_e164 = excluded.client_e164, \
+                 employee_id = excluded.employee_id, data = excluded.data",
+            )
+            .bind(tenant)
+            .bind(c.provider.as_str())
+            .bind(c.id.clone())
+            .bind(to_secs(c.started_at))
+            .bind(c.direction.as_str())
+            .bind(c.answered)
+            .bind(c.talk_s)
+            .bind(e164)
+            .bind(c.employee_id.clone())
+            .bind(json(c))
+            .execute(&mut *tx)
+            .await
+            .op("saving calls")?;
+        }
+        tx.commit().await.op("saving calls")?;
+        Ok(())
+    }
+
+    /// Marks records as deleted in the CRM (kept for history, hidden from rules).
+    pub async fn mark_deleted(&self, tenant: &str, kind: EntityKind, ids: &[String]) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET deleted = TRUE WHERE tenant = $1 AND id = $2",
+            table(kind)
+        );
+        for id in ids {
+            sqlx::query(&sql)
+                .bind(tenant)
+                .bind(id.clone())
+                .execute(self.pool())
+                .await
+                .op("marking a record deleted")?;
+        }
+        Ok(())
+    }
+
+    async fn load_json<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        tenant: &str,
+        what: &str,
+    ) -> Result<Vec<T>> {
+        let rows = sqlx::query(sql)
+            .bind(tenant)
+            .fetch_all(self.pool())
+            .await
+            .op("reading the mirror")?;
+        rows.iter()
+            .map(|r| {
+                let data: String = r.get(0);
+                serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
+                    what: format!("{what} in the mirror"),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn users(&self, tenant: &str) -> Result<Vec<User>> {
+        self.load_json(
+            "SELECT data FROM users WHERE tenant = $1 ORDER BY id",
+            tenant,
+            "user",
+        )
+        .await
+    }
+
+    pub async fn stages(&self, tenant: &str) -> Result<Vec<Stage>> {
+        let rows = sqlx::query(
+            "SELECT pipeline_id, id, name, sort, semantics FROM stages WHERE tenant = $1 ORDER BY pipeline_id, sort",
+        )
+        .bind(tenant)
+        .fetch_all(self.pool())
+        .await
+        .op("reading stages")?;
+        Ok(rows
+            .iter()
+            .map(|r| Stage {
+                pipeline_id: r.get(0),
+                id: r.get(1),
+                name: r.get(2),
+                sort: r.get(3),
+                semantics: Semantics::parse(&r.get::<String, _>(4)).unwrap_or(Semantics::Open),
+            })
+            .collect())
+    }
+
+    pub async fn leads(&self, tenant: &str) -> Result<Vec<Lead>> {
+        self.load_json(
+            "SELECT data FROM leads WHERE tenant = $1 AND deleted = FALSE ORDER BY created_at",
+            tenant,
+            "lead",
+        )
+        .await
+    }
+
+    pub async fn deals(&self, tenant: &str) -> Result<Vec<Deal>> {
+        self.load_json(
+            "SELECT data FROM deals WHERE tenant = $1 AND deleted = FALSE ORDER BY created_at",
+            tenant,
+            "deal",
+        )
+        .await
+    }
+
+    pub async fn contacts(&self, tenant: &str) -> Result<Vec<Contact>> {
+        self.load_json(
+            "SELECT data FROM contacts WHERE tenant = $1 AND deleted = FALSE ORDER BY id",
+            tenant,
+            "contact",
+        )
+        .await
+    }
+
+    pub async fn companies(&self, tenant: &str) -> Result<Vec<Company>> {
+        self.load_json(
+            "SELECT data FROM companies WHERE tenant = $1 AND deleted = FALSE ORDER BY id",
+            tenant,
+            "company",
+        )
+        .await
+    }
+
+    pub async fn tasks(&self, tenant: &str) -> Result<Vec<Task>> {
+        self.load_json(
+            "SELECT data FROM tasks WHERE tenant = $1 AND deleted = FALSE ORDER BY created_at",
+            tenant,
+            "task",
+        )
+        .await
+    }
+
+    pub async fn activities(&self, tenant: &str) -> Result<Vec<Activity>> {
+        self.load_json(
+            "SELECT data FROM activities WHERE tenant = $1 AND deleted = FALSE ORDER BY started_at",
+            tenant,
+            "activity",
+        )
+        .await
+    }
+
+    pub async fn calls(&self, tenant: &str) -> Result<Vec<Call>> {
+        self.load_json(
+            "SELECT data FROM calls WHERE tenant = $1 ORDER BY started_at",
+            tenant,
+            "call",
+        )
+        .await
+    }
+
+    /// Records whose phone is `e164`, from the mirror's phone index.
+    pub async fn find_by_phone(&self, tenant: &str, e164: &str) -> Result<Vec<EntityRef>> {
+        let rows = sqlx::query("SELECT entity_kind, entity_id FROM phones WHERE tenant = $1 AND e164 = $2 ORDER BY entity_kind, entity_id")
+            .bind(tenant)
+            .bind(e164)
+            .fetch_all(self.pool())
+            .await
+            .op("looking up a phone")?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(EntityRef::new(
+                    EntityKind::parse(&r.get::<String, _>(0))?,
+                    r.get::<String, _>(1),
+                ))
+            })
+            .collect())
+    }
+
+    /// Row counts of the mirror tables for one tenant.
+    pub async fn counts(&self, tenant: &str) -> Result<MirrorCounts> {
+        let mut out = BTreeMap::new();
+        for t in [
+            "users",
+            "stages",
+            "leads",
+            "deals",
+            "contacts",
+            "companies",
+            "tasks",
+            "activities",
+            "calls",
+        ] {
+            let n: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {t} WHERE tenant = $1"))
+                .bind(tenant)
+                .fetch_one(self.pool())
+                .await
+                .op("counting rows")?
+                .get(0);
+            out.insert(t.to_string(), n);
+        }
+        Ok(out)
+    }
+
+    /// When the mirror last saw a change of `kind` (the newest `updated_at`).
+    pub async fn newest_update(&self, tenant: &str, kind: EntityKind) -> Result<Option<Ts>> {
+        let col = if kind == EntityKind::Activity {
+            "updated_at"
+        } else {
+            "updated_at"
+        };
+        let row = sqlx::query(&format!(
+            "SELECT MAX({col}) FROM {} WHERE tenant = $1",
+            table(kind)
+        ))
+        .bind(tenant)
+        .fetch_one(self.pool())
+        .await
+        .op("reading the newest update")?;
+        Ok(row
+            .try_get::<Option<i64>, _>(0)
+            .ok()
+            .flatten()
+            .map(from_secs))
+    }
+}

@@ -1,0 +1,1 @@
+//! Incremental sync of sources into the mirror.

@@ -1,0 +1,1 @@
+//! Calltouch calls-diary client.

@@ -1,0 +1,1 @@
+//! CoMagic Data API v2.0 client (JSON-RPC).
