@@ -1,6 +1,8 @@
 //! What every remote client shares: one error type that names the system, method and URL (never
 //! a secret), a rate limiter per remote account, retry backoff, and the reqwest client settings.
 
+pub mod php_query;
+
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
