@@ -4,9 +4,11 @@
 //! rules read the mirror and propose actions, the ledger executes each action exactly once,
 //! and reports read the mirror and the ledger. See README.md for the operator's view.
 
+pub mod cli;
 pub mod config;
 pub mod crm;
 pub mod domain;
+pub mod engine;
 pub mod http;
 pub mod ledger;
 pub mod notify;
@@ -17,3 +19,4 @@ pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod telephony;
+pub mod tenant;

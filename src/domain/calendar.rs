@@ -66,6 +66,18 @@ impl BusinessCalendar {
         self.to_utc(local)
     }
 
+    /// The next working day after `from`'s local date, at `start + offset_minutes` local time.
+    pub fn next_business_day(&self, from: Ts, offset_minutes: i64) -> Ts {
+        let mut day = from.with_timezone(&self.tz).date_naive() + Duration::days(1);
+        for _ in 0..400 {
+            if self.is_work_day(day) {
+                break;
+            }
+            day += Duration::days(1);
+        }
+        self.to_utc(day.and_time(self.start) + Duration::minutes(offset_minutes))
+    }
+
     /// Working minutes between `a` and `b` (0 when `b <= a`).
     pub fn business_minutes_between(&self, a: Ts, b: Ts) -> i64 {
         if b <= a {
@@ -112,6 +124,17 @@ mod tests {
         let due = cal.add_business_minutes(call, 15);
         // Monday 09:15 MSK = 06:15 UTC.
         assert_eq!(due, Utc.with_ymd_and_hms(2026, 11, 23, 6, 15, 0).unwrap());
+    }
+
+    #[test]
+    fn next_business_day_skips_the_weekend() {
+        let cal = BusinessCalendar::moscow_default();
+        let fri = Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap();
+        // Monday 12:00 MSK = 09:00 UTC.
+        assert_eq!(
+            cal.next_business_day(fri, 180),
+            Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap()
+        );
     }
 
     #[test]

@@ -1,1 +1,218 @@
-//! The action ledger: intent, execution, outcome, reconciliation.
+//! The action ledger: every side effect (CRM write, Telegram message) happens exactly once.
+//!
+//! An action has a deterministic key (`rule:tenant:entity:window`), so proposing it again in a
+//! later cycle finds the existing row instead of writing twice. The sequence is
+//! intent (row inserted) → attempt (attempts + 1, committed *before* the remote call) → outcome
+//! (done / failed). A row left at `intent` with attempts > 0 means the process died or the call
+//! failed after the attempt was recorded: the outcome is unknown, so before trying again the
+//! ledger looks for the action's marker (`[dozor:KEY]`, carried in the task description or
+//! comment) in the freshly synced mirror, and only writes when it is not there.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::RuleMode;
+use crate::crm::{Crm, NewTask};
+use crate::domain::EntityRef;
+use crate::http::ErrorKind;
+use crate::notify::telegram::Telegram;
+use crate::store::{ActionRow, Store, StoreError};
+
+/// What an action does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Effect {
+    CreateTask(NewTask),
+    Comment {
+        entity: EntityRef,
+        text: String,
+    },
+    /// A Telegram message (HTML), split by the client when long.
+    Telegram {
+        chat: i64,
+        thread: Option<i64>,
+        html: String,
+    },
+}
+
+impl Effect {
+    fn kind(&self) -> &'static str {
+        match self {
+            Effect::CreateTask(_) => "create_task",
+            Effect::Comment { .. } => "comment",
+            Effect::Telegram { .. } => "telegram",
+        }
+    }
+}
+
+/// An action a rule proposes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    pub key: String,
+    pub rule: &'static str,
+    pub entity: Option<EntityRef>,
+    pub effect: Effect,
+    /// One line for humans ("task for Иванов: deal 123").
+    pub summary: String,
+}
+
+/// The marker that identifies an action's write in the CRM.
+pub fn marker(key: &str) -> String {
+    format!("[dozor:{key}]")
+}
+
+/// What happened to a proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written now; the CRM's id of what was created.
+    Done(String),
+    /// Found already done (by an earlier cycle, or by its marker after a crash).
+    AlreadyDone,
+    /// Recorded in shadow mode; nothing written.
+    Shadow,
+    /// Will be retried next cycle (transient error).
+    Retry(String),
+    /// Refused for good; recorded with the reason.
+    Failed(String),
+    /// The rule is off.
+    Skipped,
+}
+
+fn row(tenant: &str, p: &Proposal, state: &str) -> ActionRow {
+    let now = chrono::Utc::now();
+    ActionRow {
+        key: p.key.clone(),
+        tenant: tenant.to_string(),
+        rule: p.rule.to_string(),
+        kind: p.effect.kind().to_string(),
+        entity_kind: p.entity.as_ref().map(|e| e.kind.as_str().to_string()),
+        entity_id: p.entity.as_ref().map(|e| e.id.clone()),
+        payload: serde_json::json!({"effect": p.effect, "summary": p.summary}),
+        state: state.to_string(),
+        attempts: 0,
+        result: None,
+        error: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Where effects land.
+pub struct Sinks<'a> {
+    pub crm: &'a dyn Crm,
+    pub telegram: Option<&'a Telegram>,
+}
+
+/// Applies one proposal under `mode`.
+pub async fn apply(
+    store: &Store,
+    tenant: &str,
+    sinks: &Sinks<'_>,
+    p: &Proposal,
+    mode: RuleMode,
+) -> Result<Outcome, StoreError> {
+    match mode {
+        RuleMode::Off => Ok(Outcome::Skipped),
+        RuleMode::Shadow => {
+            let r = store.insert_action(&row(tenant, p, "shadow")).await?;
+            Ok(if r.state == "done" {
+                Outcome::AlreadyDone
+            } else {
+                Outcome::Shadow
+            })
+        }
+        RuleMode::On => {
+            let r = store.insert_action(&row(tenant, p, "intent")).await?;
+            match r.state.as_str() {
+                "done" => return Ok(Outcome::AlreadyDone),
+                "failed" => return Ok(Outcome::Failed(r.error.unwrap_or_default())),
+                "intent" if r.attempts > 0 => {
+                    // Outcome unknown: the write may have reached the CRM before a crash.
+                    if let Some(id) = find_marker(store, tenant, p).await? {
+                        store
+                            .set_action_state(&p.key, "done", Some(&id), None, false)
+                            .await?;
+                        tracing::info!(key = %p.key, id, "action reconciled: found its marker, not writing again");
+                        return Ok(Outcome::AlreadyDone);
+                    }
+                }
+                _ => {}
+            }
+            store
+                .set_action_state(&p.key, "intent", None, None, true)
+                .await?;
+            match execute(sinks, p).await {
+                Ok(id) => {
+                    store
+                        .set_action_state(&p.key, "done", Some(&id), None, false)
+                        .await?;
+                    Ok(Outcome::Done(id))
+                }
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        ErrorKind::RateLimited | ErrorKind::Transient | ErrorKind::Decode
+                    ) =>
+                {
+                    let msg = e.to_string();
+                    store
+                        .set_action_state(&p.key, "intent", None, Some(&msg), false)
+                        .await?;
+                    Ok(Outcome::Retry(msg))
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    store
+                        .set_action_state(&p.key, "failed", None, Some(&msg), false)
+                        .await?;
+                    Ok(Outcome::Failed(msg))
+                }
+            }
+        }
+    }
+}
+
+async fn execute(sinks: &Sinks<'_>, p: &Proposal) -> Result<String, crate::http::Error> {
+    let mark = marker(&p.key);
+    let crm = sinks.crm;
+    match &p.effect {
+        Effect::CreateTask(t) => {
+            let mut t = t.clone();
+            if !t.description.contains(&mark) {
+                t.description = format!("{}\n\n{mark}", t.description)
+                    .trim_start()
+                    .to_string();
+            }
+            crm.create_task(&t).await
+        }
+        Effect::Comment { entity, text } => {
+            let text = format!("{text}\n{mark}");
+            crm.add_comment(entity, &text).await
+        }
+        Effect::Telegram { chat, thread, html } => match sinks.telegram {
+            Some(tg) => tg
+                .send_message(*chat, *thread, html)
+                .await
+                .map(|id| id.to_string()),
+            None => Err(crate::http::Error::new(
+                ErrorKind::Permanent,
+                "telegram",
+                "sendMessage",
+                "",
+                "no [tenants.telegram] section configured",
+            )),
+        },
+    }
+}
+
+/// Looks for the action's marker in the mirror (synced after the crash).
+async fn find_marker(
+    store: &Store,
+    tenant: &str,
+    p: &Proposal,
+) -> Result<Option<String>, StoreError> {
+    match &p.effect {
+        Effect::CreateTask(_) => store.find_task_with_marker(tenant, &marker(&p.key)).await,
+        // Comments and messages cannot be looked up: retry (a duplicate at worst, never a loss).
+        Effect::Comment { .. } | Effect::Telegram { .. } => Ok(None),
+    }
+}

@@ -1,1 +1,77 @@
 //! Reports: figures from the mirror, rendered for Telegram and the terminal.
+
+pub mod metrics;
+pub mod render;
+
+use chrono::{Duration, NaiveDate};
+
+use crate::config::TenantConfig;
+use crate::domain::Ts;
+use crate::store::{Store, StoreError};
+use metrics::{Period, Snapshot};
+use render::{ActionLine, DailyInput};
+
+/// A rendered report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub kind: &'static str,
+    pub tenant: String,
+    pub period_from: NaiveDate,
+    pub period_to: NaiveDate,
+    /// Telegram HTML.
+    pub html: String,
+    pub figures: metrics::Figures,
+}
+
+impl Report {
+    /// The terminal view.
+    pub fn plain(&self) -> String {
+        render::to_plain(&self.html)
+    }
+}
+
+/// The local date of `now` in the tenant's time zone.
+pub fn local_date(t: &TenantConfig, now: Ts) -> NaiveDate {
+    let tz: chrono_tz::Tz = t.timezone.parse().unwrap_or(chrono_tz::Europe::Moscow);
+    now.with_timezone(&tz).date_naive()
+}
+
+/// Builds the daily report of `day` (normally yesterday) as of `now`.
+pub async fn daily(
+    store: &Store,
+    t: &TenantConfig,
+    day: NaiveDate,
+    now: Ts,
+    actions: &[ActionLine],
+) -> Result<Report, StoreError> {
+    let tz: chrono_tz::Tz = t.timezone.parse().unwrap_or(chrono_tz::Europe::Moscow);
+    let cal = crate::config::calendar_of(t)
+        .unwrap_or_else(|_| crate::domain::calendar::BusinessCalendar::moscow_default());
+    let snap = Snapshot::load(store, &t.id).await?;
+    let period = Period::day(day, tz);
+    let today = metrics::compute(&snap, &period, now, &cal);
+    let previous = metrics::compute(&snap, &Period::day(day - Duration::days(1), tz), now, &cal);
+    let sync: Vec<(String, bool, i64, Option<String>)> = store
+        .last_sync_runs(&t.id)
+        .await?
+        .into_iter()
+        .map(|r| (r.source, r.ok, r.items, r.error))
+        .collect();
+    let html = render::daily_html(&DailyInput {
+        tenant_name: &t.name,
+        lang: t.lang,
+        period: &period,
+        today: &today,
+        previous: &previous,
+        actions,
+        sync: &sync,
+    });
+    Ok(Report {
+        kind: "daily",
+        tenant: t.id.clone(),
+        period_from: day,
+        period_to: day,
+        html,
+        figures: today,
+    })
+}

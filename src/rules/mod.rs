@@ -1,1 +1,51 @@
-//! Rules: each looks at the mirror and proposes actions.
+//! Rules: each looks at the mirror and proposes actions; the ledger decides whether and how
+//! they run. A rule never writes anything itself and never knows which CRM is behind the mirror.
+
+pub mod deal_without_task;
+
+use crate::config::{Lang, RuleConfig, RuleMode, RulesConfig};
+use crate::domain::calendar::BusinessCalendar;
+use crate::domain::{Deal, Ts};
+use crate::ledger::Proposal;
+use crate::store::Snapshot;
+
+/// What a rule sees.
+pub struct RuleContext<'a> {
+    pub tenant: &'a str,
+    pub now: Ts,
+    pub calendar: &'a BusinessCalendar,
+    pub lang: Lang,
+    pub mirror: &'a Snapshot,
+}
+
+/// A rule: a name and a function from the mirror to proposals.
+pub struct Rule {
+    pub name: &'static str,
+    pub propose: fn(&RuleContext, &RuleConfig) -> Vec<Proposal>,
+}
+
+/// Every implemented rule, in the order they run.
+pub const RULES: &[Rule] = &[Rule {
+    name: "deal_without_task",
+    propose: deal_without_task::propose,
+}];
+
+/// A rule's config and the mode it runs in this cycle (`dry_run` turns `on` into `shadow`).
+pub fn effective<'a>(
+    rules: &'a RulesConfig,
+    name: &str,
+    dry_run: bool,
+) -> Option<(&'a RuleConfig, RuleMode)> {
+    let cfg = rules.0.get(name)?;
+    let mode = match (cfg.mode, dry_run) {
+        (RuleMode::On, true) => RuleMode::Shadow,
+        (m, _) => m,
+    };
+    Some((cfg, mode))
+}
+
+/// Whether a deal is in the rule's pipeline/stage scope (empty lists = everything).
+pub fn in_scope(cfg: &RuleConfig, deal: &Deal) -> bool {
+    (cfg.pipelines.is_empty() || cfg.pipelines.contains(&deal.pipeline_id))
+        && (cfg.stages.is_empty() || cfg.stages.contains(&deal.stage_id))
+}

@@ -494,3 +494,55 @@ impl Store {
             .map(from_secs))
     }
 }
+
+impl Store {
+    /// The id of a task whose text carries `marker` (ledger reconciliation).
+    pub async fn find_task_with_marker(
+        &self,
+        tenant: &str,
+        marker: &str,
+    ) -> Result<Option<String>> {
+        // The marker is JSON-escaped inside `data` exactly as written (it has no quotes or
+        // backslashes), so a substring match on the stored JSON finds it.
+        let pattern = format!("%{}%", marker.replace('%', "").replace('_', "\\_"));
+        let row = sqlx::query(
+            "SELECT id FROM tasks WHERE tenant = $1 AND data LIKE $2 ESCAPE '\\' LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(pattern)
+        .fetch_optional(self.pool())
+        .await
+        .op("looking for an action marker")?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
+
+/// The mirror of one tenant loaded into memory: what rules and reports work on.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub users: Vec<User>,
+    pub stages: Vec<Stage>,
+    pub leads: Vec<Lead>,
+    pub deals: Vec<Deal>,
+    pub contacts: Vec<Contact>,
+    pub companies: Vec<Company>,
+    pub tasks: Vec<Task>,
+    pub activities: Vec<Activity>,
+    pub calls: Vec<Call>,
+}
+
+impl Snapshot {
+    pub async fn load(store: &Store, tenant: &str) -> Result<Snapshot> {
+        Ok(Snapshot {
+            users: store.users(tenant).await?,
+            stages: store.stages(tenant).await?,
+            leads: store.leads(tenant).await?,
+            deals: store.deals(tenant).await?,
+            contacts: store.contacts(tenant).await?,
+            companies: store.companies(tenant).await?,
+            tasks: store.tasks(tenant).await?,
+            activities: store.activities(tenant).await?,
+            calls: store.calls(tenant).await?,
+        })
+    }
+}

@@ -4,13 +4,15 @@
 //! written once in the SQL both understand (`$1` placeholders, `ON CONFLICT ... DO UPDATE`).
 //! Times are stored as UTC unix seconds.
 
+mod actions;
 mod audit;
 pub mod cursors;
 mod mirror;
 mod tokens;
 
+pub use actions::ActionRow;
 pub use audit::AuditEntry;
-pub use mirror::MirrorCounts;
+pub use mirror::{MirrorCounts, Snapshot};
 pub use tokens::{TokenSet, TokenStore};
 
 use std::path::Path;

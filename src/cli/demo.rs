@@ -1,0 +1,335 @@
+//! `dozor demo`: the whole product on simulated data, with no config and no network.
+//!
+//! Starts the simulator on a free loopback port, writes a tenant config pointing at it (through
+//! the same parser as a real config file), then runs two full cycles and the daily report exactly
+//! as the daemon would, and prints what happened.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::{Duration, Utc};
+
+use super::once::{action_lines, send_daily};
+use super::{Cli, CmdResult, CrmArg, DemoArgs, LogFormatArg, TelephonyArg, init_logging};
+use crate::config::{self, Lang, LogFormat};
+use crate::engine::{self, CycleOptions};
+use crate::ledger::Outcome;
+use crate::report;
+use crate::sim::{self, SimHandle, SimOptions};
+use crate::store::Store;
+use crate::tenant;
+
+/// Chats the demo tenant reports to (the Telegram fake accepts any chat id).
+const OWNER_CHAT: i64 = 100_001;
+const HEAD_OF_SALES_CHAT: i64 = 100_002;
+
+fn tenant_toml(h: &SimHandle, a: &DemoArgs, db_url: &str, lang: Lang) -> String {
+    let c = &h.sim.creds;
+    let crm = match a.crm {
+        CrmArg::Bitrix24 => format!(
+            "kind = \"bitrix24\"\nwebhook_url = \"{}\"\n",
+            h.b24_webhook_url()
+        ),
+        CrmArg::Amocrm => format!(
+            "kind = \"amocrm\"\nbase_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nredirect_uri = \"{}\"\nrefresh_token = \"{}\"\n",
+            h.amo_url(),
+            c.amo_client_id,
+            c.amo_client_secret,
+            c.amo_redirect_uri,
+            c.amo_refresh_token
+        ),
+    };
+    let tel = match a.telephony {
+        TelephonyArg::Comagic => format!(
+            "kind = \"comagic\"\nbase_url = \"{}\"\naccess_token = \"{}\"\n",
+            h.comagic_url(),
+            c.comagic_access_token
+        ),
+        TelephonyArg::Calltouch => format!(
+            "kind = \"calltouch\"\nbase_url = \"{}\"\nsite_id = {}\nclient_api_id = \"{}\"\n",
+            h.calltouch_url(),
+            c.calltouch_site_id,
+            c.calltouch_client_api_id
+        ),
+    };
+    let (name, lang_s) = match lang {
+        Lang::Ru => ("ООО «Демо»", "ru"),
+        Lang::En => ("Demo Ltd", "en"),
+    };
+    format!(
+        "[database]\nurl = \"{db_url}\"\n\n[[tenants]]\nid = \"demo\"\nname = \"{name}\"\nlang = \"{lang_s}\"\n\n\
+         [tenants.crm]\n{crm}\n[tenants.telephony]\n{tel}\n\
+         [tenants.telegram]\nbot_token = \"{}\"\napi_url = \"{}\"\nowner_chat = {OWNER_CHAT}\nhead_of_sales_chat = {HEAD_OF_SALES_CHAT}\n",
+        c.telegram_bot_token,
+        h.telegram_url()
+    )
+}
+
+/// Removes the temporary demo directory when the demo ends, however it ends.
+struct TempDir(Option<PathBuf>);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+pub async fn demo(cli: &Cli, a: &DemoArgs) -> CmdResult {
+    let lang: Lang = a.lang.into();
+    let ru = lang == Lang::Ru;
+    let format = match cli.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        _ => LogFormat::Human,
+    };
+    // The demo narrates itself on stdout; logs only for trouble.
+    init_logging(format, "warn");
+    let started = Instant::now();
+    let (dir, _cleanup) = match &a.data_dir {
+        Some(d) => (d.clone(), TempDir(None)),
+        None => {
+            let d = std::env::temp_dir().join(format!(
+                "dozor-demo-{}-{}",
+                std::process::id(),
+                Utc::now().timestamp_micros()
+            ));
+            (d.clone(), TempDir(Some(d)))
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let db_url = format!("sqlite://{}", dir.join("dozor.db").display());
+
+    let opts = SimOptions {
+        seed: a.seed,
+        scale: a.scale,
+        anchor: None,
+        enforce_limits: true,
+        b24_enterprise: false,
+    };
+    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let h = sim::start(opts, addr)
+        .await
+        .context("cannot start the simulator")?;
+    let text = tenant_toml(&h, a, &db_url, lang);
+    let loaded = config::parse(&text, None, None)?;
+    let t = &loaded.config.tenants[0];
+    let store = Store::open(&db_url, 4).await?;
+    let tenant = tenant::connect(t, &store)
+        .await
+        .context("connecting the demo tenant")?;
+
+    {
+        let w = h.sim.world();
+        if ru {
+            println!(
+                "dozor demo: симулятор на {} (seed {}, масштаб {})",
+                h.base_url(),
+                a.seed,
+                a.scale
+            );
+            println!(
+                "Компания: {} пользователей, {} сделок, {} лидов, {} контактов, {} задач, {} звонков в телефонии",
+                w.users.len(),
+                w.deals.len(),
+                w.leads.len(),
+                w.contacts.len(),
+                w.tasks.len(),
+                w.calls.len()
+            );
+        } else {
+            println!(
+                "dozor demo: simulator at {} (seed {}, scale {})",
+                h.base_url(),
+                a.seed,
+                a.scale
+            );
+            println!(
+                "Company: {} users, {} deals, {} leads, {} contacts, {} tasks, {} telephony calls",
+                w.users.len(),
+                w.deals.len(),
+                w.leads.len(),
+                w.contacts.len(),
+                w.tasks.len(),
+                w.calls.len()
+            );
+        }
+    }
+    println!(
+        "CRM: {} ({}), {}: {}\n",
+        tenant.crm.kind().as_str(),
+        tenant.crm.account(),
+        if ru {
+            "телефония"
+        } else {
+            "telephony"
+        },
+        tenant
+            .telephony
+            .as_ref()
+            .map(|t| t.kind().as_str())
+            .unwrap_or("-")
+    );
+
+    let copts = CycleOptions {
+        dry_run: false,
+        sync: crate::sync::SyncOptions::default(),
+    };
+    let first = engine::run_cycle(&store, &tenant, copts).await;
+    println!(
+        "{}",
+        if ru {
+            "== Цикл 1: синхронизация и правила"
+        } else {
+            "== Cycle 1: sync and rules"
+        }
+    );
+    for r in &first.synced {
+        let parts: Vec<String> = r.items.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "  {:<10} {} ({:.1} s)",
+            r.source,
+            parts.join(", "),
+            r.elapsed.as_secs_f64()
+        );
+    }
+    let stats = h.sim.stats();
+    let reqs: Vec<String> = stats
+        .iter()
+        .map(|(s, st)| format!("{} {}", s.as_str(), st.requests))
+        .collect();
+    println!(
+        "  {}: {}",
+        if ru {
+            "HTTP-запросов"
+        } else {
+            "HTTP requests"
+        },
+        reqs.join(", ")
+    );
+    for e in &first.errors {
+        println!("  {} {e}", if ru { "ОШИБКА" } else { "ERROR" });
+    }
+    print_actions(&first, ru);
+
+    let second = engine::run_cycle(&store, &tenant, copts).await;
+    let new_writes = second
+        .applied
+        .iter()
+        .filter(|x| matches!(x.outcome, Outcome::Done(_)))
+        .count();
+    println!(
+        "\n{} {}",
+        if ru {
+            "== Цикл 2 (повтор): новых записей в CRM —"
+        } else {
+            "== Cycle 2 (repeat): new CRM writes —"
+        },
+        new_writes
+    );
+
+    let now = Utc::now();
+    let day = report::local_date(t, now) - Duration::days(1);
+    let actions = action_lines(&store, &t.id).await?;
+    let rep = report::daily(&store, t, day, now, &actions).await?;
+    println!(
+        "\n== {} ==\n",
+        if ru {
+            "Ежедневный отчёт (как он уйдёт в Telegram)"
+        } else {
+            "Daily report (as sent to Telegram)"
+        }
+    );
+    println!("{}", rep.plain());
+    match send_daily(&store, &tenant, &rep).await {
+        Ok(Outcome::Done(id)) => println!(
+            "{} {OWNER_CHAT} (message {id}); {}: {}",
+            if ru {
+                "Отчёт отправлен в чат владельца"
+            } else {
+                "Report sent to the owner chat"
+            },
+            if ru {
+                "сообщений в Telegram-симуляторе"
+            } else {
+                "messages in the Telegram fake"
+            },
+            h.sim.telegram.sent_count()
+        ),
+        Ok(other) => println!("report: {other:?}"),
+        Err(e) => println!(
+            "{}: {e:#}",
+            if ru {
+                "Отчёт не отправлен"
+            } else {
+                "Report not sent"
+            }
+        ),
+    }
+    println!(
+        "\n{} {:.1} s",
+        if ru {
+            "Демо заняло"
+        } else {
+            "Demo took"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    store.close().await;
+    h.stop().await;
+    Ok(if first.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_actions(s: &engine::CycleSummary, ru: bool) {
+    println!(
+        "\n{}",
+        if ru {
+            "== Действия по правилам"
+        } else {
+            "== Actions by rule"
+        }
+    );
+    let mut by_rule: BTreeMap<&str, Vec<&engine::Applied>> = BTreeMap::new();
+    for a in &s.applied {
+        by_rule.entry(a.rule).or_default().push(a);
+    }
+    if by_rule.is_empty() {
+        println!(
+            "  {}",
+            if ru {
+                "нарушений не найдено"
+            } else {
+                "nothing to do"
+            }
+        );
+    }
+    for (rule, items) in by_rule {
+        let done = items
+            .iter()
+            .filter(|x| matches!(x.outcome, Outcome::Done(_)))
+            .count();
+        println!(
+            "  {rule}: {} {done} / {}",
+            if ru { "выполнено" } else { "done" },
+            items.len()
+        );
+        for x in items.iter().take(5) {
+            println!("    - {} → {:?}", x.summary, x.outcome);
+        }
+        if items.len() > 5 {
+            println!(
+                "    … {} {}",
+                items.len() - 5,
+                if ru { "ещё" } else { "more" }
+            );
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The command line: argument parsing, logging set-up and the commands themselves.
+//!
+//! Every command returns an exit code: 0 success, 1 a runtime failure (a system unreachable, a
+//! cycle with errors), 2 a configuration or usage error. Errors are printed as one readable
+//! message on stderr, never as a panic.
+
+mod check;
+mod daemon;
+mod demo;
+mod once;
+mod sim;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, ConfigError, Lang, LogFormat};
+use crate::store::Store;
+
+/// dozor keeps a sales department's CRM honest: it syncs Bitrix24 or amoCRM and the telephony
+/// (CoMagic, Calltouch), enforces the sales-discipline rules and reports to Telegram.
+#[derive(Debug, Parser)]
+#[command(name = "dozor", version, propagate_version = true)]
+pub struct Cli {
+    /// Config file [default: ./config/dozor.toml, then /etc/dozor/dozor.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log format: human for terminals, json for journald and log collectors
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: scheduled sync, rules and reports, plus the health, metrics and webhook
+    /// server. Stops cleanly on SIGTERM or SIGINT.
+    Run,
+    /// Run one full sync and rules cycle for every tenant, print a summary and exit.
+    Once(OnceArgs),
+    /// Validate the config and try every configured system's credentials; prints a table of
+    /// system, account, status, latency and a hint. Exits 1 if any system failed.
+    Check,
+    /// Build a report from the mirror and print it, send it to Telegram, or write it to a file.
+    Report(ReportArgs),
+    /// Show dozor at work with no config at all: starts the simulator, syncs a simulated sales
+    /// department, runs the rules and prints the actions and the daily report.
+    Demo(DemoArgs),
+    /// Serve the simulator (Bitrix24, amoCRM, CoMagic, Calltouch and Telegram fakes) for trying
+    /// dozor or testing against it.
+    Sim(SimArgs),
+    /// List what dozor did (audit log), newest last.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OnceArgs {
+    /// Evaluate every rule in shadow mode: read and report, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only this tenant
+    #[arg(long)]
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ReportKind {
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ReportFormat {
+    Html,
+    Md,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Which report
+    #[arg(value_enum)]
+    pub kind: ReportKind,
+    /// Print to the terminal (the default)
+    #[arg(long, conflicts_with = "send")]
+    pub print: bool,
+    /// Send to the tenant's owner chat in Telegram
+    #[arg(long)]
+    pub send: bool,
+    /// Write to a file in this format (with --out)
+    #[arg(long, value_enum, requires = "out")]
+    pub format: Option<ReportFormat>,
+    /// Output file for --format
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// The day the report covers, YYYY-MM-DD [default: yesterday in the tenant's time zone]
+    #[arg(long, value_name = "DATE")]
+    pub date: Option<chrono::NaiveDate>,
+    /// Only this tenant
+    #[arg(long)]
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CrmArg {
+    Bitrix24,
+    Amocrm,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TelephonyArg {
+    Comagic,
+    Calltouch,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LangArg {
+    Ru,
+    En,
+}
+
+impl From<LangArg> for Lang {
+    fn from(l: LangArg) -> Lang {
+        match l {
+            LangArg::Ru => Lang::Ru,
+            LangArg::En => Lang::En,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Which CRM to simulate
+    #[arg(long, value_enum, default_value = "bitrix24")]
+    pub crm: CrmArg,
+    /// Which telephony to simulate
+    #[arg(long, value_enum, default_value = "comagic")]
+    pub telephony: TelephonyArg,
+    /// Language of the messages and the report
+    #[arg(long, value_enum, default_value = "ru")]
+    pub lang: LangArg,
+    /// Seed of the simulated data (same seed, same company)
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Size of the simulated company (1 = about 200 clients and deals)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub scale: u32,
+    /// Keep the demo database here instead of a temporary directory
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Port on 127.0.0.1 (0 = any free port)
+    #[arg(long, default_value_t = 8099)]
+    pub port: u16,
+    /// Seed of the generated data
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Size of the simulated company (1 = about 200 clients and deals; 500 = 100 000 deals)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=2000))]
+    pub scale: u32,
+    /// Do not enforce the services' rate limits
+    #[arg(long)]
+    pub no_limits: bool,
+    /// Bitrix24 Enterprise limits (5 req/s, burst 250) instead of 2 req/s, burst 50
+    #[arg(long)]
+    pub enterprise: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this tenant
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// How many entries
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// JSON lines instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Sets up tracing on stderr: human-readable or JSON; `RUST_LOG` overrides `level`.
+pub fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.with_target(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// A command's failure, already phrased for the user.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad config or usage: exit 2.
+    Config(ConfigError),
+    /// Anything else: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Config(e)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+impl From<crate::store::StoreError> for Failure {
+    fn from(e: crate::store::StoreError) -> Self {
+        Failure::Runtime(e.into())
+    }
+}
+
+pub type CmdResult = Result<ExitCode, Failure>;
+
+/// Loads the config named by `--config` (or found at a default path) and starts logging.
+pub(crate) fn load_config(cli: &Cli) -> Result<config::Loaded, ConfigError> {
+    let path = config::locate(cli.config.as_deref())?;
+    let loaded = config::load(&path)?;
+    let format = match cli.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Human) => LogFormat::Human,
+        None => loaded.config.log.format,
+    };
+    init_logging(format, &loaded.config.log.level);
+    if loaded.config.tenants.is_empty() {
+        return Err(ConfigError {
+            file: Some(path),
+            key: Some("tenants".into()),
+            line: None,
+            message:
+                "no tenant configured: add a [[tenants]] section (see config/dozor.example.toml)"
+                    .into(),
+        });
+    }
+    Ok(loaded)
+}
+
+/// Opens the configured database.
+pub(crate) async fn open_store(c: &config::Config) -> Result<Store, crate::store::StoreError> {
+    Store::open(&c.database_url(), c.database.max_connections).await
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match &cli.command {
+        Command::Run => daemon::run(&cli).await,
+        Command::Once(a) => once::once(&cli, a).await,
+        Command::Check => check::check(&cli).await,
+        Command::Report(a) => once::report(&cli, a).await,
+        Command::Demo(a) => demo::demo(&cli, a).await,
+        Command::Sim(a) => sim::sim(&cli, a).await,
+        Command::Audit(a) => once::audit(&cli, a).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure::Config(e)) => {
+            eprintln!("dozor: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("dozor: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! `dozor once`, `dozor report` and `dozor audit`: one-shot commands over the configured tenants.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{Duration, Utc};
+
+use super::{
+    AuditArgs, Cli, CmdResult, OnceArgs, ReportArgs, ReportFormat, ReportKind, load_config,
+    open_store,
+};
+use crate::config::{Config, ConfigError, TenantConfig};
+use crate::engine::{self, CycleOptions, CycleSummary};
+use crate::ledger::{self, Effect, Outcome, Proposal};
+use crate::report::{self, render::ActionLine};
+use crate::store::Store;
+use crate::tenant;
+
+/// The tenants a command acts on (`--tenant` or all), or a config error naming the unknown id.
+pub(crate) fn select<'a>(
+    c: &'a Config,
+    only: Option<&str>,
+) -> Result<Vec<&'a TenantConfig>, ConfigError> {
+    match only {
+        None => Ok(c.tenants.iter().collect()),
+        Some(id) => c
+            .tenants
+            .iter()
+            .find(|t| t.id == id)
+            .map(|t| vec![t])
+            .ok_or_else(|| ConfigError {
+                file: None,
+                key: Some("tenants".into()),
+                line: None,
+                message: format!(
+                    "no tenant `{id}`; configured: {}",
+                    c.tenants
+                        .iter()
+                        .map(|t| t.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+    }
+}
+
+/// Prints a cycle's summary for humans.
+pub(crate) fn print_summary(s: &CycleSummary, dry_run: bool) {
+    println!(
+        "tenant {} — cycle in {:.1} s",
+        s.tenant,
+        s.elapsed.as_secs_f64()
+    );
+    for r in &s.synced {
+        let parts: Vec<String> = r.items.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "  sync {:<10} {:>6} records ({}) in {:.1} s",
+            r.source,
+            r.total(),
+            parts.join(", "),
+            r.elapsed.as_secs_f64()
+        );
+    }
+    for e in &s.errors {
+        println!("  ERROR {e}");
+    }
+    if s.actions.is_empty() {
+        println!("  rules: none ran");
+    }
+    for a in &s.actions {
+        let verb = if dry_run { "would do" } else { "done" };
+        println!(
+            "  rule {:<20} {verb} {}, shadow {}, failed {}",
+            a.rule,
+            if dry_run { a.shadow } else { a.done },
+            if dry_run { 0 } else { a.shadow },
+            a.failed
+        );
+    }
+}
+
+pub async fn once(cli: &Cli, a: &OnceArgs) -> CmdResult {
+    let loaded = load_config(cli)?;
+    let tenants = select(&loaded.config, a.tenant.as_deref())?;
+    let store = open_store(&loaded.config).await?;
+    let opts = CycleOptions {
+        dry_run: a.dry_run,
+        sync: sync_options(&loaded.config),
+    };
+    let mut failed = false;
+    for t in tenants {
+        let tenant = tenant::connect(t, &store)
+            .await
+            .with_context(|| format!("tenant {}", t.id))?;
+        let s = engine::run_cycle(&store, &tenant, opts).await;
+        print_summary(&s, a.dry_run);
+        failed |= !s.ok();
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub(crate) fn sync_options(c: &Config) -> crate::sync::SyncOptions {
+    crate::sync::SyncOptions {
+        overlap: std::time::Duration::from_secs(c.sync.overlap_secs),
+        telephony_initial: std::time::Duration::from_secs(
+            u64::from(c.sync.telephony_initial_days) * 86_400,
+        ),
+    }
+}
+
+/// Actions of the last 24 hours by rule, for reports.
+pub(crate) async fn action_lines(store: &Store, tenant: &str) -> anyhow::Result<Vec<ActionLine>> {
+    let rows = store
+        .actions_since(tenant, Utc::now() - Duration::days(1), 100_000)
+        .await?;
+    let mut by_rule: std::collections::BTreeMap<String, ActionLine> = Default::default();
+    for r in rows.iter().filter(|r| r.rule != "report") {
+        let line = by_rule.entry(r.rule.clone()).or_insert_with(|| ActionLine {
+            rule: r.rule.clone(),
+            ..ActionLine::default()
+        });
+        match r.state.as_str() {
+            "done" => line.done += 1,
+            "shadow" => line.shadow += 1,
+            "failed" => line.failed += 1,
+            _ => {}
+        }
+    }
+    Ok(by_rule.into_values().collect())
+}
+
+/// Sends a daily report to the owner chat through the ledger, so it goes out once per day.
+pub(crate) async fn send_daily(
+    store: &Store,
+    tenant: &tenant::Tenant,
+    rep: &report::Report,
+) -> anyhow::Result<Outcome> {
+    let tg_cfg = tenant
+        .cfg
+        .telegram
+        .as_ref()
+        .context("no [tenants.telegram] section: cannot send")?;
+    let chat = tg_cfg
+        .owner_chat
+        .context("telegram.owner_chat is not set: nowhere to send the report")?;
+    let p = Proposal {
+        key: format!("report:{}:daily:{}", tenant.id(), rep.period_from),
+        rule: "report",
+        entity: None,
+        summary: format!("daily report {} to chat {chat}", rep.period_from),
+        effect: Effect::Telegram {
+            chat,
+            thread: tg_cfg.report_topic,
+            html: rep.html.clone(),
+        },
+    };
+    let sinks = ledger::Sinks {
+        crm: tenant.crm.as_ref(),
+        telegram: tenant.telegram.as_ref(),
+    };
+    Ok(ledger::apply(store, tenant.id(), &sinks, &p, crate::config::RuleMode::On).await?)
+}
+
+pub async fn report(cli: &Cli, a: &ReportArgs) -> CmdResult {
+    let loaded = load_config(cli)?;
+    if a.kind != ReportKind::Daily {
+        return Err(anyhow::anyhow!(
+            "the {:?} report is not available yet; use `dozor report daily`",
+            a.kind
+        )
+        .into());
+    }
+    let tenants = select(&loaded.config, a.tenant.as_deref())?;
+    let store = open_store(&loaded.config).await?;
+    let now = Utc::now();
+    for t in tenants {
+        let day = a
+            .date
+            .unwrap_or_else(|| report::local_date(t, now) - Duration::days(1));
+        let actions = action_lines(&store, &t.id).await?;
+        let rep = report::daily(&store, t, day, now, &actions).await?;
+        if let (Some(fmt), Some(out)) = (a.format, &a.out) {
+            let text = match fmt {
+                ReportFormat::Html => rep.html.clone(),
+                ReportFormat::Md => to_markdown(&rep.html),
+                ReportFormat::Json => {
+                    serde_json::to_string_pretty(&rep).context("serialising the report")?
+                }
+            };
+            std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "{}: daily report for {day} written to {}",
+                t.id,
+                out.display()
+            );
+        } else if a.send {
+            let tenant = tenant::connect(t, &store)
+                .await
+                .with_context(|| format!("tenant {}", t.id))?;
+            match send_daily(&store, &tenant, &rep).await? {
+                Outcome::Done(id) => {
+                    println!("{}: daily report for {day} sent (message {id})", t.id)
+                }
+                Outcome::AlreadyDone => {
+                    println!("{}: daily report for {day} was already sent", t.id)
+                }
+                Outcome::Retry(e) | Outcome::Failed(e) => {
+                    eprintln!("{}: daily report for {day} not sent: {e}", t.id);
+                    return Ok(ExitCode::from(1));
+                }
+                Outcome::Shadow | Outcome::Skipped => {}
+            }
+        } else {
+            println!("{}", rep.plain());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Telegram HTML to Markdown (bold, italic, preformatted) for `--format md`.
+fn to_markdown(html: &str) -> String {
+    let md = html
+        .replace("<b>", "**")
+        .replace("</b>", "**")
+        .replace("<i>", "_")
+        .replace("</i>", "_")
+        .replace("<pre>", "\n```\n")
+        .replace("</pre>", "```\n");
+    report::render::to_plain(&md)
+}
+
+pub async fn audit(cli: &Cli, a: &AuditArgs) -> CmdResult {
+    let loaded = load_config(cli)?;
+    let tenants = select(&loaded.config, a.tenant.as_deref())?;
+    let store = open_store(&loaded.config).await?;
+    for t in tenants {
+        let rows = store
+            .actions_since(&t.id, chrono::DateTime::<Utc>::MIN_UTC, a.limit.max(1))
+            .await?;
+        if a.json {
+            for r in &rows {
+                println!(
+                    "{}",
+                    serde_json::to_string(r).context("serialising an action")?
+                );
+            }
+            continue;
+        }
+        println!("tenant {}: {} action(s)", t.id, rows.len());
+        for r in &rows {
+            println!(
+                "{}  {:<18} {:<8} {:<6} {}{}",
+                r.created_at.format("%Y-%m-%d %H:%M:%S"),
+                r.rule,
+                r.state,
+                r.attempts,
+                r.payload["summary"].as_str().unwrap_or(&r.key),
+                r.error
+                    .as_ref()
+                    .map(|e| format!("  ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

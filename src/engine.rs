@@ -1,0 +1,154 @@
+//! One cycle for one tenant: sync every source, evaluate the rules, execute their actions.
+//!
+//! A failing source does not stop the cycle: the CRM being down must not keep missed calls
+//! out of the mirror, and the other way round. Failures are logged, recorded as sync runs and
+//! returned in the summary.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::ledger::{self, Outcome};
+use crate::report::render::ActionLine;
+use crate::rules::{self, RuleContext};
+use crate::store::Store;
+use crate::sync::{self, SyncOptions, SyncReport};
+use crate::tenant::Tenant;
+
+/// How a cycle runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CycleOptions {
+    /// Evaluate every rule in shadow mode: nothing is written to the CRM or sent.
+    pub dry_run: bool,
+    pub sync: SyncOptions,
+}
+
+/// What a cycle did.
+#[derive(Debug, Clone, Default)]
+pub struct CycleSummary {
+    pub tenant: String,
+    pub synced: Vec<SyncReport>,
+    /// `source: error` for each source that failed.
+    pub errors: Vec<String>,
+    pub actions: Vec<ActionLine>,
+    /// Every proposal of this cycle with what happened to it.
+    pub applied: Vec<Applied>,
+    pub elapsed: Duration,
+}
+
+/// One proposal and its outcome.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub rule: &'static str,
+    pub summary: String,
+    pub outcome: Outcome,
+}
+
+impl CycleSummary {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Runs one cycle for `tenant`.
+pub async fn run_cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> CycleSummary {
+    let started = Instant::now();
+    let mut summary = CycleSummary {
+        tenant: tenant.id().to_string(),
+        ..CycleSummary::default()
+    };
+    let crm_synced = match sync::sync_crm(store, tenant.id(), tenant.crm.as_ref(), opts.sync).await
+    {
+        Ok(r) => {
+            summary.synced.push(r);
+            true
+        }
+        Err(e) => {
+            tracing::error!(tenant = tenant.id(), error = %e, "CRM sync failed");
+            summary.errors.push(e.to_string());
+            false
+        }
+    };
+    if let Some(tel) = &tenant.telephony {
+        match sync::sync_telephony(store, tenant.id(), tel.as_ref(), opts.sync, Utc::now()).await {
+            Ok(r) => summary.synced.push(r),
+            Err(e) => {
+                tracing::error!(tenant = tenant.id(), error = %e, "telephony sync failed");
+                summary.errors.push(e.to_string());
+            }
+        }
+    }
+    // Rules act only on a freshly synced mirror: after a crash the ledger's reconciliation
+    // looks for markers in it, and a stale mirror would hide what was already written.
+    if crm_synced {
+        if let Err(e) = apply_rules(store, tenant, opts, &mut summary).await {
+            tracing::error!(tenant = tenant.id(), error = %e, "rules stopped");
+            summary.errors.push(e.to_string());
+        }
+    } else {
+        tracing::warn!(
+            tenant = tenant.id(),
+            "rules skipped: the CRM mirror is not fresh"
+        );
+    }
+    summary.elapsed = started.elapsed();
+    tracing::info!(
+        tenant = tenant.id(),
+        items = summary.synced.iter().map(|s| s.total()).sum::<usize>(),
+        errors = summary.errors.len(),
+        elapsed_ms = summary.elapsed.as_millis() as u64,
+        "cycle finished"
+    );
+    summary
+}
+
+async fn apply_rules(
+    store: &Store,
+    tenant: &Tenant,
+    opts: CycleOptions,
+    summary: &mut CycleSummary,
+) -> Result<(), crate::store::StoreError> {
+    let mirror = crate::store::Snapshot::load(store, tenant.id()).await?;
+    let ctx = RuleContext {
+        tenant: tenant.id(),
+        now: Utc::now(),
+        calendar: &tenant.calendar,
+        lang: tenant.cfg.lang,
+        mirror: &mirror,
+    };
+    let sinks = ledger::Sinks {
+        crm: tenant.crm.as_ref(),
+        telegram: tenant.telegram.as_ref(),
+    };
+    for rule in rules::RULES {
+        let Some((cfg, mode)) = rules::effective(&tenant.cfg.rules, rule.name, opts.dry_run) else {
+            continue;
+        };
+        if mode == crate::config::RuleMode::Off {
+            continue;
+        }
+        let mut line = ActionLine {
+            rule: rule.name.to_string(),
+            ..ActionLine::default()
+        };
+        for p in (rule.propose)(&ctx, cfg) {
+            let outcome = ledger::apply(store, tenant.id(), &sinks, &p, mode).await?;
+            match &outcome {
+                Outcome::Done(_) => line.done += 1,
+                Outcome::Shadow => line.shadow += 1,
+                Outcome::Failed(e) | Outcome::Retry(e) => {
+                    line.failed += 1;
+                    tracing::warn!(tenant = tenant.id(), key = %p.key, error = %e, "action not done");
+                }
+                Outcome::AlreadyDone | Outcome::Skipped => {}
+            }
+            summary.applied.push(Applied {
+                rule: rule.name,
+                summary: p.summary.clone(),
+                outcome,
+            });
+        }
+        summary.actions.push(line);
+    }
+    Ok(())
+}

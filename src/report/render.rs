@@ -1,0 +1,370 @@
+//! Rendering figures as Telegram HTML (the only markup Telegram's HTML mode accepts: `<b>`,
+//! `<i>`, `<pre>`, no `<br>`) and as plain text for the terminal.
+
+use chrono::{Datelike, NaiveDate};
+
+use super::metrics::{Figures, Period};
+use crate::config::Lang;
+
+/// Escapes text for Telegram HTML.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Strips tags and decodes the four entities: the terminal view of a Telegram HTML message.
+pub fn to_plain(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for ch in html.chars() {
+        match ch {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+/// `12 345` (ru) or `12,345` (en).
+pub fn int(n: i64, lang: Lang) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let sep = match lang {
+        Lang::Ru => '\u{a0}',
+        Lang::En => ',',
+    };
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(sep);
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// `12 345 ₽`.
+pub fn money(x: f64, lang: Lang) -> String {
+    format!("{}\u{a0}₽", int(x.round() as i64, lang))
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{v:.1}\u{a0}%"))
+        .unwrap_or_else(|| "—".into())
+}
+
+fn num1(x: Option<f64>) -> String {
+    x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "—".into())
+}
+
+/// `▲3`, `▼2` or `=` against a previous value.
+fn delta(now: usize, before: usize) -> String {
+    match now.cmp(&before) {
+        std::cmp::Ordering::Greater => format!("▲{}", now - before),
+        std::cmp::Ordering::Less => format!("▼{}", before - now),
+        std::cmp::Ordering::Equal => "=".into(),
+    }
+}
+
+fn weekday(d: NaiveDate, lang: Lang) -> &'static str {
+    let i = d.weekday().num_days_from_monday() as usize;
+    match lang {
+        Lang::Ru => ["пн", "вт", "ср", "чт", "пт", "сб", "вс"][i],
+        Lang::En => ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"][i],
+    }
+}
+
+/// Labels in the tenant's language.
+struct L {
+    title: &'static str,
+    leads: &'static str,
+    calls: &'static str,
+    incoming: &'static str,
+    outgoing: &'static str,
+    missed: &'static str,
+    called_back: &'static str,
+    talk: &'static str,
+    reaction: &'static str,
+    median: &'static str,
+    deals: &'static str,
+    created: &'static str,
+    won: &'static str,
+    lost: &'static str,
+    revenue: &'static str,
+    avg_check: &'static str,
+    conversion: &'static str,
+    length: &'static str,
+    days: &'static str,
+    min: &'static str,
+    discipline: &'static str,
+    open_deals: &'static str,
+    no_task: &'static str,
+    overdue: &'static str,
+    managers: &'static str,
+    vs: &'static str,
+    actions: &'static str,
+    would: &'static str,
+    sync: &'static str,
+    none: &'static str,
+}
+
+const RU: L = L {
+    title: "Ежедневный отчёт",
+    leads: "Новые лиды",
+    calls: "Звонки",
+    incoming: "входящие",
+    outgoing: "исходящие",
+    missed: "пропущено",
+    called_back: "перезвонили",
+    talk: "разговоры",
+    reaction: "Реакция на лид",
+    median: "медиана",
+    deals: "Сделки",
+    created: "создано",
+    won: "выиграно",
+    lost: "проиграно",
+    revenue: "Выручка",
+    avg_check: "средний чек",
+    conversion: "Конверсия",
+    length: "Средняя длительность сделки",
+    days: "дн.",
+    min: "мин",
+    discipline: "Дисциплина сейчас",
+    open_deals: "открытых сделок",
+    no_task: "без задачи",
+    overdue: "просроченных задач",
+    managers: "Менеджеры",
+    vs: "к пред. дню",
+    actions: "Действия dozor",
+    would: "в теневом режиме",
+    sync: "Синхронизация",
+    none: "нет",
+};
+
+const EN: L = L {
+    title: "Daily report",
+    leads: "New leads",
+    calls: "Calls",
+    incoming: "in",
+    outgoing: "out",
+    missed: "missed",
+    called_back: "called back",
+    talk: "talk time",
+    reaction: "Lead reaction",
+    median: "median",
+    deals: "Deals",
+    created: "created",
+    won: "won",
+    lost: "lost",
+    revenue: "Revenue",
+    avg_check: "average check",
+    conversion: "Conversion",
+    length: "Average deal length",
+    days: "days",
+    min: "min",
+    discipline: "Discipline now",
+    open_deals: "open deals",
+    no_task: "without a task",
+    overdue: "overdue tasks",
+    managers: "Managers",
+    vs: "vs previous day",
+    actions: "dozor actions",
+    would: "in shadow mode",
+    sync: "Sync",
+    none: "none",
+};
+
+fn labels(lang: Lang) -> &'static L {
+    match lang {
+        Lang::Ru => &RU,
+        Lang::En => &EN,
+    }
+}
+
+/// Counts of actions by rule for the report (done, shadow).
+#[derive(Debug, Clone, Default)]
+pub struct ActionLine {
+    pub rule: String,
+    pub done: usize,
+    pub shadow: usize,
+    pub failed: usize,
+}
+
+/// Everything a daily report shows.
+pub struct DailyInput<'a> {
+    pub tenant_name: &'a str,
+    pub lang: Lang,
+    pub period: &'a Period,
+    pub today: &'a Figures,
+    pub previous: &'a Figures,
+    pub actions: &'a [ActionLine],
+    /// (source, ok, items, error)
+    pub sync: &'a [(String, bool, i64, Option<String>)],
+}
+
+/// The daily report as Telegram HTML.
+pub fn daily_html(i: &DailyInput) -> String {
+    let l = labels(i.lang);
+    let f = i.today;
+    let p = i.previous;
+    let day = i.period.first_day;
+    let mut s = String::new();
+    s.push_str(&format!(
+        "<b>📊 {} — {}</b>\n<i>{} ({})</i>\n\n",
+        l.title,
+        esc(i.tenant_name),
+        day.format("%d.%m.%Y"),
+        weekday(day, i.lang)
+    ));
+    s.push_str(&format!(
+        "<b>{}:</b> {} ({} {})\n",
+        l.leads,
+        f.leads_new,
+        delta(f.leads_new, p.leads_new),
+        l.vs
+    ));
+    if !f.leads_by_source.is_empty() {
+        let parts: Vec<String> = f
+            .leads_by_source
+            .iter()
+            .map(|(k, v)| format!("{} {v}", esc(k)))
+            .collect();
+        s.push_str(&format!("  {}\n", parts.join(" · ")));
+    }
+    s.push_str(&format!(
+        "<b>{}:</b> {} {} / {} {} · {} {} · {} {} · {} {} {}\n",
+        l.calls,
+        f.calls_in,
+        l.incoming,
+        f.calls_out,
+        l.outgoing,
+        l.missed,
+        f.calls_missed,
+        l.called_back,
+        f.calls_called_back,
+        l.talk,
+        f.talk_s / 60,
+        l.min
+    ));
+    s.push_str(&format!(
+        "<b>{}:</b> {} {} {}, p90 {} {}\n",
+        l.reaction,
+        l.median,
+        num1(f.reaction_median_min),
+        l.min,
+        num1(f.reaction_p90_min),
+        l.min
+    ));
+    s.push_str(&format!(
+        "<b>{}:</b> {} {} · {} {} ({}) · {} {}\n",
+        l.deals,
+        l.created,
+        f.deals_created,
+        l.won,
+        f.deals_won,
+        delta(f.deals_won, p.deals_won),
+        l.lost,
+        f.deals_lost
+    ));
+    s.push_str(&format!(
+        "<b>{}:</b> {} · {} {}\n",
+        l.revenue,
+        money(f.revenue, i.lang),
+        l.avg_check,
+        f.avg_check
+            .map(|x| money(x, i.lang))
+            .unwrap_or_else(|| "—".into())
+    ));
+    s.push_str(&format!(
+        "<b>{}:</b> {} · {}: {} {}\n\n",
+        l.conversion,
+        pct(f.conversion_pct),
+        l.length,
+        num1(f.avg_deal_days),
+        l.days
+    ));
+    s.push_str(&format!(
+        "<b>{}:</b> {} {}, {} {} · {} {}\n\n",
+        l.discipline,
+        f.open_deals,
+        l.open_deals,
+        f.deals_without_task,
+        l.no_task,
+        f.overdue_tasks,
+        l.overdue
+    ));
+    if !f.managers.is_empty() {
+        s.push_str(&format!("<b>{}</b>\n<pre>", l.managers));
+        let (hc, hw, hr, ho) = match i.lang {
+            Lang::Ru => ("Зв", "Выи", "Выручка", "Пр"),
+            Lang::En => ("Cls", "Won", "Revenue", "Ovd"),
+        };
+        s.push_str(&format!(
+            "{:<14} {:>4} {:>4} {:>12} {:>4}\n",
+            "", hc, hw, hr, ho
+        ));
+        for m in &f.managers {
+            let name: String = m.name.chars().take(14).collect();
+            s.push_str(&format!(
+                "{:<14} {:>4} {:>4} {:>12} {:>4}\n",
+                esc(&name),
+                m.calls_in + m.calls_out,
+                m.won,
+                money(m.revenue, i.lang),
+                m.overdue_tasks
+            ));
+        }
+        s.push_str("</pre>\n");
+    }
+    s.push_str(&format!("<b>{}:</b>", l.actions));
+    if i.actions.is_empty() {
+        s.push_str(&format!(" {}\n", l.none));
+    } else {
+        s.push('\n');
+        for a in i.actions {
+            s.push_str(&format!("  {} — {}", esc(&a.rule), a.done));
+            if a.shadow > 0 {
+                s.push_str(&format!(" (+{} {})", a.shadow, l.would));
+            }
+            if a.failed > 0 {
+                s.push_str(&format!(" ⚠ {}", a.failed));
+            }
+            s.push('\n');
+        }
+    }
+    if !i.sync.is_empty() {
+        let parts: Vec<String> = i
+            .sync
+            .iter()
+            .map(|(src, ok, items, _)| {
+                format!("{} {} ({})", esc(src), if *ok { "✓" } else { "✗" }, items)
+            })
+            .collect();
+        s.push_str(&format!("<b>{}:</b> {}\n", l.sync, parts.join(" · ")));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_follow_the_locale() {
+        assert_eq!(int(12345, Lang::Ru), "12\u{a0}345");
+        assert_eq!(int(1234567, Lang::En), "1,234,567");
+        assert_eq!(int(-5, Lang::En), "-5");
+        assert_eq!(money(12345.4, Lang::Ru), "12\u{a0}345\u{a0}₽");
+    }
+
+    #[test]
+    fn plain_text_drops_markup() {
+        assert_eq!(to_plain("<b>a &lt;b&gt;</b> &amp; c"), "a <b> & c");
+        assert_eq!(esc("a<b>&"), "a&lt;b&gt;&amp;");
+    }
+}

@@ -1,0 +1,60 @@
+//! "No deal without a next step": an open deal with no open task due now or later gets a
+//! "next step" task for its responsible manager, due the next business day.
+//!
+//! Key: `deal_without_task:{tenant}:deal:{id}:{local date}` — at most one task per deal per day,
+//! and none once the created task shows up in the mirror (the deal then has a future task).
+
+use std::collections::HashSet;
+
+use super::{RuleContext, in_scope};
+use crate::config::{Lang, RuleConfig};
+use crate::crm::NewTask;
+use crate::domain::{EntityKind, EntityRef, Semantics};
+use crate::ledger::{Effect, Proposal};
+
+pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
+    let m = ctx.mirror;
+    // Deals that already have a next step: an open task bound to them, due now or later (or
+    // with no deadline at all, which managers use for "ongoing").
+    let covered: HashSet<&str> = m
+        .tasks
+        .iter()
+        .filter(|t| !t.completed && t.deadline.is_none_or(|d| d >= ctx.now))
+        .filter_map(|t| t.entity.as_ref())
+        .filter(|e| e.kind == EntityKind::Deal)
+        .map(|e| e.id.as_str())
+        .collect();
+    let day = ctx.now.with_timezone(&ctx.calendar.tz).date_naive();
+    let due = ctx.calendar.next_business_day(ctx.now, 60);
+    m.deals
+        .iter()
+        .filter(|d| d.semantics == Semantics::Open && in_scope(cfg, d))
+        .filter(|d| !covered.contains(d.id.as_str()))
+        .filter_map(|d| {
+            let responsible = d.responsible_id.clone()?;
+            let (title, description) = match ctx.lang {
+                Lang::Ru => (
+                    format!("Следующий шаг по сделке «{}»", d.title),
+                    "У открытой сделки нет запланированной задачи. Свяжитесь с клиентом и запланируйте следующий шаг.".to_string(),
+                ),
+                Lang::En => (
+                    format!("Next step for deal \"{}\"", d.title),
+                    "This open deal has no scheduled task. Contact the client and plan the next step.".to_string(),
+                ),
+            };
+            Some(Proposal {
+                key: format!("deal_without_task:{}:deal:{}:{day}", ctx.tenant, d.id),
+                rule: "deal_without_task",
+                entity: Some(EntityRef::new(EntityKind::Deal, d.id.clone())),
+                summary: format!("deal {} «{}» → task for user {responsible}", d.id, d.title),
+                effect: Effect::CreateTask(NewTask {
+                    title,
+                    description,
+                    responsible_id: responsible,
+                    deadline: due,
+                    entity: Some(EntityRef::new(EntityKind::Deal, d.id.clone())),
+                }),
+            })
+        })
+        .collect()
+}

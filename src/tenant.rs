@@ -1,0 +1,65 @@
+//! A configured tenant made live: its CRM, telephony and Telegram clients, built from config.
+//!
+//! This is the one place that knows which connector type serves which config variant; the rest
+//! of dozor holds `dyn Crm` and `dyn Telephony`.
+
+use std::sync::Arc;
+
+use crate::config::{CrmConfig, TelephonyConfig, TenantConfig};
+use crate::crm::Crm;
+use crate::domain::calendar::BusinessCalendar;
+use crate::notify::telegram::Telegram;
+use crate::store::{Store, TokenStore};
+use crate::telephony::Telephony;
+
+/// One tenant with its clients.
+pub struct Tenant {
+    pub cfg: TenantConfig,
+    pub calendar: BusinessCalendar,
+    pub crm: Arc<dyn Crm>,
+    pub telephony: Option<Arc<dyn Telephony>>,
+    pub telegram: Option<Telegram>,
+}
+
+impl Tenant {
+    pub fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.calendar.tz
+    }
+}
+
+/// Builds the clients of `cfg`. Building makes no request except where a connector must load
+/// stored tokens; credentials are first tried by `dozor check` or the first cycle.
+pub async fn connect(cfg: &TenantConfig, store: &Store) -> Result<Tenant, crate::http::Error> {
+    let calendar =
+        crate::config::calendar_of(cfg).expect("calendar validated when the config was loaded");
+    let tokens: Arc<dyn TokenStore> = Arc::new(store.clone());
+    let crm: Arc<dyn Crm> = match &cfg.crm {
+        CrmConfig::Bitrix24(b) => {
+            Arc::new(crate::crm::bitrix24::Bitrix24::new(&cfg.id, b, tokens.clone()).await?)
+        }
+        CrmConfig::Amocrm(a) => {
+            Arc::new(crate::crm::amocrm::AmoCrm::new(&cfg.id, a, tokens.clone()).await?)
+        }
+    };
+    let telephony: Option<Arc<dyn Telephony>> = match &cfg.telephony {
+        Some(TelephonyConfig::Comagic(c)) => Some(Arc::new(
+            crate::telephony::comagic::Comagic::new(c, calendar.tz),
+        )),
+        Some(TelephonyConfig::Calltouch(c)) => Some(Arc::new(
+            crate::telephony::calltouch::Calltouch::new(c, calendar.tz),
+        )),
+        None => None,
+    };
+    let telegram = cfg.telegram.as_ref().map(Telegram::new);
+    Ok(Tenant {
+        cfg: cfg.clone(),
+        calendar,
+        crm,
+        telephony,
+        telegram,
+    })
+}
