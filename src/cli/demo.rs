@@ -19,55 +19,11 @@ use crate::config::{self, Lang, LogFormat};
 use crate::engine::{self, CycleOptions};
 use crate::ledger::Outcome;
 use crate::report;
-use crate::sim::{self, SimHandle, SimOptions};
+use crate::domain::{CrmKind, TelephonyKind};
+use crate::sim::tenant_config::{OWNER_CHAT, tenant_config};
+use crate::sim::{self, SimOptions};
 use crate::store::Store;
 use crate::tenant;
-
-/// Chats the demo tenant reports to (the Telegram fake accepts any chat id).
-const OWNER_CHAT: i64 = 100_001;
-const HEAD_OF_SALES_CHAT: i64 = 100_002;
-
-fn tenant_toml(h: &SimHandle, a: &DemoArgs, db_url: &str, lang: Lang) -> String {
-    let c = &h.sim.creds;
-    let crm = match a.crm {
-        CrmArg::Bitrix24 => format!(
-            "kind = \"bitrix24\"\nwebhook_url = \"{}\"\n",
-            h.b24_webhook_url()
-        ),
-        CrmArg::Amocrm => format!(
-            "kind = \"amocrm\"\nbase_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nredirect_uri = \"{}\"\nrefresh_token = \"{}\"\n",
-            h.amo_url(),
-            c.amo_client_id,
-            c.amo_client_secret,
-            c.amo_redirect_uri,
-            c.amo_refresh_token
-        ),
-    };
-    let tel = match a.telephony {
-        TelephonyArg::Comagic => format!(
-            "kind = \"comagic\"\nbase_url = \"{}\"\naccess_token = \"{}\"\n",
-            h.comagic_url(),
-            c.comagic_access_token
-        ),
-        TelephonyArg::Calltouch => format!(
-            "kind = \"calltouch\"\nbase_url = \"{}\"\nsite_id = {}\nclient_api_id = \"{}\"\n",
-            h.calltouch_url(),
-            c.calltouch_site_id,
-            c.calltouch_client_api_id
-        ),
-    };
-    let (name, lang_s) = match lang {
-        Lang::Ru => ("ООО «Демо»", "ru"),
-        Lang::En => ("Demo Ltd", "en"),
-    };
-    format!(
-        "[database]\nurl = \"{db_url}\"\n\n[[tenants]]\nid = \"demo\"\nname = \"{name}\"\nlang = \"{lang_s}\"\n\n\
-         [tenants.crm]\n{crm}\n[tenants.telephony]\n{tel}\n\
-         [tenants.telegram]\nbot_token = \"{}\"\napi_url = \"{}\"\nowner_chat = {OWNER_CHAT}\nhead_of_sales_chat = {HEAD_OF_SALES_CHAT}\n",
-        c.telegram_bot_token,
-        h.telegram_url()
-    )
-}
 
 /// Removes the temporary demo directory when the demo ends, however it ends.
 struct TempDir(Option<PathBuf>);
@@ -115,7 +71,15 @@ pub async fn demo(cli: &Cli, a: &DemoArgs) -> CmdResult {
     let h = sim::start(opts, addr)
         .await
         .context("cannot start the simulator")?;
-    let text = tenant_toml(&h, a, &db_url, lang);
+    let crm = match a.crm {
+        CrmArg::Bitrix24 => CrmKind::Bitrix24,
+        CrmArg::Amocrm => CrmKind::Amocrm,
+    };
+    let tel = match a.telephony {
+        TelephonyArg::Comagic => TelephonyKind::Comagic,
+        TelephonyArg::Calltouch => TelephonyKind::Calltouch,
+    };
+    let text = tenant_config(&h, crm, tel, &db_url, if ru { "ru" } else { "en" });
     let loaded = config::parse(&text, None, None)?;
     let t = &loaded.config.tenants[0];
     let store = Store::open(&db_url, 4).await?;

@@ -20,6 +20,7 @@ pub mod calltouch;
 pub mod comagic;
 pub mod generate;
 pub mod telegram;
+pub mod tenant_config;
 pub mod world;
 
 use std::collections::BTreeMap;
