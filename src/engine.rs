@@ -115,6 +115,7 @@ async fn apply_rules(
         calendar: &tenant.calendar,
         lang: tenant.cfg.lang,
         mirror: &mirror,
+        telegram: tenant.cfg.telegram.as_ref(),
     };
     let sinks = ledger::Sinks {
         crm: tenant.crm.as_ref(),

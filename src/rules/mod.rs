@@ -2,8 +2,10 @@
 //! they run. A rule never writes anything itself and never knows which CRM is behind the mirror.
 
 pub mod deal_without_task;
+pub mod lead_reaction;
+pub mod overdue_tasks;
 
-use crate::config::{Lang, RuleConfig, RuleMode, RulesConfig};
+use crate::config::{Lang, RuleConfig, RuleMode, RulesConfig, TelegramConfig};
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::{Deal, Ts};
 use crate::ledger::Proposal;
@@ -16,6 +18,8 @@ pub struct RuleContext<'a> {
     pub calendar: &'a BusinessCalendar,
     pub lang: Lang,
     pub mirror: &'a Snapshot,
+    /// Where alerts go; rules that message people propose nothing without it.
+    pub telegram: Option<&'a TelegramConfig>,
 }
 
 /// A rule: a name and a function from the mirror to proposals.
@@ -25,10 +29,20 @@ pub struct Rule {
 }
 
 /// Every implemented rule, in the order they run.
-pub const RULES: &[Rule] = &[Rule {
-    name: "deal_without_task",
-    propose: deal_without_task::propose,
-}];
+pub const RULES: &[Rule] = &[
+    Rule {
+        name: "deal_without_task",
+        propose: deal_without_task::propose,
+    },
+    Rule {
+        name: "lead_reaction",
+        propose: lead_reaction::propose,
+    },
+    Rule {
+        name: "overdue_tasks",
+        propose: overdue_tasks::propose,
+    },
+];
 
 /// A rule's config and the mode it runs in this cycle (`dry_run` turns `on` into `shadow`).
 pub fn effective<'a>(

@@ -10,10 +10,19 @@ pub const HEAD_OF_SALES_CHAT: i64 = 100_002;
 
 /// A complete config file (database + one tenant `demo`) for the simulator behind `h`.
 /// `lang` is `ru` or `en`.
-pub fn tenant_config(h: &SimHandle, crm: CrmKind, tel: TelephonyKind, db_url: &str, lang: &str) -> String {
+pub fn tenant_config(
+    h: &SimHandle,
+    crm: CrmKind,
+    tel: TelephonyKind,
+    db_url: &str,
+    lang: &str,
+) -> String {
     let c = &h.sim.creds;
     let crm = match crm {
-        CrmKind::Bitrix24 => format!("kind = \"bitrix24\"\nwebhook_url = \"{}\"\n", h.b24_webhook_url()),
+        CrmKind::Bitrix24 => format!(
+            "kind = \"bitrix24\"\nwebhook_url = \"{}\"\n",
+            h.b24_webhook_url()
+        ),
         CrmKind::Amocrm => format!(
             "kind = \"amocrm\"\nbase_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nredirect_uri = \"{}\"\nrefresh_token = \"{}\"\n",
             h.amo_url(),
@@ -36,7 +45,11 @@ pub fn tenant_config(h: &SimHandle, crm: CrmKind, tel: TelephonyKind, db_url: &s
             c.calltouch_client_api_id
         ),
     };
-    let name = if lang == "en" { "Demo Ltd" } else { "ООО «Демо»" };
+    let name = if lang == "en" {
+        "Demo Ltd"
+    } else {
+        "ООО «Демо»"
+    };
     format!(
         "[database]\nurl = \"{db_url}\"\n\n[[tenants]]\nid = \"demo\"\nname = \"{name}\"\nlang = \"{lang}\"\n\n\
          [tenants.crm]\n{crm}\n[tenants.telephony]\n{tel}\n\
