@@ -40,6 +40,8 @@ pub struct CycleSummary {
 #[derive(Debug, Clone)]
 pub struct Applied {
     pub rule: &'static str,
+    /// The action writes to the CRM (as opposed to sending a message).
+    pub crm_write: bool,
     pub summary: String,
     pub outcome: Outcome,
 }
@@ -145,6 +147,7 @@ async fn apply_rules(
             }
             summary.applied.push(Applied {
                 rule: rule.name,
+                crm_write: !matches!(p.effect, ledger::Effect::Telegram { .. }),
                 summary: p.summary.clone(),
                 outcome,
             });

@@ -184,7 +184,7 @@ pub async fn demo(cli: &Cli, a: &DemoArgs) -> CmdResult {
     let new_writes = second
         .applied
         .iter()
-        .filter(|x| matches!(x.outcome, Outcome::Done(_)))
+        .filter(|x| x.crm_write && matches!(x.outcome, Outcome::Done(_)))
         .count();
     println!(
         "\n{} {}",
