@@ -372,3 +372,63 @@ fn errors_do_not_leak_secrets() {
     assert!(!shown.contains("xxxxxxxx"), "{shown}");
     assert!(!shown.contains("ABC-placeholder"), "{shown}");
 }
+
+/// Every `DOZOR__*` line of deploy/dozor.env.example (commented or not) is a valid override.
+#[test]
+fn env_example_overrides_are_valid() {
+    let env_text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/dozor.env.example"),
+    )
+    .unwrap();
+    let vars: std::collections::HashMap<String, String> = env_text
+        .lines()
+        .map(|l| l.trim_start_matches('#'))
+        .filter(|l| l.starts_with("DOZOR__"))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert!(vars.len() >= 8, "env example shows the overrides: {vars:?}");
+    let source = ::config::Environment::with_prefix("DOZOR")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .source(Some(vars));
+    let c = config::parse(&example_text(), Some(&example_path()), Some(source))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    assert!(c.database_url().starts_with("postgres://"));
+    assert_eq!(c.database.max_connections, 16);
+}
+
+/// deploy/install.sh installs a config that loads, with the state directory of the unit.
+#[test]
+fn installed_config_loads() {
+    let root = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/install.sh"))
+        .arg("--root")
+        .arg(root.path())
+        .arg("/bin/true")
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "install.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let etc = root.path().join("etc/dozor");
+    let c = load(&etc.join("dozor.toml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    assert_eq!(c.data_dir, PathBuf::from("/var/lib/dozor"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&etc), 0o750);
+        assert_eq!(mode(&etc.join("dozor.toml")), 0o640);
+        assert_eq!(mode(&etc.join("dozor.env")), 0o600);
+    }
+    assert!(root.path().join("etc/systemd/system/dozor.service").exists());
+    assert!(root.path().join("usr/local/bin/dozor").exists());
+}
