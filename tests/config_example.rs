@@ -80,8 +80,14 @@ fn example_rule_values_equal_the_defaults() {
     let rules = &c.tenants[0].rules.0;
     for (name, default) in rule_defaults() {
         let r = &rules[&name];
-        assert_eq!(r.mode, default.mode, "rule {name}: example mode differs from default");
-        assert_eq!(r.params, default.params, "rule {name}: example numbers differ");
+        assert_eq!(
+            r.mode, default.mode,
+            "rule {name}: example mode differs from default"
+        );
+        assert_eq!(
+            r.params, default.params,
+            "rule {name}: example numbers differ"
+        );
     }
     assert_eq!(rules["client_without_deal"].mode, RuleMode::Off);
 }
@@ -96,7 +102,10 @@ fn example_mentions_every_rule_and_its_numbers() {
             .unwrap_or_else(|| panic!("rule `{name}` is missing from the example"));
         let section = &text[start + header.len()..];
         let section = &section[..section.find("\n[").unwrap_or(section.len())];
-        assert!(section.contains("mode = "), "rule `{name}` has no mode line");
+        assert!(
+            section.contains("mode = "),
+            "rule `{name}` has no mode line"
+        );
         for param in rule.params.keys() {
             assert!(
                 section.contains(&format!("\n{param} = ")),
@@ -216,7 +225,9 @@ fn commented_alternatives_load() {
     let amo = "[tenants.crm]\nkind = \"amocrm\"\nbase_url = \"https://example.amocrm.ru\"\n\
                long_lived_token = \"placeholder-long-lived-token\"\nrate_per_sec = 7\n\n";
     let mut variant = format!("{}{}{}", &text[..crm_start], amo, &text[crm_end..]);
-    let tel_start = variant.find("[tenants.telephony]\nkind = \"comagic\"").unwrap();
+    let tel_start = variant
+        .find("[tenants.telephony]\nkind = \"comagic\"")
+        .unwrap();
     let tel_end = variant.find("# --- Calltouch").unwrap();
     let ct = "[tenants.telephony]\nkind = \"calltouch\"\nbase_url = \"https://api.calltouch.ru\"\n\
               site_id = 12345\nclient_api_id = \"placeholder-client-api-id\"\n\n";
@@ -260,7 +271,10 @@ fn commented_alternatives_load() {
 #[test]
 fn environment_overrides_the_file() {
     let env: std::collections::HashMap<String, String> = [
-        ("DOZOR__DATABASE__URL", "postgres://dozor:pw@127.0.0.1:5432/dozor"),
+        (
+            "DOZOR__DATABASE__URL",
+            "postgres://dozor:pw@127.0.0.1:5432/dozor",
+        ),
         ("DOZOR__SYNC__INTERVAL_SECS", "60"),
         ("DOZOR__DATA_DIR", "/var/lib/dozor"),
         ("DOZOR__LOG__FORMAT", "json"),
@@ -360,13 +374,20 @@ fn missing_secret_file_is_named() {
         "access_token_file = \"/nonexistent/dozor/comagic_token\"",
     );
     let e = expect_error(&text, "tenants[0].telephony.access_token_file");
-    assert!(e.to_string().contains("/nonexistent/dozor/comagic_token"), "{e}");
+    assert!(
+        e.to_string().contains("/nonexistent/dozor/comagic_token"),
+        "{e}"
+    );
 }
 
 #[test]
 fn errors_do_not_leak_secrets() {
     // A bad value next to a secret: the message must not echo the secret.
-    let text = replace_once(&example_text(), "listen = \"127.0.0.1:9187\"", "listen = \"nowhere\"");
+    let text = replace_once(
+        &example_text(),
+        "listen = \"127.0.0.1:9187\"",
+        "listen = \"nowhere\"",
+    );
     let e = expect_error(&text, "server.listen");
     let shown = e.to_string();
     assert!(!shown.contains("xxxxxxxx"), "{shown}");
@@ -429,6 +450,10 @@ fn installed_config_loads() {
         assert_eq!(mode(&etc.join("dozor.toml")), 0o640);
         assert_eq!(mode(&etc.join("dozor.env")), 0o600);
     }
-    assert!(root.path().join("etc/systemd/system/dozor.service").exists());
+    assert!(
+        root.path()
+            .join("etc/systemd/system/dozor.service")
+            .exists()
+    );
     assert!(root.path().join("usr/local/bin/dozor").exists());
 }

@@ -30,15 +30,18 @@ pub async fn pg_url() -> String {
              CREATE DATABASE, or set DOZOR_SKIP_PG=1 to skip the PostgreSQL tests."
         )
     });
-    let mut url = url::Url::parse(&admin)
-        .unwrap_or_else(|e| panic!("{PG_ENV} is not a URL ({e}): use postgres://USER@HOST:PORT/DB"));
-    let name = format!("dozor_test_{:016x}", rand::random::<u64>());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-        panic!(
-            "cannot connect to {PG_ENV} ({}): {e}; is the server running?",
-            dozor::store::redact_db_url(&admin)
-        )
+    let mut url = url::Url::parse(&admin).unwrap_or_else(|e| {
+        panic!("{PG_ENV} is not a URL ({e}): use postgres://USER@HOST:PORT/DB")
     });
+    let name = format!("dozor_test_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to {PG_ENV} ({}): {e}; is the server running?",
+                dozor::store::redact_db_url(&admin)
+            )
+        });
     // The name is generated above (hex digits only), so formatting it into SQL is safe.
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
