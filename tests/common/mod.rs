@@ -1,0 +1,58 @@
+//! Helpers shared by integration tests: database URLs for the store on both backends.
+//!
+//! PostgreSQL tests need a server. `scripts/test` starts a throwaway one and exports its admin
+//! URL as `DOZOR_TEST_PG_URL`; every call to [`pg_url`] creates a fresh database on it, so tests
+//! can run in parallel and run again without stepping on earlier schemas.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use sqlx::Connection;
+
+/// The environment variable holding the admin URL of a test PostgreSQL server.
+pub const PG_ENV: &str = "DOZOR_TEST_PG_URL";
+
+/// True when PostgreSQL tests are switched off explicitly with `DOZOR_SKIP_PG=1`.
+pub fn pg_skipped() -> bool {
+    std::env::var("DOZOR_SKIP_PG").is_ok_and(|v| v == "1")
+}
+
+/// Creates a fresh, empty database `dozor_test_<random>` on the test server and returns its URL.
+///
+/// Panics (failing the test) when `DOZOR_TEST_PG_URL` is unset: a PostgreSQL test that quietly
+/// passes without a server proves nothing. Check [`pg_skipped`] first to honour `DOZOR_SKIP_PG=1`.
+pub async fn pg_url() -> String {
+    let admin = std::env::var(PG_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{PG_ENV} is not set. Run the tests with `scripts/test` (it starts a throwaway \
+             PostgreSQL and sets {PG_ENV}), point {PG_ENV} at a server where this user may \
+             CREATE DATABASE, or set DOZOR_SKIP_PG=1 to skip the PostgreSQL tests."
+        )
+    });
+    let mut url = url::Url::parse(&admin).unwrap_or_else(|e| {
+        panic!("{PG_ENV} is not a URL ({e}): use postgres://USER@HOST:PORT/DB")
+    });
+    let name = format!("dozor_test_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to {PG_ENV} ({}): {e}; is the server running?",
+                dozor::store::redact_db_url(&admin)
+            )
+        });
+    // The name is generated above (hex digits only), so formatting it into SQL is safe.
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name} failed: {e}"));
+    conn.close().await.ok();
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// A SQLite database file inside `dir` (usually a `tempfile::tempdir()`).
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("dozor.db").display())
+}

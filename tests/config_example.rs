@@ -1,0 +1,459 @@
+//! The shipped example config must load, document every rule, and broken variants of it must
+//! fail with an error that names the file and the key.
+
+use std::path::{Path, PathBuf};
+
+use dozor::config::{self, ConfigError, CrmConfig, RuleMode, TelephonyConfig, load, rule_defaults};
+
+fn example_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dozor.example.toml")
+}
+
+fn example_text() -> String {
+    std::fs::read_to_string(example_path()).expect("config/dozor.example.toml is readable")
+}
+
+/// Writes `text` as `name` in `dir` and loads it through the same path the binary uses.
+fn load_text(dir: &Path, name: &str, text: &str) -> Result<config::Loaded, ConfigError> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    load(&path)
+}
+
+/// Replaces exactly one occurrence of `from`, so a test cannot silently edit nothing.
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "`{from}` must occur exactly once in the example"
+    );
+    text.replacen(from, to, 1)
+}
+
+/// Loads a broken variant and checks the error names the file and the key.
+fn expect_error(text: &str, key: &str) -> ConfigError {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load_text(dir.path(), "broken.toml", text).expect_err("broken config must not load");
+    let shown = err.to_string();
+    eprintln!("{shown}");
+    assert_eq!(
+        err.file.as_deref(),
+        Some(dir.path().join("broken.toml").as_path()),
+        "{shown}"
+    );
+    assert!(shown.contains("broken.toml"), "file not named: {shown}");
+    assert!(shown.contains(key), "key `{key}` not named: {shown}");
+    err
+}
+
+#[test]
+fn example_loads_and_validates() {
+    let loaded = load(&example_path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.file.as_deref(), Some(example_path().as_path()));
+    let c = loaded.config;
+    assert_eq!(c.tenants.len(), 1);
+    let t = &c.tenants[0];
+    assert_eq!(t.id, "acme");
+    assert_eq!(t.timezone, "Europe/Moscow");
+    match &t.crm {
+        CrmConfig::Bitrix24(b) => {
+            assert_eq!(
+                b.webhook_url.as_ref().map(|s| s.expose()),
+                Some("https://example.bitrix24.ru/rest/1/xxxxxxxx/")
+            );
+            assert_eq!(b.operating_budget_secs, 480.0);
+        }
+        other => panic!("example's active CRM must be Bitrix24, got {other:?}"),
+    }
+    assert!(matches!(t.telephony, Some(TelephonyConfig::Comagic(_))));
+    let tg = t.telegram.as_ref().expect("telegram section");
+    assert_eq!(tg.managers.get("7"), Some(&222222222));
+    assert_eq!(tg.allowed_chats, vec![111111111, 222222222]);
+    assert_eq!(t.reports.plans.get("1"), Some(&1500000.0));
+    assert_eq!(t.calendar.holidays.len(), 3);
+    config::calendar_of(t).expect("calendar builds");
+}
+
+#[test]
+fn example_rule_values_equal_the_defaults() {
+    let c = load(&example_path()).unwrap().config;
+    let rules = &c.tenants[0].rules.0;
+    for (name, default) in rule_defaults() {
+        let r = &rules[&name];
+        assert_eq!(
+            r.mode, default.mode,
+            "rule {name}: example mode differs from default"
+        );
+        assert_eq!(
+            r.params, default.params,
+            "rule {name}: example numbers differ"
+        );
+    }
+    assert_eq!(rules["client_without_deal"].mode, RuleMode::Off);
+}
+
+#[test]
+fn example_mentions_every_rule_and_its_numbers() {
+    let text = example_text();
+    for (name, rule) in rule_defaults() {
+        let header = format!("[tenants.rules.{name}]");
+        let start = text
+            .find(&header)
+            .unwrap_or_else(|| panic!("rule `{name}` is missing from the example"));
+        let section = &text[start + header.len()..];
+        let section = &section[..section.find("\n[").unwrap_or(section.len())];
+        assert!(
+            section.contains("mode = "),
+            "rule `{name}` has no mode line"
+        );
+        for param in rule.params.keys() {
+            assert!(
+                section.contains(&format!("\n{param} = ")),
+                "rule `{name}`: setting `{param}` is not shown"
+            );
+        }
+    }
+}
+
+/// Every key of the schema appears in the example, active or commented out, so operators can
+/// find each one there.
+#[test]
+fn example_documents_every_key() {
+    let text = example_text();
+    let keys = [
+        "data_dir",
+        "format",
+        "level",
+        "url",
+        "url_file",
+        "max_connections",
+        "enabled",
+        "listen",
+        "interval_secs",
+        "overlap_secs",
+        "telephony_initial_days",
+        "id",
+        "name",
+        "timezone",
+        "lang",
+        "kind",
+        // Bitrix24
+        "webhook_url",
+        "webhook_url_file",
+        "portal_url",
+        "client_id",
+        "client_secret",
+        "client_secret_file",
+        "refresh_token",
+        "refresh_token_file",
+        "oauth_url",
+        "plan",
+        "operating_budget_secs",
+        // amoCRM
+        "base_url",
+        "long_lived_token",
+        "long_lived_token_file",
+        "redirect_uri",
+        "rate_per_sec",
+        // telephony
+        "access_token",
+        "access_token_file",
+        "site_id",
+        "client_api_id",
+        "client_api_id_file",
+        // telegram
+        "bot_token",
+        "bot_token_file",
+        "api_url",
+        "owner_chat",
+        "head_of_sales_chat",
+        "ops_chat",
+        "report_topic",
+        "allowed_chats",
+        // calendar, reports
+        "work_hours",
+        "work_days",
+        "holidays",
+        "daily",
+        "weekly",
+        "monthly",
+        // rules
+        "mode",
+        "pipelines",
+        "stages",
+    ];
+    let assigned = |k: &str| {
+        text.lines().any(|l| {
+            let l = l.trim_start().trim_start_matches('#').trim_start();
+            l.strip_prefix(k)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+    };
+    for k in keys {
+        assert!(assigned(k), "key `{k}` is not shown in the example");
+    }
+    for table in [
+        "[log]",
+        "[database]",
+        "[server]",
+        "[sync]",
+        "[[tenants]]",
+        "[tenants.crm]",
+        "[tenants.telephony]",
+        "[tenants.telegram]",
+        "[tenants.telegram.managers]",
+        "[tenants.calendar]",
+        "[tenants.reports]",
+        "[tenants.reports.plans]",
+    ] {
+        assert!(text.contains(table), "table {table} is missing");
+    }
+    assert!(text.contains("kind = \"amocrm\""));
+    assert!(text.contains("kind = \"calltouch\""));
+    assert!(text.contains("DOZOR__DATABASE__URL"));
+}
+
+/// The commented-out alternatives are valid too: uncommenting them gives a loadable config.
+#[test]
+fn commented_alternatives_load() {
+    let text = example_text();
+    let dir = tempfile::tempdir().unwrap();
+
+    // amoCRM with a long-lived token, Calltouch telephony.
+    let crm_start = text.find("[tenants.crm]\nkind = \"bitrix24\"").unwrap();
+    let crm_end = text.find("# --- amoCRM").unwrap();
+    let amo = "[tenants.crm]\nkind = \"amocrm\"\nbase_url = \"https://example.amocrm.ru\"\n\
+               long_lived_token = \"placeholder-long-lived-token\"\nrate_per_sec = 7\n\n";
+    let mut variant = format!("{}{}{}", &text[..crm_start], amo, &text[crm_end..]);
+    let tel_start = variant
+        .find("[tenants.telephony]\nkind = \"comagic\"")
+        .unwrap();
+    let tel_end = variant.find("# --- Calltouch").unwrap();
+    let ct = "[tenants.telephony]\nkind = \"calltouch\"\nbase_url = \"https://api.calltouch.ru\"\n\
+              site_id = 12345\nclient_api_id = \"placeholder-client-api-id\"\n\n";
+    variant = format!("{}{}{}", &variant[..tel_start], ct, &variant[tel_end..]);
+    let c = load_text(dir.path(), "amo.toml", &variant)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    assert!(matches!(c.tenants[0].crm, CrmConfig::Amocrm(_)));
+    assert!(matches!(
+        c.tenants[0].telephony,
+        Some(TelephonyConfig::Calltouch(_))
+    ));
+
+    // Bitrix24 OAuth with secrets in files.
+    let secret = dir.path().join("client_secret");
+    std::fs::write(&secret, "placeholder-client-secret\n").unwrap();
+    let oauth = format!(
+        "portal_url = \"https://example.bitrix24.ru\"\nclient_id = \"local.0123456789abcd.12345678\"\n\
+         client_secret_file = \"{}\"\nrefresh_token = \"placeholder-refresh-token\"",
+        secret.display()
+    );
+    let variant = replace_once(
+        &text,
+        "webhook_url = \"https://example.bitrix24.ru/rest/1/xxxxxxxx/\"",
+        &oauth,
+    );
+    let c = load_text(dir.path(), "oauth.toml", &variant)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    let CrmConfig::Bitrix24(b) = &c.tenants[0].crm else {
+        panic!("bitrix24 expected")
+    };
+    assert_eq!(
+        b.client_secret.as_ref().map(|s| s.expose()),
+        Some("placeholder-client-secret"),
+        "the *_file secret is read and trimmed"
+    );
+}
+
+/// `DOZOR__SECTION__KEY` variables override the file (as documented in the example).
+#[test]
+fn environment_overrides_the_file() {
+    let env: std::collections::HashMap<String, String> = [
+        (
+            "DOZOR__DATABASE__URL",
+            "postgres://dozor:pw@127.0.0.1:5432/dozor",
+        ),
+        ("DOZOR__SYNC__INTERVAL_SECS", "60"),
+        ("DOZOR__DATA_DIR", "/var/lib/dozor"),
+        ("DOZOR__LOG__FORMAT", "json"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let source = ::config::Environment::with_prefix("DOZOR")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .source(Some(env));
+    let c = config::parse(&example_text(), Some(&example_path()), Some(source))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    assert_eq!(c.database_url(), "postgres://dozor:pw@127.0.0.1:5432/dozor");
+    assert_eq!(c.sync.interval_secs, 60);
+    assert_eq!(c.data_dir, PathBuf::from("/var/lib/dozor"));
+    assert_eq!(c.log.format, config::LogFormat::Json);
+    assert_eq!(c.tenants.len(), 1, "tenants from the file survive");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let text = replace_once(&example_text(), "overlap_secs = 120", "overlap_sec = 120");
+    let e = expect_error(&text, "overlap_sec");
+    assert!(e.to_string().contains("sync"), "{e}");
+}
+
+#[test]
+fn unknown_rule_setting_is_named() {
+    let text = replace_once(&example_text(), "sla_minutes = 15", "sla_minute = 15");
+    let e = expect_error(&text, "sla_minute");
+    assert!(e.to_string().contains("tenants[0].rules"), "{e}");
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let text = replace_once(
+        &example_text(),
+        "interval_secs = 300",
+        "interval_secs = \"often\"",
+    );
+    let e = expect_error(&text, "sync.interval_secs");
+    assert_eq!(e.key.as_deref(), Some("sync.interval_secs"));
+}
+
+#[test]
+fn bad_timezone_is_named() {
+    let text = replace_once(
+        &example_text(),
+        "timezone = \"Europe/Moscow\"",
+        "timezone = \"Europe/Atlantis\"",
+    );
+    let e = expect_error(&text, "tenants[0].timezone");
+    assert!(e.to_string().contains("Europe/Atlantis"), "{e}");
+    assert!(e.line.is_some(), "the line is reported: {e}");
+}
+
+#[test]
+fn bad_url_is_named() {
+    let text = replace_once(
+        &example_text(),
+        "webhook_url = \"https://example.bitrix24.ru/rest/1/xxxxxxxx/\"",
+        "webhook_url = \"example.bitrix24.ru rest\"",
+    );
+    let e = expect_error(&text, "tenants[0].crm.webhook_url");
+    assert!(e.to_string().contains("URL"), "{e}");
+
+    let text = replace_once(
+        &example_text(),
+        "api_url = \"https://api.telegram.org\"",
+        "api_url = \"ftp://api.telegram.org\"",
+    );
+    expect_error(&text, "tenants[0].telegram.api_url");
+}
+
+#[test]
+fn secret_and_secret_file_together_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "123456:ABC-from-file").unwrap();
+    let text = replace_once(
+        &example_text(),
+        "# bot_token_file = \"/run/credentials/dozor.service/telegram_bot_token\"",
+        &format!("bot_token_file = \"{}\"", file.display()),
+    );
+    let e = expect_error(&text, "tenants[0].telegram.bot_token");
+    assert!(e.to_string().contains("not both"), "{e}");
+}
+
+#[test]
+fn missing_secret_file_is_named() {
+    let text = replace_once(
+        &example_text(),
+        "access_token = \"placeholder-comagic-token\"",
+        "access_token_file = \"/nonexistent/dozor/comagic_token\"",
+    );
+    let e = expect_error(&text, "tenants[0].telephony.access_token_file");
+    assert!(
+        e.to_string().contains("/nonexistent/dozor/comagic_token"),
+        "{e}"
+    );
+}
+
+#[test]
+fn errors_do_not_leak_secrets() {
+    // A bad value next to a secret: the message must not echo the secret.
+    let text = replace_once(
+        &example_text(),
+        "listen = \"127.0.0.1:9187\"",
+        "listen = \"nowhere\"",
+    );
+    let e = expect_error(&text, "server.listen");
+    let shown = e.to_string();
+    assert!(!shown.contains("xxxxxxxx"), "{shown}");
+    assert!(!shown.contains("ABC-placeholder"), "{shown}");
+}
+
+/// Every `DOZOR__*` line of deploy/dozor.env.example (commented or not) is a valid override.
+#[test]
+fn env_example_overrides_are_valid() {
+    let env_text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/dozor.env.example"),
+    )
+    .unwrap();
+    let vars: std::collections::HashMap<String, String> = env_text
+        .lines()
+        .map(|l| l.trim_start_matches('#'))
+        .filter(|l| l.starts_with("DOZOR__"))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert!(vars.len() >= 8, "env example shows the overrides: {vars:?}");
+    let source = ::config::Environment::with_prefix("DOZOR")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .source(Some(vars));
+    let c = config::parse(&example_text(), Some(&example_path()), Some(source))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    assert!(c.database_url().starts_with("postgres://"));
+    assert_eq!(c.database.max_connections, 16);
+}
+
+/// deploy/install.sh installs a config that loads, with the state directory of the unit.
+#[test]
+fn installed_config_loads() {
+    let root = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/install.sh"))
+        .arg("--root")
+        .arg(root.path())
+        .arg("/bin/true")
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "install.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let etc = root.path().join("etc/dozor");
+    let c = load(&etc.join("dozor.toml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    assert_eq!(c.data_dir, PathBuf::from("/var/lib/dozor"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&etc), 0o750);
+        assert_eq!(mode(&etc.join("dozor.toml")), 0o640);
+        assert_eq!(mode(&etc.join("dozor.env")), 0o600);
+    }
+    assert!(
+        root.path()
+            .join("etc/systemd/system/dozor.service")
+            .exists()
+    );
+    assert!(root.path().join("usr/local/bin/dozor").exists());
+}
