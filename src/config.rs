@@ -888,7 +888,7 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
                     )?;
                 }
                 require_url(&b.oauth_url, &k("crm.oauth_url"))?;
-                if !(b.operating_budget_secs > 0.0) {
+                if b.operating_budget_secs.is_nan() || b.operating_budget_secs <= 0.0 {
                     return Err((k("crm.operating_budget_secs"), "must be positive".into()));
                 }
             }

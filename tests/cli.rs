@@ -54,22 +54,35 @@ fn bad_config_names_file_and_key_and_exits_2() {
     assert!(err.contains("webhok"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
-    let cfg = write(dir.path(), "tz.toml", "[[tenants]]\nid = \"acme\"\ntimezone = \"Mars/Olympus\"\n[tenants.crm]\nkind = \"bitrix24\"\nwebhook_url = \"https://a.bitrix24.ru/rest/1/s/\"\n");
+    let cfg = write(
+        dir.path(),
+        "tz.toml",
+        "[[tenants]]\nid = \"acme\"\ntimezone = \"Mars/Olympus\"\n[tenants.crm]\nkind = \"bitrix24\"\nwebhook_url = \"https://a.bitrix24.ru/rest/1/s/\"\n",
+    );
     let out = dozor(&["--config", &cfg, "once"]);
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("tenants[0].timezone") && err.contains("tz.toml"), "{err}");
+    assert!(
+        err.contains("tenants[0].timezone") && err.contains("tz.toml"),
+        "{err}"
+    );
 
     let cfg = write(dir.path(), "syntax.toml", "[[tenants]\nid = 1\n");
     let out = dozor(&["--config", &cfg, "check"]);
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("invalid TOML") && err.contains("line 1"), "{err}");
+    assert!(
+        err.contains("invalid TOML") && err.contains("line 1"),
+        "{err}"
+    );
 
     let out = dozor(&["--config", "/nonexistent/dozor.toml", "check"]);
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("/nonexistent/dozor.toml") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("/nonexistent/dozor.toml") && err.contains("not found"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -89,13 +102,26 @@ fn demo_prints_actions_and_the_report_in_russian() {
     assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
     assert!(o.contains("deal_without_task"), "{o}");
     assert!(o.contains("Ежедневный отчёт"), "{o}");
-    assert!(o.contains("новых записей в CRM — 0"), "second cycle writes nothing: {o}");
+    assert!(
+        o.contains("новых записей в CRM — 0"),
+        "second cycle writes nothing: {o}"
+    );
     assert!(o.contains("Отчёт отправлен"), "{o}");
 }
 
 #[test]
 fn demo_switches_crm_telephony_and_language() {
-    let out = dozor(&["demo", "--crm", "amocrm", "--telephony", "calltouch", "--lang", "en", "--seed", "3"]);
+    let out = dozor(&[
+        "demo",
+        "--crm",
+        "amocrm",
+        "--telephony",
+        "calltouch",
+        "--lang",
+        "en",
+        "--seed",
+        "3",
+    ]);
     let (o, e) = text(&out);
     assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
     assert!(o.contains("CRM: amocrm"), "{o}");
@@ -106,68 +132,139 @@ fn demo_switches_crm_telephony_and_language() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_every_system_and_names_the_failing_one() {
-    let h = sim::start(SimOptions::default(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let h = sim::start(SimOptions::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
-    let good = write(dir.path(), "good.toml", &tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db, "ru"));
+    let good = write(
+        dir.path(),
+        "good.toml",
+        &tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db, "ru"),
+    );
     let out = dozor_async(vec!["--config".into(), good.clone(), "check".into()]).await;
     let (o, e) = text(&out);
     assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
     for system in ["database", "bitrix24", "comagic", "telegram"] {
-        let line = o.lines().find(|l| l.contains(system)).unwrap_or_else(|| panic!("no {system} row:\n{o}"));
+        let line = o
+            .lines()
+            .find(|l| l.contains(system))
+            .unwrap_or_else(|| panic!("no {system} row:\n{o}"));
         assert!(line.contains(" OK "), "{system} not OK:\n{o}");
     }
 
     // A wrong webhook secret: bitrix24 fails with a hint, the others stay OK, no secret printed.
     let secret = h.sim.creds.b24_webhook_secret.clone();
-    let bad_text = std::fs::read_to_string(&good).unwrap().replace(&secret, "wrongsecret123");
+    let bad_text = std::fs::read_to_string(&good)
+        .unwrap()
+        .replace(&secret, "wrongsecret123");
     let bad = write(dir.path(), "bad.toml", &bad_text);
     let out = dozor_async(vec!["--config".into(), bad, "check".into()]).await;
     let (o, e) = text(&out);
     assert_eq!(out.status.code(), Some(1), "stdout:\n{o}\nstderr:\n{e}");
     let b24 = o.lines().find(|l| l.contains("bitrix24")).unwrap();
     assert!(b24.contains("FAIL") && b24.contains("webhook"), "{o}");
-    assert!(!o.contains("wrongsecret123") && !e.contains("wrongsecret123"), "secret leaked:\n{o}\n{e}");
+    assert!(
+        !o.contains("wrongsecret123") && !e.contains("wrongsecret123"),
+        "secret leaked:\n{o}\n{e}"
+    );
     let comagic = o.lines().find(|l| l.contains("comagic")).unwrap();
     assert!(comagic.contains(" OK "), "{o}");
 
     // amoCRM + Calltouch with a wrong Calltouch id.
-    let amo = tenant_config(&h, CrmKind::Amocrm, TelephonyKind::Calltouch, &common::sqlite_url(&dir.path().join("amo")), "en")
-        .replace(&h.sim.creds.calltouch_client_api_id, "nope-api-id");
+    let amo = tenant_config(
+        &h,
+        CrmKind::Amocrm,
+        TelephonyKind::Calltouch,
+        &common::sqlite_url(&dir.path().join("amo")),
+        "en",
+    )
+    .replace(&h.sim.creds.calltouch_client_api_id, "nope-api-id");
     let amo = write(dir.path(), "amo.toml", &amo);
     let out = dozor_async(vec!["--config".into(), amo, "check".into()]).await;
     let (o, _) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{o}");
-    assert!(o.lines().find(|l| l.contains("amocrm")).unwrap().contains(" OK "), "{o}");
-    assert!(o.lines().find(|l| l.contains("calltouch")).unwrap().contains("FAIL"), "{o}");
+    assert!(
+        o.lines()
+            .find(|l| l.contains("amocrm"))
+            .unwrap()
+            .contains(" OK "),
+        "{o}"
+    );
+    assert!(
+        o.lines()
+            .find(|l| l.contains("calltouch"))
+            .unwrap()
+            .contains("FAIL"),
+        "{o}"
+    );
     assert!(!o.contains("nope-api-id"), "{o}");
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_dry_run_then_report_and_audit() {
-    let h = sim::start(SimOptions::default(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let h = sim::start(SimOptions::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
-    let cfg = write(dir.path(), "d.toml", &tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db, "ru"));
+    let cfg = write(
+        dir.path(),
+        "d.toml",
+        &tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db, "ru"),
+    );
     let tasks_before = h.sim.world().tasks.len();
-    let out = dozor_async(vec!["--config".into(), cfg.clone(), "once".into(), "--dry-run".into()]).await;
+    let out = dozor_async(vec![
+        "--config".into(),
+        cfg.clone(),
+        "once".into(),
+        "--dry-run".into(),
+    ])
+    .await;
     let (o, e) = text(&out);
     assert!(out.status.success(), "stdout:\n{o}\nstderr:\n{e}");
-    assert!(o.contains("deal_without_task") && o.contains("would do"), "{o}");
-    assert_eq!(h.sim.world().tasks.len(), tasks_before, "dry run wrote to the CRM");
+    assert!(
+        o.contains("deal_without_task") && o.contains("would do"),
+        "{o}"
+    );
+    assert_eq!(
+        h.sim.world().tasks.len(),
+        tasks_before,
+        "dry run wrote to the CRM"
+    );
 
     let json = dir.path().join("r.json").display().to_string();
-    let out = dozor_async(vec!["--config".into(), cfg.clone(), "report".into(), "daily".into(), "--format".into(), "json".into(), "--out".into(), json.clone()]).await;
+    let out = dozor_async(vec![
+        "--config".into(),
+        cfg.clone(),
+        "report".into(),
+        "daily".into(),
+        "--format".into(),
+        "json".into(),
+        "--out".into(),
+        json.clone(),
+    ])
+    .await;
     assert!(out.status.success(), "{:?}", text(&out));
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["kind"], "daily");
     assert!(v["html"].as_str().unwrap().contains("Ежедневный отчёт"));
 
-    let out = dozor_async(vec!["--config".into(), cfg, "audit".into(), "--json".into()]).await;
+    let out = dozor_async(vec![
+        "--config".into(),
+        cfg,
+        "audit".into(),
+        "--json".into(),
+    ])
+    .await;
     let (o, _) = text(&out);
     assert!(out.status.success());
-    let shadow = o.lines().filter(|l| l.contains("\"state\":\"shadow\"")).count();
+    let shadow = o
+        .lines()
+        .filter(|l| l.contains("\"state\":\"shadow\""))
+        .count();
     assert!(shadow > 0, "{o}");
     h.stop().await;
 }

@@ -61,7 +61,9 @@ fn open_deals_without_task(w: &World) -> HashSet<u64> {
 }
 
 async fn full_cycle(db_url: &str, crm: CrmKind, tel: TelephonyKind) {
-    let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let text = tenant_config(&h, crm, tel, db_url, "ru");
     let cfg = config::parse(&text, None, None).unwrap().config;
     let t = &cfg.tenants[0];
@@ -69,9 +71,17 @@ async fn full_cycle(db_url: &str, crm: CrmKind, tel: TelephonyKind) {
     let tenant = tenant::connect(t, &store).await.unwrap();
     let (deals, contacts, tasks_before, missing) = {
         let w = h.sim.world();
-        (w.deals.len() as i64, w.contacts.len() as i64, w.tasks.len(), open_deals_without_task(&w))
+        (
+            w.deals.len() as i64,
+            w.contacts.len() as i64,
+            w.tasks.len(),
+            open_deals_without_task(&w),
+        )
     };
-    assert!(!missing.is_empty(), "the generated world has open deals without a task");
+    assert!(
+        !missing.is_empty(),
+        "the generated world has open deals without a task"
+    );
 
     let first = run_cycle(&store, &tenant, cycle_opts(false)).await;
     assert!(first.ok(), "first cycle failed: {:?}", first.errors);
@@ -80,7 +90,10 @@ async fn full_cycle(db_url: &str, crm: CrmKind, tel: TelephonyKind) {
     assert_eq!(counts["contacts"], contacts, "every contact mirrored");
     assert!(counts["calls"] > 0, "calls mirrored");
     let calls_in_world = h.sim.world().calls.len() as i64;
-    assert_eq!(counts["calls"], calls_in_world, "every call of the last 31 days mirrored");
+    assert_eq!(
+        counts["calls"], calls_in_world,
+        "every call of the last 31 days mirrored"
+    );
 
     // The rule created exactly one task per open deal without a next step.
     let done: Vec<_> = first
@@ -92,8 +105,18 @@ async fn full_cycle(db_url: &str, crm: CrmKind, tel: TelephonyKind) {
     {
         let w = h.sim.world();
         assert_eq!(w.tasks.len(), tasks_before + missing.len());
-        assert!(open_deals_without_task(&w).is_empty(), "every open deal has a next step now");
-        let marked = w.tasks.values().filter(|t| t.description.contains("[dozor:deal_without_task:demo:deal:")).count();
+        assert!(
+            open_deals_without_task(&w).is_empty(),
+            "every open deal has a next step now"
+        );
+        let marked = w
+            .tasks
+            .values()
+            .filter(|t| {
+                t.description
+                    .contains("[dozor:deal_without_task:demo:deal:")
+            })
+            .count();
         assert_eq!(marked, missing.len(), "each task carries its ledger marker");
     }
 
@@ -116,7 +139,9 @@ async fn full_cycle(db_url: &str, crm: CrmKind, tel: TelephonyKind) {
 }
 
 async fn dry_run_writes_nothing(db_url: &str, crm: CrmKind) {
-    let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let text = tenant_config(&h, crm, TelephonyKind::Comagic, db_url, "en");
     let cfg = config::parse(&text, None, None).unwrap().config;
     let store = Store::open(db_url, 4).await.unwrap();
@@ -124,23 +149,48 @@ async fn dry_run_writes_nothing(db_url: &str, crm: CrmKind) {
     let before = h.sim.world().tasks.len();
     let s = run_cycle(&store, &tenant, cycle_opts(true)).await;
     assert!(s.ok(), "{:?}", s.errors);
-    let shadow = s.applied.iter().filter(|a| a.outcome == Outcome::Shadow).count();
+    let shadow = s
+        .applied
+        .iter()
+        .filter(|a| a.outcome == Outcome::Shadow)
+        .count();
     assert!(shadow > 0, "shadow mode reports what it would do");
-    assert_eq!(h.sim.world().tasks.len(), before, "shadow mode writes nothing to the CRM");
-    assert_eq!(store.actions_in_state("demo", "shadow").await.unwrap().len(), shadow);
+    assert_eq!(
+        h.sim.world().tasks.len(),
+        before,
+        "shadow mode writes nothing to the CRM"
+    );
+    assert_eq!(
+        store
+            .actions_in_state("demo", "shadow")
+            .await
+            .unwrap()
+            .len(),
+        shadow
+    );
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bitrix24_and_comagic_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    full_cycle(&common::sqlite_url(dir.path()), CrmKind::Bitrix24, TelephonyKind::Comagic).await;
+    full_cycle(
+        &common::sqlite_url(dir.path()),
+        CrmKind::Bitrix24,
+        TelephonyKind::Comagic,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amocrm_and_calltouch_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    full_cycle(&common::sqlite_url(dir.path()), CrmKind::Amocrm, TelephonyKind::Calltouch).await;
+    full_cycle(
+        &common::sqlite_url(dir.path()),
+        CrmKind::Amocrm,
+        TelephonyKind::Calltouch,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +198,12 @@ async fn bitrix24_and_calltouch_on_postgres() {
     if common::pg_skipped() {
         return;
     }
-    full_cycle(&common::pg_url().await, CrmKind::Bitrix24, TelephonyKind::Calltouch).await;
+    full_cycle(
+        &common::pg_url().await,
+        CrmKind::Bitrix24,
+        TelephonyKind::Calltouch,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,12 +211,25 @@ async fn amocrm_and_comagic_on_postgres() {
     if common::pg_skipped() {
         return;
     }
-    full_cycle(&common::pg_url().await, CrmKind::Amocrm, TelephonyKind::Comagic).await;
+    full_cycle(
+        &common::pg_url().await,
+        CrmKind::Amocrm,
+        TelephonyKind::Comagic,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_writes_nothing_on_either_crm() {
     let dir = tempfile::tempdir().unwrap();
-    dry_run_writes_nothing(&common::sqlite_url(&dir.path().join("b24")), CrmKind::Bitrix24).await;
-    dry_run_writes_nothing(&common::sqlite_url(&dir.path().join("amo")), CrmKind::Amocrm).await;
+    dry_run_writes_nothing(
+        &common::sqlite_url(&dir.path().join("b24")),
+        CrmKind::Bitrix24,
+    )
+    .await;
+    dry_run_writes_nothing(
+        &common::sqlite_url(&dir.path().join("amo")),
+        CrmKind::Amocrm,
+    )
+    .await;
 }
