@@ -1,0 +1,119 @@
+//! Crash safety: `dozor once` killed with SIGKILL at random points, 50 times in a row, then run
+//! to completion. Every intended CRM write must exist exactly once: none lost, none doubled.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use dozor::domain::{CrmKind, TelephonyKind};
+use dozor::sim::world::Owner;
+use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
+use rand::{Rng, SeedableRng};
+
+async fn kill_and_restart(crm: CrmKind, trials: usize, seed: u64) {
+    let opts = SimOptions {
+        seed: 11,
+        scale: 1,
+        anchor: None,
+        enforce_limits: false,
+        b24_enterprise: false,
+    };
+    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_text = tenant_config(
+        &h,
+        crm,
+        TelephonyKind::Comagic,
+        &common::sqlite_url(dir.path()),
+        "ru",
+    );
+    let cfg = dir.path().join("dozor.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let cfg = cfg.display().to_string();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut killed = 0;
+    for _ in 0..trials {
+        let delay = Duration::from_millis(rng.gen_range(0..1200));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dozor"))
+            .args(["--config", &cfg, "once"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(delay).await;
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed += 1;
+        }
+        child.wait().unwrap();
+    }
+    // A last run to completion finishes whatever was left.
+    let cfg2 = cfg.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_dozor"))
+            .args(["--config", &cfg2, "once"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "final run failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w = h.sim.world();
+    let mut per_deal: BTreeMap<u64, usize> = BTreeMap::new();
+    for t in w.tasks.values() {
+        if t.description.contains("[dozor:deal_without_task:") {
+            let Some((Owner::Deal, id)) = t.binding else {
+                panic!("a dozor task without its deal binding: {t:?}");
+            };
+            *per_deal.entry(id).or_default() += 1;
+        }
+    }
+    let doubled: Vec<_> = per_deal.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "tasks written twice after {killed} kills: {doubled:?}"
+    );
+    assert!(!per_deal.is_empty(), "the rule did its work");
+    // None lost: every open deal has a next step now.
+    let now = chrono::Utc::now();
+    let open_without = w
+        .deals
+        .values()
+        .filter(|d| {
+            w.pipeline(d.pipeline_id)
+                .and_then(|p| p.stages.iter().find(|s| s.id == d.stage_id))
+                .is_some_and(|s| s.kind == dozor::sim::world::StageKind::Open)
+        })
+        .filter(|d| {
+            !w.tasks.values().any(|t| {
+                !t.completed
+                    && t.binding == Some((Owner::Deal, d.id))
+                    && t.deadline.is_none_or(|x| x >= now)
+            })
+        })
+        .count();
+    assert_eq!(open_without, 0, "an intended task was lost");
+    eprintln!(
+        "{crm:?}: {trials} trials, {killed} killed mid-run, {} tasks, 0 duplicates, 0 lost",
+        per_deal.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_50_times_bitrix24() {
+    kill_and_restart(CrmKind::Bitrix24, 50, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_50_times_amocrm() {
+    kill_and_restart(CrmKind::Amocrm, 50, 2).await;
+}
