@@ -1,0 +1,79 @@
+//! `dozor run` as systemd runs it: serves /healthz, /readyz and /metrics after its first cycle,
+//! and stops cleanly (exit 0) on SIGTERM.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dozor::domain::{CrmKind, TelephonyKind};
+use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_serves_health_and_stops_on_sigterm() {
+    let opts = SimOptions {
+        enforce_limits: false,
+        ..SimOptions::default()
+    };
+    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[sync]\ninterval_secs = 10\n{}",
+        tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &common::sqlite_url(dir.path()), "ru")
+    );
+    let path = dir.path().join("dozor.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dozor"))
+        .args(["--config", &path.display().to_string(), "--log-format", "json", "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    let mut ready = false;
+    while start.elapsed() < Duration::from_secs(60) {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ready, "/readyz never became ready");
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert!(health.status().is_success());
+    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("dozor_cycles_total{tenant=\"demo\",ok=\"true\"} 1"), "{metrics}");
+    assert!(metrics.contains("dozor_last_sync_ok{tenant=\"demo\",source=\"bitrix24\"} 1"), "{metrics}");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(20), "did not stop within 20 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "exit {status:?}\n{err}");
+    // JSON logs, one object per line, and no secret in them.
+    for line in err.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
+    }
+    assert!(err.contains("dozor stopped"), "{err}");
+    for secret in [&h.sim.creds.b24_webhook_secret, &h.sim.creds.comagic_access_token, &h.sim.creds.telegram_bot_token] {
+        assert!(!err.contains(secret.as_str()), "secret in logs");
+    }
+    h.stop().await;
+}
