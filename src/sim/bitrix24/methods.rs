@@ -504,6 +504,10 @@ fn task_out(row: &Row, select: &[String]) -> Value {
     Value::Object(out)
 }
 
+fn all_task_fields() -> Vec<String> {
+    vec!["*".into(), "UF_CRM_TASK".into()]
+}
+
 fn user_row(u: &SimUser) -> Row {
     let position = match u.role {
         Role::Owner => "Генеральный директор",
@@ -1380,7 +1384,7 @@ fn task_add(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
         updated_at: now,
         closed_at: None,
     };
-    let out = task_out(&task_row(&t, now), &[]);
+    let out = task_out(&task_row(&t, now), &all_task_fields());
     w.tasks.insert(id, t);
     Ok(single(json!({"task": out})))
 }
@@ -1411,7 +1415,7 @@ fn task_update(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
         t.binding = as_list(b).iter().find_map(|v| parse_binding(&scalar(v)));
     }
     t.updated_at = now;
-    let out = task_out(&task_row(t, now), &[]);
+    let out = task_out(&task_row(t, now), &all_task_fields());
     Ok(single(json!({"task": out})))
 }
 
