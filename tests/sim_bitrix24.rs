@@ -83,7 +83,12 @@ async fn envelope_paging_and_start_minus_one() {
     let h = start(false).await;
     let deals = h.sim.world().deals.len() as u64;
     assert!(deals > 100, "scale 1 world has {deals} deals");
-    let (st, v) = wh(&h, "crm.deal.list", json!({"order": {"ID": "ASC"}, "start": 0})).await;
+    let (st, v) = wh(
+        &h,
+        "crm.deal.list",
+        json!({"order": {"ID": "ASC"}, "start": 0}),
+    )
+    .await;
     assert_eq!(st, 200);
     assert_eq!(v["result"].as_array().unwrap().len(), 50);
     assert_eq!(v["total"], json!(deals));
@@ -98,9 +103,18 @@ async fn envelope_paging_and_start_minus_one() {
         "operating_reset_at",
         "operating",
     ] {
-        assert!(v["time"].get(k).is_some(), "time.{k} missing: {}", v["time"]);
+        assert!(
+            v["time"].get(k).is_some(),
+            "time.{k} missing: {}",
+            v["time"]
+        );
     }
-    assert!(v["time"]["date_start"].as_str().unwrap().ends_with("+03:00"));
+    assert!(
+        v["time"]["date_start"]
+            .as_str()
+            .unwrap()
+            .ends_with("+03:00")
+    );
     // Ascending ids, strings.
     let ids: Vec<u64> = v["result"]
         .as_array()
@@ -144,7 +158,10 @@ async fn envelope_paging_and_start_minus_one() {
     let v: Value = reqwest::Client::new()
         .post(format!("{}crm.deal.list", h.b24_webhook_url()))
         .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(format!("filter[>ID]={}&select[]=ID&select[]=TITLE", ids[48]))
+        .body(format!(
+            "filter[>ID]={}&select[]=ID&select[]=TITLE",
+            ids[48]
+        ))
         .send()
         .await
         .unwrap()
@@ -173,12 +190,7 @@ async fn filters_formats_and_multifields() {
     let h = start(false).await;
     let (open_id, won_id, contact_id, since) = {
         let w = h.sim.world();
-        let open = w
-            .deals
-            .values()
-            .find(|d| d.closed_at.is_none())
-            .unwrap()
-            .id;
+        let open = w.deals.values().find(|d| d.closed_at.is_none()).unwrap().id;
         let won = w
             .deals
             .values()
@@ -286,7 +298,10 @@ async fn batch_maps_references_and_limits() {
         r["result"]["first"]["ID"],
         r["result"]["deals"][0]["CONTACT_ID"]
     );
-    assert_eq!(r["result_error"]["bad"]["error_description"], json!("Not found"));
+    assert_eq!(
+        r["result_error"]["bad"]["error_description"],
+        json!("Not found")
+    );
     assert!(r["result_total"]["deals"].as_u64().unwrap() > 50);
     assert_eq!(r["result_next"]["deals"], json!(50));
     assert!(r["result_time"]["deals"]["operating"].is_number());
@@ -588,9 +603,15 @@ async fn injected_faults() {
         },
     );
     let (st, v) = wh(&h, "profile", json!({})).await;
-    assert_eq!((st, v["error"].clone()), (500, json!("INTERNAL_SERVER_ERROR")));
+    assert_eq!(
+        (st, v["error"].clone()),
+        (500, json!("INTERNAL_SERVER_ERROR"))
+    );
     let (st, v) = wh(&h, "profile", json!({})).await;
-    assert_eq!((st, v["error"].clone()), (503, json!("QUERY_LIMIT_EXCEEDED")));
+    assert_eq!(
+        (st, v["error"].clone()),
+        (503, json!("QUERY_LIMIT_EXCEEDED"))
+    );
     let (st, v) = wh(&h, "profile", json!({})).await;
     assert_eq!(st, 200);
     assert!(v.is_string(), "truncated body must not parse");

@@ -866,7 +866,14 @@ pub fn call(sim: &Sim, auth: AuthKind, method: &str, p: &Value) -> Result<Out, A
             let w = sim.world();
             let rows: Vec<Row> = w.users.iter().map(user_row).collect();
             let out = list::run(rows, &req, false);
-            Ok(list_out(out, &[], &[]))
+            // user.get has no select: every field, user fields included.
+            let n = out.rows.len();
+            Ok(Out {
+                result: Value::Array(out.rows.into_iter().map(Value::Object).collect()),
+                total: Some(out.total),
+                next: out.next,
+                rows: n,
+            })
         }
         "profile" => {
             let uid = match auth {
