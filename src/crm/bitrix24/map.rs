@@ -136,7 +136,7 @@ fn multi(row: &Value, k: &str) -> Vec<String> {
 /// Numeric id of a row (`ID` or `id`, string or number).
 pub fn row_id(row: &Value, key: &str) -> Option<u64> {
     row.get(key)
-        .or_else(|| row.get(&key.to_ascii_uppercase()))
+        .or_else(|| row.get(key.to_ascii_uppercase()))
         .and_then(text)
         .and_then(|t| t.trim().parse().ok())
 }

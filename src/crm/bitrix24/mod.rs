@@ -8,6 +8,9 @@
 //! * Full and incremental reads use fast ID paging (`>ID`, `start=-1`), several pages chained
 //!   in one `batch` request with `$result[...]` references.
 
+// `http::Error` is the shared error type of every connector; it is returned by value.
+#![allow(clippy::result_large_err)]
+
 mod map;
 
 use std::collections::HashMap;
