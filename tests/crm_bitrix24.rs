@@ -592,3 +592,36 @@ async fn malformed_json_and_wrong_secret_give_safe_errors() {
     assert!(!shown.contains("notTheSecret42"), "{shown}");
     assert!(!e.message.contains("notTheSecret42"));
 }
+
+#[tokio::test]
+async fn client_limiter_keeps_under_the_portal_bucket() {
+    let mut o = opts();
+    o.enforce_limits = true;
+    let h = sim::start_with(
+        Sim::with_world(o, contact_world(3)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut cfg = webhook_cfg(&h.b24_webhook_url());
+    cfg.plan = Bitrix24Plan::Standard;
+    let c = Arc::new(
+        Bitrix24::new("t1", &cfg, Arc::new(MemTokens::default()))
+            .await
+            .unwrap(),
+    );
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..56)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.ping().await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    // 50 at once, then 2 per second.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    let stats = h.sim.stats()[&System::Bitrix24].clone();
+    assert!(stats.throttled <= 2, "{stats:?}");
+}

@@ -618,3 +618,52 @@ async fn injected_faults() {
     let (st, _) = wh(&h, "profile", json!({})).await;
     assert_eq!(st, 200);
 }
+
+#[tokio::test]
+async fn operating_time_limit_and_deletions() {
+    let h = start(true).await;
+    let (st, v) = wh(&h, "crm.deal.list", json!({"start": 0})).await;
+    assert_eq!(st, 200);
+    let op = v["time"]["operating"].as_f64().unwrap();
+    assert!(op > 0.0, "list calls cost operating time");
+    assert!(v["time"]["operating_reset_at"].as_i64().unwrap() > Utc::now().timestamp());
+    // Push the method over its 480 s budget: 429 for it, others still work.
+    h.sim.b24.charge_operating("crm.deal.list", 500.0);
+    let (st, v) = wh(&h, "crm.deal.list", json!({"start": 0})).await;
+    assert_eq!(st, 429);
+    assert_eq!(v["error"], json!("OPERATION_TIME_LIMIT"));
+    let (st, _) = wh(&h, "crm.lead.list", json!({"start": 0})).await;
+    assert_eq!(st, 200);
+    // In a batch the limit hits only that command.
+    let (st, v) = wh(
+        &h,
+        "batch",
+        json!({"cmd": {"d": "crm.deal.list", "l": "crm.lead.list?start=-1"}}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        v["result"]["result_error"]["d"]["error"],
+        json!("OPERATION_TIME_LIMIT")
+    );
+    assert_eq!(v["result"]["result"]["l"].as_array().unwrap().len(), 50);
+
+    // A record in world.deletions answers Not found and leaves lists.
+    let (id, before) = {
+        let mut w = h.sim.world();
+        let id = *w.leads.keys().next().unwrap();
+        w.deletions.push(Deletion {
+            owner: Owner::Lead,
+            id,
+            at: Utc::now(),
+        });
+        (id, w.leads.len() as u64)
+    };
+    let (st, v) = wh(&h, "crm.lead.get", json!({"id": id})).await;
+    assert_eq!(
+        (st, v["error_description"].clone()),
+        (400, json!("Not found"))
+    );
+    let (_, v) = wh(&h, "crm.lead.list", json!({"start": 0})).await;
+    assert_eq!(v["total"], json!(before - 1));
+}

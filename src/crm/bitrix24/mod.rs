@@ -926,3 +926,76 @@ impl Crm for Bitrix24 {
             .ok_or_else(|| self.decode("crm.timeline.comment.add", "answer has no comment id"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoTokens;
+
+    #[async_trait]
+    impl TokenStore for NoTokens {
+        async fn load_token(&self, _: &str, _: &str) -> crate::store::Result<Option<TokenSet>> {
+            Ok(None)
+        }
+        async fn save_token(&self, _: &str, _: &str, _: &TokenSet) -> crate::store::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn cfg(budget: f64) -> Bitrix24Config {
+        Bitrix24Config {
+            webhook_url: Some(Secret::new("https://x.bitrix24.ru/rest/1/s3cr3t/")),
+            webhook_url_file: None,
+            portal_url: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            refresh_token: None,
+            refresh_token_file: None,
+            oauth_url: "https://oauth.bitrix.info".into(),
+            plan: Bitrix24Plan::Standard,
+            operating_budget_secs: budget,
+        }
+    }
+
+    #[tokio::test]
+    async fn pauses_a_method_at_its_operating_budget() {
+        let b = Bitrix24::new("t", &cfg(10.0), Arc::new(NoTokens))
+            .await
+            .unwrap();
+        assert_eq!(b.account(), "x.bitrix24.ru");
+        let reset = Utc::now().timestamp() + 2;
+        b.note_time(
+            "crm.deal.list",
+            Some(&json!({"operating": 9.8, "operating_reset_at": reset})),
+        );
+        b.note_time(
+            "crm.lead.list",
+            Some(&json!({"operating": 1.0, "operating_reset_at": reset.to_string()})),
+        );
+        let t = std::time::Instant::now();
+        b.respect_budget("crm.lead.list").await;
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "under budget: no wait"
+        );
+        b.respect_budget("crm.deal.list").await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(900),
+            "at budget: waits for the reset"
+        );
+        // After the reset the method runs freely again.
+        let t = std::time::Instant::now();
+        b.respect_budget("crm.deal.list").await;
+        assert!(t.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn reset_at_parses_leniently() {
+        assert_eq!(reset_ts(Some(&json!(1724917459))), Some(1724917459));
+        assert_eq!(reset_ts(Some(&json!("1724917459"))), Some(1724917459));
+        assert!(reset_ts(Some(&json!("2024-08-29T10:44:19+03:00"))).is_some());
+        assert_eq!(reset_ts(Some(&json!([]))), None);
+    }
+}

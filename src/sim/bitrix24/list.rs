@@ -195,6 +195,16 @@ pub fn split_key(key: &str) -> (&str, &str) {
 /// All filter conditions AND-ed.
 pub fn matches(row: &Row, filter: &Map<String, Value>) -> bool {
     filter.iter().all(|(key, want)| {
+        if key.eq_ignore_ascii_case("BINDINGS") {
+            // Activities: any of the given owner bindings.
+            return as_list(want).iter().any(|b| {
+                let null = Value::Null;
+                ["OWNER_TYPE_ID", "OWNER_ID"].iter().all(|k| {
+                    b.get(*k)
+                        .is_none_or(|v| equals(row.get(*k).unwrap_or(&null), v))
+                })
+            });
+        }
         let (op, field) = split_key(key);
         let field = field.to_ascii_uppercase();
         let null = Value::Null;
@@ -324,6 +334,14 @@ mod tests {
         assert!(f(json!({"%TITLE": "big"})));
         assert!(f(json!({"=%TITLE": "Big%"})));
         assert!(!f(json!({"!%TITLE": "deal"})));
+        let a = row(json!({"ID":"3","OWNER_TYPE_ID":"2","OWNER_ID":"5"}));
+        let bind = |v: Value| matches(&a, v.as_object().unwrap());
+        assert!(bind(
+            json!({"BINDINGS": [{"OWNER_TYPE_ID": 2, "OWNER_ID": 5}]})
+        ));
+        assert!(!bind(
+            json!({"BINDINGS": [{"OWNER_TYPE_ID": 3, "OWNER_ID": 5}]})
+        ));
     }
 
     #[test]

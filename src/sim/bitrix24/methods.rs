@@ -133,6 +133,11 @@ fn merge(a: Value, b: Value) -> Row {
     r
 }
 
+/// Records the world marks as deleted (they answer `Not found` even if still in the maps).
+fn deleted(w: &World) -> std::collections::BTreeSet<(Owner, u64)> {
+    w.deletions.iter().map(|d| (d.owner, d.id)).collect()
+}
+
 fn to_row(v: Value) -> Row {
     match v {
         Value::Object(m) => m,
@@ -743,11 +748,33 @@ pub fn call(sim: &Sim, auth: AuthKind, method: &str, p: &Value) -> Result<Out, A
         | "crm.activity.list" | "crm.status.list" => {
             let req = list::parse_req(p);
             let w = sim.world();
+            let gone = deleted(&w);
+            let alive = |o: Owner, id: &u64| !gone.contains(&(o, *id));
             let rows: Vec<Row> = match method {
-                "crm.deal.list" => w.deals.values().map(|d| deal_row(&w, d)).collect(),
-                "crm.lead.list" => w.leads.values().map(lead_row).collect(),
-                "crm.contact.list" => w.contacts.values().map(contact_row).collect(),
-                "crm.company.list" => w.companies.values().map(company_row).collect(),
+                "crm.deal.list" => w
+                    .deals
+                    .values()
+                    .filter(|d| alive(Owner::Deal, &d.id))
+                    .map(|d| deal_row(&w, d))
+                    .collect(),
+                "crm.lead.list" => w
+                    .leads
+                    .values()
+                    .filter(|l| alive(Owner::Lead, &l.id))
+                    .map(lead_row)
+                    .collect(),
+                "crm.contact.list" => w
+                    .contacts
+                    .values()
+                    .filter(|c| alive(Owner::Contact, &c.id))
+                    .map(contact_row)
+                    .collect(),
+                "crm.company.list" => w
+                    .companies
+                    .values()
+                    .filter(|c| alive(Owner::Company, &c.id))
+                    .map(company_row)
+                    .collect(),
                 "crm.activity.list" => {
                     let todos = sim.b24.todos();
                     let mut rows: Vec<Row> = w.activities.values().map(activity_row).collect();
@@ -767,6 +794,15 @@ pub fn call(sim: &Sim, auth: AuthKind, method: &str, p: &Value) -> Result<Out, A
         "crm.deal.get" | "crm.lead.get" | "crm.contact.get" | "crm.company.get" => {
             let id = get_id(p)?;
             let w = sim.world();
+            let owner = match method {
+                "crm.deal.get" => Owner::Deal,
+                "crm.lead.get" => Owner::Lead,
+                "crm.contact.get" => Owner::Contact,
+                _ => Owner::Company,
+            };
+            if deleted(&w).contains(&(owner, id)) {
+                return Err(not_found());
+            }
             let row = match method {
                 "crm.deal.get" => w.deals.get(&id).map(|d| deal_row(&w, d)),
                 "crm.lead.get" => w.leads.get(&id).map(lead_row),
