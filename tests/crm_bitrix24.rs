@@ -625,3 +625,35 @@ async fn client_limiter_keeps_under_the_portal_bucket() {
     let stats = h.sim.stats()[&System::Bitrix24].clone();
     assert!(stats.throttled <= 2, "{stats:?}");
 }
+
+#[tokio::test]
+async fn renamed_portal_is_followed_without_losing_the_body() {
+    let h = start_world(contact_world(3)).await;
+    let target = h.b24_webhook_url();
+    // The old address answers 302 to the new one, like a renamed portal.
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let t = target.clone();
+        async move {
+            let method = uri.path().rsplit('/').next().unwrap_or("").to_string();
+            (
+                axum::http::StatusCode::FOUND,
+                [(axum::http::header::LOCATION, format!("{t}{method}"))],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let old = format!(
+        "http://{addr}/b24/rest/1/{}/",
+        h.sim.creds.b24_webhook_secret
+    );
+    let c = Bitrix24::new("t1", &webhook_cfg(&old), Arc::new(MemTokens::default()))
+        .await
+        .unwrap();
+    // A batch POST: its parameters must arrive at the new address.
+    let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
+    assert_eq!(recs.len(), 3);
+}

@@ -310,14 +310,37 @@ impl Bitrix24 {
 
     /// Sends one request and interprets the answer (no retries).
     async fn send_once(&self, method: &str, url: &str, shown: &str, body: &Value) -> Result<Value> {
-        let resp = self
-            .http
-            .post(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| Error::transport(SYSTEM, method, shown, &e))?;
+        // A renamed portal answers 3xx; re-POST to the new address (a followed redirect
+        // would turn into a GET and lose the body).
+        let mut target = url.to_string();
+        let mut hops = 0;
+        let resp = loop {
+            let resp = self
+                .http
+                .post(&target)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| Error::transport(SYSTEM, method, shown, &e))?;
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| url::Url::parse(&target).ok()?.join(l).ok());
+            match location {
+                Some(next) if resp.status().is_redirection() && hops < 3 => {
+                    tracing::warn!(
+                        from = %host_of(&target),
+                        to = %host_of(next.as_str()),
+                        "bitrix24 portal address moved; update the configured address"
+                    );
+                    target = next.to_string();
+                    hops += 1;
+                }
+                _ => break resp,
+            }
+        };
         let status = resp.status().as_u16();
         let bytes = resp
             .bytes()
