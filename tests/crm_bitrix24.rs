@@ -657,3 +657,47 @@ async fn renamed_portal_is_followed_without_losing_the_body() {
     let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
     assert_eq!(recs.len(), 3);
 }
+
+#[tokio::test]
+async fn crm_todos_arrive_as_tasks() {
+    let h = sim::start(opts(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let c = client(&h).await;
+    let deal_id = *h.sim.world().deals.keys().next().unwrap();
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}crm.activity.todo.add", h.b24_webhook_url()))
+        .json(&serde_json::json!({"ownerTypeId": 2, "ownerId": deal_id,
+            "deadline": "2026-03-05T15:00:00", "title": "Перезвонить", "responsibleId": 5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let todo_id = v["result"]["id"].as_u64().unwrap();
+    let (recs, _) = fetch_all(&c, EntityKind::Activity, None).await;
+    let todo = recs
+        .iter()
+        .find_map(|r| match r {
+            Record::Task(t) if t.id == format!("todo-{todo_id}") => Some(t.clone()),
+            _ => None,
+        })
+        .expect("the to-do is delivered as a task");
+    assert_eq!(todo.title, "Перезвонить");
+    assert_eq!(
+        todo.entity,
+        Some(EntityRef::new(EntityKind::Deal, deal_id.to_string()))
+    );
+    assert_eq!(
+        todo.deadline,
+        Some(Utc.with_ymd_and_hms(2026, 3, 5, 12, 0, 0).unwrap())
+    );
+    // Not duplicated in tasks.task.list.
+    let (tasks, _) = fetch_all(&c, EntityKind::Task, None).await;
+    assert!(
+        tasks
+            .iter()
+            .all(|t| !t.id().ends_with(&todo_id.to_string()))
+    );
+}

@@ -860,7 +860,18 @@ impl Crm for Bitrix24 {
     }
 
     async fn fetch_page(&self, entity: EntityKind, cursor: &Cursor) -> Result<Page> {
-        self.read_pages(entity, cursor).await
+        // `batch` itself is retried by `call`; a refused first command (its method over the
+        // operating budget, a transient failure inside the batch) is retried here.
+        let mut attempt = 0;
+        loop {
+            match self.read_pages(entity, cursor).await {
+                Err(e) if e.is_retryable() && e.method != "batch" && attempt < MAX_RETRIES => {
+                    tokio::time::sleep(e.retry_after.unwrap_or_else(|| backoff(attempt))).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn find_by_phone(&self, e164: &str) -> Result<Vec<EntityRef>> {
