@@ -1,1 +1,1035 @@
 //! Bitrix24 REST connector: inbound webhook or OAuth application.
+//!
+//! * Every call goes through one plan-sized limiter (Standard 2/s burst 50, Enterprise 5/250).
+//! * 503 `QUERY_LIMIT_EXCEEDED` and 5xx are retried with backoff; 429 `OPERATION_TIME_LIMIT`
+//!   waits until `operating_reset_at`; each method's `time.operating` is tracked and the method
+//!   is paused before it exceeds the configured budget.
+//! * OAuth: refreshed lazily on `expired_token`, the new pair is stored before it is used.
+//! * Full and incremental reads use fast ID paging (`>ID`, `start=-1`), several pages chained
+//!   in one `batch` request with `$result[...]` references.
+
+// `http::Error` is the shared error type of every connector; it is returned by value.
+#![allow(clippy::result_large_err)]
+
+mod map;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+
+use super::{Crm, Cursor, NewTask, Page, Result};
+use crate::config::{Bitrix24Config, Bitrix24Plan, Secret};
+use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, User};
+use crate::http::{self, Error, ErrorKind, Limiter, backoff, php_query, redact_url};
+use crate::store::{TokenSet, TokenStore};
+
+const SYSTEM: &str = "bitrix24";
+/// Retries of rate-limited or transient failures before giving up.
+const MAX_RETRIES: u32 = 5;
+/// Rows per list page (fixed by Bitrix24).
+const PAGE: usize = 50;
+/// List pages chained into one `batch` request for a full read / an incremental read.
+const PAGES_FULL: usize = 25;
+const PAGES_INCREMENTAL: usize = 3;
+/// Longest wait for an operating-time reset.
+const MAX_OPERATING_WAIT: Duration = Duration::from_secs(600);
+
+enum Auth {
+    Webhook {
+        /// `https://PORTAL/rest/USER/SECRET/`
+        base: Secret,
+    },
+    OAuth(Box<OAuth>),
+}
+
+struct OAuth {
+    portal: String,
+    oauth_url: String,
+    client_id: String,
+    client_secret: Secret,
+    initial_refresh: Option<Secret>,
+    state: tokio::sync::Mutex<Option<TokenSet>>,
+}
+
+/// A Bitrix24 portal.
+pub struct Bitrix24 {
+    tenant: String,
+    host: String,
+    http: reqwest::Client,
+    auth: Auth,
+    limiter: Limiter,
+    budget: f64,
+    /// method → (operating seconds, unix ts when the window resets)
+    operating: Mutex<HashMap<String, (f64, i64)>>,
+    tokens: Arc<dyn TokenStore>,
+}
+
+fn config_error(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Permanent, SYSTEM, "config", "", message)
+}
+
+fn read_secret(
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+    what: &str,
+) -> Result<Option<Secret>> {
+    if let Some(s) = inline.as_ref().filter(|s| !s.is_empty()) {
+        return Ok(Some(s.clone()));
+    }
+    match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|s| Some(Secret::new(s.trim())))
+            .map_err(|e| config_error(format!("cannot read {what} from {}: {e}", path.display()))),
+        None => Ok(None),
+    }
+}
+
+fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| u.port().map_or(h.to_string(), |p| format!("{h}:{p}")))
+        })
+        .unwrap_or_else(|| "<unknown portal>".into())
+}
+
+/// A JSON scalar as text (ids arrive as strings or numbers).
+pub(crate) fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(if *b { "Y".into() } else { "N".into() }),
+        _ => None,
+    }
+}
+
+/// A map that may arrive as `[]` when empty (PHP heritage).
+fn as_map(v: Option<&Value>) -> Map<String, Value> {
+    match v {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    }
+}
+
+/// `operating_reset_at` as a unix ts: a number, a numeric string or a datetime string.
+fn reset_ts(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n.as_f64().map(|f| f as i64),
+        Value::String(s) => s
+            .parse::<f64>()
+            .ok()
+            .map(|f| f as i64)
+            .or_else(|| map::parse_ts(s).map(|t| t.timestamp())),
+        _ => None,
+    }
+}
+
+impl Bitrix24 {
+    pub async fn new(
+        tenant: &str,
+        cfg: &Bitrix24Config,
+        tokens: Arc<dyn TokenStore>,
+    ) -> std::result::Result<Self, http::Error> {
+        let webhook = read_secret(&cfg.webhook_url, &cfg.webhook_url_file, "webhook_url")?;
+        let (auth, host) = if let Some(w) = webhook {
+            let mut base = w.expose().trim().to_string();
+            if !base.ends_with('/') {
+                base.push('/');
+            }
+            if url::Url::parse(&base).is_err() {
+                return Err(config_error(
+                    "webhook_url is not a URL (expected https://PORTAL/rest/USER_ID/SECRET/)",
+                ));
+            }
+            let host = host_of(&base);
+            (
+                Auth::Webhook {
+                    base: Secret::new(base),
+                },
+                host,
+            )
+        } else {
+            let portal = cfg.portal_url.clone().ok_or_else(|| {
+                config_error("set webhook_url, or portal_url + client_id + client_secret for an OAuth application")
+            })?;
+            let client_id = cfg
+                .client_id
+                .clone()
+                .ok_or_else(|| config_error("OAuth application needs client_id"))?;
+            let client_secret =
+                read_secret(&cfg.client_secret, &cfg.client_secret_file, "client_secret")?
+                    .ok_or_else(|| config_error("OAuth application needs client_secret"))?;
+            let initial_refresh =
+                read_secret(&cfg.refresh_token, &cfg.refresh_token_file, "refresh_token")?;
+            let stored = tokens.load_token(tenant, SYSTEM).await.map_err(|e| {
+                Error::new(
+                    ErrorKind::Permanent,
+                    SYSTEM,
+                    "token store",
+                    "",
+                    format!("cannot load the stored token: {e}"),
+                )
+            })?;
+            if stored.is_none() && initial_refresh.is_none() {
+                return Err(config_error(
+                    "OAuth application needs refresh_token (none stored yet)",
+                ));
+            }
+            let host = host_of(&portal);
+            (
+                Auth::OAuth(Box::new(OAuth {
+                    portal: portal.trim_end_matches('/').to_string(),
+                    oauth_url: cfg.oauth_url.trim_end_matches('/').to_string(),
+                    client_id,
+                    client_secret,
+                    initial_refresh,
+                    state: tokio::sync::Mutex::new(stored),
+                })),
+                host,
+            )
+        };
+        let (rate, burst) = match cfg.plan {
+            Bitrix24Plan::Standard => (2, 50),
+            Bitrix24Plan::Enterprise => (5, 250),
+        };
+        Ok(Bitrix24 {
+            tenant: tenant.to_string(),
+            host,
+            http: http::client(Duration::from_secs(60)),
+            auth,
+            limiter: Limiter::new(rate, burst),
+            budget: cfg.operating_budget_secs,
+            operating: Mutex::new(HashMap::new()),
+            tokens,
+        })
+    }
+
+    fn err(&self, kind: ErrorKind, method: &str, url: &str, msg: impl Into<String>) -> Error {
+        Error::new(kind, SYSTEM, method, url, msg)
+    }
+
+    /// Waits while `method` is at its operating-time budget.
+    async fn respect_budget(&self, method: &str) {
+        let wait = {
+            let ops = self.operating.lock().unwrap_or_else(|e| e.into_inner());
+            match ops.get(method) {
+                Some((used, reset)) if *used >= self.budget * 0.95 => {
+                    let secs = reset - Utc::now().timestamp();
+                    (secs > 0).then(|| Duration::from_secs(secs as u64).min(MAX_OPERATING_WAIT))
+                }
+                _ => None,
+            }
+        };
+        if let Some(w) = wait {
+            tracing::warn!(
+                method,
+                wait_s = w.as_secs(),
+                "bitrix24 operating budget reached, pausing method"
+            );
+            tokio::time::sleep(w).await;
+            self.operating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(method);
+        }
+    }
+
+    fn note_time(&self, method: &str, time: Option<&Value>) {
+        let Some(t) = time else { return };
+        let used = t.get("operating").and_then(Value::as_f64);
+        let reset = reset_ts(t.get("operating_reset_at"));
+        if let Some(used) = used {
+            self.operating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(method.to_string(), (used, reset.unwrap_or(0)));
+        }
+    }
+
+    fn operating_wait(&self, method: &str) -> Duration {
+        let ops = self.operating.lock().unwrap_or_else(|e| e.into_inner());
+        let secs = ops
+            .get(method)
+            .map(|(_, r)| r - Utc::now().timestamp())
+            .filter(|s| *s > 0)
+            .unwrap_or(60);
+        Duration::from_secs(secs as u64).min(MAX_OPERATING_WAIT)
+    }
+
+    /// Turns an `{"error": ...}` answer into a typed error.
+    fn classify(&self, method: &str, url: &str, status: Option<u16>, body: &Value) -> Error {
+        let code = body.get("error").and_then(text).unwrap_or_default();
+        let desc = body
+            .get("error_description")
+            .and_then(text)
+            .unwrap_or_default();
+        let message = match (code.is_empty(), desc.is_empty()) {
+            (_, false) => desc.clone(),
+            (false, true) => code.clone(),
+            (true, true) => "error without description".into(),
+        };
+        let st = status.unwrap_or(0);
+        let kind = match code.as_str() {
+            "expired_token"
+            | "invalid_token"
+            | "NO_AUTH_FOUND"
+            | "INVALID_CREDENTIALS"
+            | "insufficient_scope"
+            | "user_access_error"
+            | "invalid_grant"
+            | "invalid_client"
+            | "PAYMENT_REQUIRED" => ErrorKind::Auth,
+            "QUERY_LIMIT_EXCEEDED" | "OPERATION_TIME_LIMIT" | "OVERLOAD_LIMIT" => {
+                ErrorKind::RateLimited
+            }
+            "INTERNAL_SERVER_ERROR" | "ERROR_UNEXPECTED_ANSWER" => ErrorKind::Transient,
+            "PORTAL_DELETED" => ErrorKind::Permanent,
+            _ if st == 401 => ErrorKind::Auth,
+            _ if st == 503 || st == 429 => ErrorKind::RateLimited,
+            _ if st >= 500 => ErrorKind::Transient,
+            _ => ErrorKind::Permanent,
+        };
+        let mut e = self.err(kind, method, url, message);
+        if let Some(s) = status {
+            e = e.status(s);
+        }
+        if !code.is_empty() {
+            e = e.code(code.clone());
+        }
+        if code == "OPERATION_TIME_LIMIT" {
+            e = e.retry_after(self.operating_wait(method));
+        }
+        e
+    }
+
+    /// Sends one request and interprets the answer (no retries).
+    async fn send_once(&self, method: &str, url: &str, shown: &str, body: &Value) -> Result<Value> {
+        // A renamed portal answers 3xx; re-POST to the new address (a followed redirect
+        // would turn into a GET and lose the body).
+        let mut target = url.to_string();
+        let mut hops = 0;
+        let resp = loop {
+            let resp = self
+                .http
+                .post(&target)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| Error::transport(SYSTEM, method, shown, &e))?;
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| url::Url::parse(&target).ok()?.join(l).ok());
+            match location {
+                Some(next) if resp.status().is_redirection() && hops < 3 => {
+                    tracing::warn!(
+                        from = %host_of(&target),
+                        to = %host_of(next.as_str()),
+                        "bitrix24 portal address moved; update the configured address"
+                    );
+                    target = next.to_string();
+                    hops += 1;
+                }
+                _ => break resp,
+            }
+        };
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::transport(SYSTEM, method, shown, &e))?;
+        let parsed: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) if status >= 500 => {
+                return Err(self
+                    .err(
+                        ErrorKind::Transient,
+                        method,
+                        shown,
+                        format!("server error with unreadable body: {e}"),
+                    )
+                    .status(status));
+            }
+            Err(e) => {
+                return Err(self
+                    .err(
+                        ErrorKind::Decode,
+                        method,
+                        shown,
+                        format!("malformed JSON in the answer: {e}"),
+                    )
+                    .status(status));
+            }
+        };
+        if parsed.get("error").is_some_and(|e| !e.is_null()) || !(200..300).contains(&status) {
+            return Err(self.classify(method, shown, Some(status), &parsed));
+        }
+        if parsed.get("result").is_none() {
+            return Err(self
+                .err(ErrorKind::Decode, method, shown, "answer has no `result`")
+                .status(status));
+        }
+        Ok(parsed)
+    }
+
+    /// Calls a REST method and returns the whole envelope (`result`, `total`, `next`, `time`).
+    async fn call(&self, method: &str, params: &Value) -> Result<Value> {
+        let mut attempt = 0u32;
+        let mut refreshed = false;
+        loop {
+            self.respect_budget(method).await;
+            self.limiter.acquire().await;
+            let (url, body, token) = self.prepare(method, params).await?;
+            let shown = redact_url(&url);
+            match self.send_once(method, &url, &shown, &body).await {
+                Ok(v) => {
+                    self.note_time(method, v.get("time"));
+                    return Ok(v);
+                }
+                Err(e) if e.code.as_deref() == Some("expired_token") && !refreshed => {
+                    let Auth::OAuth(o) = &self.auth else {
+                        return Err(e);
+                    };
+                    refreshed = true;
+                    self.refresh(o, token.as_deref()).await?;
+                }
+                Err(e) if e.is_retryable() && attempt < MAX_RETRIES => {
+                    let wait = e.retry_after.unwrap_or_else(|| backoff(attempt));
+                    tracing::debug!(method, attempt, wait_ms = wait.as_millis() as u64, error = %e, "bitrix24 retry");
+                    attempt += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// URL and body of a call; for OAuth the access token goes into the body, never the URL.
+    async fn prepare(
+        &self,
+        method: &str,
+        params: &Value,
+    ) -> Result<(String, Value, Option<String>)> {
+        match &self.auth {
+            Auth::Webhook { base } => {
+                Ok((format!("{}{method}", base.expose()), params.clone(), None))
+            }
+            Auth::OAuth(o) => {
+                let current = o.state.lock().await.clone();
+                let set = match current {
+                    Some(s) if !s.access_token.is_empty() => s,
+                    _ => self.refresh(o, None).await?,
+                };
+                let endpoint = set
+                    .extra
+                    .get("client_endpoint")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{}/rest/", o.portal));
+                let endpoint = if endpoint.ends_with('/') {
+                    endpoint
+                } else {
+                    format!("{endpoint}/")
+                };
+                let mut body = match params {
+                    Value::Object(m) => m.clone(),
+                    _ => Map::new(),
+                };
+                let token = set.access_token.expose().to_string();
+                body.insert("auth".into(), Value::String(token.clone()));
+                Ok((
+                    format!("{endpoint}{method}"),
+                    Value::Object(body),
+                    Some(token),
+                ))
+            }
+        }
+    }
+
+    /// Exchanges the refresh token for a new pair and stores it before anything uses it.
+    /// `failed` is the access token that was refused: when another task already replaced it,
+    /// its result is reused instead of refreshing twice.
+    async fn refresh(&self, o: &OAuth, failed: Option<&str>) -> Result<TokenSet> {
+        let mut state = o.state.lock().await;
+        if let (Some(cur), Some(failed)) = (state.as_ref(), failed)
+            && !cur.access_token.is_empty()
+            && cur.access_token.expose() != failed
+        {
+            return Ok(cur.clone());
+        }
+        let method = "oauth.token";
+        let refresh = state
+            .as_ref()
+            .and_then(|s| s.refresh_token.clone())
+            .or_else(|| o.initial_refresh.clone())
+            .ok_or_else(|| {
+                self.err(
+                    ErrorKind::Auth,
+                    method,
+                    "",
+                    "no refresh token: the Bitrix24 application must be re-authorised",
+                )
+            })?;
+        let mut url = url::Url::parse(&format!("{}/oauth/token/", o.oauth_url))
+            .map_err(|e| config_error(format!("oauth_url is not a URL: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("grant_type", "refresh_token")
+            .append_pair("client_id", &o.client_id)
+            .append_pair("client_secret", o.client_secret.expose())
+            .append_pair("refresh_token", refresh.expose());
+        let shown = redact_url(url.as_str());
+        let mut attempt = 0;
+        let body = loop {
+            let result = async {
+                let resp = self
+                    .http
+                    .get(url.clone())
+                    .send()
+                    .await
+                    .map_err(|e| Error::transport(SYSTEM, method, &shown, &e))?;
+                let status = resp.status().as_u16();
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::transport(SYSTEM, method, &shown, &e))?;
+                let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                    let kind = if status >= 500 { ErrorKind::Transient } else { ErrorKind::Decode };
+                    self.err(kind, method, &shown, format!("malformed token answer: {e}")).status(status)
+                })?;
+                if v.get("error").is_some_and(|e| !e.is_null()) || !(200..300).contains(&status) {
+                    let mut e = self.classify(method, &shown, Some(status), &v);
+                    if e.code.as_deref() == Some("invalid_grant") {
+                        e.kind = ErrorKind::Auth;
+                        e.message = "the refresh token was refused (invalid_grant): the Bitrix24 application must be re-authorised".into();
+                    }
+                    return Err(e);
+                }
+                Ok(v)
+            }
+            .await;
+            match result {
+                Ok(v) => break v,
+                Err(e) if e.is_retryable() && attempt < MAX_RETRIES => {
+                    tokio::time::sleep(e.retry_after.unwrap_or_else(|| backoff(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let field = |k: &str| body.get(k).and_then(text).filter(|s| !s.is_empty());
+        let (Some(access), Some(new_refresh)) = (field("access_token"), field("refresh_token"))
+        else {
+            return Err(self.err(
+                ErrorKind::Decode,
+                method,
+                &shown,
+                "token answer lacks access_token or refresh_token",
+            ));
+        };
+        let now = Utc::now();
+        let expires_in = body
+            .get("expires_in")
+            .and_then(Value::as_i64)
+            .unwrap_or(3600);
+        let set = TokenSet {
+            access_token: Secret::new(access),
+            refresh_token: Some(Secret::new(new_refresh)),
+            expires_at: Some(now + chrono::Duration::seconds(expires_in)),
+            refreshed_at: Some(now),
+            extra: json!({
+                "client_endpoint": field("client_endpoint"),
+                "member_id": field("member_id"),
+                "domain": field("domain"),
+            }),
+        };
+        self.tokens
+            .save_token(&self.tenant, SYSTEM, &set)
+            .await
+            .map_err(|e| {
+                self.err(
+                    ErrorKind::Permanent,
+                    method,
+                    &shown,
+                    format!("cannot store the refreshed token: {e}"),
+                )
+            })?;
+        *state = Some(set.clone());
+        Ok(set)
+    }
+
+    /// `batch` with ordered commands; returns (result, result_error) maps.
+    async fn batch(
+        &self,
+        cmds: &[(String, String)],
+    ) -> Result<(Map<String, Value>, Map<String, Value>)> {
+        let mut cmd = Map::new();
+        for (k, c) in cmds {
+            cmd.insert(k.clone(), Value::String(c.clone()));
+        }
+        for (_, c) in cmds {
+            let m = c.split('?').next().unwrap_or("");
+            self.respect_budget(m).await;
+        }
+        let env = self.call("batch", &json!({"halt": 0, "cmd": cmd})).await?;
+        let inner = env.get("result").cloned().unwrap_or(Value::Null);
+        if !inner.is_object() {
+            let url = self.shown_url("batch");
+            return Err(self.err(
+                ErrorKind::Decode,
+                "batch",
+                &url,
+                "batch answer has no result map",
+            ));
+        }
+        let times = as_map(inner.get("result_time"));
+        for (k, c) in cmds {
+            let m = c.split('?').next().unwrap_or("");
+            self.note_time(m, times.get(k));
+        }
+        Ok((
+            as_map(inner.get("result")),
+            as_map(inner.get("result_error")),
+        ))
+    }
+
+    fn shown_url(&self, method: &str) -> String {
+        match &self.auth {
+            Auth::Webhook { base } => redact_url(&format!("{}{method}", base.expose())),
+            Auth::OAuth(o) => redact_url(&format!("{}/rest/{method}", o.portal)),
+        }
+    }
+
+    fn decode(&self, method: &str, msg: impl Into<String>) -> Error {
+        let url = self.shown_url(method);
+        self.err(ErrorKind::Decode, method, &url, msg)
+    }
+
+    /// Reads one batch of chained list pages.
+    async fn read_pages(&self, entity: EntityKind, cursor: &Cursor) -> Result<Page> {
+        let spec = map::ListSpec::of(entity);
+        let last: u64 = cursor
+            .position
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let mut filter = Map::new();
+        if let Some(since) = cursor.since {
+            filter.insert(
+                format!(">={}", spec.date_field),
+                Value::String(since.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()),
+            );
+        }
+        let mut base = json!({
+            "order": {spec.id_field: "ASC"},
+            "select": spec.select,
+        });
+        if spec.fast {
+            base["start"] = json!(-1);
+        }
+        let pages = if cursor.since.is_some() {
+            PAGES_INCREMENTAL
+        } else {
+            PAGES_FULL
+        };
+        let mut cmds = Vec::with_capacity(pages);
+        for i in 0..pages {
+            let key = format!("p{i:02}");
+            let mut p = base.clone();
+            let mut f = filter.clone();
+            if i == 0 {
+                f.insert(format!(">{}", spec.id_field), json!(last));
+            }
+            p["filter"] = Value::Object(f);
+            let mut q = php_query::build(&p);
+            if i > 0 {
+                let prev = format!("p{:02}", i - 1);
+                let path = match spec.wrapped {
+                    Some(w) => format!("$result[{prev}][{w}][{}][{}]", PAGE - 1, spec.row_id),
+                    None => format!("$result[{prev}][{}][{}]", PAGE - 1, spec.row_id),
+                };
+                q.push_str(&format!("&filter[>{}]={path}", spec.id_field));
+            }
+            cmds.push((key, format!("{}?{q}", spec.method)));
+        }
+        let (results, errors) = self.batch(&cmds).await?;
+        let mut records = Vec::new();
+        let mut position = last;
+        let mut high = cursor.high_water;
+        let mut done = false;
+        for (i, (key, _)) in cmds.iter().enumerate() {
+            if let Some(e) = errors.get(key) {
+                if i == 0 {
+                    let url = self.shown_url(spec.method);
+                    return Err(self.classify(spec.method, &url, None, e));
+                }
+                break;
+            }
+            let Some(res) = results.get(key) else {
+                if i == 0 {
+                    return Err(self.decode(spec.method, "batch answer lacks the first page"));
+                }
+                break;
+            };
+            let rows = match spec.wrapped {
+                Some(w) => res.get(w),
+                None => Some(res),
+            };
+            let rows = match rows {
+                Some(Value::Array(a)) => a.clone(),
+                Some(Value::Object(m)) => m.values().cloned().collect(),
+                _ => return Err(self.decode(spec.method, "list result is not an array")),
+            };
+            for row in &rows {
+                let Some(rec) =
+                    map::record(entity, row).map_err(|m| self.decode(spec.method, m))?
+                else {
+                    // A row we do not mirror (e.g. a task-type activity); still advance past it.
+                    if let Some(id) = map::row_id(row, spec.row_id) {
+                        position = position.max(id);
+                    }
+                    continue;
+                };
+                let id = map::row_id(row, spec.row_id)
+                    .ok_or_else(|| self.decode(spec.method, "row without a numeric id"))?;
+                position = position.max(id);
+                let up = rec.updated_at();
+                high = Some(high.map_or(up, |h| h.max(up)));
+                records.push(rec);
+            }
+            if rows.len() < PAGE {
+                done = true;
+                break;
+            }
+        }
+        let next = Cursor {
+            since: cursor.since,
+            position: (!done).then(|| position.to_string()),
+            high_water: high,
+        };
+        Ok(Page {
+            records,
+            next,
+            done,
+        })
+    }
+}
+
+#[async_trait]
+impl Crm for Bitrix24 {
+    fn kind(&self) -> CrmKind {
+        CrmKind::Bitrix24
+    }
+
+    fn account(&self) -> String {
+        self.host.clone()
+    }
+
+    async fn ping(&self) -> Result<String> {
+        let env = self.call("profile", &json!({})).await?;
+        let r = &env["result"];
+        let get = |k: &str| r.get(k).and_then(text).unwrap_or_default();
+        let id = get("ID");
+        if id.is_empty() {
+            return Err(self.decode("profile", "profile answer has no ID"));
+        }
+        let name = format!("{} {}", get("NAME"), get("LAST_NAME"));
+        Ok(format!("{} (id {id})", name.trim()))
+    }
+
+    async fn users(&self) -> Result<Vec<User>> {
+        let mut out = Vec::new();
+        let mut start = 0u64;
+        loop {
+            let env = self
+                .call(
+                    "user.get",
+                    &json!({"sort": "ID", "order": "ASC", "start": start}),
+                )
+                .await?;
+            let Some(rows) = env["result"].as_array() else {
+                return Err(self.decode("user.get", "result is not an array"));
+            };
+            for row in rows {
+                out.push(map::user(row).map_err(|m| self.decode("user.get", m))?);
+            }
+            match env.get("next").and_then(|n| text(n)?.parse::<u64>().ok()) {
+                Some(n) if n > start && !rows.is_empty() => start = n,
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn pipelines(&self) -> Result<Vec<Pipeline>> {
+        let status = |entity: &str| {
+            format!(
+                "crm.status.list?{}",
+                php_query::build(
+                    &json!({"filter": {"ENTITY_ID": entity}, "order": {"SORT": "ASC"}})
+                )
+            )
+        };
+        let cmds = vec![
+            (
+                "cats".to_string(),
+                "crm.category.list?entityTypeId=2".to_string(),
+            ),
+            ("leads".to_string(), status("STATUS")),
+            ("s0".to_string(), status("DEAL_STAGE")),
+        ];
+        let (res, errs) = self.batch(&cmds).await?;
+        if let Some((k, e)) = errs.iter().next() {
+            let m = if k == "cats" {
+                "crm.category.list"
+            } else {
+                "crm.status.list"
+            };
+            let url = self.shown_url(m);
+            return Err(self.classify(m, &url, None, e));
+        }
+        let cats = res
+            .get("cats")
+            .and_then(|c| c.get("categories"))
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| self.decode("crm.category.list", "no categories in the answer"))?;
+        let mut cat_list: Vec<(String, String, bool, i64)> = cats
+            .iter()
+            .filter_map(|c| {
+                let id = c.get("id").and_then(text)?;
+                let name = c.get("name").and_then(text).unwrap_or_default();
+                let def = c
+                    .get("isDefault")
+                    .and_then(text)
+                    .is_some_and(|d| d == "Y" || d == "true");
+                let sort = c
+                    .get("sort")
+                    .and_then(text)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                Some((id, name, def, sort))
+            })
+            .collect();
+        if !cat_list.iter().any(|c| c.0 == "0") {
+            cat_list.insert(0, ("0".into(), "General".into(), true, 0));
+        }
+        cat_list.sort_by_key(|c| c.3);
+        let others: Vec<(String, String)> = cat_list
+            .iter()
+            .filter(|c| c.0 != "0")
+            .map(|c| (format!("s{}", c.0), status(&format!("DEAL_STAGE_{}", c.0))))
+            .collect();
+        let mut stage_rows: HashMap<String, Value> = HashMap::new();
+        stage_rows.insert("0".into(), res.get("s0").cloned().unwrap_or(Value::Null));
+        for chunk in others.chunks(50) {
+            let (r, e) = self.batch(chunk).await?;
+            if let Some((_, e)) = e.iter().next() {
+                let url = self.shown_url("crm.status.list");
+                return Err(self.classify("crm.status.list", &url, None, e));
+            }
+            for (k, v) in r {
+                stage_rows.insert(k.trim_start_matches('s').to_string(), v);
+            }
+        }
+        let mut out = Vec::new();
+        for (id, name, def, _) in &cat_list {
+            let rows = stage_rows.get(id).cloned().unwrap_or(Value::Null);
+            let stages = map::stages(id, &rows);
+            out.push(Pipeline {
+                id: id.clone(),
+                name: name.clone(),
+                is_default: *def,
+                stages,
+            });
+        }
+        out.push(Pipeline {
+            id: "leads".into(),
+            name: "Leads".into(),
+            is_default: false,
+            stages: map::stages("leads", res.get("leads").unwrap_or(&Value::Null)),
+        });
+        Ok(out)
+    }
+
+    async fn fetch_page(&self, entity: EntityKind, cursor: &Cursor) -> Result<Page> {
+        // `batch` itself is retried by `call`; a refused first command (its method over the
+        // operating budget, a transient failure inside the batch) is retried here.
+        let mut attempt = 0;
+        loop {
+            match self.read_pages(entity, cursor).await {
+                Err(e) if e.is_retryable() && e.method != "batch" && attempt < MAX_RETRIES => {
+                    tokio::time::sleep(e.retry_after.unwrap_or_else(|| backoff(attempt))).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn find_by_phone(&self, e164: &str) -> Result<Vec<EntityRef>> {
+        let digits: String = e164.chars().filter(|c| c.is_ascii_digit()).collect();
+        let mut values = vec![e164.to_string(), digits.clone()];
+        if digits.len() == 11 && digits.starts_with('7') {
+            values.push(format!("8{}", &digits[1..]));
+            values.push(digits[1..].to_string());
+        }
+        values.dedup();
+        let env = self
+            .call(
+                "crm.duplicate.findbycomm",
+                &json!({"type": "PHONE", "values": values}),
+            )
+            .await?;
+        let mut out: Vec<EntityRef> = Vec::new();
+        if let Value::Object(m) = &env["result"] {
+            for (ty, ids) in m {
+                let kind = match ty.as_str() {
+                    "LEAD" => EntityKind::Lead,
+                    "CONTACT" => EntityKind::Contact,
+                    "COMPANY" => EntityKind::Company,
+                    _ => continue,
+                };
+                for id in php_query::as_list(ids) {
+                    if let Some(id) = text(&id) {
+                        let r = EntityRef::new(kind, id);
+                        if !out.contains(&r) {
+                            out.push(r);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_task(&self, task: &NewTask) -> Result<String> {
+        let mut fields = json!({
+            "TITLE": task.title,
+            "DESCRIPTION": task.description,
+            "RESPONSIBLE_ID": task.responsible_id,
+            "DEADLINE": task.deadline.format("%Y-%m-%dT%H:%M:%S+00:00").to_string(),
+        });
+        if let Some(b) = task.entity.as_ref().and_then(map::binding) {
+            fields["UF_CRM_TASK"] = json!([b]);
+        }
+        let env = self
+            .call("tasks.task.add", &json!({"fields": fields}))
+            .await?;
+        env["result"]
+            .get("task")
+            .and_then(|t| t.get("id").or_else(|| t.get("ID")))
+            .and_then(text)
+            .ok_or_else(|| self.decode("tasks.task.add", "answer has no task id"))
+    }
+
+    async fn add_comment(&self, entity: &EntityRef, text_: &str) -> Result<String> {
+        let ty = match entity.kind {
+            EntityKind::Lead => "lead",
+            EntityKind::Deal => "deal",
+            EntityKind::Contact => "contact",
+            EntityKind::Company => "company",
+            _ => {
+                return Err(self.err(
+                    ErrorKind::Permanent,
+                    "crm.timeline.comment.add",
+                    "",
+                    "timeline comments attach to leads, deals, contacts or companies",
+                ));
+            }
+        };
+        let id: Value = entity
+            .id
+            .parse::<u64>()
+            .map(|n| json!(n))
+            .unwrap_or_else(|_| json!(entity.id));
+        let env = self
+            .call(
+                "crm.timeline.comment.add",
+                &json!({"fields": {"ENTITY_ID": id, "ENTITY_TYPE": ty, "COMMENT": text_}}),
+            )
+            .await?;
+        text(&env["result"])
+            .ok_or_else(|| self.decode("crm.timeline.comment.add", "answer has no comment id"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoTokens;
+
+    #[async_trait]
+    impl TokenStore for NoTokens {
+        async fn load_token(&self, _: &str, _: &str) -> crate::store::Result<Option<TokenSet>> {
+            Ok(None)
+        }
+        async fn save_token(&self, _: &str, _: &str, _: &TokenSet) -> crate::store::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn cfg(budget: f64) -> Bitrix24Config {
+        Bitrix24Config {
+            webhook_url: Some(Secret::new("https://x.bitrix24.ru/rest/1/s3cr3t/")),
+            webhook_url_file: None,
+            portal_url: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            refresh_token: None,
+            refresh_token_file: None,
+            oauth_url: "https://oauth.bitrix.info".into(),
+            plan: Bitrix24Plan::Standard,
+            operating_budget_secs: budget,
+        }
+    }
+
+    #[tokio::test]
+    async fn pauses_a_method_at_its_operating_budget() {
+        let b = Bitrix24::new("t", &cfg(10.0), Arc::new(NoTokens))
+            .await
+            .unwrap();
+        assert_eq!(b.account(), "x.bitrix24.ru");
+        let reset = Utc::now().timestamp() + 2;
+        b.note_time(
+            "crm.deal.list",
+            Some(&json!({"operating": 9.8, "operating_reset_at": reset})),
+        );
+        b.note_time(
+            "crm.lead.list",
+            Some(&json!({"operating": 1.0, "operating_reset_at": reset.to_string()})),
+        );
+        let t = std::time::Instant::now();
+        b.respect_budget("crm.lead.list").await;
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "under budget: no wait"
+        );
+        b.respect_budget("crm.deal.list").await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(900),
+            "at budget: waits for the reset"
+        );
+        // After the reset the method runs freely again.
+        let t = std::time::Instant::now();
+        b.respect_budget("crm.deal.list").await;
+        assert!(t.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn reset_at_parses_leniently() {
+        assert_eq!(reset_ts(Some(&json!(1724917459))), Some(1724917459));
+        assert_eq!(reset_ts(Some(&json!("1724917459"))), Some(1724917459));
+        assert!(reset_ts(Some(&json!("2024-08-29T10:44:19+03:00"))).is_some());
+        assert_eq!(reset_ts(Some(&json!([]))), None);
+    }
+}

@@ -1,0 +1,703 @@
+//! The Bitrix24 connector against the simulator, over real HTTP.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{Duration, TimeZone, Utc};
+use dozor::config::{Bitrix24Config, Bitrix24Plan, Secret};
+use dozor::crm::bitrix24::Bitrix24;
+use dozor::crm::{Crm, Cursor, NewTask};
+use dozor::domain::{ActivityKind, EntityKind, EntityRef, Record, Semantics};
+use dozor::http::ErrorKind;
+use dozor::sim::world::*;
+use dozor::sim::{self, Faults, Sim, SimHandle, SimOptions, System};
+use dozor::store::{Store, TokenSet, TokenStore};
+
+/// An in-memory token store for webhook tests (webhooks never store tokens).
+#[derive(Default)]
+struct MemTokens(Mutex<HashMap<(String, String), TokenSet>>);
+
+#[async_trait]
+impl TokenStore for MemTokens {
+    async fn load_token(
+        &self,
+        tenant: &str,
+        system: &str,
+    ) -> dozor::store::Result<Option<TokenSet>> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(&(tenant.into(), system.into()))
+            .cloned())
+    }
+    async fn save_token(
+        &self,
+        tenant: &str,
+        system: &str,
+        t: &TokenSet,
+    ) -> dozor::store::Result<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert((tenant.into(), system.into()), t.clone());
+        Ok(())
+    }
+}
+
+fn opts() -> SimOptions {
+    SimOptions {
+        seed: 11,
+        scale: 1,
+        anchor: Some(Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap()),
+        enforce_limits: false,
+        b24_enterprise: false,
+    }
+}
+
+fn webhook_cfg(url: &str) -> Bitrix24Config {
+    Bitrix24Config {
+        webhook_url: Some(Secret::new(url)),
+        webhook_url_file: None,
+        portal_url: None,
+        client_id: None,
+        client_secret: None,
+        client_secret_file: None,
+        refresh_token: None,
+        refresh_token_file: None,
+        oauth_url: "https://oauth.bitrix.info".into(),
+        plan: Bitrix24Plan::Enterprise,
+        operating_budget_secs: 480.0,
+    }
+}
+
+fn oauth_cfg(h: &SimHandle, refresh: &str) -> Bitrix24Config {
+    let c = &h.sim.creds;
+    Bitrix24Config {
+        webhook_url: None,
+        webhook_url_file: None,
+        portal_url: Some(h.b24_portal_url()),
+        client_id: Some(c.b24_client_id.clone()),
+        client_secret: Some(Secret::new(c.b24_client_secret.clone())),
+        client_secret_file: None,
+        refresh_token: Some(Secret::new(refresh)),
+        refresh_token_file: None,
+        oauth_url: format!("{}/b24", h.base_url()),
+        plan: Bitrix24Plan::Standard,
+        operating_budget_secs: 480.0,
+    }
+}
+
+async fn client(h: &SimHandle) -> Bitrix24 {
+    Bitrix24::new(
+        "t1",
+        &webhook_cfg(&h.b24_webhook_url()),
+        Arc::new(MemTokens::default()),
+    )
+    .await
+    .unwrap()
+}
+
+/// Reads a whole pass; returns the records and the final cursor.
+async fn fetch_all(c: &Bitrix24, kind: EntityKind, since: Option<Ts>) -> (Vec<Record>, Cursor) {
+    let mut cursor = Cursor {
+        since,
+        ..Cursor::default()
+    };
+    let mut out = Vec::new();
+    for _ in 0..1000 {
+        let page = c.fetch_page(kind, &cursor).await.unwrap();
+        out.extend(page.records);
+        cursor = page.next;
+        if page.done {
+            assert!(cursor.position.is_none());
+            return (out, cursor);
+        }
+        assert!(cursor.position.is_some());
+    }
+    panic!("no end of pass");
+}
+
+fn contact_world(n: usize) -> World {
+    let t0 = Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap();
+    let mut w = World {
+        next_id: 100,
+        ..World::default()
+    };
+    w.users.push(SimUser {
+        id: 1,
+        first_name: "Анна".into(),
+        last_name: "Петрова".into(),
+        email: "a@example.ru".into(),
+        extension: "101".into(),
+        role: Role::Owner,
+        active: true,
+    });
+    for i in 0..n {
+        let id = w.next_id();
+        w.contacts.insert(
+            id,
+            SimContact {
+                id,
+                first_name: format!("C{i}"),
+                last_name: "Test".into(),
+                phones: vec![format!("+7999{:07}", i)],
+                emails: vec![],
+                company_id: None,
+                responsible_id: 1,
+                tags: vec![],
+                created_at: t0,
+                updated_at: t0 + Duration::seconds(i as i64),
+            },
+        );
+    }
+    w
+}
+
+fn owner_ref((o, id): (Owner, u64)) -> EntityRef {
+    let k = match o {
+        Owner::Lead => EntityKind::Lead,
+        Owner::Deal => EntityKind::Deal,
+        Owner::Contact => EntityKind::Contact,
+        Owner::Company => EntityKind::Company,
+    };
+    EntityRef::new(k, id.to_string())
+}
+
+async fn start_world(w: World) -> SimHandle {
+    sim::start_with(Sim::with_world(opts(), w), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn full_fetch_matches_world_and_counts_requests() {
+    let h = sim::start(opts(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let c = client(&h).await;
+    assert_eq!(c.account(), h.addr.to_string());
+    h.sim.reset_stats();
+    let mut got = HashMap::new();
+    let mut all = Vec::new();
+    for kind in EntityKind::ALL {
+        let (recs, cur) = fetch_all(&c, kind, None).await;
+        assert!(cur.high_water.is_some(), "{kind:?}");
+        assert!(recs.iter().all(|r| r.entity_kind() == kind));
+        got.insert(kind, recs.len());
+        all.extend(recs);
+    }
+    let requests = h.sim.stats()[&System::Bitrix24].requests;
+    eprintln!("full fetch of a scale-1 world: {requests} HTTP requests, counts {got:?}");
+    let w = h.sim.world().clone();
+    assert_eq!(got[&EntityKind::Lead], w.leads.len());
+    assert_eq!(got[&EntityKind::Deal], w.deals.len());
+    assert_eq!(got[&EntityKind::Contact], w.contacts.len());
+    assert_eq!(got[&EntityKind::Company], w.companies.len());
+    assert_eq!(got[&EntityKind::Task], w.tasks.len());
+    assert_eq!(got[&EntityKind::Activity], w.activities.len());
+    assert_eq!(requests, 6, "one batch request per entity kind");
+
+    // Spot-check the mapping against the world.
+    for r in &all {
+        match r {
+            Record::Deal(d) => {
+                let sd = &w.deals[&d.id.parse::<u64>().unwrap()];
+                let (p, s) = w.stage(sd.stage_id).unwrap();
+                assert_eq!(d.stage_id, s.code);
+                assert_eq!(d.pipeline_id, p.id.to_string());
+                let sem = match s.kind {
+                    StageKind::Open => Semantics::Open,
+                    StageKind::Won => Semantics::Won,
+                    StageKind::Lost => Semantics::Lost,
+                };
+                assert_eq!(d.semantics, sem);
+                assert!((d.amount - sd.amount).abs() < 0.005);
+                assert_eq!(d.updated_at.timestamp(), sd.updated_at.timestamp());
+                assert_eq!(d.closed_at.is_some(), sd.closed_at.is_some());
+                assert_eq!(d.contact_id, sd.contact_id.map(|x| x.to_string()));
+            }
+            Record::Contact(ct) => {
+                let sc = &w.contacts[&ct.id.parse::<u64>().unwrap()];
+                assert_eq!(ct.phones, sc.phones);
+                assert_eq!(ct.emails, sc.emails);
+                assert_eq!(ct.name, sc.full_name());
+            }
+            Record::Lead(l) => {
+                let sl = &w.leads[&l.id.parse::<u64>().unwrap()];
+                assert_eq!(l.status_id, sl.status.code());
+                assert_eq!(l.phones, sl.phone.iter().cloned().collect::<Vec<_>>());
+                assert_eq!(l.utm.source, sl.utm.source);
+            }
+            Record::Task(t) => {
+                let st = &w.tasks[&t.id.parse::<u64>().unwrap()];
+                assert_eq!(t.completed, st.completed);
+                assert_eq!(t.entity, st.binding.map(owner_ref));
+                assert_eq!(
+                    t.deadline.map(|d| d.timestamp()),
+                    st.deadline.map(|d| d.timestamp())
+                );
+            }
+            Record::Activity(a) => {
+                let sa = &w.activities[&a.id.parse::<u64>().unwrap()];
+                let kind = match sa.kind {
+                    ActivityType::Call => ActivityKind::Call,
+                    ActivityType::Email => ActivityKind::Email,
+                    ActivityType::Meeting => ActivityKind::Meeting,
+                };
+                assert_eq!(a.kind, kind);
+                if kind == ActivityKind::Call {
+                    assert_eq!(a.duration_s, Some(sa.duration_s));
+                    assert_eq!(a.phone, sa.phone);
+                }
+                assert_eq!(a.entity, Some(owner_ref(sa.owner)));
+                assert_eq!(a.external_id, sa.external_id);
+            }
+            Record::Company(_) => {}
+        }
+    }
+
+    // Users, pipelines, ping, comments.
+    let users = c.users().await.unwrap();
+    assert_eq!(users.len(), w.users.len());
+    let u0 = &w.users[0];
+    let first = users.iter().find(|u| u.id == u0.id.to_string()).unwrap();
+    assert_eq!(first.extension.as_deref(), Some(u0.extension.as_str()));
+    let pipes = c.pipelines().await.unwrap();
+    assert_eq!(pipes.len(), w.pipelines.len() + 1);
+    let repeat = pipes.iter().find(|p| p.id == "1").unwrap();
+    assert_eq!(
+        repeat
+            .stages
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["C1:NEW", "C1:PREPARATION", "C1:WON", "C1:LOSE"]
+    );
+    assert_eq!(repeat.stages[2].semantics, Semantics::Won);
+    let leads = pipes.iter().find(|p| p.id == "leads").unwrap();
+    assert!(
+        leads
+            .stages
+            .iter()
+            .any(|s| s.id == "JUNK" && s.semantics == Semantics::Lost)
+    );
+    let me = c.ping().await.unwrap();
+    assert_eq!(me, format!("{} (id {})", u0.full_name(), u0.id));
+    let deal_id = *w.deals.keys().next().unwrap();
+    let cid = c
+        .add_comment(
+            &EntityRef::new(EntityKind::Deal, deal_id.to_string()),
+            "проверка",
+        )
+        .await
+        .unwrap();
+    assert!(!cid.is_empty());
+    assert!(
+        h.sim
+            .world()
+            .comments
+            .iter()
+            .any(|(o, id, t, _)| *o == Owner::Deal && *id == deal_id && t == "проверка")
+    );
+}
+
+#[tokio::test]
+async fn incremental_fetch_returns_only_the_change() {
+    let h = sim::start(opts(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let c = client(&h).await;
+    let (_, cur) = fetch_all(&c, EntityKind::Deal, None).await;
+    let since = cur.high_water.unwrap() + Duration::seconds(1);
+    let (none, _) = fetch_all(&c, EntityKind::Deal, Some(since)).await;
+    assert!(none.is_empty(), "nothing changed yet: {}", none.len());
+    let changed = {
+        let mut w = h.sim.world();
+        let id = *w.deals.keys().nth(17).unwrap();
+        let d = w.deals.get_mut(&id).unwrap();
+        d.title = "Изменена".into();
+        d.updated_at = Utc::now();
+        id
+    };
+    let (recs, cur2) = fetch_all(&c, EntityKind::Deal, Some(since)).await;
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].id(), changed.to_string());
+    let Record::Deal(d) = &recs[0] else { panic!() };
+    assert_eq!(d.title, "Изменена");
+    assert!(cur2.high_water.unwrap() > since);
+
+    // A changed task comes back through tasks.task.list's CHANGED_DATE.
+    let (_, tcur) = fetch_all(&c, EntityKind::Task, None).await;
+    let tsince = tcur.high_water.unwrap() + Duration::seconds(1);
+    let tid = {
+        let mut w = h.sim.world();
+        let id = *w.tasks.keys().next().unwrap();
+        let t = w.tasks.get_mut(&id).unwrap();
+        t.completed = true;
+        t.updated_at = Utc::now();
+        id
+    };
+    let (recs, _) = fetch_all(&c, EntityKind::Task, Some(tsince)).await;
+    assert_eq!(
+        recs.iter().map(|r| r.id().to_string()).collect::<Vec<_>>(),
+        vec![tid.to_string()]
+    );
+}
+
+#[tokio::test]
+async fn paging_edges() {
+    for n in [0usize, 50, 51, 1300] {
+        let h = start_world(contact_world(n)).await;
+        let c = client(&h).await;
+        h.sim.reset_stats();
+        let (recs, cur) = fetch_all(&c, EntityKind::Contact, None).await;
+        assert_eq!(recs.len(), n, "world of {n}");
+        let mut ids: Vec<u64> = recs.iter().map(|r| r.id().parse().unwrap()).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "no duplicates for {n}");
+        assert_eq!(cur.high_water.is_some(), n > 0);
+        let requests = h.sim.stats()[&System::Bitrix24].requests;
+        let expected = if n > 1250 { 2 } else { 1 };
+        assert_eq!(requests, expected, "requests for {n} contacts");
+    }
+    // A pass resumes from the stored position.
+    let h = start_world(contact_world(1300)).await;
+    let c = client(&h).await;
+    let first = c
+        .fetch_page(EntityKind::Contact, &Cursor::default())
+        .await
+        .unwrap();
+    assert!(!first.done);
+    assert_eq!(first.records.len(), 1250);
+    let last_id = first.records.last().unwrap().id().to_string();
+    assert_eq!(first.next.position.as_deref(), Some(last_id.as_str()));
+    let second = c
+        .fetch_page(EntityKind::Contact, &first.next)
+        .await
+        .unwrap();
+    assert!(second.done);
+    assert_eq!(second.records.len(), 50);
+}
+
+#[tokio::test]
+async fn find_by_phone_in_any_shape() {
+    let mut w = contact_world(3);
+    let t0 = Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap();
+    let cid = *w.contacts.keys().next().unwrap();
+    w.contacts.get_mut(&cid).unwrap().phones = vec!["8 (912) 345-67-89".into()];
+    let lid = w.next_id();
+    w.leads.insert(
+        lid,
+        SimLead {
+            id: lid,
+            title: "Заявка".into(),
+            name: "Олег".into(),
+            phone: Some("+7 912 345 67 89".into()),
+            email: None,
+            source: "CALL".into(),
+            status: LeadStatus::New,
+            responsible_id: 1,
+            contact_id: None,
+            company_id: None,
+            utm: SimUtm::default(),
+            created_at: t0,
+            updated_at: t0,
+            closed_at: None,
+        },
+    );
+    let coid = w.next_id();
+    w.companies.insert(
+        coid,
+        SimCompany {
+            id: coid,
+            title: "ООО Тест".into(),
+            phones: vec!["79123456789".into()],
+            emails: vec![],
+            responsible_id: 1,
+            tags: vec![],
+            created_at: t0,
+            updated_at: t0,
+        },
+    );
+    let h = start_world(w).await;
+    let c = client(&h).await;
+    let mut found = c.find_by_phone("+79123456789").await.unwrap();
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut want = vec![
+        EntityRef::new(EntityKind::Contact, cid.to_string()),
+        EntityRef::new(EntityKind::Lead, lid.to_string()),
+        EntityRef::new(EntityKind::Company, coid.to_string()),
+    ];
+    want.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(found, want);
+    assert!(c.find_by_phone("+79000000000").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn create_task_lands_with_binding_and_marker() {
+    let h = sim::start(opts(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let c = client(&h).await;
+    let (deal_id, resp) = {
+        let w = h.sim.world();
+        let d = w.deals.values().next().unwrap();
+        (d.id, d.responsible_id)
+    };
+    let deadline = Utc.with_ymd_and_hms(2026, 3, 3, 15, 0, 0).unwrap();
+    let id = c
+        .create_task(&NewTask {
+            title: "Позвонить клиенту".into(),
+            description: "Создано автоматически [dozor:abc123]".into(),
+            responsible_id: resp.to_string(),
+            deadline,
+            entity: Some(EntityRef::new(EntityKind::Deal, deal_id.to_string())),
+        })
+        .await
+        .unwrap();
+    let w = h.sim.world();
+    let t = &w.tasks[&id.parse::<u64>().unwrap()];
+    assert_eq!(t.binding, Some((Owner::Deal, deal_id)));
+    assert!(t.description.contains("[dozor:abc123]"));
+    assert_eq!(t.responsible_id, resp);
+    assert_eq!(t.deadline, Some(deadline));
+}
+
+#[tokio::test]
+async fn oauth_refresh_persists_rotated_tokens() {
+    let h = start_world(contact_world(60)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("dozor.db").display());
+    let store: Arc<dyn TokenStore> = Arc::new(Store::open(&url, 4).await.unwrap());
+    let initial = h.sim.creds.b24_refresh_token.clone();
+
+    let c = Bitrix24::new("t1", &oauth_cfg(&h, &initial), store.clone())
+        .await
+        .unwrap();
+    assert!(c.ping().await.unwrap().contains("(id 1)"));
+    assert_eq!(h.sim.b24.refresh_count(), 1);
+    let saved = store.load_token("t1", "bitrix24").await.unwrap().unwrap();
+    assert_eq!(
+        saved.refresh_token.as_ref().unwrap().expose(),
+        h.sim.b24.current_refresh_token()
+    );
+    assert!(
+        saved.extra["client_endpoint"]
+            .as_str()
+            .unwrap()
+            .ends_with("/b24/rest/")
+    );
+
+    // Tokens expire: one lazy refresh, the call is repeated, the new pair is stored.
+    h.sim.set_faults(
+        System::Bitrix24,
+        Faults {
+            expire_tokens: true,
+            ..Faults::default()
+        },
+    );
+    let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
+    assert_eq!(recs.len(), 60);
+    assert_eq!(h.sim.b24.refresh_count(), 2);
+    let saved2 = store.load_token("t1", "bitrix24").await.unwrap().unwrap();
+    assert_ne!(saved2.refresh_token, saved.refresh_token);
+    assert_eq!(
+        saved2.refresh_token.as_ref().unwrap().expose(),
+        h.sim.b24.current_refresh_token()
+    );
+
+    // A second instance (restart) reuses the stored pair; the config's stale token is unused.
+    drop(c);
+    let c2 = Bitrix24::new("t1", &oauth_cfg(&h, &initial), store.clone())
+        .await
+        .unwrap();
+    c2.ping().await.unwrap();
+    assert_eq!(h.sim.b24.refresh_count(), 2, "no refresh needed");
+
+    // With an empty store the stale initial token is refused: re-authorisation needed.
+    let other = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", other.path().join("other.db").display());
+    let empty: Arc<dyn TokenStore> = Arc::new(Store::open(&url, 4).await.unwrap());
+    let c3 = Bitrix24::new("t1", &oauth_cfg(&h, &initial), empty)
+        .await
+        .unwrap();
+    let e = c3.ping().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Auth, "{e}");
+    assert!(e.message.contains("re-authorised"), "{e}");
+    let shown = e.to_string();
+    assert!(!shown.contains(&initial), "{shown}");
+    assert!(!shown.contains(&h.sim.creds.b24_client_secret), "{shown}");
+}
+
+#[tokio::test]
+async fn injected_5xx_and_throttle_are_retried() {
+    let h = start_world(contact_world(70)).await;
+    let c = client(&h).await;
+    h.sim.set_faults(
+        System::Bitrix24,
+        Faults {
+            http_5xx: 2,
+            throttle: 1,
+            ..Faults::default()
+        },
+    );
+    let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
+    assert_eq!(recs.len(), 70);
+    let stats = h.sim.stats()[&System::Bitrix24].clone();
+    assert_eq!(stats.requests, 4, "three refused attempts and one success");
+    assert_eq!(stats.throttled, 1);
+}
+
+#[tokio::test]
+async fn malformed_json_and_wrong_secret_give_safe_errors() {
+    let h = start_world(contact_world(5)).await;
+    let c = client(&h).await;
+    h.sim.set_faults(
+        System::Bitrix24,
+        Faults {
+            malformed_json: 1,
+            ..Faults::default()
+        },
+    );
+    let e = c.ping().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Decode, "{e}");
+    let shown = e.to_string();
+    assert!(shown.contains("profile"), "{shown}");
+    assert!(shown.contains("/rest/1/***/"), "{shown}");
+    assert!(!shown.contains(&h.sim.creds.b24_webhook_secret), "{shown}");
+    // A malformed list page is a Decode error too, not a panic.
+    h.sim.set_faults(
+        System::Bitrix24,
+        Faults {
+            malformed_json: 1,
+            ..Faults::default()
+        },
+    );
+    let e = c
+        .fetch_page(EntityKind::Contact, &Cursor::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Decode);
+
+    let bad = format!("{}/b24/rest/1/notTheSecret42/", h.base_url());
+    let c = Bitrix24::new("t1", &webhook_cfg(&bad), Arc::new(MemTokens::default()))
+        .await
+        .unwrap();
+    let e = c.ping().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Auth, "{e}");
+    assert_eq!(e.status, Some(401));
+    let shown = e.to_string();
+    assert!(!shown.contains("notTheSecret42"), "{shown}");
+    assert!(!e.message.contains("notTheSecret42"));
+}
+
+#[tokio::test]
+async fn client_limiter_keeps_under_the_portal_bucket() {
+    let mut o = opts();
+    o.enforce_limits = true;
+    let h = sim::start_with(
+        Sim::with_world(o, contact_world(3)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut cfg = webhook_cfg(&h.b24_webhook_url());
+    cfg.plan = Bitrix24Plan::Standard;
+    let c = Arc::new(
+        Bitrix24::new("t1", &cfg, Arc::new(MemTokens::default()))
+            .await
+            .unwrap(),
+    );
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..56)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.ping().await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    // 50 at once, then 2 per second.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    let stats = h.sim.stats()[&System::Bitrix24].clone();
+    assert!(stats.throttled <= 2, "{stats:?}");
+}
+
+#[tokio::test]
+async fn renamed_portal_is_followed_without_losing_the_body() {
+    let h = start_world(contact_world(3)).await;
+    let target = h.b24_webhook_url();
+    // The old address answers 302 to the new one, like a renamed portal.
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let t = target.clone();
+        async move {
+            let method = uri.path().rsplit('/').next().unwrap_or("").to_string();
+            (
+                axum::http::StatusCode::FOUND,
+                [(axum::http::header::LOCATION, format!("{t}{method}"))],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let old = format!(
+        "http://{addr}/b24/rest/1/{}/",
+        h.sim.creds.b24_webhook_secret
+    );
+    let c = Bitrix24::new("t1", &webhook_cfg(&old), Arc::new(MemTokens::default()))
+        .await
+        .unwrap();
+    // A batch POST: its parameters must arrive at the new address.
+    let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
+    assert_eq!(recs.len(), 3);
+}
+
+#[tokio::test]
+async fn crm_todos_arrive_as_tasks() {
+    let h = sim::start(opts(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let c = client(&h).await;
+    let deal_id = *h.sim.world().deals.keys().next().unwrap();
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}crm.activity.todo.add", h.b24_webhook_url()))
+        .json(&serde_json::json!({"ownerTypeId": 2, "ownerId": deal_id,
+            "deadline": "2026-03-05T15:00:00", "title": "Перезвонить", "responsibleId": 5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let todo_id = v["result"]["id"].as_u64().unwrap();
+    let (recs, _) = fetch_all(&c, EntityKind::Activity, None).await;
+    let todo = recs
+        .iter()
+        .find_map(|r| match r {
+            Record::Task(t) if t.id == format!("todo-{todo_id}") => Some(t.clone()),
+            _ => None,
+        })
+        .expect("the to-do is delivered as a task");
+    assert_eq!(todo.title, "Перезвонить");
+    assert_eq!(
+        todo.entity,
+        Some(EntityRef::new(EntityKind::Deal, deal_id.to_string()))
+    );
+    assert_eq!(
+        todo.deadline,
+        Some(Utc.with_ymd_and_hms(2026, 3, 5, 12, 0, 0).unwrap())
+    );
+    // Not duplicated in tasks.task.list.
+    let (tasks, _) = fetch_all(&c, EntityKind::Task, None).await;
+    assert!(
+        tasks
+            .iter()
+            .all(|t| !t.id().ends_with(&todo_id.to_string()))
+    );
+}
