@@ -1,6 +1,6 @@
 //! CoMagic Data API v2.0 client (JSON-RPC).
 //!
-//! `calls()` reads `get.calls_report` in windows of at most 90 days, pages with `limit=10000`,
+//! `calls()` reads `get.calls_report` in windows of at most 89 days (3 months), pages with `limit=10000`,
 //! and when the offset would pass the API's 100 000 cap it restarts the window at the start time
 //! of the last row it got. Times are the account's local wall clock and are converted with the
 //! tenant's time zone. The points budget in `metadata.limits` is respected: when
@@ -28,8 +28,9 @@ const DT_FMT: &str = "%Y-%m-%d %H:%M:%S";
 const PAGE: u64 = 10_000;
 /// The API refuses offsets above this.
 const MAX_OFFSET: u64 = 100_000;
-/// Longest period one request may cover (the API allows 3 months).
-const MAX_WINDOW_DAYS: i64 = 90;
+/// Longest period one request covers. The API allows 3 calendar months, which can be as short
+/// as 89 days (February to April), so 89 days always fits.
+const MAX_WINDOW_DAYS: i64 = 89;
 const MAX_ATTEMPTS: u32 = 5;
 
 const CALL_FIELDS: &[&str] = &[
@@ -342,7 +343,7 @@ impl Comagic {
         })
     }
 
-    /// Every call in one window of at most 90 days (`[from, till)`), into `out`.
+    /// Every call in one window of at most 89 days (`[from, till)`), into `out`.
     async fn calls_window(&self, from: Ts, till: Ts, out: &mut BTreeMap<String, Call>) -> Result<()> {
         // The API takes whole seconds, both ends inclusive: the last second that starts
         // before `till`.
