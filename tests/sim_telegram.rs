@@ -149,7 +149,12 @@ async fn send_message_limits_html_and_recording() {
         );
     }
     // Without parse_mode the same text is plain.
-    let (s, _) = post_json(&h, "sendMessage", json!({"chat_id": 42, "text": "a < b <br>"})).await;
+    let (s, _) = post_json(
+        &h,
+        "sendMessage",
+        json!({"chat_id": 42, "text": "a < b <br>"}),
+    )
+    .await;
     assert_eq!(s, 200);
 
     // Form encoding works too.
@@ -308,12 +313,20 @@ async fn pacing_answers_429_with_retry_after() {
     // A private chat: a short burst, then one per second.
     let mut private = Vec::new();
     for i in 0..5 {
-        let (s, _) = post_json(&h, "sendMessage", json!({"chat_id": 77, "text": format!("p{i}")})).await;
+        let (s, _) = post_json(
+            &h,
+            "sendMessage",
+            json!({"chat_id": 77, "text": format!("p{i}")}),
+        )
+        .await;
         private.push(s);
     }
     assert!(private.contains(&429), "{private:?}");
     assert_eq!(private[0], 200);
-    assert_eq!(h.sim.telegram.sent_count(), 20 + private.iter().filter(|c| **c == 200).count());
+    assert_eq!(
+        h.sim.telegram.sent_count(),
+        20 + private.iter().filter(|c| **c == 200).count()
+    );
 
     // Injected faults.
     h.sim.set_faults(
@@ -338,14 +351,19 @@ async fn pacing_answers_429_with_retry_after() {
 #[tokio::test]
 async fn get_updates_offsets_long_poll_and_webhook_conflict() {
     let h = start(false).await;
-    let a = h.sim.telegram.push_update(json!({"chat_id": 10, "text": "/report", "from_id": 10}));
+    let a = h
+        .sim
+        .telegram
+        .push_update(json!({"chat_id": 10, "text": "/report", "from_id": 10}));
     let r = reqwest::Client::new()
         .post(format!("{}/_sim/updates", h.telegram_url()))
         .json(&json!({"message": {"chat": {"id": -100, "type": "supergroup"}, "text": "hello", "date": 0}}))
         .send()
         .await
         .unwrap();
-    let b = r.json::<Value>().await.unwrap()["update_id"].as_i64().unwrap();
+    let b = r.json::<Value>().await.unwrap()["update_id"]
+        .as_i64()
+        .unwrap();
     assert_eq!(b, a + 1);
 
     let (_, v) = post_json(&h, "getUpdates", json!({})).await;
@@ -371,7 +389,8 @@ async fn get_updates_offsets_long_poll_and_webhook_conflict() {
     let sim2 = h.sim.clone();
     let pusher = tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        sim2.telegram.push_update(json!({"chat_id": 10, "text": "late"}))
+        sim2.telegram
+            .push_update(json!({"chat_id": 10, "text": "late"}))
     });
     let t0 = std::time::Instant::now();
     let (_, v) = post_json(&h, "getUpdates", json!({"offset": b + 1, "timeout": 10})).await;
@@ -386,7 +405,12 @@ async fn get_updates_offsets_long_poll_and_webhook_conflict() {
     assert!(t0.elapsed() >= std::time::Duration::from_millis(900));
 
     // Webhook set → getUpdates conflicts.
-    let (s, _) = post_json(&h, "setWebhook", json!({"url": "http://insecure.example/x"})).await;
+    let (s, _) = post_json(
+        &h,
+        "setWebhook",
+        json!({"url": "http://insecure.example/x"}),
+    )
+    .await;
     assert_eq!(s, 400);
     let (s, _) = post_json(
         &h,

@@ -253,7 +253,10 @@ async fn comagic_filters_and_sort() {
     .await;
     let data = v["result"]["data"].as_array().unwrap();
     assert!(!data.is_empty());
-    assert!(data.iter().all(|r| r["first_answered_employee_id"].is_null()));
+    assert!(
+        data.iter()
+            .all(|r| r["first_answered_employee_id"].is_null())
+    );
     // Filtering on an array column is prohibited.
     let v = rpc(
         &h,
@@ -269,7 +272,8 @@ async fn comagic_filters_and_sort() {
 async fn comagic_error_cases() {
     let h = start(false).await;
     let from = anchor() - Duration::days(5);
-    let good = json!({"access_token": token(&h), "date_from": msk(from), "date_till": msk(anchor())});
+    let good =
+        json!({"access_token": token(&h), "date_from": msk(from), "date_till": msk(anchor())});
 
     let (_, b) = rpc_raw(&h, "{\"jsonrpc\": \"2.0\", ").await;
     let v: Value = serde_json::from_slice(&b).unwrap();
@@ -283,7 +287,8 @@ async fn comagic_error_cases() {
         (-32099, "batch_opreations_not_supported".into())
     );
 
-    let note = json!({"jsonrpc": "2.0", "method": "get.account", "params": {"access_token": token(&h)}});
+    let note =
+        json!({"jsonrpc": "2.0", "method": "get.account", "params": {"access_token": token(&h)}});
     let (_, b) = rpc_raw(&h, &note.to_string()).await;
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(err_of(&v), (-32099, "notifications_not_supported".into()));
@@ -392,7 +397,12 @@ async fn comagic_minute_limit_and_faults() {
     assert_eq!(last_remaining, 0);
     let v = rpc(&h, "get.account", json!({"access_token": token(&h)})).await;
     assert_eq!(err_of(&v), (-32029, "limit_exceeded".into()));
-    assert!(v["error"]["data"]["metadata"]["limits"]["minute_reset"].as_u64().unwrap() >= 1);
+    assert!(
+        v["error"]["data"]["metadata"]["limits"]["minute_reset"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
     assert!(h.sim.stats()[&System::Comagic].throttled >= 1);
 
     let h = start(false).await;
@@ -468,8 +478,9 @@ async fn calltouch_single_day_array_and_paged_object() {
     for rec in arr {
         // date is Moscow wall time of the unix timestamp.
         let ts = rec["timestamp"].as_i64().unwrap();
-        let date = NaiveDateTime::parse_from_str(rec["date"].as_str().unwrap(), "%d/%m/%Y %H:%M:%S")
-            .unwrap();
+        let date =
+            NaiveDateTime::parse_from_str(rec["date"].as_str().unwrap(), "%d/%m/%Y %H:%M:%S")
+                .unwrap();
         let back = Moscow.from_local_datetime(&date).unwrap().timestamp();
         assert_eq!(back, ts);
         assert!(rec["successful"].is_boolean());
@@ -573,7 +584,10 @@ async fn calltouch_requests_are_month_first() {
         .iter()
         .find(|r| r["requestId"].as_u64() == Some(lead.id))
         .expect("lead listed");
-    assert_eq!(rec["date"].as_i64().unwrap(), lead.created_at.timestamp_millis());
+    assert_eq!(
+        rec["date"].as_i64().unwrap(),
+        lead.created_at.timestamp_millis()
+    );
     assert_eq!(rec["subject"], lead.title.as_str());
     assert_eq!(rec["client"]["fio"], lead.name.as_str());
     assert!(rec["session"]["source"].is_string());
@@ -617,7 +631,11 @@ async fn calltouch_auth_and_rate_limit() {
         }
         statuses.push(r.status().as_u16());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
     assert!(statuses.contains(&429));
     assert_eq!(retry_after.as_deref(), Some("1"));
 

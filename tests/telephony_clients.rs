@@ -70,7 +70,12 @@ fn good_calltouch(h: &SimHandle) -> Calltouch {
     )
 }
 
-fn world_calls(h: &SimHandle, from: DateTime<Utc>, till: DateTime<Utc>, inbound_only: bool) -> BTreeMap<String, SimCall> {
+fn world_calls(
+    h: &SimHandle,
+    from: DateTime<Utc>,
+    till: DateTime<Utc>,
+    inbound_only: bool,
+) -> BTreeMap<String, SimCall> {
     let w = h.sim.world();
     w.calls
         .values()
@@ -117,7 +122,10 @@ async fn comagic_calls_for_30_days_equal_the_world() {
         assert_eq!(c.wait_s, w.wait_s);
         assert_eq!(c.virtual_number.as_deref(), Some(w.virtual_number.as_str()));
         assert_eq!(c.employee_id, w.employee_id.map(|e| e.to_string()));
-        assert_eq!(c.employee_name, w.employee_id.map(|e| emp_names[&e].clone()));
+        assert_eq!(
+            c.employee_name,
+            w.employee_id.map(|e| emp_names[&e].clone())
+        );
         assert_eq!(c.recording_url.is_some(), w.has_record);
         assert_eq!(c.utm.source, w.utm.source);
         assert_eq!(c.source.as_deref(), Some(w.source.as_str()));
@@ -228,9 +236,12 @@ fn tiny_world(start: DateTime<Utc>) -> World {
 async fn moscow_wall_clock_converts_exactly() {
     // 21:30 UTC is 00:30 the next day in Moscow: the date boundary differs between the zones.
     let at = Utc.with_ymd_and_hms(2026, 3, 10, 21, 30, 0).unwrap();
-    let h = sim::start_with(Sim::with_world(opts(false), tiny_world(at)), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = sim::start_with(
+        Sim::with_world(opts(false), tiny_world(at)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
     let from = at - Duration::minutes(30);
     let till = at + Duration::minutes(30);
 
@@ -240,7 +251,12 @@ async fn moscow_wall_clock_converts_exactly() {
     assert_eq!(c[0].started_at, at);
     assert_eq!(c[0].talk_s, 125);
     assert_eq!(c[0].employee_name.as_deref(), Some("Анна Петрова"));
-    assert!(c[0].recording_url.as_deref().unwrap().starts_with("https://"));
+    assert!(
+        c[0].recording_url
+            .as_deref()
+            .unwrap()
+            .starts_with("https://")
+    );
     // The window is half-open: a window ending at the call's instant misses it.
     assert!(good_comagic(&h).calls(from, at).await.unwrap().is_empty());
     assert_eq!(good_comagic(&h).calls(at, till).await.unwrap().len(), 1);
@@ -263,7 +279,10 @@ async fn moscow_wall_clock_converts_exactly() {
     let c = ct.calls(from, till).await.unwrap();
     assert_eq!(c.len(), 2);
     let extra = c.iter().find(|c| c.id == "9100").unwrap();
-    assert_eq!(extra.started_at, Utc.with_ymd_and_hms(2026, 3, 10, 21, 45, 0).unwrap());
+    assert_eq!(
+        extra.started_at,
+        Utc.with_ymd_and_hms(2026, 3, 10, 21, 45, 0).unwrap()
+    );
     assert!(extra.answered);
     assert_eq!(extra.talk_s, 30);
     assert_eq!(extra.employee_name, None);

@@ -185,7 +185,10 @@ impl Telegram {
         }
         let params = body.as_ref().and_then(|b| b.get("parameters"));
         let (kind, msg) = match status {
-            200 => (ErrorKind::Decode, "response is not a valid Bot API envelope".to_string()),
+            200 => (
+                ErrorKind::Decode,
+                "response is not a valid Bot API envelope".to_string(),
+            ),
             401 => (
                 ErrorKind::Auth,
                 "bot token refused (Unauthorized)".to_string(),
@@ -199,7 +202,9 @@ impl Telegram {
         } else {
             msg
         };
-        let mut e = self.err(kind, method, msg.trim().to_string()).status(status);
+        let mut e = self
+            .err(kind, method, msg.trim().to_string())
+            .status(status);
         if let Some(code) = body
             .as_ref()
             .and_then(|b| b.get("error_code"))
@@ -226,8 +231,13 @@ impl Telegram {
     /// Who the bot is; also checks the token.
     pub async fn get_me(&self) -> Result<BotUser> {
         let v = self.call("getMe", |r| r).await?;
-        serde_json::from_value(v)
-            .map_err(|e| self.err(ErrorKind::Decode, "getMe", format!("unexpected getMe result: {e}")))
+        serde_json::from_value(v).map_err(|e| {
+            self.err(
+                ErrorKind::Decode,
+                "getMe",
+                format!("unexpected getMe result: {e}"),
+            )
+        })
     }
 
     /// Sends an HTML message, split into parts of at most 4096 visible characters. Returns the
@@ -569,7 +579,10 @@ mod tests {
 
     #[test]
     fn short_message_is_one_part() {
-        assert_eq!(split_message("<b>hi</b>\nthere", 4096), vec!["<b>hi</b>\nthere"]);
+        assert_eq!(
+            split_message("<b>hi</b>\nthere", 4096),
+            vec!["<b>hi</b>\nthere"]
+        );
     }
 
     #[test]

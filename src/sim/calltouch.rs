@@ -82,7 +82,8 @@ fn error(status: StatusCode, message: &str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(&json!({"error": message, "status": status.as_u16()})).unwrap_or_default(),
+        serde_json::to_vec(&json!({"error": message, "status": status.as_u16()}))
+            .unwrap_or_default(),
     )
         .into_response()
 }

@@ -187,7 +187,11 @@ async fn rpc(AxState(sim): AxState<Arc<Sim>>, body: Bytes) -> Response {
     match injected {
         Injected::Http5xx => {
             let e = err(-32603, "internal_error", "Internal error");
-            return json_response(StatusCode::INTERNAL_SERVER_ERROR, &error_body(&id, e), false);
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &error_body(&id, e),
+                false,
+            );
         }
         Injected::Throttle => {
             let mut e = err(
@@ -202,7 +206,10 @@ async fn rpc(AxState(sim): AxState<Arc<Sim>>, body: Bytes) -> Response {
     }
     let malformed = injected == Injected::Malformed;
     let empty = Map::new();
-    let params = obj.get("params").and_then(Value::as_object).unwrap_or(&empty);
+    let params = obj
+        .get("params")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     match handle(&sim, &method, params) {
         Ok(body) => json_response(
             StatusCode::OK,
@@ -507,7 +514,10 @@ fn calls_report(sim: &Sim, params: &Map<String, Value>) -> Result<(Vec<Value>, u
             "date_till is earlier than date_from",
         ));
     }
-    if from.checked_add_months(Months::new(3)).is_none_or(|m| till > m) {
+    if from
+        .checked_add_months(Months::new(3))
+        .is_none_or(|m| till > m)
+    {
         return Err(param_err(
             "date_interval_limit_reached",
             "date_till",
@@ -820,7 +830,10 @@ fn check_filter(f: &Value, known: &[String]) -> Result<(), RpcError> {
             "Filtering by this field is prohibited",
         ));
     }
-    let op = f.get("operator").and_then(Value::as_str).unwrap_or_default();
+    let op = f
+        .get("operator")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if !OPERATORS.contains(&op) {
         return Err(param_err(
             "invalid_parameter_value",
@@ -874,7 +887,10 @@ fn eval_filter(f: &Value, row: &Value) -> bool {
         };
     }
     let field = f.get("field").and_then(Value::as_str).unwrap_or_default();
-    let op = f.get("operator").and_then(Value::as_str).unwrap_or_default();
+    let op = f
+        .get("operator")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let value = f.get("value").unwrap_or(&Value::Null);
     let have = &row[field];
     let eq = |a: &Value, b: &Value| {

@@ -64,6 +64,8 @@ struct Inner {
     unknown_chats: HashSet<i64>,
     /// Recent send instants per chat, for pacing.
     recent: HashMap<i64, VecDeque<Instant>>,
+    /// Private-chat token buckets: (tokens, last refill).
+    buckets: HashMap<i64, (f64, Instant)>,
     commands: Vec<Value>,
 }
 
@@ -94,6 +96,7 @@ impl State {
                 webhook: None,
                 unknown_chats: HashSet::new(),
                 recent: HashMap::new(),
+                buckets: HashMap::new(),
                 commands: Vec::new(),
             }),
             notify: Notify::new(),
@@ -199,17 +202,20 @@ impl State {
                 let wait = Duration::from_secs(60).saturating_sub(now.duration_since(oldest));
                 return Some(wait.as_secs().max(1));
             }
+            q.push_back(now);
         } else {
             // Token bucket: PRIVATE_BURST messages, refilled at one per second.
-            let in_window = q
-                .iter()
-                .filter(|t| now.duration_since(**t) < Duration::from_secs(PRIVATE_BURST as u64))
-                .count();
-            if in_window >= PRIVATE_BURST {
+            let (tokens, last) = g
+                .buckets
+                .entry(chat_id)
+                .or_insert((PRIVATE_BURST as f64, now));
+            *tokens = (*tokens + now.duration_since(*last).as_secs_f64()).min(PRIVATE_BURST as f64);
+            *last = now;
+            if *tokens < 1.0 {
                 return Some(1);
             }
+            *tokens -= 1.0;
         }
-        q.push_back(now);
         None
     }
 }
@@ -342,7 +348,8 @@ async fn read_params(req: Request) -> Result<Params, TgError> {
     let mut p = Params::default();
     if let Some(q) = req.uri().query() {
         for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
-            p.values.insert(k.into_owned(), Value::String(v.into_owned()));
+            p.values
+                .insert(k.into_owned(), Value::String(v.into_owned()));
         }
     }
     let ctype = req
@@ -399,7 +406,8 @@ async fn read_params(req: Request) -> Result<Params, TgError> {
         p.values.extend(o);
     } else if ctype.starts_with("application/x-www-form-urlencoded") {
         for (k, v) in url::form_urlencoded::parse(&body) {
-            p.values.insert(k.into_owned(), Value::String(v.into_owned()));
+            p.values
+                .insert(k.into_owned(), Value::String(v.into_owned()));
         }
     }
     Ok(p)
@@ -513,7 +521,9 @@ fn chat_of(sim: &Sim, params: &Params) -> Result<i64, TgError> {
     let chat_id = match params.values.get("chat_id") {
         None | Some(Value::Null) => return Err(bad("chat_id is empty")),
         Some(Value::String(s)) if s.starts_with('@') => return Err(bad("chat not found")),
-        _ => params.i64("chat_id")?.ok_or_else(|| bad("chat_id is empty"))?,
+        _ => params
+            .i64("chat_id")?
+            .ok_or_else(|| bad("chat_id is empty"))?,
     };
     if sim.telegram.lock().unknown_chats.contains(&chat_id) {
         return Err(bad("chat not found"));
@@ -772,7 +782,9 @@ fn set_webhook(sim: &Sim, params: &Params) -> Result<Value, TgError> {
         return Ok(json!(true));
     }
     if !url.starts_with("https://") {
-        return Err(bad("bad webhook: An HTTPS URL must be provided for webhook"));
+        return Err(bad(
+            "bad webhook: An HTTPS URL must be provided for webhook",
+        ));
     }
     if params
         .str("drop_pending_updates")

@@ -113,8 +113,10 @@ impl Calltouch {
             }
             return Err(e);
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|_| self.err(ErrorKind::Decode, url, "response is not valid JSON").status(status))
+        serde_json::from_slice(&bytes).map_err(|_| {
+            self.err(ErrorKind::Decode, url, "response is not valid JSON")
+                .status(status)
+        })
     }
 
     async fn get(&self, url: &str) -> Result<Value> {
@@ -196,7 +198,11 @@ impl Calltouch {
             }
             _ => None,
         }
-        .or_else(|| r.get("date").and_then(Value::as_str).and_then(|s| self.from_local(s)))
+        .or_else(|| {
+            r.get("date")
+                .and_then(Value::as_str)
+                .and_then(|s| self.from_local(s))
+        })
         .ok_or_else(|| bad("missing or unparsable timestamp/date"))?;
         let answered = as_bool(r.get("successful")).ok_or_else(|| bad("missing successful"))?;
         let client_phone = match r.get("callerNumber") {

@@ -110,8 +110,7 @@ impl Comagic {
             .unwrap_or(60);
         if remaining == Some(0) {
             let d = Duration::from_secs(reset.max(1)).min(self.max_wait);
-            *self.pause_until.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(Instant::now() + d);
+            *self.pause_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + d);
             tracing::info!(
                 system = SYSTEM,
                 wait_s = d.as_secs(),
@@ -128,7 +127,10 @@ impl Comagic {
             self.wait_budget().await;
             match self.rpc_once(method, &params).await {
                 Ok(v) => return Ok(v),
-                Err(e) if (e.is_retryable() || e.kind == ErrorKind::Decode) && attempt + 1 < MAX_ATTEMPTS => {
+                Err(e)
+                    if (e.is_retryable() || e.kind == ErrorKind::Decode)
+                        && attempt + 1 < MAX_ATTEMPTS =>
+                {
                     let wait = e
                         .retry_after
                         .unwrap_or_else(|| http::backoff(attempt))
@@ -187,7 +189,11 @@ impl Comagic {
         };
         let Some(result) = v.get("result").cloned() else {
             return Err(self
-                .err(ErrorKind::Decode, method, "response has neither result nor error")
+                .err(
+                    ErrorKind::Decode,
+                    method,
+                    "response has neither result nor error",
+                )
                 .status(status));
         };
         if let Some(l) = result.pointer("/metadata/limits") {
@@ -344,7 +350,12 @@ impl Comagic {
     }
 
     /// Every call in one window of at most 89 days (`[from, till)`), into `out`.
-    async fn calls_window(&self, from: Ts, till: Ts, out: &mut BTreeMap<String, Call>) -> Result<()> {
+    async fn calls_window(
+        &self,
+        from: Ts,
+        till: Ts,
+        out: &mut BTreeMap<String, Call>,
+    ) -> Result<()> {
         // The API takes whole seconds, both ends inclusive: the last second that starts
         // before `till`.
         let last = if till.timestamp_subsec_nanos() > 0 {
