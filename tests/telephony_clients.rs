@@ -419,3 +419,19 @@ async fn bad_credentials_give_auth_errors_without_the_secret() {
     assert_eq!(e.status, Some(403));
     assert!(!e.to_string().contains(&h.sim.creds.calltouch_client_api_id));
 }
+
+#[tokio::test]
+async fn comagic_restarts_the_window_when_the_offset_cap_is_reached() {
+    let h = start(false).await;
+    let from = anchor() - Duration::days(30);
+    let till = anchor();
+    // 20-row pages with the offset capped at 60: about 300 calls need several restarts.
+    let client = good_comagic(&h).with_paging(20, 60);
+    let calls = client.calls(from, till).await.unwrap();
+    let expected = world_calls(&h, from, till, false);
+    assert!(expected.len() > 200);
+    assert_eq!(calls.len(), expected.len());
+    assert!(calls.iter().all(|c| expected.contains_key(&c.id)));
+    let n = h.sim.stats()[&System::Comagic].by_method["get.calls_report"];
+    assert!(n as usize >= expected.len() / 20, "{n} requests");
+}

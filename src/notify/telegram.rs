@@ -566,11 +566,7 @@ mod tests {
         for t in tokenize(part) {
             match t {
                 Tok::Open(n, _) => st.push(n),
-                Tok::Close(n) => {
-                    if st.pop().as_deref() != Some(n.as_str()) {
-                        return false;
-                    }
-                }
+                Tok::Close(n) if st.pop().as_deref() != Some(n.as_str()) => return false,
                 _ => {}
             }
         }

@@ -5,7 +5,6 @@
 //! object (`error{code, message, data{mnemonic, field, value}}`), fields / filter / sort / paging,
 //! the 3-month period cap and the per-minute points budget.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -922,11 +921,6 @@ fn eval_filter(f: &Value, row: &Value) -> bool {
         "not_ilike" => !like(&text(have).to_lowercase(), &text(value).to_lowercase()),
         _ => false,
     }
-}
-
-/// Employee ids that appear in the world's calls (handy for tests).
-pub fn employee_ids(w: &World) -> BTreeSet<u64> {
-    w.calls.values().filter_map(|c| c.employee_id).collect()
 }
 
 /// The Moscow wall-clock string of a UTC instant, as this fake renders it.

@@ -10,7 +10,7 @@
 //! `POST /telegram/_sim/updates` (inject an update), `POST /telegram/_sim/unknown_chats`
 //! (`{"chat_id":…}`: that chat answers "chat not found" from now on).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -895,7 +895,7 @@ pub fn parse_html(text: &str) -> Result<String, String> {
                 if name == "a" && !attrs.contains("href") {
                     return Err(format!("Tag \"a\" must have href at byte offset {i}"));
                 }
-                if attrs.matches('"').count() % 2 != 0 {
+                if !attrs.matches('"').count().is_multiple_of(2) {
                     return Err(format!("Unclosed attribute value at byte offset {i}"));
                 }
                 if stack.iter().any(|t| t == "code") {
@@ -913,7 +913,7 @@ pub fn parse_html(text: &str) -> Result<String, String> {
                         "Can't use tag \"{name}\" inside \"pre\" at byte offset {i}"
                     ));
                 }
-                if (name == "a" || name == "blockquote") && stack.iter().any(|t| *t == name) {
+                if (name == "a" || name == "blockquote") && stack.contains(&name) {
                     return Err(format!(
                         "Can't nest tag \"{name}\" in itself at byte offset {i}"
                     ));
@@ -968,13 +968,4 @@ pub fn parse_html(text: &str) -> Result<String, String> {
         ));
     }
     Ok(out)
-}
-
-/// The messages recorded per chat (tests).
-pub fn by_chat(msgs: &[SentMessage]) -> BTreeMap<i64, Vec<&SentMessage>> {
-    let mut m: BTreeMap<i64, Vec<&SentMessage>> = BTreeMap::new();
-    for x in msgs {
-        m.entry(x.chat_id).or_default().push(x);
-    }
-    m
 }

@@ -171,7 +171,7 @@ impl Calltouch {
         }
     }
 
-    fn from_local(&self, s: &str) -> Option<Ts> {
+    fn parse_local(&self, s: &str) -> Option<Ts> {
         let s = s.trim();
         let n = NaiveDateTime::parse_from_str(s, "%d/%m/%Y %H:%M:%S")
             .or_else(|_| NaiveDateTime::parse_from_str(s, "%d/%m/%Y %k:%M:%S"))
@@ -201,7 +201,7 @@ impl Calltouch {
         .or_else(|| {
             r.get("date")
                 .and_then(Value::as_str)
-                .and_then(|s| self.from_local(s))
+                .and_then(|s| self.parse_local(s))
         })
         .ok_or_else(|| bad("missing or unparsable timestamp/date"))?;
         let answered = as_bool(r.get("successful")).ok_or_else(|| bad("missing successful"))?;

@@ -67,6 +67,8 @@ pub struct Comagic {
     pause_until: Mutex<Option<Instant>>,
     /// Longest wait honoured for a rate-limit hint.
     max_wait: Duration,
+    page: u64,
+    max_offset: u64,
 }
 
 impl Comagic {
@@ -79,7 +81,18 @@ impl Comagic {
             seq: AtomicU64::new(1),
             pause_until: Mutex::new(None),
             max_wait: Duration::from_secs(65),
+            page: PAGE,
+            max_offset: MAX_OFFSET,
         }
+    }
+
+    /// Overrides the page size and the offset cap (tests exercise the window restart with a
+    /// small world this way).
+    #[doc(hidden)]
+    pub fn with_paging(mut self, page: u64, max_offset: u64) -> Self {
+        self.page = page.clamp(1, PAGE);
+        self.max_offset = max_offset.min(MAX_OFFSET);
+        self
     }
 
     fn err(&self, kind: ErrorKind, method: &str, message: impl Into<String>) -> Error {
@@ -248,7 +261,7 @@ impl Comagic {
         ts.with_timezone(&self.tz).naive_local()
     }
 
-    fn from_local(&self, s: &str) -> Option<Ts> {
+    fn parse_local(&self, s: &str) -> Option<Ts> {
         let n = NaiveDateTime::parse_from_str(s.trim(), DT_FMT).ok()?;
         self.tz
             .from_local_datetime(&n)
@@ -277,7 +290,7 @@ impl Comagic {
         let started_at = row
             .get("start_time")
             .and_then(Value::as_str)
-            .and_then(|s| self.from_local(s))
+            .and_then(|s| self.parse_local(s))
             .ok_or_else(|| bad("missing or unparsable start_time"))?;
         let direction = match row.get("direction").and_then(Value::as_str) {
             Some("in") => Direction::In,
@@ -372,7 +385,7 @@ impl Comagic {
                 "date_till": till_s,
                 "fields": CALL_FIELDS,
                 "sort": [{"field": "start_time", "order": "asc"}],
-                "limit": PAGE,
+                "limit": self.page,
                 "offset": offset,
             });
             let result = self.rpc("get.calls_report", params).await?;
@@ -403,11 +416,11 @@ impl Comagic {
                     }
                 }
             }
-            let next = offset + PAGE;
+            let next = offset + self.page;
             if rows.is_empty() || next >= total {
                 return Ok(());
             }
-            if next > MAX_OFFSET {
+            if next > self.max_offset {
                 // Restart the window at the last row seen; duplicates are dropped by id.
                 match last_start {
                     Some(ls) if ls > start => {
@@ -418,7 +431,7 @@ impl Comagic {
                         return Err(self.err(
                             ErrorKind::Permanent,
                             "get.calls_report",
-                            "more than 100000 calls within one second; cannot page further",
+                            "more calls within one second than one window can page through",
                         ));
                     }
                 }
@@ -543,5 +556,60 @@ impl Telephony for Comagic {
         let mut calls: Vec<Call> = out.into_values().collect();
         calls.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
         Ok(calls)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spent_minute_budget_pauses_until_reset() {
+        let c = Comagic::new(
+            &ComagicConfig {
+                base_url: "http://127.0.0.1:1/v2.0".into(),
+                access_token: Some(Secret::new("t")),
+                access_token_file: None,
+            },
+            chrono_tz::Europe::Moscow,
+        );
+        c.note_limits(&json!({"minute_remaining": 5, "minute_reset": 30}));
+        assert!(c.pause_until.lock().unwrap().is_none());
+        c.note_limits(&json!({"minute_remaining": 0, "minute_reset": 30}));
+        let until = c.pause_until.lock().unwrap().expect("paused");
+        let d = until - Instant::now();
+        assert!(
+            d > Duration::from_secs(28) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn rows_with_odd_fields_are_rejected_with_their_id() {
+        let c = Comagic::new(
+            &ComagicConfig {
+                base_url: "https://dataapi.uiscom.ru/v2.0".into(),
+                access_token: None,
+                access_token_file: None,
+            },
+            chrono_tz::Europe::Moscow,
+        );
+        let ok = json!({"id": 5, "start_time": "2026-01-01 03:00:00", "direction": "out",
+                        "is_lost": "false", "talk_duration": "12", "contact_phone_number": 79991234567u64,
+                        "employees": [{"employee_id": 1, "employee_full_name": "A", "is_answered": false, "is_talked": false},
+                                      {"employee_id": 2, "employee_full_name": "B", "is_answered": true, "is_talked": true}],
+                        "call_records": ["abc"], "communication_id": 77});
+        let call = c.map_call(&ok).unwrap();
+        assert_eq!(call.started_at.to_rfc3339(), "2026-01-01T00:00:00+00:00");
+        assert_eq!(call.talk_s, 12);
+        assert!(call.answered);
+        assert_eq!(call.client_phone, "79991234567");
+        assert_eq!(call.employee_id.as_deref(), Some("2"));
+        assert_eq!(
+            call.recording_url.as_deref(),
+            Some("https://app.uiscom.ru/system/media/talk/77/abc/")
+        );
+        let bad = json!({"id": 6, "start_time": "2026-01-01", "direction": "in", "is_lost": false});
+        assert_eq!(c.map_call(&bad).unwrap_err().0, "6");
     }
 }
