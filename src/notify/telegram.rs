@@ -7,7 +7,7 @@
 //! second apart. The token is part of every URL and is never printed: URLs go through
 //! [`redact_url`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,6 +24,9 @@ pub const MESSAGE_LIMIT: usize = 4096;
 /// Visible characters per caption.
 pub const CAPTION_LIMIT: usize = 1024;
 const MAX_ATTEMPTS: u32 = 5;
+/// Messages one group may get per [`GROUP_WINDOW`].
+const GROUP_PER_WINDOW: usize = 20;
+const GROUP_WINDOW: Duration = Duration::from_secs(60);
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -79,8 +82,8 @@ pub struct Telegram {
     http: reqwest::Client,
     api_url: String,
     token: Secret,
-    /// When the last message went to each chat.
-    last_send: Mutex<HashMap<i64, Instant>>,
+    /// The latest send slots booked per chat (up to 20).
+    last_send: Mutex<HashMap<i64, VecDeque<Instant>>>,
     chat_interval: Duration,
     max_wait: Duration,
 }
@@ -118,19 +121,40 @@ impl Telegram {
         Error::new(kind, SYSTEM, method, redact_url(&self.url(method)), msg)
     }
 
-    /// Waits until the next message to `chat_id` keeps the per-chat pace, and books the slot.
+    /// Waits until the next message to `chat_id` keeps the per-chat pace, and books the slot:
+    /// at least `chat_interval` between messages to one chat, and for groups and channels
+    /// (negative ids) no more than 20 messages in any 60 s.
     async fn pace(&self, chat_id: i64) {
-        let wait_until = {
+        tokio::time::sleep_until(self.book(chat_id)).await;
+    }
+
+    /// Books the next send slot for `chat_id` (see [`Self::pace`]).
+    fn book(&self, chat_id: i64) -> Instant {
+        {
             let mut m = self.last_send.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
-            let slot = match m.get(&chat_id) {
-                Some(last) if *last + self.chat_interval > now => *last + self.chat_interval,
-                _ => now,
-            };
-            m.insert(chat_id, slot);
+            let q = m.entry(chat_id).or_default();
+            while q
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= GROUP_WINDOW)
+                && q.len() > 1
+            {
+                q.pop_front();
+            }
+            let mut slot = now;
+            if let Some(last) = q.back() {
+                slot = slot.max(*last + self.chat_interval);
+            }
+            if chat_id < 0 && q.len() >= GROUP_PER_WINDOW {
+                let oldest = q[q.len() - GROUP_PER_WINDOW];
+                slot = slot.max(oldest + GROUP_WINDOW);
+            }
+            q.push_back(slot);
+            while q.len() > GROUP_PER_WINDOW {
+                q.pop_front();
+            }
             slot
-        };
-        tokio::time::sleep_until(wait_until).await;
+        }
     }
 
     /// Sends one request built by `build` (called again for each retry) and returns `result`.
@@ -612,6 +636,33 @@ mod tests {
             .map(|p| p.replace("<b>", "").replace("</b>", ""))
             .collect();
         assert_eq!(joined, "a&amp;".repeat(100));
+    }
+
+    #[tokio::test]
+    async fn groups_get_at_most_20_messages_a_minute() {
+        let tg = Telegram::new(&TelegramConfig {
+            bot_token: Some(Secret::new("1:x")),
+            bot_token_file: None,
+            api_url: "http://127.0.0.1:1".into(),
+            owner_chat: None,
+            head_of_sales_chat: None,
+            ops_chat: None,
+            report_topic: None,
+            managers: Default::default(),
+            allowed_chats: Vec::new(),
+        })
+        .with_chat_interval(Duration::from_millis(100));
+        let t0 = Instant::now();
+        let group: Vec<Instant> = (0..21).map(|_| tg.book(-100)).collect();
+        assert!(group[19] - t0 < Duration::from_secs(3));
+        assert!(group[20] - t0 >= Duration::from_secs(60));
+        assert!(
+            group
+                .windows(2)
+                .all(|w| w[1] - w[0] >= Duration::from_millis(100))
+        );
+        let private: Vec<Instant> = (0..21).map(|_| tg.book(5)).collect();
+        assert!(private[20] - t0 < Duration::from_secs(3));
     }
 
     #[test]
