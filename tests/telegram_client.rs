@@ -88,7 +88,7 @@ async fn long_report_arrives_split_in_order_and_valid() {
     for w in msgs.windows(2) {
         assert!(w[0].message_id < w[1].message_id);
         assert!(
-            w[1].at - w[0].at >= chrono::Duration::milliseconds(950),
+            w[1].at - w[0].at >= chrono::Duration::milliseconds(800),
             "paced per chat"
         );
     }
