@@ -1,1 +1,615 @@
 //! CoMagic Data API v2.0 client (JSON-RPC).
+//!
+//! `calls()` reads `get.calls_report` in windows of at most 89 days (3 months), pages with `limit=10000`,
+//! and when the offset would pass the API's 100 000 cap it restarts the window at the start time
+//! of the last row it got. Times are the account's local wall clock and are converted with the
+//! tenant's time zone. The points budget in `metadata.limits` is respected: when
+//! `minute_remaining` reaches 0 the client pauses until `minute_reset`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::{Result, Telephony};
+use crate::config::{ComagicConfig, Secret};
+use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm};
+use crate::http::{self, Error, ErrorKind, redact_url};
+
+const SYSTEM: &str = "comagic";
+const DT_FMT: &str = "%Y-%m-%d %H:%M:%S";
+/// Rows per page (the API maximum).
+const PAGE: u64 = 10_000;
+/// The API refuses offsets above this.
+const MAX_OFFSET: u64 = 100_000;
+/// Longest period one request covers. The API allows 3 calendar months, which can be as short
+/// as 89 days (February to April), so 89 days always fits.
+const MAX_WINDOW_DAYS: i64 = 89;
+const MAX_ATTEMPTS: u32 = 5;
+
+const CALL_FIELDS: &[&str] = &[
+    "id",
+    "start_time",
+    "direction",
+    "is_lost",
+    "talk_duration",
+    "wait_duration",
+    "contact_phone_number",
+    "virtual_phone_number",
+    "employees",
+    "first_answered_employee_id",
+    "first_answered_employee_full_name",
+    "call_records",
+    "full_record_file_link",
+    "communication_id",
+    "source",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+];
+
+/// A CoMagic (or UIS / CallGear: same API) account.
+pub struct Comagic {
+    http: reqwest::Client,
+    url: String,
+    token: Secret,
+    tz: Tz,
+    seq: AtomicU64,
+    /// Do not send before this instant (spent minute budget).
+    pause_until: Mutex<Option<Instant>>,
+    /// Longest wait honoured for a rate-limit hint.
+    max_wait: Duration,
+    page: u64,
+    max_offset: u64,
+}
+
+impl Comagic {
+    pub fn new(cfg: &ComagicConfig, tz: Tz) -> Self {
+        Comagic {
+            http: http::client(Duration::from_secs(120)),
+            url: cfg.base_url.trim_end_matches('/').to_string(),
+            token: cfg.access_token.clone().unwrap_or_default(),
+            tz,
+            seq: AtomicU64::new(1),
+            pause_until: Mutex::new(None),
+            max_wait: Duration::from_secs(65),
+            page: PAGE,
+            max_offset: MAX_OFFSET,
+        }
+    }
+
+    /// Overrides the page size and the offset cap (tests exercise the window restart with a
+    /// small world this way).
+    #[doc(hidden)]
+    pub fn with_paging(mut self, page: u64, max_offset: u64) -> Self {
+        self.page = page.clamp(1, PAGE);
+        self.max_offset = max_offset.min(MAX_OFFSET);
+        self
+    }
+
+    fn err(&self, kind: ErrorKind, method: &str, message: impl Into<String>) -> Error {
+        let msg: String = message.into();
+        let token = self.token.expose();
+        let msg = if token.is_empty() {
+            msg
+        } else {
+            msg.replace(token, "***")
+        };
+        Error::new(kind, SYSTEM, method, redact_url(&self.url), msg)
+    }
+
+    async fn wait_budget(&self) {
+        let until = *self.pause_until.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = until
+            && t > Instant::now()
+        {
+            tokio::time::sleep_until(t).await;
+        }
+    }
+
+    fn note_limits(&self, limits: &Value) {
+        let remaining = limits.get("minute_remaining").and_then(Value::as_i64);
+        let reset = limits
+            .get("minute_reset")
+            .and_then(Value::as_u64)
+            .unwrap_or(60);
+        if remaining == Some(0) {
+            let d = Duration::from_secs(reset.max(1)).min(self.max_wait);
+            *self.pause_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + d);
+            tracing::info!(
+                system = SYSTEM,
+                wait_s = d.as_secs(),
+                "minute points budget spent; pausing"
+            );
+        }
+    }
+
+    /// One JSON-RPC call with retries; returns `result`.
+    async fn rpc(&self, method: &str, mut params: Value) -> Result<Value> {
+        params["access_token"] = json!(self.token.expose());
+        let mut attempt = 0;
+        loop {
+            self.wait_budget().await;
+            match self.rpc_once(method, &params).await {
+                Ok(v) => return Ok(v),
+                Err(e)
+                    if (e.is_retryable() || e.kind == ErrorKind::Decode)
+                        && attempt + 1 < MAX_ATTEMPTS =>
+                {
+                    let wait = e
+                        .retry_after
+                        .unwrap_or_else(|| http::backoff(attempt))
+                        .min(self.max_wait);
+                    tracing::warn!(system = SYSTEM, method, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn rpc_once(&self, method: &str, params: &Value) -> Result<Value> {
+        let id = format!(
+            "dozor-{}-{}",
+            chrono::Utc::now().timestamp(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        );
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let resp = self
+            .http
+            .post(&self.url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/json; charset=UTF-8",
+            )
+            .body(serde_json::to_vec(&body).unwrap_or_default())
+            .send()
+            .await
+            .map_err(|e| Error::transport(SYSTEM, method, redact_url(&self.url), &e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::transport(SYSTEM, method, redact_url(&self.url), &e))?;
+        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if let Some(e) = parsed.as_ref().and_then(|v| v.get("error")) {
+            return Err(self.rpc_error(method, status, e));
+        }
+        if status >= 500 {
+            return Err(self
+                .err(ErrorKind::Transient, method, "server error")
+                .status(status));
+        }
+        if status == 429 {
+            return Err(self
+                .err(ErrorKind::RateLimited, method, "too many requests")
+                .status(status)
+                .retry_after(Duration::from_secs(60)));
+        }
+        let Some(v) = parsed else {
+            return Err(self
+                .err(ErrorKind::Decode, method, "response is not valid JSON")
+                .status(status));
+        };
+        let Some(result) = v.get("result").cloned() else {
+            return Err(self
+                .err(
+                    ErrorKind::Decode,
+                    method,
+                    "response has neither result nor error",
+                )
+                .status(status));
+        };
+        if let Some(l) = result.pointer("/metadata/limits") {
+            self.note_limits(l);
+        }
+        Ok(result)
+    }
+
+    fn rpc_error(&self, method: &str, status: u16, e: &Value) -> Error {
+        let code = e.get("code").and_then(Value::as_i64).unwrap_or(0);
+        let message = e
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("error")
+            .to_string();
+        let mnemonic = e
+            .pointer("/data/mnemonic")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let field = e
+            .pointer("/data/field")
+            .and_then(Value::as_str)
+            .map(|f| format!(" (field {f})"))
+            .unwrap_or_default();
+        let kind = match code {
+            -32029 => ErrorKind::RateLimited,
+            -32603 => ErrorKind::Transient,
+            -32001 | -32003 => ErrorKind::Auth,
+            _ if status >= 500 => ErrorKind::Transient,
+            _ => ErrorKind::Permanent,
+        };
+        let mut err = self
+            .err(kind, method, format!("{mnemonic}: {message}{field}"))
+            .status(status)
+            .code(if mnemonic.is_empty() {
+                code.to_string()
+            } else {
+                mnemonic.clone()
+            });
+        if kind == ErrorKind::RateLimited {
+            let reset = e
+                .pointer("/data/metadata/limits/minute_reset")
+                .and_then(Value::as_u64)
+                .unwrap_or(60);
+            err = err.retry_after(Duration::from_secs(reset.max(1)));
+        }
+        err
+    }
+
+    fn to_local(&self, ts: Ts) -> NaiveDateTime {
+        ts.with_timezone(&self.tz).naive_local()
+    }
+
+    fn parse_local(&self, s: &str) -> Option<Ts> {
+        let n = NaiveDateTime::parse_from_str(s.trim(), DT_FMT).ok()?;
+        self.tz
+            .from_local_datetime(&n)
+            .earliest()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
+
+    fn record_host(&self) -> &'static str {
+        if self.url.contains("uiscom") {
+            "app.uiscom.ru"
+        } else if self.url.contains("callgear") {
+            "app.callgear.com"
+        } else {
+            "app.comagic.ru"
+        }
+    }
+
+    /// Maps one `get.calls_report` row; `None` (with the reason) when it is unusable.
+    fn map_call(&self, row: &Value) -> std::result::Result<Call, (String, &'static str)> {
+        let id = match row.get("id") {
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => return Err(("?".into(), "missing id")),
+        };
+        let bad = |why: &'static str| (id.clone(), why);
+        let started_at = row
+            .get("start_time")
+            .and_then(Value::as_str)
+            .and_then(|s| self.parse_local(s))
+            .ok_or_else(|| bad("missing or unparsable start_time"))?;
+        let direction = match row.get("direction").and_then(Value::as_str) {
+            Some("in") => Direction::In,
+            Some("out") => Direction::Out,
+            _ => return Err(bad("unknown direction")),
+        };
+        let is_lost = as_bool(row.get("is_lost")).ok_or_else(|| bad("missing is_lost"))?;
+        let talk_s = as_int(row.get("talk_duration")).unwrap_or(0);
+        let wait_s = as_int(row.get("wait_duration")).unwrap_or(0);
+        let client_phone = match row.get("contact_phone_number") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Null) | None => String::new(),
+            Some(_) => return Err(bad("odd contact_phone_number")),
+        };
+        let (mut employee_id, mut employee_name) = (
+            id_str(row.get("first_answered_employee_id")),
+            text(row.get("first_answered_employee_full_name")),
+        );
+        if employee_id.is_none()
+            && let Some(list) = row.get("employees").and_then(Value::as_array)
+        {
+            let pick = list
+                .iter()
+                .find(|e| as_bool(e.get("is_talked")) == Some(true))
+                .or_else(|| {
+                    list.iter()
+                        .find(|e| as_bool(e.get("is_answered")) == Some(true))
+                })
+                .or_else(|| list.first());
+            if let Some(e) = pick {
+                employee_id = id_str(e.get("employee_id"));
+                employee_name = text(e.get("employee_full_name"));
+            }
+        }
+        let recording_url = text(row.get("full_record_file_link")).or_else(|| {
+            let rec = row
+                .get("call_records")
+                .and_then(Value::as_array)
+                .and_then(|a| a.first())
+                .and_then(|r| id_str(Some(r)))?;
+            let comm = id_str(row.get("communication_id")).unwrap_or_else(|| id.clone());
+            Some(format!(
+                "https://{}/system/media/talk/{comm}/{rec}/",
+                self.record_host()
+            ))
+        });
+        Ok(Call {
+            id: id.clone(),
+            provider: TelephonyKind::Comagic,
+            started_at,
+            direction,
+            answered: !is_lost,
+            talk_s,
+            wait_s,
+            client_phone,
+            virtual_number: text(row.get("virtual_phone_number")),
+            employee_id,
+            employee_name,
+            recording_url,
+            source: text(row.get("source")),
+            utm: Utm {
+                source: text(row.get("utm_source")),
+                medium: text(row.get("utm_medium")),
+                campaign: text(row.get("utm_campaign")),
+                content: text(row.get("utm_content")),
+                term: text(row.get("utm_term")),
+            },
+        })
+    }
+
+    /// Every call in one window of at most 89 days (`[from, till)`), into `out`.
+    async fn calls_window(
+        &self,
+        from: Ts,
+        till: Ts,
+        out: &mut BTreeMap<String, Call>,
+    ) -> Result<()> {
+        // The API takes whole seconds, both ends inclusive: the last second that starts
+        // before `till`.
+        let last = if till.timestamp_subsec_nanos() > 0 {
+            till
+        } else {
+            till - chrono::Duration::seconds(1)
+        };
+        let till_s = self.to_local(last).format(DT_FMT).to_string();
+        let mut start = self.to_local(from);
+        let mut offset = 0u64;
+        loop {
+            let params = json!({
+                "date_from": start.format(DT_FMT).to_string(),
+                "date_till": till_s,
+                "fields": CALL_FIELDS,
+                "sort": [{"field": "start_time", "order": "asc"}],
+                "limit": self.page,
+                "offset": offset,
+            });
+            let result = self.rpc("get.calls_report", params).await?;
+            let rows = result
+                .get("data")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let total = result
+                .pointer("/metadata/total_items")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let mut last_start: Option<NaiveDateTime> = None;
+            for row in &rows {
+                if let Some(s) = row.get("start_time").and_then(Value::as_str)
+                    && let Ok(n) = NaiveDateTime::parse_from_str(s.trim(), DT_FMT)
+                {
+                    last_start = Some(last_start.map_or(n, |l: NaiveDateTime| l.max(n)));
+                }
+                match self.map_call(row) {
+                    Ok(c) => {
+                        if c.started_at >= from && c.started_at < till {
+                            out.insert(c.id.clone(), c);
+                        }
+                    }
+                    Err((id, why)) => {
+                        tracing::warn!(system = SYSTEM, call_id = %id, reason = why, "skipping call row");
+                    }
+                }
+            }
+            let next = offset + self.page;
+            if rows.is_empty() || next >= total {
+                return Ok(());
+            }
+            if next > self.max_offset {
+                // Restart the window at the last row seen; duplicates are dropped by id.
+                match last_start {
+                    Some(ls) if ls > start => {
+                        start = ls;
+                        offset = 0;
+                    }
+                    _ => {
+                        return Err(self.err(
+                            ErrorKind::Permanent,
+                            "get.calls_report",
+                            "more calls within one second than one window can page through",
+                        ));
+                    }
+                }
+            } else {
+                offset = next;
+            }
+        }
+    }
+}
+
+fn as_bool(v: Option<&Value>) -> Option<bool> {
+    match v? {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => None,
+        },
+        Value::Number(n) => n.as_i64().map(|n| n != 0),
+        _ => None,
+    }
+}
+
+fn as_int(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn id_str(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Telephony for Comagic {
+    fn kind(&self) -> TelephonyKind {
+        TelephonyKind::Comagic
+    }
+
+    fn account(&self) -> String {
+        url::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| "comagic".into())
+    }
+
+    async fn ping(&self) -> Result<String> {
+        let r = self.rpc("get.account", json!({})).await?;
+        let data = r.get("data").cloned().unwrap_or(Value::Null);
+        let acc = match &data {
+            Value::Array(a) => a.first().cloned().unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        let name = text(acc.get("name")).unwrap_or_else(|| "account".into());
+        let app = id_str(acc.get("app_id")).unwrap_or_else(|| "?".into());
+        Ok(format!("CoMagic {name} (app_id {app})"))
+    }
+
+    async fn employees(&self) -> Result<Vec<Employee>> {
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            let r = self
+                .rpc(
+                    "get.employees",
+                    json!({"fields": ["id", "full_name", "extension"], "limit": PAGE, "offset": offset}),
+                )
+                .await?;
+            let rows = r
+                .get("data")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for row in &rows {
+                let Some(id) = id_str(row.get("id")) else {
+                    tracing::warn!(system = SYSTEM, "skipping employee without id");
+                    continue;
+                };
+                let extension = match row.get("extension") {
+                    Some(Value::Object(o)) => text(o.get("extension_phone_number")),
+                    other => text(other),
+                };
+                out.push(Employee {
+                    name: text(row.get("full_name")).unwrap_or_else(|| format!("#{id}")),
+                    id,
+                    extension,
+                });
+            }
+            let total = r
+                .pointer("/metadata/total_items")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            offset += PAGE;
+            if rows.is_empty() || offset >= total || offset > MAX_OFFSET {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn calls(&self, from: Ts, till: Ts) -> Result<Vec<Call>> {
+        let mut out = BTreeMap::new();
+        let mut start = from;
+        while start < till {
+            let end = (start + chrono::Duration::days(MAX_WINDOW_DAYS)).min(till);
+            self.calls_window(start, end, &mut out).await?;
+            start = end;
+        }
+        let mut calls: Vec<Call> = out.into_values().collect();
+        calls.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        Ok(calls)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spent_minute_budget_pauses_until_reset() {
+        let c = Comagic::new(
+            &ComagicConfig {
+                base_url: "http://127.0.0.1:1/v2.0".into(),
+                access_token: Some(Secret::new("t")),
+                access_token_file: None,
+            },
+            chrono_tz::Europe::Moscow,
+        );
+        c.note_limits(&json!({"minute_remaining": 5, "minute_reset": 30}));
+        assert!(c.pause_until.lock().unwrap().is_none());
+        c.note_limits(&json!({"minute_remaining": 0, "minute_reset": 30}));
+        let until = c.pause_until.lock().unwrap().expect("paused");
+        let d = until - Instant::now();
+        assert!(
+            d > Duration::from_secs(28) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn rows_with_odd_fields_are_rejected_with_their_id() {
+        let c = Comagic::new(
+            &ComagicConfig {
+                base_url: "https://dataapi.uiscom.ru/v2.0".into(),
+                access_token: None,
+                access_token_file: None,
+            },
+            chrono_tz::Europe::Moscow,
+        );
+        let ok = json!({"id": 5, "start_time": "2026-01-01 03:00:00", "direction": "out",
+                        "is_lost": "false", "talk_duration": "12", "contact_phone_number": 79991234567u64,
+                        "employees": [{"employee_id": 1, "employee_full_name": "A", "is_answered": false, "is_talked": false},
+                                      {"employee_id": 2, "employee_full_name": "B", "is_answered": true, "is_talked": true}],
+                        "call_records": ["abc"], "communication_id": 77});
+        let call = c.map_call(&ok).unwrap();
+        assert_eq!(call.started_at.to_rfc3339(), "2026-01-01T00:00:00+00:00");
+        assert_eq!(call.talk_s, 12);
+        assert!(call.answered);
+        assert_eq!(call.client_phone, "79991234567");
+        assert_eq!(call.employee_id.as_deref(), Some("2"));
+        assert_eq!(
+            call.recording_url.as_deref(),
+            Some("https://app.uiscom.ru/system/media/talk/77/abc/")
+        );
+        let bad = json!({"id": 6, "start_time": "2026-01-01", "direction": "in", "is_lost": false});
+        assert_eq!(c.map_call(&bad).unwrap_err().0, "6");
+    }
+}

@@ -1,0 +1,437 @@
+//! The CoMagic and Calltouch clients against the simulator.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use dozor::config::{CalltouchConfig, ComagicConfig, Secret};
+use dozor::domain::{Direction, TelephonyKind};
+use dozor::http::ErrorKind;
+use dozor::sim::world::{Dir, SimCall, SimEmployee, SimUtm, World};
+use dozor::sim::{self, Faults, Sim, SimHandle, SimOptions, System};
+use dozor::telephony::Telephony;
+use dozor::telephony::calltouch::Calltouch;
+use dozor::telephony::comagic::Comagic;
+use serde_json::json;
+
+const MOSCOW: chrono_tz::Tz = chrono_tz::Europe::Moscow;
+
+fn anchor() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 6, 15, 9, 0, 0).unwrap()
+}
+
+fn opts(enforce: bool) -> SimOptions {
+    SimOptions {
+        seed: 11,
+        scale: 1,
+        anchor: Some(anchor()),
+        enforce_limits: enforce,
+        b24_enterprise: false,
+    }
+}
+
+async fn start(enforce: bool) -> SimHandle {
+    sim::start(opts(enforce), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn comagic(h: &SimHandle, token: &str) -> Comagic {
+    Comagic::new(
+        &ComagicConfig {
+            base_url: h.comagic_url(),
+            access_token: Some(Secret::new(token)),
+            access_token_file: None,
+        },
+        MOSCOW,
+    )
+}
+
+fn calltouch(h: &SimHandle, site_id: u64, token: &str) -> Calltouch {
+    Calltouch::new(
+        &CalltouchConfig {
+            base_url: h.calltouch_url(),
+            site_id,
+            client_api_id: Some(Secret::new(token)),
+            client_api_id_file: None,
+        },
+        MOSCOW,
+    )
+}
+
+fn good_comagic(h: &SimHandle) -> Comagic {
+    comagic(h, &h.sim.creds.comagic_access_token)
+}
+
+fn good_calltouch(h: &SimHandle) -> Calltouch {
+    calltouch(
+        h,
+        h.sim.creds.calltouch_site_id,
+        &h.sim.creds.calltouch_client_api_id,
+    )
+}
+
+fn world_calls(
+    h: &SimHandle,
+    from: DateTime<Utc>,
+    till: DateTime<Utc>,
+    inbound_only: bool,
+) -> BTreeMap<String, SimCall> {
+    let w = h.sim.world();
+    w.calls
+        .values()
+        .filter(|c| c.start >= from && c.start < till)
+        .filter(|c| !inbound_only || c.direction == Dir::In)
+        .map(|c| (c.id.to_string(), c.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn comagic_calls_for_30_days_equal_the_world() {
+    let h = start(false).await;
+    let client = good_comagic(&h);
+    assert_eq!(client.kind(), TelephonyKind::Comagic);
+    let from = anchor() - Duration::days(30);
+    let till = anchor();
+    let calls = client.calls(from, till).await.unwrap();
+    let expected = world_calls(&h, from, till, false);
+    assert!(expected.len() > 200);
+    assert_eq!(calls.len(), expected.len());
+    assert!(calls.windows(2).all(|w| w[0].started_at <= w[1].started_at));
+    let emp_names: BTreeMap<u64, String> = h
+        .sim
+        .world()
+        .employees
+        .iter()
+        .map(|e| (e.id, e.full_name.clone()))
+        .collect();
+    for c in &calls {
+        let w = &expected[&c.id];
+        assert_eq!(c.provider, TelephonyKind::Comagic);
+        assert_eq!(c.started_at, w.start, "call {}", c.id);
+        assert_eq!(c.answered, !w.is_lost, "call {}", c.id);
+        assert_eq!(c.client_phone, w.client_phone);
+        assert_eq!(
+            c.direction,
+            if w.direction == Dir::In {
+                Direction::In
+            } else {
+                Direction::Out
+            }
+        );
+        assert_eq!(c.talk_s, if w.is_lost { 0 } else { w.talk_s });
+        assert_eq!(c.wait_s, w.wait_s);
+        assert_eq!(c.virtual_number.as_deref(), Some(w.virtual_number.as_str()));
+        assert_eq!(c.employee_id, w.employee_id.map(|e| e.to_string()));
+        assert_eq!(
+            c.employee_name,
+            w.employee_id.map(|e| emp_names[&e].clone())
+        );
+        assert_eq!(c.recording_url.is_some(), w.has_record);
+        assert_eq!(c.utm.source, w.utm.source);
+        assert_eq!(c.source.as_deref(), Some(w.source.as_str()));
+    }
+    // Employees and ping.
+    let emps = client.employees().await.unwrap();
+    assert_eq!(emps.len(), emp_names.len());
+    let world_emps = h.sim.world().employees.clone();
+    for (e, w) in emps.iter().zip(world_emps.iter()) {
+        assert_eq!(e.id, w.id.to_string());
+        assert_eq!(e.name, w.full_name);
+        assert_eq!(e.extension.as_deref(), Some(w.extension.as_str()));
+    }
+    assert!(client.ping().await.unwrap().contains("CoMagic"));
+}
+
+#[tokio::test]
+async fn comagic_long_periods_are_split_into_3_month_windows() {
+    let h = start(false).await;
+    let client = good_comagic(&h);
+    let from = anchor() - Duration::days(200);
+    let till = anchor() + Duration::days(1);
+    let calls = client.calls(from, till).await.unwrap();
+    assert_eq!(calls.len(), h.sim.world().calls.len());
+    let n = h.sim.stats()[&System::Comagic].by_method["get.calls_report"];
+    assert_eq!(n, 3, "201 days = 3 windows of at most 89 days");
+}
+
+#[tokio::test]
+async fn calltouch_calls_for_30_days_equal_the_world() {
+    let h = start(false).await;
+    let client = good_calltouch(&h);
+    assert_eq!(client.kind(), TelephonyKind::Calltouch);
+    let from = anchor() - Duration::days(30);
+    let till = anchor();
+    let calls = client.calls(from, till).await.unwrap();
+    let expected = world_calls(&h, from, till, true);
+    assert!(expected.len() > 100);
+    assert_eq!(calls.len(), expected.len());
+    for c in &calls {
+        let w = &expected[&c.id];
+        assert_eq!(c.provider, TelephonyKind::Calltouch);
+        assert_eq!(c.started_at, w.start);
+        assert_eq!(c.answered, !w.is_lost);
+        assert_eq!(c.client_phone, w.client_phone);
+        assert_eq!(c.direction, Direction::In);
+        assert_eq!(c.recording_url, None, "callUrl is not a recording");
+        assert_eq!(c.virtual_number.as_deref(), Some(w.virtual_number.as_str()));
+        assert_eq!(c.utm.source, w.utm.source);
+    }
+    // One request per account-local day (31 Moscow dates touched by 30 days).
+    let n = h.sim.stats()[&System::Calltouch].by_method["calls-diary/calls"];
+    assert_eq!(n, 31);
+    let names = client.employees().await.unwrap();
+    let expected_names: std::collections::BTreeSet<String> = {
+        let w = h.sim.world();
+        let emps: BTreeMap<u64, String> = w
+            .employees
+            .iter()
+            .map(|e| (e.id, e.full_name.clone()))
+            .collect();
+        expected
+            .values()
+            .filter_map(|c| c.employee_id)
+            .map(|e| emps[&e].clone())
+            .collect()
+    };
+    let got: std::collections::BTreeSet<String> = names.into_iter().map(|e| e.name).collect();
+    assert_eq!(got, expected_names);
+    assert!(client.ping().await.unwrap().contains("Calltouch"));
+}
+
+/// A world with one employee and one call at a known instant.
+fn tiny_world(start: DateTime<Utc>) -> World {
+    let mut w = World::default();
+    w.employees.push(SimEmployee {
+        id: 501,
+        full_name: "Анна Петрова".into(),
+        extension: "101".into(),
+        user_id: 1,
+    });
+    w.calls.insert(
+        9001,
+        SimCall {
+            id: 9001,
+            start,
+            direction: Dir::In,
+            is_lost: false,
+            talk_s: 125,
+            wait_s: 7,
+            client_phone: "79991234567".into(),
+            virtual_number: "74951234567".into(),
+            employee_id: Some(501),
+            source: "call_tracking".into(),
+            utm: SimUtm {
+                source: Some("yandex".into()),
+                medium: Some("cpc".into()),
+                campaign: Some("spring".into()),
+            },
+            has_record: true,
+        },
+    );
+    w.reserve_id(10_000);
+    w
+}
+
+#[tokio::test]
+async fn moscow_wall_clock_converts_exactly() {
+    // 21:30 UTC is 00:30 the next day in Moscow: the date boundary differs between the zones.
+    let at = Utc.with_ymd_and_hms(2026, 3, 10, 21, 30, 0).unwrap();
+    let h = sim::start_with(
+        Sim::with_world(opts(false), tiny_world(at)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let from = at - Duration::minutes(30);
+    let till = at + Duration::minutes(30);
+
+    let c = good_comagic(&h).calls(from, till).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].id, "9001");
+    assert_eq!(c[0].started_at, at);
+    assert_eq!(c[0].talk_s, 125);
+    assert_eq!(c[0].employee_name.as_deref(), Some("Анна Петрова"));
+    assert!(
+        c[0].recording_url
+            .as_deref()
+            .unwrap()
+            .starts_with("https://")
+    );
+    // The window is half-open: a window ending at the call's instant misses it.
+    assert!(good_comagic(&h).calls(from, at).await.unwrap().is_empty());
+    assert_eq!(good_comagic(&h).calls(at, till).await.unwrap().len(), 1);
+
+    let ct = good_calltouch(&h);
+    let c = ct.calls(from, till).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].started_at, at);
+    assert_eq!(c[0].employee_name.as_deref(), Some("Анна Петрова"));
+    // Without `timestamp` the Moscow `date` string is used; booleans may be strings.
+    h.sim.calltouch.set_extra_call_records(vec![json!({
+        "callId": "9100",
+        "date": "11/03/2026 00:45:00",
+        "successful": "true",
+        "duration": "30",
+        "callerNumber": "79990000001",
+        "manager": "",
+        "callUrl": "https://example-shop.ru/x"
+    })]);
+    let c = ct.calls(from, till).await.unwrap();
+    assert_eq!(c.len(), 2);
+    let extra = c.iter().find(|c| c.id == "9100").unwrap();
+    assert_eq!(
+        extra.started_at,
+        Utc.with_ymd_and_hms(2026, 3, 10, 21, 45, 0).unwrap()
+    );
+    assert!(extra.answered);
+    assert_eq!(extra.talk_s, 30);
+    assert_eq!(extra.employee_name, None);
+    assert_eq!(extra.recording_url, None);
+}
+
+#[tokio::test]
+async fn malformed_and_duplicated_rows_are_skipped_without_losing_the_rest() {
+    let h = start(false).await;
+    let from = anchor() - Duration::days(30);
+    let till = anchor();
+    let expected = world_calls(&h, from, till, false);
+    let (dup_row, dup_rec) = {
+        let w = h.sim.world();
+        let c = w
+            .calls
+            .values()
+            .find(|c| c.start >= from && c.direction == Dir::In)
+            .unwrap();
+        (
+            sim::comagic::call_row(&w, c),
+            sim::calltouch::call_record(&w, c, h.sim.creds.calltouch_site_id),
+        )
+    };
+    h.sim.comagic.set_extra_call_rows(vec![
+        dup_row.clone(),
+        json!({"id": 777_000_001u64, "start_time": "not a time", "direction": "in", "is_lost": false}),
+        json!({"start_time": "2026-06-10 10:00:00", "direction": "in", "is_lost": false}),
+        json!({"id": 777_000_002u64, "start_time": "2026-06-10 10:00:00", "direction": "sideways", "is_lost": false}),
+    ]);
+    let calls = good_comagic(&h).calls(from, till).await.unwrap();
+    assert_eq!(calls.len(), expected.len());
+    let ids: std::collections::BTreeSet<&str> = calls.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids.len(), calls.len());
+    assert!(ids.iter().all(|id| expected.contains_key(*id)));
+
+    let mut broken = dup_rec.clone();
+    broken["callId"] = json!(888_000_001u64);
+    broken["timestamp"] = json!("yesterday");
+    broken["date"] = json!("31/31/2026 99:00:00");
+    let mut no_status = dup_rec.clone();
+    no_status["callId"] = json!(888_000_002u64);
+    no_status.as_object_mut().unwrap().remove("successful");
+    h.sim
+        .calltouch
+        .set_extra_call_records(vec![dup_rec.clone(), broken, no_status]);
+    let expected_in = world_calls(&h, from, till, true);
+    let calls = good_calltouch(&h).calls(from, till).await.unwrap();
+    assert_eq!(calls.len(), expected_in.len());
+    assert!(calls.iter().all(|c| expected_in.contains_key(&c.id)));
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_retried() {
+    let h = start(false).await;
+    let from = anchor() - Duration::days(10);
+    let till = anchor();
+    h.sim.set_faults(
+        System::Comagic,
+        Faults {
+            http_5xx: 1,
+            throttle: 2,
+            ..Default::default()
+        },
+    );
+    let calls = good_comagic(&h).calls(from, till).await.unwrap();
+    assert_eq!(calls.len(), world_calls(&h, from, till, false).len());
+    assert_eq!(h.sim.stats()[&System::Comagic].throttled, 2);
+    h.sim.set_faults(
+        System::Comagic,
+        Faults {
+            malformed_json: 1,
+            ..Default::default()
+        },
+    );
+    let calls = good_comagic(&h).calls(from, till).await.unwrap();
+    assert_eq!(calls.len(), world_calls(&h, from, till, false).len());
+
+    h.sim.set_faults(
+        System::Calltouch,
+        Faults {
+            http_5xx: 1,
+            throttle: 1,
+            malformed_json: 1,
+            ..Default::default()
+        },
+    );
+    let from = anchor() - Duration::days(3);
+    let calls = good_calltouch(&h).calls(from, till).await.unwrap();
+    assert_eq!(calls.len(), world_calls(&h, from, till, true).len());
+    assert_eq!(h.sim.stats()[&System::Calltouch].throttled, 1);
+}
+
+#[tokio::test]
+async fn calltouch_paces_itself_under_the_real_limit() {
+    let h = start(true).await;
+    let from = anchor() - Duration::days(6);
+    let till = anchor();
+    let calls = good_calltouch(&h).calls(from, till).await.unwrap();
+    assert_eq!(calls.len(), world_calls(&h, from, till, true).len());
+    let s = &h.sim.stats()[&System::Calltouch];
+    assert_eq!(s.by_method["calls-diary/calls"] - s.throttled, 7);
+}
+
+#[tokio::test]
+async fn bad_credentials_give_auth_errors_without_the_secret() {
+    let h = start(false).await;
+    let secret = "very-secret-comagic-key-123";
+    let e = comagic(&h, secret)
+        .calls(anchor() - Duration::days(1), anchor())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Auth);
+    assert_eq!(e.code.as_deref(), Some("access_token_invalid"));
+    assert!(!e.to_string().contains(secret), "{e}");
+    assert!(!format!("{e:?}").contains(secret));
+    let e = comagic(&h, secret).ping().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Auth);
+
+    let secret = "very-secret-calltouch-id-456";
+    let e = calltouch(&h, h.sim.creds.calltouch_site_id, secret)
+        .calls(anchor() - Duration::days(1), anchor())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Auth);
+    assert_eq!(e.status, Some(401));
+    assert!(!e.to_string().contains(secret), "{e}");
+    assert!(!format!("{e:?}").contains(secret));
+    let e = calltouch(&h, 1, &h.sim.creds.calltouch_client_api_id)
+        .ping()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Auth);
+    assert_eq!(e.status, Some(403));
+    assert!(!e.to_string().contains(&h.sim.creds.calltouch_client_api_id));
+}
+
+#[tokio::test]
+async fn comagic_restarts_the_window_when_the_offset_cap_is_reached() {
+    let h = start(false).await;
+    let from = anchor() - Duration::days(30);
+    let till = anchor();
+    // 20-row pages with the offset capped at 60: about 300 calls need several restarts.
+    let client = good_comagic(&h).with_paging(20, 60);
+    let calls = client.calls(from, till).await.unwrap();
+    let expected = world_calls(&h, from, till, false);
+    assert!(expected.len() > 200);
+    assert_eq!(calls.len(), expected.len());
+    assert!(calls.iter().all(|c| expected.contains_key(&c.id)));
+    let n = h.sim.stats()[&System::Comagic].by_method["get.calls_report"];
+    assert!(n as usize >= expected.len() / 20, "{n} requests");
+}
