@@ -153,7 +153,13 @@ pub async fn check(cli: &Cli) -> CmdResult {
                     &t.id,
                     "telegram",
                     tg.account(),
-                    timed(tg.get_me()).await,
+                    timed(async {
+                        tg.get_me().await.map(|u| match u.username {
+                            Some(name) => format!("@{name}"),
+                            None => u.first_name,
+                        })
+                    })
+                    .await,
                 ));
             }
         }

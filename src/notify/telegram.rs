@@ -100,6 +100,17 @@ impl Telegram {
         }
     }
 
+    /// The API host, for tables and logs (the token is never part of it).
+    pub fn account(&self) -> String {
+        url::Url::parse(&self.api_url)
+            .ok()
+            .and_then(|u| {
+                u.host_str()
+                    .map(|h| u.port().map_or(h.to_string(), |p| format!("{h}:{p}")))
+            })
+            .unwrap_or_else(|| self.api_url.clone())
+    }
+
     /// Changes the minimum spacing of messages to one chat (default 1 s).
     pub fn with_chat_interval(mut self, d: Duration) -> Self {
         self.chat_interval = d;

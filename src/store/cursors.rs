@@ -95,7 +95,7 @@ impl Store {
     /// The latest run per source.
     pub async fn last_sync_runs(&self, tenant: &str) -> Result<Vec<SyncRun>> {
         let rows = sqlx::query(
-            "SELECT source, started_at, finished_at, ok, items, error FROM sync_runs r WHERE tenant = $1 \
+            "SELECT source, started_at, finished_at, CAST(ok AS INTEGER), items, error FROM sync_runs r WHERE tenant = $1 \
              AND started_at = (SELECT MAX(started_at) FROM sync_runs x WHERE x.tenant = r.tenant AND x.source = r.source) \
              ORDER BY source",
         )
@@ -109,7 +109,8 @@ impl Store {
                 source: r.get(0),
                 started_at: from_secs(r.get(1)),
                 finished_at: r.get::<Option<i64>, _>(2).map(from_secs),
-                ok: r.get(3),
+                // sqlx's Any driver cannot decode SQLite BOOLEAN: read it as an integer.
+                ok: r.get::<i64, _>(3) != 0,
                 items: r.get(4),
                 error: r.get(5),
             })
