@@ -90,7 +90,10 @@ impl State {
 
     /// Successful token grants (authorization_code and refresh_token) so far.
     pub fn token_grants(&self) -> u64 {
-        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).refreshes
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .refreshes
     }
 
     /// Revokes every refresh token (the account owner disconnected the integration).
@@ -193,9 +196,7 @@ fn b64url(data: &[u8]) -> String {
 }
 
 pub fn router(sim: Arc<Sim>) -> Router {
-    Router::new()
-        .route("/{*rest}", any(handle))
-        .with_state(sim)
+    Router::new().route("/{*rest}", any(handle)).with_state(sim)
 }
 
 /// What a handler answers before transport concerns (faults, content types) are applied.
@@ -284,11 +285,17 @@ async fn handle(
     }
     match injected {
         Injected::Http5xx => {
-            return if path.len() % 2 == 0 {
-                plain(StatusCode::BAD_GATEWAY, "<html><body><h1>502 Bad Gateway</h1></body></html>")
+            return if path.len().is_multiple_of(2) {
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    "<html><body><h1>502 Bad Gateway</h1></body></html>",
+                )
             } else {
                 respond(
-                    problem(StatusCode::SERVICE_UNAVAILABLE, "Service temporarily unavailable"),
+                    problem(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Service temporarily unavailable",
+                    ),
                     false,
                 )
             };
@@ -360,10 +367,16 @@ fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<(), Reply> {
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
     else {
-        return Err(problem(StatusCode::UNAUTHORIZED, "Authorization header is missing"));
+        return Err(problem(
+            StatusCode::UNAUTHORIZED,
+            "Authorization header is missing",
+        ));
     };
     let Some(token) = auth.strip_prefix("Bearer ") else {
-        return Err(problem(StatusCode::UNAUTHORIZED, "Authorization type must be Bearer"));
+        return Err(problem(
+            StatusCode::UNAUTHORIZED,
+            "Authorization type must be Bearer",
+        ));
     };
     if token == sim.creds.amo_long_lived_token {
         return Ok(());
@@ -371,14 +384,19 @@ fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<(), Reply> {
     let t = sim.amo.tokens.lock().unwrap_or_else(|e| e.into_inner());
     match t.access.get(token) {
         Some(exp) if *exp > chrono::Utc::now().timestamp() => Ok(()),
-        Some(_) => Err(problem(StatusCode::UNAUTHORIZED, "Access token has expired")),
-        None => Err(problem(StatusCode::UNAUTHORIZED, "Access token is invalid or revoked")),
+        Some(_) => Err(problem(
+            StatusCode::UNAUTHORIZED,
+            "Access token has expired",
+        )),
+        None => Err(problem(
+            StatusCode::UNAUTHORIZED,
+            "Access token is invalid or revoked",
+        )),
     }
 }
 
 fn oauth(sim: &Sim, req: &Req) -> Reply {
-    if req.method != Method::POST || req.segs.get(1).map(String::as_str) != Some("access_token")
-    {
+    if req.method != Method::POST || req.segs.get(1).map(String::as_str) != Some("access_token") {
         return problem(StatusCode::NOT_FOUND, "Not found");
     }
     let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {

@@ -287,7 +287,8 @@ fn list(req: &Req, spec: &ListSpec, items: Vec<Value>) -> Reply {
     let id_field = if spec.key == "unsorted" { "uid" } else { "id" };
     let (field, desc) = order.unwrap_or_else(|| (id_field.to_string(), false));
     items.sort_by(|a, b| {
-        let o = cmp_values(&a[&field], &b[&field]).then_with(|| cmp_values(&a[id_field], &b[id_field]));
+        let o =
+            cmp_values(&a[&field], &b[&field]).then_with(|| cmp_values(&a[id_field], &b[id_field]));
         if desc { o.reverse() } else { o }
     });
     let start = (page - 1).saturating_mul(limit);
@@ -322,10 +323,7 @@ fn list(req: &Req, spec: &ListSpec, items: Vec<Value>) -> Reply {
 }
 
 fn with(req: &Req) -> Vec<String> {
-    req.query
-        .get("with")
-        .map(filter_list)
-        .unwrap_or_default()
+    req.query.get("with").map(filter_list).unwrap_or_default()
 }
 
 fn self_link(base: &str, path: &str, id: impl std::fmt::Display) -> Value {
@@ -333,11 +331,9 @@ fn self_link(base: &str, path: &str, id: impl std::fmt::Display) -> Value {
 }
 
 fn tag_id(name: &str) -> u64 {
-    name.bytes()
-        .fold(1469598103934665603u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(1099511628211)
-        })
-        % 1_000_000
+    name.bytes().fold(1469598103934665603u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(1099511628211)
+    }) % 1_000_000
 }
 
 fn tags(names: &[String]) -> Value {
@@ -361,8 +357,10 @@ pub fn contact_fields(phones: &[String], emails: &[String]) -> Value {
                 json!({"value": p, "enum_id": enum_id, "enum_code": code})
             })
             .collect();
-        out.push(json!({"field_id": PHONE_FIELD_ID, "field_name": "Телефон", "field_code": "PHONE",
-                        "field_type": "multitext", "values": values}));
+        out.push(
+            json!({"field_id": PHONE_FIELD_ID, "field_name": "Телефон", "field_code": "PHONE",
+                        "field_type": "multitext", "values": values}),
+        );
     }
     if !emails.is_empty() {
         let values: Vec<Value> = emails
@@ -373,8 +371,10 @@ pub fn contact_fields(phones: &[String], emails: &[String]) -> Value {
                 json!({"value": e, "enum_id": enum_id, "enum_code": code})
             })
             .collect();
-        out.push(json!({"field_id": EMAIL_FIELD_ID, "field_name": "Email", "field_code": "EMAIL",
-                        "field_type": "multitext", "values": values}));
+        out.push(
+            json!({"field_id": EMAIL_FIELD_ID, "field_name": "Email", "field_code": "EMAIL",
+                        "field_type": "multitext", "values": values}),
+        );
     }
     if out.is_empty() {
         Value::Null
@@ -532,7 +532,10 @@ pub fn task_text(t: &SimTask) -> String {
 }
 
 fn task_json(t: &SimTask, base: &str) -> Value {
-    let (etype, eid) = match t.binding.and_then(|(o, id)| entity_plural(o).map(|p| (p, id))) {
+    let (etype, eid) = match t
+        .binding
+        .and_then(|(o, id)| entity_plural(o).map(|p| (p, id)))
+    {
         Some((p, id)) => (json!(p), json!(id)),
         None => (Value::Null, Value::Null),
     };

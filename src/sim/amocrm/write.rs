@@ -69,7 +69,7 @@ fn resolve_stage(w: &World, status: u64, pipeline: Option<u64>) -> Option<(u64, 
             };
             Some((p, w.stage_of_kind(p, kind)?.id))
         }
-        s if s >= UNSORTED_STATUS_BASE && s < AMO_PIPELINE_BASE => {
+        s if (UNSORTED_STATUS_BASE..AMO_PIPELINE_BASE).contains(&s) => {
             let p = s - UNSORTED_STATUS_BASE;
             if wp.is_some_and(|x| x != p) {
                 return None;
@@ -109,7 +109,12 @@ pub fn create_leads(sim: &Sim, req: &Req) -> Reply {
     for (i, it) in items.iter().enumerate() {
         let r = rid(it, i);
         if !it["name"].is_null() && !it["name"].is_string() {
-            return validation(&r, "InvalidType", "name", "This value should be of type string.");
+            return validation(
+                &r,
+                "InvalidType",
+                "name",
+                "This value should be of type string.",
+            );
         }
         let status = uint(&it["status_id"]);
         let pipeline = uint(&it["pipeline_id"]);
@@ -130,8 +135,7 @@ pub fn create_leads(sim: &Sim, req: &Req) -> Reply {
                     Some(p) => p.checked_sub(AMO_PIPELINE_BASE).and_then(|p| w.pipeline(p)),
                     None => w.pipelines.iter().find(|p| p.is_default),
                 };
-                match p.and_then(|p| w.stage_of_kind(p.id, StageKind::Open).map(|s| (p.id, s.id)))
-                {
+                match p.and_then(|p| w.stage_of_kind(p.id, StageKind::Open).map(|s| (p.id, s.id))) {
                     Some(x) => x,
                     None => {
                         return validation(
@@ -161,7 +165,9 @@ pub fn create_leads(sim: &Sim, req: &Req) -> Reply {
             .and_then(|c| uint(&c["id"]));
         let deal = SimDeal {
             id,
-            title: it["name"].as_str().map_or_else(|| format!("Сделка #{id}"), str::to_string),
+            title: it["name"]
+                .as_str()
+                .map_or_else(|| format!("Сделка #{id}"), str::to_string),
             pipeline_id,
             stage_id,
             amount: it["price"].as_f64().unwrap_or(0.0),
@@ -251,11 +257,16 @@ pub fn update_leads(sim: &Sim, req: &Req, path_id: Option<u64>) -> Reply {
             };
         }
         d.updated_at = now;
-        out.push(json!({"id": id, "updated_at": now.timestamp(), "request_id": r,
-            "_links": {"self": {"href": format!("{}/api/v4/leads/{id}", req.base)}}}));
+        out.push(
+            json!({"id": id, "updated_at": now.timestamp(), "request_id": r,
+            "_links": {"self": {"href": format!("{}/api/v4/leads/{id}", req.base)}}}),
+        );
     }
     if path_id.is_some() {
-        return Reply::Hal(StatusCode::OK, out.into_iter().next().unwrap_or(Value::Null));
+        return Reply::Hal(
+            StatusCode::OK,
+            out.into_iter().next().unwrap_or(Value::Null),
+        );
     }
     Reply::Hal(
         StatusCode::OK,
@@ -282,7 +293,12 @@ pub fn create_contacts(sim: &Sim, req: &Req) -> Reply {
     };
     for (i, it) in items.iter().enumerate() {
         if it["name"].is_null() && it["first_name"].is_null() && it["last_name"].is_null() {
-            return validation(&rid(it, i), "NotBlank", "name", "This value should not be blank.");
+            return validation(
+                &rid(it, i),
+                "NotBlank",
+                "name",
+                "This value should not be blank.",
+            );
         }
     }
     let mut w = sim.world();
@@ -298,10 +314,7 @@ pub fn create_contacts(sim: &Sim, req: &Req) -> Reply {
                     None => (name.to_string(), String::new()),
                 }
             }
-            (a, b) => (
-                a.unwrap_or("").to_string(),
-                b.unwrap_or("").to_string(),
-            ),
+            (a, b) => (a.unwrap_or("").to_string(), b.unwrap_or("").to_string()),
         };
         let contact = SimContact {
             id,
@@ -357,7 +370,12 @@ pub fn create_tasks(sim: &Sim, req: &Req) -> Reply {
             return validation(&r, "NotBlank", "text", "This value should not be blank.");
         };
         let Some(till) = time(&it["complete_till"]) else {
-            return validation(&r, "NotBlank", "complete_till", "This value should not be blank.");
+            return validation(
+                &r,
+                "NotBlank",
+                "complete_till",
+                "This value should not be blank.",
+            );
         };
         let binding = match (it["entity_type"].as_str(), uint(&it["entity_id"])) {
             (Some(t), Some(id)) => match owner_of(t) {
@@ -415,7 +433,12 @@ pub fn update_tasks(sim: &Sim, req: &Req, path_id: Option<u64>) -> Reply {
     let mut w = sim.world();
     for (i, it) in items.iter().enumerate() {
         let Some(id) = path_id.or_else(|| uint(&it["id"])) else {
-            return validation(&rid(it, i), "NotBlank", "id", "This value should not be blank.");
+            return validation(
+                &rid(it, i),
+                "NotBlank",
+                "id",
+                "This value should not be blank.",
+            );
         };
         if !w.tasks.contains_key(&id) {
             return not_found(&format!("Task {id}"));
@@ -451,11 +474,16 @@ pub fn update_tasks(sim: &Sim, req: &Req, path_id: Option<u64>) -> Reply {
             t.completed = done;
         }
         t.updated_at = now;
-        out.push(json!({"id": id, "updated_at": now.timestamp(), "request_id": rid(it, i),
-            "_links": {"self": {"href": format!("{}/api/v4/tasks/{id}", req.base)}}}));
+        out.push(
+            json!({"id": id, "updated_at": now.timestamp(), "request_id": rid(it, i),
+            "_links": {"self": {"href": format!("{}/api/v4/tasks/{id}", req.base)}}}),
+        );
     }
     if path_id.is_some() {
-        return Reply::Hal(StatusCode::OK, out.into_iter().next().unwrap_or(Value::Null));
+        return Reply::Hal(
+            StatusCode::OK,
+            out.into_iter().next().unwrap_or(Value::Null),
+        );
     }
     Reply::Hal(
         StatusCode::OK,
@@ -476,7 +504,12 @@ pub fn create_notes(sim: &Sim, req: &Req, entity: &str, path_id: Option<u64>) ->
     for (i, it) in items.iter().enumerate() {
         let r = rid(it, i);
         let Some(eid) = path_id.or_else(|| uint(&it["entity_id"])) else {
-            return validation(&r, "NotBlank", "entity_id", "This value should not be blank.");
+            return validation(
+                &r,
+                "NotBlank",
+                "entity_id",
+                "This value should not be blank.",
+            );
         };
         if !exists(&w, owner, eid) {
             return validation(&r, "NotFound", "entity_id", "The entity does not exist.");
@@ -531,7 +564,10 @@ pub fn create_notes(sim: &Sim, req: &Req, entity: &str, path_id: Option<u64>) ->
                     phone: p["phone"].as_str().map(str::to_string),
                     duration_s: p["duration"].as_i64().unwrap_or(0),
                     completed: true,
-                    external_id: p["uniq"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
+                    external_id: p["uniq"]
+                        .as_str()
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
                     start: time(&it["created_at"]).unwrap_or(now),
                     created_at: now,
                     updated_at: now,
@@ -589,7 +625,12 @@ pub fn calls(sim: &Sim, req: &Req) -> Reply {
             );
         }
         if it["duration"].as_i64().is_none() {
-            return validation(&r, "NotBlank", "duration", "This value should not be blank.");
+            return validation(
+                &r,
+                "NotBlank",
+                "duration",
+                "This value should not be blank.",
+            );
         }
         if it["source"].as_str().is_none_or(str::is_empty) {
             return validation(&r, "NotBlank", "source", "This value should not be blank.");
@@ -656,7 +697,10 @@ pub fn calls(sim: &Sim, req: &Req) -> Reply {
                 phone: Some(phone.to_string()),
                 duration_s: it["duration"].as_i64().unwrap_or(0),
                 completed: true,
-                external_id: it["uniq"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
+                external_id: it["uniq"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
                 start,
                 created_at: now,
                 updated_at: now,
@@ -681,7 +725,12 @@ pub fn unsorted_sip(sim: &Sim, req: &Req) -> Reply {
     for (i, it) in items.iter().enumerate() {
         let r = rid(it, i);
         if it["source_uid"].as_str().is_none_or(str::is_empty) {
-            return validation(&r, "NotBlank", "source_uid", "This value should not be blank.");
+            return validation(
+                &r,
+                "NotBlank",
+                "source_uid",
+                "This value should not be blank.",
+            );
         }
         if it["metadata"]["phone"].as_str().is_none() && it["metadata"]["phone"].as_u64().is_none()
         {
@@ -726,8 +775,10 @@ pub fn unsorted_sip(sim: &Sim, req: &Req) -> Reply {
                 closed_at: None,
             },
         );
-        out.push(json!({"uid": format!("unsorted-{id}"), "request_id": rid(it, i),
-                        "_embedded": {"leads": [], "contacts": []}}));
+        out.push(
+            json!({"uid": format!("unsorted-{id}"), "request_id": rid(it, i),
+                        "_embedded": {"leads": [], "contacts": []}}),
+        );
     }
     Reply::Hal(
         StatusCode::OK,
@@ -739,9 +790,9 @@ pub fn unsorted_accept(sim: &Sim, req: &Req, uid: &str) -> Reply {
     let body: Value = serde_json::from_slice(&req.body).unwrap_or(json!({}));
     let mut w = sim.world();
     let Some(id) = uid_to_id(uid).filter(|id| {
-        w.leads.get(id).is_some_and(|l| {
-            matches!(l.status, LeadStatus::New | LeadStatus::InProcess)
-        })
+        w.leads
+            .get(id)
+            .is_some_and(|l| matches!(l.status, LeadStatus::New | LeadStatus::InProcess))
     }) else {
         return not_found(&format!("Unsorted {uid}"));
     };
