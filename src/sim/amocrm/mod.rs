@@ -96,6 +96,15 @@ impl State {
             .refreshes
     }
 
+    /// True while `token` is an unused refresh token.
+    pub fn refresh_token_valid(&self, token: &str) -> bool {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .refresh
+            .contains(token)
+    }
+
     /// Revokes every refresh token (the account owner disconnected the integration).
     pub fn revoke_refresh_tokens(&self) {
         let mut t = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
