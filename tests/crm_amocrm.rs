@@ -248,7 +248,10 @@ async fn full_fetch_matches_the_world() {
                 let st = &w.tasks[&t.id.parse::<u64>().unwrap()];
                 assert_eq!(t.completed, st.completed);
                 if let Some((Owner::Deal, id)) = st.binding {
-                    assert_eq!(t.entity, Some(EntityRef::new(EntityKind::Deal, id.to_string())));
+                    assert_eq!(
+                        t.entity,
+                        Some(EntityRef::new(EntityKind::Deal, id.to_string()))
+                    );
                 }
             }
             Record::Activity(a) => {
@@ -369,16 +372,24 @@ async fn refresh_race_single_flight() {
     y.unwrap();
     assert_eq!(token_calls(&h), 2);
     let saved2 = st.load_token("t1", "amocrm").await.unwrap().unwrap();
-    assert!(h.sim.amo.refresh_token_valid(saved2.refresh_token.unwrap().expose()));
+    assert!(
+        h.sim
+            .amo
+            .refresh_token_valid(saved2.refresh_token.unwrap().expose())
+    );
 }
 
 #[tokio::test]
 async fn token_expiry_mid_sync_recovers() {
     let h = start_world(deals_world(600)).await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &oauth(&h, &h.sim.creds.amo_refresh_token), store(&dir).await)
-        .await
-        .unwrap();
+    let c = AmoCrm::new(
+        "t1",
+        &oauth(&h, &h.sim.creds.amo_refresh_token),
+        store(&dir).await,
+    )
+    .await
+    .unwrap();
     let p1 = c
         .fetch_page(EntityKind::Deal, &Cursor::default())
         .await
@@ -430,7 +441,11 @@ async fn rotated_token_is_persisted_before_use() {
     assert_eq!(c.ping().await.unwrap(), "Dozor Sim (dozorsim)");
     assert_eq!(token_calls(&h), 2);
     let saved = st.load_token("t1", "amocrm").await.unwrap().unwrap();
-    assert!(h.sim.amo.refresh_token_valid(saved.refresh_token.unwrap().expose()));
+    assert!(
+        h.sim
+            .amo
+            .refresh_token_valid(saved.refresh_token.unwrap().expose())
+    );
     assert!(!c.needs_reauth());
 }
 
@@ -443,9 +458,11 @@ async fn revoked_refresh_stops_the_client() {
     let cr = &h.sim.creds;
     let r = reqwest::Client::new()
         .post(format!("{}/oauth2/access_token", h.amo_url()))
-        .json(&json!({"client_id": cr.amo_client_id, "client_secret": cr.amo_client_secret,
+        .json(
+            &json!({"client_id": cr.amo_client_id, "client_secret": cr.amo_client_secret,
                       "grant_type": "refresh_token", "refresh_token": initial,
-                      "redirect_uri": cr.amo_redirect_uri}))
+                      "redirect_uri": cr.amo_redirect_uri}),
+        )
         .send()
         .await
         .unwrap();
@@ -495,7 +512,11 @@ async fn throttling_and_server_errors_are_retried() {
         .unwrap();
     assert_eq!(page.records.len(), h.sim.world().companies.len());
     // Two 429s: at least 1 s + 2 s of back-off.
-    assert!(started.elapsed() >= Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     let stats = &h.sim.stats()[&System::Amocrm];
     assert_eq!(stats.requests, 5);
     assert_eq!(stats.throttled, 2);
@@ -505,9 +526,12 @@ async fn throttling_and_server_errors_are_retried() {
 async fn rate_limit_is_respected_with_limits_on() {
     let mut o = opts();
     o.enforce_limits = true;
-    let h = sim::start_with(Sim::with_world(o, deals_world(3)), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = sim::start_with(
+        Sim::with_world(o, deals_world(3)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let c = Arc::new(
         AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
@@ -558,7 +582,11 @@ async fn malformed_json_is_a_decode_error_without_secrets() {
     assert!(text.contains("/api/v4/leads?"), "{text}");
     assert!(!text.contains(&h.sim.creds.amo_long_lived_token), "{text}");
     // The next call is fine again.
-    assert!(c.fetch_page(EntityKind::Deal, &Cursor::default()).await.is_ok());
+    assert!(
+        c.fetch_page(EntityKind::Deal, &Cursor::default())
+            .await
+            .is_ok()
+    );
 
     // Same with OAuth: neither token nor client secret shows up.
     let oc = AmoCrm::new(
@@ -645,4 +673,43 @@ async fn writes_and_phone_lookup() {
         }
         _ => unreachable!(),
     }
+}
+
+#[tokio::test]
+async fn lockout_403_is_waited_out() {
+    let mut o = opts();
+    o.enforce_limits = true;
+    let h = sim::start_with(
+        Sim::with_world(o, deals_world(3)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    h.sim.amo.set_lockout(Duration::from_millis(1500));
+    // Another program on the same account hammers until the account is locked.
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v4/account", h.amo_url());
+    let mut locked = false;
+    for _ in 0..60 {
+        let r = http
+            .get(&url)
+            .bearer_auth(&h.sim.creds.amo_long_lived_token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 403 {
+            locked = true;
+            break;
+        }
+    }
+    assert!(locked);
+    let dir = tempfile::tempdir().unwrap();
+    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        .await
+        .unwrap();
+    let page = c
+        .fetch_page(EntityKind::Deal, &Cursor::default())
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 3);
 }

@@ -86,9 +86,12 @@ fn deals_world(n: usize) -> World {
 }
 
 async fn start_world(w: World, limits: bool) -> SimHandle {
-    sim::start_with(Sim::with_world(opts(limits), w), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    sim::start_with(
+        Sim::with_world(opts(limits), w),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap()
 }
 
 struct Resp {
@@ -192,7 +195,9 @@ async fn hal_envelope_links_and_custom_fields() {
         .unwrap();
     assert!(open["closed_at"].is_null());
     assert!(leads.iter().any(|l| l["status_id"] == 142));
-    let v = get(&h, "/api/v4/leads?limit=250&with=contacts,loss_reason").await.json();
+    let v = get(&h, "/api/v4/leads?limit=250&with=contacts,loss_reason")
+        .await
+        .json();
     let leads = v["_embedded"]["leads"].as_array().unwrap();
     assert!(leads.iter().all(|l| l["_embedded"]["contacts"].is_array()));
     assert!(
@@ -263,7 +268,10 @@ async fn paging_limits_and_empty_pages() {
 #[tokio::test]
 async fn filters_and_ordering() {
     let h = start_world(deals_world(30), false).await;
-    let from = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 20).unwrap().timestamp();
+    let from = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 20)
+        .unwrap()
+        .timestamp();
     let v = get(
         &h,
         &format!("/api/v4/leads?filter[updated_at][from]={from}&order[updated_at]=asc"),
@@ -300,7 +308,10 @@ async fn filters_and_ordering() {
     let ids: Vec<u64> = h.sim.world().deals.keys().take(2).copied().collect();
     let v = get(
         &h,
-        &format!("/api/v4/leads?filter[id][]={}&filter[id][]={}", ids[0], ids[1]),
+        &format!(
+            "/api/v4/leads?filter[id][]={}&filter[id][]={}",
+            ids[0], ids[1]
+        ),
     )
     .await
     .json();
@@ -311,7 +322,10 @@ async fn filters_and_ordering() {
     assert_eq!(v["_embedded"]["leads"][0]["id"], ids[0]);
 
     // Ordering a field amoCRM does not allow is a validation error.
-    assert_eq!(get(&h, "/api/v4/tasks?order[updated_at]=asc").await.status, 400);
+    assert_eq!(
+        get(&h, "/api/v4/tasks?order[updated_at]=asc").await.status,
+        400
+    );
     assert_eq!(get(&h, "/api/v4/leads?order[price]=asc").await.status, 400);
 
     // Tasks: is_completed and entity filters.
@@ -363,7 +377,9 @@ async fn query_search_and_events() {
     };
     let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
     let ten = &digits[digits.len() - 10..];
-    let v = get(&h, &format!("/api/v4/contacts?query={ten}")).await.json();
+    let v = get(&h, &format!("/api/v4/contacts?query={ten}"))
+        .await
+        .json();
     let found: Vec<u64> = v["_embedded"]["contacts"]
         .as_array()
         .unwrap()
@@ -412,7 +428,9 @@ async fn query_search_and_events() {
             at: Utc::now(),
         });
     }
-    let v = get(&h, "/api/v4/events?filter[type]=lead_deleted").await.json();
+    let v = get(&h, "/api/v4/events?filter[type]=lead_deleted")
+        .await
+        .json();
     assert_eq!(v["_embedded"]["events"].as_array().unwrap().len(), 1);
     let now = Utc::now().timestamp() + 3600;
     assert_eq!(
@@ -443,7 +461,14 @@ async fn auth_errors_are_problem_json() {
     assert_eq!(v["status"], 401);
     assert_eq!(v["title"], "Unauthorized");
     assert_eq!(v["type"], "https://httpstatus.es/401");
-    let r = req(&h, reqwest::Method::GET, "/api/v4/leads", Some("nope"), None).await;
+    let r = req(
+        &h,
+        reqwest::Method::GET,
+        "/api/v4/leads",
+        Some("nope"),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 401);
 }
 
@@ -452,7 +477,14 @@ async fn refresh(h: &SimHandle, rt: &str) -> Resp {
     let body = json!({"client_id": c.amo_client_id, "client_secret": c.amo_client_secret,
                       "grant_type": "refresh_token", "refresh_token": rt,
                       "redirect_uri": c.amo_redirect_uri});
-    req(h, reqwest::Method::POST, "/oauth2/access_token", None, Some(body)).await
+    req(
+        h,
+        reqwest::Method::POST,
+        "/oauth2/access_token",
+        None,
+        Some(body),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -494,7 +526,14 @@ async fn refresh_tokens_are_single_use() {
     let body = json!({"client_id": c.amo_client_id, "client_secret": "wrong",
                       "grant_type": "refresh_token", "refresh_token": "x",
                       "redirect_uri": c.amo_redirect_uri});
-    let r = req(&h, reqwest::Method::POST, "/oauth2/access_token", None, Some(body)).await;
+    let r = req(
+        &h,
+        reqwest::Method::POST,
+        "/oauth2/access_token",
+        None,
+        Some(body),
+    )
+    .await;
     assert_eq!(r.status, 401);
 
     // expire_tokens: issued access tokens stop working, the long-lived one does not.
@@ -619,14 +658,15 @@ async fn calls_endpoint_skips_unknown_numbers() {
     let errors = v["_embedded"]["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0]["request_id"], "unknown");
-    let w = h.sim.world();
-    assert_eq!(w.activities.len(), before + 1);
-    assert!(
-        w.activities
-            .values()
-            .any(|a| a.external_id.as_deref() == Some("call-1"))
-    );
-    drop(w);
+    {
+        let w = h.sim.world();
+        assert_eq!(w.activities.len(), before + 1);
+        assert!(
+            w.activities
+                .values()
+                .any(|a| a.external_id.as_deref() == Some("call-1"))
+        );
+    }
     // Missing required field: validation error naming the item.
     let r = post(
         &h,
@@ -657,9 +697,12 @@ async fn unsorted_items_and_actions() {
             .iter()
             .all(|i| i["category"] == "sip" || i["category"] == "forms")
     );
-    let v = get(&h, "/api/v4/leads/unsorted?filter[category][]=sip&limit=250")
-        .await
-        .json();
+    let v = get(
+        &h,
+        "/api/v4/leads/unsorted?filter[category][]=sip&limit=250",
+    )
+    .await
+    .json();
     assert!(
         v["_embedded"]["unsorted"]
             .as_array()
@@ -718,7 +761,10 @@ async fn unsorted_items_and_actions() {
     .await;
     assert_eq!(r.status, 200);
     let v = get(&h, "/api/v4/leads/unsorted?limit=250").await.json();
-    assert_eq!(v["_embedded"]["unsorted"].as_array().unwrap().len(), pending);
+    assert_eq!(
+        v["_embedded"]["unsorted"].as_array().unwrap().len(),
+        pending
+    );
 }
 
 #[tokio::test]
@@ -781,7 +827,9 @@ async fn writes_leads_tasks_notes() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let v = get(&h, &format!("/api/v4/tasks?filter[id]={task}")).await.json();
+    let v = get(&h, &format!("/api/v4/tasks?filter[id]={task}"))
+        .await
+        .json();
     assert_eq!(v["_embedded"]["tasks"][0]["is_completed"], true);
     assert_eq!(v["_embedded"]["tasks"][0]["result"]["text"], "Дозвонились");
 
