@@ -713,3 +713,41 @@ async fn lockout_403_is_waited_out() {
         .unwrap();
     assert_eq!(page.records.len(), 3);
 }
+
+#[tokio::test]
+async fn changes_during_a_pass_leave_no_gaps() {
+    let h = start_world(deals_world(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        .await
+        .unwrap();
+    let p1 = c
+        .fetch_page(EntityKind::Deal, &Cursor::default())
+        .await
+        .unwrap();
+    assert_eq!(p1.records.len(), 250);
+    // Records already read change while the pass is between pages.
+    {
+        let mut w = h.sim.world();
+        for r in p1.records.iter().take(5) {
+            let d = w.deals.get_mut(&r.id().parse::<u64>().unwrap()).unwrap();
+            d.updated_at = Utc::now();
+        }
+    }
+    let p2 = c.fetch_page(EntityKind::Deal, &p1.next).await.unwrap();
+    assert!(p2.done);
+    let seen: std::collections::BTreeSet<String> = p1
+        .records
+        .iter()
+        .chain(&p2.records)
+        .map(|r| r.id().to_string())
+        .collect();
+    assert_eq!(seen.len(), 300, "every deal read once at least");
+    // The changes made behind the pass are picked up by the next one.
+    let (next_pass, _, _) = full_pass(&c, EntityKind::Deal, p2.next.clone()).await;
+    let changed: Vec<&str> = p1.records.iter().take(5).map(|r| r.id()).collect();
+    for id in &changed {
+        assert!(next_pass.iter().any(|r| r.id() == *id), "{id} missed");
+    }
+    assert!(next_pass.len() <= 6, "{}", next_pass.len());
+}

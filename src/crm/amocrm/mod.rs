@@ -1,9 +1,15 @@
 //! amoCRM API v4 connector: OAuth2 with single-use refresh tokens, or a long-lived token.
 //!
 //! Mapping: amoCRM "leads" are deals, unsorted items are leads, call notes of leads, contacts
-//! and companies are activities. Reads page with `filter[updated_at][from]`, ordering by
-//! `updated_at` where amoCRM allows it (by `id` for tasks and notes), 250 per page; the cursor
-//! position is the page number.
+//! and companies are activities. Reads page with `filter[updated_at][from]` and
+//! `order[id]=asc`, 250 per page; the cursor position is the page number.
+//!
+//! Why `id` and not `updated_at` order: with page-number paging, a record that changes during a
+//! pass moves to the end of an `updated_at`-ordered list, every later record shifts back by one
+//! and the record at the page boundary is never read — and since the next pass starts at the
+//! newest change it stays lost. In `id` order a change keeps its place; records that enter the
+//! filter mid-pass only shift the rest forward, which gives duplicates (harmless, deduped by id)
+//! instead of gaps.
 //!
 //! Transport rules from the fact sheet: one limiter per account, a 429 pauses every request of
 //! this client for at least a second (doubling), a 403 anti-abuse lock-out is waited out a few
@@ -524,15 +530,9 @@ impl Crm for AmoCrm {
         let (records, position): (Vec<Record>, Option<String>) = match entity {
             EntityKind::Deal | EntityKind::Contact | EntityKind::Company | EntityKind::Task => {
                 let (path, key, order, extra): (&str, &str, &str, &[(&str, &str)]) = match entity {
-                    EntityKind::Deal => (
-                        "/api/v4/leads",
-                        "leads",
-                        "updated_at",
-                        &[("with", "contacts")],
-                    ),
-                    EntityKind::Contact => ("/api/v4/contacts", "contacts", "updated_at", &[]),
-                    EntityKind::Company => ("/api/v4/companies", "companies", "updated_at", &[]),
-                    // Tasks cannot be ordered by updated_at.
+                    EntityKind::Deal => ("/api/v4/leads", "leads", "id", &[("with", "contacts")]),
+                    EntityKind::Contact => ("/api/v4/contacts", "contacts", "id", &[]),
+                    EntityKind::Company => ("/api/v4/companies", "companies", "id", &[]),
                     _ => ("/api/v4/tasks", "tasks", "id", &[]),
                 };
                 let page = page_of(cursor);
