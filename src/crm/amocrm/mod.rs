@@ -1,1 +1,728 @@
 //! amoCRM API v4 connector: OAuth2 with single-use refresh tokens, or a long-lived token.
+//!
+//! Mapping: amoCRM "leads" are deals, unsorted items are leads, call notes of leads, contacts
+//! and companies are activities. Reads page with `filter[updated_at][from]` and
+//! `order[id]=asc`, 250 per page; the cursor position is the page number.
+//!
+//! Why `id` and not `updated_at` order: with page-number paging, a record that changes during a
+//! pass moves to the end of an `updated_at`-ordered list, every later record shifts back by one
+//! and the record at the page boundary is never read — and since the next pass starts at the
+//! newest change it stays lost. In `id` order a change keeps its place; records that enter the
+//! filter mid-pass only shift the rest forward, which gives duplicates (harmless, deduped by id)
+//! instead of gaps.
+//!
+//! Transport rules from the fact sheet: one limiter per account, a 429 pauses every request of
+//! this client for at least a second (doubling), a 403 anti-abuse lock-out is waited out a few
+//! times, 5xx are retried with backoff, 204 is an empty page.
+//!
+//! Token rules: a refresh token works once. Refreshes are serialised by one async mutex per
+//! client; a task that waited on it re-reads the stored token instead of refreshing again. The new
+//! pair is saved through the [`TokenStore`] before the new access token is used. A refresh the
+//! server refuses (revoked, invalid) switches the client off with an auth error until it is
+//! re-authorised, instead of hammering the token endpoint.
+
+// The shared `http::Error` is large by design (it names method and URL); boxing it here alone
+// would make this connector differ from the others.
+#![allow(clippy::result_large_err)]
+
+mod auth;
+mod map;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::config::AmocrmConfig;
+use crate::crm::{Crm, Cursor, NewTask, Page, Result};
+use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, Ts, User, phone};
+use crate::http::{Error, ErrorKind, Limiter, backoff, redact_url};
+use crate::store::TokenStore;
+
+use auth::Auth;
+
+const SYSTEM: &str = "amocrm";
+/// The largest page amoCRM serves for leads, contacts, companies, tasks, notes and unsorted.
+pub const PAGE_LIMIT: u32 = 250;
+/// Attempts for one request on 429 / 5xx / transport errors.
+const MAX_ATTEMPTS: u32 = 6;
+/// How often a 403 (anti-abuse lock-out) is waited out before giving up.
+const MAX_LOCKOUT_WAITS: u32 = 3;
+/// Entities whose call notes are activities, in the order a pass reads them.
+const NOTE_ENTITIES: [&str; 3] = ["leads", "contacts", "companies"];
+
+/// Timing knobs (tests shorten them).
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// First wait after a 429; doubles per retry.
+    pub throttle_wait: Duration,
+    /// First wait after a 403 lock-out; grows linearly.
+    pub lockout_wait: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            throttle_wait: Duration::from_secs(1),
+            lockout_wait: Duration::from_secs(2),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One amoCRM account.
+pub struct AmoCrm {
+    base: String,
+    host: String,
+    http: reqwest::Client,
+    limiter: Limiter,
+    auth: Auth,
+    tuning: Tuning,
+    /// Every request waits until this moment (set by a 429: stop all workers of the account).
+    paused_until: Mutex<Option<tokio::time::Instant>>,
+    currency: Mutex<String>,
+}
+
+impl AmoCrm {
+    pub async fn new(
+        tenant: &str,
+        cfg: &AmocrmConfig,
+        tokens: Arc<dyn TokenStore>,
+    ) -> std::result::Result<Self, Error> {
+        let base = cfg.base_url.trim_end_matches('/').to_string();
+        let parsed = url::Url::parse(&base).map_err(|e| {
+            Error::new(
+                ErrorKind::Permanent,
+                SYSTEM,
+                "config",
+                redact_url(&base),
+                format!("crm.base_url is not a URL: {e}"),
+            )
+        })?;
+        let host = match parsed.port() {
+            Some(p) => format!("{}:{p}", parsed.host_str().unwrap_or("")),
+            None => parsed.host_str().unwrap_or("").to_string(),
+        };
+        let auth = match &cfg.long_lived_token {
+            Some(t) if !t.is_empty() => Auth::long_lived(t.clone()),
+            _ => {
+                let missing = |what: &str| {
+                    Error::new(
+                        ErrorKind::Auth,
+                        SYSTEM,
+                        "config",
+                        redact_url(&base),
+                        format!("OAuth needs crm.{what} (or a long_lived_token)"),
+                    )
+                };
+                Auth::oauth(
+                    tenant,
+                    cfg.client_id.clone().ok_or_else(|| missing("client_id"))?,
+                    cfg.client_secret
+                        .clone()
+                        .ok_or_else(|| missing("client_secret"))?,
+                    cfg.redirect_uri
+                        .clone()
+                        .ok_or_else(|| missing("redirect_uri"))?,
+                    cfg.refresh_token.clone(),
+                    tokens,
+                )
+            }
+        };
+        Ok(AmoCrm {
+            base,
+            host,
+            http: crate::http::client(Tuning::default().timeout),
+            limiter: Limiter::new(cfg.rate_per_sec.max(1), 1),
+            auth,
+            tuning: Tuning::default(),
+            paused_until: Mutex::new(None),
+            currency: Mutex::new("RUB".into()),
+        })
+    }
+
+    /// Replaces the timing knobs.
+    pub fn with_tuning(mut self, tuning: Tuning) -> Self {
+        self.http = crate::http::client(tuning.timeout);
+        self.tuning = tuning;
+        self
+    }
+
+    /// True once a refresh was refused for good: nothing works until someone re-authorises.
+    pub fn needs_reauth(&self) -> bool {
+        self.auth.is_dead()
+    }
+
+    fn err(&self, kind: ErrorKind, label: &str, url: &str, msg: impl Into<String>) -> Error {
+        Error::new(kind, SYSTEM, label, redact_url(url), msg)
+    }
+
+    async fn wait_pause(&self) {
+        let until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = until {
+            tokio::time::sleep_until(t).await;
+        }
+    }
+
+    fn pause(&self, d: Duration) {
+        let until = tokio::time::Instant::now() + d;
+        let mut p = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if p.is_none_or(|x| x < until) {
+            *p = Some(until);
+        }
+    }
+
+    /// One API call with limits, retries and token handling. `Ok(None)` is a 204.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<Option<Value>> {
+        let mut url = format!("{}{}", self.base, path);
+        if !query.is_empty() {
+            let mut ser = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in query {
+                ser.append_pair(k, v);
+            }
+            url.push('?');
+            url.push_str(&ser.finish());
+        }
+        let label = format!("{method} {path}");
+        let mut attempt = 0u32;
+        let mut lockouts = 0u32;
+        let mut refreshed = false;
+        loop {
+            self.wait_pause().await;
+            self.limiter.acquire().await;
+            let token = self.auth.bearer(self).await?;
+            let mut rb = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(token.expose())
+                .header("accept", "application/hal+json, application/json");
+            if let Some(b) = body {
+                rb = rb.json(b);
+            }
+            let resp = match rb.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    let err = Error::transport(SYSTEM, &label, redact_url(&url), &e);
+                    if err.is_retryable() && attempt + 1 < MAX_ATTEMPTS {
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(err);
+                }
+            };
+            let status = resp.status().as_u16();
+            let request_id = resp
+                .headers()
+                .get("x-request-id")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string);
+            match status {
+                204 => return Ok(None),
+                200..=299 => {
+                    let bytes = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| Error::transport(SYSTEM, &label, redact_url(&url), &e))?;
+                    if bytes.iter().all(u8::is_ascii_whitespace) {
+                        return Ok(None);
+                    }
+                    return serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                        self.err(
+                            ErrorKind::Decode,
+                            &label,
+                            &url,
+                            format!("answer is not valid JSON: {e}"),
+                        )
+                    });
+                }
+                401 if self.auth.can_refresh() && !refreshed => {
+                    refreshed = true;
+                    tracing::info!(system = SYSTEM, %label, "access token refused, refreshing once");
+                    self.auth.refresh(self, Some(&token)).await?;
+                    continue;
+                }
+                _ => {}
+            }
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let mut err = problem_error(self, status, &label, &url, &bytes);
+            match status {
+                429 => {
+                    let wait = self
+                        .tuning
+                        .throttle_wait
+                        .saturating_mul(1 << attempt.min(5));
+                    err = err.retry_after(wait);
+                    if attempt + 1 < MAX_ATTEMPTS {
+                        tracing::warn!(system = SYSTEM, %label, ?wait, "rate limited (429), pausing");
+                        self.pause(wait);
+                        attempt += 1;
+                        continue;
+                    }
+                }
+                403 if lockouts < MAX_LOCKOUT_WAITS => {
+                    lockouts += 1;
+                    let wait = self.tuning.lockout_wait.saturating_mul(lockouts);
+                    tracing::warn!(system = SYSTEM, %label, ?wait, "403 (possible anti-abuse lock-out), waiting");
+                    self.pause(wait);
+                    continue;
+                }
+                500..=599 if attempt + 1 < MAX_ATTEMPTS => {
+                    tracing::warn!(system = SYSTEM, %label, status, request_id = request_id.as_deref().unwrap_or(""), "server error, retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            return Err(err);
+        }
+    }
+
+    async fn get(&self, path: &str, query: &[(String, String)]) -> Result<Option<Value>> {
+        self.call(Method::GET, path, query, None).await
+    }
+
+    /// One page of a HAL list: its items and whether `_links.next` exists.
+    async fn list_page(
+        &self,
+        path: &str,
+        key: &str,
+        query: &[(String, String)],
+    ) -> Result<(Vec<Value>, bool)> {
+        let Some(v) = self.get(path, query).await? else {
+            return Ok((Vec::new(), false));
+        };
+        let items = match &v["_embedded"][key] {
+            Value::Array(a) => a.clone(),
+            Value::Null => Vec::new(),
+            _ => {
+                return Err(self.err(
+                    ErrorKind::Decode,
+                    &format!("GET {path}"),
+                    &format!("{}{path}", self.base),
+                    format!("_embedded.{key} is not a list"),
+                ));
+            }
+        };
+        let has_next = v["_links"]["next"]["href"].is_string();
+        Ok((items, has_next))
+    }
+
+    fn decode_err(&self, path: &str, msg: String) -> Error {
+        self.err(
+            ErrorKind::Decode,
+            &format!("GET {path}"),
+            &format!("{}{path}", self.base),
+            format!("unexpected record shape {msg}"),
+        )
+    }
+
+    async fn all_pages(&self, path: &str, key: &str) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        for page in 1..=10_000u32 {
+            let q = vec![
+                ("limit".to_string(), PAGE_LIMIT.to_string()),
+                ("page".to_string(), page.to_string()),
+            ];
+            let (items, next) = self.list_page(path, key, &q).await?;
+            out.extend(items);
+            if !next {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn currency(&self) -> String {
+        self.currency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn read_page(
+        &self,
+        path: &str,
+        key: &str,
+        order: &str,
+        extra: &[(&str, &str)],
+        cursor: &Cursor,
+        page: u32,
+    ) -> Result<(Vec<Value>, bool)> {
+        let mut q: Vec<(String, String)> = Vec::new();
+        if let Some(since) = cursor.since {
+            q.push((
+                "filter[updated_at][from]".into(),
+                since.timestamp().to_string(),
+            ));
+        }
+        q.push((format!("order[{order}]"), "asc".into()));
+        q.push(("limit".into(), PAGE_LIMIT.to_string()));
+        q.push(("page".into(), page.to_string()));
+        for (k, v) in extra {
+            q.push(((*k).into(), (*v).into()));
+        }
+        self.list_page(path, key, &q).await
+    }
+}
+
+/// Turns a non-2xx answer into an error; problem+json gives code and detail, other bodies
+/// (the plain-text 429, HTML 502) only the status.
+fn problem_error(c: &AmoCrm, status: u16, label: &str, url: &str, body: &[u8]) -> Error {
+    let kind = match status {
+        401 => ErrorKind::Auth,
+        429 => ErrorKind::RateLimited,
+        500..=599 => ErrorKind::Transient,
+        _ => ErrorKind::Permanent,
+    };
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let (code, mut message) = match &parsed {
+        Some(p) if p.is_object() => {
+            let title = p["title"].as_str().unwrap_or("").to_string();
+            let detail = p["detail"].as_str().unwrap_or("").to_string();
+            (
+                (!title.is_empty()).then_some(title.clone()),
+                if detail.is_empty() { title } else { detail },
+            )
+        }
+        _ => (None, String::new()),
+    };
+    if let Some(errs) = parsed
+        .as_ref()
+        .and_then(|p| p["validation-errors"].as_array())
+    {
+        let parts: Vec<String> = errs
+            .iter()
+            .flat_map(|item| {
+                let rid = item["request_id"].as_str().unwrap_or("?").to_string();
+                item["errors"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |e| {
+                        format!(
+                            "item {rid}: {} {} ({})",
+                            e["path"].as_str().unwrap_or(""),
+                            e["detail"].as_str().unwrap_or(""),
+                            e["code"].as_str().unwrap_or("")
+                        )
+                    })
+            })
+            .collect();
+        if !parts.is_empty() {
+            message = format!("{message}: {}", parts.join("; "));
+        }
+    }
+    if message.is_empty() {
+        message = match status {
+            429 => "rate limit exceeded (429)".into(),
+            403 => "forbidden (rights, IP restriction or anti-abuse lock-out)".into(),
+            _ => format!("HTTP {status}"),
+        };
+    }
+    let mut e = c.err(kind, label, url, message).status(status);
+    if let Some(code) = code {
+        e = e.code(code);
+    }
+    e
+}
+
+fn page_of(cursor: &Cursor) -> u32 {
+    cursor
+        .position
+        .as_deref()
+        .and_then(|p| p.parse::<u32>().ok())
+        .filter(|p| *p >= 1)
+        .unwrap_or(1)
+}
+
+fn next_cursor(cursor: &Cursor, records: &[Record], position: Option<String>) -> (Cursor, bool) {
+    let newest = records.iter().map(Record::updated_at).max();
+    let high_water: Option<Ts> = match (cursor.high_water, newest) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    match position {
+        Some(p) => (
+            Cursor {
+                since: cursor.since,
+                position: Some(p),
+                high_water,
+            },
+            false,
+        ),
+        None => (
+            Cursor {
+                since: high_water.or(cursor.since),
+                position: None,
+                high_water,
+            },
+            true,
+        ),
+    }
+}
+
+#[async_trait]
+impl Crm for AmoCrm {
+    fn kind(&self) -> CrmKind {
+        CrmKind::Amocrm
+    }
+
+    fn account(&self) -> String {
+        self.host.clone()
+    }
+
+    async fn ping(&self) -> Result<String> {
+        let path = "/api/v4/account";
+        let v = self
+            .get(path, &[])
+            .await?
+            .ok_or_else(|| self.decode_err(path, "(empty account answer)".into()))?;
+        let name = v["name"].as_str().unwrap_or("");
+        let sub = v["subdomain"].as_str().unwrap_or("");
+        if name.is_empty() && sub.is_empty() {
+            return Err(self.decode_err(path, "(account without name and subdomain)".into()));
+        }
+        if let Some(cur) = v["currency"].as_str().filter(|c| !c.is_empty()) {
+            *self.currency.lock().unwrap_or_else(|e| e.into_inner()) = cur.to_string();
+        }
+        Ok(format!("{name} ({sub})"))
+    }
+
+    async fn users(&self) -> Result<Vec<User>> {
+        let path = "/api/v4/users";
+        self.all_pages(path, "users")
+            .await?
+            .iter()
+            .map(|v| map::user(v).map_err(|e| self.decode_err(path, e)))
+            .collect()
+    }
+
+    async fn pipelines(&self) -> Result<Vec<Pipeline>> {
+        let path = "/api/v4/leads/pipelines";
+        let v = self.get(path, &[]).await?;
+        let items = v
+            .as_ref()
+            .and_then(|v| v["_embedded"]["pipelines"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        let mut out: Vec<Pipeline> = items
+            .iter()
+            .map(|p| map::pipeline(p).map_err(|e| self.decode_err(path, e)))
+            .collect::<Result<_>>()?;
+        out.push(map::lead_pipeline());
+        Ok(out)
+    }
+
+    async fn fetch_page(&self, entity: EntityKind, cursor: &Cursor) -> Result<Page> {
+        let currency = self.currency();
+        let (records, position): (Vec<Record>, Option<String>) = match entity {
+            EntityKind::Deal | EntityKind::Contact | EntityKind::Company | EntityKind::Task => {
+                let (path, key, order, extra): (&str, &str, &str, &[(&str, &str)]) = match entity {
+                    EntityKind::Deal => ("/api/v4/leads", "leads", "id", &[("with", "contacts")]),
+                    EntityKind::Contact => ("/api/v4/contacts", "contacts", "id", &[]),
+                    EntityKind::Company => ("/api/v4/companies", "companies", "id", &[]),
+                    _ => ("/api/v4/tasks", "tasks", "id", &[]),
+                };
+                let page = page_of(cursor);
+                let (items, more) = self
+                    .read_page(path, key, order, extra, cursor, page)
+                    .await?;
+                let records = items
+                    .iter()
+                    .map(|v| {
+                        match entity {
+                            EntityKind::Deal => map::deal(v, &currency).map(Record::Deal),
+                            EntityKind::Contact => map::contact(v).map(Record::Contact),
+                            EntityKind::Company => map::company(v).map(Record::Company),
+                            _ => map::task(v).map(Record::Task),
+                        }
+                        .map_err(|e| self.decode_err(path, e))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (records, more.then(|| (page + 1).to_string()))
+            }
+            EntityKind::Lead => {
+                // Unsorted items have no updated_at filter: read by creation and keep the
+                // changed ones.
+                let path = "/api/v4/leads/unsorted";
+                let page = page_of(cursor);
+                let q = vec![
+                    ("order[created_at]".to_string(), "asc".to_string()),
+                    ("limit".to_string(), PAGE_LIMIT.to_string()),
+                    ("page".to_string(), page.to_string()),
+                ];
+                let (items, more) = self.list_page(path, "unsorted", &q).await?;
+                let since = cursor.since.map(|s| s.timestamp());
+                let records = items
+                    .iter()
+                    .filter(|v| {
+                        since.is_none_or(|s| map::unsorted_updated(v).is_none_or(|u| u >= s))
+                    })
+                    .map(|v| {
+                        map::unsorted(v)
+                            .map(Record::Lead)
+                            .map_err(|e| self.decode_err(path, e))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (records, more.then(|| (page + 1).to_string()))
+            }
+            EntityKind::Activity => {
+                // Position `ENTITY:PAGE` walks the call notes of leads, contacts, companies.
+                let (ent_idx, page) =
+                    match cursor.position.as_deref().and_then(|p| p.split_once(':')) {
+                        Some((e, p)) => (
+                            NOTE_ENTITIES.iter().position(|x| *x == e).unwrap_or(0),
+                            p.parse::<u32>().ok().filter(|p| *p >= 1).unwrap_or(1),
+                        ),
+                        None => (0, 1),
+                    };
+                let ent = NOTE_ENTITIES[ent_idx];
+                let path = format!("/api/v4/{ent}/notes");
+                let extra = [
+                    ("filter[note_type][]", "call_in"),
+                    ("filter[note_type][]", "call_out"),
+                ];
+                let (items, more) = self
+                    .read_page(&path, "notes", "id", &extra, cursor, page)
+                    .await?;
+                let mut records = Vec::new();
+                for v in &items {
+                    if let Some(a) =
+                        map::call_note(v, ent).map_err(|e| self.decode_err(&path, e))?
+                    {
+                        records.push(Record::Activity(a));
+                    }
+                }
+                let position = if more {
+                    Some(format!("{ent}:{}", page + 1))
+                } else {
+                    NOTE_ENTITIES
+                        .get(ent_idx + 1)
+                        .map(|next| format!("{next}:1"))
+                };
+                (records, position)
+            }
+        };
+        let (next, done) = next_cursor(cursor, &records, position);
+        Ok(Page {
+            records,
+            next,
+            done,
+        })
+    }
+
+    async fn find_by_phone(&self, e164: &str) -> Result<Vec<EntityRef>> {
+        let digits: String = e164.chars().filter(char::is_ascii_digit).collect();
+        if digits.len() < 10 {
+            return Ok(Vec::new());
+        }
+        let wanted = phone::normalize(e164).unwrap_or_else(|_| format!("+{digits}"));
+        // The last ten digits match however the number was typed (+7, 8, spaces, dashes).
+        let needle = digits[digits.len() - 10..].to_string();
+        let mut out = Vec::new();
+        for (path, key, kind) in [
+            ("/api/v4/contacts", "contacts", EntityKind::Contact),
+            ("/api/v4/companies", "companies", EntityKind::Company),
+        ] {
+            let q = vec![
+                ("query".to_string(), needle.clone()),
+                ("limit".to_string(), "50".to_string()),
+            ];
+            let (items, _) = self.list_page(path, key, &q).await?;
+            for v in &items {
+                let rec: map::WirePerson = map::decode(v).map_err(|e| self.decode_err(path, e))?;
+                let hit = map::field_values(&rec.custom_fields_values, "PHONE")
+                    .iter()
+                    .any(|p| phone::normalize(p).is_ok_and(|n| n == wanted));
+                if hit {
+                    out.push(EntityRef::new(kind, rec.id.to_string()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_task(&self, task: &NewTask) -> Result<String> {
+        let path = "/api/v4/tasks";
+        let url = format!("{}{path}", self.base);
+        let bad = |m: String| self.err(ErrorKind::Permanent, &format!("POST {path}"), &url, m);
+        let responsible: u64 = task.responsible_id.parse().map_err(|_| {
+            bad(format!(
+                "responsible id {:?} is not numeric",
+                task.responsible_id
+            ))
+        })?;
+        let text = if task.description.is_empty() {
+            task.title.clone()
+        } else {
+            format!("{}\n{}", task.title, task.description)
+        };
+        let mut item = json!({
+            "text": text, "complete_till": task.deadline.timestamp(), "task_type_id": 1,
+            "responsible_user_id": responsible, "request_id": "0",
+        });
+        if let Some(ent) = &task.entity
+            && let Some(plural) = map::entity_plural(ent.kind)
+        {
+            let id: u64 = ent
+                .id
+                .parse()
+                .map_err(|_| bad(format!("entity id {:?} is not numeric", ent.id)))?;
+            item["entity_type"] = json!(plural);
+            item["entity_id"] = json!(id);
+        }
+        let v = self
+            .call(Method::POST, path, &[], Some(&json!([item])))
+            .await?;
+        created_id(self, v.as_ref(), "tasks", path)
+    }
+
+    async fn add_comment(&self, entity: &EntityRef, text: &str) -> Result<String> {
+        let Some(plural) = map::entity_plural(entity.kind) else {
+            return Err(self.err(
+                ErrorKind::Permanent,
+                "POST notes",
+                &self.base,
+                format!("amoCRM has no notes on {}", entity.kind.as_str()),
+            ));
+        };
+        let path = format!("/api/v4/{plural}/notes");
+        let id: u64 = entity.id.parse().map_err(|_| {
+            self.err(
+                ErrorKind::Permanent,
+                &format!("POST {path}"),
+                &format!("{}{path}", self.base),
+                format!("entity id {:?} is not numeric", entity.id),
+            )
+        })?;
+        let body = json!([{"entity_id": id, "note_type": "common", "params": {"text": text},
+                           "request_id": "0"}]);
+        let v = self.call(Method::POST, &path, &[], Some(&body)).await?;
+        created_id(self, v.as_ref(), "notes", &path)
+    }
+}
+
+fn created_id(c: &AmoCrm, v: Option<&Value>, key: &str, path: &str) -> Result<String> {
+    v.and_then(|v| v["_embedded"][key][0]["id"].as_u64())
+        .map(|id| id.to_string())
+        .ok_or_else(|| {
+            c.err(
+                ErrorKind::Decode,
+                &format!("POST {path}"),
+                &format!("{}{path}", c.base),
+                format!("answer has no _embedded.{key}[0].id"),
+            )
+        })
+}

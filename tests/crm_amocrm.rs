@@ -1,0 +1,753 @@
+//! The amoCRM connector against the simulator over real HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use dozor::config::{AmocrmConfig, Secret};
+use dozor::crm::amocrm::AmoCrm;
+use dozor::crm::{Crm, Cursor, NewTask};
+use dozor::domain::{EntityKind, EntityRef, Record, Semantics};
+use dozor::http::ErrorKind;
+use dozor::sim::world::{
+    ActivityType, LeadStatus, Owner, Role, SimDeal, SimPipeline, SimStage, SimUser, StageKind,
+    World,
+};
+use dozor::sim::{self, Faults, Sim, SimHandle, SimOptions, System};
+use dozor::store::{Store, TokenStore};
+use serde_json::json;
+
+const TOKEN_METHOD: &str = "POST /oauth2/access_token";
+
+fn opts() -> SimOptions {
+    SimOptions {
+        seed: 3,
+        scale: 1,
+        anchor: None,
+        enforce_limits: false,
+        b24_enterprise: false,
+    }
+}
+
+async fn start() -> SimHandle {
+    sim::start(opts(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn start_world(w: World) -> SimHandle {
+    sim::start_with(Sim::with_world(opts(), w), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn deals_world(n: usize) -> World {
+    let mut w = World::default();
+    w.users.push(SimUser {
+        id: 1,
+        first_name: "Анна".into(),
+        last_name: "Петрова".into(),
+        email: "a@example.ru".into(),
+        extension: "101".into(),
+        role: Role::Manager,
+        active: true,
+    });
+    let stage = |id, kind| SimStage {
+        id,
+        code: format!("S{id}"),
+        name: format!("Этап {id}"),
+        sort: id as i64,
+        kind,
+    };
+    w.pipelines.push(SimPipeline {
+        id: 0,
+        name: "Продажи".into(),
+        is_default: true,
+        stages: vec![
+            stage(1001, StageKind::Open),
+            stage(1002, StageKind::Won),
+            stage(1003, StageKind::Lost),
+        ],
+    });
+    w.reserve_id(10_000);
+    let base = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    for i in 0..n {
+        let id = w.next_id();
+        let at = base + chrono::Duration::seconds(i as i64);
+        w.deals.insert(
+            id,
+            SimDeal {
+                id,
+                title: format!("Сделка {i}"),
+                pipeline_id: 0,
+                stage_id: 1001,
+                amount: 100.0,
+                responsible_id: 1,
+                contact_id: None,
+                company_id: None,
+                lead_id: None,
+                source: "WEB".into(),
+                tags: vec![],
+                loss_reason: None,
+                created_at: at,
+                updated_at: at,
+                closed_at: None,
+            },
+        );
+    }
+    w
+}
+
+fn long_lived(h: &SimHandle) -> AmocrmConfig {
+    AmocrmConfig {
+        base_url: h.amo_url(),
+        long_lived_token: Some(Secret::new(h.sim.creds.amo_long_lived_token.clone())),
+        long_lived_token_file: None,
+        client_id: None,
+        client_secret: None,
+        client_secret_file: None,
+        redirect_uri: None,
+        refresh_token: None,
+        refresh_token_file: None,
+        rate_per_sec: 7,
+    }
+}
+
+fn oauth(h: &SimHandle, refresh: &str) -> AmocrmConfig {
+    let c = &h.sim.creds;
+    AmocrmConfig {
+        base_url: h.amo_url(),
+        long_lived_token: None,
+        long_lived_token_file: None,
+        client_id: Some(c.amo_client_id.clone()),
+        client_secret: Some(Secret::new(c.amo_client_secret.clone())),
+        client_secret_file: None,
+        redirect_uri: Some(c.amo_redirect_uri.clone()),
+        refresh_token: Some(Secret::new(refresh)),
+        refresh_token_file: None,
+        rate_per_sec: 7,
+    }
+}
+
+async fn store(dir: &tempfile::TempDir) -> Arc<Store> {
+    let path = dir.path().join("dozor.db");
+    Arc::new(
+        Store::open(&format!("sqlite://{}", path.display()), 4)
+            .await
+            .unwrap(),
+    )
+}
+
+fn token_calls(h: &SimHandle) -> u64 {
+    h.sim
+        .stats()
+        .get(&System::Amocrm)
+        .and_then(|s| s.by_method.get(TOKEN_METHOD).copied())
+        .unwrap_or(0)
+}
+
+/// Reads every page of `entity`; returns the records, the number of pages and the final cursor.
+async fn full_pass(c: &AmoCrm, entity: EntityKind, from: Cursor) -> (Vec<Record>, usize, Cursor) {
+    let mut cursor = from;
+    let mut out = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = c.fetch_page(entity, &cursor).await.unwrap();
+        pages += 1;
+        out.extend(page.records);
+        cursor = page.next;
+        if page.done {
+            break;
+        }
+        assert!(pages < 100, "runaway paging");
+    }
+    (out, pages, cursor)
+}
+
+#[tokio::test]
+async fn full_fetch_matches_the_world() {
+    let h = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        .await
+        .unwrap();
+    h.sim.reset_stats();
+    assert_eq!(c.ping().await.unwrap(), "Dozor Sim (dozorsim)");
+    assert!(c.account().starts_with("127.0.0.1:"));
+    let users = c.users().await.unwrap();
+    let pipelines = c.pipelines().await.unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    let mut all = Vec::new();
+    for kind in EntityKind::ALL {
+        let (records, _, cursor) = full_pass(&c, kind, Cursor::default()).await;
+        assert!(records.iter().all(|r| r.entity_kind() == kind));
+        assert!(cursor.position.is_none());
+        counts.insert(kind, records.len());
+        all.extend(records);
+    }
+    let requests = h.sim.stats()[&System::Amocrm].requests;
+    println!("full fetch of a scale-1 world: {requests} HTTP requests, counts {counts:?}");
+
+    let w = h.sim.world();
+    assert_eq!(users.len(), w.users.len());
+    assert_eq!(pipelines.len(), w.pipelines.len() + 1);
+    let main = pipelines.iter().find(|p| p.is_default).unwrap();
+    assert!(
+        main.stages
+            .iter()
+            .any(|s| s.id == "142" && s.semantics == Semantics::Won)
+    );
+    assert!(
+        main.stages
+            .iter()
+            .any(|s| s.id == "143" && s.semantics == Semantics::Lost)
+    );
+    assert_eq!(counts[&EntityKind::Deal], w.deals.len());
+    assert_eq!(counts[&EntityKind::Contact], w.contacts.len());
+    assert_eq!(counts[&EntityKind::Company], w.companies.len());
+    assert_eq!(counts[&EntityKind::Task], w.tasks.len());
+    let calls = w
+        .activities
+        .values()
+        .filter(|a| a.kind == ActivityType::Call && a.owner.0 != Owner::Lead)
+        .count();
+    assert_eq!(counts[&EntityKind::Activity], calls);
+    let unsorted = w
+        .leads
+        .values()
+        .filter(|l| l.status != LeadStatus::Junk)
+        .count();
+    assert_eq!(counts[&EntityKind::Lead], unsorted);
+
+    // Spot checks of the mapping against the world.
+    let won_world = w
+        .deals
+        .values()
+        .filter(|d| w.stage(d.stage_id).unwrap().1.kind == StageKind::Won)
+        .count();
+    let mut won = 0;
+    for r in &all {
+        match r {
+            Record::Deal(d) => {
+                let sd = &w.deals[&d.id.parse::<u64>().unwrap()];
+                assert_eq!(d.title, sd.title);
+                assert_eq!(d.contact_id, sd.contact_id.map(|x| x.to_string()));
+                assert_eq!(d.closed_at.is_some(), sd.closed_at.is_some());
+                if d.semantics == Semantics::Won {
+                    won += 1;
+                    assert_eq!(d.stage_id, "142");
+                }
+            }
+            Record::Contact(ct) => {
+                let sc = &w.contacts[&ct.id.parse::<u64>().unwrap()];
+                assert_eq!(ct.phones, sc.phones);
+                assert_eq!(ct.emails, sc.emails);
+                assert_eq!(ct.company_id, sc.company_id.map(|x| x.to_string()));
+            }
+            Record::Task(t) => {
+                let st = &w.tasks[&t.id.parse::<u64>().unwrap()];
+                assert_eq!(t.completed, st.completed);
+                if let Some((Owner::Deal, id)) = st.binding {
+                    assert_eq!(
+                        t.entity,
+                        Some(EntityRef::new(EntityKind::Deal, id.to_string()))
+                    );
+                }
+            }
+            Record::Activity(a) => {
+                let sa = &w.activities[&a.id.parse::<u64>().unwrap()];
+                assert_eq!(a.external_id, sa.external_id);
+                assert_eq!(a.duration_s, Some(sa.duration_s));
+                assert_eq!(a.phone, sa.phone);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(won, won_world);
+    assert!(requests >= 10, "{requests}");
+}
+
+#[tokio::test]
+async fn incremental_pass_sees_only_changes() {
+    let h = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        .await
+        .unwrap();
+    let (all, _, cursor) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
+    assert_eq!(all.len(), h.sim.world().deals.len());
+    let since = cursor.since.expect("watermark after a full pass");
+    assert_eq!(cursor.high_water, Some(since));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let changed = {
+        let mut w = h.sim.world();
+        let d = w.deals.values_mut().next().unwrap();
+        d.title = "Изменённая сделка".into();
+        d.updated_at = Utc::now();
+        d.id
+    };
+    let (delta, pages, next) = full_pass(&c, EntityKind::Deal, cursor).await;
+    assert_eq!(pages, 1);
+    // The change, plus records exactly at the old watermark (the `from` bound is inclusive).
+    for r in &delta {
+        assert!(
+            r.id() == changed.to_string() || r.updated_at() == since,
+            "unexpected record {} at {}",
+            r.id(),
+            r.updated_at()
+        );
+    }
+    assert!(delta.len() < all.len() / 4, "{}", delta.len());
+    let d = delta
+        .iter()
+        .find(|r| r.id() == changed.to_string())
+        .expect("changed deal comes back");
+    match d {
+        Record::Deal(d) => assert_eq!(d.title, "Изменённая сделка"),
+        _ => unreachable!(),
+    }
+    assert!(next.since.unwrap() > since);
+}
+
+#[tokio::test]
+async fn paging_edge_cases() {
+    for (n, pages_expected) in [(0usize, 1usize), (250, 1), (251, 2)] {
+        let h = start_world(deals_world(n)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+            .await
+            .unwrap();
+        h.sim.reset_stats();
+        let (records, pages, cursor) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
+        assert_eq!(records.len(), n, "n={n}");
+        assert_eq!(pages, pages_expected, "n={n}");
+        assert_eq!(
+            h.sim.stats()[&System::Amocrm].requests,
+            pages_expected as u64
+        );
+        if n == 0 {
+            assert!(cursor.since.is_none());
+        } else {
+            assert!(cursor.since.is_some());
+        }
+        // Other kinds are empty in this world: one 204 each, done at once.
+        let page = c
+            .fetch_page(EntityKind::Contact, &Cursor::default())
+            .await
+            .unwrap();
+        assert!(page.done && page.records.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn refresh_race_single_flight() {
+    let h = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(&dir).await;
+    let initial = h.sim.creds.amo_refresh_token.clone();
+    let c = Arc::new(
+        AmoCrm::new("t1", &oauth(&h, &initial), st.clone())
+            .await
+            .unwrap(),
+    );
+    let a = {
+        let c = c.clone();
+        tokio::spawn(async move { c.ping().await })
+    };
+    let b = {
+        let c = c.clone();
+        tokio::spawn(async move { c.fetch_page(EntityKind::Company, &Cursor::default()).await })
+    };
+    assert!(a.await.unwrap().is_ok());
+    assert!(!b.await.unwrap().unwrap().records.is_empty());
+    assert_eq!(token_calls(&h), 1, "exactly one refresh");
+    let saved = st.load_token("t1", "amocrm").await.unwrap().unwrap();
+    let rt = saved.refresh_token.clone().unwrap();
+    assert_ne!(rt.expose(), initial);
+    assert!(h.sim.amo.refresh_token_valid(rt.expose()), "chain intact");
+    // The chain keeps working: expire everything, two tasks again, still one refresh.
+    h.sim.amo.expire_access_tokens();
+    let (x, y) = tokio::join!(c.ping(), c.users());
+    x.unwrap();
+    y.unwrap();
+    assert_eq!(token_calls(&h), 2);
+    let saved2 = st.load_token("t1", "amocrm").await.unwrap().unwrap();
+    assert!(
+        h.sim
+            .amo
+            .refresh_token_valid(saved2.refresh_token.unwrap().expose())
+    );
+}
+
+#[tokio::test]
+async fn token_expiry_mid_sync_recovers() {
+    let h = start_world(deals_world(600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = AmoCrm::new(
+        "t1",
+        &oauth(&h, &h.sim.creds.amo_refresh_token),
+        store(&dir).await,
+    )
+    .await
+    .unwrap();
+    let p1 = c
+        .fetch_page(EntityKind::Deal, &Cursor::default())
+        .await
+        .unwrap();
+    assert_eq!(p1.records.len(), 250);
+    assert!(!p1.done);
+    h.sim.set_faults(
+        System::Amocrm,
+        Faults {
+            expire_tokens: true,
+            ..Faults::default()
+        },
+    );
+    let p2 = c.fetch_page(EntityKind::Deal, &p1.next).await.unwrap();
+    assert_eq!(p2.records.len(), 250);
+    let p3 = c.fetch_page(EntityKind::Deal, &p2.next).await.unwrap();
+    assert_eq!(p3.records.len(), 100);
+    assert!(p3.done);
+    assert_eq!(token_calls(&h), 2, "initial refresh + one after expiry");
+}
+
+#[tokio::test]
+async fn rotated_token_is_persisted_before_use() {
+    let h = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let initial = h.sim.creds.amo_refresh_token.clone();
+    {
+        let st = store(&dir).await;
+        let c = AmoCrm::new("t1", &oauth(&h, &initial), st.clone())
+            .await
+            .unwrap();
+        c.ping().await.unwrap();
+        // What the store holds is exactly the newest pair the server issued.
+        let saved = st.load_token("t1", "amocrm").await.unwrap().unwrap();
+        let rt = saved.refresh_token.unwrap();
+        assert!(h.sim.amo.refresh_token_valid(rt.expose()));
+        assert!(!h.sim.amo.refresh_token_valid(&initial));
+        assert!(saved.expires_at.unwrap() > Utc::now());
+        assert!(saved.refreshed_at.is_some());
+        // The process "crashes" here: client and store dropped.
+    }
+    // A new instance from the same SQLite file, with a stale refresh token in its config,
+    // after the server forgot every access token: it refreshes with the stored token.
+    h.sim.amo.expire_access_tokens();
+    let st = store(&dir).await;
+    let c = AmoCrm::new("t1", &oauth(&h, "def50200-stale-from-config"), st.clone())
+        .await
+        .unwrap();
+    assert_eq!(c.ping().await.unwrap(), "Dozor Sim (dozorsim)");
+    assert_eq!(token_calls(&h), 2);
+    let saved = st.load_token("t1", "amocrm").await.unwrap().unwrap();
+    assert!(
+        h.sim
+            .amo
+            .refresh_token_valid(saved.refresh_token.unwrap().expose())
+    );
+    assert!(!c.needs_reauth());
+}
+
+#[tokio::test]
+async fn revoked_refresh_stops_the_client() {
+    let h = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let initial = h.sim.creds.amo_refresh_token.clone();
+    // Someone else used the refresh token first.
+    let cr = &h.sim.creds;
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth2/access_token", h.amo_url()))
+        .json(
+            &json!({"client_id": cr.amo_client_id, "client_secret": cr.amo_client_secret,
+                      "grant_type": "refresh_token", "refresh_token": initial,
+                      "redirect_uri": cr.amo_redirect_uri}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let c = AmoCrm::new("t1", &oauth(&h, &initial), store(&dir).await)
+        .await
+        .unwrap();
+    let e = c.ping().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Auth);
+    let text = e.to_string();
+    assert!(text.contains("re-authorisation required"), "{text}");
+    assert!(text.contains("revoked"), "{text}");
+    assert!(!text.contains(&initial), "{text}");
+    assert!(!text.contains(&cr.amo_client_secret), "{text}");
+    assert!(c.needs_reauth());
+    assert_eq!(token_calls(&h), 2);
+    for _ in 0..3 {
+        let e = c
+            .fetch_page(EntityKind::Deal, &Cursor::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Auth);
+        assert!(e.message.contains("re-authorisation required"));
+    }
+    assert_eq!(token_calls(&h), 2, "no further refresh attempts");
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_retried() {
+    let h = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        .await
+        .unwrap();
+    h.sim.set_faults(
+        System::Amocrm,
+        Faults {
+            throttle: 2,
+            http_5xx: 2,
+            ..Faults::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let page = c
+        .fetch_page(EntityKind::Company, &Cursor::default())
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), h.sim.world().companies.len());
+    // Two 429s: at least 1 s + 2 s of back-off.
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let stats = &h.sim.stats()[&System::Amocrm];
+    assert_eq!(stats.requests, 5);
+    assert_eq!(stats.throttled, 2);
+}
+
+#[tokio::test]
+async fn rate_limit_is_respected_with_limits_on() {
+    let mut o = opts();
+    o.enforce_limits = true;
+    let h = sim::start_with(
+        Sim::with_world(o, deals_world(3)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Arc::new(
+        AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+            .await
+            .unwrap(),
+    );
+    // 14 calls from 4 tasks: the client's own limiter keeps under 7 rps.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..4 {
+                c.fetch_page(EntityKind::Deal, &Cursor::default())
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = &h.sim.stats()[&System::Amocrm];
+    assert_eq!(stats.requests - stats.throttled, 16);
+    assert!(stats.throttled <= 2, "throttled {}", stats.throttled);
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_decode_error_without_secrets() {
+    let h = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        .await
+        .unwrap();
+    h.sim.set_faults(
+        System::Amocrm,
+        Faults {
+            malformed_json: 1,
+            ..Faults::default()
+        },
+    );
+    let e = c
+        .fetch_page(EntityKind::Deal, &Cursor::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Decode);
+    let text = e.to_string();
+    assert!(text.contains("GET /api/v4/leads"), "{text}");
+    assert!(text.contains("/api/v4/leads?"), "{text}");
+    assert!(!text.contains(&h.sim.creds.amo_long_lived_token), "{text}");
+    // The next call is fine again.
+    assert!(
+        c.fetch_page(EntityKind::Deal, &Cursor::default())
+            .await
+            .is_ok()
+    );
+
+    // Same with OAuth: neither token nor client secret shows up.
+    let oc = AmoCrm::new(
+        "t2",
+        &oauth(&h, &h.sim.creds.amo_refresh_token),
+        store(&dir).await,
+    )
+    .await
+    .unwrap();
+    oc.ping().await.unwrap();
+    h.sim.set_faults(
+        System::Amocrm,
+        Faults {
+            malformed_json: 1,
+            ..Faults::default()
+        },
+    );
+    let e = oc.users().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Decode);
+    let text = format!("{e} {e:?}");
+    assert!(!text.contains(&h.sim.creds.amo_client_secret), "{text}");
+    assert!(!text.contains("def50200"), "{text}");
+}
+
+#[tokio::test]
+async fn writes_and_phone_lookup() {
+    let h = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        .await
+        .unwrap();
+    let (deal, resp, contact, phone) = {
+        let w = h.sim.world();
+        let d = w.deals.values().next().unwrap();
+        let ct = w.contacts.values().next().unwrap();
+        (d.id, d.responsible_id, ct.id, ct.phones[0].clone())
+    };
+    let id = c
+        .create_task(&NewTask {
+            title: "Перезвонить клиенту".into(),
+            description: "dozor:marker:abc123".into(),
+            responsible_id: resp.to_string(),
+            deadline: Utc::now() + chrono::Duration::hours(2),
+            entity: Some(EntityRef::new(EntityKind::Deal, deal.to_string())),
+        })
+        .await
+        .unwrap();
+    {
+        let w = h.sim.world();
+        let t = &w.tasks[&id.parse::<u64>().unwrap()];
+        assert!(t.title.contains("dozor:marker:abc123"));
+        assert_eq!(t.binding, Some((Owner::Deal, deal)));
+        assert_eq!(t.responsible_id, resp);
+    }
+    let note = c
+        .add_comment(
+            &EntityRef::new(EntityKind::Contact, contact.to_string()),
+            "Проверка",
+        )
+        .await
+        .unwrap();
+    assert!(!note.is_empty());
+    assert!(
+        h.sim
+            .world()
+            .comments
+            .iter()
+            .any(|(o, id, text, _)| *o == Owner::Contact && *id == contact && text == "Проверка")
+    );
+    let e164 = dozor::domain::phone::normalize(&phone).unwrap();
+    let found = c.find_by_phone(&e164).await.unwrap();
+    assert!(
+        found.contains(&EntityRef::new(EntityKind::Contact, contact.to_string())),
+        "{phone} {found:?}"
+    );
+    assert!(c.find_by_phone("+79000000001").await.unwrap().is_empty());
+    // Writes show up in the next read: the task comes back with its marker.
+    let (tasks, _, _) = full_pass(&c, EntityKind::Task, Cursor::default()).await;
+    let t = tasks.iter().find(|r| r.id() == id).unwrap();
+    match t {
+        Record::Task(t) => {
+            assert_eq!(t.title, "Перезвонить клиенту");
+            assert_eq!(t.description, "dozor:marker:abc123");
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn lockout_403_is_waited_out() {
+    let mut o = opts();
+    o.enforce_limits = true;
+    let h = sim::start_with(
+        Sim::with_world(o, deals_world(3)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    h.sim.amo.set_lockout(Duration::from_millis(1500));
+    // Another program on the same account hammers until the account is locked.
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v4/account", h.amo_url());
+    let mut locked = false;
+    for _ in 0..60 {
+        let r = http
+            .get(&url)
+            .bearer_auth(&h.sim.creds.amo_long_lived_token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 403 {
+            locked = true;
+            break;
+        }
+    }
+    assert!(locked);
+    let dir = tempfile::tempdir().unwrap();
+    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        .await
+        .unwrap();
+    let page = c
+        .fetch_page(EntityKind::Deal, &Cursor::default())
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 3);
+}
+
+#[tokio::test]
+async fn changes_during_a_pass_leave_no_gaps() {
+    let h = start_world(deals_world(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        .await
+        .unwrap();
+    let p1 = c
+        .fetch_page(EntityKind::Deal, &Cursor::default())
+        .await
+        .unwrap();
+    assert_eq!(p1.records.len(), 250);
+    // Records already read change while the pass is between pages.
+    {
+        let mut w = h.sim.world();
+        for r in p1.records.iter().take(5) {
+            let d = w.deals.get_mut(&r.id().parse::<u64>().unwrap()).unwrap();
+            d.updated_at = Utc::now();
+        }
+    }
+    let p2 = c.fetch_page(EntityKind::Deal, &p1.next).await.unwrap();
+    assert!(p2.done);
+    let seen: std::collections::BTreeSet<String> = p1
+        .records
+        .iter()
+        .chain(&p2.records)
+        .map(|r| r.id().to_string())
+        .collect();
+    assert_eq!(seen.len(), 300, "every deal read once at least");
+    // The changes made behind the pass are picked up by the next one.
+    let (next_pass, _, _) = full_pass(&c, EntityKind::Deal, p2.next.clone()).await;
+    let changed: Vec<&str> = p1.records.iter().take(5).map(|r| r.id()).collect();
+    for id in &changed {
+        assert!(next_pass.iter().any(|r| r.id() == *id), "{id} missed");
+    }
+    assert!(next_pass.len() <= 6, "{}", next_pass.len());
+}
