@@ -38,7 +38,10 @@ async fn kill_and_restart(crm: CrmKind, trials: usize, seed: u64) {
         let c = &h.sim.creds;
         cfg_text = cfg_text
             .replace(&format!("client_id = \"{}\"\n", c.amo_client_id), "")
-            .replace(&format!("client_secret = \"{}\"\n", c.amo_client_secret), "")
+            .replace(
+                &format!("client_secret = \"{}\"\n", c.amo_client_secret),
+                "",
+            )
             .replace(&format!("redirect_uri = \"{}\"\n", c.amo_redirect_uri), "")
             .replace(
                 &format!("refresh_token = \"{}\"", c.amo_refresh_token),

@@ -10,7 +10,11 @@ use dozor::domain::{CrmKind, TelephonyKind};
 use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,17 +23,31 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
         enforce_limits: false,
         ..SimOptions::default()
     };
-    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n[sync]\ninterval_secs = 10\n{}",
-        tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &common::sqlite_url(dir.path()), "ru")
+        tenant_config(
+            &h,
+            CrmKind::Bitrix24,
+            TelephonyKind::Comagic,
+            &common::sqlite_url(dir.path()),
+            "ru"
+        )
     );
     let path = dir.path().join("dozor.toml");
     std::fs::write(&path, cfg).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_dozor"))
-        .args(["--config", &path.display().to_string(), "--log-format", "json", "run"])
+        .args([
+            "--config",
+            &path.display().to_string(),
+            "--log-format",
+            "json",
+            "run",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -50,18 +68,40 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
     assert!(ready, "/readyz never became ready");
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert!(health.status().is_success());
-    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("dozor_cycles_total{tenant=\"demo\",ok=\"true\"} 1"), "{metrics}");
-    assert!(metrics.contains("dozor_last_sync_ok{tenant=\"demo\",source=\"bitrix24\"} 1"), "{metrics}");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("dozor_cycles_total{tenant=\"demo\",ok=\"true\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dozor_last_sync_ok{tenant=\"demo\",source=\"bitrix24\"} 1"),
+        "{metrics}"
+    );
 
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let stopped = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(stopped.elapsed() < Duration::from_secs(20), "did not stop within 20 s of SIGTERM");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "did not stop within 20 s of SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let mut err = String::new();
@@ -69,10 +109,17 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
     assert!(status.success(), "exit {status:?}\n{err}");
     // JSON logs, one object per line, and no secret in them.
     for line in err.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
     }
     assert!(err.contains("dozor stopped"), "{err}");
-    for secret in [&h.sim.creds.b24_webhook_secret, &h.sim.creds.comagic_access_token, &h.sim.creds.telegram_bot_token] {
+    for secret in [
+        &h.sim.creds.b24_webhook_secret,
+        &h.sim.creds.comagic_access_token,
+        &h.sim.creds.telegram_bot_token,
+    ] {
         assert!(!err.contains(secret.as_str()), "secret in logs");
     }
     h.stop().await;

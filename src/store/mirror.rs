@@ -474,13 +474,8 @@ impl Store {
 
     /// When the mirror last saw a change of `kind` (the newest `updated_at`).
     pub async fn newest_update(&self, tenant: &str, kind: EntityKind) -> Result<Option<Ts>> {
-        let col = if kind == EntityKind::Activity {
-            "updated_at"
-        } else {
-            "updated_at"
-        };
         let row = sqlx::query(&format!(
-            "SELECT MAX({col}) FROM {} WHERE tenant = $1",
+            "SELECT MAX(updated_at) FROM {} WHERE tenant = $1",
             table(kind)
         ))
         .bind(tenant)

@@ -207,7 +207,7 @@ pub async fn sync_entity(
             .await
             .map_err(store_err(source, name))?;
         saved += page.records.len();
-        if pages % 20 == 0 {
+        if pages.is_multiple_of(20) {
             tracing::info!(
                 tenant,
                 source,
