@@ -87,7 +87,7 @@ async fn kill_and_restart(crm: CrmKind, trials: usize, seed: u64) {
     let w = h.sim.world();
     let mut per_deal: BTreeMap<u64, usize> = BTreeMap::new();
     for t in w.tasks.values() {
-        if t.description.contains("[dozor:deal_without_task:") {
+        if format!("{} {}", t.title, t.description).contains("[dozor:deal_without_task:") {
             let Some((Owner::Deal, id)) = t.binding else {
                 panic!("a dozor task without its deal binding: {t:?}");
             };
