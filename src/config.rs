@@ -256,6 +256,10 @@ pub struct Bitrix24Config {
     /// Per-method execution budget in seconds per 10 minutes (OPERATION_TIME_LIMIT).
     #[serde(default = "default_operating_budget")]
     pub operating_budget_secs: f64,
+    /// A multiple-string user field (`UF_CRM_...`) on deals, contacts and companies where dozor
+    /// keeps its flags ("no activity"); Bitrix24 CRM entities have no tags.
+    #[serde(default)]
+    pub flag_field: Option<String>,
 }
 
 fn default_b24_oauth() -> String {

@@ -33,6 +33,9 @@ pub struct Page {
     pub next: Cursor,
     /// The pass has reached the end: nothing more to read until records change again.
     pub done: bool,
+    /// Ids of records of this kind deleted in the CRM, for connectors with a deletion feed
+    /// (amoCRM events). Connectors without one answer [`Crm::existing_ids`] instead.
+    pub deleted: Vec<String>,
 }
 
 /// A task dozor asks the CRM to create.
@@ -43,6 +46,65 @@ pub struct NewTask {
     pub description: String,
     pub responsible_id: String,
     pub deadline: Ts,
+    pub entity: Option<EntityRef>,
+}
+
+/// A lead dozor creates (an unknown caller, a form request).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewLead {
+    pub title: String,
+    /// The person's name as far as it is known.
+    pub name: String,
+    /// E.164 (`+79991234567`).
+    pub phone: Option<String>,
+    /// Source code in dozor's terms: `CALL`, `WEB`, `EMAIL`, `OTHER`.
+    pub source: String,
+    pub utm: crate::domain::Utm,
+    pub responsible_id: Option<String>,
+    /// Free text; carries the ledger marker.
+    pub comment: String,
+}
+
+/// A deal dozor creates (a lead without a deal, a repeat order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDeal {
+    pub title: String,
+    /// `None` = the default pipeline and its first stage.
+    pub pipeline_id: Option<String>,
+    pub stage_id: Option<String>,
+    pub responsible_id: Option<String>,
+    pub contact_id: Option<String>,
+    pub company_id: Option<String>,
+    pub lead_id: Option<String>,
+    pub amount: f64,
+    /// Free text; carries the ledger marker.
+    pub comment: String,
+}
+
+/// A contact dozor creates (amoCRM only logs calls for numbers that belong to a contact).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewContact {
+    pub name: String,
+    /// E.164.
+    pub phone: String,
+    pub responsible_id: Option<String>,
+}
+
+/// A telephony call to put on the CRM timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// The telephony call id: the CRM stores it so the call is never registered twice.
+    pub external_id: String,
+    pub direction: crate::domain::Direction,
+    /// The client's number, E.164.
+    pub phone: String,
+    pub started_at: Ts,
+    /// Talk seconds (0 = not answered).
+    pub duration_s: i64,
+    pub answered: bool,
+    pub responsible_id: Option<String>,
+    pub recording_url: Option<String>,
+    /// Where to attach it when known (a contact, company, lead or deal).
     pub entity: Option<EntityRef>,
 }
 
@@ -73,4 +135,57 @@ pub trait Crm: Send + Sync {
 
     /// Adds a timeline comment (Bitrix24) or a common note (amoCRM); returns its id.
     async fn add_comment(&self, entity: &EntityRef, text: &str) -> Result<String>;
+
+    /// First pages of every kind in `cursors` that may have changed, in as few requests as the
+    /// CRM allows: an idle cycle (nothing changed) must cost at most one request (Bitrix24: one
+    /// `batch`; amoCRM: one events query). Kinds left out of the answer are unchanged; a page
+    /// that is not `done` is continued with [`Crm::fetch_page`].
+    async fn fetch_changes(
+        &self,
+        cursors: &[(EntityKind, Cursor)],
+    ) -> Result<Vec<(EntityKind, Page)>> {
+        let mut out = Vec::with_capacity(cursors.len());
+        for (kind, cursor) in cursors {
+            out.push((*kind, self.fetch_page(*kind, cursor).await?));
+        }
+        Ok(out)
+    }
+
+    /// Every id of `entity` that still exists, for CRMs without a deletion feed (the sync marks
+    /// the rest of the mirror deleted). `None`: deletions arrive in [`Page::deleted`] instead.
+    async fn existing_ids(&self, _entity: EntityKind) -> Result<Option<Vec<String>>> {
+        Ok(None)
+    }
+
+    /// Creates a lead (Bitrix24 lead; amoCRM unsorted item); returns its id.
+    async fn create_lead(&self, lead: &NewLead) -> Result<String>;
+
+    /// Creates a deal; returns its id.
+    async fn create_deal(&self, deal: &NewDeal) -> Result<String>;
+
+    /// Creates a contact; returns its id.
+    async fn create_contact(&self, contact: &NewContact) -> Result<String>;
+
+    /// Hands a lead, deal, contact, company or task to another user.
+    async fn set_responsible(&self, entity: &EntityRef, user_id: &str) -> Result<()>;
+
+    /// Moves a deal to another stage of its pipeline.
+    async fn move_deal(&self, deal_id: &str, stage_id: &str) -> Result<()>;
+
+    /// Closes a deal as lost with a reason ("не дозвонились").
+    async fn close_deal_lost(&self, deal_id: &str, reason: &str) -> Result<()>;
+
+    /// Adds and removes flags (amoCRM tags; Bitrix24 the configured `flag_field`).
+    async fn update_tags(
+        &self,
+        entity: &EntityRef,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<()>;
+
+    /// Marks a task done with a result text.
+    async fn complete_task(&self, task_id: &str, result: &str) -> Result<()>;
+
+    /// Puts a telephony call on the CRM timeline; returns the CRM's id of the call record.
+    async fn register_call(&self, call: &CallRecord) -> Result<String>;
 }

@@ -620,6 +620,7 @@ impl Crm for AmoCrm {
             records,
             next,
             done,
+            deleted: Vec::new(),
         })
     }
 
@@ -712,6 +713,48 @@ impl Crm for AmoCrm {
         let v = self.call(Method::POST, &path, &[], Some(&body)).await?;
         created_id(self, v.as_ref(), "notes", &path)
     }
+
+    // Interim: replaced by the connector's own implementations.
+    async fn create_lead(&self, _lead: &crate::crm::NewLead) -> Result<String> {
+        Err(unsupported("create_lead"))
+    }
+
+    async fn create_deal(&self, _deal: &crate::crm::NewDeal) -> Result<String> {
+        Err(unsupported("create_deal"))
+    }
+
+    async fn create_contact(&self, _contact: &crate::crm::NewContact) -> Result<String> {
+        Err(unsupported("create_contact"))
+    }
+
+    async fn set_responsible(&self, _entity: &EntityRef, _user_id: &str) -> Result<()> {
+        Err(unsupported("set_responsible"))
+    }
+
+    async fn move_deal(&self, _deal_id: &str, _stage_id: &str) -> Result<()> {
+        Err(unsupported("move_deal"))
+    }
+
+    async fn close_deal_lost(&self, _deal_id: &str, _reason: &str) -> Result<()> {
+        Err(unsupported("close_deal_lost"))
+    }
+
+    async fn update_tags(
+        &self,
+        _entity: &EntityRef,
+        _add: &[String],
+        _remove: &[String],
+    ) -> Result<()> {
+        Err(unsupported("update_tags"))
+    }
+
+    async fn complete_task(&self, _task_id: &str, _result: &str) -> Result<()> {
+        Err(unsupported("complete_task"))
+    }
+
+    async fn register_call(&self, _call: &crate::crm::CallRecord) -> Result<String> {
+        Err(unsupported("register_call"))
+    }
 }
 
 fn created_id(c: &AmoCrm, v: Option<&Value>, key: &str, path: &str) -> Result<String> {
@@ -725,4 +768,15 @@ fn created_id(c: &AmoCrm, v: Option<&Value>, key: &str, path: &str) -> Result<St
                 format!("answer has no _embedded.{key}[0].id"),
             )
         })
+}
+
+/// Interim error for operations this connector does not perform yet.
+fn unsupported(op: &str) -> crate::http::Error {
+    crate::http::Error::new(
+        crate::http::ErrorKind::Permanent,
+        "amocrm",
+        op,
+        "",
+        "not supported by this connector yet",
+    )
 }

@@ -718,6 +718,7 @@ impl Bitrix24 {
             records,
             next,
             done,
+            deleted: Vec::new(),
         })
     }
 }
@@ -959,6 +960,48 @@ impl Crm for Bitrix24 {
         text(&env["result"])
             .ok_or_else(|| self.decode("crm.timeline.comment.add", "answer has no comment id"))
     }
+
+    // Interim: replaced by the connector's own implementations.
+    async fn create_lead(&self, _lead: &crate::crm::NewLead) -> Result<String> {
+        Err(unsupported("create_lead"))
+    }
+
+    async fn create_deal(&self, _deal: &crate::crm::NewDeal) -> Result<String> {
+        Err(unsupported("create_deal"))
+    }
+
+    async fn create_contact(&self, _contact: &crate::crm::NewContact) -> Result<String> {
+        Err(unsupported("create_contact"))
+    }
+
+    async fn set_responsible(&self, _entity: &EntityRef, _user_id: &str) -> Result<()> {
+        Err(unsupported("set_responsible"))
+    }
+
+    async fn move_deal(&self, _deal_id: &str, _stage_id: &str) -> Result<()> {
+        Err(unsupported("move_deal"))
+    }
+
+    async fn close_deal_lost(&self, _deal_id: &str, _reason: &str) -> Result<()> {
+        Err(unsupported("close_deal_lost"))
+    }
+
+    async fn update_tags(
+        &self,
+        _entity: &EntityRef,
+        _add: &[String],
+        _remove: &[String],
+    ) -> Result<()> {
+        Err(unsupported("update_tags"))
+    }
+
+    async fn complete_task(&self, _task_id: &str, _result: &str) -> Result<()> {
+        Err(unsupported("complete_task"))
+    }
+
+    async fn register_call(&self, _call: &crate::crm::CallRecord) -> Result<String> {
+        Err(unsupported("register_call"))
+    }
 }
 
 #[cfg(test)]
@@ -1032,4 +1075,15 @@ mod tests {
         assert!(reset_ts(Some(&json!("2024-08-29T10:44:19+03:00"))).is_some());
         assert_eq!(reset_ts(Some(&json!([]))), None);
     }
+}
+
+/// Interim error for operations this connector does not perform yet.
+fn unsupported(op: &str) -> crate::http::Error {
+    crate::http::Error::new(
+        crate::http::ErrorKind::Permanent,
+        "bitrix24",
+        op,
+        "",
+        "not supported by this connector yet",
+    )
 }
