@@ -69,6 +69,7 @@ fn webhook_cfg(url: &str) -> Bitrix24Config {
         oauth_url: "https://oauth.bitrix.info".into(),
         plan: Bitrix24Plan::Enterprise,
         operating_budget_secs: 480.0,
+        flag_field: None,
     }
 }
 
@@ -86,6 +87,7 @@ fn oauth_cfg(h: &SimHandle, refresh: &str) -> Bitrix24Config {
         oauth_url: format!("{}/b24", h.base_url()),
         plan: Bitrix24Plan::Standard,
         operating_budget_secs: 480.0,
+        flag_field: None,
     }
 }
 

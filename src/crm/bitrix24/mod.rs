@@ -1004,6 +1004,17 @@ impl Crm for Bitrix24 {
     }
 }
 
+/// Interim error for operations this connector does not perform yet.
+fn unsupported(op: &str) -> crate::http::Error {
+    crate::http::Error::new(
+        crate::http::ErrorKind::Permanent,
+        "bitrix24",
+        op,
+        "",
+        "not supported by this connector yet",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1033,6 +1044,7 @@ mod tests {
             oauth_url: "https://oauth.bitrix.info".into(),
             plan: Bitrix24Plan::Standard,
             operating_budget_secs: budget,
+            flag_field: None,
         }
     }
 
@@ -1075,15 +1087,4 @@ mod tests {
         assert!(reset_ts(Some(&json!("2024-08-29T10:44:19+03:00"))).is_some());
         assert_eq!(reset_ts(Some(&json!([]))), None);
     }
-}
-
-/// Interim error for operations this connector does not perform yet.
-fn unsupported(op: &str) -> crate::http::Error {
-    crate::http::Error::new(
-        crate::http::ErrorKind::Permanent,
-        "bitrix24",
-        op,
-        "",
-        "not supported by this connector yet",
-    )
 }
