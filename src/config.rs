@@ -169,6 +169,10 @@ pub struct SyncConfig {
     pub overlap_secs: u64,
     /// How many days of telephony history the first sync reads.
     pub telephony_initial_days: u32,
+    /// Seconds between re-reads of users and pipelines.
+    pub directory_refresh_secs: u64,
+    /// Seconds between deletion sweeps of CRMs without a deletion feed.
+    pub deletion_sweep_secs: u64,
 }
 
 impl Default for SyncConfig {
@@ -177,6 +181,8 @@ impl Default for SyncConfig {
             interval_secs: 300,
             overlap_secs: 120,
             telephony_initial_days: 30,
+            directory_refresh_secs: 3600,
+            deletion_sweep_secs: 6 * 3600,
         }
     }
 }

@@ -109,6 +109,8 @@ pub(crate) fn sync_options(c: &Config) -> crate::sync::SyncOptions {
         telephony_initial: std::time::Duration::from_secs(
             u64::from(c.sync.telephony_initial_days) * 86_400,
         ),
+        directory_refresh: std::time::Duration::from_secs(c.sync.directory_refresh_secs),
+        deletion_sweep: std::time::Duration::from_secs(c.sync.deletion_sweep_secs),
     }
 }
 

@@ -173,9 +173,22 @@ impl Store {
         source: &str,
         entity: EntityKind,
         records: &[Record],
+        deleted: &[String],
         cursor: &str,
     ) -> Result<()> {
         let mut tx = self.pool().begin().await.op("starting a transaction")?;
+        let delete_sql = format!(
+            "UPDATE {} SET deleted = TRUE WHERE tenant = $1 AND id = $2",
+            table(entity)
+        );
+        for id in deleted {
+            sqlx::query(&delete_sql)
+                .bind(tenant)
+                .bind(id.clone())
+                .execute(&mut *tx)
+                .await
+                .op("marking a record deleted")?;
+        }
         for r in records {
             upsert(tenant, r)
                 .execute(&mut *tx)
@@ -298,20 +311,43 @@ impl Store {
     }
 
     /// Marks records as deleted in the CRM (kept for history, hidden from rules).
-    pub async fn mark_deleted(&self, tenant: &str, kind: EntityKind, ids: &[String]) -> Result<()> {
+    /// Marks deleted every mirrored record of `kind` whose id is not in `present` (the result
+    /// of a deletion sweep); returns how many were marked.
+    pub async fn mark_missing_deleted(
+        &self,
+        tenant: &str,
+        kind: EntityKind,
+        present: &[String],
+    ) -> Result<usize> {
+        let present: std::collections::HashSet<&str> = present.iter().map(String::as_str).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT id FROM {} WHERE tenant = $1 AND deleted = FALSE",
+            table(kind)
+        ))
+        .bind(tenant)
+        .fetch_all(self.pool())
+        .await
+        .op("reading mirrored ids")?;
+        let missing: Vec<String> = rows
+            .iter()
+            .map(|r| r.get::<String, _>(0))
+            .filter(|id| !present.contains(id.as_str()))
+            .collect();
         let sql = format!(
             "UPDATE {} SET deleted = TRUE WHERE tenant = $1 AND id = $2",
             table(kind)
         );
-        for id in ids {
+        let mut tx = self.pool().begin().await.op("starting a transaction")?;
+        for id in &missing {
             sqlx::query(&sql)
                 .bind(tenant)
                 .bind(id.clone())
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await
                 .op("marking a record deleted")?;
         }
-        Ok(())
+        tx.commit().await.op("marking records deleted")?;
+        Ok(missing.len())
     }
 
     async fn load_json<T: DeserializeOwned>(

@@ -60,6 +60,10 @@ pub struct SyncOptions {
     pub overlap: Duration,
     /// How far back the first telephony sync reads.
     pub telephony_initial: Duration,
+    /// Users and pipelines change rarely: they are re-read this often, not every cycle.
+    pub directory_refresh: Duration,
+    /// How often CRMs without a deletion feed (Bitrix24) are swept for deleted records.
+    pub deletion_sweep: Duration,
 }
 
 impl Default for SyncOptions {
@@ -67,6 +71,8 @@ impl Default for SyncOptions {
         SyncOptions {
             overlap: Duration::from_secs(120),
             telephony_initial: Duration::from_secs(30 * 86_400),
+            directory_refresh: Duration::from_secs(3600),
+            deletion_sweep: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -133,30 +139,152 @@ async fn sync_crm_inner(
     opts: SyncOptions,
 ) -> Result<BTreeMap<String, usize>, SyncError> {
     let source = crm.kind().as_str();
+    let now = Utc::now();
     let mut items = BTreeMap::new();
-    let users = crm.users().await.map_err(remote_err(source, "users"))?;
-    store
-        .upsert_users(tenant, &users)
+    if due(
+        store,
+        tenant,
+        source,
+        "directories",
+        opts.directory_refresh,
+        now,
+    )
+    .await?
+    {
+        let users = crm.users().await.map_err(remote_err(source, "users"))?;
+        store
+            .upsert_users(tenant, &users)
+            .await
+            .map_err(store_err(source, "users"))?;
+        items.insert("users".to_string(), users.len());
+        let pipelines = crm
+            .pipelines()
+            .await
+            .map_err(remote_err(source, "stages"))?;
+        store
+            .upsert_pipelines(tenant, &pipelines)
+            .await
+            .map_err(store_err(source, "stages"))?;
+        items.insert(
+            "stages".to_string(),
+            pipelines.iter().map(|p| p.stages.len()).sum(),
+        );
+        mark_done(store, tenant, source, "directories", now).await?;
+    }
+
+    // One probe for every kind (an idle cycle ends here), then each changed kind to its end.
+    let mut cursors = Vec::with_capacity(EntityKind::ALL.len());
+    for kind in EntityKind::ALL {
+        cursors.push((kind, load_cursor(store, tenant, source, kind).await?));
+    }
+    let changes = crm
+        .fetch_changes(&cursors)
         .await
-        .map_err(store_err(source, "users"))?;
-    items.insert("users".to_string(), users.len());
-    let pipelines = crm
-        .pipelines()
-        .await
-        .map_err(remote_err(source, "stages"))?;
-    store
-        .upsert_pipelines(tenant, &pipelines)
-        .await
-        .map_err(store_err(source, "stages"))?;
-    items.insert(
-        "stages".to_string(),
-        pipelines.iter().map(|p| p.stages.len()).sum(),
-    );
-    for entity in EntityKind::ALL {
-        let n = sync_entity(store, tenant, crm, entity, opts).await?;
-        items.insert(entity.as_str().to_string(), n);
+        .map_err(remote_err(source, "changes"))?;
+    for (kind, first) in changes {
+        let cursor = cursors
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default();
+        let n = run_pass(store, tenant, crm, kind, cursor, Some(first), opts).await?;
+        items.insert(kind.as_str().to_string(), n);
+    }
+
+    // Deletion sweep for CRMs that report deletions only by absence.
+    for kind in EntityKind::ALL {
+        let key = format!("sweep:{}", kind.as_str());
+        let last = store
+            .cursor(tenant, source, &key)
+            .await
+            .map_err(store_err(source, &key))?;
+        let Some(last) = last else {
+            // The first full read has just seen everything: start the sweep clock now.
+            mark_done(store, tenant, source, &key, now).await?;
+            continue;
+        };
+        let last: Option<Ts> = serde_json::from_str(&last).ok();
+        if last.is_some_and(|t| now - t < chrono_dur(opts.deletion_sweep)) {
+            continue;
+        }
+        let Some(present) = crm
+            .existing_ids(kind)
+            .await
+            .map_err(remote_err(source, &key))?
+        else {
+            break; // this connector has a deletion feed: no sweeps at all
+        };
+        let gone = store
+            .mark_missing_deleted(tenant, kind, &present)
+            .await
+            .map_err(store_err(source, &key))?;
+        if gone > 0 {
+            tracing::info!(
+                tenant,
+                source,
+                entity = kind.as_str(),
+                gone,
+                "deleted in the CRM"
+            );
+        }
+        mark_done(store, tenant, source, &key, now).await?;
     }
     Ok(items)
+}
+
+/// Whether the periodic step `name` last ran longer than `every` ago (or never).
+async fn due(
+    store: &Store,
+    tenant: &str,
+    source: &str,
+    name: &str,
+    every: Duration,
+    now: Ts,
+) -> Result<bool, SyncError> {
+    let last = store
+        .cursor(tenant, source, name)
+        .await
+        .map_err(store_err(source, name))?
+        .and_then(|t| serde_json::from_str::<Ts>(&t).ok());
+    Ok(last.is_none_or(|t| now - t >= chrono_dur(every)))
+}
+
+async fn mark_done(
+    store: &Store,
+    tenant: &str,
+    source: &str,
+    name: &str,
+    now: Ts,
+) -> Result<(), SyncError> {
+    store
+        .put_cursor(
+            tenant,
+            source,
+            name,
+            &serde_json::to_string(&now).expect("time serialises"),
+        )
+        .await
+        .map_err(store_err(source, name))
+}
+
+async fn load_cursor(
+    store: &Store,
+    tenant: &str,
+    source: &str,
+    entity: EntityKind,
+) -> Result<Cursor, SyncError> {
+    let name = entity.as_str();
+    Ok(match store
+        .cursor(tenant, source, name)
+        .await
+        .map_err(store_err(source, name))?
+    {
+        Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+            tracing::warn!(tenant, source, entity = name, error = %e, "stored cursor unreadable; reading everything again");
+            Cursor::default()
+        }),
+        None => Cursor::default(),
+    })
 }
 
 /// Reads one entity kind from its cursor to the end of the pass.
@@ -167,26 +295,34 @@ pub async fn sync_entity(
     entity: EntityKind,
     opts: SyncOptions,
 ) -> Result<usize, SyncError> {
+    let cursor = load_cursor(store, tenant, crm.kind().as_str(), entity).await?;
+    run_pass(store, tenant, crm, entity, cursor, None, opts).await
+}
+
+/// Saves `first` (when the probe already read it) and every following page of the pass, each
+/// page in one transaction with the cursor after it.
+async fn run_pass(
+    store: &Store,
+    tenant: &str,
+    crm: &dyn Crm,
+    entity: EntityKind,
+    mut cursor: Cursor,
+    mut first: Option<crate::crm::Page>,
+    opts: SyncOptions,
+) -> Result<usize, SyncError> {
     let source = crm.kind().as_str();
     let name = entity.as_str();
-    let mut cursor: Cursor = match store
-        .cursor(tenant, source, name)
-        .await
-        .map_err(store_err(source, name))?
-    {
-        Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
-            tracing::warn!(tenant, source, entity = name, error = %e, "stored cursor unreadable; reading everything again");
-            Cursor::default()
-        }),
-        None => Cursor::default(),
-    };
+    let progress = Progress::new(source, name);
     let mut saved = 0usize;
     let mut pages = 0usize;
     loop {
-        let page = crm
-            .fetch_page(entity, &cursor)
-            .await
-            .map_err(remote_err(source, name))?;
+        let page = match first.take() {
+            Some(p) => p,
+            None => crm
+                .fetch_page(entity, &cursor)
+                .await
+                .map_err(remote_err(source, name))?,
+        };
         pages += 1;
         let next = if page.done {
             Cursor {
@@ -203,27 +339,79 @@ pub async fn sync_entity(
         };
         let text = serde_json::to_string(&next).expect("cursor serialises");
         store
-            .save_page(tenant, source, entity, &page.records, &text)
+            .save_page(tenant, source, entity, &page.records, &page.deleted, &text)
             .await
             .map_err(store_err(source, name))?;
         saved += page.records.len();
-        if pages.is_multiple_of(20) {
-            tracing::info!(
-                tenant,
-                source,
-                entity = name,
-                saved,
-                pages,
-                "sync in progress"
-            );
-        }
+        progress.update(saved, pages);
         if page.done {
             break;
         }
         cursor = next;
     }
-    tracing::debug!(tenant, source, entity = name, saved, pages, "entity synced");
+    progress.finish(saved, pages);
     Ok(saved)
+}
+
+/// Progress of a long read: a live line on a terminal, a log line every 20 pages otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    source: &'static str,
+    entity: &'static str,
+}
+
+impl Progress {
+    fn new(source: &'static str, entity: &'static str) -> Self {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {prefix} {msg} [{elapsed}, {per_sec}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            b.set_prefix(format!("{source} {entity}"));
+            b
+        });
+        Progress {
+            bar,
+            source,
+            entity,
+        }
+    }
+
+    fn update(&self, saved: usize, pages: usize) {
+        match &self.bar {
+            Some(b) => {
+                b.set_position(saved as u64);
+                b.set_message(format!("{saved} records, {pages} pages"));
+            }
+            None if pages.is_multiple_of(20) => {
+                tracing::info!(
+                    source = self.source,
+                    entity = self.entity,
+                    saved,
+                    pages,
+                    "sync in progress"
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self, saved: usize, pages: usize) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+        tracing::debug!(
+            source = self.source,
+            entity = self.entity,
+            saved,
+            pages,
+            "entity synced"
+        );
+    }
 }
 
 /// Reads new and updated calls of `tel` into the mirror.

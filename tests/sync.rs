@@ -1,0 +1,224 @@
+//! Incremental sync over HTTP against the simulator: an idle cycle costs one request per
+//! source, changes and deletions reach the mirror, and a sync cut off mid-way resumes where it
+//! stopped without losing or doubling anything.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use dozor::config;
+use dozor::crm::Crm;
+use dozor::domain::{CrmKind, EntityKind, TelephonyKind};
+use dozor::sim::world::{Deletion, Owner};
+use dozor::sim::{self, Faults, SimHandle, SimOptions, System, tenant_config::tenant_config};
+use dozor::store::Store;
+use dozor::sync::{SyncOptions, sync_crm};
+use dozor::tenant;
+
+async fn setup(crm: CrmKind, dir: &std::path::Path) -> (SimHandle, Store, Arc<dyn Crm>) {
+    let opts = SimOptions {
+        seed: 5,
+        scale: 1,
+        anchor: None,
+        enforce_limits: false,
+        b24_enterprise: false,
+    };
+    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let db = common::sqlite_url(dir);
+    let mut text = tenant_config(&h, crm, TelephonyKind::Comagic, &db, "ru");
+    if crm == CrmKind::Amocrm {
+        let c = &h.sim.creds;
+        text = text.replace(
+            &format!("refresh_token = \"{}\"", c.amo_refresh_token),
+            &format!(
+                "refresh_token = \"{}\"\nrate_per_sec = 7",
+                c.amo_refresh_token
+            ),
+        );
+    }
+    let cfg = config::parse(&text, None, None).unwrap().config;
+    let store = Store::open(&db, 4).await.unwrap();
+    let t = tenant::connect(&cfg.tenants[0], &store).await.unwrap();
+    (h, store, t.crm.clone())
+}
+
+fn requests(h: &SimHandle, system: System) -> u64 {
+    h.sim.stats().get(&system).map(|s| s.requests).unwrap_or(0)
+}
+
+async fn idle_cycle_costs_one_request(crm: CrmKind, system: System) {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, store, c) = setup(crm, dir.path()).await;
+    let opts = SyncOptions::default();
+    let first = sync_crm(&store, "demo", c.as_ref(), opts).await.unwrap();
+    assert!(first.total() > 500, "{:?}", first.items);
+    // Let the overlap window pass beyond every record, then sync twice with nothing changed.
+    let opts = SyncOptions {
+        overlap: Duration::from_secs(0),
+        ..opts
+    };
+    sync_crm(&store, "demo", c.as_ref(), opts).await.unwrap();
+    h.sim.reset_stats();
+    let idle = sync_crm(&store, "demo", c.as_ref(), opts).await.unwrap();
+    assert_eq!(
+        requests(&h, system),
+        1,
+        "idle cycle requests: {:?}",
+        h.sim.stats()
+    );
+    assert_eq!(idle.total(), 0, "{:?}", idle.items);
+
+    // One changed deal: it (and only what changed) comes back.
+    let deal_id = {
+        let mut w = h.sim.world();
+        let d = w.deals.values_mut().next().unwrap();
+        d.title = "Изменённая сделка".into();
+        d.updated_at = Utc::now();
+        d.id
+    };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let changed = sync_crm(&store, "demo", c.as_ref(), opts).await.unwrap();
+    assert!(
+        changed.items.get("deal").copied().unwrap_or(0) >= 1,
+        "{:?}",
+        changed.items
+    );
+    let deals = store.deals("demo").await.unwrap();
+    let d = deals.iter().find(|d| d.id == deal_id.to_string()).unwrap();
+    assert_eq!(d.title, "Изменённая сделка");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitrix24_idle_cycle_is_one_batch() {
+    idle_cycle_costs_one_request(CrmKind::Bitrix24, System::Bitrix24).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amocrm_idle_cycle_is_one_events_query() {
+    idle_cycle_costs_one_request(CrmKind::Amocrm, System::Amocrm).await;
+}
+
+async fn deletions_reach_the_mirror(crm: CrmKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, store, c) = setup(crm, dir.path()).await;
+    let opts = SyncOptions {
+        deletion_sweep: Duration::from_secs(0),
+        ..SyncOptions::default()
+    };
+    sync_crm(&store, "demo", c.as_ref(), opts).await.unwrap();
+    let before = store.deals("demo").await.unwrap().len();
+    let gone = {
+        let mut w = h.sim.world();
+        let id = *w.deals.keys().nth(3).unwrap();
+        w.deals.remove(&id);
+        w.deletions.push(Deletion {
+            owner: Owner::Deal,
+            id,
+            at: Utc::now(),
+        });
+        id
+    };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sync_crm(&store, "demo", c.as_ref(), opts).await.unwrap();
+    let deals = store.deals("demo").await.unwrap();
+    assert_eq!(deals.len(), before - 1, "the deleted deal left the mirror");
+    assert!(deals.iter().all(|d| d.id != gone.to_string()));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitrix24_deletions_found_by_the_sweep() {
+    deletions_reach_the_mirror(CrmKind::Bitrix24).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amocrm_deletions_arrive_with_events() {
+    deletions_reach_the_mirror(CrmKind::Amocrm).await;
+}
+
+async fn cut_off_sync_resumes(crm: CrmKind, system: System) {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, store, c) = setup(crm, dir.path()).await;
+    // Let a few requests through, then fail every request until the client gives up.
+    h.sim.set_faults(
+        system,
+        Faults {
+            http_5xx: 0,
+            ..Faults::default()
+        },
+    );
+    let mut failed = false;
+    for allowed in [2u64, 4, 6] {
+        h.sim.reset_stats();
+        let stop = tokio::spawn({
+            let sim = h.sim.clone();
+            async move {
+                loop {
+                    let n = sim.stats().get(&system).map(|s| s.requests).unwrap_or(0);
+                    if n >= allowed {
+                        sim.set_faults(
+                            system,
+                            Faults {
+                                http_5xx: 10_000,
+                                ..Faults::default()
+                            },
+                        );
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        });
+        let r = sync_crm(&store, "demo", c.as_ref(), SyncOptions::default()).await;
+        stop.abort();
+        h.sim.set_faults(system, Faults::default());
+        failed |= r.is_err();
+    }
+    assert!(failed, "the injected outage interrupted at least one sync");
+    sync_crm(&store, "demo", c.as_ref(), SyncOptions::default())
+        .await
+        .unwrap();
+    let counts = store.counts("demo").await.unwrap();
+    let w = h.sim.world();
+    assert_eq!(counts["deals"], w.deals.len() as i64);
+    assert_eq!(counts["contacts"], w.contacts.len() as i64);
+    assert_eq!(counts["companies"], w.companies.len() as i64);
+    let runs = store.last_sync_runs("demo").await.unwrap();
+    assert!(runs.iter().any(|r| r.ok), "{runs:?}");
+    drop(w);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitrix24_sync_resumes_after_an_outage() {
+    cut_off_sync_resumes(CrmKind::Bitrix24, System::Bitrix24).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amocrm_sync_resumes_after_an_outage() {
+    cut_off_sync_resumes(CrmKind::Amocrm, System::Amocrm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_sync_counts_match_the_world_for_every_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, store, c) = setup(CrmKind::Bitrix24, dir.path()).await;
+    let r = sync_crm(&store, "demo", c.as_ref(), SyncOptions::default())
+        .await
+        .unwrap();
+    let w = h.sim.world();
+    assert_eq!(r.items["deal"], w.deals.len());
+    assert_eq!(r.items["contact"], w.contacts.len());
+    assert_eq!(r.items["company"], w.companies.len());
+    assert_eq!(r.items["lead"], w.leads.len());
+    assert_eq!(r.items["users"], w.users.len());
+    assert!(r.items["activity"] > 0 && r.items["task"] > 0);
+    let _ = EntityKind::ALL;
+    drop(w);
+    h.stop().await;
+}
