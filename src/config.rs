@@ -217,6 +217,22 @@ pub struct TenantConfig {
     pub reports: ReportsConfig,
     #[serde(default)]
     pub rules: RulesConfig,
+    #[serde(default)]
+    pub roles: RolesConfig,
+}
+
+/// Who does what in the sales department, by CRM user id.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolesConfig {
+    /// Takes over dormant clients ("нулевые") with their deals and tasks.
+    pub reactivation_manager: Option<String>,
+    /// Managers on duty for missed calls from clients without an owner, in order.
+    #[serde(default)]
+    pub on_duty: Vec<String>,
+    /// CRM users whose clients dozor never reassigns (e.g. the owner's own accounts).
+    #[serde(default)]
+    pub protected: Vec<String>,
 }
 
 fn default_tz() -> String {

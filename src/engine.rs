@@ -111,6 +111,7 @@ async fn apply_rules(
     summary: &mut CycleSummary,
 ) -> Result<(), crate::store::StoreError> {
     let mirror = crate::store::Snapshot::load(store, tenant.id()).await?;
+    let handovers = handovers(store, tenant.id()).await?;
     let ctx = RuleContext {
         tenant: tenant.id(),
         now: Utc::now(),
@@ -118,6 +119,9 @@ async fn apply_rules(
         lang: tenant.cfg.lang,
         mirror: &mirror,
         telegram: tenant.cfg.telegram.as_ref(),
+        roles: &tenant.cfg.roles,
+        rules: &tenant.cfg.rules,
+        handovers: &handovers,
     };
     let sinks = ledger::Sinks {
         crm: tenant.crm.as_ref(),
@@ -155,4 +159,30 @@ async fn apply_rules(
         summary.actions.push(line);
     }
     Ok(())
+}
+
+/// Owner changes the dormant rule made (from the ledger), oldest first.
+async fn handovers(
+    store: &Store,
+    tenant: &str,
+) -> Result<Vec<rules::Handover>, crate::store::StoreError> {
+    let rows = store.actions_in_state(tenant, "done").await?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| r.rule == "dormant" && r.kind == "set_responsible" && r.key.ends_with(":owner"))
+        .filter_map(|r| {
+            let effect: ledger::Effect =
+                serde_json::from_value(r.payload["effect"].clone()).ok()?;
+            match effect {
+                ledger::Effect::SetResponsible {
+                    entity, previous, ..
+                } => Some(rules::Handover {
+                    entity,
+                    previous,
+                    at: r.updated_at,
+                }),
+                _ => None,
+            }
+        })
+        .collect())
 }

@@ -57,8 +57,20 @@ pub enum Command {
     /// Serve the simulator (Bitrix24, amoCRM, CoMagic, Calltouch and Telegram fakes) for trying
     /// dozor or testing against it.
     Sim(SimArgs),
-    /// List what dozor did (audit log), newest last.
+    /// List what dozor did: actions by time, rule, entity and outcome.
     Audit(AuditArgs),
+    /// Undo owner changes: hands the records of an action (or of every action whose key starts
+    /// with the given key, e.g. one dormant-client handover) back to their previous owners.
+    Revert(RevertArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RevertArgs {
+    /// The action key (as `dozor audit` shows it) or a key prefix
+    pub key: String,
+    /// Only this tenant
+    #[arg(long)]
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +195,18 @@ pub struct AuditArgs {
     /// Only this tenant
     #[arg(long)]
     pub tenant: Option<String>,
+    /// Only this rule
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Only actions on this entity, as KIND:ID (deal:123, contact:7)
+    #[arg(long, value_name = "KIND:ID")]
+    pub entity: Option<String>,
+    /// Only actions in this state: done, failed, intent, shadow
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only actions since this date (YYYY-MM-DD)
+    #[arg(long)]
+    pub since: Option<chrono::NaiveDate>,
     /// How many entries
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
@@ -273,6 +297,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Demo(a) => demo::demo(&cli, a).await,
         Command::Sim(a) => sim::sim(&cli, a).await,
         Command::Audit(a) => once::audit(&cli, a).await,
+        Command::Revert(a) => once::revert(&cli, a).await,
     };
     match result {
         Ok(code) => code,

@@ -240,11 +240,30 @@ pub async fn audit(cli: &Cli, a: &AuditArgs) -> CmdResult {
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
     let store = open_store(&loaded.config).await?;
     for t in tenants {
-        let rows = store
-            .actions_since(&t.id, chrono::DateTime::<Utc>::MIN_UTC, a.limit.max(1))
-            .await?;
+        let since = a
+            .since
+            .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+        let entity = a
+            .entity
+            .as_deref()
+            .map(|e| e.split_once(':').unwrap_or((e, "")));
+        let rows: Vec<_> = store
+            .actions_since(&t.id, since, i64::MAX)
+            .await?
+            .into_iter()
+            .filter(|r| a.rule.as_ref().is_none_or(|x| &r.rule == x))
+            .filter(|r| a.state.as_ref().is_none_or(|x| &r.state == x))
+            .filter(|r| {
+                entity.is_none_or(|(k, id)| {
+                    r.entity_kind.as_deref() == Some(k) && r.entity_id.as_deref() == Some(id)
+                })
+            })
+            .collect();
+        let skip = rows.len().saturating_sub(a.limit.max(1) as usize);
+        let rows = &rows[skip..];
         if a.json {
-            for r in &rows {
+            for r in rows {
                 println!(
                     "{}",
                     serde_json::to_string(r).context("serialising an action")?
@@ -253,7 +272,7 @@ pub async fn audit(cli: &Cli, a: &AuditArgs) -> CmdResult {
             continue;
         }
         println!("tenant {}: {} action(s)", t.id, rows.len());
-        for r in &rows {
+        for r in rows {
             println!(
                 "{}  {:<18} {:<8} {:<6} {}{}",
                 r.created_at.format("%Y-%m-%d %H:%M:%S"),
@@ -269,4 +288,76 @@ pub async fn audit(cli: &Cli, a: &AuditArgs) -> CmdResult {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub async fn revert(cli: &Cli, a: &super::RevertArgs) -> CmdResult {
+    let loaded = load_config(cli)?;
+    let tenants = select(&loaded.config, a.tenant.as_deref())?;
+    let store = open_store(&loaded.config).await?;
+    let mut found = 0;
+    let mut failed = 0;
+    for t in tenants {
+        let rows: Vec<_> = store
+            .actions_in_state(&t.id, "done")
+            .await?
+            .into_iter()
+            .filter(|r| r.key.starts_with(&a.key) && r.kind == "set_responsible")
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let tenant = tenant::connect(t, &store)
+            .await
+            .with_context(|| format!("tenant {}", t.id))?;
+        let sinks = ledger::Sinks {
+            crm: tenant.crm.as_ref(),
+            telegram: tenant.telegram.as_ref(),
+        };
+        for r in rows {
+            found += 1;
+            let effect: Effect = serde_json::from_value(r.payload["effect"].clone())
+                .with_context(|| format!("action {} has an unreadable payload", r.key))?;
+            let Effect::SetResponsible {
+                entity,
+                user_id,
+                previous: Some(previous),
+            } = effect
+            else {
+                println!("{}: no previous owner recorded, nothing to revert", r.key);
+                continue;
+            };
+            let p = Proposal {
+                key: format!("revert:{}", r.key),
+                rule: "revert",
+                entity: Some(entity.clone()),
+                summary: format!("{}:{} back to {previous}", entity.kind.as_str(), entity.id),
+                effect: Effect::SetResponsible {
+                    entity,
+                    user_id: previous,
+                    previous: Some(user_id),
+                },
+            };
+            match ledger::apply(&store, &t.id, &sinks, &p, crate::config::RuleMode::On).await? {
+                Outcome::Done(_) => println!("reverted {}: {}", r.key, p.summary),
+                Outcome::AlreadyDone => println!("{} was already reverted", r.key),
+                Outcome::Retry(e) | Outcome::Failed(e) => {
+                    failed += 1;
+                    eprintln!("could not revert {}: {e}", r.key);
+                }
+                Outcome::Shadow | Outcome::Skipped => {}
+            }
+        }
+    }
+    if found == 0 {
+        eprintln!(
+            "no done owner change has a key starting with `{}` (see `dozor audit`)",
+            a.key
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

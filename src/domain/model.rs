@@ -83,7 +83,7 @@ impl EntityKind {
 }
 
 /// A reference to a CRM record that tasks, activities and calls can be bound to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EntityRef {
     pub kind: EntityKind,
     pub id: String,

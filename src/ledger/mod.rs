@@ -32,6 +32,18 @@ pub enum Effect {
         thread: Option<i64>,
         html: String,
     },
+    /// Hand a record to another user; `previous` is kept so `dozor revert` can hand it back.
+    SetResponsible {
+        entity: EntityRef,
+        user_id: String,
+        previous: Option<String>,
+    },
+    /// Add and remove flags (tags).
+    UpdateTags {
+        entity: EntityRef,
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
 }
 
 impl Effect {
@@ -40,6 +52,8 @@ impl Effect {
             Effect::CreateTask(_) => "create_task",
             Effect::Comment { .. } => "comment",
             Effect::Telegram { .. } => "telegram",
+            Effect::SetResponsible { .. } => "set_responsible",
+            Effect::UpdateTags { .. } => "update_tags",
         }
     }
 }
@@ -188,6 +202,21 @@ async fn execute(sinks: &Sinks<'_>, p: &Proposal) -> Result<String, crate::http:
             let text = format!("{text}\n{mark}");
             crm.add_comment(entity, &text).await
         }
+        // Both are idempotent: redoing one whose outcome was lost in a crash changes nothing.
+        Effect::SetResponsible {
+            entity, user_id, ..
+        } => crm
+            .set_responsible(entity, user_id)
+            .await
+            .map(|()| format!("{}:{} -> {user_id}", entity.kind.as_str(), entity.id)),
+        Effect::UpdateTags {
+            entity,
+            add,
+            remove,
+        } => crm
+            .update_tags(entity, add, remove)
+            .await
+            .map(|()| format!("{}:{}", entity.kind.as_str(), entity.id)),
         Effect::Telegram { chat, thread, html } => match sinks.telegram {
             Some(tg) => tg
                 .send_message(*chat, *thread, html)
@@ -213,6 +242,10 @@ async fn find_marker(
     match &p.effect {
         Effect::CreateTask(_) => store.find_task_with_marker(tenant, &marker(&p.key)).await,
         // Comments and messages cannot be looked up: retry (a duplicate at worst, never a loss).
-        Effect::Comment { .. } | Effect::Telegram { .. } => Ok(None),
+        // Owner and tag changes are idempotent: doing them again is the reconciliation.
+        Effect::Comment { .. }
+        | Effect::Telegram { .. }
+        | Effect::SetResponsible { .. }
+        | Effect::UpdateTags { .. } => Ok(None),
     }
 }

@@ -1,11 +1,14 @@
 //! Rules: each looks at the mirror and proposes actions; the ledger decides whether and how
 //! they run. A rule never writes anything itself and never knows which CRM is behind the mirror.
 
+pub mod clients;
 pub mod deal_without_task;
+pub mod dormant;
 pub mod lead_reaction;
+pub mod no_activity;
 pub mod overdue_tasks;
 
-use crate::config::{Lang, RuleConfig, RuleMode, RulesConfig, TelegramConfig};
+use crate::config::{Lang, RolesConfig, RuleConfig, RuleMode, RulesConfig, TelegramConfig};
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::{Deal, Ts};
 use crate::ledger::Proposal;
@@ -20,6 +23,19 @@ pub struct RuleContext<'a> {
     pub mirror: &'a Snapshot,
     /// Where alerts go; rules that message people propose nothing without it.
     pub telegram: Option<&'a TelegramConfig>,
+    pub roles: &'a RolesConfig,
+    /// Every rule's settings (some rules defer to another's numbers).
+    pub rules: &'a RulesConfig,
+    /// Clients handed over by the dormant rule, oldest first (from the ledger).
+    pub handovers: &'a [Handover],
+}
+
+/// A done owner change of the dormant rule.
+#[derive(Debug, Clone)]
+pub struct Handover {
+    pub entity: crate::domain::EntityRef,
+    pub previous: Option<String>,
+    pub at: Ts,
 }
 
 /// A rule: a name and a function from the mirror to proposals.
@@ -41,6 +57,14 @@ pub const RULES: &[Rule] = &[
     Rule {
         name: "overdue_tasks",
         propose: overdue_tasks::propose,
+    },
+    Rule {
+        name: "no_activity",
+        propose: no_activity::propose,
+    },
+    Rule {
+        name: "dormant",
+        propose: dormant::propose,
     },
 ];
 

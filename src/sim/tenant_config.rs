@@ -18,9 +18,16 @@ pub fn tenant_config(
     lang: &str,
 ) -> String {
     let c = &h.sim.creds;
+    let reactivation = h
+        .sim
+        .world()
+        .users_with(super::world::Role::Reactivation)
+        .next()
+        .map(|u| u.id.to_string())
+        .unwrap_or_default();
     let crm = match crm {
         CrmKind::Bitrix24 => format!(
-            "kind = \"bitrix24\"\nwebhook_url = \"{}\"\n",
+            "kind = \"bitrix24\"\nwebhook_url = \"{}\"\nflag_field = \"UF_CRM_DOZOR_FLAGS\"\n",
             h.b24_webhook_url()
         ),
         CrmKind::Amocrm => format!(
@@ -52,6 +59,7 @@ pub fn tenant_config(
     };
     format!(
         "[database]\nurl = \"{db_url}\"\n\n[[tenants]]\nid = \"demo\"\nname = \"{name}\"\nlang = \"{lang}\"\n\n\
+         [tenants.roles]\nreactivation_manager = \"{reactivation}\"\n\n\
          [tenants.crm]\n{crm}\n[tenants.telephony]\n{tel}\n\
          [tenants.telegram]\nbot_token = \"{}\"\napi_url = \"{}\"\nowner_chat = {OWNER_CHAT}\nhead_of_sales_chat = {HEAD_OF_SALES_CHAT}\n",
         c.telegram_bot_token,

@@ -1,0 +1,195 @@
+//! Clients as the idle and dormant rules see them: a company, or a contact without a company,
+//! with its deals, orders, revenue, ABC class and last activity.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::domain::abc::{Abc, abc};
+use crate::domain::{Direction, EntityKind, EntityRef, Semantics, Ts, phone};
+use crate::store::Snapshot;
+
+/// One client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub entity: EntityRef,
+    pub name: String,
+    pub responsible_id: Option<String>,
+    pub created_at: Ts,
+    pub deal_ids: Vec<String>,
+    pub open_deals: usize,
+    /// Close times of won deals, oldest first.
+    pub orders: Vec<Ts>,
+    pub revenue: f64,
+    pub class: Abc,
+    /// The newest call, meeting, e-mail or completed task (`None` = never).
+    pub last_activity: Option<Ts>,
+}
+
+impl Client {
+    pub fn last_order(&self) -> Option<Ts> {
+        self.orders.last().copied()
+    }
+}
+
+/// Every contact and company that has at least one deal, as a client.
+pub fn clients(m: &Snapshot) -> Vec<Client> {
+    let mut by: HashMap<EntityRef, Client> = HashMap::new();
+    let contact_company: HashMap<&str, Option<&String>> = m
+        .contacts
+        .iter()
+        .map(|c| (c.id.as_str(), c.company_id.as_ref()))
+        .collect();
+    let client_of = |company: &Option<String>, contact: &Option<String>| -> Option<EntityRef> {
+        if let Some(c) = company {
+            return Some(EntityRef::new(EntityKind::Company, c.clone()));
+        }
+        let contact = contact.as_ref()?;
+        match contact_company.get(contact.as_str()).copied().flatten() {
+            Some(company) => Some(EntityRef::new(EntityKind::Company, company.clone())),
+            None => Some(EntityRef::new(EntityKind::Contact, contact.clone())),
+        }
+    };
+    for c in &m.contacts {
+        let key = EntityRef::new(EntityKind::Contact, c.id.clone());
+        by.insert(
+            key.clone(),
+            new_client(key, &c.name, &c.responsible_id, c.created_at),
+        );
+    }
+    for c in &m.companies {
+        let key = EntityRef::new(EntityKind::Company, c.id.clone());
+        by.insert(
+            key.clone(),
+            new_client(key, &c.name, &c.responsible_id, c.created_at),
+        );
+    }
+    let mut deal_client: HashMap<&str, EntityRef> = HashMap::new();
+    for d in &m.deals {
+        let Some(key) = client_of(&d.company_id, &d.contact_id) else {
+            continue;
+        };
+        let Some(cl) = by.get_mut(&key) else { continue };
+        cl.deal_ids.push(d.id.clone());
+        match d.semantics {
+            Semantics::Open => cl.open_deals += 1,
+            Semantics::Won => {
+                cl.orders.push(d.closed_at.unwrap_or(d.updated_at));
+                cl.revenue += d.amount;
+            }
+            Semantics::Lost => {}
+        }
+        deal_client.insert(d.id.as_str(), key);
+    }
+    let mut out: Vec<Client> = by
+        .into_values()
+        .filter(|c| !c.deal_ids.is_empty())
+        .collect();
+    let index: HashMap<EntityRef, usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.entity.clone(), i))
+        .collect();
+    // Which client an activity or task bound to `e` belongs to.
+    let owner = |e: &EntityRef| -> Option<usize> {
+        match e.kind {
+            EntityKind::Deal => deal_client
+                .get(e.id.as_str())
+                .and_then(|k| index.get(k).copied()),
+            EntityKind::Contact => match contact_company.get(e.id.as_str()).copied().flatten() {
+                Some(company) => index
+                    .get(&EntityRef::new(EntityKind::Company, company.clone()))
+                    .copied(),
+                None => index.get(e).copied(),
+            },
+            EntityKind::Company => index.get(e).copied(),
+            _ => None,
+        }
+    };
+    let touch = |i: usize, t: Ts, out: &mut Vec<Client>| {
+        let c = &mut out[i];
+        if c.last_activity.is_none_or(|x| x < t) {
+            c.last_activity = Some(t);
+        }
+    };
+    for a in &m.activities {
+        if let Some(i) = a.entity.as_ref().and_then(&owner) {
+            touch(i, a.started_at, &mut out);
+        }
+    }
+    for t in m.tasks.iter().filter(|t| t.completed) {
+        if let Some(i) = t.entity.as_ref().and_then(&owner) {
+            touch(i, t.completed_at.unwrap_or(t.updated_at), &mut out);
+        }
+    }
+    // Telephony calls by phone number (answered calls, and outgoing attempts).
+    let mut phone_owner: HashMap<String, usize> = HashMap::new();
+    for c in &m.contacts {
+        if let Some(i) = owner(&EntityRef::new(EntityKind::Contact, c.id.clone())) {
+            for p in c.phones.iter().filter_map(|p| phone::normalize(p).ok()) {
+                phone_owner.insert(p, i);
+            }
+        }
+    }
+    for c in &m.companies {
+        if let Some(&i) = index.get(&EntityRef::new(EntityKind::Company, c.id.clone())) {
+            for p in c.phones.iter().filter_map(|p| phone::normalize(p).ok()) {
+                phone_owner.insert(p, i);
+            }
+        }
+    }
+    for call in m
+        .calls
+        .iter()
+        .filter(|c| c.answered || c.direction == Direction::Out)
+    {
+        if let Some(&i) = phone::normalize(&call.client_phone)
+            .ok()
+            .and_then(|p| phone_owner.get(&p))
+        {
+            touch(i, call.started_at, &mut out);
+        }
+    }
+    let classes = abc(&out
+        .iter()
+        .map(|c| (c.entity.clone(), c.revenue))
+        .collect::<Vec<_>>());
+    for c in &mut out {
+        c.class = classes.get(&c.entity).copied().unwrap_or(Abc::C);
+        c.orders.sort();
+    }
+    out.sort_by(|a, b| {
+        a.entity
+            .kind
+            .cmp(&b.entity.kind)
+            .then(a.entity.id.cmp(&b.entity.id))
+    });
+    out
+}
+
+fn new_client(entity: EntityRef, name: &str, resp: &Option<String>, created: Ts) -> Client {
+    Client {
+        entity,
+        name: name.to_string(),
+        responsible_id: resp.clone(),
+        created_at: created,
+        deal_ids: Vec::new(),
+        open_deals: 0,
+        orders: Vec::new(),
+        revenue: 0.0,
+        class: Abc::C,
+        last_activity: None,
+    }
+}
+
+/// Open tasks bound to the client or to one of its deals.
+pub fn open_tasks<'a>(m: &'a Snapshot, c: &Client) -> Vec<&'a crate::domain::Task> {
+    let deals: HashSet<&str> = c.deal_ids.iter().map(String::as_str).collect();
+    m.tasks
+        .iter()
+        .filter(|t| !t.completed)
+        .filter(|t| {
+            t.entity.as_ref().is_some_and(|e| {
+                *e == c.entity || (e.kind == EntityKind::Deal && deals.contains(e.id.as_str()))
+            })
+        })
+        .collect()
+}
