@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures::StreamExt;
 
 use crate::ledger::{self, Outcome};
 use crate::report::render::ActionLine;
@@ -14,6 +15,9 @@ use crate::rules::{self, RuleContext};
 use crate::store::Store;
 use crate::sync::{self, SyncOptions, SyncReport};
 use crate::tenant::Tenant;
+
+/// How many actions of one rule run at once.
+const ACTION_CONCURRENCY: usize = 16;
 
 /// How a cycle runs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -138,8 +142,21 @@ async fn apply_rules(
             rule: rule.name.to_string(),
             ..ActionLine::default()
         };
-        for p in (rule.propose)(&ctx, cfg) {
-            let outcome = ledger::apply(store, tenant.id(), &sinks, &p, mode).await?;
+        // Actions have independent keys, so they run concurrently: connectors coalesce
+        // concurrent writes (Bitrix24 `batch`) and their rate limiters keep the pace.
+        let proposals = (rule.propose)(&ctx, cfg);
+        let results: Vec<_> = futures::stream::iter(proposals.into_iter().map(|p| {
+            let sinks = &sinks;
+            async move {
+                let outcome = ledger::apply(store, tenant.id(), sinks, &p, mode).await;
+                (p, outcome)
+            }
+        }))
+        .buffered(ACTION_CONCURRENCY)
+        .collect()
+        .await;
+        for (p, outcome) in results {
+            let outcome = outcome?;
             match &outcome {
                 Outcome::Done(_) => line.done += 1,
                 Outcome::Shadow => line.shadow += 1,
@@ -157,6 +174,39 @@ async fn apply_rules(
             });
         }
         summary.actions.push(line);
+    }
+    // Announce the tasks just created (and any an interrupted cycle left unannounced).
+    if let Some((_, mode)) = rules::effective(&tenant.cfg.rules, "manager_notify", opts.dry_run) {
+        let sent = rules::manager_notify::run(
+            store,
+            tenant.id(),
+            tenant.cfg.telegram.as_ref(),
+            tenant.cfg.lang,
+            &sinks,
+            mode,
+        )
+        .await?;
+        let mut line = ActionLine {
+            rule: "manager_notify".into(),
+            ..ActionLine::default()
+        };
+        for (p, outcome) in sent {
+            match &outcome {
+                Outcome::Done(_) => line.done += 1,
+                Outcome::Shadow => line.shadow += 1,
+                Outcome::Failed(_) | Outcome::Retry(_) => line.failed += 1,
+                _ => {}
+            }
+            summary.applied.push(Applied {
+                rule: "manager_notify",
+                crm_write: false,
+                summary: p.summary.clone(),
+                outcome,
+            });
+        }
+        if line.done + line.shadow + line.failed > 0 {
+            summary.actions.push(line);
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod clients;
 pub mod deal_without_task;
 pub mod dormant;
 pub mod lead_reaction;
+pub mod manager_notify;
 pub mod no_activity;
 pub mod overdue_tasks;
 

@@ -25,6 +25,13 @@ pub fn tenant_config(
         .next()
         .map(|u| u.id.to_string())
         .unwrap_or_default();
+    // Personal chats for the managers (the Telegram fake accepts any chat id).
+    let managers: String = h
+        .sim
+        .world()
+        .users_with(super::world::Role::Manager)
+        .map(|u| format!("\"{}\" = {}\n", u.id, 200_000 + u.id))
+        .collect();
     let crm = match crm {
         CrmKind::Bitrix24 => format!(
             "kind = \"bitrix24\"\nwebhook_url = \"{}\"\nflag_field = \"UF_CRM_DOZOR_FLAGS\"\n",
@@ -61,7 +68,8 @@ pub fn tenant_config(
         "[database]\nurl = \"{db_url}\"\n\n[[tenants]]\nid = \"demo\"\nname = \"{name}\"\nlang = \"{lang}\"\n\n\
          [tenants.roles]\nreactivation_manager = \"{reactivation}\"\n\n\
          [tenants.crm]\n{crm}\n[tenants.telephony]\n{tel}\n\
-         [tenants.telegram]\nbot_token = \"{}\"\napi_url = \"{}\"\nowner_chat = {OWNER_CHAT}\nhead_of_sales_chat = {HEAD_OF_SALES_CHAT}\n",
+         [tenants.telegram]\nbot_token = \"{}\"\napi_url = \"{}\"\nowner_chat = {OWNER_CHAT}\nhead_of_sales_chat = {HEAD_OF_SALES_CHAT}\n\n\
+         [tenants.telegram.managers]\n{managers}",
         c.telegram_bot_token,
         h.telegram_url()
     )
