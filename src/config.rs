@@ -219,6 +219,24 @@ pub struct TenantConfig {
     pub rules: RulesConfig,
     #[serde(default)]
     pub roles: RolesConfig,
+    #[serde(default)]
+    pub marketing: MarketingConfig,
+}
+
+/// How clients are handed to marketing (after three unanswered calls).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketingConfig {
+    /// The flag (amoCRM tag; Bitrix24 `flag_field` value) that puts a client into retargeting.
+    pub retarget_tag: String,
+}
+
+impl Default for MarketingConfig {
+    fn default() -> Self {
+        MarketingConfig {
+            retarget_tag: "ретаргетинг".into(),
+        }
+    }
 }
 
 /// Who does what in the sales department, by CRM user id.
@@ -475,15 +493,21 @@ pub struct RulesConfig(pub BTreeMap<String, RuleConfig>);
 pub fn rule_defaults() -> BTreeMap<String, RuleConfig> {
     use RuleMode::*;
     [
-        ("unknown_caller", RuleConfig::with(On, &[])),
-        ("call_not_in_crm", RuleConfig::with(On, &[])),
+        (
+            "unknown_caller",
+            RuleConfig::with(On, &[("lookback_hours", 24.0)]),
+        ),
+        (
+            "call_not_in_crm",
+            RuleConfig::with(On, &[("lookback_hours", 24.0)]),
+        ),
         (
             "lead_without_deal",
-            RuleConfig::with(On, &[("after_minutes", 15.0)]),
+            RuleConfig::with(On, &[("after_minutes", 15.0), ("lookback_hours", 72.0)]),
         ),
         (
             "missed_call",
-            RuleConfig::with(On, &[("sla_minutes", 15.0)]),
+            RuleConfig::with(On, &[("sla_minutes", 15.0), ("lookback_hours", 24.0)]),
         ),
         (
             "lead_reaction",

@@ -116,6 +116,17 @@ async fn apply_rules(
 ) -> Result<(), crate::store::StoreError> {
     let mirror = crate::store::Snapshot::load(store, tenant.id()).await?;
     let handovers = handovers(store, tenant.id()).await?;
+    let done: std::collections::HashMap<String, String> = store
+        .actions_since(
+            tenant.id(),
+            Utc::now() - chrono::Duration::days(7),
+            1_000_000,
+        )
+        .await?
+        .into_iter()
+        .filter(|r| r.state == "done")
+        .filter_map(|r| Some((r.key, r.result?)))
+        .collect();
     let ctx = RuleContext {
         tenant: tenant.id(),
         now: Utc::now(),
@@ -126,6 +137,8 @@ async fn apply_rules(
         roles: &tenant.cfg.roles,
         rules: &tenant.cfg.rules,
         handovers: &handovers,
+        marketing: &tenant.cfg.marketing,
+        done: &done,
     };
     let sinks = ledger::Sinks {
         crm: tenant.crm.as_ref(),

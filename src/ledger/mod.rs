@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::RuleMode;
-use crate::crm::{Crm, NewTask};
+use crate::crm::{CallRecord, Crm, NewDeal, NewLead, NewTask};
 use crate::domain::EntityRef;
 use crate::http::ErrorKind;
 use crate::notify::telegram::Telegram;
@@ -44,6 +44,18 @@ pub enum Effect {
         add: Vec<String>,
         remove: Vec<String>,
     },
+    CreateLead(NewLead),
+    CreateDeal(NewDeal),
+    /// Put a telephony call on the CRM timeline (connectors skip calls already there).
+    RegisterCall(CallRecord),
+    CloseDealLost {
+        deal_id: String,
+        reason: String,
+    },
+    CompleteTask {
+        task_id: String,
+        result: String,
+    },
 }
 
 impl Effect {
@@ -54,6 +66,11 @@ impl Effect {
             Effect::Telegram { .. } => "telegram",
             Effect::SetResponsible { .. } => "set_responsible",
             Effect::UpdateTags { .. } => "update_tags",
+            Effect::CreateLead(_) => "create_lead",
+            Effect::CreateDeal(_) => "create_deal",
+            Effect::RegisterCall(_) => "register_call",
+            Effect::CloseDealLost { .. } => "close_deal_lost",
+            Effect::CompleteTask { .. } => "complete_task",
         }
     }
 }
@@ -217,6 +234,25 @@ async fn execute(sinks: &Sinks<'_>, p: &Proposal) -> Result<String, crate::http:
             .update_tags(entity, add, remove)
             .await
             .map(|()| format!("{}:{}", entity.kind.as_str(), entity.id)),
+        Effect::CreateLead(l) => {
+            let mut l = l.clone();
+            l.comment = format!("{}\n{mark}", l.comment).trim_start().to_string();
+            crm.create_lead(&l).await
+        }
+        Effect::CreateDeal(d) => {
+            let mut d = d.clone();
+            d.comment = format!("{}\n{mark}", d.comment).trim_start().to_string();
+            crm.create_deal(&d).await
+        }
+        Effect::RegisterCall(c) => crm.register_call(c).await,
+        Effect::CloseDealLost { deal_id, reason } => crm
+            .close_deal_lost(deal_id, reason)
+            .await
+            .map(|()| format!("deal:{deal_id}")),
+        Effect::CompleteTask { task_id, result } => crm
+            .complete_task(task_id, result)
+            .await
+            .map(|()| format!("task:{task_id}")),
         Effect::Telegram { chat, thread, html } => match sinks.telegram {
             Some(tg) => tg
                 .send_message(*chat, *thread, html)
@@ -241,11 +277,25 @@ async fn find_marker(
 ) -> Result<Option<String>, StoreError> {
     match &p.effect {
         Effect::CreateTask(_) => store.find_task_with_marker(tenant, &marker(&p.key)).await,
+        // A lead for this number, or a deal for this lead, that appeared in the mirror since the
+        // action was first recorded is the write that the crash interrupted.
+        Effect::CreateLead(l) => match &l.phone {
+            Some(phone) => store.find_lead_by_phone(tenant, phone).await,
+            None => Ok(None),
+        },
+        Effect::CreateDeal(d) => match &d.lead_id {
+            Some(lead) => store.find_deal_for_lead(tenant, lead).await,
+            None => Ok(None),
+        },
         // Comments and messages cannot be looked up: retry (a duplicate at worst, never a loss).
-        // Owner and tag changes are idempotent: doing them again is the reconciliation.
+        // Owner, tag, stage and completion changes are idempotent, and connectors skip calls
+        // already registered: doing them again is the reconciliation.
         Effect::Comment { .. }
         | Effect::Telegram { .. }
         | Effect::SetResponsible { .. }
-        | Effect::UpdateTags { .. } => Ok(None),
+        | Effect::UpdateTags { .. }
+        | Effect::RegisterCall(_)
+        | Effect::CloseDealLost { .. }
+        | Effect::CompleteTask { .. } => Ok(None),
     }
 }

@@ -1,15 +1,23 @@
 //! Rules: each looks at the mirror and proposes actions; the ledger decides whether and how
 //! they run. A rule never writes anything itself and never knows which CRM is behind the mirror.
 
+pub mod call_not_in_crm;
+pub mod calls;
 pub mod clients;
 pub mod deal_without_task;
 pub mod dormant;
 pub mod lead_reaction;
+pub mod lead_without_deal;
 pub mod manager_notify;
+pub mod missed_call;
 pub mod no_activity;
 pub mod overdue_tasks;
+pub mod three_unanswered;
+pub mod unknown_caller;
 
-use crate::config::{Lang, RolesConfig, RuleConfig, RuleMode, RulesConfig, TelegramConfig};
+use crate::config::{
+    Lang, MarketingConfig, RolesConfig, RuleConfig, RuleMode, RulesConfig, TelegramConfig,
+};
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::{Deal, Ts};
 use crate::ledger::Proposal;
@@ -29,6 +37,9 @@ pub struct RuleContext<'a> {
     pub rules: &'a RulesConfig,
     /// Clients handed over by the dormant rule, oldest first (from the ledger).
     pub handovers: &'a [Handover],
+    pub marketing: &'a MarketingConfig,
+    /// Results of done actions by key (e.g. the id of a task a rule created), recent ones.
+    pub done: &'a std::collections::HashMap<String, String>,
 }
 
 /// A done owner change of the dormant rule.
@@ -47,6 +58,26 @@ pub struct Rule {
 
 /// Every implemented rule, in the order they run.
 pub const RULES: &[Rule] = &[
+    Rule {
+        name: "unknown_caller",
+        propose: unknown_caller::propose,
+    },
+    Rule {
+        name: "call_not_in_crm",
+        propose: call_not_in_crm::propose,
+    },
+    Rule {
+        name: "missed_call",
+        propose: missed_call::propose,
+    },
+    Rule {
+        name: "three_unanswered",
+        propose: three_unanswered::propose,
+    },
+    Rule {
+        name: "lead_without_deal",
+        propose: lead_without_deal::propose,
+    },
     Rule {
         name: "deal_without_task",
         propose: deal_without_task::propose,

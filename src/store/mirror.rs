@@ -577,3 +577,30 @@ impl Snapshot {
         })
     }
 }
+
+impl Store {
+    /// A lead with this phone (E.164) in the mirror (ledger reconciliation of created leads).
+    pub async fn find_lead_by_phone(&self, tenant: &str, e164: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT entity_id FROM phones WHERE tenant = $1 AND e164 = $2 AND entity_kind = 'lead' LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(e164)
+        .fetch_optional(self.pool())
+        .await
+        .op("looking up a lead by phone")?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// A deal created from `lead_id`, if the mirror has one.
+    pub async fn find_deal_for_lead(&self, tenant: &str, lead_id: &str) -> Result<Option<String>> {
+        let pattern = format!("%\"lead_id\":\"{}\"%", lead_id.replace(['%', '_', '"'], ""));
+        let row = sqlx::query("SELECT id FROM deals WHERE tenant = $1 AND data LIKE $2 LIMIT 1")
+            .bind(tenant)
+            .bind(pattern)
+            .fetch_optional(self.pool())
+            .await
+            .op("looking up a deal by lead")?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
