@@ -1,0 +1,244 @@
+//! The single-entry-point rules over HTTP against the simulator, on both CRMs and both
+//! telephony services: unknown callers become one lead each, calls reach the CRM timeline once,
+//! missed calls get one callback task that a callback closes, and three unanswered calls close
+//! the deal — however many cycles run.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use chrono::{Duration, Utc};
+use dozor::config;
+use dozor::domain::{CrmKind, TelephonyKind};
+use dozor::engine::{CycleOptions, run_cycle};
+use dozor::ledger::Outcome;
+use dozor::sim::world::{Dir, SimCall, StageKind, World};
+use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
+use dozor::store::Store;
+use dozor::tenant;
+
+/// Round-the-clock business hours so SLA arithmetic does not depend on when the test runs.
+const ALWAYS_OPEN: &str = "\n[tenants.calendar]\nwork_hours = \"00:00-23:59\"\nwork_days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n";
+
+fn phone_key(p: &str) -> String {
+    World::phone_key(p)
+}
+
+async fn call_rules(crm: CrmKind, tel: TelephonyKind) {
+    let opts = SimOptions {
+        seed: 33,
+        scale: 1,
+        anchor: None,
+        enforce_limits: false,
+        b24_enterprise: false,
+    };
+    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path());
+    // The calendar table must belong to the tenant: insert it before the CRM section.
+    let text = tenant_config(&h, crm, tel, &db, "ru").replacen(
+        "\n[tenants.roles]",
+        &format!("{ALWAYS_OPEN}\n[tenants.roles]"),
+        1,
+    );
+    let cfg = config::parse(&text, None, None).unwrap().config;
+    let store = Store::open(&db, 4).await.unwrap();
+    let tenant = tenant::connect(&cfg.tenants[0], &store).await.unwrap();
+
+    // A missed call from a known client an hour ago (past its 15-minute SLA), not called back.
+    let (missed_id, missed_phone) = {
+        let mut w = h.sim.world();
+        let contact = w
+            .contacts
+            .values()
+            .find(|c| !c.phones.is_empty())
+            .unwrap()
+            .clone();
+        let id = w.next_id();
+        let phone = phone_key(&contact.phones[0]);
+        let employee = w.employees.first().map(|e| e.id);
+        w.calls.insert(
+            id,
+            SimCall {
+                id,
+                start: Utc::now() - Duration::hours(1),
+                direction: Dir::In,
+                is_lost: true,
+                talk_s: 0,
+                wait_s: 40,
+                client_phone: phone.clone(),
+                virtual_number: "74951234567".into(),
+                employee_id: employee,
+                source: "call_tracking".into(),
+                utm: Default::default(),
+                has_record: false,
+            },
+        );
+        (id, phone)
+    };
+
+    let first = run_cycle(&store, &tenant, CycleOptions::default()).await;
+    assert!(first.ok(), "{:?}", first.errors);
+    let failed: Vec<_> = first
+        .applied
+        .iter()
+        .filter(|a| matches!(a.outcome, Outcome::Failed(_) | Outcome::Retry(_)))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let count = |rule: &str| {
+        first
+            .applied
+            .iter()
+            .filter(|a| a.rule == rule && matches!(a.outcome, Outcome::Done(_)))
+            .count()
+    };
+    if tel == TelephonyKind::Comagic {
+        // Calltouch records only inbound calls, so no outgoing attempts to count there.
+        assert!(
+            count("three_unanswered") > 0,
+            "three unanswered calls closed deals"
+        );
+    }
+    assert!(count("unknown_caller") > 0, "unknown callers became leads");
+    assert!(count("call_not_in_crm") > 0, "calls were registered");
+    assert!(count("missed_call") > 0, "missed calls got callback tasks");
+
+    // Ten more cycles: nothing is written twice.
+    for _ in 0..10 {
+        let again = run_cycle(&store, &tenant, CycleOptions::default()).await;
+        assert!(again.ok(), "{:?}", again.errors);
+    }
+    let created: Vec<_> = store_rows(&store, "unknown_caller").await;
+    {
+        let w = h.sim.world();
+        let mut leads_per_phone: BTreeMap<String, usize> = BTreeMap::new();
+        for l in w.leads.values() {
+            if let Some(p) = &l.phone {
+                *leads_per_phone.entry(phone_key(p)).or_default() += 1;
+            }
+        }
+        for key in &created {
+            let phone = key.rsplit(':').next().unwrap();
+            assert_eq!(
+                leads_per_phone.get(&phone_key(phone)).copied(),
+                Some(1),
+                "one lead for {phone}"
+            );
+        }
+        let mut per_external: BTreeMap<&str, usize> = BTreeMap::new();
+        for a in w.activities.values() {
+            if let Some(x) = &a.external_id {
+                *per_external.entry(x.as_str()).or_default() += 1;
+            }
+        }
+        let doubled: Vec<_> = per_external.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(doubled.is_empty(), "calls registered twice: {doubled:?}");
+        let callbacks = w
+            .tasks
+            .values()
+            .filter(|t| {
+                format!("{} {}", t.title, t.description).contains(&format!(
+                    "missed_call:demo:{}:{missed_id}:task",
+                    tel.as_str()
+                ))
+            })
+            .count();
+        assert_eq!(callbacks, 1, "one callback task for the missed call");
+        if tel == TelephonyKind::Comagic {
+            let lost = w.stage_of_kind(0, StageKind::Lost).map(|s| s.id);
+            let closed = w
+                .deals
+                .values()
+                .filter(|d| {
+                    d.loss_reason.as_deref() == Some("не дозвонились") || Some(d.stage_id) == lost
+                })
+                .count();
+            assert!(closed > 0);
+        }
+    }
+    // The head of sales heard about the call not returned in time.
+    let escalated = h
+        .sim
+        .telegram
+        .messages()
+        .iter()
+        .any(|m| format!("{m:?}").contains("Не перезвонили в срок"));
+    assert!(escalated, "escalation digest sent");
+
+    // A callback after the deadline closes the loop: the task is completed.
+    if tel == TelephonyKind::Comagic {
+        {
+            let mut w = h.sim.world();
+            let id = w.next_id();
+            w.calls.insert(
+                id,
+                SimCall {
+                    id,
+                    start: Utc::now() - Duration::minutes(5),
+                    direction: Dir::Out,
+                    is_lost: false,
+                    talk_s: 95,
+                    wait_s: 5,
+                    client_phone: missed_phone.clone(),
+                    virtual_number: "74951234567".into(),
+                    employee_id: None,
+                    source: "va".into(),
+                    utm: Default::default(),
+                    has_record: true,
+                },
+            );
+        }
+        let closed = run_cycle(&store, &tenant, CycleOptions::default()).await;
+        assert!(
+            closed.applied.iter().any(|a| a.rule == "missed_call"
+                && a.summary.contains("called back")
+                && matches!(a.outcome, Outcome::Done(_))),
+            "{:?}",
+            closed.applied
+        );
+        let w = h.sim.world();
+        let task = w
+            .tasks
+            .values()
+            .find(|t| {
+                format!("{} {}", t.title, t.description)
+                    .contains(&format!("missed_call:demo:comagic:{missed_id}:task"))
+            })
+            .unwrap();
+        assert!(task.completed, "callback task completed");
+    }
+    h.stop().await;
+}
+
+async fn store_rows(store: &Store, rule: &str) -> Vec<String> {
+    store
+        .actions_in_state("demo", "done")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.rule == rule)
+        .map(|r| r.key)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitrix24_with_comagic() {
+    call_rules(CrmKind::Bitrix24, TelephonyKind::Comagic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amocrm_with_calltouch() {
+    call_rules(CrmKind::Amocrm, TelephonyKind::Calltouch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amocrm_with_comagic() {
+    call_rules(CrmKind::Amocrm, TelephonyKind::Comagic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitrix24_with_calltouch() {
+    call_rules(CrmKind::Bitrix24, TelephonyKind::Calltouch).await;
+}
