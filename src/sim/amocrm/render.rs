@@ -255,7 +255,14 @@ fn paging(req: &Req, spec: &ListSpec) -> Result<(usize, usize), Reply> {
         None => 1,
         Some(s) => match s.parse::<usize>() {
             Ok(n) if n >= 1 => n,
-            _ => return Err(validation("0", "InvalidPage", "page", "page must be 1 or more")),
+            _ => {
+                return Err(validation(
+                    "0",
+                    "InvalidPage",
+                    "page",
+                    "page must be 1 or more",
+                ));
+            }
         },
     };
     Ok((limit, page))
@@ -389,8 +396,7 @@ impl Needle {
         phones.iter().chain(emails).any(|val| {
             val.to_lowercase().contains(&self.lower)
                 || (self.digits.len() >= 5
-                    && (digits(val).contains(&self.digits)
-                        || World::phone_key(val) == self.key))
+                    && (digits(val).contains(&self.digits) || World::phone_key(val) == self.key))
         })
     }
 }
@@ -604,13 +610,7 @@ pub fn status_id(w: &World, stage_id: u64) -> u64 {
     }
 }
 
-fn deal_json(
-    w: &World,
-    d: &SimDeal,
-    base: &str,
-    with: &[String],
-    sim: &Sim,
-) -> Value {
+fn deal_json(w: &World, d: &SimDeal, base: &str, with: &[String], sim: &Sim) -> Value {
     let status = status_id(w, d.stage_id);
     let loss_id = (status == LOST)
         .then(|| d.loss_reason.as_ref().map(|r| sim.amo.reason_id(r)))
@@ -951,10 +951,7 @@ pub fn leads(sim: &Sim, req: &Req) -> Reply {
 pub fn lead_one(sim: &Sim, req: &Req, id: u64) -> Reply {
     let w = sim.world();
     match w.deals.get(&id) {
-        Some(d) => Reply::Hal(
-            StatusCode::OK,
-            deal_json(&w, d, &req.base, &with(req), sim),
-        ),
+        Some(d) => Reply::Hal(StatusCode::OK, deal_json(&w, d, &req.base, &with(req), sim)),
         None => Reply::Empty,
     }
 }
@@ -1013,10 +1010,7 @@ pub fn contact_one(sim: &Sim, req: &Req, id: u64) -> Reply {
                     .map(|d| d.id)
                     .collect()
             });
-            Reply::Hal(
-                StatusCode::OK,
-                contact_json(c, &req.base, leads.as_deref()),
-            )
+            Reply::Hal(StatusCode::OK, contact_json(c, &req.base, leads.as_deref()))
         }
         None => Reply::Empty,
     }
@@ -1287,10 +1281,7 @@ pub fn events(sim: &Sim, req: &Req) -> Reply {
         },
         None => (None, None),
     };
-    let types: Option<Vec<String>> = q
-        .get("filter")
-        .and_then(|f| f.get("type"))
-        .map(filter_list);
+    let types: Option<Vec<String>> = q.get("filter").and_then(|f| f.get("type")).map(filter_list);
     let entities: Option<Vec<String>> = q
         .get("filter")
         .and_then(|f| f.get("entity"))
@@ -1302,27 +1293,38 @@ pub fn events(sim: &Sim, req: &Req) -> Reply {
         .map(|e| (e.subject.0, e.subject.1, e.at))
         .collect();
     let mut out: Vec<Ev> = Vec::new();
-    let mut push = |id: String, kind: &str, entity: &'static str, eid: u64, by: u64, at: i64, after: Value| {
-        let wanted = from.is_none_or(|f| at >= f)
-            && to.is_none_or(|t| at <= t)
-            && types.as_ref().is_none_or(|l| l.iter().any(|x| x == kind))
-            && entities.as_ref().is_none_or(|l| l.iter().any(|x| x == entity));
-        if wanted {
-            out.push(Ev {
-                id,
-                kind: kind.to_string(),
-                entity,
-                entity_id: eid,
-                by,
-                at,
-                after,
-                before: json!([]),
-            });
-        }
-    };
+    let mut push =
+        |id: String, kind: &str, entity: &'static str, eid: u64, by: u64, at: i64, after: Value| {
+            let wanted = from.is_none_or(|f| at >= f)
+                && to.is_none_or(|t| at <= t)
+                && types.as_ref().is_none_or(|l| l.iter().any(|x| x == kind))
+                && entities
+                    .as_ref()
+                    .is_none_or(|l| l.iter().any(|x| x == entity));
+            if wanted {
+                out.push(Ev {
+                    id,
+                    kind: kind.to_string(),
+                    entity,
+                    entity_id: eid,
+                    by,
+                    at,
+                    after,
+                    before: json!([]),
+                });
+            }
+        };
     for d in w.deals.values() {
         let (c, u) = (ts(d.created_at), ts(d.updated_at));
-        push(format!("01la{:012x}", d.id), "lead_added", "lead", d.id, d.responsible_id, c, json!([]));
+        push(
+            format!("01la{:012x}", d.id),
+            "lead_added",
+            "lead",
+            d.id,
+            d.responsible_id,
+            c,
+            json!([]),
+        );
         let closed = d.closed_at.map(ts);
         if let Some(cl) = closed.filter(|cl| !seen.contains(&("lead", d.id, *cl))) {
             push(
@@ -1337,21 +1339,61 @@ pub fn events(sim: &Sim, req: &Req) -> Reply {
             );
         }
         if u > c && Some(u) != closed && !seen.contains(&("lead", d.id, u)) {
-            push(format!("01lu{:012x}", d.id), "custom_field_value_changed", "lead", d.id, d.responsible_id, u, json!([]));
+            push(
+                format!("01lu{:012x}", d.id),
+                "custom_field_value_changed",
+                "lead",
+                d.id,
+                d.responsible_id,
+                u,
+                json!([]),
+            );
         }
     }
     for c in w.contacts.values() {
         let (cr, u) = (ts(c.created_at), ts(c.updated_at));
-        push(format!("01ca{:012x}", c.id), "contact_added", "contact", c.id, c.responsible_id, cr, json!([]));
+        push(
+            format!("01ca{:012x}", c.id),
+            "contact_added",
+            "contact",
+            c.id,
+            c.responsible_id,
+            cr,
+            json!([]),
+        );
         if u > cr && !seen.contains(&("contact", c.id, u)) {
-            push(format!("01cu{:012x}", c.id), "custom_field_value_changed", "contact", c.id, c.responsible_id, u, json!([]));
+            push(
+                format!("01cu{:012x}", c.id),
+                "custom_field_value_changed",
+                "contact",
+                c.id,
+                c.responsible_id,
+                u,
+                json!([]),
+            );
         }
     }
     for c in w.companies.values() {
         let (cr, u) = (ts(c.created_at), ts(c.updated_at));
-        push(format!("01co{:012x}", c.id), "company_added", "company", c.id, c.responsible_id, cr, json!([]));
+        push(
+            format!("01co{:012x}", c.id),
+            "company_added",
+            "company",
+            c.id,
+            c.responsible_id,
+            cr,
+            json!([]),
+        );
         if u > cr && !seen.contains(&("company", c.id, u)) {
-            push(format!("01ou{:012x}", c.id), "custom_field_value_changed", "company", c.id, c.responsible_id, u, json!([]));
+            push(
+                format!("01ou{:012x}", c.id),
+                "custom_field_value_changed",
+                "company",
+                c.id,
+                c.responsible_id,
+                u,
+                json!([]),
+            );
         }
     }
     for t in w.tasks.values() {
@@ -1360,20 +1402,60 @@ pub fn events(sim: &Sim, req: &Req) -> Reply {
             .map_or(("task", t.id), |(o, id)| (entity_singular(o), id));
         let (cr, u) = (ts(t.created_at), ts(t.updated_at));
         let after = json!([{"task": {"id": t.id}}]);
-        push(format!("01ta{:012x}", t.id), "task_added", ent, eid, t.created_by, cr, after.clone());
+        push(
+            format!("01ta{:012x}", t.id),
+            "task_added",
+            ent,
+            eid,
+            t.created_by,
+            cr,
+            after.clone(),
+        );
         let closed = t.closed_at.filter(|_| t.completed).map(ts);
         if let Some(cl) = closed.filter(|cl| !seen.contains(&("task", t.id, *cl))) {
-            push(format!("01tc{:012x}", t.id), "task_completed", ent, eid, t.responsible_id, cl, after.clone());
+            push(
+                format!("01tc{:012x}", t.id),
+                "task_completed",
+                ent,
+                eid,
+                t.responsible_id,
+                cl,
+                after.clone(),
+            );
         }
         if u > cr && Some(u) != closed && !seen.contains(&("task", t.id, u)) {
-            push(format!("01tu{:012x}", t.id), "task_deadline_changed", ent, eid, t.responsible_id, u, after);
+            push(
+                format!("01tu{:012x}", t.id),
+                "task_deadline_changed",
+                ent,
+                eid,
+                t.responsible_id,
+                u,
+                after,
+            );
         }
     }
     for l in w.leads.values() {
         let (cr, u) = (ts(l.created_at), ts(l.updated_at));
-        push(format!("01ua{:012x}", l.id), "unsorted_added", "unsorted", l.id, l.responsible_id, cr, json!([]));
+        push(
+            format!("01ua{:012x}", l.id),
+            "unsorted_added",
+            "unsorted",
+            l.id,
+            l.responsible_id,
+            cr,
+            json!([]),
+        );
         if u > cr {
-            push(format!("01uu{:012x}", l.id), "unsorted_changed", "unsorted", l.id, l.responsible_id, u, json!([]));
+            push(
+                format!("01uu{:012x}", l.id),
+                "unsorted_changed",
+                "unsorted",
+                l.id,
+                l.responsible_id,
+                u,
+                json!([]),
+            );
         }
     }
     for a in w.activities.values() {
@@ -1427,8 +1509,12 @@ pub fn events(sim: &Sim, req: &Req) -> Reply {
     for e in &logged {
         let wanted = from.is_none_or(|f| e.at >= f)
             && to.is_none_or(|t| e.at <= t)
-            && types.as_ref().is_none_or(|l| l.iter().any(|x| *x == e.kind))
-            && entities.as_ref().is_none_or(|l| l.iter().any(|x| x == e.entity));
+            && types
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|x| *x == e.kind))
+            && entities
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|x| x == e.entity));
         if wanted {
             out.push(Ev {
                 id: e.id.clone(),

@@ -105,7 +105,11 @@ fn log_tags(log: &dyn Fn(&str, Value, Value), old: &[String], new: &[String]) {
         log("entity_tag_added", json!([{"tag": {"name": t}}]), json!([]));
     }
     for t in old.iter().filter(|t| !new.contains(t)) {
-        log("entity_tag_deleted", json!([]), json!([{"tag": {"name": t}}]));
+        log(
+            "entity_tag_deleted",
+            json!([]),
+            json!([{"tag": {"name": t}}]),
+        );
     }
 }
 
@@ -271,19 +275,31 @@ pub fn update_leads(sim: &Sim, req: &Req, path_id: Option<u64>) -> Reply {
         if let Some(n) = it["name"].as_str()
             && d.title != n
         {
-            log("name_field_changed", json!([{"name_field_value": {"name": n}}]), json!([{"name_field_value": {"name": d.title}}]));
+            log(
+                "name_field_changed",
+                json!([{"name_field_value": {"name": n}}]),
+                json!([{"name_field_value": {"name": d.title}}]),
+            );
             d.title = n.to_string();
         }
         if let Some(p) = it["price"].as_f64()
             && d.amount != p
         {
-            log("sale_field_changed", json!([{"sale_field_value": {"sale": p}}]), json!([{"sale_field_value": {"sale": d.amount}}]));
+            log(
+                "sale_field_changed",
+                json!([{"sale_field_value": {"sale": p}}]),
+                json!([{"sale_field_value": {"sale": d.amount}}]),
+            );
             d.amount = p;
         }
         if let Some(u) = uint(&it["responsible_user_id"])
             && d.responsible_id != u
         {
-            log("entity_responsible_changed", json!([{"responsible_user": {"id": u}}]), json!([{"responsible_user": {"id": d.responsible_id}}]));
+            log(
+                "entity_responsible_changed",
+                json!([{"responsible_user": {"id": u}}]),
+                json!([{"responsible_user": {"id": d.responsible_id}}]),
+            );
             d.responsible_id = u;
         }
         if let Some(t) = tag_names(it) {
@@ -512,9 +528,9 @@ pub fn update_tasks(sim: &Sim, req: &Req, path_id: Option<u64>) -> Reply {
         if let Some(till) = time(&it["complete_till"]) {
             t.deadline = Some(till);
         }
-        let (ent, eid) = t
-            .binding
-            .map_or(("task", t.id), |(o, x)| (super::render::entity_singular(o), x));
+        let (ent, eid) = t.binding.map_or(("task", t.id), |(o, x)| {
+            (super::render::entity_singular(o), x)
+        });
         let at = now.timestamp();
         if let Some(u) = uint(&it["responsible_user_id"])
             && t.responsible_id != u
@@ -913,8 +929,10 @@ pub fn unsorted_create(sim: &Sim, req: &Req, category: &str) -> Reply {
                 closed_at: None,
             },
         );
-        out.push(json!({"uid": format!("unsorted-{id}"), "request_id": rid(it, i),
-                        "_embedded": {"leads": [{"id": id}], "contacts": []}}));
+        out.push(
+            json!({"uid": format!("unsorted-{id}"), "request_id": rid(it, i),
+                        "_embedded": {"leads": [{"id": id}], "contacts": []}}),
+        );
     }
     Reply::Hal(
         StatusCode::OK,
@@ -948,10 +966,7 @@ pub fn create_loss_reasons(sim: &Sim, req: &Req) -> Reply {
                    "_links": {"self": {"href": format!("{}/api/v4/leads/loss_reasons/{id}", req.base)}}})
         })
         .collect();
-    Reply::Hal(
-        StatusCode::OK,
-        json!({"_embedded": {"loss_reasons": out}}),
-    )
+    Reply::Hal(StatusCode::OK, json!({"_embedded": {"loss_reasons": out}}))
 }
 
 /// `PATCH /api/v4/{contacts|companies}` (array) or `/{id}` (object): name, responsible, tags
@@ -966,7 +981,12 @@ pub fn update_people(sim: &Sim, req: &Req, entity: &str, path_id: Option<u64>) -
     let mut w = sim.world();
     for (i, it) in items.iter().enumerate() {
         let Some(id) = path_id.or_else(|| uint(&it["id"])) else {
-            return validation(&rid(it, i), "NotBlank", "id", "This value should not be blank.");
+            return validation(
+                &rid(it, i),
+                "NotBlank",
+                "id",
+                "This value should not be blank.",
+            );
         };
         let found = if contact {
             w.contacts.contains_key(&id)
