@@ -401,14 +401,19 @@ impl Needle {
     }
 }
 
+/// `(filter name, its values, the raw filter, record)` → keep?
+pub(crate) type ExtraFilter<T> = dyn Fn(&str, &[String], &Value, &T) -> bool;
+/// Does a record match `query=`?
+pub(crate) type QueryFilter<T> = dyn Fn(&T, &Needle) -> bool;
+
 /// How one list endpoint reads world records without rendering them all.
 pub(crate) struct Typed<'x, T> {
     pub meta: &'x dyn Fn(&T) -> Meta,
     /// Filters (besides `id`, `created_at`, `updated_at`) answered on the record itself.
     pub keys: &'x [&'x str],
     /// `(filter name, its values, the raw filter, record)` → keep?
-    pub extra: &'x dyn Fn(&str, &[String], &Value, &T) -> bool,
-    pub query: Option<&'x dyn Fn(&T, &Needle) -> bool>,
+    pub extra: &'x ExtraFilter<T>,
+    pub query: Option<&'x QueryFilter<T>>,
     pub render: &'x dyn Fn(&T) -> Value,
 }
 
@@ -1509,9 +1514,7 @@ pub fn events(sim: &Sim, req: &Req) -> Reply {
     for e in &logged {
         let wanted = from.is_none_or(|f| e.at >= f)
             && to.is_none_or(|t| e.at <= t)
-            && types
-                .as_ref()
-                .is_none_or(|l| l.iter().any(|x| *x == e.kind))
+            && types.as_ref().is_none_or(|l| l.contains(&e.kind))
             && entities
                 .as_ref()
                 .is_none_or(|l| l.iter().any(|x| x == e.entity));

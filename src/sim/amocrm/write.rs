@@ -607,7 +607,7 @@ pub fn create_notes(sim: &Sim, req: &Req, entity: &str, path_id: Option<u64>) ->
                 "This value should not be blank.",
             );
         };
-        if !exists(&w, owner, eid) && !(owner == Owner::Deal && w.leads.contains_key(&eid)) {
+        if !(exists(&w, owner, eid) || (owner == Owner::Deal && w.leads.contains_key(&eid))) {
             return validation(&r, "NotFound", "entity_id", "The entity does not exist.");
         }
         match it["note_type"].as_str() {
