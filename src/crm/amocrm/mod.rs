@@ -26,7 +26,9 @@
 #![allow(clippy::result_large_err)]
 
 mod auth;
+mod changes;
 mod map;
+mod write;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,7 +38,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::config::AmocrmConfig;
-use crate::crm::{Crm, Cursor, NewTask, Page, Result};
+use crate::crm::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page, Result};
 use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, Ts, User, phone};
 use crate::http::{Error, ErrorKind, Limiter, backoff, redact_url};
 use crate::store::TokenStore;
@@ -714,46 +716,52 @@ impl Crm for AmoCrm {
         created_id(self, v.as_ref(), "notes", &path)
     }
 
-    // Interim: replaced by the connector's own implementations.
-    async fn create_lead(&self, _lead: &crate::crm::NewLead) -> Result<String> {
-        Err(unsupported("create_lead"))
+    async fn fetch_changes(
+        &self,
+        cursors: &[(EntityKind, Cursor)],
+    ) -> Result<Vec<(EntityKind, Page)>> {
+        self.do_fetch_changes(cursors).await
     }
 
-    async fn create_deal(&self, _deal: &crate::crm::NewDeal) -> Result<String> {
-        Err(unsupported("create_deal"))
+    async fn create_lead(&self, lead: &NewLead) -> Result<String> {
+        self.do_create_lead(lead).await
     }
 
-    async fn create_contact(&self, _contact: &crate::crm::NewContact) -> Result<String> {
-        Err(unsupported("create_contact"))
+    async fn create_deal(&self, deal: &NewDeal) -> Result<String> {
+        self.do_create_deal(deal).await
     }
 
-    async fn set_responsible(&self, _entity: &EntityRef, _user_id: &str) -> Result<()> {
-        Err(unsupported("set_responsible"))
+    async fn create_contact(&self, contact: &NewContact) -> Result<String> {
+        self.do_create_contact(contact).await
     }
 
-    async fn move_deal(&self, _deal_id: &str, _stage_id: &str) -> Result<()> {
-        Err(unsupported("move_deal"))
+    async fn set_responsible(&self, entity: &EntityRef, user_id: &str) -> Result<()> {
+        self.do_set_responsible(entity, user_id).await
     }
 
-    async fn close_deal_lost(&self, _deal_id: &str, _reason: &str) -> Result<()> {
-        Err(unsupported("close_deal_lost"))
+    async fn move_deal(&self, deal_id: &str, stage_id: &str) -> Result<()> {
+        self.do_move_deal(deal_id, stage_id).await
+    }
+
+    async fn close_deal_lost(&self, deal_id: &str, reason: &str) -> Result<()> {
+        self.do_close_deal_lost(deal_id, reason).await
     }
 
     async fn update_tags(
         &self,
-        _entity: &EntityRef,
-        _add: &[String],
-        _remove: &[String],
+        entity: &EntityRef,
+        add: &[String],
+        remove: &[String],
     ) -> Result<()> {
-        Err(unsupported("update_tags"))
+        self.do_update_tags(entity, add, remove).await
     }
 
-    async fn complete_task(&self, _task_id: &str, _result: &str) -> Result<()> {
-        Err(unsupported("complete_task"))
+    async fn complete_task(&self, task_id: &str, result: &str) -> Result<()> {
+        self.do_complete_task(task_id, result).await
     }
 
-    async fn register_call(&self, _call: &crate::crm::CallRecord) -> Result<String> {
-        Err(unsupported("register_call"))
+    async fn register_call(&self, call: &CallRecord) -> Result<String> {
+        self.do_register_call(call).await
     }
 }
 
@@ -768,15 +776,4 @@ fn created_id(c: &AmoCrm, v: Option<&Value>, key: &str, path: &str) -> Result<St
                 format!("answer has no _embedded.{key}[0].id"),
             )
         })
-}
-
-/// Interim error for operations this connector does not perform yet.
-fn unsupported(op: &str) -> crate::http::Error {
-    crate::http::Error::new(
-        crate::http::ErrorKind::Permanent,
-        "amocrm",
-        op,
-        "",
-        "not supported by this connector yet",
-    )
 }

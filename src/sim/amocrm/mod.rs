@@ -12,7 +12,7 @@
 mod render;
 mod write;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,29 @@ pub struct State {
     tokens: Mutex<Tokens>,
     limits: Mutex<Limits>,
     lockout: Mutex<Duration>,
+    /// Loss reasons by name: ids stay stable once handed out.
+    reasons: Mutex<BTreeMap<String, u64>>,
+    /// Precise events logged by writes through this fake (see `render::events`).
+    log: Mutex<Vec<Logged>>,
+}
+
+/// Id of the first loss reason.
+pub const LOSS_REASON_BASE: u64 = 5_000;
+
+/// An event a write through this fake logged.
+#[derive(Debug, Clone)]
+pub(crate) struct Logged {
+    pub id: String,
+    pub kind: String,
+    /// `entity_type` as events name it (`lead`, `contact`, `company`, `task`).
+    pub entity: &'static str,
+    pub entity_id: u64,
+    /// The record the event is about (`("task", id)` for task events bound to a lead).
+    pub subject: (&'static str, u64),
+    pub by: u64,
+    pub at: i64,
+    pub after: Value,
+    pub before: Value,
 }
 
 struct Tokens {
@@ -80,7 +103,74 @@ impl State {
             }),
             limits: Mutex::new(Limits::default()),
             lockout: Mutex::new(Duration::from_secs(2)),
+            reasons: Mutex::new(BTreeMap::new()),
+            log: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The id of a loss reason, registering the name on first use.
+    pub fn reason_id(&self, name: &str) -> u64 {
+        let mut r = self.reasons.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = r.get(name) {
+            return *id;
+        }
+        let id = LOSS_REASON_BASE + r.len() as u64;
+        r.insert(name.to_string(), id);
+        id
+    }
+
+    /// The name of a loss reason id.
+    pub fn reason_name(&self, id: u64) -> Option<String> {
+        self.reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(_, v)| **v == id)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Every known loss reason as (name, id), by id.
+    pub fn reasons(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        v.sort_by_key(|x| x.1);
+        v
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn log_event(
+        &self,
+        kind: &str,
+        entity: &'static str,
+        entity_id: u64,
+        subject: (&'static str, u64),
+        by: u64,
+        at: i64,
+        after: Value,
+        before: Value,
+    ) {
+        let mut l = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let id = format!("01lg{:016x}", l.len() + 1);
+        l.push(Logged {
+            id,
+            kind: kind.to_string(),
+            entity,
+            entity_id,
+            subject,
+            by,
+            at,
+            after,
+            before,
+        });
+    }
+
+    pub(crate) fn logged(&self) -> Vec<Logged> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// How long the 403 lock-out lasts once a client is caught hammering.
@@ -485,7 +575,11 @@ fn dispatch(sim: &Sim, req: &Req) -> Reply {
         ("GET", ["users"]) => render::users(sim, req),
         ("GET", ["leads", "pipelines"]) => render::pipelines(sim, req),
         ("GET", ["leads", "unsorted"]) => render::unsorted(sim, req),
-        ("POST", ["leads", "unsorted", "sip"]) => write::unsorted_sip(sim, req),
+        ("POST", ["leads", "unsorted", cat @ ("sip" | "forms")]) => {
+            write::unsorted_create(sim, req, cat)
+        }
+        ("GET", ["leads", "loss_reasons"]) => render::loss_reasons(sim, req),
+        ("POST", ["leads", "loss_reasons"]) => write::create_loss_reasons(sim, req),
         ("POST", ["leads", "unsorted", uid, "accept"]) => write::unsorted_accept(sim, req, uid),
         ("DELETE", ["leads", "unsorted", uid, "decline"]) => write::unsorted_decline(sim, uid),
         ("GET", ["leads"]) => render::leads(sim, req),
@@ -509,6 +603,10 @@ fn dispatch(sim: &Sim, req: &Req) -> Reply {
         ("POST", ["contacts"]) => write::create_contacts(sim, req),
         ("GET", ["contacts", n]) if id(n).is_some() => {
             render::contact_one(sim, req, id(n).unwrap_or(0))
+        }
+        ("PATCH", [ent @ ("contacts" | "companies")]) => write::update_people(sim, req, ent, None),
+        ("PATCH", [ent @ ("contacts" | "companies"), n]) if id(n).is_some() => {
+            write::update_people(sim, req, ent, id(n))
         }
         ("GET", ["companies"]) => render::companies(sim, req),
         ("GET", ["companies", n]) if id(n).is_some() => {

@@ -2,7 +2,7 @@
 //! that turn world records into amoCRM JSON.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
@@ -23,7 +23,6 @@ pub const UNSORTED_STATUS_BASE: u64 = 6_000_000;
 pub const COMMENT_NOTE_BASE: u64 = 800_000_000;
 pub const PHONE_FIELD_ID: u64 = 101;
 pub const EMAIL_FIELD_ID: u64 = 102;
-const LOSS_REASON_BASE: u64 = 5_000;
 
 pub fn ts(t: chrono::DateTime<chrono::Utc>) -> i64 {
     t.timestamp()
@@ -70,6 +69,11 @@ const NOTES: ListSpec = ListSpec {
     key: "notes",
     max_limit: 250,
     orders: &["updated_at", "id"],
+};
+const LOSS_REASONS: ListSpec = ListSpec {
+    key: "loss_reasons",
+    max_limit: 250,
+    orders: &["id"],
 };
 const UNSORTED: ListSpec = ListSpec {
     key: "unsorted",
@@ -230,20 +234,20 @@ fn cmp_values(a: &Value, b: &Value) -> Ordering {
     }
 }
 
-/// Filters, orders and pages `items`, and wraps them into the HAL envelope.
-fn list(req: &Req, spec: &ListSpec, items: Vec<Value>) -> Reply {
+/// `limit` and `page` of a list request.
+fn paging(req: &Req, spec: &ListSpec) -> Result<(usize, usize), Reply> {
     let q = &req.query;
     let limit = match q.get("limit").and_then(Value::as_str) {
         None => 50,
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=spec.max_limit).contains(&n) => n,
             _ => {
-                return validation(
+                return Err(validation(
                     "0",
                     "InvalidLimit",
                     "limit",
                     &format!("limit must be between 1 and {}", spec.max_limit),
-                );
+                ));
             }
         },
     };
@@ -251,52 +255,59 @@ fn list(req: &Req, spec: &ListSpec, items: Vec<Value>) -> Reply {
         None => 1,
         Some(s) => match s.parse::<usize>() {
             Ok(n) if n >= 1 => n,
-            _ => return validation("0", "InvalidPage", "page", "page must be 1 or more"),
+            _ => {
+                return Err(validation(
+                    "0",
+                    "InvalidPage",
+                    "page",
+                    "page must be 1 or more",
+                ));
+            }
         },
     };
-    let mut items = match apply_filters(q, items) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+    Ok((limit, page))
+}
+
+/// `order[field]=asc|desc`, checked against what the list allows.
+fn order_of(req: &Req, spec: &ListSpec) -> Result<Option<(String, bool)>, Reply> {
     let mut order: Option<(String, bool)> = None;
-    if let Some(o) = q.get("order").and_then(Value::as_object) {
+    if let Some(o) = req.query.get("order").and_then(Value::as_object) {
         for (field, dir) in o {
             if !spec.orders.contains(&field.as_str()) {
-                return validation(
+                return Err(validation(
                     "0",
                     "NotSupportedChoice",
                     &format!("order.{field}"),
                     &format!("Ordering by {field} is not supported here"),
-                );
+                ));
             }
             let desc = match dir.as_str() {
                 Some("asc") => false,
                 Some("desc") => true,
                 _ => {
-                    return validation(
+                    return Err(validation(
                         "0",
                         "NotSupportedChoice",
                         &format!("order.{field}"),
                         "Order must be asc or desc",
-                    );
+                    ));
                 }
             };
             order = Some((field.clone(), desc));
         }
     }
-    let id_field = if spec.key == "unsorted" { "uid" } else { "id" };
-    let (field, desc) = order.unwrap_or_else(|| (id_field.to_string(), false));
-    items.sort_by(|a, b| {
-        let o =
-            cmp_values(&a[&field], &b[&field]).then_with(|| cmp_values(&a[id_field], &b[id_field]));
-        if desc { o.reverse() } else { o }
-    });
-    let start = (page - 1).saturating_mul(limit);
-    if start >= items.len() {
-        return Reply::Empty;
-    }
-    let has_next = items.len() > start + limit;
-    let chunk: Vec<Value> = items.into_iter().skip(start).take(limit).collect();
+    Ok(order)
+}
+
+/// The HAL envelope around one page, with `self`/`next`/`prev` links.
+fn envelope(
+    req: &Req,
+    spec: &ListSpec,
+    page: usize,
+    limit: usize,
+    has_next: bool,
+    chunk: Vec<Value>,
+) -> Reply {
     let href = |p: usize| {
         let mut ser = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in url::form_urlencoded::parse(req.raw_query.as_bytes()) {
@@ -320,6 +331,218 @@ fn list(req: &Req, spec: &ListSpec, items: Vec<Value>) -> Reply {
         StatusCode::OK,
         json!({"_page": page, "_links": links, "_embedded": {spec.key: chunk}}),
     )
+}
+
+/// Filters, orders and pages rendered `items`, and wraps them into the HAL envelope. The
+/// general path: every filter and order works, at the cost of rendering every candidate.
+fn list(req: &Req, spec: &ListSpec, items: Vec<Value>) -> Reply {
+    let (limit, page) = match paging(req, spec) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut items = match apply_filters(&req.query, items) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let order = match order_of(req, spec) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let id_field = if spec.key == "unsorted" { "uid" } else { "id" };
+    let (field, desc) = order.unwrap_or_else(|| (id_field.to_string(), false));
+    items.sort_by(|a, b| {
+        let o =
+            cmp_values(&a[&field], &b[&field]).then_with(|| cmp_values(&a[id_field], &b[id_field]));
+        if desc { o.reverse() } else { o }
+    });
+    let start = (page - 1).saturating_mul(limit);
+    if start >= items.len() {
+        return Reply::Empty;
+    }
+    let has_next = items.len() > start + limit;
+    let chunk: Vec<Value> = items.into_iter().skip(start).take(limit).collect();
+    envelope(req, spec, page, limit, has_next, chunk)
+}
+
+/// What the typed list path needs to know about a record without rendering it.
+#[derive(Clone, Copy)]
+pub(crate) struct Meta {
+    pub id: u64,
+    pub created: i64,
+    pub updated: i64,
+}
+
+/// A `query=` search prepared once per request.
+pub(crate) struct Needle {
+    lower: String,
+    digits: String,
+    key: String,
+}
+
+impl Needle {
+    fn new(q: &str) -> Self {
+        Needle {
+            lower: q.to_lowercase(),
+            digits: digits(q),
+            key: World::phone_key(q),
+        }
+    }
+
+    /// The same match as [`matches_query`], on a record's name, phones and emails.
+    fn person(&self, name: &str, phones: &[String], emails: &[String]) -> bool {
+        if name.to_lowercase().contains(&self.lower) {
+            return true;
+        }
+        phones.iter().chain(emails).any(|val| {
+            val.to_lowercase().contains(&self.lower)
+                || (self.digits.len() >= 5
+                    && (digits(val).contains(&self.digits) || World::phone_key(val) == self.key))
+        })
+    }
+}
+
+/// `(filter name, its values, the raw filter, record)` → keep?
+pub(crate) type ExtraFilter<T> = dyn Fn(&str, &[String], &Value, &T) -> bool;
+/// Does a record match `query=`?
+pub(crate) type QueryFilter<T> = dyn Fn(&T, &Needle) -> bool;
+
+/// How one list endpoint reads world records without rendering them all.
+pub(crate) struct Typed<'x, T> {
+    pub meta: &'x dyn Fn(&T) -> Meta,
+    /// Filters (besides `id`, `created_at`, `updated_at`) answered on the record itself.
+    pub keys: &'x [&'x str],
+    /// `(filter name, its values, the raw filter, record)` → keep?
+    pub extra: &'x ExtraFilter<T>,
+    pub query: Option<&'x QueryFilter<T>>,
+    pub render: &'x dyn Fn(&T) -> Value,
+}
+
+/// The fast list path: `items` come in ascending id order (BTreeMap order); filters are checked
+/// on the records and only the served page is rendered. `order[id]=asc` walks the map once and
+/// stops after the page; other typed orders sort (key, id) pairs, not JSON. Requests the typed
+/// path cannot answer (unknown filters, orders on other fields) fall back to [`list`] over the
+/// records left after the cheap id/time filters.
+pub(crate) fn list_typed<T>(
+    req: &Req,
+    spec: &ListSpec,
+    items: impl Iterator<Item = T>,
+    t: &Typed<'_, T>,
+) -> Reply {
+    let (limit, page) = match paging(req, spec) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let order = match order_of(req, spec) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let mut ids: Option<Vec<u64>> = None;
+    let mut ranges: Vec<(&str, Option<i64>, Option<i64>)> = Vec::new();
+    let mut extras: Vec<(&str, Vec<String>, &Value)> = Vec::new();
+    let mut fallback = false;
+    if let Some(f) = req.query.get("filter").and_then(Value::as_object) {
+        for (name, v) in f {
+            match name.as_str() {
+                "id" => {
+                    ids = Some(
+                        filter_list(v)
+                            .iter()
+                            .filter_map(|s| s.parse().ok())
+                            .collect(),
+                    );
+                }
+                field @ ("updated_at" | "created_at") => match range(v) {
+                    Ok((from, to)) => ranges.push((field, from, to)),
+                    Err(e) => {
+                        return validation("0", "InvalidType", &format!("filter.{field}"), &e);
+                    }
+                },
+                other if t.keys.contains(&other) => extras.push((other, filter_list(v), v)),
+                _ => fallback = true,
+            }
+        }
+    }
+    let needle = req
+        .query
+        .get("query")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+        .map(Needle::new);
+    if needle.is_some() && t.query.is_none() {
+        fallback = true;
+    }
+    let field = order.as_ref().map_or("id", |(f, _)| f.as_str());
+    if !matches!(field, "id" | "created_at" | "updated_at") {
+        fallback = true;
+    }
+    let cheap = |m: &Meta| {
+        ids.as_ref().is_none_or(|ids| ids.contains(&m.id))
+            && ranges.iter().all(|(f, from, to)| {
+                let x = if *f == "updated_at" {
+                    m.updated
+                } else {
+                    m.created
+                };
+                from.is_none_or(|a| x >= a) && to.is_none_or(|b| x <= b)
+            })
+    };
+    if fallback {
+        let rendered: Vec<Value> = items
+            .filter(|x| cheap(&(t.meta)(x)))
+            .map(|x| (t.render)(&x))
+            .collect();
+        return list(req, spec, rendered);
+    }
+    let keep = |x: &T| {
+        cheap(&(t.meta)(x))
+            && extras.iter().all(|(n, l, v)| (t.extra)(n, l, v, x))
+            && needle
+                .as_ref()
+                .is_none_or(|nd| t.query.is_some_and(|q| q(x, nd)))
+    };
+    let desc = order.as_ref().is_some_and(|(_, d)| *d);
+    let start = (page - 1).saturating_mul(limit);
+    let (chunk, has_next): (Vec<T>, bool) = if field == "id" && !desc {
+        let mut it = items.filter(|x| keep(x)).skip(start);
+        let chunk: Vec<T> = it.by_ref().take(limit).collect();
+        (chunk, it.next().is_some())
+    } else {
+        let mut rows: Vec<(i64, u64, T)> = items
+            .filter(|x| keep(x))
+            .map(|x| {
+                let m = (t.meta)(&x);
+                let k = match field {
+                    "created_at" => m.created,
+                    "updated_at" => m.updated,
+                    _ => 0,
+                };
+                (k, m.id, x)
+            })
+            .collect();
+        rows.sort_unstable_by(|a, b| {
+            let o = (a.0, a.1).cmp(&(b.0, b.1));
+            if desc { o.reverse() } else { o }
+        });
+        let has_next = rows.len() > start + limit;
+        let chunk = rows
+            .into_iter()
+            .skip(start)
+            .take(limit)
+            .map(|r| r.2)
+            .collect();
+        (chunk, has_next)
+    };
+    if chunk.is_empty() {
+        return Reply::Empty;
+    }
+    let rendered = chunk.iter().map(|x| (t.render)(x)).collect();
+    envelope(req, spec, page, limit, has_next, rendered)
+}
+
+/// A `filter[x]` list against one number.
+fn in_list(list: &[String], x: u64) -> bool {
+    list.iter().any(|s| s.parse::<u64>().ok() == Some(x))
 }
 
 fn with(req: &Req) -> Vec<String> {
@@ -383,21 +606,6 @@ pub fn contact_fields(phones: &[String], emails: &[String]) -> Value {
     }
 }
 
-fn loss_reasons(w: &World) -> BTreeMap<String, u64> {
-    let mut names: Vec<&String> = w
-        .deals
-        .values()
-        .filter_map(|d| d.loss_reason.as_ref())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-        .into_iter()
-        .enumerate()
-        .map(|(i, n)| (n.clone(), LOSS_REASON_BASE + i as u64))
-        .collect()
-}
-
 /// A world stage id rendered as an amoCRM status id (142/143 for won/lost).
 pub fn status_id(w: &World, stage_id: u64) -> u64 {
     match w.stage(stage_id).map(|(_, s)| s.kind) {
@@ -407,16 +615,10 @@ pub fn status_id(w: &World, stage_id: u64) -> u64 {
     }
 }
 
-fn deal_json(
-    w: &World,
-    d: &SimDeal,
-    base: &str,
-    with: &[String],
-    reasons: &BTreeMap<String, u64>,
-) -> Value {
+fn deal_json(w: &World, d: &SimDeal, base: &str, with: &[String], sim: &Sim) -> Value {
     let status = status_id(w, d.stage_id);
     let loss_id = (status == LOST)
-        .then(|| d.loss_reason.as_ref().and_then(|r| reasons.get(r)))
+        .then(|| d.loss_reason.as_ref().map(|r| sim.amo.reason_id(r)))
         .flatten();
     let mut emb = serde_json::Map::new();
     emb.insert("tags".into(), tags(&d.tags));
@@ -459,7 +661,7 @@ fn deal_json(
     })
 }
 
-fn contact_json(w: &World, c: &SimContact, base: &str, with: &[String]) -> Value {
+fn contact_json(c: &SimContact, base: &str, leads: Option<&[u64]>) -> Value {
     let mut emb = serde_json::Map::new();
     emb.insert("tags".into(), tags(&c.tags));
     emb.insert(
@@ -471,14 +673,13 @@ fn contact_json(w: &World, c: &SimContact, base: &str, with: &[String]) -> Value
                 .collect(),
         ),
     );
-    if with.iter().any(|x| x == "leads") {
+    if let Some(leads) = leads {
         emb.insert(
             "leads".into(),
             Value::Array(
-                w.deals
-                    .values()
-                    .filter(|d| d.contact_id == Some(c.id))
-                    .map(|d| json!({"id": d.id, "_links": self_link(base, "leads", d.id)}))
+                leads
+                    .iter()
+                    .map(|d| json!({"id": d, "_links": self_link(base, "leads", d)}))
                     .collect(),
             ),
         );
@@ -514,7 +715,7 @@ pub fn entity_plural(o: Owner) -> Option<&'static str> {
     }
 }
 
-fn entity_singular(o: Owner) -> &'static str {
+pub fn entity_singular(o: Owner) -> &'static str {
     match o {
         Owner::Deal => "lead",
         Owner::Contact => "contact",
@@ -584,12 +785,12 @@ pub fn uid_to_id(uid: &str) -> Option<u64> {
     uid.strip_prefix("unsorted-")?.parse().ok()
 }
 
-fn unsorted_json(w: &World, l: &SimLead, base: &str) -> Value {
-    let default_pipeline = w
-        .pipelines
-        .iter()
-        .find(|p| p.is_default)
-        .map_or(0, |p| p.id);
+fn unsorted_json(
+    l: &SimLead,
+    base: &str,
+    default_pipeline: u64,
+    by_lead: &HashMap<u64, Vec<&SimDeal>>,
+) -> Value {
     let sip = l.source == "CALL";
     let metadata = if sip {
         json!({"from": l.name, "phone": l.phone, "called_at": ts(l.created_at), "duration": 0,
@@ -611,9 +812,10 @@ fn unsorted_json(w: &World, l: &SimLead, base: &str) -> Value {
                "referer": format!("https://example.ru/?{}", referer.finish())})
     };
     let accepted: Vec<Value> = if l.status == LeadStatus::Converted {
-        w.deals
-            .values()
-            .filter(|d| d.lead_id == Some(l.id))
+        by_lead
+            .get(&l.id)
+            .into_iter()
+            .flatten()
             .map(|d| json!({"id": d.id, "name": d.title, "_links": self_link(base, "leads", d.id)}))
             .collect()
     } else {
@@ -710,59 +912,133 @@ pub fn pipelines(sim: &Sim, req: &Req) -> Reply {
     )
 }
 
+fn default_pipeline(w: &World) -> u64 {
+    w.pipelines
+        .iter()
+        .find(|p| p.is_default)
+        .map_or(0, |p| p.id)
+}
+
+fn deal_meta(d: &&SimDeal) -> Meta {
+    Meta {
+        id: d.id,
+        created: ts(d.created_at),
+        updated: ts(d.updated_at),
+    }
+}
+
+fn deal_filter(name: &str, list: &[String], _v: &Value, d: &&SimDeal) -> bool {
+    match name {
+        "responsible_user_id" => in_list(list, d.responsible_id),
+        "pipeline_id" => in_list(list, AMO_PIPELINE_BASE + d.pipeline_id),
+        _ => true,
+    }
+}
+
 pub fn leads(sim: &Sim, req: &Req) -> Reply {
     let with = with(req);
-    let items: Vec<Value> = {
-        let w = sim.world();
-        let reasons = loss_reasons(&w);
-        w.deals
-            .values()
-            .map(|d| deal_json(&w, d, &req.base, &with, &reasons))
-            .collect()
-    };
-    list(req, &LEADS, items)
+    let w = sim.world();
+    let render = |d: &&SimDeal| deal_json(&w, d, &req.base, &with, sim);
+    list_typed(
+        req,
+        &LEADS,
+        w.deals.values(),
+        &Typed {
+            meta: &deal_meta,
+            keys: &["responsible_user_id", "pipeline_id"],
+            extra: &deal_filter,
+            query: Some(&|d: &&SimDeal, n: &Needle| n.person(&d.title, &[], &[])),
+            render: &render,
+        },
+    )
 }
 
 pub fn lead_one(sim: &Sim, req: &Req, id: u64) -> Reply {
     let w = sim.world();
     match w.deals.get(&id) {
-        Some(d) => Reply::Hal(
-            StatusCode::OK,
-            deal_json(&w, d, &req.base, &with(req), &loss_reasons(&w)),
-        ),
+        Some(d) => Reply::Hal(StatusCode::OK, deal_json(&w, d, &req.base, &with(req), sim)),
         None => Reply::Empty,
     }
 }
 
+/// Deals of each contact, built only when `with=leads` asks for them.
+fn deals_by_contact(w: &World) -> HashMap<u64, Vec<u64>> {
+    let mut out: HashMap<u64, Vec<u64>> = HashMap::new();
+    for d in w.deals.values() {
+        if let Some(c) = d.contact_id {
+            out.entry(c).or_default().push(d.id);
+        }
+    }
+    out
+}
+
 pub fn contacts(sim: &Sim, req: &Req) -> Reply {
-    let with = with(req);
-    let items: Vec<Value> = {
-        let w = sim.world();
-        w.contacts
-            .values()
-            .map(|c| contact_json(&w, c, &req.base, &with))
-            .collect()
+    let with_leads = with(req).iter().any(|x| x == "leads");
+    let w = sim.world();
+    let index = if with_leads {
+        deals_by_contact(&w)
+    } else {
+        HashMap::new()
     };
-    list(req, &CONTACTS, items)
+    let render = |c: &&SimContact| {
+        let leads = with_leads.then(|| index.get(&c.id).map_or(&[][..], Vec::as_slice));
+        contact_json(c, &req.base, leads)
+    };
+    list_typed(
+        req,
+        &CONTACTS,
+        w.contacts.values(),
+        &Typed {
+            meta: &|c: &&SimContact| Meta {
+                id: c.id,
+                created: ts(c.created_at),
+                updated: ts(c.updated_at),
+            },
+            keys: &["responsible_user_id"],
+            extra: &|_, l, _, c: &&SimContact| in_list(l, c.responsible_id),
+            query: Some(&|c: &&SimContact, n: &Needle| {
+                n.person(&c.full_name(), &c.phones, &c.emails)
+            }),
+            render: &render,
+        },
+    )
 }
 
 pub fn contact_one(sim: &Sim, req: &Req, id: u64) -> Reply {
     let w = sim.world();
     match w.contacts.get(&id) {
-        Some(c) => Reply::Hal(StatusCode::OK, contact_json(&w, c, &req.base, &with(req))),
+        Some(c) => {
+            let leads: Option<Vec<u64>> = with(req).iter().any(|x| x == "leads").then(|| {
+                w.deals
+                    .values()
+                    .filter(|d| d.contact_id == Some(id))
+                    .map(|d| d.id)
+                    .collect()
+            });
+            Reply::Hal(StatusCode::OK, contact_json(c, &req.base, leads.as_deref()))
+        }
         None => Reply::Empty,
     }
 }
 
 pub fn companies(sim: &Sim, req: &Req) -> Reply {
-    let items: Vec<Value> = {
-        let w = sim.world();
-        w.companies
-            .values()
-            .map(|c| company_json(c, &req.base))
-            .collect()
-    };
-    list(req, &COMPANIES, items)
+    let w = sim.world();
+    list_typed(
+        req,
+        &COMPANIES,
+        w.companies.values(),
+        &Typed {
+            meta: &|c: &&SimCompany| Meta {
+                id: c.id,
+                created: ts(c.created_at),
+                updated: ts(c.updated_at),
+            },
+            keys: &["responsible_user_id"],
+            extra: &|_, l, _, c: &&SimCompany| in_list(l, c.responsible_id),
+            query: Some(&|c: &&SimCompany, n: &Needle| n.person(&c.title, &c.phones, &c.emails)),
+            render: &|c: &&SimCompany| company_json(c, &req.base),
+        },
+    )
 }
 
 pub fn company_one(sim: &Sim, req: &Req, id: u64) -> Reply {
@@ -773,205 +1049,504 @@ pub fn company_one(sim: &Sim, req: &Req, id: u64) -> Reply {
     }
 }
 
+fn task_filter(name: &str, list: &[String], v: &Value, t: &&SimTask) -> bool {
+    match name {
+        "responsible_user_id" => in_list(list, t.responsible_id),
+        "is_completed" => t.completed == matches!(v.as_str(), Some("1" | "true")),
+        "entity_type" => t
+            .binding
+            .and_then(|(o, _)| entity_plural(o))
+            .is_some_and(|p| list.iter().any(|x| x == p)),
+        "entity_id" => t.binding.is_some_and(|(_, id)| in_list(list, id)),
+        _ => true,
+    }
+}
+
 pub fn tasks(sim: &Sim, req: &Req) -> Reply {
-    let items: Vec<Value> = {
-        let w = sim.world();
-        w.tasks.values().map(|t| task_json(t, &req.base)).collect()
-    };
-    list(req, &TASKS, items)
+    let w = sim.world();
+    list_typed(
+        req,
+        &TASKS,
+        w.tasks.values(),
+        &Typed {
+            meta: &|t: &&SimTask| Meta {
+                id: t.id,
+                created: ts(t.created_at),
+                updated: ts(t.updated_at),
+            },
+            keys: &[
+                "responsible_user_id",
+                "is_completed",
+                "entity_type",
+                "entity_id",
+            ],
+            extra: &task_filter,
+            query: None,
+            render: &|t: &&SimTask| task_json(t, &req.base),
+        },
+    )
+}
+
+/// A note before rendering: a call activity or a world comment (with its index).
+#[derive(Clone, Copy)]
+enum NoteRef<'a> {
+    Call(&'a SimActivity),
+    Comment(usize, &'a (Owner, u64, String, crate::sim::world::Ts)),
+}
+
+impl NoteRef<'_> {
+    fn meta(&self) -> Meta {
+        match self {
+            NoteRef::Call(a) => Meta {
+                id: a.id,
+                created: ts(a.created_at),
+                updated: ts(a.updated_at),
+            },
+            NoteRef::Comment(i, (_, _, _, at)) => Meta {
+                id: COMMENT_NOTE_BASE + *i as u64,
+                created: ts(*at),
+                updated: ts(*at),
+            },
+        }
+    }
+
+    fn entity_id(&self) -> u64 {
+        match self {
+            NoteRef::Call(a) => a.owner.1,
+            NoteRef::Comment(_, (_, id, _, _)) => *id,
+        }
+    }
+
+    fn note_type(&self) -> &'static str {
+        match self {
+            NoteRef::Call(a) if a.direction == Dir::In => "call_in",
+            NoteRef::Call(_) => "call_out",
+            NoteRef::Comment(..) => "common",
+        }
+    }
+}
+
+fn comment_note_json(entity: &str, i: usize, oid: u64, text: &str, at: i64, base: &str) -> Value {
+    let id = COMMENT_NOTE_BASE + i as u64;
+    json!({
+        "id": id, "entity_id": oid, "created_by": 0, "updated_by": 0,
+        "created_at": at, "updated_at": at, "responsible_user_id": 0,
+        "group_id": 0, "note_type": "common", "params": {"text": text},
+        "account_id": ACCOUNT_ID,
+        "_links": {"self": {"href": format!("{base}/api/v4/{entity}/{oid}/notes/{id}")}},
+    })
 }
 
 pub fn notes(sim: &Sim, req: &Req, entity: &str, entity_id: Option<u64>) -> Reply {
-    let items: Vec<Value> = {
-        let w = sim.world();
-        let mut out: Vec<Value> = w
-            .activities
-            .values()
-            .filter(|a| entity_plural(a.owner.0) == Some(entity))
-            .filter(|a| entity_id.is_none_or(|id| a.owner.1 == id))
-            .filter_map(|a| call_note_json(a, &req.base))
-            .collect();
-        for (i, (owner, oid, text, at)) in w.comments.iter().enumerate() {
-            if entity_plural(*owner) != Some(entity) || entity_id.is_some_and(|id| id != *oid) {
-                continue;
-            }
-            let id = COMMENT_NOTE_BASE + i as u64;
-            out.push(json!({
-                "id": id, "entity_id": oid, "created_by": 0, "updated_by": 0,
-                "created_at": ts(*at), "updated_at": ts(*at), "responsible_user_id": 0,
-                "group_id": 0, "note_type": "common", "params": {"text": text},
-                "account_id": ACCOUNT_ID,
-                "_links": {"self": {"href": format!("{}/api/v4/{entity}/{oid}/notes/{id}", req.base)}},
-            }));
+    let w = sim.world();
+    // Activities come first: their ids are below COMMENT_NOTE_BASE, so the chain stays in id
+    // order.
+    let calls = w
+        .activities
+        .values()
+        .filter(|a| a.kind == ActivityType::Call && entity_plural(a.owner.0) == Some(entity))
+        .filter(|a| entity_id.is_none_or(|id| a.owner.1 == id))
+        .map(NoteRef::Call);
+    let comments = w
+        .comments
+        .iter()
+        .enumerate()
+        .filter(|(_, (o, oid, _, _))| {
+            entity_plural(*o) == Some(entity) && entity_id.is_none_or(|id| id == *oid)
+        })
+        .map(|(i, c)| NoteRef::Comment(i, c));
+    let render = |n: &NoteRef| match n {
+        NoteRef::Call(a) => call_note_json(a, &req.base).unwrap_or(Value::Null),
+        NoteRef::Comment(i, (_, oid, text, at)) => {
+            comment_note_json(entity, *i, *oid, text, ts(*at), &req.base)
         }
-        out
     };
-    list(req, &NOTES, items)
+    list_typed(
+        req,
+        &NOTES,
+        calls.chain(comments),
+        &Typed {
+            meta: &|n: &NoteRef| n.meta(),
+            keys: &["note_type", "entity_id"],
+            extra: &|name, l, _, n: &NoteRef| match name {
+                "note_type" => l.iter().any(|x| x == n.note_type()),
+                _ => in_list(l, n.entity_id()),
+            },
+            query: None,
+            render: &render,
+        },
+    )
 }
 
 pub fn unsorted(sim: &Sim, req: &Req) -> Reply {
-    let items: Vec<Value> = {
-        let w = sim.world();
-        w.leads
-            .values()
-            .filter(|l| l.status != LeadStatus::Junk)
-            .map(|l| unsorted_json(&w, l, &req.base))
-            .collect()
-    };
-    list(req, &UNSORTED, items)
+    let w = sim.world();
+    let mut by_lead: HashMap<u64, Vec<&SimDeal>> = HashMap::new();
+    for d in w.deals.values() {
+        if let Some(l) = d.lead_id {
+            by_lead.entry(l).or_default().push(d);
+        }
+    }
+    let dp = default_pipeline(&w);
+    let items = w.leads.values().filter(|l| l.status != LeadStatus::Junk);
+    let render = |l: &&SimLead| unsorted_json(l, &req.base, dp, &by_lead);
+    if req.query.get("order").is_none() {
+        // The default order is by uid (a string): the general path keeps it exact.
+        let all: Vec<Value> = items.map(|l| render(&l)).collect();
+        return list(req, &UNSORTED, all);
+    }
+    list_typed(
+        req,
+        &UNSORTED,
+        items,
+        &Typed {
+            meta: &|l: &&SimLead| Meta {
+                id: l.id,
+                created: ts(l.created_at),
+                updated: ts(l.updated_at),
+            },
+            keys: &[],
+            extra: &|_, _, _, _| true,
+            query: None,
+            render: &render,
+        },
+    )
 }
 
-fn event(
+/// `GET /api/v4/leads/loss_reasons`: every reason a deal carries plus those created by API.
+pub fn loss_reasons(sim: &Sim, req: &Req) -> Reply {
+    {
+        let w = sim.world();
+        for d in w.deals.values() {
+            if let Some(r) = &d.loss_reason {
+                sim.amo.reason_id(r);
+            }
+        }
+    }
+    let items: Vec<Value> = sim
+        .amo
+        .reasons()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, id))| {
+            json!({"id": id, "name": name, "sort": (i + 1) * 10, "created_at": 1_600_000_000,
+                   "updated_at": 1_600_000_000,
+                   "_links": self_link(&req.base, "leads/loss_reasons", id)})
+        })
+        .collect();
+    list(req, &LOSS_REASONS, items)
+}
+
+/// One event before rendering.
+struct Ev {
     id: String,
-    kind: &str,
-    entity: &str,
+    kind: String,
+    entity: &'static str,
     entity_id: u64,
     by: u64,
     at: i64,
     after: Value,
-) -> Value {
-    json!({"id": id, "type": kind, "entity_id": entity_id, "entity_type": entity,
-           "created_by": by, "created_at": at, "value_after": after, "value_before": [],
-           "account_id": ACCOUNT_ID, "_links": {"self": {"href": format!("/api/v4/events/{id}")}}})
+    before: Value,
 }
 
+impl Ev {
+    fn json(&self) -> Value {
+        json!({"id": self.id, "type": self.kind, "entity_id": self.entity_id,
+               "entity_type": self.entity, "created_by": self.by, "created_at": self.at,
+               "value_after": self.after, "value_before": self.before,
+               "account_id": ACCOUNT_ID,
+               "_links": {"self": {"href": format!("/api/v4/events/{}", self.id)}}})
+    }
+}
+
+/// `GET /api/v4/events`. The log is derived from the world on each request, so writes made by
+/// any fake (or by a test poking the world) show up:
+///
+/// - `lead_added`, `contact_added`, `company_added`, `task_added`, `unsorted_added` at the
+///   record's `created_at`;
+/// - `lead_status_changed` at a deal's `closed_at`, `task_completed` at a done task's
+///   `closed_at`;
+/// - one generic change event at `updated_at` when it is later than `created_at`
+///   (`custom_field_value_changed` for deals, contacts and companies, `task_deadline_changed`
+///   for tasks, `unsorted_changed` for unsorted items) — unless a write through this fake
+///   already logged a precise event for that record at that second;
+/// - precise events logged by this fake's own writes (`lead_status_changed`,
+///   `entity_responsible_changed`, `entity_tag_added`/`entity_tag_deleted`,
+///   `name_field_changed`, `sale_field_changed`, `task_completed`);
+/// - `incoming_call`/`outgoing_call` per call note, `common_note_added` per comment;
+/// - `lead_deleted`, `contact_deleted`, `company_deleted`, `unsorted_deleted` per deletion.
+///
+/// Candidates are checked against `filter[created_at]`, `filter[type]` and `filter[entity]`
+/// before anything is rendered, so a probe of a big, idle world stays cheap.
 pub fn events(sim: &Sim, req: &Req) -> Reply {
-    let items: Vec<Value> = {
-        let w = sim.world();
-        let mut out = Vec::new();
-        for d in w.deals.values() {
-            out.push(event(
-                format!("01la{:012x}", d.id),
-                "lead_added",
+    let q = &req.query;
+    let (from, to) = match q.get("filter").and_then(|f| f.get("created_at")) {
+        Some(v) => match range(v) {
+            Ok(r) => r,
+            Err(e) => return validation("0", "InvalidType", "filter.created_at", &e),
+        },
+        None => (None, None),
+    };
+    let types: Option<Vec<String>> = q.get("filter").and_then(|f| f.get("type")).map(filter_list);
+    let entities: Option<Vec<String>> = q
+        .get("filter")
+        .and_then(|f| f.get("entity"))
+        .map(filter_list);
+    let logged = sim.amo.logged();
+    let w = sim.world();
+    let seen: HashSet<(&str, u64, i64)> = logged
+        .iter()
+        .map(|e| (e.subject.0, e.subject.1, e.at))
+        .collect();
+    let mut out: Vec<Ev> = Vec::new();
+    let mut push =
+        |id: String, kind: &str, entity: &'static str, eid: u64, by: u64, at: i64, after: Value| {
+            let wanted = from.is_none_or(|f| at >= f)
+                && to.is_none_or(|t| at <= t)
+                && types.as_ref().is_none_or(|l| l.iter().any(|x| x == kind))
+                && entities
+                    .as_ref()
+                    .is_none_or(|l| l.iter().any(|x| x == entity));
+            if wanted {
+                out.push(Ev {
+                    id,
+                    kind: kind.to_string(),
+                    entity,
+                    entity_id: eid,
+                    by,
+                    at,
+                    after,
+                    before: json!([]),
+                });
+            }
+        };
+    for d in w.deals.values() {
+        let (c, u) = (ts(d.created_at), ts(d.updated_at));
+        push(
+            format!("01la{:012x}", d.id),
+            "lead_added",
+            "lead",
+            d.id,
+            d.responsible_id,
+            c,
+            json!([]),
+        );
+        let closed = d.closed_at.map(ts);
+        if let Some(cl) = closed.filter(|cl| !seen.contains(&("lead", d.id, *cl))) {
+            push(
+                format!("01ls{:012x}", d.id),
+                "lead_status_changed",
                 "lead",
                 d.id,
                 d.responsible_id,
-                ts(d.created_at),
-                json!([]),
-            ));
-            if let Some(closed) = d.closed_at {
-                out.push(event(
-                    format!("01ls{:012x}", d.id),
-                    "lead_status_changed",
-                    "lead",
-                    d.id,
-                    d.responsible_id,
-                    ts(closed),
-                    json!([{"lead_status": {"id": status_id(&w, d.stage_id),
-                                             "pipeline_id": AMO_PIPELINE_BASE + d.pipeline_id}}]),
-                ));
-            }
+                cl,
+                json!([{"lead_status": {"id": status_id(&w, d.stage_id),
+                                         "pipeline_id": AMO_PIPELINE_BASE + d.pipeline_id}}]),
+            );
         }
-        for c in w.contacts.values() {
-            out.push(event(
-                format!("01ca{:012x}", c.id),
-                "contact_added",
+        if u > c && Some(u) != closed && !seen.contains(&("lead", d.id, u)) {
+            push(
+                format!("01lu{:012x}", d.id),
+                "custom_field_value_changed",
+                "lead",
+                d.id,
+                d.responsible_id,
+                u,
+                json!([]),
+            );
+        }
+    }
+    for c in w.contacts.values() {
+        let (cr, u) = (ts(c.created_at), ts(c.updated_at));
+        push(
+            format!("01ca{:012x}", c.id),
+            "contact_added",
+            "contact",
+            c.id,
+            c.responsible_id,
+            cr,
+            json!([]),
+        );
+        if u > cr && !seen.contains(&("contact", c.id, u)) {
+            push(
+                format!("01cu{:012x}", c.id),
+                "custom_field_value_changed",
                 "contact",
                 c.id,
                 c.responsible_id,
-                ts(c.created_at),
+                u,
                 json!([]),
-            ));
+            );
         }
-        for c in w.companies.values() {
-            out.push(event(
-                format!("01co{:012x}", c.id),
-                "company_added",
+    }
+    for c in w.companies.values() {
+        let (cr, u) = (ts(c.created_at), ts(c.updated_at));
+        push(
+            format!("01co{:012x}", c.id),
+            "company_added",
+            "company",
+            c.id,
+            c.responsible_id,
+            cr,
+            json!([]),
+        );
+        if u > cr && !seen.contains(&("company", c.id, u)) {
+            push(
+                format!("01ou{:012x}", c.id),
+                "custom_field_value_changed",
                 "company",
                 c.id,
                 c.responsible_id,
-                ts(c.created_at),
+                u,
                 json!([]),
-            ));
+            );
         }
-        for t in w.tasks.values() {
-            let (ent, eid) = t
-                .binding
-                .map_or(("task", t.id), |(o, id)| (entity_singular(o), id));
-            out.push(event(
-                format!("01ta{:012x}", t.id),
-                "task_added",
+    }
+    for t in w.tasks.values() {
+        let (ent, eid) = t
+            .binding
+            .map_or(("task", t.id), |(o, id)| (entity_singular(o), id));
+        let (cr, u) = (ts(t.created_at), ts(t.updated_at));
+        let after = json!([{"task": {"id": t.id}}]);
+        push(
+            format!("01ta{:012x}", t.id),
+            "task_added",
+            ent,
+            eid,
+            t.created_by,
+            cr,
+            after.clone(),
+        );
+        let closed = t.closed_at.filter(|_| t.completed).map(ts);
+        if let Some(cl) = closed.filter(|cl| !seen.contains(&("task", t.id, *cl))) {
+            push(
+                format!("01tc{:012x}", t.id),
+                "task_completed",
                 ent,
                 eid,
-                t.created_by,
-                ts(t.created_at),
-                json!([{"task": {"id": t.id}}]),
-            ));
-            if let Some(closed) = t.closed_at.filter(|_| t.completed) {
-                out.push(event(
-                    format!("01tc{:012x}", t.id),
-                    "task_completed",
-                    ent,
-                    eid,
-                    t.responsible_id,
-                    ts(closed),
-                    json!([{"task": {"id": t.id}}]),
-                ));
-            }
+                t.responsible_id,
+                cl,
+                after.clone(),
+            );
         }
-        for a in w.activities.values() {
-            if a.kind != ActivityType::Call || entity_plural(a.owner.0).is_none() {
-                continue;
-            }
-            let kind = match a.direction {
-                Dir::In => "incoming_call",
-                Dir::Out => "outgoing_call",
-            };
-            out.push(event(
-                format!("01nc{:012x}", a.id),
-                kind,
-                entity_singular(a.owner.0),
-                a.owner.1,
-                a.responsible_id,
-                ts(a.created_at),
-                json!([{"note": {"id": a.id}}]),
-            ));
+        if u > cr && Some(u) != closed && !seen.contains(&("task", t.id, u)) {
+            push(
+                format!("01tu{:012x}", t.id),
+                "task_deadline_changed",
+                ent,
+                eid,
+                t.responsible_id,
+                u,
+                after,
+            );
         }
-        for (i, (owner, oid, _, at)) in w.comments.iter().enumerate() {
-            let nid = COMMENT_NOTE_BASE + i as u64;
-            out.push(event(
-                format!("01cn{nid:012x}"),
-                "common_note_added",
-                entity_singular(*owner),
-                *oid,
-                0,
-                ts(*at),
-                json!([{"note": {"id": nid}}]),
-            ));
-        }
-        for (i, d) in w.deletions.iter().enumerate() {
-            let kind = match d.owner {
-                Owner::Deal => "lead_deleted",
-                Owner::Contact => "contact_deleted",
-                Owner::Company => "company_deleted",
-                Owner::Lead => "unsorted_deleted",
-            };
-            out.push(event(
-                format!("01de{:08x}{:04x}", d.id, i),
-                kind,
-                entity_singular(d.owner),
-                d.id,
-                0,
-                ts(d.at),
+    }
+    for l in w.leads.values() {
+        let (cr, u) = (ts(l.created_at), ts(l.updated_at));
+        push(
+            format!("01ua{:012x}", l.id),
+            "unsorted_added",
+            "unsorted",
+            l.id,
+            l.responsible_id,
+            cr,
+            json!([]),
+        );
+        if u > cr {
+            push(
+                format!("01uu{:012x}", l.id),
+                "unsorted_changed",
+                "unsorted",
+                l.id,
+                l.responsible_id,
+                u,
                 json!([]),
-            ));
+            );
         }
-        out
-    };
+    }
+    for a in w.activities.values() {
+        if a.kind != ActivityType::Call || entity_plural(a.owner.0).is_none() {
+            continue;
+        }
+        let kind = match a.direction {
+            Dir::In => "incoming_call",
+            Dir::Out => "outgoing_call",
+        };
+        push(
+            format!("01nc{:012x}", a.id),
+            kind,
+            entity_singular(a.owner.0),
+            a.owner.1,
+            a.responsible_id,
+            ts(a.created_at),
+            json!([{"note": {"id": a.id}}]),
+        );
+    }
+    for (i, (owner, oid, _, at)) in w.comments.iter().enumerate() {
+        let nid = COMMENT_NOTE_BASE + i as u64;
+        push(
+            format!("01cn{nid:012x}"),
+            "common_note_added",
+            entity_singular(*owner),
+            *oid,
+            0,
+            ts(*at),
+            json!([{"note": {"id": nid}}]),
+        );
+    }
+    for (i, d) in w.deletions.iter().enumerate() {
+        let kind = match d.owner {
+            Owner::Deal => "lead_deleted",
+            Owner::Contact => "contact_deleted",
+            Owner::Company => "company_deleted",
+            Owner::Lead => "unsorted_deleted",
+        };
+        push(
+            format!("01de{:08x}{:04x}", d.id, i),
+            kind,
+            entity_singular(d.owner),
+            d.id,
+            0,
+            ts(d.at),
+            json!([]),
+        );
+    }
+    drop(w);
+    for e in &logged {
+        let wanted = from.is_none_or(|f| e.at >= f)
+            && to.is_none_or(|t| e.at <= t)
+            && types.as_ref().is_none_or(|l| l.contains(&e.kind))
+            && entities
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|x| x == e.entity));
+        if wanted {
+            out.push(Ev {
+                id: e.id.clone(),
+                kind: e.kind.clone(),
+                entity: e.entity,
+                entity_id: e.entity_id,
+                by: e.by,
+                at: e.at,
+                after: e.after.clone(),
+                before: e.before.clone(),
+            });
+        }
+    }
+    let items: Vec<Value> = out.iter().map(Ev::json).collect();
     // Events are listed oldest first unless ordered otherwise.
     if req.query.get("order").is_none() {
-        let mut req2 = Req {
+        let mut query = req.query.clone();
+        if let Some(m) = query.as_object_mut() {
+            m.insert("order".into(), json!({"created_at": "asc"}));
+        }
+        let req2 = Req {
             method: req.method.clone(),
-            segs: req.segs.clone(),
-            query: req.query.clone(),
+            segs: Vec::new(),
+            query,
             raw_query: req.raw_query.clone(),
             base: req.base.clone(),
             path: req.path.clone(),
-            body: req.body.clone(),
+            body: Default::default(),
         };
-        if let Some(m) = req2.query.as_object_mut() {
-            m.insert("order".into(), json!({"created_at": "asc"}));
-        }
         return list(&req2, &EVENTS, items);
     }
     list(req, &EVENTS, items)

@@ -6,7 +6,8 @@ use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
 
 use super::render::{
-    COMMENT_NOTE_BASE, LOST, UNSORTED_STATUS_BASE, WON, entity_plural, not_found, uid_to_id,
+    COMMENT_NOTE_BASE, LOST, UNSORTED_STATUS_BASE, WON, entity_plural, not_found, status_id,
+    uid_to_id,
 };
 use super::{Reply, Req, problem, validation};
 use crate::sim::Sim;
@@ -96,6 +97,20 @@ fn tag_names(item: &Value) -> Option<Vec<String>> {
             .filter_map(|t| t["name"].as_str().map(str::to_string))
             .collect()
     })
+}
+
+/// Logs `entity_tag_added` / `entity_tag_deleted` for a tag list replacement.
+fn log_tags(log: &dyn Fn(&str, Value, Value), old: &[String], new: &[String]) {
+    for t in new.iter().filter(|t| !old.contains(t)) {
+        log("entity_tag_added", json!([{"tag": {"name": t}}]), json!([]));
+    }
+    for t in old.iter().filter(|t| !new.contains(t)) {
+        log(
+            "entity_tag_deleted",
+            json!([]),
+            json!([{"tag": {"name": t}}]),
+        );
+    }
 }
 
 pub fn create_leads(sim: &Sim, req: &Req) -> Reply {
@@ -226,6 +241,16 @@ pub fn update_leads(sim: &Sim, req: &Req, path_id: Option<u64>) -> Reply {
             }
             None => None,
         };
+        if let Some(lr) = uint(&it["loss_reason_id"])
+            && sim.amo.reason_name(lr).is_none()
+        {
+            return validation(
+                &r,
+                "NotSupportedChoice",
+                "loss_reason_id",
+                "The value you selected is not a valid choice.",
+            );
+        }
         plans.push((r, id, stage));
     }
     let now = Utc::now();
@@ -233,20 +258,56 @@ pub fn update_leads(sim: &Sim, req: &Req, path_id: Option<u64>) -> Reply {
     for (it, (r, id, stage)) in items.iter().zip(plans) {
         let kind_of = |w: &World, s: u64| w.stage(s).map_or(StageKind::Open, |(_, st)| st.kind);
         let new_kind = stage.map(|(_, s)| kind_of(&w, s));
+        let old_status = w
+            .deals
+            .get(&id)
+            .map(|d| (status_id(&w, d.stage_id), d.pipeline_id));
+        let new_status = stage.map(|(p, s)| (status_id(&w, s), p));
         let Some(d) = w.deals.get_mut(&id) else {
             continue;
         };
-        if let Some(n) = it["name"].as_str() {
+        let at = now.timestamp();
+        let by = d.responsible_id;
+        let log = |kind: &str, after: Value, before: Value| {
+            sim.amo
+                .log_event(kind, "lead", id, ("lead", id), by, at, after, before);
+        };
+        if let Some(n) = it["name"].as_str()
+            && d.title != n
+        {
+            log(
+                "name_field_changed",
+                json!([{"name_field_value": {"name": n}}]),
+                json!([{"name_field_value": {"name": d.title}}]),
+            );
             d.title = n.to_string();
         }
-        if let Some(p) = it["price"].as_f64() {
+        if let Some(p) = it["price"].as_f64()
+            && d.amount != p
+        {
+            log(
+                "sale_field_changed",
+                json!([{"sale_field_value": {"sale": p}}]),
+                json!([{"sale_field_value": {"sale": d.amount}}]),
+            );
             d.amount = p;
         }
-        if let Some(u) = uint(&it["responsible_user_id"]) {
+        if let Some(u) = uint(&it["responsible_user_id"])
+            && d.responsible_id != u
+        {
+            log(
+                "entity_responsible_changed",
+                json!([{"responsible_user": {"id": u}}]),
+                json!([{"responsible_user": {"id": d.responsible_id}}]),
+            );
             d.responsible_id = u;
         }
         if let Some(t) = tag_names(it) {
+            log_tags(&log, &d.tags, &t);
             d.tags = t;
+        }
+        if let Some(lr) = uint(&it["loss_reason_id"]) {
+            d.loss_reason = sim.amo.reason_name(lr);
         }
         if let (Some((p, s)), Some(kind)) = (stage, new_kind) {
             d.pipeline_id = p;
@@ -255,6 +316,15 @@ pub fn update_leads(sim: &Sim, req: &Req, path_id: Option<u64>) -> Reply {
                 StageKind::Open => None,
                 _ => Some(d.closed_at.unwrap_or(now)),
             };
+            if let (Some((os, op)), Some((ns, np))) = (old_status, new_status)
+                && (os, op) != (ns, np)
+            {
+                log(
+                    "lead_status_changed",
+                    json!([{"lead_status": {"id": ns, "pipeline_id": AMO_PIPELINE_BASE + np}}]),
+                    json!([{"lead_status": {"id": os, "pipeline_id": AMO_PIPELINE_BASE + op}}]),
+                );
+            }
         }
         d.updated_at = now;
         out.push(
@@ -458,7 +528,23 @@ pub fn update_tasks(sim: &Sim, req: &Req, path_id: Option<u64>) -> Reply {
         if let Some(till) = time(&it["complete_till"]) {
             t.deadline = Some(till);
         }
-        if let Some(u) = uint(&it["responsible_user_id"]) {
+        let (ent, eid) = t.binding.map_or(("task", t.id), |(o, x)| {
+            (super::render::entity_singular(o), x)
+        });
+        let at = now.timestamp();
+        if let Some(u) = uint(&it["responsible_user_id"])
+            && t.responsible_id != u
+        {
+            sim.amo.log_event(
+                "entity_responsible_changed",
+                "task",
+                id,
+                ("task", id),
+                t.responsible_id,
+                at,
+                json!([{"responsible_user": {"id": u}}]),
+                json!([{"responsible_user": {"id": t.responsible_id}}]),
+            );
             t.responsible_id = u;
         }
         if let Some(r) = it["result"]["text"].as_str() {
@@ -467,6 +553,16 @@ pub fn update_tasks(sim: &Sim, req: &Req, path_id: Option<u64>) -> Reply {
         if let Some(done) = it["is_completed"].as_bool() {
             if done && !t.completed {
                 t.closed_at = Some(now);
+                sim.amo.log_event(
+                    "task_completed",
+                    ent,
+                    eid,
+                    ("task", id),
+                    t.responsible_id,
+                    at,
+                    json!([{"task": {"id": id, "result": t.result}}]),
+                    json!([]),
+                );
             }
             if !done {
                 t.closed_at = None;
@@ -511,7 +607,7 @@ pub fn create_notes(sim: &Sim, req: &Req, entity: &str, path_id: Option<u64>) ->
                 "This value should not be blank.",
             );
         };
-        if !exists(&w, owner, eid) {
+        if !(exists(&w, owner, eid) || (owner == Owner::Deal && w.leads.contains_key(&eid))) {
             return validation(&r, "NotFound", "entity_id", "The entity does not exist.");
         }
         match it["note_type"].as_str() {
@@ -534,6 +630,12 @@ pub fn create_notes(sim: &Sim, req: &Req, entity: &str, path_id: Option<u64>) ->
     let mut out = Vec::new();
     for (i, it) in items.iter().enumerate() {
         let eid = path_id.or_else(|| uint(&it["entity_id"])).unwrap_or(0);
+        // A lead id of an unsorted item: the note belongs to that item.
+        let owner = if owner == Owner::Deal && !w.deals.contains_key(&eid) {
+            Owner::Lead
+        } else {
+            owner
+        };
         let p = &it["params"];
         let id = if it["note_type"] == "common" {
             w.comments.push((
@@ -642,6 +744,17 @@ pub fn calls(sim: &Sim, req: &Req) -> Reply {
     let mut errors = Vec::new();
     for (i, it) in items.iter().enumerate() {
         let r = rid(it, i);
+        // A call already logged with this uniq is answered, not logged twice.
+        if let Some(uniq) = it["uniq"].as_str().filter(|u| !u.is_empty())
+            && let Some(a) = w
+                .activities
+                .values()
+                .find(|a| a.kind == ActivityType::Call && a.external_id.as_deref() == Some(uniq))
+        {
+            created.push(json!({"id": a.id, "entity_id": a.owner.1,
+                                "entity_type": entity_plural(a.owner.0), "request_id": r}));
+            continue;
+        }
         let phone = it["phone"].as_str().unwrap_or("");
         let owners: Vec<(Owner, u64)> = w
             .find_by_phone(phone)
@@ -717,11 +830,20 @@ pub fn calls(sim: &Sim, req: &Req) -> Reply {
     )
 }
 
-pub fn unsorted_sip(sim: &Sim, req: &Req) -> Reply {
+/// Values of a custom field by `field_code` on a request item (PHONE, EMAIL, UTM_SOURCE...).
+fn first_field(item: &Value, code: &str) -> Option<String> {
+    field_values(item, code).into_iter().next()
+}
+
+/// `POST /api/v4/leads/unsorted/{sip|forms}`: one world lead per item. The item's
+/// `_embedded.leads[0]` gives the title, responsible and UTM fields (`UTM_SOURCE`,
+/// `UTM_MEDIUM`, `UTM_CAMPAIGN`), `_embedded.contacts[0]` the person's name and phone.
+pub fn unsorted_create(sim: &Sim, req: &Req, category: &str) -> Reply {
     let items = match body_items(req, false) {
         Ok(i) => i,
         Err(r) => return r,
     };
+    let sip = category == "sip";
     for (i, it) in items.iter().enumerate() {
         let r = rid(it, i);
         if it["source_uid"].as_str().is_none_or(str::is_empty) {
@@ -732,12 +854,22 @@ pub fn unsorted_sip(sim: &Sim, req: &Req) -> Reply {
                 "This value should not be blank.",
             );
         }
-        if it["metadata"]["phone"].as_str().is_none() && it["metadata"]["phone"].as_u64().is_none()
+        if sip
+            && it["metadata"]["phone"].as_str().is_none()
+            && it["metadata"]["phone"].as_u64().is_none()
         {
             return validation(
                 &r,
                 "NotBlank",
                 "metadata.phone",
+                "This value should not be blank.",
+            );
+        }
+        if !sip && it["metadata"]["form_id"].as_str().is_none_or(str::is_empty) {
+            return validation(
+                &r,
+                "NotBlank",
+                "metadata.form_id",
                 "This value should not be blank.",
             );
         }
@@ -748,28 +880,50 @@ pub fn unsorted_sip(sim: &Sim, req: &Req) -> Reply {
     for (i, it) in items.iter().enumerate() {
         let id = w.next_id();
         let m = &it["metadata"];
-        let phone = m["phone"]
+        let lead = &it["_embedded"]["leads"][0];
+        let contact = &it["_embedded"]["contacts"][0];
+        let phone = match &m["phone"] {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => first_field(contact, "PHONE"),
+        };
+        let resp = uint(&lead["responsible_user_id"])
+            .or_else(|| uint(&m["call_responsible"]))
+            .unwrap_or_else(|| first_user(&w));
+        let name = contact["name"]
             .as_str()
+            .or_else(|| m["from"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let title = lead["name"]
+            .as_str()
+            .filter(|s| !s.is_empty())
             .map(str::to_string)
-            .unwrap_or_else(|| m["phone"].to_string());
-        let resp = uint(&m["call_responsible"]).unwrap_or_else(|| first_user(&w));
-        let name = m["from"].as_str().unwrap_or("").to_string();
+            .unwrap_or_else(|| {
+                format!(
+                    "{}: {}",
+                    it["source_name"].as_str().unwrap_or("Заявка"),
+                    phone.as_deref().unwrap_or("")
+                )
+            });
         w.leads.insert(
             id,
             crate::sim::world::SimLead {
                 id,
-                title: it["source_name"]
-                    .as_str()
-                    .map_or_else(|| format!("Звонок от {phone}"), |s| format!("{s}: {phone}")),
+                title,
                 name,
-                phone: Some(phone),
-                email: None,
-                source: "CALL".into(),
+                phone,
+                email: first_field(contact, "EMAIL"),
+                source: if sip { "CALL" } else { "WEB" }.into(),
                 status: LeadStatus::New,
                 responsible_id: resp,
                 contact_id: None,
                 company_id: None,
-                utm: Default::default(),
+                utm: crate::sim::world::SimUtm {
+                    source: first_field(lead, "UTM_SOURCE"),
+                    medium: first_field(lead, "UTM_MEDIUM"),
+                    campaign: first_field(lead, "UTM_CAMPAIGN"),
+                },
                 created_at: time(&it["created_at"]).unwrap_or(now),
                 updated_at: now,
                 closed_at: None,
@@ -777,12 +931,164 @@ pub fn unsorted_sip(sim: &Sim, req: &Req) -> Reply {
         );
         out.push(
             json!({"uid": format!("unsorted-{id}"), "request_id": rid(it, i),
-                        "_embedded": {"leads": [], "contacts": []}}),
+                        "_embedded": {"leads": [{"id": id}], "contacts": []}}),
         );
     }
     Reply::Hal(
         StatusCode::OK,
         json!({"_total_items": out.len(), "_embedded": {"unsorted": out}}),
+    )
+}
+
+/// `POST /api/v4/leads/loss_reasons`: `[{"name": ...}]`; an existing name keeps its id.
+pub fn create_loss_reasons(sim: &Sim, req: &Req) -> Reply {
+    let items = match body_items(req, false) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    for (i, it) in items.iter().enumerate() {
+        if it["name"].as_str().is_none_or(|n| n.trim().is_empty()) {
+            return validation(
+                &rid(it, i),
+                "NotBlank",
+                "name",
+                "This value should not be blank.",
+            );
+        }
+    }
+    let out: Vec<Value> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| {
+            let name = it["name"].as_str().unwrap_or("").trim();
+            let id = sim.amo.reason_id(name);
+            json!({"id": id, "name": name, "request_id": rid(it, i),
+                   "_links": {"self": {"href": format!("{}/api/v4/leads/loss_reasons/{id}", req.base)}}})
+        })
+        .collect();
+    Reply::Hal(StatusCode::OK, json!({"_embedded": {"loss_reasons": out}}))
+}
+
+/// `PATCH /api/v4/{contacts|companies}` (array) or `/{id}` (object): name, responsible, tags
+/// (the list is replaced), PHONE/EMAIL custom fields.
+pub fn update_people(sim: &Sim, req: &Req, entity: &str, path_id: Option<u64>) -> Reply {
+    let items = match body_items(req, path_id.is_some()) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let contact = entity == "contacts";
+    let singular = if contact { "contact" } else { "company" };
+    let mut w = sim.world();
+    for (i, it) in items.iter().enumerate() {
+        let Some(id) = path_id.or_else(|| uint(&it["id"])) else {
+            return validation(
+                &rid(it, i),
+                "NotBlank",
+                "id",
+                "This value should not be blank.",
+            );
+        };
+        let found = if contact {
+            w.contacts.contains_key(&id)
+        } else {
+            w.companies.contains_key(&id)
+        };
+        if !found {
+            return not_found(&format!("{singular} {id}"));
+        }
+    }
+    let now = Utc::now();
+    let at = now.timestamp();
+    let mut out = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let id = path_id.or_else(|| uint(&it["id"])).unwrap_or(0);
+        let phones = it["custom_fields_values"]
+            .is_array()
+            .then(|| (field_values(it, "PHONE"), field_values(it, "EMAIL")));
+        let (name, resp, tags, ph, em, upd) = if contact {
+            let Some(c) = w.contacts.get_mut(&id) else {
+                continue;
+            };
+            (
+                c.full_name(),
+                &mut c.responsible_id,
+                &mut c.tags,
+                &mut c.phones,
+                &mut c.emails,
+                &mut c.updated_at,
+            )
+        } else {
+            let Some(c) = w.companies.get_mut(&id) else {
+                continue;
+            };
+            (
+                c.title.clone(),
+                &mut c.responsible_id,
+                &mut c.tags,
+                &mut c.phones,
+                &mut c.emails,
+                &mut c.updated_at,
+            )
+        };
+        let by = *resp;
+        let log = |kind: &str, after: Value, before: Value| {
+            sim.amo
+                .log_event(kind, singular, id, (singular, id), by, at, after, before);
+        };
+        if let Some(u) = uint(&it["responsible_user_id"])
+            && *resp != u
+        {
+            log(
+                "entity_responsible_changed",
+                json!([{"responsible_user": {"id": u}}]),
+                json!([{"responsible_user": {"id": *resp}}]),
+            );
+            *resp = u;
+        }
+        if let Some(t) = tag_names(it) {
+            log_tags(&log, tags, &t);
+            *tags = t;
+        }
+        if let Some((p, e)) = phones {
+            if !p.is_empty() {
+                *ph = p;
+            }
+            if !e.is_empty() {
+                *em = e;
+            }
+            log("custom_field_value_changed", json!([]), json!([]));
+        }
+        *upd = now;
+        let new_name = it["name"].as_str().filter(|n| *n != name);
+        if let Some(n) = new_name {
+            log(
+                "name_field_changed",
+                json!([{"name_field_value": {"name": n}}]),
+                json!([{"name_field_value": {"name": name}}]),
+            );
+            if contact {
+                if let Some(c) = w.contacts.get_mut(&id) {
+                    let (a, b) = n.split_once(' ').unwrap_or((n, ""));
+                    c.first_name = a.to_string();
+                    c.last_name = b.to_string();
+                }
+            } else if let Some(c) = w.companies.get_mut(&id) {
+                c.title = n.to_string();
+            }
+        }
+        out.push(json!({"id": id, "updated_at": at, "request_id": rid(it, i),
+            "_links": {"self": {"href": format!("{}/api/v4/{entity}/{id}", req.base)}}}));
+    }
+    if path_id.is_some() {
+        return Reply::Hal(
+            StatusCode::OK,
+            out.into_iter().next().unwrap_or(Value::Null),
+        );
+    }
+    Reply::Hal(
+        StatusCode::OK,
+        json!({"_links": {"self": {"href": format!("{}/api/v4/{entity}", req.base)}},
+               "_embedded": {entity: out}}),
     )
 }
 
