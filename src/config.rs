@@ -173,6 +173,8 @@ pub struct SyncConfig {
     pub directory_refresh_secs: u64,
     /// Seconds between deletion sweeps of CRMs without a deletion feed.
     pub deletion_sweep_secs: u64,
+    /// Each telephony read starts this many seconds before the previous one ended.
+    pub telephony_overlap_secs: u64,
 }
 
 impl Default for SyncConfig {
@@ -183,6 +185,7 @@ impl Default for SyncConfig {
             telephony_initial_days: 30,
             directory_refresh_secs: 3600,
             deletion_sweep_secs: 6 * 3600,
+            telephony_overlap_secs: 2 * 3600,
         }
     }
 }

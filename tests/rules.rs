@@ -29,7 +29,10 @@ async fn client_rules(crm: CrmKind) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
-    let text = tenant_config(&h, crm, TelephonyKind::Comagic, &db, "ru");
+    let text = common::only_rules(
+        tenant_config(&h, crm, TelephonyKind::Comagic, &db, "ru"),
+        &["dormant", "no_activity"],
+    );
     let path = dir.path().join("dozor.toml");
     std::fs::write(&path, &text).unwrap();
     let cfg = config::parse(&text, None, None).unwrap().config;

@@ -111,6 +111,7 @@ pub(crate) fn sync_options(c: &Config) -> crate::sync::SyncOptions {
         ),
         directory_refresh: std::time::Duration::from_secs(c.sync.directory_refresh_secs),
         deletion_sweep: std::time::Duration::from_secs(c.sync.deletion_sweep_secs),
+        telephony_overlap: std::time::Duration::from_secs(c.sync.telephony_overlap_secs),
     }
 }
 

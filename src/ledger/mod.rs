@@ -158,7 +158,7 @@ pub async fn apply(
                 "failed" => return Ok(Outcome::Failed(r.error.unwrap_or_default())),
                 "intent" if r.attempts > 0 => {
                     // Outcome unknown: the write may have reached the CRM before a crash.
-                    if let Some(id) = find_marker(store, tenant, p).await? {
+                    if let Some(id) = find_marker(store, tenant, p, r.created_at).await? {
                         store
                             .set_action_state(&p.key, "done", Some(&id), None, false)
                             .await?;
@@ -274,6 +274,7 @@ async fn find_marker(
     store: &Store,
     tenant: &str,
     p: &Proposal,
+    intent_at: crate::domain::Ts,
 ) -> Result<Option<String>, StoreError> {
     match &p.effect {
         Effect::CreateTask(_) => store.find_task_with_marker(tenant, &marker(&p.key)).await,
@@ -283,10 +284,17 @@ async fn find_marker(
             Some(phone) => store.find_lead_by_phone(tenant, phone).await,
             None => Ok(None),
         },
-        Effect::CreateDeal(d) => match &d.lead_id {
-            Some(lead) => store.find_deal_for_lead(tenant, lead).await,
-            None => Ok(None),
-        },
+        // CRMs that do not keep the lead link (amoCRM) are matched on title, owner and time.
+        Effect::CreateDeal(d) => {
+            if let Some(lead) = &d.lead_id
+                && let Some(id) = store.find_deal_for_lead(tenant, lead).await?
+            {
+                return Ok(Some(id));
+            }
+            store
+                .find_deal_created_like(tenant, &d.title, d.responsible_id.as_deref(), intent_at)
+                .await
+        }
         // Comments and messages cannot be looked up: retry (a duplicate at worst, never a loss).
         // Owner, tag, stage and completion changes are idempotent, and connectors skip calls
         // already registered: doing them again is the reconciliation.

@@ -604,3 +604,34 @@ impl Store {
         Ok(row.map(|r| r.get(0)))
     }
 }
+
+impl Store {
+    /// A deal with this title and owner created at or after `since` (one minute of clock skew
+    /// allowed): how a deal write interrupted by a crash is recognised in CRMs without markers.
+    pub async fn find_deal_created_like(
+        &self,
+        tenant: &str,
+        title: &str,
+        responsible: Option<&str>,
+        since: Ts,
+    ) -> Result<Option<String>> {
+        let rows = sqlx::query(
+            "SELECT id, data FROM deals WHERE tenant = $1 AND created_at >= $2 ORDER BY created_at",
+        )
+        .bind(tenant)
+        .bind(to_secs(since) - 60)
+        .fetch_all(self.pool())
+        .await
+        .op("looking up a created deal")?;
+        for r in rows {
+            let data: String = r.get(1);
+            if let Ok(d) = serde_json::from_str::<Deal>(&data)
+                && d.title == title
+                && d.responsible_id.as_deref() == responsible
+            {
+                return Ok(Some(r.get(0)));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -64,6 +64,9 @@ pub struct SyncOptions {
     pub directory_refresh: Duration,
     /// How often CRMs without a deletion feed (Bitrix24) are swept for deleted records.
     pub deletion_sweep: Duration,
+    /// Telephony windows start this long before the last one ended: a call is reported when it
+    /// ends (after its start time), and status or recording changes arrive later still.
+    pub telephony_overlap: Duration,
 }
 
 impl Default for SyncOptions {
@@ -73,6 +76,7 @@ impl Default for SyncOptions {
             telephony_initial: Duration::from_secs(30 * 86_400),
             directory_refresh: Duration::from_secs(3600),
             deletion_sweep: Duration::from_secs(6 * 3600),
+            telephony_overlap: Duration::from_secs(2 * 3600),
         }
     }
 }
@@ -432,7 +436,7 @@ pub async fn sync_telephony(
             .map_err(store_err(source, "calls"))?
         {
             Some(text) => serde_json::from_str::<Ts>(&text)
-                .map(|t| t - chrono_dur(opts.overlap))
+                .map(|t| t - chrono_dur(opts.telephony_overlap))
                 .unwrap_or(now - chrono_dur(opts.telephony_initial)),
             None => now - chrono_dur(opts.telephony_initial),
         };

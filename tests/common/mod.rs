@@ -56,3 +56,14 @@ pub async fn pg_url() -> String {
 pub fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("dozor.db").display())
 }
+
+/// Appends `mode = "off"` for every rule not in `keep`, so a test sees only its rules' actions.
+pub fn only_rules(config: String, keep: &[&str]) -> String {
+    let mut config = config;
+    for rule in dozor::config::rule_defaults().keys() {
+        if !keep.contains(&rule.as_str()) {
+            config.push_str(&format!("\n[tenants.rules.{rule}]\nmode = \"off\"\n"));
+        }
+    }
+    config
+}
