@@ -120,6 +120,7 @@ def main():
     sim = a.sim.rstrip("/")
     print(f"fast-bitrix24 get_all benchmark against {sim} (limit {a.limit_seconds:.0f} s)", flush=True)
     out = asyncio.run(run(sim, a.limit_seconds))
+    print(f"  fast-bitrix24        {out['version']}")
     print(f"  elapsed              {out['elapsed_s']:.1f} s{'' if out['complete'] else ' (CUT OFF at the limit)'}")
     print(f"  items total          {out['items_total']}")
     print(f"  items/s              {out['items_per_s']:.0f}")
