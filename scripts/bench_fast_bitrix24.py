@@ -54,6 +54,7 @@ async def run(sim, limit_s):
     started = time.monotonic()
     lists = []
     timed_out = False
+    failed = False
     for method, select in LISTS:
         before, _ = b24_stats(sim)
         t = time.monotonic()
@@ -72,15 +73,20 @@ async def run(sim, limit_s):
         except asyncio.TimeoutError:
             timed_out = True
             entry.update(done=False, items=0)
+        except Exception as e:  # noqa: BLE001 - reported, the other lists still run
+            failed = True
+            entry.update(done=False, items=0, error=f"{type(e).__name__}: {str(e)[:300]}")
         entry["seconds"] = time.monotonic() - t
         after, _ = b24_stats(sim)
         entry["requests"] = after - before
         lists.append(entry)
         print(
-            f"  {method:<18} {'done' if entry['done'] else 'CUT OFF':<8} "
+            f"  {method:<18} {'done' if entry['done'] else ('FAILED' if 'error' in entry else 'CUT OFF'):<8} "
             f"{entry['items']:>8} items {entry['seconds']:8.1f} s {entry['requests']:6} requests",
             flush=True,
         )
+        if "error" in entry:
+            print(f"    error: {entry['error']}", flush=True)
     elapsed = time.monotonic() - started
     requests, throttled = b24_stats(sim)
     items = sum(e["items"] for e in lists)
@@ -92,7 +98,8 @@ async def run(sim, limit_s):
         "version": importlib.metadata.version("fast-bitrix24"),
         "crm": "bitrix24",
         "lists": lists,
-        "complete": not timed_out,
+        "complete": not timed_out and not failed,
+        "failed": failed,
         "limit_s": limit_s,
         "elapsed_s": elapsed,
         "items_total": items,
@@ -131,6 +138,8 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=2)
+    if out["failed"]:
+        return 4
     return 0 if out["complete"] else 3
 
 
