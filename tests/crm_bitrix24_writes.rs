@@ -277,14 +277,15 @@ async fn hands_records_to_another_user() {
     )
     .await
     .unwrap();
-    let w = h.sim.world();
-    assert_eq!(w.leads[&lead].responsible_id, user);
-    assert_eq!(w.deals[&deal].responsible_id, user);
-    assert_eq!(w.contacts[&contact].responsible_id, user);
-    assert_eq!(w.companies[&company].responsible_id, user);
-    assert_eq!(w.tasks[&task].responsible_id, user);
-    assert_eq!(w.tasks[&todo].responsible_id, user);
-    drop(w);
+    {
+        let w = h.sim.world();
+        assert_eq!(w.leads[&lead].responsible_id, user);
+        assert_eq!(w.deals[&deal].responsible_id, user);
+        assert_eq!(w.contacts[&contact].responsible_id, user);
+        assert_eq!(w.companies[&company].responsible_id, user);
+        assert_eq!(w.tasks[&task].responsible_id, user);
+        assert_eq!(w.tasks[&todo].responsible_id, user);
+    }
     // A record that does not exist is a permanent error.
     let e = c
         .set_responsible(&EntityRef::new(EntityKind::Deal, "999999999"), "1")
@@ -332,7 +333,10 @@ async fn moves_and_closes_deals_as_lost() {
     c.move_deal(&deal_0.to_string(), &next_code).await.unwrap();
     {
         let w = h.sim.world();
-        assert_eq!(w.stage(w.deals[&deal_0].stage_id).unwrap().1.code, next_code);
+        assert_eq!(
+            w.stage(w.deals[&deal_0].stage_id).unwrap().1.code,
+            next_code
+        );
     }
 
     for deal in [deal_c, deal_0] {
@@ -351,11 +355,9 @@ async fn moves_and_closes_deals_as_lost() {
         assert_eq!(s.code, want);
         assert!(d.closed_at.is_some());
         assert!(
-            w.comments
-                .iter()
-                .any(|(o, id, text, _)| *o == Owner::Deal
-                    && *id == deal
-                    && text.contains("не дозвонились")),
+            w.comments.iter().any(|(o, id, text, _)| *o == Owner::Deal
+                && *id == deal
+                && text.contains("не дозвонились")),
             "the reason is on the timeline"
         );
     }
@@ -615,12 +617,7 @@ async fn idle_change_probe_is_one_request() {
 
     // One contact changes: only contacts come back, still in one request.
     let contact = *h.sim.world().contacts.keys().nth(3).unwrap();
-    h.sim
-        .world()
-        .contacts
-        .get_mut(&contact)
-        .unwrap()
-        .updated_at = since + Duration::seconds(30);
+    h.sim.world().contacts.get_mut(&contact).unwrap().updated_at = since + Duration::seconds(30);
     h.sim.reset_stats();
     let changes = c.fetch_changes(&all_cursors(Some(since))).await.unwrap();
     assert_eq!(requests(&h), 1);
@@ -708,11 +705,12 @@ async fn existing_ids_miss_deleted_records() {
     assert_eq!(requests(&h), 1, "up to 2,500 ids in one batch");
     assert_eq!(ids.len(), n_deals - 1);
     assert!(!ids.contains(&gone.to_string()));
-    let w = h.sim.world();
-    for id in w.deals.keys().filter(|id| **id != gone) {
-        assert!(ids.contains(&id.to_string()));
+    {
+        let w = h.sim.world();
+        for id in w.deals.keys().filter(|id| **id != gone) {
+            assert!(ids.contains(&id.to_string()));
+        }
     }
-    drop(w);
 
     // Tasks include CRM to-dos as `todo-N`.
     let deal = *h.sim.world().deals.keys().next().unwrap();

@@ -249,6 +249,13 @@ fn sort_rows(rows: &mut [Row], order: &[(String, bool)]) {
 /// `explicit_only` (multi-fields, COMMUNICATIONS) and user fields; those come only when named.
 pub fn project(row: Row, select: &[String], explicit_only: &[&str]) -> Row {
     let all = select.is_empty() || select.iter().any(|s| s == "*");
+    if all
+        && row
+            .keys()
+            .all(|k| !explicit_only.contains(&k.as_str()) && !k.starts_with("UF_"))
+    {
+        return row;
+    }
     let named = |k: &str| select.iter().any(|s| s.eq_ignore_ascii_case(k));
     row.into_iter()
         .filter(|(k, _)| {

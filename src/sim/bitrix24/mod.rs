@@ -102,6 +102,9 @@ struct Tokens {
     issued: u64,
 }
 
+/// Operating-time charges of one method in the rolling window: (unix ts, seconds), and their sum.
+type Window = (VecDeque<(f64, f64)>, f64);
+
 struct Bucket {
     level: f64,
     at: Instant,
@@ -112,7 +115,7 @@ pub struct State {
     tokens: Mutex<Tokens>,
     bucket: Mutex<Bucket>,
     /// method → (charges in the window as (unix ts, seconds), their sum)
-    operating: Mutex<HashMap<String, (VecDeque<(f64, f64)>, f64)>>,
+    operating: Mutex<HashMap<String, Window>>,
     calls: Mutex<HashMap<String, PendingCall>>,
     todos: Mutex<BTreeSet<u64>>,
     /// The `UF_CRM_*` field name last written as the flag field (shown by `*.get`).
