@@ -243,6 +243,27 @@ async fn scale_500_batches_are_fast_and_a_full_sync_fits_the_budget() {
         "full sync: {total} records in {requests} requests, {:?}",
         t.elapsed()
     );
+    // An idle change probe over every kind: one request, whatever the size.
+    let since = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let cursors: Vec<(EntityKind, Cursor)> = EntityKind::ALL
+        .iter()
+        .map(|k| {
+            (
+                *k,
+                Cursor {
+                    since: Some(since),
+                    ..Cursor::default()
+                },
+            )
+        })
+        .collect();
+    h.sim.reset_stats();
+    let t = Instant::now();
+    let changes = c.fetch_changes(&cursors).await.unwrap();
+    assert!(changes.is_empty());
+    assert_eq!(h.sim.stats()[&System::Bitrix24].requests, 1);
+    eprintln!("idle change probe: 1 request, {:?}", t.elapsed());
+
     // The operating time each list method used over the window.
     for method in ["crm.deal.list", "crm.contact.list", "crm.activity.list"] {
         let v: Value = http
