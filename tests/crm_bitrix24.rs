@@ -350,7 +350,7 @@ async fn incremental_fetch_returns_only_the_change() {
 
 #[tokio::test]
 async fn paging_edges() {
-    for n in [0usize, 50, 51, 1300] {
+    for n in [0usize, 50, 51, 2600] {
         let h = start_world(contact_world(n)).await;
         let c = client(&h).await;
         h.sim.reset_stats();
@@ -361,18 +361,18 @@ async fn paging_edges() {
         assert_eq!(ids.len(), n, "no duplicates for {n}");
         assert_eq!(cur.high_water.is_some(), n > 0);
         let requests = h.sim.stats()[&System::Bitrix24].requests;
-        let expected = if n > 1250 { 2 } else { 1 };
+        let expected = if n > 2500 { 2 } else { 1 };
         assert_eq!(requests, expected, "requests for {n} contacts");
     }
     // A pass resumes from the stored position.
-    let h = start_world(contact_world(1300)).await;
+    let h = start_world(contact_world(2600)).await;
     let c = client(&h).await;
     let first = c
         .fetch_page(EntityKind::Contact, &Cursor::default())
         .await
         .unwrap();
     assert!(!first.done);
-    assert_eq!(first.records.len(), 1250);
+    assert_eq!(first.records.len(), 2500);
     let last_id = first.records.last().unwrap().id().to_string();
     assert_eq!(first.next.position.as_deref(), Some(last_id.as_str()));
     let second = c
@@ -380,7 +380,7 @@ async fn paging_edges() {
         .await
         .unwrap();
     assert!(second.done);
-    assert_eq!(second.records.len(), 50);
+    assert_eq!(second.records.len(), 100);
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ pub struct ListSpec {
     /// Id field in filter/order (UPPER) and in answer rows.
     pub id_field: &'static str,
     pub row_id: &'static str,
-    pub select: Vec<&'static str>,
+    pub select: Vec<String>,
     /// The list sits under this key of `result` (`tasks.task.list` → `tasks`).
     pub wrapped: Option<&'static str>,
     /// Supports `start=-1` (no COUNT query).
@@ -29,7 +29,7 @@ impl ListSpec {
             date_field: "DATE_MODIFY",
             id_field: "ID",
             row_id: "ID",
-            select,
+            select: select.into_iter().map(String::from).collect(),
             wrapped: None,
             fast: true,
         };
@@ -60,7 +60,10 @@ impl ListSpec {
                     "CHANGED_DATE",
                     "CLOSED_DATE",
                     "UF_CRM_TASK",
-                ],
+                ]
+                .into_iter()
+                .map(String::from)
+                .collect(),
                 wrapped: Some("tasks"),
                 fast: false,
             },

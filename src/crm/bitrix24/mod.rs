@@ -22,9 +22,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
-use super::{Crm, Cursor, NewTask, Page, Result};
+use super::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page, Result};
 use crate::config::{Bitrix24Config, Bitrix24Plan, Secret};
-use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, User};
+use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, User};
 use crate::http::{self, Error, ErrorKind, Limiter, backoff, php_query, redact_url};
 use crate::store::{TokenSet, TokenStore};
 
@@ -34,7 +34,9 @@ const MAX_RETRIES: u32 = 5;
 /// Rows per list page (fixed by Bitrix24).
 const PAGE: usize = 50;
 /// List pages chained into one `batch` request for a full read / an incremental read.
-const PAGES_FULL: usize = 25;
+const PAGES_FULL: usize = 50;
+/// Commands per `batch` (fixed by Bitrix24).
+const MAX_BATCH: usize = 50;
 const PAGES_INCREMENTAL: usize = 3;
 /// Longest wait for an operating-time reset.
 const MAX_OPERATING_WAIT: Duration = Duration::from_secs(600);
@@ -67,6 +69,10 @@ pub struct Bitrix24 {
     /// method → (operating seconds, unix ts when the window resets)
     operating: Mutex<HashMap<String, (f64, i64)>>,
     tokens: Arc<dyn TokenStore>,
+    /// `UF_CRM_*` multiple string field holding dozor's flags.
+    flag_field: Option<String>,
+    /// (pipeline id, first stage) of the default pipeline, once looked up.
+    default_stage: tokio::sync::Mutex<Option<(String, String)>>,
 }
 
 fn config_error(message: impl Into<String>) -> Error {
@@ -207,6 +213,12 @@ impl Bitrix24 {
             budget: cfg.operating_budget_secs,
             operating: Mutex::new(HashMap::new()),
             tokens,
+            flag_field: cfg
+                .flag_field
+                .as_ref()
+                .map(|f| f.trim().to_ascii_uppercase())
+                .filter(|f| !f.is_empty()),
+            default_stage: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -612,9 +624,28 @@ impl Bitrix24 {
         self.err(ErrorKind::Decode, method, &url, msg)
     }
 
-    /// Reads one batch of chained list pages.
-    async fn read_pages(&self, entity: EntityKind, cursor: &Cursor) -> Result<Page> {
-        let spec = map::ListSpec::of(entity);
+    /// The list spec of a kind, with the flag field selected where flags live.
+    fn spec(&self, entity: EntityKind) -> map::ListSpec {
+        let mut spec = map::ListSpec::of(entity);
+        if let Some(f) = &self.flag_field
+            && matches!(
+                entity,
+                EntityKind::Deal | EntityKind::Contact | EntityKind::Company
+            )
+        {
+            spec.select.push(f.clone());
+        }
+        spec
+    }
+
+    /// `pages` chained list commands (keys `{prefix}00`, `{prefix}01`, ...) continuing `cursor`.
+    fn page_cmds(
+        &self,
+        spec: &map::ListSpec,
+        cursor: &Cursor,
+        pages: usize,
+        prefix: &str,
+    ) -> Vec<(String, String)> {
         let last: u64 = cursor
             .position
             .as_deref()
@@ -634,36 +665,30 @@ impl Bitrix24 {
         if spec.fast {
             base["start"] = json!(-1);
         }
-        let pages = if cursor.since.is_some() {
-            PAGES_INCREMENTAL
-        } else {
-            PAGES_FULL
-        };
-        let mut cmds = Vec::with_capacity(pages);
-        for i in 0..pages {
-            let key = format!("p{i:02}");
-            let mut p = base.clone();
-            let mut f = filter.clone();
-            if i == 0 {
-                f.insert(format!(">{}", spec.id_field), json!(last));
-            }
-            p["filter"] = Value::Object(f);
-            let mut q = php_query::build(&p);
-            if i > 0 {
-                let prev = format!("p{:02}", i - 1);
-                let path = match spec.wrapped {
-                    Some(w) => format!("$result[{prev}][{w}][{}][{}]", PAGE - 1, spec.row_id),
-                    None => format!("$result[{prev}][{}][{}]", PAGE - 1, spec.row_id),
-                };
-                q.push_str(&format!("&filter[>{}]={path}", spec.id_field));
-            }
-            cmds.push((key, format!("{}?{q}", spec.method)));
-        }
-        let (results, errors) = self.batch(&cmds).await?;
+        chained_cmds(spec, &base, filter, last, pages, prefix)
+    }
+
+    /// Turns the answers of [`Self::page_cmds`] into a page; also says how many rows the first
+    /// command returned.
+    fn parse_pages(
+        &self,
+        entity: EntityKind,
+        spec: &map::ListSpec,
+        cursor: &Cursor,
+        cmds: &[(String, String)],
+        results: &Map<String, Value>,
+        errors: &Map<String, Value>,
+    ) -> Result<(Page, usize)> {
+        let last: u64 = cursor
+            .position
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         let mut records = Vec::new();
         let mut position = last;
         let mut high = cursor.high_water;
         let mut done = false;
+        let mut first_rows = 0;
         for (i, (key, _)) in cmds.iter().enumerate() {
             if let Some(e) = errors.get(key) {
                 if i == 0 {
@@ -678,17 +703,13 @@ impl Bitrix24 {
                 }
                 break;
             };
-            let rows = match spec.wrapped {
-                Some(w) => res.get(w),
-                None => Some(res),
-            };
-            let rows = match rows {
-                Some(Value::Array(a)) => a.clone(),
-                Some(Value::Object(m)) => m.values().cloned().collect(),
-                _ => return Err(self.decode(spec.method, "list result is not an array")),
-            };
+            let rows = list_rows(res, spec.wrapped)
+                .ok_or_else(|| self.decode(spec.method, "list result is not an array"))?;
+            if i == 0 {
+                first_rows = rows.len();
+            }
             for row in &rows {
-                let Some(rec) =
+                let Some(mut rec) =
                     map::record(entity, row).map_err(|m| self.decode(spec.method, m))?
                 else {
                     // A row we do not mirror (e.g. a task-type activity); still advance past it.
@@ -700,6 +721,15 @@ impl Bitrix24 {
                 let id = map::row_id(row, spec.row_id)
                     .ok_or_else(|| self.decode(spec.method, "row without a numeric id"))?;
                 position = position.max(id);
+                if let Some(f) = &self.flag_field {
+                    let flags = row.get(f.as_str()).map(flag_values).unwrap_or_default();
+                    match &mut rec {
+                        Record::Deal(d) => d.tags = flags,
+                        Record::Contact(c) => c.tags = flags,
+                        Record::Company(c) => c.tags = flags,
+                        _ => {}
+                    }
+                }
                 let up = rec.updated_at();
                 high = Some(high.map_or(up, |h| h.max(up)));
                 records.push(rec);
@@ -714,12 +744,165 @@ impl Bitrix24 {
             position: (!done).then(|| position.to_string()),
             high_water: high,
         };
-        Ok(Page {
-            records,
-            next,
-            done,
-            deleted: Vec::new(),
-        })
+        Ok((
+            Page {
+                records,
+                next,
+                done,
+                deleted: Vec::new(),
+            },
+            first_rows,
+        ))
+    }
+
+    /// Reads one batch of chained list pages.
+    async fn read_pages(&self, entity: EntityKind, cursor: &Cursor) -> Result<Page> {
+        let spec = self.spec(entity);
+        let pages = if cursor.since.is_some() {
+            PAGES_INCREMENTAL
+        } else {
+            PAGES_FULL
+        };
+        let cmds = self.page_cmds(&spec, cursor, pages, "p");
+        let (results, errors) = self.batch(&cmds).await?;
+        self.parse_pages(entity, &spec, cursor, &cmds, &results, &errors)
+            .map(|(page, _)| page)
+    }
+
+    /// One `batch` with the first pages of every kind; kinds whose first page is empty are left
+    /// out.
+    async fn probe_changes(
+        &self,
+        cursors: &[(EntityKind, Cursor)],
+    ) -> Result<Vec<(EntityKind, Page)>> {
+        let per = (MAX_BATCH / cursors.len().max(1)).max(1);
+        let mut plan = Vec::with_capacity(cursors.len());
+        let mut cmds = Vec::new();
+        for (i, (kind, cursor)) in cursors.iter().enumerate() {
+            let spec = self.spec(*kind);
+            let mine = self.page_cmds(&spec, cursor, per, &format!("k{i}p"));
+            cmds.extend(mine.iter().cloned());
+            plan.push((*kind, cursor, spec, mine));
+        }
+        let (results, errors) = self.batch(&cmds).await?;
+        let mut out = Vec::new();
+        for (kind, cursor, spec, mine) in &plan {
+            let (page, first_rows) =
+                self.parse_pages(*kind, spec, cursor, mine, &results, &errors)?;
+            if first_rows > 0 {
+                out.push((*kind, page));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every id of a list method, 50 chained ID-only pages per `batch`.
+    async fn all_ids(
+        &self,
+        spec: &map::ListSpec,
+        extra_filter: Map<String, Value>,
+        prefix: &str,
+    ) -> Result<Vec<String>> {
+        let mut base = json!({
+            "order": {spec.id_field: "ASC"},
+            "select": [spec.id_field],
+        });
+        if spec.fast {
+            base["start"] = json!(-1);
+        }
+        let mut ids = Vec::new();
+        let mut last = 0u64;
+        loop {
+            let cmds = chained_cmds(spec, &base, extra_filter.clone(), last, MAX_BATCH, "i");
+            let (results, errors) = self.batch(&cmds).await?;
+            let mut done = false;
+            for (i, (key, _)) in cmds.iter().enumerate() {
+                if let Some(e) = errors.get(key) {
+                    if i == 0 {
+                        let url = self.shown_url(spec.method);
+                        return Err(self.classify(spec.method, &url, None, e));
+                    }
+                    done = true;
+                    break;
+                }
+                let Some(rows) = results.get(key).and_then(|r| list_rows(r, spec.wrapped)) else {
+                    return Err(self.decode(spec.method, "list result is not an array"));
+                };
+                for row in &rows {
+                    let id = map::row_id(row, spec.row_id)
+                        .ok_or_else(|| self.decode(spec.method, "row without a numeric id"))?;
+                    last = last.max(id);
+                    ids.push(format!("{prefix}{id}"));
+                }
+                if rows.len() < PAGE {
+                    done = true;
+                    break;
+                }
+            }
+            if done {
+                return Ok(ids);
+            }
+        }
+    }
+}
+
+/// Rows of a list answer (`result[]`, or `result.tasks[]` for wrapped lists).
+fn list_rows(res: &Value, wrapped: Option<&str>) -> Option<Vec<Value>> {
+    let rows = match wrapped {
+        Some(w) => res.get(w),
+        None => Some(res),
+    };
+    match rows {
+        Some(Value::Array(a)) => Some(a.clone()),
+        Some(Value::Object(m)) => Some(m.values().cloned().collect()),
+        _ => None,
+    }
+}
+
+/// Chained fast-paging commands: the first starts after `last`, each next one after the last
+/// id of the previous page (`$result[prev][49][ID]`).
+fn chained_cmds(
+    spec: &map::ListSpec,
+    base: &Value,
+    filter: Map<String, Value>,
+    last: u64,
+    pages: usize,
+    prefix: &str,
+) -> Vec<(String, String)> {
+    let mut cmds = Vec::with_capacity(pages);
+    for i in 0..pages {
+        let key = format!("{prefix}{i:02}");
+        let mut p = base.clone();
+        let mut f = filter.clone();
+        if i == 0 {
+            f.insert(format!(">{}", spec.id_field), json!(last));
+        }
+        p["filter"] = Value::Object(f);
+        let mut q = php_query::build(&p);
+        if i > 0 {
+            let prev = format!("{prefix}{:02}", i - 1);
+            let path = match spec.wrapped {
+                Some(w) => format!("$result[{prev}][{w}][{}][{}]", PAGE - 1, spec.row_id),
+                None => format!("$result[{prev}][{}][{}]", PAGE - 1, spec.row_id),
+            };
+            q.push_str(&format!("&filter[>{}]={path}", spec.id_field));
+        }
+        cmds.push((key, format!("{}?{q}", spec.method)));
+    }
+    cmds
+}
+
+/// Values of a multiple string field (`["a","b"]`, `false`/`""`/null when empty).
+fn flag_values(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(_) | Value::Object(_) => php_query::as_list(v)
+            .iter()
+            .filter_map(text)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        Value::String(s) if !s.trim().is_empty() => vec![s.trim().to_string()],
+        _ => Vec::new(),
     }
 }
 
@@ -961,58 +1144,588 @@ impl Crm for Bitrix24 {
             .ok_or_else(|| self.decode("crm.timeline.comment.add", "answer has no comment id"))
     }
 
-    // Interim: replaced by the connector's own implementations.
-    async fn create_lead(&self, _lead: &crate::crm::NewLead) -> Result<String> {
-        Err(unsupported("create_lead"))
+    async fn fetch_changes(
+        &self,
+        cursors: &[(EntityKind, Cursor)],
+    ) -> Result<Vec<(EntityKind, Page)>> {
+        let mut out = Vec::new();
+        for chunk in cursors.chunks(MAX_BATCH) {
+            let mut attempt = 0;
+            loop {
+                match self.probe_changes(chunk).await {
+                    Err(e) if e.is_retryable() && e.method != "batch" && attempt < MAX_RETRIES => {
+                        tokio::time::sleep(e.retry_after.unwrap_or_else(|| backoff(attempt))).await;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                    Ok(pages) => {
+                        out.extend(pages);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
-    async fn create_deal(&self, _deal: &crate::crm::NewDeal) -> Result<String> {
-        Err(unsupported("create_deal"))
+    async fn existing_ids(&self, entity: EntityKind) -> Result<Option<Vec<String>>> {
+        let spec = map::ListSpec::of(entity);
+        let mut ids = self.all_ids(&spec, Map::new(), "").await?;
+        if entity == EntityKind::Task {
+            // CRM to-dos are mirrored as tasks `todo-N`.
+            let todo = map::ListSpec::of(EntityKind::Activity);
+            let mut f = Map::new();
+            f.insert("PROVIDER_ID".into(), json!("CRM_TODO"));
+            ids.extend(self.all_ids(&todo, f, "todo-").await?);
+        }
+        Ok(Some(ids))
     }
 
-    async fn create_contact(&self, _contact: &crate::crm::NewContact) -> Result<String> {
-        Err(unsupported("create_contact"))
+    async fn create_lead(&self, lead: &NewLead) -> Result<String> {
+        let mut fields = json!({
+            "TITLE": lead.title,
+            "NAME": lead.name,
+            "SOURCE_ID": lead.source,
+            "COMMENTS": lead.comment,
+        });
+        if let Some(p) = &lead.phone {
+            fields["PHONE"] = json!([{"VALUE": p, "VALUE_TYPE": "WORK"}]);
+        }
+        if let Some(r) = &lead.responsible_id {
+            fields["ASSIGNED_BY_ID"] = num(r);
+        }
+        for (k, v) in [
+            ("UTM_SOURCE", &lead.utm.source),
+            ("UTM_MEDIUM", &lead.utm.medium),
+            ("UTM_CAMPAIGN", &lead.utm.campaign),
+            ("UTM_CONTENT", &lead.utm.content),
+            ("UTM_TERM", &lead.utm.term),
+        ] {
+            if let Some(v) = v {
+                fields[k] = json!(v);
+            }
+        }
+        self.add("crm.lead.add", fields).await
     }
 
-    async fn set_responsible(&self, _entity: &EntityRef, _user_id: &str) -> Result<()> {
-        Err(unsupported("set_responsible"))
+    async fn create_deal(&self, deal: &NewDeal) -> Result<String> {
+        let mut fields = json!({
+            "TITLE": deal.title,
+            "OPPORTUNITY": format!("{:.2}", deal.amount),
+            "COMMENTS": deal.comment,
+        });
+        match (&deal.pipeline_id, &deal.stage_id) {
+            (_, Some(stage)) => {
+                fields["STAGE_ID"] = json!(stage);
+                if let Some(p) = &deal.pipeline_id {
+                    fields["CATEGORY_ID"] = num(p);
+                }
+            }
+            (Some(p), None) => fields["CATEGORY_ID"] = num(p),
+            (None, None) => {
+                let (p, stage) = self.default_first_stage().await?;
+                fields["CATEGORY_ID"] = num(&p);
+                fields["STAGE_ID"] = json!(stage);
+            }
+        }
+        for (k, v) in [
+            ("ASSIGNED_BY_ID", &deal.responsible_id),
+            ("CONTACT_ID", &deal.contact_id),
+            ("COMPANY_ID", &deal.company_id),
+            ("LEAD_ID", &deal.lead_id),
+        ] {
+            if let Some(v) = v {
+                fields[k] = num(v);
+            }
+        }
+        self.add("crm.deal.add", fields).await
     }
 
-    async fn move_deal(&self, _deal_id: &str, _stage_id: &str) -> Result<()> {
-        Err(unsupported("move_deal"))
+    async fn create_contact(&self, contact: &NewContact) -> Result<String> {
+        let name = contact.name.trim();
+        let (first, last) = name.split_once(' ').unwrap_or((name, ""));
+        let mut fields = json!({
+            "NAME": first,
+            "PHONE": [{"VALUE": contact.phone, "VALUE_TYPE": "WORK"}],
+        });
+        if !last.trim().is_empty() {
+            fields["LAST_NAME"] = json!(last.trim());
+        }
+        if let Some(r) = &contact.responsible_id {
+            fields["ASSIGNED_BY_ID"] = num(r);
+        }
+        self.add("crm.contact.add", fields).await
     }
 
-    async fn close_deal_lost(&self, _deal_id: &str, _reason: &str) -> Result<()> {
-        Err(unsupported("close_deal_lost"))
+    async fn set_responsible(&self, entity: &EntityRef, user_id: &str) -> Result<()> {
+        let user = num(user_id);
+        match entity.kind {
+            EntityKind::Task => match entity.id.strip_prefix("todo-") {
+                Some(id) => {
+                    self.update(
+                        "crm.activity.update",
+                        json!({"id": num(id), "fields": {"RESPONSIBLE_ID": user}}),
+                    )
+                    .await
+                }
+                None => {
+                    self.call(
+                        "tasks.task.update",
+                        &json!({"taskId": num(&entity.id), "fields": {"RESPONSIBLE_ID": user}}),
+                    )
+                    .await?;
+                    Ok(())
+                }
+            },
+            EntityKind::Activity => {
+                self.update(
+                    "crm.activity.update",
+                    json!({"id": num(&entity.id), "fields": {"RESPONSIBLE_ID": user}}),
+                )
+                .await
+            }
+            kind => {
+                let method = format!("crm.{}.update", crm_name(kind));
+                self.update(
+                    &method,
+                    json!({"id": num(&entity.id), "fields": {"ASSIGNED_BY_ID": user}}),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn move_deal(&self, deal_id: &str, stage_id: &str) -> Result<()> {
+        self.update(
+            "crm.deal.update",
+            json!({"id": num(deal_id), "fields": {"STAGE_ID": stage_id}}),
+        )
+        .await
+    }
+
+    async fn close_deal_lost(&self, deal_id: &str, reason: &str) -> Result<()> {
+        let env = self
+            .call("crm.deal.get", &json!({"id": num(deal_id)}))
+            .await?;
+        let cat = env["result"]
+            .get("CATEGORY_ID")
+            .and_then(text)
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| "0".into());
+        let current = env["result"].get("STAGE_ID").and_then(text);
+        let entity = if cat == "0" {
+            "DEAL_STAGE".to_string()
+        } else {
+            format!("DEAL_STAGE_{cat}")
+        };
+        let env = self
+            .call(
+                "crm.status.list",
+                &json!({"filter": {"ENTITY_ID": entity}, "order": {"SORT": "ASC"}}),
+            )
+            .await?;
+        let lost = map::stages(&cat, &env["result"])
+            .into_iter()
+            .find(|s| s.semantics == crate::domain::Semantics::Lost)
+            .map(|s| s.id)
+            .unwrap_or_else(|| {
+                if cat == "0" {
+                    "LOSE".into()
+                } else {
+                    format!("C{cat}:LOSE")
+                }
+            });
+        if current.as_deref() != Some(lost.as_str()) {
+            self.move_deal(deal_id, &lost).await?;
+        }
+        let note = format!("Сделка закрыта как проигранная. Причина: {reason}");
+        self.add_comment(&EntityRef::new(EntityKind::Deal, deal_id), &note)
+            .await?;
+        Ok(())
     }
 
     async fn update_tags(
         &self,
-        _entity: &EntityRef,
-        _add: &[String],
-        _remove: &[String],
+        entity: &EntityRef,
+        add: &[String],
+        remove: &[String],
     ) -> Result<()> {
-        Err(unsupported("update_tags"))
+        let Some(field) = &self.flag_field else {
+            return Err(self.err(
+                ErrorKind::Permanent,
+                "update_tags",
+                "",
+                "Bitrix24 CRM records have no tags: set crm.flag_field to a multiple string user field (UF_CRM_...) of deals, contacts and companies",
+            ));
+        };
+        if !matches!(
+            entity.kind,
+            EntityKind::Deal | EntityKind::Contact | EntityKind::Company
+        ) {
+            return Err(self.err(
+                ErrorKind::Permanent,
+                "update_tags",
+                "",
+                format!(
+                    "flags are kept on deals, contacts and companies, not on a {}",
+                    entity.kind.as_str()
+                ),
+            ));
+        }
+        let name = crm_name(entity.kind);
+        let list = format!("crm.{name}.list");
+        let env = self
+            .call(
+                &list,
+                &json!({"filter": {"ID": num(&entity.id)}, "select": ["ID", field], "start": -1}),
+            )
+            .await?;
+        let row = env["result"]
+            .as_array()
+            .and_then(|rows| rows.first())
+            .cloned()
+            .ok_or_else(|| {
+                let url = self.shown_url(&list);
+                self.err(
+                    ErrorKind::Permanent,
+                    &list,
+                    &url,
+                    format!("{name} {} not found", entity.id),
+                )
+            })?;
+        let current = row.get(field.as_str()).map(flag_values).unwrap_or_default();
+        let mut next: Vec<String> = current
+            .iter()
+            .filter(|f| !remove.contains(f))
+            .cloned()
+            .collect();
+        for a in add {
+            let a = a.trim();
+            if !a.is_empty() && !next.iter().any(|f| f == a) {
+                next.push(a.to_string());
+            }
+        }
+        if next == current {
+            return Ok(());
+        }
+        let value = if next.is_empty() {
+            json!("")
+        } else {
+            json!(next)
+        };
+        let mut fields = Map::new();
+        fields.insert(field.clone(), value);
+        self.update(
+            &format!("crm.{name}.update"),
+            json!({"id": num(&entity.id), "fields": fields}),
+        )
+        .await
     }
 
-    async fn complete_task(&self, _task_id: &str, _result: &str) -> Result<()> {
-        Err(unsupported("complete_task"))
+    async fn complete_task(&self, task_id: &str, result: &str) -> Result<()> {
+        if let Some(id) = task_id.strip_prefix("todo-") {
+            let env = self
+                .call(
+                    "crm.activity.list",
+                    &json!({"filter": {"ID": num(id)}, "select": ["ID", "OWNER_TYPE_ID", "OWNER_ID", "COMPLETED"]}),
+                )
+                .await?;
+            let row = env["result"]
+                .as_array()
+                .and_then(|r| r.first())
+                .cloned()
+                .ok_or_else(|| {
+                    let url = self.shown_url("crm.activity.list");
+                    self.err(
+                        ErrorKind::Permanent,
+                        "crm.activity.list",
+                        &url,
+                        format!("to-do {id} not found"),
+                    )
+                })?;
+            if row.get("COMPLETED").and_then(text).as_deref() != Some("Y") {
+                self.update(
+                    "crm.activity.update",
+                    json!({"id": num(id), "fields": {"COMPLETED": "Y"}}),
+                )
+                .await?;
+            }
+            let owner = match row.get("OWNER_TYPE_ID").and_then(text).as_deref() {
+                Some("1") => Some(EntityKind::Lead),
+                Some("2") => Some(EntityKind::Deal),
+                Some("3") => Some(EntityKind::Contact),
+                Some("4") => Some(EntityKind::Company),
+                _ => None,
+            };
+            let owner_id = row.get("OWNER_ID").and_then(text).filter(|o| o != "0");
+            if let (Some(kind), Some(oid), false) = (owner, owner_id, result.trim().is_empty()) {
+                self.add_comment(&EntityRef::new(kind, oid), result).await?;
+            }
+            return Ok(());
+        }
+        self.call("tasks.task.complete", &json!({"taskId": num(task_id)}))
+            .await?;
+        if !result.trim().is_empty() {
+            self.call(
+                "task.commentitem.add",
+                &json!({"TASKID": num(task_id), "FIELDS": {"POST_MESSAGE": result}}),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
-    async fn register_call(&self, _call: &crate::crm::CallRecord) -> Result<String> {
-        Err(unsupported("register_call"))
+    async fn register_call(&self, call: &CallRecord) -> Result<String> {
+        let oauth = matches!(self.auth, Auth::OAuth(_));
+        if let Some(id) = self.registered_call(call, oauth).await? {
+            return Ok(id);
+        }
+        let Some(user) = call.responsible_id.as_deref() else {
+            return Err(self.err(
+                ErrorKind::Permanent,
+                "register_call",
+                "",
+                "a call needs the responsible user (the employee who talked)",
+            ));
+        };
+        if oauth {
+            self.register_external_call(call, user).await
+        } else {
+            self.add_call_activity(call, user).await
+        }
     }
 }
 
-/// Interim error for operations this connector does not perform yet.
-fn unsupported(op: &str) -> crate::http::Error {
-    crate::http::Error::new(
-        crate::http::ErrorKind::Permanent,
-        "bitrix24",
-        op,
-        "",
-        "not supported by this connector yet",
-    )
+/// An id as a JSON number when it is one.
+fn num(id: &str) -> Value {
+    id.trim()
+        .parse::<u64>()
+        .map(|n| json!(n))
+        .unwrap_or_else(|_| json!(id))
+}
+
+/// `crm.{name}.*` of a CRM entity kind.
+fn crm_name(kind: EntityKind) -> &'static str {
+    match kind {
+        EntityKind::Lead => "lead",
+        EntityKind::Deal => "deal",
+        EntityKind::Contact => "contact",
+        EntityKind::Company => "company",
+        EntityKind::Task => "task",
+        EntityKind::Activity => "activity",
+    }
+}
+
+fn owner_type_id(kind: EntityKind) -> Option<u64> {
+    match kind {
+        EntityKind::Lead => Some(1),
+        EntityKind::Deal => Some(2),
+        EntityKind::Contact => Some(3),
+        EntityKind::Company => Some(4),
+        _ => None,
+    }
+}
+
+impl Bitrix24 {
+    /// `crm.*.add`: returns the new id.
+    async fn add(&self, method: &str, fields: Value) -> Result<String> {
+        let env = self
+            .call(
+                method,
+                &json!({"fields": fields, "params": {"REGISTER_SONET_EVENT": "Y"}}),
+            )
+            .await?;
+        text(&env["result"])
+            .filter(|id| id.parse::<u64>().is_ok_and(|n| n > 0))
+            .ok_or_else(|| self.decode(method, "answer has no new id"))
+    }
+
+    /// `crm.*.update`: `result: true` expected.
+    async fn update(&self, method: &str, params: Value) -> Result<()> {
+        let env = self.call(method, &params).await?;
+        match &env["result"] {
+            Value::Bool(true) => Ok(()),
+            v if text(v).is_some_and(|t| t == "Y" || t == "1" || t == "true") => Ok(()),
+            _ => Err(self.decode(method, "update was not confirmed")),
+        }
+    }
+
+    /// The default deal pipeline and its first open stage.
+    async fn default_first_stage(&self) -> Result<(String, String)> {
+        let mut cached = self.default_stage.lock().await;
+        if let Some(c) = cached.as_ref() {
+            return Ok(c.clone());
+        }
+        let pipelines = self.pipelines().await?;
+        let deals: Vec<&Pipeline> = pipelines.iter().filter(|p| p.id != "leads").collect();
+        let p = deals
+            .iter()
+            .find(|p| p.is_default)
+            .or_else(|| deals.iter().find(|p| p.id == "0"))
+            .or(deals.first())
+            .ok_or_else(|| self.decode("crm.category.list", "no deal pipelines"))?;
+        let stage = p
+            .stages
+            .iter()
+            .find(|s| s.semantics == crate::domain::Semantics::Open)
+            .map(|s| s.id.clone())
+            .ok_or_else(|| {
+                self.decode("crm.status.list", "the default pipeline has no open stage")
+            })?;
+        let found = (p.id.clone(), stage);
+        *cached = Some(found.clone());
+        Ok(found)
+    }
+
+    /// The CRM id of a call registered earlier with the same external id.
+    async fn registered_call(&self, call: &CallRecord, oauth: bool) -> Result<Option<String>> {
+        if oauth {
+            let env = self
+                .call(
+                    "voximplant.statistic.get",
+                    &json!({"FILTER": {"EXTERNAL_CALL_ID": call.external_id}, "SORT": "ID", "ORDER": "ASC"}),
+                )
+                .await?;
+            let row = env["result"].as_array().and_then(|r| r.first()).cloned();
+            return Ok(row.and_then(|r| {
+                r.get("CRM_ACTIVITY_ID")
+                    .and_then(text)
+                    .filter(|a| !a.is_empty() && a != "0")
+                    .or_else(|| r.get("CALL_ID").and_then(text))
+            }));
+        }
+        let env = self
+            .call(
+                "crm.activity.list",
+                &json!({
+                    "filter": {"ORIGIN_ID": call.external_id, "TYPE_ID": 2},
+                    "select": ["ID"],
+                    "order": {"ID": "ASC"},
+                    "start": -1,
+                }),
+            )
+            .await?;
+        Ok(env["result"]
+            .as_array()
+            .and_then(|r| r.first())
+            .and_then(|r| r.get("ID").and_then(text)))
+    }
+
+    /// OAuth application: telephony.externalCall.register + finish.
+    async fn register_external_call(&self, call: &CallRecord, user: &str) -> Result<String> {
+        let mut p = json!({
+            "USER_ID": num(user),
+            "PHONE_NUMBER": call.phone,
+            "TYPE": if call.direction == crate::domain::Direction::Out { 1 } else { 2 },
+            "CALL_START_DATE": call.started_at.format("%Y-%m-%dT%H:%M:%S+00:00").to_string(),
+            "CRM_CREATE": 0,
+            "SHOW": 0,
+            "EXTERNAL_CALL_ID": call.external_id,
+        });
+        if let Some(e) = &call.entity {
+            let ty = match e.kind {
+                EntityKind::Contact => Some("CONTACT"),
+                EntityKind::Company => Some("COMPANY"),
+                EntityKind::Lead => Some("LEAD"),
+                _ => None,
+            };
+            if let Some(ty) = ty {
+                p["CRM_ENTITY_TYPE"] = json!(ty);
+                p["CRM_ENTITY_ID"] = num(&e.id);
+            }
+        }
+        let env = self.call("telephony.externalCall.register", &p).await?;
+        let call_id = env["result"]
+            .get("CALL_ID")
+            .and_then(text)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                self.decode("telephony.externalCall.register", "answer has no CALL_ID")
+            })?;
+        let duration = if call.answered {
+            call.duration_s.max(0)
+        } else {
+            0
+        };
+        let env = self
+            .call(
+                "telephony.externalCall.finish",
+                &json!({
+                    "CALL_ID": call_id,
+                    "USER_ID": num(user),
+                    "DURATION": duration,
+                    "STATUS_CODE": if call.answered { "200" } else { "304" },
+                }),
+            )
+            .await?;
+        Ok(env["result"]
+            .get("CRM_ACTIVITY_ID")
+            .and_then(text)
+            .filter(|a| !a.is_empty() && a != "0")
+            .unwrap_or(call_id))
+    }
+
+    /// Inbound webhook (telephony.* needs an application): a call activity on the timeline.
+    async fn add_call_activity(&self, call: &CallRecord, user: &str) -> Result<String> {
+        let owner = match &call.entity {
+            Some(e) if owner_type_id(e.kind).is_some() => e.clone(),
+            _ => {
+                let found = self.find_by_phone(&call.phone).await?;
+                [EntityKind::Contact, EntityKind::Company, EntityKind::Lead]
+                    .iter()
+                    .find_map(|k| found.iter().find(|r| r.kind == *k).cloned())
+                    .ok_or_else(|| {
+                        self.err(
+                            ErrorKind::Permanent,
+                            "crm.activity.add",
+                            "",
+                            "no lead, contact or company has this number: a webhook can put a call only on an existing record",
+                        )
+                    })?
+            }
+        };
+        let type_id = owner_type_id(owner.kind).unwrap_or(3);
+        let incoming = call.direction == crate::domain::Direction::In;
+        let subject = match (incoming, call.answered) {
+            (true, true) => "Входящий звонок",
+            (true, false) => "Пропущенный звонок",
+            (false, true) => "Исходящий звонок",
+            (false, false) => "Исходящий звонок (без ответа)",
+        };
+        let duration = if call.answered {
+            call.duration_s.max(0)
+        } else {
+            0
+        };
+        let end = call.started_at + chrono::Duration::seconds(duration);
+        let fmt = |t: &crate::domain::Ts| t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+        let mut fields = json!({
+            "OWNER_TYPE_ID": type_id,
+            "OWNER_ID": num(&owner.id),
+            "TYPE_ID": 2,
+            "DIRECTION": if incoming { 1 } else { 2 },
+            "SUBJECT": subject,
+            "RESPONSIBLE_ID": num(user),
+            "COMMUNICATIONS": [{
+                "VALUE": call.phone,
+                "ENTITY_ID": num(&owner.id),
+                "ENTITY_TYPE_ID": type_id,
+            }],
+            "START_TIME": fmt(&call.started_at),
+            "END_TIME": fmt(&end),
+            "COMPLETED": "Y",
+            "ORIGIN_ID": call.external_id,
+        });
+        if let Some(url) = &call.recording_url {
+            fields["DESCRIPTION"] = json!(format!("Запись разговора: {url}"));
+        }
+        let env = self
+            .call("crm.activity.add", &json!({"fields": fields}))
+            .await?;
+        text(&env["result"])
+            .filter(|id| id.parse::<u64>().is_ok_and(|n| n > 0))
+            .ok_or_else(|| self.decode("crm.activity.add", "answer has no activity id"))
+    }
 }
 
 #[cfg(test)]

@@ -247,18 +247,207 @@ fn sort_rows(rows: &mut [Row], order: &[(String, bool)]) {
 
 /// Keeps the selected fields. `*` (or no select) means every plain field except the ones in
 /// `explicit_only` (multi-fields, COMMUNICATIONS) and user fields; those come only when named.
-pub fn project(row: &Row, select: &[String], explicit_only: &[&str]) -> Row {
+pub fn project(row: Row, select: &[String], explicit_only: &[&str]) -> Row {
     let all = select.is_empty() || select.iter().any(|s| s == "*");
+    if all
+        && row
+            .keys()
+            .all(|k| !explicit_only.contains(&k.as_str()) && !k.starts_with("UF_"))
+    {
+        return row;
+    }
     let named = |k: &str| select.iter().any(|s| s.eq_ignore_ascii_case(k));
-    row.iter()
+    row.into_iter()
         .filter(|(k, _)| {
             if k.as_str() == "ID" || named(k) {
                 return true;
             }
             all && !explicit_only.contains(&k.as_str()) && !k.starts_with("UF_")
         })
-        .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// The part of a filter that can be decided on a record's id and modification time alone, so
+/// that a list walks only the id range it needs and builds rows only for candidates.
+#[derive(Debug, Clone)]
+pub struct Pre {
+    /// Inclusive id bounds.
+    pub lo: u64,
+    pub hi: u64,
+    /// (operator, instant) conditions on the modification-time field.
+    dates: Vec<(&'static str, DateTime<Utc>)>,
+    /// Nothing can match (empty id range, unparsable date).
+    pub impossible: bool,
+    /// The filter holds nothing else: the pre-check alone decides a match.
+    pub exact: bool,
+}
+
+impl Pre {
+    pub fn new(filter: &Map<String, Value>, date_field: &str) -> Pre {
+        let mut pre = Pre {
+            lo: 0,
+            hi: u64::MAX,
+            dates: Vec::new(),
+            impossible: false,
+            exact: true,
+        };
+        for (key, want) in filter {
+            let (op, field) = split_key(key);
+            let field = field.to_ascii_uppercase();
+            if field == "ID" {
+                let Ok(v) = scalar(want).trim().parse::<u64>() else {
+                    pre.exact = false;
+                    continue;
+                };
+                match op {
+                    ">" => match v.checked_add(1) {
+                        Some(x) => pre.lo = pre.lo.max(x),
+                        None => pre.impossible = true,
+                    },
+                    ">=" => pre.lo = pre.lo.max(v),
+                    "<" => match v.checked_sub(1) {
+                        Some(x) => pre.hi = pre.hi.min(x),
+                        None => pre.impossible = true,
+                    },
+                    "<=" => pre.hi = pre.hi.min(v),
+                    "" | "=" => {
+                        pre.lo = pre.lo.max(v);
+                        pre.hi = pre.hi.min(v);
+                    }
+                    _ => pre.exact = false,
+                }
+            } else if field == date_field {
+                let op: &'static str = match op {
+                    ">" => ">",
+                    ">=" => ">=",
+                    "<" => "<",
+                    "<=" => "<=",
+                    _ => {
+                        pre.exact = false;
+                        continue;
+                    }
+                };
+                match parse_date(&scalar(want)) {
+                    Some(t) => pre.dates.push((op, t)),
+                    None => pre.impossible = true,
+                }
+            } else {
+                pre.exact = false;
+            }
+        }
+        if pre.lo > pre.hi {
+            pre.impossible = true;
+        }
+        pre
+    }
+
+    /// The inclusive id range to walk.
+    pub fn range(&self) -> std::ops::RangeInclusive<u64> {
+        self.lo..=self.hi
+    }
+
+    /// Whether a record passes the id and date conditions (dates compare at the one-second
+    /// precision rows are rendered with).
+    pub fn pass(&self, id: u64, updated: DateTime<Utc>) -> bool {
+        if self.impossible || id < self.lo || id > self.hi {
+            return false;
+        }
+        let t = DateTime::from_timestamp(updated.timestamp(), 0).unwrap_or(updated);
+        self.dates.iter().all(|(op, want)| match *op {
+            ">" => t > *want,
+            ">=" => t >= *want,
+            "<" => t < *want,
+            _ => t <= *want,
+        })
+    }
+}
+
+/// `Some(descending)` when a list is ordered by ID alone (or by default), else `None`.
+pub fn id_order(req: &ListReq, default_desc: bool) -> Option<bool> {
+    match req.order.as_slice() {
+        [] => Some(default_desc),
+        [(f, desc)] if f.eq_ignore_ascii_case("ID") => Some(*desc),
+        _ => None,
+    }
+}
+
+/// Pages `items` (ids with modification times, already in the requested ID order) without
+/// building rows for records the page does not need. `row_of` renders one record.
+pub fn scan(
+    req: &ListReq,
+    pre: &Pre,
+    items: impl Iterator<Item = (u64, DateTime<Utc>)>,
+    row_of: impl Fn(u64) -> Option<Row>,
+) -> ListOut {
+    let mut candidates = items.filter(|(id, up)| pre.pass(*id, *up));
+    let mut rows = Vec::new();
+    if pre.impossible {
+        return ListOut {
+            rows,
+            total: 0,
+            next: None,
+        };
+    }
+    if req.start < 0 {
+        for (id, _) in candidates.by_ref() {
+            if let Some(r) = row_of(id)
+                && (pre.exact || matches(&r, &req.filter))
+            {
+                rows.push(r);
+                if rows.len() == PAGE {
+                    break;
+                }
+            }
+        }
+        return ListOut {
+            rows,
+            total: 0,
+            next: None,
+        };
+    }
+    let start = req.start as usize;
+    let mut n = 0usize;
+    for (id, _) in candidates {
+        let in_page = n >= start && n < start + PAGE;
+        if pre.exact && !in_page {
+            n += 1;
+            continue;
+        }
+        let Some(r) = row_of(id) else { continue };
+        if !pre.exact && !matches(&r, &req.filter) {
+            continue;
+        }
+        if in_page {
+            rows.push(r);
+        }
+        n += 1;
+    }
+    ListOut {
+        rows,
+        total: n as u64,
+        next: (start + PAGE < n).then_some((start + PAGE) as u64),
+    }
+}
+
+/// Merges two ascending (or, with `desc`, descending) id streams.
+pub fn merge_ids<A, B>(a: A, b: B, desc: bool) -> impl Iterator<Item = (u64, DateTime<Utc>)>
+where
+    A: Iterator<Item = (u64, DateTime<Utc>)>,
+    B: Iterator<Item = (u64, DateTime<Utc>)>,
+{
+    let mut a = a.peekable();
+    let mut b = b.peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) => {
+            if (x.0 < y.0) != desc {
+                a.next()
+            } else {
+                b.next()
+            }
+        }
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 /// Filters, orders and pages `rows` the way `crm.*.list` does.

@@ -1,6 +1,8 @@
 //! The REST methods of the fake: each renders or changes the shared world in the legacy wire
 //! format (string ids, "Y"/"N", money as "19999.99", dates with +03:00, empty dates as "").
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, FixedOffset, Utc};
 use serde_json::{Map, Value, json};
 
@@ -706,7 +708,7 @@ fn list_out(out: list::ListOut, select: &[String], explicit_only: &[&str]) -> Ou
     Out {
         result: Value::Array(
             out.rows
-                .iter()
+                .into_iter()
                 .map(|r| Value::Object(list::project(r, select, explicit_only)))
                 .collect(),
         ),
@@ -736,6 +738,148 @@ fn not_found() -> ApiError {
     ApiError::method("Not found")
 }
 
+/// The ids (with modification times) of a map inside the pre-check's id range, in ID order.
+fn keys<'a, T>(
+    m: &'a BTreeMap<u64, T>,
+    pre: &list::Pre,
+    desc: bool,
+    updated: fn(&T) -> Ts,
+) -> Box<dyn Iterator<Item = (u64, Ts)> + 'a> {
+    if pre.impossible {
+        return Box::new(std::iter::empty());
+    }
+    let it = m.range(pre.range()).map(move |(id, v)| (*id, updated(v)));
+    if desc {
+        Box::new(it.rev())
+    } else {
+        Box::new(it)
+    }
+}
+
+/// Adds the flag field values (world `tags`) under every `UF_CRM_*` name in `names`.
+fn with_flags(mut row: Row, tags: &[String], names: &[String]) -> Row {
+    for n in names {
+        row.insert(n.clone(), json!(tags));
+    }
+    row
+}
+
+/// `crm.{deal,lead,contact,company,activity}.list`: walks only the id range the filter allows
+/// and renders rows only for candidates, so chained fast-paging pages stay cheap at any size.
+fn crm_list(sim: &Sim, method: &str, p: &Value) -> Result<Out, ApiError> {
+    let req = list::parse_req(p);
+    let flags: Vec<String> = req
+        .select
+        .iter()
+        .filter(|s| s.to_ascii_uppercase().starts_with("UF_CRM_"))
+        .map(|s| s.to_ascii_uppercase())
+        .collect();
+    let activity = method == "crm.activity.list";
+    let date_field = if activity {
+        "LAST_UPDATED"
+    } else {
+        "DATE_MODIFY"
+    };
+    let pre = list::Pre::new(&req.filter, date_field);
+    // Indexed activity lookups: by ORIGIN_ID, and to-dos only.
+    let eq = |field: &str| {
+        req.filter
+            .iter()
+            .find(|(k, _)| {
+                let (op, f) = list::split_key(k);
+                matches!(op, "" | "=") && f.eq_ignore_ascii_case(field)
+            })
+            .map(|(_, v)| scalar(v))
+    };
+    let origin = eq("ORIGIN_ID");
+    let todo_only = eq("PROVIDER_ID").is_some_and(|p| p == "CRM_TODO");
+    let todos = if activity {
+        sim.b24.todos()
+    } else {
+        Default::default()
+    };
+    let w = sim.world();
+    let gone = deleted(&w);
+    let owner = match method {
+        "crm.deal.list" => Owner::Deal,
+        "crm.lead.list" => Owner::Lead,
+        "crm.contact.list" => Owner::Contact,
+        _ => Owner::Company,
+    };
+    let alive = |id: &(u64, Ts)| activity || !gone.contains(&(owner, id.0));
+    let row_of = |id: u64| -> Option<Row> {
+        match method {
+            "crm.deal.list" => w
+                .deals
+                .get(&id)
+                .map(|d| with_flags(deal_row(&w, d), &d.tags, &flags)),
+            "crm.lead.list" => w.leads.get(&id).map(lead_row),
+            "crm.contact.list" => w
+                .contacts
+                .get(&id)
+                .map(|c| with_flags(contact_row(c), &c.tags, &flags)),
+            "crm.company.list" => w
+                .companies
+                .get(&id)
+                .map(|c| with_flags(company_row(c), &c.tags, &flags)),
+            _ => match w.activities.get(&id) {
+                Some(a) => Some(activity_row(a)),
+                None => todos
+                    .contains(&id)
+                    .then(|| w.tasks.get(&id).map(todo_row))
+                    .flatten(),
+            },
+        }
+    };
+    let items = |desc: bool| -> Box<dyn Iterator<Item = (u64, Ts)> + '_> {
+        match method {
+            "crm.deal.list" => keys(&w.deals, &pre, desc, |d| d.updated_at),
+            "crm.lead.list" => keys(&w.leads, &pre, desc, |l| l.updated_at),
+            "crm.contact.list" => keys(&w.contacts, &pre, desc, |c| c.updated_at),
+            "crm.company.list" => keys(&w.companies, &pre, desc, |c| c.updated_at),
+            _ => {
+                let mut t: Vec<(u64, Ts)> = todos
+                    .iter()
+                    .filter(|id| pre.range().contains(id))
+                    .filter_map(|id| w.tasks.get(id).map(|t| (*id, t.updated_at)))
+                    .collect();
+                if desc {
+                    t.reverse();
+                }
+                if todo_only {
+                    return Box::new(t.into_iter());
+                }
+                let acts = keys(&w.activities, &pre, desc, |a| a.updated_at);
+                match &origin {
+                    Some(o) => {
+                        let o = o.clone();
+                        let wr: &World = &w;
+                        Box::new(acts.filter(move |(id, _)| {
+                            wr.activities
+                                .get(id)
+                                .is_some_and(|a| a.external_id.as_deref() == Some(o.as_str()))
+                        }))
+                    }
+                    None => Box::new(list::merge_ids(acts, t.into_iter(), desc)),
+                }
+            }
+        }
+    };
+    let out = match list::id_order(&req, false) {
+        Some(desc) => list::scan(&req, &pre, items(desc).filter(alive), row_of),
+        None => {
+            let rows: Vec<Row> = items(false)
+                .filter(alive)
+                .filter(|(id, up)| pre.pass(*id, *up))
+                .filter_map(|(id, _)| row_of(id))
+                .collect();
+            list::run(rows, &req, false)
+        }
+    };
+    let explicit = if activity { ACT_EXPLICIT } else { MULTI };
+    Ok(list_out(out, &req.select, explicit))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Dispatch
 // ---------------------------------------------------------------------------------------------
@@ -744,53 +888,14 @@ fn not_found() -> ApiError {
 pub fn call(sim: &Sim, auth: AuthKind, method: &str, p: &Value) -> Result<Out, ApiError> {
     let now = Utc::now();
     match method {
-        "crm.deal.list" | "crm.lead.list" | "crm.contact.list" | "crm.company.list"
-        | "crm.activity.list" | "crm.status.list" => {
+        "crm.status.list" => {
             let req = list::parse_req(p);
-            let w = sim.world();
-            let gone = deleted(&w);
-            let alive = |o: Owner, id: &u64| !gone.contains(&(o, *id));
-            let rows: Vec<Row> = match method {
-                "crm.deal.list" => w
-                    .deals
-                    .values()
-                    .filter(|d| alive(Owner::Deal, &d.id))
-                    .map(|d| deal_row(&w, d))
-                    .collect(),
-                "crm.lead.list" => w
-                    .leads
-                    .values()
-                    .filter(|l| alive(Owner::Lead, &l.id))
-                    .map(lead_row)
-                    .collect(),
-                "crm.contact.list" => w
-                    .contacts
-                    .values()
-                    .filter(|c| alive(Owner::Contact, &c.id))
-                    .map(contact_row)
-                    .collect(),
-                "crm.company.list" => w
-                    .companies
-                    .values()
-                    .filter(|c| alive(Owner::Company, &c.id))
-                    .map(company_row)
-                    .collect(),
-                "crm.activity.list" => {
-                    let todos = sim.b24.todos();
-                    let mut rows: Vec<Row> = w.activities.values().map(activity_row).collect();
-                    rows.extend(todos.iter().filter_map(|id| w.tasks.get(id)).map(todo_row));
-                    rows
-                }
-                _ => status_rows(&w),
-            };
-            let explicit = if method == "crm.activity.list" {
-                ACT_EXPLICIT
-            } else {
-                MULTI
-            };
+            let rows = status_rows(&sim.world());
             let out = list::run(rows, &req, false);
-            Ok(list_out(out, &req.select, explicit))
+            Ok(list_out(out, &req.select, MULTI))
         }
+        "crm.deal.list" | "crm.lead.list" | "crm.contact.list" | "crm.company.list"
+        | "crm.activity.list" => crm_list(sim, method, p),
         "crm.deal.get" | "crm.lead.get" | "crm.contact.get" | "crm.company.get" => {
             let id = get_id(p)?;
             let w = sim.world();
@@ -803,11 +908,21 @@ pub fn call(sim: &Sim, auth: AuthKind, method: &str, p: &Value) -> Result<Out, A
             if deleted(&w).contains(&(owner, id)) {
                 return Err(not_found());
             }
+            let flags: Vec<String> = sim.b24.flag_name().into_iter().collect();
             let row = match method {
-                "crm.deal.get" => w.deals.get(&id).map(|d| deal_row(&w, d)),
+                "crm.deal.get" => w
+                    .deals
+                    .get(&id)
+                    .map(|d| with_flags(deal_row(&w, d), &d.tags, &flags)),
                 "crm.lead.get" => w.leads.get(&id).map(lead_row),
-                "crm.contact.get" => w.contacts.get(&id).map(contact_row),
-                _ => w.companies.get(&id).map(company_row),
+                "crm.contact.get" => w
+                    .contacts
+                    .get(&id)
+                    .map(|c| with_flags(contact_row(c), &c.tags, &flags)),
+                _ => w
+                    .companies
+                    .get(&id)
+                    .map(|c| with_flags(company_row(c), &c.tags, &flags)),
             };
             // `get` returns every field including multi-fields.
             row.map(|r| single(Value::Object(r))).ok_or_else(not_found)
@@ -818,6 +933,30 @@ pub fn call(sim: &Sim, auth: AuthKind, method: &str, p: &Value) -> Result<Out, A
         "crm.lead.update" => lead_update(sim, p, now),
         "crm.contact.add" => contact_add(sim, p, now),
         "crm.contact.update" => contact_update(sim, p, now),
+        "crm.company.update" => company_update(sim, p, now),
+        "crm.activity.update" => activity_update(sim, p, now),
+        "tasks.task.complete" => task_complete(sim, p, now),
+        "task.commentitem.add" => task_comment_add(sim, p, now),
+        "voximplant.statistic.get" => {
+            let mut req = list::parse_req(p);
+            req.order = match param(p, &["SORT", "sort"]) {
+                Some(v) => {
+                    let desc = param(p, &["ORDER", "order"])
+                        .map(scalar)
+                        .is_some_and(|o| o.eq_ignore_ascii_case("desc"));
+                    vec![(scalar(v), desc)]
+                }
+                None => Vec::new(),
+            };
+            let out = list::run(sim.b24.call_stats(), &req, false);
+            let n = out.rows.len();
+            Ok(Out {
+                result: Value::Array(out.rows.into_iter().map(Value::Object).collect()),
+                total: Some(out.total),
+                next: out.next,
+                rows: n,
+            })
+        }
         "crm.category.list" => {
             let et = pu64(p, &["entityTypeId", "ENTITY_TYPE_ID"])
                 .ok_or_else(|| ApiError::new(400, "NOT_FOUND", "Smart process not found"))?;
@@ -855,13 +994,29 @@ pub fn call(sim: &Sim, auth: AuthKind, method: &str, p: &Value) -> Result<Out, A
             let req = list::parse_req(p);
             let todos = sim.b24.todos();
             let w = sim.world();
-            let rows: Vec<Row> = w
-                .tasks
-                .values()
-                .filter(|t| !todos.contains(&t.id))
-                .map(|t| task_row(t, now))
-                .collect();
-            let out = list::run(rows, &req, true);
+            let pre = list::Pre::new(&req.filter, "CHANGED_DATE");
+            let row_of = |id: u64| {
+                w.tasks
+                    .get(&id)
+                    .filter(|t| !todos.contains(&t.id))
+                    .map(|t| task_row(t, now))
+            };
+            let out = match list::id_order(&req, true) {
+                Some(desc) => {
+                    let items = keys(&w.tasks, &pre, desc, |t| t.updated_at)
+                        .filter(|(id, _)| !todos.contains(id));
+                    list::scan(&req, &pre, items, row_of)
+                }
+                None => {
+                    let rows: Vec<Row> = w
+                        .tasks
+                        .values()
+                        .filter(|t| pre.pass(t.id, t.updated_at))
+                        .filter_map(|t| row_of(t.id))
+                        .collect();
+                    list::run(rows, &req, true)
+                }
+            };
             let n = out.rows.len();
             let tasks: Vec<Value> = out.rows.iter().map(|r| task_out(r, &req.select)).collect();
             Ok(Out {
@@ -957,7 +1112,7 @@ fn deal_add(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
     let (pipeline_id, stage_id) = resolve_stage(&w, &f)?;
     let id = w.next_id();
     let kind = w.stage(stage_id).map(|(_, s)| s.kind);
-    let deal = SimDeal {
+    let mut deal = SimDeal {
         id,
         title: fstr(&f, "TITLE").unwrap_or_else(|| format!("Сделка #{id}")),
         pipeline_id,
@@ -976,6 +1131,7 @@ fn deal_add(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
         updated_at: now,
         closed_at: (kind != Some(StageKind::Open)).then_some(now),
     };
+    apply_flags(sim, &f, &mut deal.tags);
     w.deals.insert(id, deal);
     Ok(single(json!(id)))
 }
@@ -1020,6 +1176,7 @@ fn deal_update(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
     if let Some(c) = fu64(&f, "COMPANY_ID") {
         d.company_id = (c > 0).then_some(c);
     }
+    apply_flags(sim, &f, &mut d.tags);
     if let Some((pl, st)) = stage {
         d.pipeline_id = pl;
         d.stage_id = st;
@@ -1129,7 +1286,7 @@ fn contact_add(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
     if let Some(v) = f.get("EMAIL") {
         apply_multi(id, &mut emails, v);
     }
-    let c = SimContact {
+    let mut c = SimContact {
         id,
         first_name: fstr(&f, "NAME").unwrap_or_default(),
         last_name: fstr(&f, "LAST_NAME").unwrap_or_default(),
@@ -1141,6 +1298,7 @@ fn contact_add(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
         created_at: now,
         updated_at: now,
     };
+    apply_flags(sim, &f, &mut c.tags);
     w.contacts.insert(id, c);
     Ok(single(json!(id)))
 }
@@ -1168,8 +1326,141 @@ fn contact_update(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
     if let Some(co) = fu64(&f, "COMPANY_ID") {
         c.company_id = (co > 0).then_some(co);
     }
+    apply_flags(sim, &f, &mut c.tags);
     c.updated_at = now;
     Ok(single(json!(true)))
+}
+
+fn company_update(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
+    let id = get_id(p)?;
+    let f = fields(p);
+    let mut w = sim.world();
+    if deleted(&w).contains(&(Owner::Company, id)) {
+        return Err(not_found());
+    }
+    let c = w.companies.get_mut(&id).ok_or_else(not_found)?;
+    if let Some(t) = fstr(&f, "TITLE") {
+        c.title = t;
+    }
+    if let Some(v) = f.get("PHONE") {
+        apply_multi(id, &mut c.phones, v);
+    }
+    if let Some(v) = f.get("EMAIL") {
+        apply_multi(id, &mut c.emails, v);
+    }
+    if let Some(r) = fu64(&f, "ASSIGNED_BY_ID") {
+        c.responsible_id = r;
+    }
+    apply_flags(sim, &f, &mut c.tags);
+    c.updated_at = now;
+    Ok(single(json!(true)))
+}
+
+/// A `UF_CRM_*` multiple string field is where the fake keeps the world record's `tags`.
+fn apply_flags(sim: &Sim, f: &Map<String, Value>, tags: &mut Vec<String>) {
+    for (k, v) in f {
+        let name = k.to_ascii_uppercase();
+        if name.starts_with("UF_CRM_") {
+            *tags = as_list(v)
+                .iter()
+                .map(scalar)
+                .filter(|s| !s.trim().is_empty())
+                .collect();
+            sim.b24.set_flag_name(&name);
+        }
+    }
+}
+
+/// `crm.activity.update`: calls and meetings, and the to-dos kept as world tasks.
+fn activity_update(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
+    let id = get_id(p)?;
+    let f = fields(p);
+    let is_todo = sim.b24.todos().contains(&id);
+    let mut w = sim.world();
+    let resp = fu64(&f, "RESPONSIBLE_ID");
+    if let Some(r) = resp
+        && w.user(r).is_none()
+    {
+        return Err(ApiError::method("Responsible user not found"));
+    }
+    let completed = yes(fstr(&f, "COMPLETED"));
+    if let Some(a) = w.activities.get_mut(&id) {
+        if let Some(r) = resp {
+            a.responsible_id = r;
+        }
+        if let Some(c) = completed {
+            a.completed = c;
+        }
+        if let Some(s) = fstr(&f, "SUBJECT") {
+            a.subject = s;
+        }
+        a.updated_at = now;
+        return Ok(single(json!(true)));
+    }
+    let t = w
+        .tasks
+        .get_mut(&id)
+        .filter(|_| is_todo)
+        .ok_or_else(not_found)?;
+    if let Some(r) = resp {
+        t.responsible_id = r;
+    }
+    if let Some(c) = completed {
+        t.completed = c;
+        t.closed_at = c.then_some(now);
+    }
+    if let Some(s) = fstr(&f, "SUBJECT") {
+        t.title = s;
+    }
+    if let Some(s) = fstr(&f, "DESCRIPTION") {
+        t.description = s;
+    }
+    t.updated_at = now;
+    Ok(single(json!(true)))
+}
+
+fn task_complete(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
+    let id = pu64(p, &["taskId", "TASKID", "id"])
+        .ok_or_else(|| ApiError::new(400, "ERROR_CORE", "Task not found"))?;
+    let todos = sim.b24.todos();
+    let mut w = sim.world();
+    let t = w
+        .tasks
+        .get_mut(&id)
+        .filter(|t| !todos.contains(&t.id))
+        .ok_or_else(|| ApiError::new(400, "ERROR_CORE", "Task not found or not accessible"))?;
+    if !t.completed {
+        t.completed = true;
+        t.closed_at = Some(now);
+    }
+    t.updated_at = now;
+    let out = task_out(&task_row(t, now), &all_task_fields());
+    Ok(single(json!({"task": out})))
+}
+
+/// `task.commentitem.add` with named parameters `TASKID` and `FIELDS.POST_MESSAGE`.
+fn task_comment_add(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
+    let id = pu64(p, &["TASKID", "taskId", "0"])
+        .ok_or_else(|| ApiError::new(400, "ERROR_CORE", "Wrong task ID"))?;
+    let fields = param(p, &["FIELDS", "fields", "1"])
+        .cloned()
+        .unwrap_or(Value::Null);
+    let text = fields
+        .get("POST_MESSAGE")
+        .map(scalar)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ApiError::new(400, "ERROR_CORE", "POST_MESSAGE is empty"))?;
+    let todos = sim.b24.todos();
+    let mut w = sim.world();
+    let t = w
+        .tasks
+        .get_mut(&id)
+        .filter(|t| !todos.contains(&t.id))
+        .ok_or_else(|| ApiError::new(400, "ERROR_CORE", "Task not found or not accessible"))?;
+    t.result = Some(text);
+    t.updated_at = now;
+    let cid = w.next_id();
+    Ok(single(json!(cid)))
 }
 
 fn activity_add(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
@@ -1591,6 +1882,36 @@ fn call_finish(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
         }
         None => Value::Null,
     };
+    let (ety, eid) = match pending.owner {
+        Some((o, id)) => (
+            Value::String(format!("{o:?}").to_ascii_uppercase()),
+            Value::String(id.to_string()),
+        ),
+        None => (Value::Null, Value::Null),
+    };
+    let stat_id = w.next_id();
+    drop(w);
+    sim.b24.push_call_stat(to_row(json!({
+        "ID": stat_id.to_string(),
+        "CALL_ID": call_id,
+        "EXTERNAL_CALL_ID": pending.external_id,
+        "PORTAL_USER_ID": pending.user_id.to_string(),
+        "PORTAL_NUMBER": "REST_APP",
+        "PHONE_NUMBER": pending.phone,
+        "CALL_TYPE": if pending.incoming { "2" } else { "1" },
+        "CALL_DURATION": duration.to_string(),
+        "CALL_START_DATE": iso(&pending.start),
+        "CALL_FAILED_CODE": status,
+        "CALL_FAILED_REASON": if status == "200" { "Success call" } else { "Missed call" },
+        "CALL_RECORD_URL": "",
+        "CALL_VOTE": null,
+        "COST": "0.0000",
+        "COST_CURRENCY": "RUB",
+        "CRM_ENTITY_TYPE": ety,
+        "CRM_ENTITY_ID": eid,
+        "CRM_ACTIVITY_ID": activity_id.as_u64().map(|a| a.to_string()),
+        "COMMENT": null,
+    })));
     Ok(single(json!({
         "CALL_ID": call_id,
         "EXTERNAL_CALL_ID": pending.external_id,

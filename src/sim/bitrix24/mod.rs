@@ -36,9 +36,10 @@ pub const ACCESS_TTL_SECS: i64 = 3600;
 /// Per-method operating budget over the rolling window.
 pub const OPERATING_LIMIT_SECS: f64 = 480.0;
 const OPERATING_WINDOW_SECS: f64 = 600.0;
-/// Simulated execution cost: per call and per returned row.
-const COST_BASE: f64 = 0.002;
-const COST_PER_ROW: f64 = 0.01;
+/// Simulated execution cost: per call and per returned row (a real portal spends about 5 ms
+/// on a fast-paged list call plus a fraction of a millisecond per row).
+const COST_BASE: f64 = 0.005;
+const COST_PER_ROW: f64 = 0.0002;
 
 /// How the caller authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +102,9 @@ struct Tokens {
     issued: u64,
 }
 
+/// Operating-time charges of one method in the rolling window: (unix ts, seconds), and their sum.
+type Window = (VecDeque<(f64, f64)>, f64);
+
 struct Bucket {
     level: f64,
     at: Instant,
@@ -110,9 +114,14 @@ struct Bucket {
 pub struct State {
     tokens: Mutex<Tokens>,
     bucket: Mutex<Bucket>,
-    operating: Mutex<HashMap<String, VecDeque<(f64, f64)>>>,
+    /// method → (charges in the window as (unix ts, seconds), their sum)
+    operating: Mutex<HashMap<String, Window>>,
     calls: Mutex<HashMap<String, PendingCall>>,
     todos: Mutex<BTreeSet<u64>>,
+    /// The `UF_CRM_*` field name last written as the flag field (shown by `*.get`).
+    flag_name: Mutex<Option<String>>,
+    /// Finished external calls as `voximplant.statistic.get` rows.
+    call_stats: Mutex<Vec<Map<String, Value>>>,
     drain_per_sec: f64,
     threshold: f64,
 }
@@ -145,6 +154,8 @@ impl State {
             operating: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
             todos: Mutex::new(BTreeSet::new()),
+            flag_name: Mutex::new(None),
+            call_stats: Mutex::new(Vec::new()),
             drain_per_sec: drain,
             threshold,
         }
@@ -162,6 +173,27 @@ impl State {
 
     fn todos(&self) -> BTreeSet<u64> {
         lock(&self.todos).clone()
+    }
+
+    fn flag_name(&self) -> Option<String> {
+        lock(&self.flag_name).clone()
+    }
+
+    fn set_flag_name(&self, name: &str) {
+        *lock(&self.flag_name) = Some(name.to_string());
+    }
+
+    fn call_stats(&self) -> Vec<Map<String, Value>> {
+        lock(&self.call_stats).clone()
+    }
+
+    fn push_call_stat(&self, row: Map<String, Value>) {
+        lock(&self.call_stats).push(row);
+    }
+
+    /// Statistics rows of finished external calls.
+    pub fn finished_calls(&self) -> usize {
+        lock(&self.call_stats).len()
     }
 
     fn add_todo(&self, id: u64) {
@@ -200,23 +232,26 @@ impl State {
     fn operating(&self, method: &str) -> (f64, i64) {
         let mut all = lock(&self.operating);
         let now = unix_now();
-        let q = all.entry(method.to_string()).or_default();
-        while q
-            .front()
-            .is_some_and(|(t, _)| *t + OPERATING_WINDOW_SECS < now)
-        {
+        let (q, sum) = all.entry(method.to_string()).or_default();
+        while let Some((t, secs)) = q.front().copied() {
+            if t + OPERATING_WINDOW_SECS >= now {
+                break;
+            }
+            *sum -= secs;
             q.pop_front();
         }
-        let sum = q.iter().map(|(_, s)| s).sum();
+        if q.is_empty() {
+            *sum = 0.0;
+        }
         let reset = q.front().map_or(now, |(t, _)| t + OPERATING_WINDOW_SECS);
-        (sum, reset.ceil() as i64)
+        (sum.max(0.0), reset.ceil() as i64)
     }
 
     fn charge(&self, method: &str, secs: f64) {
-        lock(&self.operating)
-            .entry(method.to_string())
-            .or_default()
-            .push_back((unix_now(), secs));
+        let mut all = lock(&self.operating);
+        let (q, sum) = all.entry(method.to_string()).or_default();
+        q.push_back((unix_now(), secs));
+        *sum += secs;
     }
 
     /// Adds operating time to a method (tests drive OPERATION_TIME_LIMIT with it).
