@@ -180,21 +180,29 @@ pub async fn demo(cli: &Cli, a: &DemoArgs) -> CmdResult {
     }
     print_actions(&first, ru);
 
+    // A second cycle: what cycle 1 set in motion (tasks for the deals it created, calls of the
+    // leads it created) is done now; nothing cycle 1 did is done again.
     let second = engine::run_cycle(&store, &tenant, copts).await;
-    let new_writes = second
+    let follow_ups = second
         .applied
         .iter()
         .filter(|x| x.crm_write && matches!(x.outcome, Outcome::Done(_)))
         .count();
-    println!(
-        "\n{} {}",
-        if ru {
-            "== Цикл 2 (повтор): новых записей в CRM —"
-        } else {
-            "== Cycle 2 (repeat): new CRM writes —"
-        },
-        new_writes
-    );
+    let repeats = second
+        .applied
+        .iter()
+        .filter(|x| matches!(x.outcome, Outcome::AlreadyDone))
+        .count();
+    let duplicates = duplicates_in(&h.sim.world());
+    if ru {
+        println!(
+            "\n== Цикл 2: новых записей в CRM — {follow_ups} (следствия цикла 1); уже сделанных и не повторённых — {repeats}; дублей в CRM — {duplicates}"
+        );
+    } else {
+        println!(
+            "\n== Cycle 2: new CRM writes — {follow_ups} (follow-ups of cycle 1); already done and not repeated — {repeats}; duplicates in the CRM — {duplicates}"
+        );
+    }
 
     let now = Utc::now();
     let day = report::local_date(t, now) - Duration::days(1);
@@ -296,4 +304,24 @@ fn print_actions(s: &engine::CycleSummary, ru: bool) {
             );
         }
     }
+}
+
+/// Writes that landed twice in the simulated CRM: ledger markers found on more than one task,
+/// and telephony calls registered more than once. Counted from the CRM's side, not the ledger's.
+fn duplicates_in(w: &crate::sim::World) -> usize {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for t in w.tasks.values() {
+        let text = format!("{} {}", t.title, t.description);
+        for part in text.split("[dozor:").skip(1) {
+            if let Some(key) = part.split(']').next() {
+                *seen.entry(format!("task {key}")).or_default() += 1;
+            }
+        }
+    }
+    for a in w.activities.values() {
+        if let Some(x) = &a.external_id {
+            *seen.entry(format!("call {x}")).or_default() += 1;
+        }
+    }
+    seen.values().filter(|n| **n > 1).map(|n| n - 1).sum()
 }

@@ -121,7 +121,11 @@ pub(crate) async fn action_lines(store: &Store, tenant: &str) -> anyhow::Result<
         .actions_since(tenant, Utc::now() - Duration::days(1), 100_000)
         .await?;
     let mut by_rule: std::collections::BTreeMap<String, ActionLine> = Default::default();
-    for r in rows.iter().filter(|r| r.rule != "report") {
+    // Reports are not rule actions, and `note` rows are bookkeeping (announced tasks).
+    for r in rows
+        .iter()
+        .filter(|r| r.rule != "report" && r.kind != "note")
+    {
         let line = by_rule.entry(r.rule.clone()).or_insert_with(|| ActionLine {
             rule: r.rule.clone(),
             ..ActionLine::default()

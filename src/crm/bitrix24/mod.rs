@@ -73,6 +73,27 @@ pub struct Bitrix24 {
     flag_field: Option<String>,
     /// (pipeline id, first stage) of the default pipeline, once looked up.
     default_stage: tokio::sync::Mutex<Option<(String, String)>>,
+    /// Single-record calls waiting to go out together in one `batch`.
+    queue: std::sync::Mutex<Vec<Queued>>,
+}
+
+/// A single-record call waiting for the next `batch`.
+struct Queued {
+    method: String,
+    params: Value,
+    reply: tokio::sync::oneshot::Sender<Result<Value>>,
+}
+
+/// How long the first queued call waits for others to join its batch.
+const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_millis(15);
+
+/// Single-record reads and writes that may travel inside a `batch` (list calls page
+/// themselves, and telephony.* registration needs the application context of a direct call).
+fn coalescible(method: &str) -> bool {
+    !method.starts_with("telephony.")
+        && [".add", ".update", ".get", ".complete"]
+            .iter()
+            .any(|s| method.ends_with(s))
 }
 
 fn config_error(message: impl Into<String>) -> Error {
@@ -219,6 +240,7 @@ impl Bitrix24 {
                 .map(|f| f.trim().to_ascii_uppercase())
                 .filter(|f| !f.is_empty()),
             default_stage: tokio::sync::Mutex::new(None),
+            queue: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -392,8 +414,100 @@ impl Bitrix24 {
         Ok(parsed)
     }
 
-    /// Calls a REST method and returns the whole envelope (`result`, `total`, `next`, `time`).
+    /// Calls a REST method and returns its envelope. Single-record calls made at the same time
+    /// (the ledger runs a rule's actions concurrently) are sent together as one `batch` of up to
+    /// 50 commands: one request against the portal's 2 req/s instead of fifty.
     async fn call(&self, method: &str, params: &Value) -> Result<Value> {
+        if !coalescible(method) {
+            return self.call_direct(method, params).await;
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let leader = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.push(Queued {
+                method: method.to_string(),
+                params: params.clone(),
+                reply,
+            });
+            q.len() == 1
+        };
+        if leader {
+            tokio::time::sleep(COALESCE_WINDOW).await;
+            loop {
+                let chunk: Vec<Queued> = {
+                    let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    if q.is_empty() {
+                        break;
+                    }
+                    let n = q.len().min(50);
+                    q.drain(..n).collect()
+                };
+                self.flush(chunk).await;
+            }
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(self.decode(method, "queued call was dropped")))
+    }
+
+    /// Sends queued calls: alone when there is one, else as one `batch`.
+    async fn flush(&self, mut chunk: Vec<Queued>) {
+        if chunk.len() == 1 {
+            let q = chunk.pop().expect("one call");
+            let r = self.call_direct(&q.method, &q.params).await;
+            let _ = q.reply.send(r);
+            return;
+        }
+        let cmds: Vec<(String, String)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                (
+                    format!("w{i:02}"),
+                    format!("{}?{}", q.method, crate::http::php_query::build(&q.params)),
+                )
+            })
+            .collect();
+        match self.batch(&cmds).await {
+            Ok((results, errors)) => {
+                for ((key, _), q) in cmds.iter().zip(chunk) {
+                    let r = if let Some(v) = results.get(key) {
+                        Ok(json!({ "result": v }))
+                    } else if let Some(e) = errors.get(key) {
+                        Err(self.command_error(&q.method, e))
+                    } else {
+                        Err(self.decode(&q.method, "batch answer has no result for the command"))
+                    };
+                    let _ = q.reply.send(r);
+                }
+            }
+            Err(e) => {
+                for q in chunk {
+                    let _ = q.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// A failed command inside a batch, as the error the direct call would have given.
+    fn command_error(&self, method: &str, e: &Value) -> Error {
+        let code = e.get("error").and_then(text).unwrap_or_default();
+        let desc = e
+            .get("error_description")
+            .and_then(text)
+            .unwrap_or_default();
+        let kind = match code.as_str() {
+            "QUERY_LIMIT_EXCEEDED" | "OPERATION_TIME_LIMIT" => ErrorKind::RateLimited,
+            "expired_token" | "invalid_token" | "NO_AUTH_FOUND" => ErrorKind::Auth,
+            "INTERNAL_SERVER_ERROR" | "ERROR_UNEXPECTED_ANSWER" => ErrorKind::Transient,
+            _ => ErrorKind::Permanent,
+        };
+        let url = self.shown_url(method);
+        let msg = if desc.is_empty() { code.clone() } else { desc };
+        self.err(kind, method, &url, msg).code(code)
+    }
+
+    /// Calls a REST method and returns the whole envelope (`result`, `total`, `next`, `time`).
+    async fn call_direct(&self, method: &str, params: &Value) -> Result<Value> {
         let mut attempt = 0u32;
         let mut refreshed = false;
         loop {
@@ -590,7 +704,9 @@ impl Bitrix24 {
             let m = c.split('?').next().unwrap_or("");
             self.respect_budget(m).await;
         }
-        let env = self.call("batch", &json!({"halt": 0, "cmd": cmd})).await?;
+        let env = self
+            .call_direct("batch", &json!({"halt": 0, "cmd": cmd}))
+            .await?;
         let inner = env.get("result").cloned().unwrap_or(Value::Null);
         if !inner.is_object() {
             let url = self.shown_url("batch");
