@@ -70,7 +70,8 @@ async fn idle_cycle_costs_one_request(crm: CrmKind, system: System) {
         "idle cycle requests: {:?}",
         h.sim.stats()
     );
-    assert_eq!(idle.total(), 0, "{:?}", idle.items);
+    // At most the record at the watermark itself is read again (`>=` on a one-second clock).
+    assert!(idle.items.values().all(|n| *n <= 1), "{:?}", idle.items);
 
     // One changed deal: it (and only what changed) comes back.
     let deal_id = {

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{Timelike, Utc};
 
 use crate::crm::{Crm, Cursor};
 use crate::domain::{EntityKind, Ts};
@@ -181,18 +181,51 @@ async fn sync_crm_inner(
     for kind in EntityKind::ALL {
         cursors.push((kind, load_cursor(store, tenant, source, kind).await?));
     }
+    let pass_start = Utc::now();
     let changes = crm
         .fetch_changes(&cursors)
         .await
         .map_err(remote_err(source, "changes"))?;
-    for (kind, first) in changes {
+    for (kind, first) in &changes {
         let cursor = cursors
             .iter()
-            .find(|(k, _)| *k == kind)
+            .find(|(k, _)| k == kind)
             .map(|(_, c)| c.clone())
             .unwrap_or_default();
-        let n = run_pass(store, tenant, crm, kind, cursor, Some(first), opts).await?;
+        let n = run_pass(
+            store,
+            tenant,
+            crm,
+            *kind,
+            cursor,
+            Some(first.clone()),
+            opts,
+            pass_start,
+        )
+        .await?;
         items.insert(kind.as_str().to_string(), n);
+    }
+    // Kinds the probe found unchanged are up to date as of the probe: move their watermark so
+    // the next probe does not look further back than it must.
+    for (kind, cursor) in &cursors {
+        if changes.iter().any(|(k, _)| k == kind)
+            || cursor.position.is_some()
+            || cursor.since.is_none()
+        {
+            continue;
+        }
+        let next = Cursor {
+            since: advance(cursor.since, pass_start, opts),
+            position: None,
+            high_water: None,
+        };
+        if next.since != cursor.since {
+            let text = serde_json::to_string(&next).expect("cursor serialises");
+            store
+                .put_cursor(tenant, source, kind.as_str(), &text)
+                .await
+                .map_err(store_err(source, kind.as_str()))?;
+        }
     }
 
     // Deletion sweep for CRMs that report deletions only by absence.
@@ -300,11 +333,23 @@ pub async fn sync_entity(
     opts: SyncOptions,
 ) -> Result<usize, SyncError> {
     let cursor = load_cursor(store, tenant, crm.kind().as_str(), entity).await?;
-    run_pass(store, tenant, crm, entity, cursor, None, opts).await
+    run_pass(store, tenant, crm, entity, cursor, None, opts, Utc::now()).await
+}
+
+/// The watermark after a complete pass that started at `pass_start`: everything modified before
+/// the pass started has been read, so the next pass starts there, less the overlap that absorbs
+/// clock skew between dozor and the CRM. Never moves backwards.
+fn advance(current: Option<Ts>, pass_start: Ts, opts: SyncOptions) -> Option<Ts> {
+    // CRM timestamps have whole seconds: a change in the same second as the pass start must
+    // still be newer than the watermark, so floor it and step one more second back.
+    let start = pass_start - chrono_dur(opts.overlap);
+    let candidate = start.with_nanosecond(0).unwrap_or(start) - chrono::Duration::seconds(1);
+    Some(current.map_or(candidate, |c| c.max(candidate)))
 }
 
 /// Saves `first` (when the probe already read it) and every following page of the pass, each
 /// page in one transaction with the cursor after it.
+#[allow(clippy::too_many_arguments)]
 async fn run_pass(
     store: &Store,
     tenant: &str,
@@ -313,9 +358,13 @@ async fn run_pass(
     mut cursor: Cursor,
     mut first: Option<crate::crm::Page>,
     opts: SyncOptions,
+    pass_start: Ts,
 ) -> Result<usize, SyncError> {
     let source = crm.kind().as_str();
     let name = entity.as_str();
+    // A pass resumed from a stored mid-pass cursor began before this process: records changed
+    // behind its position since then are only covered by the newest change it saw.
+    let fresh = cursor.position.is_none();
     let progress = Progress::new(source, name);
     let mut saved = 0usize;
     let mut pages = 0usize;
@@ -329,12 +378,16 @@ async fn run_pass(
         };
         pages += 1;
         let next = if page.done {
-            Cursor {
-                since: page
-                    .next
+            let since = if fresh {
+                advance(cursor.since, pass_start, opts)
+            } else {
+                page.next
                     .high_water
                     .map(|h| h - chrono_dur(opts.overlap))
-                    .or(cursor.since),
+                    .or(cursor.since)
+            };
+            Cursor {
+                since,
                 position: None,
                 high_water: None,
             }
