@@ -102,6 +102,11 @@ pub struct Figures {
     pub open_deals: usize,
     pub deals_without_task: usize,
     pub overdue_tasks: usize,
+    /// New leads nobody has contacted: waiting past the yellow / red (alert) threshold.
+    pub leads_yellow: usize,
+    pub leads_red: usize,
+    /// Clients dozor flagged for having no activity (names, for the list in the report).
+    pub idle_clients: Vec<String>,
     pub managers: Vec<ManagerFigures>,
 }
 

@@ -49,7 +49,33 @@ pub async fn daily(
         .unwrap_or_else(|_| crate::domain::calendar::BusinessCalendar::moscow_default());
     let snap = Snapshot::load(store, &t.id).await?;
     let period = Period::day(day, tz);
-    let today = metrics::compute(&snap, &period, now, &cal);
+    let mut today = metrics::compute(&snap, &period, now, &cal);
+    // The discipline state the rules act on, as of now.
+    let reaction = &t.rules.0["lead_reaction"];
+    let (yellow, red) = (
+        reaction.param("yellow_minutes") as i64,
+        reaction.param("alert_minutes") as i64,
+    );
+    for l in &snap.leads {
+        match crate::rules::lead_reaction::waiting(&snap, &cal, now, l) {
+            Some(m) if m >= red => today.leads_red += 1,
+            Some(m) if m >= yellow => today.leads_yellow += 1,
+            _ => {}
+        }
+    }
+    let flag = crate::rules::no_activity::FLAG;
+    today.idle_clients = snap
+        .companies
+        .iter()
+        .filter(|c| c.tags.iter().any(|x| x == flag))
+        .map(|c| c.name.clone())
+        .chain(
+            snap.contacts
+                .iter()
+                .filter(|c| c.tags.iter().any(|x| x == flag))
+                .map(|c| c.name.clone()),
+        )
+        .collect();
     let previous = metrics::compute(&snap, &Period::day(day - Duration::days(1), tz), now, &cal);
     let sync: Vec<(String, bool, i64, Option<String>)> = store
         .last_sync_runs(&t.id)

@@ -102,6 +102,8 @@ struct L {
     days: &'static str,
     min: &'static str,
     discipline: &'static str,
+    waiting_leads: &'static str,
+    idle_clients: &'static str,
     open_deals: &'static str,
     no_task: &'static str,
     overdue: &'static str,
@@ -135,6 +137,8 @@ const RU: L = L {
     days: "дн.",
     min: "мин",
     discipline: "Дисциплина сейчас",
+    waiting_leads: "Лиды без реакции",
+    idle_clients: "Клиенты без активности",
     open_deals: "открытых сделок",
     no_task: "без задачи",
     overdue: "просроченных задач",
@@ -168,6 +172,8 @@ const EN: L = L {
     days: "days",
     min: "min",
     discipline: "Discipline now",
+    waiting_leads: "Leads waiting for a reaction",
+    idle_clients: "Clients with no activity",
     open_deals: "open deals",
     no_task: "without a task",
     overdue: "overdue tasks",
@@ -289,7 +295,7 @@ pub fn daily_html(i: &DailyInput) -> String {
         l.days
     ));
     s.push_str(&format!(
-        "<b>{}:</b> {} {}, {} {} · {} {}\n\n",
+        "<b>{}:</b> {} {}, {} {} · {} {}\n",
         l.discipline,
         f.open_deals,
         l.open_deals,
@@ -298,6 +304,26 @@ pub fn daily_html(i: &DailyInput) -> String {
         f.overdue_tasks,
         l.overdue
     ));
+    s.push_str(&format!(
+        "{}: 🟨 {} · 🟥 {}\n",
+        l.waiting_leads, f.leads_yellow, f.leads_red
+    ));
+    if !f.idle_clients.is_empty() {
+        let shown: Vec<String> = f.idle_clients.iter().take(10).map(|n| esc(n)).collect();
+        let more = f.idle_clients.len().saturating_sub(shown.len());
+        s.push_str(&format!(
+            "{} ({}): {}{}\n",
+            l.idle_clients,
+            f.idle_clients.len(),
+            shown.join(", "),
+            if more > 0 {
+                format!(" … +{more}")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    s.push('\n');
     if !f.managers.is_empty() {
         s.push_str(&format!("<b>{}</b>\n<pre>", l.managers));
         let (hc, hw, hr, ho) = match i.lang {

@@ -19,7 +19,17 @@ use crate::report::render::esc;
 
 /// How long a lead has waited, in business minutes, if nobody has contacted it yet.
 pub fn waiting_minutes(ctx: &RuleContext, lead: &Lead) -> Option<i64> {
-    if lead.semantics != Semantics::Open || !is_first_status(ctx, lead) {
+    waiting(ctx.mirror, ctx.calendar, ctx.now, lead)
+}
+
+/// [`waiting_minutes`] without a rule context, for reports.
+pub fn waiting(
+    mirror: &crate::store::Snapshot,
+    calendar: &crate::domain::calendar::BusinessCalendar,
+    now: crate::domain::Ts,
+    lead: &Lead,
+) -> Option<i64> {
+    if lead.semantics != Semantics::Open || !is_first_status(mirror, lead) {
         return None;
     }
     let phones: HashSet<String> = lead
@@ -27,12 +37,12 @@ pub fn waiting_minutes(ctx: &RuleContext, lead: &Lead) -> Option<i64> {
         .iter()
         .filter_map(|p| phone::normalize(p).ok())
         .collect();
-    let called = ctx.mirror.calls.iter().any(|c| {
+    let called = mirror.calls.iter().any(|c| {
         c.direction == Direction::Out
             && c.started_at >= lead.created_at
             && phone::normalize(&c.client_phone).is_ok_and(|p| phones.contains(&p))
     });
-    let touched = ctx.mirror.activities.iter().any(|a| {
+    let touched = mirror.activities.iter().any(|a| {
         a.started_at >= lead.created_at
             && a.entity
                 .as_ref()
@@ -41,17 +51,13 @@ pub fn waiting_minutes(ctx: &RuleContext, lead: &Lead) -> Option<i64> {
     if called || touched {
         return None;
     }
-    Some(
-        ctx.calendar
-            .business_minutes_between(lead.created_at, ctx.now),
-    )
+    Some(calendar.business_minutes_between(lead.created_at, now))
 }
 
 /// A lead still in the first status of the lead funnel (lowest sort), or `NEW` when the
 /// mirror has no lead statuses.
-fn is_first_status(ctx: &RuleContext, lead: &Lead) -> bool {
-    let first = ctx
-        .mirror
+fn is_first_status(mirror: &crate::store::Snapshot, lead: &Lead) -> bool {
+    let first = mirror
         .stages
         .iter()
         .filter(|s| s.pipeline_id == "leads")
