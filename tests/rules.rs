@@ -104,7 +104,8 @@ async fn client_rules(crm: CrmKind) {
         .collect();
     assert!(writes.is_empty(), "second cycle wrote again: {writes:?}");
 
-    // A handed-over client orders again: it goes back to its previous manager.
+    // A handed-over client orders again (a moment later): it goes back to its previous manager.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let first = owner_rows[0];
     let previous = first.payload["effect"]["previous"]
         .as_str()

@@ -164,11 +164,12 @@ fn hand_back(ctx: &RuleContext, c: &Client, out: &mut Vec<Proposal>) {
         return;
     };
     // Some CRMs keep only the close *date* (Bitrix24 CLOSEDATE): a deal created after the
-    // handover counts as well as one closed after it.
+    // handover (timestamps have whole seconds: in the same second too) counts as well as one
+    // closed after it.
     let won_after = ctx.mirror.deals.iter().find(|d| {
         d.semantics == Semantics::Won
             && c.deal_ids.contains(&d.id)
-            && (d.created_at > h.at || d.closed_at.is_some_and(|t| t > h.at))
+            && (d.created_at >= h.at || d.closed_at.is_some_and(|t| t > h.at))
     });
     let Some(deal) = won_after else { return };
     out.push(Proposal {
