@@ -1,9 +1,10 @@
 //! The Bitrix24 connector against the simulator, over real HTTP.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+mod common;
 
-use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use chrono::{Duration, TimeZone, Utc};
 use dozor::config::{Bitrix24Config, Bitrix24Plan, Secret};
 use dozor::crm::bitrix24::Bitrix24;
@@ -12,39 +13,7 @@ use dozor::domain::{ActivityKind, EntityKind, EntityRef, Record, Semantics};
 use dozor::http::ErrorKind;
 use dozor::sim::world::*;
 use dozor::sim::{self, Faults, Sim, SimHandle, SimOptions, System};
-use dozor::store::{Store, TokenSet, TokenStore};
-
-/// An in-memory token store for webhook tests (webhooks never store tokens).
-#[derive(Default)]
-struct MemTokens(Mutex<HashMap<(String, String), TokenSet>>);
-
-#[async_trait]
-impl TokenStore for MemTokens {
-    async fn load_token(
-        &self,
-        tenant: &str,
-        system: &str,
-    ) -> dozor::store::Result<Option<TokenSet>> {
-        Ok(self
-            .0
-            .lock()
-            .unwrap()
-            .get(&(tenant.into(), system.into()))
-            .cloned())
-    }
-    async fn save_token(
-        &self,
-        tenant: &str,
-        system: &str,
-        t: &TokenSet,
-    ) -> dozor::store::Result<()> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert((tenant.into(), system.into()), t.clone());
-        Ok(())
-    }
-}
+use dozor::store::{Store, TokenStore};
 
 fn opts() -> SimOptions {
     SimOptions {
@@ -95,7 +64,7 @@ async fn client(h: &SimHandle) -> Bitrix24 {
     Bitrix24::new(
         "t1",
         &webhook_cfg(&h.b24_webhook_url()),
-        Arc::new(MemTokens::default()),
+        Arc::new(common::MemTokens::default()),
     )
     .await
     .unwrap()
@@ -584,9 +553,13 @@ async fn malformed_json_and_wrong_secret_give_safe_errors() {
     assert_eq!(e.kind, ErrorKind::Decode);
 
     let bad = format!("{}/b24/rest/1/notTheSecret42/", h.base_url());
-    let c = Bitrix24::new("t1", &webhook_cfg(&bad), Arc::new(MemTokens::default()))
-        .await
-        .unwrap();
+    let c = Bitrix24::new(
+        "t1",
+        &webhook_cfg(&bad),
+        Arc::new(common::MemTokens::default()),
+    )
+    .await
+    .unwrap();
     let e = c.ping().await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Auth, "{e}");
     assert_eq!(e.status, Some(401));
@@ -608,7 +581,7 @@ async fn client_limiter_keeps_under_the_portal_bucket() {
     let mut cfg = webhook_cfg(&h.b24_webhook_url());
     cfg.plan = Bitrix24Plan::Standard;
     let c = Arc::new(
-        Bitrix24::new("t1", &cfg, Arc::new(MemTokens::default()))
+        Bitrix24::new("t1", &cfg, Arc::new(common::MemTokens::default()))
             .await
             .unwrap(),
     );
@@ -652,9 +625,13 @@ async fn renamed_portal_is_followed_without_losing_the_body() {
         "http://{addr}/b24/rest/1/{}/",
         h.sim.creds.b24_webhook_secret
     );
-    let c = Bitrix24::new("t1", &webhook_cfg(&old), Arc::new(MemTokens::default()))
-        .await
-        .unwrap();
+    let c = Bitrix24::new(
+        "t1",
+        &webhook_cfg(&old),
+        Arc::new(common::MemTokens::default()),
+    )
+    .await
+    .unwrap();
     // A batch POST: its parameters must arrive at the new address.
     let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
     assert_eq!(recs.len(), 3);

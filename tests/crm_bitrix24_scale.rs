@@ -4,11 +4,11 @@
 //! The world is built directly (the seeded generator is slow at this size in a debug build).
 //! `cargo test --test crm_bitrix24_scale -- --ignored --nocapture` prints the figures.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
 use chrono::{Duration, TimeZone, Utc};
 use dozor::config::{Bitrix24Config, Bitrix24Plan, Secret};
 use dozor::crm::bitrix24::Bitrix24;
@@ -16,25 +16,7 @@ use dozor::crm::{Crm, Cursor};
 use dozor::domain::EntityKind;
 use dozor::sim::world::*;
 use dozor::sim::{self, Sim, SimOptions, System};
-use dozor::store::{TokenSet, TokenStore};
 use serde_json::{Value, json};
-
-#[derive(Default)]
-struct MemTokens(Mutex<HashMap<(String, String), TokenSet>>);
-
-#[async_trait]
-impl TokenStore for MemTokens {
-    async fn load_token(&self, t: &str, s: &str) -> dozor::store::Result<Option<TokenSet>> {
-        Ok(self.0.lock().unwrap().get(&(t.into(), s.into())).cloned())
-    }
-    async fn save_token(&self, t: &str, s: &str, v: &TokenSet) -> dozor::store::Result<()> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert((t.into(), s.into()), v.clone());
-        Ok(())
-    }
-}
 
 /// 50 chained `crm.deal.list` pages in one batch, as the connector sends them.
 fn chained_batch(method: &str, after: u64) -> Value {
@@ -221,7 +203,7 @@ async fn scale_500_batches_are_fast_and_a_full_sync_fits_the_budget() {
         operating_budget_secs: 480.0,
         flag_field: None,
     };
-    let c = Bitrix24::new("t1", &cfg, Arc::new(MemTokens::default()))
+    let c = Bitrix24::new("t1", &cfg, Arc::new(common::MemTokens::default()))
         .await
         .unwrap();
     h.sim.reset_stats();

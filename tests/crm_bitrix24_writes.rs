@@ -1,10 +1,10 @@
 //! Bitrix24 connector writes, the one-request change probe and the id sweep, against the
 //! simulator over real HTTP.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+mod common;
 
-use async_trait::async_trait;
+use std::sync::Arc;
+
 use chrono::{Duration, TimeZone, Utc};
 use dozor::config::{Bitrix24Config, Bitrix24Plan, Secret};
 use dozor::crm::bitrix24::Bitrix24;
@@ -13,38 +13,6 @@ use dozor::domain::{Direction, EntityKind, EntityRef, Record, Utm};
 use dozor::http::ErrorKind;
 use dozor::sim::world::*;
 use dozor::sim::{self, Sim, SimHandle, SimOptions, System};
-use dozor::store::{TokenSet, TokenStore};
-
-#[derive(Default)]
-struct MemTokens(Mutex<HashMap<(String, String), TokenSet>>);
-
-#[async_trait]
-impl TokenStore for MemTokens {
-    async fn load_token(
-        &self,
-        tenant: &str,
-        system: &str,
-    ) -> dozor::store::Result<Option<TokenSet>> {
-        Ok(self
-            .0
-            .lock()
-            .unwrap()
-            .get(&(tenant.into(), system.into()))
-            .cloned())
-    }
-    async fn save_token(
-        &self,
-        tenant: &str,
-        system: &str,
-        t: &TokenSet,
-    ) -> dozor::store::Result<()> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert((tenant.into(), system.into()), t.clone());
-        Ok(())
-    }
-}
 
 const FLAGS: &str = "UF_CRM_DOZOR_FLAGS";
 
@@ -103,7 +71,7 @@ async fn client(h: &SimHandle, flag_field: Option<&str>) -> Bitrix24 {
     Bitrix24::new(
         "t1",
         &webhook_cfg(h, flag_field),
-        Arc::new(MemTokens::default()),
+        Arc::new(common::MemTokens::default()),
     )
     .await
     .unwrap()
@@ -532,7 +500,7 @@ async fn webhook_registers_calls_as_activities_once() {
 #[tokio::test]
 async fn oauth_registers_external_calls_once() {
     let h = start().await;
-    let c = Bitrix24::new("t1", &oauth_cfg(&h), Arc::new(MemTokens::default()))
+    let c = Bitrix24::new("t1", &oauth_cfg(&h), Arc::new(common::MemTokens::default()))
         .await
         .unwrap();
     let contact = *h.sim.world().contacts.keys().next().unwrap();

@@ -67,3 +67,39 @@ pub fn only_rules(config: String, keep: &[&str]) -> String {
     }
     config
 }
+
+/// A token store in memory, for connector tests that are not about token persistence (those
+/// use a real SQLite file through `dozor::store::Store`).
+#[derive(Default)]
+pub struct MemTokens(
+    std::sync::Mutex<std::collections::HashMap<(String, String), dozor::store::TokenSet>>,
+);
+
+#[async_trait::async_trait]
+impl dozor::store::TokenStore for MemTokens {
+    async fn load_token(
+        &self,
+        tenant: &str,
+        system: &str,
+    ) -> dozor::store::Result<Option<dozor::store::TokenSet>> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(&(tenant.into(), system.into()))
+            .cloned())
+    }
+
+    async fn save_token(
+        &self,
+        tenant: &str,
+        system: &str,
+        t: &dozor::store::TokenSet,
+    ) -> dozor::store::Result<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert((tenant.into(), system.into()), t.clone());
+        Ok(())
+    }
+}
