@@ -799,6 +799,19 @@ fn secret(
     }
 }
 
+/// Fails naming every `(key, present)` that is absent: "`what` (missing: a, b)".
+fn require_all(key: &str, what: &str, keys: &[(&str, bool)]) -> Result<(), (String, String)> {
+    let missing: Vec<&str> = keys.iter().filter(|(_, ok)| !ok).map(|(n, _)| *n).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err((
+            key.to_string(),
+            format!("{what} (missing: {})", missing.join(", ")),
+        ))
+    }
+}
+
 fn require_url(value: &str, key: &str) -> Result<(), (String, String)> {
     match url::Url::parse(value) {
         Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Ok(()),
@@ -916,25 +929,16 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
                         ));
                     }
                 } else {
-                    let missing: Vec<&str> = [
-                        ("portal_url", b.portal_url.is_none()),
-                        ("client_id", b.client_id.is_none()),
-                        ("client_secret", b.client_secret.is_none()),
-                        ("refresh_token", b.refresh_token.is_none()),
-                    ]
-                    .into_iter()
-                    .filter(|(_, m)| *m)
-                    .map(|(n, _)| n)
-                    .collect();
-                    if !missing.is_empty() {
-                        return Err((
-                            k("crm"),
-                            format!(
-                                "Bitrix24 needs `webhook_url`, or an OAuth application (missing: {})",
-                                missing.join(", ")
-                            ),
-                        ));
-                    }
+                    require_all(
+                        &k("crm"),
+                        "Bitrix24 needs `webhook_url`, or an OAuth application",
+                        &[
+                            ("portal_url", b.portal_url.is_some()),
+                            ("client_id", b.client_id.is_some()),
+                            ("client_secret", b.client_secret.is_some()),
+                            ("refresh_token", b.refresh_token.is_some()),
+                        ],
+                    )?;
                     require_url(
                         b.portal_url.as_deref().unwrap_or_default(),
                         &k("crm.portal_url"),
@@ -963,25 +967,16 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
                     &k("crm.refresh_token"),
                 )?;
                 if a.long_lived_token.is_none() {
-                    let missing: Vec<&str> = [
-                        ("client_id", a.client_id.is_none()),
-                        ("client_secret", a.client_secret.is_none()),
-                        ("redirect_uri", a.redirect_uri.is_none()),
-                        ("refresh_token", a.refresh_token.is_none()),
-                    ]
-                    .into_iter()
-                    .filter(|(_, m)| *m)
-                    .map(|(n, _)| n)
-                    .collect();
-                    if !missing.is_empty() {
-                        return Err((
-                            k("crm"),
-                            format!(
-                                "amoCRM needs `long_lived_token`, or OAuth (missing: {})",
-                                missing.join(", ")
-                            ),
-                        ));
-                    }
+                    require_all(
+                        &k("crm"),
+                        "amoCRM needs `long_lived_token`, or OAuth",
+                        &[
+                            ("client_id", a.client_id.is_some()),
+                            ("client_secret", a.client_secret.is_some()),
+                            ("redirect_uri", a.redirect_uri.is_some()),
+                            ("refresh_token", a.refresh_token.is_some()),
+                        ],
+                    )?;
                 }
                 if a.rate_per_sec == 0 || a.rate_per_sec > 7 {
                     return Err((
