@@ -21,6 +21,48 @@ pub struct Report {
     /// Telegram HTML.
     pub html: String,
     pub figures: metrics::Figures,
+    /// PNG charts sent with the report (sendPhoto), in order.
+    #[serde(skip)]
+    pub charts: Vec<Chart>,
+}
+
+/// A rendered chart.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    /// File-name stem, e.g. `leads_won_trend`.
+    pub name: String,
+    /// Caption (Telegram HTML).
+    pub caption: String,
+    /// PNG bytes.
+    pub png: Vec<u8>,
+}
+
+/// Which report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+/// Builds the report of `kind` for the last complete period before `now` (yesterday, last week,
+/// last month in the tenant's time zone), or for the period containing `on` when given.
+pub async fn build(
+    store: &Store,
+    t: &TenantConfig,
+    kind: Kind,
+    on: Option<NaiveDate>,
+    now: Ts,
+    actions: &[ActionLine],
+) -> Result<Report, StoreError> {
+    let day = on.unwrap_or_else(|| local_date(t, now) - Duration::days(1));
+    match kind {
+        Kind::Daily => daily(store, t, day, now, actions).await,
+        // Weekly and monthly reports are built on the same figures; until they have their own
+        // layout they fall back to the daily one.
+        Kind::Weekly | Kind::Monthly => daily(store, t, day, now, actions).await,
+    }
 }
 
 impl Report {
@@ -99,5 +141,6 @@ pub async fn daily(
         period_to: day,
         html,
         figures: today,
+        charts: Vec::new(),
     })
 }
