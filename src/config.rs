@@ -90,7 +90,45 @@ pub struct Config {
     #[serde(default)]
     pub sync: SyncConfig,
     #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+}
+
+/// Several `dozor run` instances on one PostgreSQL database share the tenants through leases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This instance's name in the lease table; default `HOSTNAME:PID`.
+    pub instance_id: Option<String>,
+    /// Seconds a tenant lease lasts without renewal: a dead instance's tenants are taken over
+    /// this long after its last renewal.
+    pub lease_ttl_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            instance_id: None,
+            lease_ttl_secs: 60,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The configured instance id, else `HOSTNAME:PID` (unique per process on one host).
+    pub fn instance_id(&self) -> String {
+        if let Some(id) = &self.instance_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "dozor".into());
+        format!("{host}:{}", std::process::id())
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -851,6 +889,20 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
                 "must be IP:PORT (e.g. 127.0.0.1:9187), got `{}`",
                 c.server.listen
             ),
+        ));
+    }
+    if c.cluster.lease_ttl_secs < 3 {
+        return Err((
+            "cluster.lease_ttl_secs".into(),
+            "must be at least 3 seconds".into(),
+        ));
+    }
+    if let Some(id) = &c.cluster.instance_id
+        && id.trim().is_empty()
+    {
+        return Err((
+            "cluster.instance_id".into(),
+            "must not be empty (leave it out for HOSTNAME:PID)".into(),
         ));
     }
     if c.sync.interval_secs < 10 {

@@ -89,28 +89,7 @@ async fn kill_and_restart(crm: CrmKind, trials: usize, seed: u64) {
     }
     let w = h.sim.world();
     // Every ledger marker and every registered call appears once in the CRM.
-    let mut markers: BTreeMap<String, usize> = BTreeMap::new();
-    for t in w.tasks.values() {
-        let text = format!("{} {}", t.title, t.description);
-        for part in text.split("[dozor:").skip(1) {
-            *markers
-                .entry(part.split(']').next().unwrap().to_string())
-                .or_default() += 1;
-        }
-    }
-    for a in w.activities.values() {
-        if let Some(x) = &a.external_id {
-            *markers.entry(format!("call {x}")).or_default() += 1;
-        }
-    }
-    for l in w
-        .leads
-        .values()
-        .filter(|l| l.title.starts_with("Входящий звонок"))
-    {
-        *markers.entry(format!("lead {}", l.title)).or_default() += 1;
-    }
-    let twice: Vec<_> = markers.iter().filter(|(_, n)| **n > 1).collect();
+    let twice = common::written_twice(&w);
     assert!(twice.is_empty(), "written twice: {twice:?}");
     let mut per_deal: BTreeMap<u64, usize> = BTreeMap::new();
     for t in w.tasks.values() {

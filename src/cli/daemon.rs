@@ -44,7 +44,9 @@ pub async fn shutdown_signal() {
 pub async fn run(cli: &Cli) -> CmdResult {
     let loaded = load_config(cli)?;
     let c = loaded.config;
-    let store = open_store(&c).await?;
+    let instance = c.cluster.instance_id();
+    let ttl = Duration::from_secs(c.cluster.lease_ttl_secs);
+    let store = open_store(&c).await?.with_holder(&instance);
     let mut tenants: Vec<Tenant> = Vec::new();
     for t in &c.tenants {
         tenants.push(
@@ -96,12 +98,52 @@ pub async fn run(cli: &Cli) -> CmdResult {
         .iter()
         .map(|t| next_fire(&t.cfg.reports.daily, t.tz()))
         .collect();
+    let renewer = spawn_lease_renewer(store.clone(), instance.clone(), ttl, stop_rx.clone());
+    let interval = Duration::from_secs(c.sync.interval_secs);
+    // Tenants held by others are looked at every tick (a tenth of the lease TTL) so a dead
+    // holder's tenants are taken over soon after its lease expires, not a polling interval later.
+    let tick = interval.min(ttl / 10).max(Duration::from_millis(200));
+    let mut held = vec![false; tenants.len()];
+    let mut last_run: Vec<Option<std::time::Instant>> = vec![None; tenants.len()];
+    tracing::info!(instance = %instance, lease_ttl_secs = ttl.as_secs(), "tenant leases");
     loop {
+        // Each instance takes at most its fair share of the tenants, so a cluster spreads them.
+        let live = store.heartbeat(&instance, ttl).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot record the instance heartbeat");
+            1
+        });
+        let share = tenants.len().div_ceil(live);
         for (i, t) in tenants.iter().enumerate() {
             if *stop.borrow() {
                 break;
             }
+            if last_run[i].is_some_and(|at| at.elapsed() < interval) {
+                continue;
+            }
+            if !held[i] && held.iter().filter(|h| **h).count() >= share {
+                continue;
+            }
+            match store.acquire_lease(t.id(), &instance, ttl).await {
+                Ok(Some(epoch)) => {
+                    if !held[i] {
+                        tracing::info!(tenant = t.id(), epoch, "tenant lease taken");
+                        held[i] = true;
+                    }
+                }
+                Ok(None) => {
+                    if held[i] {
+                        tracing::warn!(tenant = t.id(), "tenant lease lost to another instance");
+                    }
+                    held[i] = false;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(tenant = t.id(), error = %e, "cannot take the tenant lease");
+                    continue;
+                }
+            }
             let s = engine::run_cycle(&store, t, opts).await;
+            last_run[i] = Some(std::time::Instant::now());
             health.record_cycle(&s);
             if let Some(at) = next_report[i]
                 && Utc::now() >= at
@@ -113,10 +155,33 @@ pub async fn run(cli: &Cli) -> CmdResult {
         if *stop.borrow() {
             break;
         }
+        // Over its share (another instance joined): hand one tenant back between cycles.
+        if held.iter().filter(|h| **h).count() > share
+            && let Some(i) = held.iter().rposition(|h| *h)
+        {
+            match store.release_lease(tenants[i].id(), &instance).await {
+                Ok(()) => {
+                    tracing::info!(tenant = tenants[i].id(), live, "tenant lease handed over");
+                    held[i] = false;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot release a tenant lease"),
+            }
+        }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(c.sync.interval_secs)) => {},
+            _ = tokio::time::sleep(tick) => {},
             _ = stop.wait_for(|s| *s) => break,
         }
+    }
+    let _ = renewer.await;
+    for (i, t) in tenants.iter().enumerate() {
+        if held[i]
+            && let Err(e) = store.release_lease(t.id(), &instance).await
+        {
+            tracing::warn!(tenant = t.id(), error = %e, "cannot release the tenant lease");
+        }
+    }
+    if let Err(e) = store.forget_instance(&instance).await {
+        tracing::warn!(error = %e, "cannot remove the instance heartbeat");
     }
     if let Some(task) = server_task {
         let _ = task.await;
@@ -124,6 +189,30 @@ pub async fn run(cli: &Cli) -> CmdResult {
     store.close().await;
     tracing::info!("dozor stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Keeps this instance's leases alive while a long cycle runs (an initial sync can take minutes),
+/// renewing at a third of the TTL.
+fn spawn_lease_renewer(
+    store: crate::store::Store,
+    instance: String,
+    ttl: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(ttl / 3) => {},
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = store.heartbeat(&instance, ttl).await {
+                tracing::warn!(error = %e, "cannot record the instance heartbeat");
+            }
+            if let Err(e) = store.renew_leases(&instance, ttl).await {
+                tracing::warn!(error = %e, "cannot renew tenant leases");
+            }
+        }
+    })
 }
 
 /// Next time a cron expression fires, evaluated in the tenant's time zone.

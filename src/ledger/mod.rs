@@ -168,9 +168,12 @@ pub async fn apply(
                 }
                 _ => {}
             }
-            store
-                .set_action_state(&p.key, "intent", None, None, true)
-                .await?;
+            if !store.claim_action(&p.key, tenant, r.attempts).await? {
+                // Another instance claimed it first, or this one lost the tenant's lease: the
+                // holder finishes (or reconciles) it.
+                tracing::info!(key = %p.key, "action claimed elsewhere; leaving it to the tenant's holder");
+                return Ok(Outcome::Skipped);
+            }
             match execute(sinks, p).await {
                 Ok(id) => {
                     store

@@ -106,6 +106,41 @@ impl Store {
         Ok(())
     }
 
+    /// Counts an attempt on a pending action before its effect is executed. It succeeds only if
+    /// nobody counted one since `seen_attempts` was read and, for a leased handle
+    /// (`Store::with_holder`), while this instance still holds the tenant's lease: two instances
+    /// can then never both start the same write. True when the action is ours to execute.
+    pub async fn claim_action(&self, key: &str, tenant: &str, seen_attempts: i64) -> Result<bool> {
+        const CLAIM: &str = "UPDATE actions SET state = 'intent', error = NULL, \
+             attempts = attempts + 1, updated_at = $1 \
+             WHERE key = $2 AND attempts = $3 AND state IN ('intent', 'shadow')";
+        let r =
+            match self.holder() {
+                None => {
+                    sqlx::query(CLAIM)
+                        .bind(now_secs())
+                        .bind(key)
+                        .bind(seen_attempts)
+                        .execute(self.pool())
+                        .await
+                }
+                Some(holder) => sqlx::query(&format!(
+                    "{CLAIM} AND EXISTS (SELECT 1 FROM leases WHERE tenant = $4 AND holder = $5 \
+                     AND expires_at > $6)"
+                ))
+                .bind(now_secs())
+                .bind(key)
+                .bind(seen_attempts)
+                .bind(tenant)
+                .bind(holder)
+                .bind(super::leases::now_ms())
+                .execute(self.pool())
+                .await,
+            }
+            .op("claiming an action")?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Actions of a tenant created at or after `since`, oldest first.
     pub async fn actions_since(
         &self,

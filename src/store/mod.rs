@@ -7,11 +7,13 @@
 mod actions;
 mod audit;
 pub mod cursors;
+mod leases;
 mod mirror;
 mod tokens;
 
 pub use actions::ActionRow;
 pub use audit::AuditEntry;
+pub use leases::Lease;
 pub use mirror::{MirrorCounts, Snapshot};
 pub use tokens::{TokenSet, TokenStore};
 
@@ -68,6 +70,9 @@ impl<T> Op<T> for std::result::Result<T, sqlx::Error> {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The daemon instance using this handle when tenants are leased (`dozor run`): the ledger
+    /// then claims an action only while this instance holds the tenant's lease.
+    holder: Option<std::sync::Arc<str>>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
@@ -128,7 +133,22 @@ impl Store {
                 source,
             })?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            holder: None,
+        })
+    }
+
+    /// This handle, for the daemon instance `id`: actions are claimed only under its leases.
+    pub fn with_holder(mut self, id: &str) -> Store {
+        self.holder = Some(id.into());
+        self
+    }
+
+    /// The lease holder this handle acts for, if any.
+    pub fn holder(&self) -> Option<&str> {
+        self.holder.as_deref()
     }
 
     pub fn backend(&self) -> Backend {

@@ -103,3 +103,30 @@ impl dozor::store::TokenStore for MemTokens {
         Ok(())
     }
 }
+
+/// CRM writes dozor made more than once in a simulated world: ledger markers in tasks, calls
+/// registered by provider id, leads created for unknown callers. Empty when nothing is doubled.
+pub fn written_twice(w: &dozor::sim::world::World) -> Vec<(String, usize)> {
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+    for t in w.tasks.values() {
+        let text = format!("{} {}", t.title, t.description);
+        for part in text.split("[dozor:").skip(1) {
+            *seen
+                .entry(part.split(']').next().unwrap_or_default().to_string())
+                .or_default() += 1;
+        }
+    }
+    for a in w.activities.values() {
+        if let Some(x) = &a.external_id {
+            *seen.entry(format!("call {x}")).or_default() += 1;
+        }
+    }
+    for l in w
+        .leads
+        .values()
+        .filter(|l| l.title.starts_with("Входящий звонок"))
+    {
+        *seen.entry(format!("lead {}", l.title)).or_default() += 1;
+    }
+    seen.into_iter().filter(|(_, n)| *n > 1).collect()
+}
