@@ -131,12 +131,20 @@ async fn kill_and_restart(crm: CrmKind, trials: usize, seed: u64) {
     );
 }
 
+/// Trials per CRM: 50 in the test suite, more from `scripts/chaos` (`DOZOR_CRASH_TRIALS`).
+fn trials() -> usize {
+    std::env::var("DOZOR_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_50_times_bitrix24() {
-    kill_and_restart(CrmKind::Bitrix24, 50, 1).await;
+    kill_and_restart(CrmKind::Bitrix24, trials(), 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_50_times_amocrm() {
-    kill_and_restart(CrmKind::Amocrm, 50, 2).await;
+    kill_and_restart(CrmKind::Amocrm, trials(), 2).await;
 }

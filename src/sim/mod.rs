@@ -155,6 +155,8 @@ pub struct Faults {
     pub expire_tokens: bool,
     /// The next N successful responses have a truncated, unparsable JSON body.
     pub malformed_json: u32,
+    /// An outage: while set, every request answers a 5xx error (counters are not consumed).
+    pub down: bool,
 }
 
 /// What a fake must do to the request it is serving.
@@ -246,7 +248,9 @@ impl Sim {
         let (latency, injected) = {
             let mut all = self.faults.lock().unwrap_or_else(|e| e.into_inner());
             let f = all.entry(system).or_default();
-            let injected = if f.http_5xx > 0 {
+            let injected = if f.down {
+                Injected::Http5xx
+            } else if f.http_5xx > 0 {
                 f.http_5xx -= 1;
                 Injected::Http5xx
             } else if f.throttle > 0 {

@@ -42,6 +42,15 @@ pub enum StoreError {
     },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the disk holding the database is full (while {op}): free space on the file system of \
+         data_dir or database.url; nothing was lost, dozor resumes where it stopped"
+    )]
+    DiskFull {
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("database error while {op}: {source}")]
     Query {
         op: &'static str,
@@ -61,7 +70,25 @@ pub(crate) trait Op<T> {
 
 impl<T> Op<T> for std::result::Result<T, sqlx::Error> {
     fn op(self, op: &'static str) -> Result<T> {
-        self.map_err(|source| StoreError::Query { op, source })
+        self.map_err(|source| {
+            if is_disk_full(&source) {
+                StoreError::DiskFull { op, source }
+            } else {
+                StoreError::Query { op, source }
+            }
+        })
+    }
+}
+
+/// SQLITE_FULL (13), or PostgreSQL's disk_full (53100), or the OS saying so.
+fn is_disk_full(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            matches!(d.code().as_deref(), Some("13") | Some("53100"))
+                || d.message().contains("database or disk is full")
+        }
+        sqlx::Error::Io(io) => io.raw_os_error() == Some(28), // ENOSPC
+        _ => false,
     }
 }
 
@@ -132,7 +159,15 @@ impl Store {
                 url: safe_url,
                 source,
             })?;
-        MIGRATOR.run(&pool).await?;
+        MIGRATOR.run(&pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(source) if is_disk_full(&source) => {
+                StoreError::DiskFull {
+                    op: "creating the schema",
+                    source,
+                }
+            }
+            e => StoreError::Migrate(e),
+        })?;
         Ok(Store {
             pool,
             backend,

@@ -197,7 +197,9 @@ impl AmoCrm {
         let label = format!("{method} {path}");
         let mut attempt = 0u32;
         let mut lockouts = 0u32;
-        let mut refreshed = false;
+        // Refresh again if a token refreshed during this call is itself revoked (several
+        // revocations in a row happen when an admin re-installs the integration), but not forever.
+        let mut refreshes = 0u32;
         loop {
             self.wait_pause().await;
             self.limiter.acquire().await;
@@ -247,9 +249,9 @@ impl AmoCrm {
                         )
                     });
                 }
-                401 if self.auth.can_refresh() && !refreshed => {
-                    refreshed = true;
-                    tracing::info!(system = SYSTEM, %label, "access token refused, refreshing once");
+                401 if self.auth.can_refresh() && refreshes < 3 => {
+                    refreshes += 1;
+                    tracing::info!(system = SYSTEM, %label, refreshes, "access token refused, refreshing");
                     self.auth.refresh(self, Some(&token)).await?;
                     continue;
                 }

@@ -1,0 +1,392 @@
+//! Faults a deployment lives through: the CRM down for a while, Telegram down, tokens expiring in
+//! the middle of a cycle, slow and malformed responses, a full disk. After each, nothing is lost
+//! and nothing is written twice.
+//!
+//! The defaults keep the suite quick; `scripts/chaos` runs the same tests at full length
+//! (`DOZOR_CHAOS_OUTAGE_SECS=600`: a ten-minute CRM outage) together with the SIGKILL trials.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dozor::domain::{CrmKind, TelephonyKind};
+use dozor::sim::world::{Owner, SimDeal, StageKind, World};
+use dozor::sim::{self, Faults, SimHandle, SimOptions, System, tenant_config::tenant_config};
+
+fn outage_secs() -> u64 {
+    std::env::var("DOZOR_CHAOS_OUTAGE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12)
+}
+
+async fn start_sim(seed: u64) -> SimHandle {
+    let opts = SimOptions {
+        seed,
+        scale: 1,
+        anchor: None,
+        enforce_limits: false,
+        b24_enterprise: false,
+    };
+    sim::start(opts, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Writes the simulator's tenant config (plus `extra` at the top) into `dir`.
+fn write_config(h: &SimHandle, crm: CrmKind, dir: &Path, db: &str, extra: &str) -> String {
+    let cfg = format!(
+        "{extra}\n{}",
+        tenant_config(h, crm, TelephonyKind::Comagic, db, "ru")
+    );
+    let path = dir.join("dozor.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path.display().to_string()
+}
+
+async fn once(cfg: &str) -> Output {
+    let cfg = cfg.to_string();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_dozor"))
+            .args(["--config", &cfg, "once"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Open deals with no open task due now or later: the "no deal without a next step" rule's
+/// work not done (or lost).
+fn open_deals_without_next_step(w: &World) -> Vec<u64> {
+    let now = chrono::Utc::now();
+    w.deals
+        .values()
+        .filter(|d| {
+            w.pipeline(d.pipeline_id)
+                .and_then(|p| p.stages.iter().find(|s| s.id == d.stage_id))
+                .is_some_and(|s| s.kind == StageKind::Open)
+        })
+        .filter(|d| {
+            !w.tasks.values().any(|t| {
+                !t.completed
+                    && t.binding == Some((Owner::Deal, d.id))
+                    && t.deadline.is_none_or(|x| x >= now)
+            })
+        })
+        .map(|d| d.id)
+        .collect()
+}
+
+/// A new open deal with no task, added to the CRM while dozor is not looking.
+fn add_deal(w: &mut World, title: &str) -> u64 {
+    let template = w
+        .deals
+        .values()
+        .find(|d| {
+            w.stage_of_kind(d.pipeline_id, StageKind::Open)
+                .is_some_and(|s| s.id == d.stage_id)
+        })
+        .cloned()
+        .expect("the generated world has an open deal");
+    let id = w.next_id();
+    let now = chrono::Utc::now();
+    w.deals.insert(
+        id,
+        SimDeal {
+            id,
+            title: title.into(),
+            tags: Vec::new(),
+            loss_reason: None,
+            created_at: now,
+            updated_at: now,
+            closed_at: None,
+            lead_id: None,
+            ..template
+        },
+    );
+    id
+}
+
+fn set_down(h: &SimHandle, system: System, down: bool) {
+    let mut f = h.sim.faults(system);
+    f.down = down;
+    h.sim.set_faults(system, f);
+}
+
+fn spawn_daemon(cfg: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_dozor"))
+        .args(["--config", cfg, "--log-format", "json", "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what}: not reached in {limit:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    start.elapsed()
+}
+
+fn assert_clean(h: &SimHandle, what: &str) {
+    let w = h.sim.world();
+    let twice = common::written_twice(&w);
+    assert!(twice.is_empty(), "{what}: written twice: {twice:?}");
+    let lost = open_deals_without_next_step(&w);
+    assert!(
+        lost.is_empty(),
+        "{what}: open deals left without a next step: {lost:?}"
+    );
+}
+
+/// Telegram messages sent more than once (same chat, same text).
+fn telegram_doubles(h: &SimHandle) -> Vec<(i64, String)> {
+    let mut seen: BTreeMap<(i64, String), usize> = BTreeMap::new();
+    for m in h.sim.telegram.messages() {
+        *seen
+            .entry((m.chat_id, m.text.clone().unwrap_or_default()))
+            .or_default() += 1;
+    }
+    seen.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(k, _)| (k.0, k.1.chars().take(80).collect()))
+        .collect()
+}
+
+/// The daemon keeps running through a CRM outage; new work that piled up meanwhile is done once
+/// the CRM is back, and nothing is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crm_outage_then_back() {
+    for crm in [CrmKind::Bitrix24, CrmKind::Amocrm] {
+        let h = start_sim(31).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write_config(
+            &h,
+            crm,
+            dir.path(),
+            &common::sqlite_url(dir.path()),
+            "[server]\nenabled = false\n[sync]\ninterval_secs = 10\n",
+        );
+        let mut daemon = spawn_daemon(&cfg);
+        wait_for(Duration::from_secs(90), "first cycle's work", || {
+            open_deals_without_next_step(&h.sim.world()).is_empty()
+        })
+        .await;
+        let system = match crm {
+            CrmKind::Bitrix24 => System::Bitrix24,
+            CrmKind::Amocrm => System::Amocrm,
+        };
+        set_down(&h, system, true);
+        let outage = Duration::from_secs(outage_secs());
+        // Work arrives while the CRM API is down (the CRM's own UI keeps working).
+        let deal = add_deal(&mut h.sim.world(), "Заказ во время сбоя");
+        tokio::time::sleep(outage).await;
+        assert!(
+            daemon.try_wait().unwrap().is_none(),
+            "the daemon died during the outage"
+        );
+        set_down(&h, system, false);
+        let caught_up = wait_for(Duration::from_secs(90), "backlog after the outage", || {
+            let w = h.sim.world();
+            w.tasks
+                .values()
+                .any(|t| t.binding == Some((Owner::Deal, deal)) && !t.completed)
+        })
+        .await;
+        assert_clean(&h, &format!("{crm:?} outage"));
+        let _ = Command::new("kill")
+            .args(["-TERM", &daemon.id().to_string()])
+            .status();
+        assert!(daemon.wait().unwrap().success());
+        eprintln!(
+            "{crm:?}: CRM down {outage:?}, daemon survived, backlog done {caught_up:?} after recovery, 0 duplicates, 0 lost"
+        );
+    }
+}
+
+/// Telegram down: messages wait in the ledger and are delivered once it is back, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_down_then_back() {
+    let h = start_sim(32).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        &h,
+        CrmKind::Bitrix24,
+        dir.path(),
+        &common::sqlite_url(dir.path()),
+        "",
+    );
+    set_down(&h, System::Telegram, true);
+    let o = once(&cfg).await;
+    assert!(
+        h.sim.telegram.messages().is_empty(),
+        "nothing can be delivered while Telegram is down"
+    );
+    let store = dozor::store::Store::open(&common::sqlite_url(dir.path()), 1)
+        .await
+        .unwrap();
+    let pending: Vec<_> = store
+        .actions_in_state("demo", "intent")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.kind == "telegram")
+        .collect();
+    assert!(
+        !pending.is_empty(),
+        "messages wait in the ledger: {}",
+        text(&o)
+    );
+    set_down(&h, System::Telegram, false);
+    for _ in 0..3 {
+        let o = once(&cfg).await;
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let delivered = h.sim.telegram.messages().len();
+    let doubles = telegram_doubles(&h);
+    assert!(doubles.is_empty(), "sent twice: {doubles:?}");
+    let still: Vec<String> = store
+        .actions_in_state("demo", "intent")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.kind == "telegram")
+        .map(|a| a.key)
+        .collect();
+    assert!(still.is_empty(), "messages never delivered: {still:?}");
+    assert_clean(&h, "telegram outage");
+    eprintln!(
+        "Telegram down for one run: {} messages held, {delivered} delivered after, 0 twice",
+        pending.len()
+    );
+}
+
+/// Access tokens revoked in the middle of a cycle (amoCRM OAuth, Bitrix24 webhook unaffected):
+/// the client refreshes, persists the new pair and carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_expiry_mid_cycle() {
+    let h = start_sim(33).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        &h,
+        CrmKind::Amocrm,
+        dir.path(),
+        &common::sqlite_url(dir.path()),
+        "",
+    );
+    let sim = h.sim.clone();
+    // Revoke every issued token a few times while the run is under way.
+    let revoker = tokio::spawn(async move {
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let mut f = sim.faults(System::Amocrm);
+            f.expire_tokens = true;
+            sim.set_faults(System::Amocrm, f);
+        }
+    });
+    let o = once(&cfg).await;
+    revoker.await.unwrap();
+    assert!(o.status.success(), "run with rotating tokens: {}", text(&o));
+    let o = once(&cfg).await;
+    assert!(o.status.success(), "next run: {}", text(&o));
+    assert!(
+        !text(&o).contains("re-auth"),
+        "the token chain survived: {}",
+        text(&o)
+    );
+    assert_clean(&h, "token rotation");
+}
+
+/// Slow responses (1.5 s each) and a burst of malformed bodies: runs finish or stop cleanly with
+/// an error naming the method, and the next run completes the work once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_malformed_responses() {
+    let h = start_sim(34).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        &h,
+        CrmKind::Bitrix24,
+        dir.path(),
+        &common::sqlite_url(dir.path()),
+        "",
+    );
+    h.sim.set_faults(
+        System::Bitrix24,
+        Faults {
+            latency_ms: 1500,
+            malformed_json: 3,
+            ..Faults::default()
+        },
+    );
+    let o = once(&cfg).await;
+    let out = text(&o);
+    assert!(!out.contains("panicked"), "{out}");
+    if !o.status.success() {
+        assert!(
+            out.contains("bitrix24") || out.contains("Bitrix24"),
+            "the error names the system: {out}"
+        );
+    }
+    h.sim.set_faults(System::Bitrix24, Faults::default());
+    for _ in 0..2 {
+        let o = once(&cfg).await;
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    assert_clean(&h, "slow and malformed");
+}
+
+/// A full disk under the SQLite database gives a clear error, not a panic or a silent loss;
+/// with space again the run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_on_sqlite() {
+    let mnt = tempfile::tempdir().unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(mnt.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("cannot mount a small tmpfs here (not root?): skipping the disk-full test");
+        return;
+    }
+    let h = start_sim(35).await;
+    let cfgdir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/dozor.db", mnt.path().display());
+    let cfg = write_config(&h, CrmKind::Bitrix24, cfgdir.path(), &db, "");
+    let o = once(&cfg).await;
+    let out = text(&o);
+    // Room again: the same file system grows, the same database carries on.
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=256m"])
+        .arg(mnt.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(!o.status.success(), "a full disk is a failure: {out}");
+    assert!(!out.contains("panicked"), "{out}");
+    assert!(
+        out.contains("disk holding the database is full"),
+        "the error says the disk is full: {out}"
+    );
+    assert!(grown, "cannot grow the tmpfs");
+    for _ in 0..2 {
+        let o = once(&cfg).await;
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let _ = Command::new("umount").arg(mnt.path()).status();
+    assert_clean(&h, "disk full");
+}
