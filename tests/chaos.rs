@@ -14,26 +14,13 @@ use std::time::{Duration, Instant};
 
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor::sim::world::{Owner, SimDeal, StageKind, World};
-use dozor::sim::{self, Faults, SimHandle, SimOptions, System, tenant_config::tenant_config};
+use dozor::sim::{Faults, SimHandle, System, tenant_config::tenant_config};
 
 fn outage_secs() -> u64 {
     std::env::var("DOZOR_CHAOS_OUTAGE_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(12)
-}
-
-async fn start_sim(seed: u64) -> SimHandle {
-    let opts = SimOptions {
-        seed,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    };
-    sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
 }
 
 /// Writes the simulator's tenant config (plus `extra` at the top) into `dir`.
@@ -45,6 +32,14 @@ fn write_config(h: &SimHandle, crm: CrmKind, dir: &Path, db: &str, extra: &str) 
     let path = dir.join("dozor.toml");
     std::fs::write(&path, cfg).unwrap();
     path.display().to_string()
+}
+
+/// A small simulator and a SQLite-backed config for it in a fresh directory.
+async fn setup(seed: u64, crm: CrmKind) -> (SimHandle, tempfile::TempDir, String) {
+    let h = common::small_sim(seed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(&h, crm, dir.path(), &common::sqlite_url(dir.path()), "");
+    (h, dir, cfg)
 }
 
 async fn once(cfg: &str) -> Output {
@@ -65,28 +60,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// Open deals with no open task due now or later: the "no deal without a next step" rule's
-/// work not done (or lost).
-fn open_deals_without_next_step(w: &World) -> Vec<u64> {
-    let now = chrono::Utc::now();
-    w.deals
-        .values()
-        .filter(|d| {
-            w.pipeline(d.pipeline_id)
-                .and_then(|p| p.stages.iter().find(|s| s.id == d.stage_id))
-                .is_some_and(|s| s.kind == StageKind::Open)
-        })
-        .filter(|d| {
-            !w.tasks.values().any(|t| {
-                !t.completed
-                    && t.binding == Some((Owner::Deal, d.id))
-                    && t.deadline.is_none_or(|x| x >= now)
-            })
-        })
-        .map(|d| d.id)
-        .collect()
 }
 
 /// A new open deal with no task, added to the CRM while dozor is not looking.
@@ -147,7 +120,7 @@ fn assert_clean(h: &SimHandle, what: &str) {
     let w = h.sim.world();
     let twice = common::written_twice(&w);
     assert!(twice.is_empty(), "{what}: written twice: {twice:?}");
-    let lost = open_deals_without_next_step(&w);
+    let lost = common::open_deals_without_task(&w);
     assert!(
         lost.is_empty(),
         "{what}: open deals left without a next step: {lost:?}"
@@ -173,7 +146,7 @@ fn telegram_doubles(h: &SimHandle) -> Vec<(i64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crm_outage_then_back() {
     for crm in [CrmKind::Bitrix24, CrmKind::Amocrm] {
-        let h = start_sim(31).await;
+        let h = common::small_sim(31).await;
         let dir = tempfile::tempdir().unwrap();
         let cfg = write_config(
             &h,
@@ -184,7 +157,7 @@ async fn crm_outage_then_back() {
         );
         let mut daemon = spawn_daemon(&cfg);
         wait_for(Duration::from_secs(90), "first cycle's work", || {
-            open_deals_without_next_step(&h.sim.world()).is_empty()
+            common::open_deals_without_task(&h.sim.world()).is_empty()
         })
         .await;
         let system = match crm {
@@ -222,15 +195,7 @@ async fn crm_outage_then_back() {
 /// Telegram down: messages wait in the ledger and are delivered once it is back, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telegram_down_then_back() {
-    let h = start_sim(32).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        &h,
-        CrmKind::Bitrix24,
-        dir.path(),
-        &common::sqlite_url(dir.path()),
-        "",
-    );
+    let (h, dir, cfg) = setup(32, CrmKind::Bitrix24).await;
     set_down(&h, System::Telegram, true);
     let o = once(&cfg).await;
     assert!(
@@ -280,15 +245,7 @@ async fn telegram_down_then_back() {
 /// the client refreshes, persists the new pair and carries on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_expiry_mid_cycle() {
-    let h = start_sim(33).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        &h,
-        CrmKind::Amocrm,
-        dir.path(),
-        &common::sqlite_url(dir.path()),
-        "",
-    );
+    let (h, _dir, cfg) = setup(33, CrmKind::Amocrm).await;
     let sim = h.sim.clone();
     // Revoke every issued token a few times while the run is under way.
     let revoker = tokio::spawn(async move {
@@ -316,15 +273,7 @@ async fn token_expiry_mid_cycle() {
 /// an error naming the method, and the next run completes the work once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_malformed_responses() {
-    let h = start_sim(34).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        &h,
-        CrmKind::Bitrix24,
-        dir.path(),
-        &common::sqlite_url(dir.path()),
-        "",
-    );
+    let (h, _dir, cfg) = setup(34, CrmKind::Bitrix24).await;
     h.sim.set_faults(
         System::Bitrix24,
         Faults {
@@ -364,7 +313,7 @@ async fn disk_full_on_sqlite() {
         eprintln!("cannot mount a small tmpfs here (not root?): skipping the disk-full test");
         return;
     }
-    let h = start_sim(35).await;
+    let h = common::small_sim(35).await;
     let cfgdir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/dozor.db", mnt.path().display());
     let cfg = write_config(&h, CrmKind::Bitrix24, cfgdir.path(), &db, "");

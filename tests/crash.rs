@@ -107,24 +107,8 @@ async fn kill_and_restart(crm: CrmKind, trials: usize, seed: u64) {
     );
     assert!(!per_deal.is_empty(), "the rule did its work");
     // None lost: every open deal has a next step now.
-    let now = chrono::Utc::now();
-    let open_without = w
-        .deals
-        .values()
-        .filter(|d| {
-            w.pipeline(d.pipeline_id)
-                .and_then(|p| p.stages.iter().find(|s| s.id == d.stage_id))
-                .is_some_and(|s| s.kind == dozor::sim::world::StageKind::Open)
-        })
-        .filter(|d| {
-            !w.tasks.values().any(|t| {
-                !t.completed
-                    && t.binding == Some((Owner::Deal, d.id))
-                    && t.deadline.is_none_or(|x| x >= now)
-            })
-        })
-        .count();
-    assert_eq!(open_without, 0, "an intended task was lost");
+    let lost = common::open_deals_without_task(&w);
+    assert!(lost.is_empty(), "intended tasks lost: {lost:?}");
     eprintln!(
         "{crm:?}: {trials} trials, {killed} killed mid-run, {} tasks, 0 duplicates, 0 lost",
         per_deal.len()

@@ -3,14 +3,10 @@
 
 mod common;
 
-use std::collections::HashSet;
-
-use chrono::Utc;
 use dozor::config;
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor::engine::{CycleOptions, run_cycle};
 use dozor::ledger::Outcome;
-use dozor::sim::world::{Owner, StageKind, World};
 use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
 use dozor::store::Store;
 use dozor::tenant;
@@ -42,30 +38,6 @@ fn sim_opts() -> SimOptions {
     }
 }
 
-/// Open deals of the world with no open task due now or later.
-fn open_deals_without_task(w: &World) -> HashSet<u64> {
-    let now = Utc::now();
-    let covered: HashSet<u64> = w
-        .tasks
-        .values()
-        .filter(|t| !t.completed && t.deadline.is_none_or(|d| d >= now))
-        .filter_map(|t| match t.binding {
-            Some((Owner::Deal, id)) => Some(id),
-            _ => None,
-        })
-        .collect();
-    w.deals
-        .values()
-        .filter(|d| {
-            w.pipeline(d.pipeline_id)
-                .and_then(|p| p.stages.iter().find(|s| s.id == d.stage_id))
-                .is_some_and(|s| s.kind == StageKind::Open)
-        })
-        .filter(|d| !covered.contains(&d.id))
-        .map(|d| d.id)
-        .collect()
-}
-
 async fn full_cycle(db_url: &str, crm: CrmKind, tel: TelephonyKind) {
     let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
         .await
@@ -81,7 +53,7 @@ async fn full_cycle(db_url: &str, crm: CrmKind, tel: TelephonyKind) {
             w.deals.len() as i64,
             w.contacts.len() as i64,
             w.tasks.len(),
-            open_deals_without_task(&w),
+            common::open_deals_without_task(&w),
         )
     };
     assert!(
@@ -118,7 +90,7 @@ async fn full_cycle(db_url: &str, crm: CrmKind, tel: TelephonyKind) {
     {
         let w = h.sim.world();
         assert!(
-            open_deals_without_task(&w).is_empty(),
+            common::open_deals_without_task(&w).is_empty(),
             "every open deal has a next step now"
         );
         let marked = w

@@ -8,23 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dozor::domain::{CrmKind, TelephonyKind};
-use dozor::sim::{self, SimHandle, SimOptions, tenant_config::tenant_config};
+use dozor::sim::{SimHandle, tenant_config::tenant_config};
 use dozor::store::{Lease, Store};
 
 const TTL_SECS: u64 = 3;
-
-async fn start_sim(seed: u64) -> SimHandle {
-    let opts = SimOptions {
-        seed,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    };
-    sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-}
 
 /// The `[[tenants]]` block of a simulator's tenant config, renamed to `id`.
 fn tenant_block(h: &SimHandle, crm: CrmKind, tel: TelephonyKind, id: &str) -> String {
@@ -88,17 +75,17 @@ async fn three_instances_share_tenants_and_take_over_a_dead_one() {
     let db = common::pg_url().await;
     let sims = [
         (
-            start_sim(21).await,
+            common::small_sim(21).await,
             CrmKind::Bitrix24,
             TelephonyKind::Comagic,
         ),
         (
-            start_sim(22).await,
+            common::small_sim(22).await,
             CrmKind::Amocrm,
             TelephonyKind::Calltouch,
         ),
         (
-            start_sim(23).await,
+            common::small_sim(23).await,
             CrmKind::Bitrix24,
             TelephonyKind::Calltouch,
         ),

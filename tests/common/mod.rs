@@ -130,3 +130,43 @@ pub fn written_twice(w: &dozor::sim::world::World) -> Vec<(String, usize)> {
     }
     seen.into_iter().filter(|(_, n)| *n > 1).collect()
 }
+
+/// Open deals of the world with no open task due now or later: the "no deal without a next
+/// step" rule's work not done, or lost.
+pub fn open_deals_without_task(w: &dozor::sim::world::World) -> std::collections::HashSet<u64> {
+    use dozor::sim::world::{Owner, StageKind};
+    let now = chrono::Utc::now();
+    let covered: std::collections::HashSet<u64> = w
+        .tasks
+        .values()
+        .filter(|t| !t.completed && t.deadline.is_none_or(|d| d >= now))
+        .filter_map(|t| match t.binding {
+            Some((Owner::Deal, id)) => Some(id),
+            _ => None,
+        })
+        .collect();
+    w.deals
+        .values()
+        .filter(|d| {
+            w.pipeline(d.pipeline_id)
+                .and_then(|p| p.stages.iter().find(|s| s.id == d.stage_id))
+                .is_some_and(|s| s.kind == StageKind::Open)
+        })
+        .filter(|d| !covered.contains(&d.id))
+        .map(|d| d.id)
+        .collect()
+}
+
+/// A small simulated company (scale 1) with rate limits off, on a free loopback port.
+pub async fn small_sim(seed: u64) -> dozor::sim::SimHandle {
+    let opts = dozor::sim::SimOptions {
+        seed,
+        scale: 1,
+        anchor: None,
+        enforce_limits: false,
+        b24_enterprise: false,
+    };
+    dozor::sim::start(opts, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
