@@ -262,6 +262,28 @@ pub struct TenantConfig {
     pub roles: RolesConfig,
     #[serde(default)]
     pub marketing: MarketingConfig,
+    /// Tokens of the webhook receivers; a receiver without its token stays off.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+}
+
+/// Secrets that authenticate pushes from the CRM, the telephony and Telegram. Each receiver is
+/// enabled by setting its token (inline or in a `*_file`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Bitrix24 outgoing webhook / app `application_token` (sent as `auth[application_token]`).
+    pub bitrix24_token: Option<Secret>,
+    pub bitrix24_token_file: Option<PathBuf>,
+    /// Secret path segment of the amoCRM webhook URL.
+    pub amocrm_secret: Option<Secret>,
+    pub amocrm_secret_file: Option<PathBuf>,
+    /// Secret path segment of the CoMagic notification URL.
+    pub comagic_secret: Option<Secret>,
+    pub comagic_secret_file: Option<PathBuf>,
+    /// `secret_token` given to Telegram's setWebhook (header X-Telegram-Bot-Api-Secret-Token).
+    pub telegram_secret: Option<Secret>,
+    pub telegram_secret_file: Option<PathBuf>,
 }
 
 /// How clients are handed to marketing (after three unanswered calls).
@@ -700,7 +722,6 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         line: None,
         message: format!("cannot read: {e}"),
     })?;
-    warn_if_world_readable(path);
     let env = config::Environment::with_prefix("DOZOR")
         .prefix_separator("__")
         .separator("__")
@@ -772,36 +793,67 @@ fn locate_key(text: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-fn warn_if_world_readable(path: &Path) {
+/// Keys whose inline value is a secret (their `*_file` twins are not).
+const SECRET_KEYS: [&str; 12] = [
+    "url",
+    "webhook_url",
+    "client_secret",
+    "refresh_token",
+    "long_lived_token",
+    "access_token",
+    "client_api_id",
+    "bot_token",
+    "bitrix24_token",
+    "amocrm_secret",
+    "comagic_secret",
+    "telegram_secret",
+];
+
+/// A warning when the config file at `path` holds secrets inline and its group or other users
+/// may read it; `None` when it is fine. The daemon logs it at start and `dozor check` prints it.
+pub fn permission_warning(path: &Path) -> Option<String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o004 != 0
-        {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            // Only worth a warning when secrets are inline rather than in *_file keys.
-            let inline_secret = text.lines().any(|l| {
-                let t = l.trim_start();
-                [
-                    "webhook_url",
-                    "client_secret",
-                    "refresh_token",
-                    "long_lived_token",
-                    "access_token",
-                    "client_api_id",
-                    "bot_token",
-                ]
-                .iter()
-                .any(|k| t.starts_with(k) && t[k.len()..].trim_start().starts_with('='))
-            });
-            if inline_secret {
-                tracing::warn!(
-                    file = %path.display(),
-                    "config file holds secrets and is readable by other users; chmod 600 it or move secrets to *_file keys"
-                );
-            }
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        if mode & 0o044 == 0 {
+            return None;
         }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let inline: Vec<&str> = SECRET_KEYS
+            .iter()
+            .copied()
+            .filter(|k| {
+                text.lines().any(|l| {
+                    let t = l.trim_start();
+                    t.strip_prefix(k).is_some_and(|rest| {
+                        let v = rest.trim_start();
+                        // `url` is a secret only as a database URL with a password.
+                        v.starts_with('=') && (*k != "url" || v.contains("://") && v.contains('@'))
+                    })
+                })
+            })
+            .collect();
+        if inline.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "config file {} holds secrets inline ({}) and is readable by {} (mode {:o}): run `chmod 600 {}` or move the secrets to *_file keys",
+            path.display(),
+            inline.join(", "),
+            if mode & 0o004 != 0 {
+                "all users"
+            } else {
+                "its group"
+            },
+            mode & 0o777,
+            path.display()
+        ))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 
@@ -1069,6 +1121,7 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
             }
             None => {}
         }
+        validate_webhooks(&mut t.webhooks, &k)?;
         if let Some(tg) = &mut t.telegram {
             require_url(&tg.api_url, &k("telegram.api_url"))?;
             secret(
@@ -1087,6 +1140,65 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
                 _ => {}
             }
         }
+    }
+    Ok(())
+}
+
+/// Resolves the webhook secrets and checks they can travel where they are used: a URL path
+/// segment (amoCRM, CoMagic) or Telegram's `secret_token` header.
+fn validate_webhooks(
+    w: &mut WebhooksConfig,
+    k: &dyn Fn(&str) -> String,
+) -> Result<(), (String, String)> {
+    secret(
+        &mut w.bitrix24_token,
+        &w.bitrix24_token_file,
+        &k("webhooks.bitrix24_token"),
+    )?;
+    secret(
+        &mut w.amocrm_secret,
+        &w.amocrm_secret_file,
+        &k("webhooks.amocrm_secret"),
+    )?;
+    secret(
+        &mut w.comagic_secret,
+        &w.comagic_secret_file,
+        &k("webhooks.comagic_secret"),
+    )?;
+    secret(
+        &mut w.telegram_secret,
+        &w.telegram_secret_file,
+        &k("webhooks.telegram_secret"),
+    )?;
+    let token_chars = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if let Some(t) = &w.bitrix24_token
+        && t.expose().trim().is_empty()
+    {
+        return Err((k("webhooks.bitrix24_token"), "must not be empty".into()));
+    }
+    for (name, value) in [
+        ("amocrm_secret", &w.amocrm_secret),
+        ("comagic_secret", &w.comagic_secret),
+    ] {
+        if let Some(v) = value
+            && (v.expose().len() < 16 || v.expose().len() > 256 || !token_chars(v.expose()))
+        {
+            return Err((
+                k(&format!("webhooks.{name}")),
+                "must be 16-256 characters of A-Z a-z 0-9 _ - (it is part of a URL); generate one with `openssl rand -hex 24`".into(),
+            ));
+        }
+    }
+    if let Some(v) = &w.telegram_secret
+        && (v.expose().is_empty() || v.expose().len() > 256 || !token_chars(v.expose()))
+    {
+        return Err((
+            k("webhooks.telegram_secret"),
+            "must be 1-256 characters of A-Z a-z 0-9 _ - (Telegram's secret_token rules)".into(),
+        ));
     }
     Ok(())
 }

@@ -170,6 +170,15 @@ fn example_documents_every_key() {
         "ops_chat",
         "report_topic",
         "allowed_chats",
+        // webhooks
+        "bitrix24_token",
+        "bitrix24_token_file",
+        "amocrm_secret",
+        "amocrm_secret_file",
+        "comagic_secret",
+        "comagic_secret_file",
+        "telegram_secret",
+        "telegram_secret_file",
         // calendar, reports
         "work_hours",
         "work_days",
@@ -202,6 +211,7 @@ fn example_documents_every_key() {
         "[tenants.telephony]",
         "[tenants.telegram]",
         "[tenants.telegram.managers]",
+        "[tenants.webhooks]",
         "[tenants.calendar]",
         "[tenants.reports]",
         "[tenants.reports.plans]",

@@ -90,6 +90,13 @@ pub async fn check(cli: &Cli) -> CmdResult {
         "config {file}: valid, {} tenant(s)",
         loaded.config.tenants.len()
     );
+    if let Some(w) = loaded
+        .file
+        .as_deref()
+        .and_then(crate::config::permission_warning)
+    {
+        println!("warning: {w}");
+    }
     let mut rows = Vec::new();
     let db_url = crate::store::redact_db_url(&loaded.config.database_url());
     let start = Instant::now();

@@ -16,7 +16,7 @@ use super::once::{action_lines, send_daily, sync_options};
 use super::{Cli, CmdResult, load_config, open_store};
 use crate::engine::{self, CycleOptions};
 use crate::report;
-use crate::server::{self, Health, ServerState};
+use crate::server::{self, Health, ServerState, webhooks};
 use crate::tenant::{self, Tenant};
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -57,12 +57,27 @@ pub async fn run(cli: &Cli) -> CmdResult {
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let health = Arc::new(Health::default());
+    // Webhook pushes wake a tenant's cycle early; polling stays the safety net.
+    let wiring = webhooks::Hooks::wire(&c.tenants);
+    let wakes: Vec<Arc<tokio::sync::Notify>> = tenants
+        .iter()
+        .map(|t| wiring.wakes[t.id()].clone())
+        .collect();
+    for (tenant, mut rx) in wiring.telegram_updates {
+        // Updates received by the Telegram webhook, queued for the bot's commands.
+        tokio::spawn(async move {
+            while let Some(u) = rx.recv().await {
+                tracing::info!(tenant = %tenant, update_id = u.update_id, "telegram update received by webhook");
+            }
+        });
+    }
     let server_task = if c.server.enabled {
         let state = ServerState {
             store: store.clone(),
             health: health.clone(),
             stale_after: Duration::from_secs(c.sync.interval_secs * 3 + 60),
             tenants: tenants.iter().map(|t| t.id().to_string()).collect(),
+            hooks: wiring.hooks.clone(),
         };
         let listener = tokio::net::TcpListener::bind(&c.server.listen)
             .await
@@ -106,6 +121,7 @@ pub async fn run(cli: &Cli) -> CmdResult {
     let mut held = vec![false; tenants.len()];
     let mut last_run: Vec<Option<std::time::Instant>> = vec![None; tenants.len()];
     tracing::info!(instance = %instance, lease_ttl_secs = ttl.as_secs(), "tenant leases");
+    let mut woken: Vec<bool> = vec![false; tenants.len()];
     loop {
         // Each instance takes at most its fair share of the tenants, so a cluster spreads them.
         let live = store.heartbeat(&instance, ttl).await.unwrap_or_else(|e| {
@@ -117,9 +133,11 @@ pub async fn run(cli: &Cli) -> CmdResult {
             if *stop.borrow() {
                 break;
             }
-            if last_run[i].is_some_and(|at| at.elapsed() < interval) {
+            // A webhook push wakes its tenant early; polling stays the safety net.
+            if !woken[i] && last_run[i].is_some_and(|at| at.elapsed() < interval) {
                 continue;
             }
+            woken[i] = false;
             if !held[i] && held.iter().filter(|h| **h).count() >= share {
                 continue;
             }
@@ -167,8 +185,20 @@ pub async fn run(cli: &Cli) -> CmdResult {
                 Err(e) => tracing::warn!(error = %e, "cannot release a tenant lease"),
             }
         }
+        // A push during a cycle left a permit in its Notify, so it is not lost. A push for a
+        // tenant another instance holds is left to that instance's polling.
+        let any_wake = async {
+            if wakes.is_empty() {
+                std::future::pending::<usize>().await
+            } else {
+                futures::future::select_all(wakes.iter().map(|w| Box::pin(w.notified())))
+                    .await
+                    .1
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(tick) => {},
+            i = any_wake => woken[i] = true,
             _ = stop.wait_for(|s| *s) => break,
         }
     }

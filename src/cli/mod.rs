@@ -269,6 +269,9 @@ pub(crate) fn load_config(cli: &Cli) -> Result<config::Loaded, ConfigError> {
         None => loaded.config.log.format,
     };
     init_logging(format, &loaded.config.log.level);
+    if let Some(w) = config::permission_warning(&path) {
+        tracing::warn!("{w}");
+    }
     if loaded.config.tenants.is_empty() {
         return Err(ConfigError {
             file: Some(path),

@@ -1,6 +1,8 @@
 //! The HTTP server beside the daemon: /healthz (process alive), /readyz (database reachable and
-//! the last cycle fresh), /metrics (Prometheus text format). Webhook receivers join it later.
+//! the last cycle fresh), /metrics (Prometheus text format), and the webhook receivers under /hooks/.
 //! It listens on loopback by default: metrics name tenants and should not be public.
+
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -54,6 +56,8 @@ pub struct ServerState {
     /// A cycle older than this makes /readyz fail.
     pub stale_after: Duration,
     pub tenants: Vec<String>,
+    /// Webhook receivers (see [`webhooks`]).
+    pub hooks: Arc<webhooks::Hooks>,
 }
 
 pub fn router(state: ServerState) -> Router {
@@ -61,6 +65,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(webhooks::routes())
         .with_state(state)
 }
 

@@ -279,8 +279,9 @@ impl Comagic {
         }
     }
 
-    /// Maps one `get.calls_report` row; `None` (with the reason) when it is unusable.
-    fn map_call(&self, row: &Value) -> std::result::Result<Call, (String, &'static str)> {
+    /// Maps one `get.calls_report` row; `Err((call id, reason))` when it is unusable. The
+    /// notification receiver maps pushed calls through it too, so both paths agree.
+    pub fn map_call(&self, row: &Value) -> std::result::Result<Call, (String, &'static str)> {
         let id = match row.get("id") {
             Some(Value::Number(n)) => n.to_string(),
             Some(Value::String(s)) if !s.is_empty() => s.clone(),

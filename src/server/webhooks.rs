@@ -1,0 +1,844 @@
+//! Webhook receivers: pushes from Bitrix24, amoCRM, CoMagic and Telegram.
+//!
+//! A push is a hint, not the truth: every receiver authenticates the call, validates the body,
+//! records the delivery (so a repeated delivery is processed once), answers at once and does
+//! the work in the background. CRM events only wake the tenant's cycle early, which then reads
+//! the changed records through the same incremental sync as polling; CoMagic notifications
+//! carry a whole call, which is mapped by the same code as the poller's and stored in the
+//! mirror before the cycle is woken. Polling keeps running as the safety net for lost pushes
+//! (Bitrix24 never retries a failed delivery).
+//!
+//! Routes (the public base URL is whatever the operator's reverse proxy exposes):
+//! - `POST /hooks/bitrix24/{tenant}`: token in the body, `auth[application_token]`;
+//! - `POST /hooks/amocrm/{tenant}/{secret}`;
+//! - `POST|GET /hooks/comagic/{tenant}/{secret}`;
+//! - `POST /hooks/telegram/{tenant}`: token in `X-Telegram-Bot-Api-Secret-Token`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+use super::ServerState;
+use crate::config::{CrmConfig, Secret, TelephonyConfig, TenantConfig, WebhooksConfig};
+use crate::notify::telegram::Update;
+use crate::store::Store;
+use crate::telephony::comagic::Comagic;
+
+/// Largest body a receiver reads; larger ones get 413. Real pushes are a few KiB.
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// Telegram updates queued per tenant before the receiver answers 503 (Telegram then retries).
+const TELEGRAM_QUEUE: usize = 256;
+
+/// Deliveries older than this are forgotten (no source re-sends that late).
+const DEDUPE_KEEP_SECS: i64 = 7 * 24 * 3600;
+
+/// Per-tenant webhook state: tokens, the cycle's wake-up and the bot's update queue.
+struct TenantHooks {
+    cfg: WebhooksConfig,
+    /// `host[:port]` of the Bitrix24 portal, to compare with `auth[domain]`.
+    b24_domain: Option<String>,
+    /// amoCRM account subdomain, to compare with `account[subdomain]`.
+    amo_subdomain: Option<String>,
+    comagic: Option<Arc<Comagic>>,
+    wake: Arc<Notify>,
+    telegram: Option<mpsc::Sender<Update>>,
+}
+
+/// All tenants' receivers, shared by the server's handlers.
+#[derive(Default)]
+pub struct Hooks {
+    tenants: HashMap<String, TenantHooks>,
+    /// (tenant, source, outcome) -> deliveries.
+    counts: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
+    /// (tenant, source) -> last accepted delivery.
+    last: Mutex<BTreeMap<(String, &'static str), DateTime<Utc>>>,
+}
+
+/// What the daemon needs to connect the receivers to the rest: the shared [`Hooks`] for the
+/// server, one wake-up per tenant for its cycle loop, and the Telegram update queues.
+pub struct Wiring {
+    pub hooks: Arc<Hooks>,
+    /// tenant -> notified when a push arrives; the daemon runs that tenant's cycle early.
+    pub wakes: HashMap<String, Arc<Notify>>,
+    /// tenant -> updates received by the Telegram webhook, for the bot's command handling
+    /// (the same place long polling would hand them to).
+    pub telegram_updates: HashMap<String, mpsc::Receiver<Update>>,
+}
+
+impl Hooks {
+    /// Builds the receivers of `tenants` and the channels that lead out of them.
+    pub fn wire<'a>(tenants: impl IntoIterator<Item = &'a TenantConfig>) -> Wiring {
+        let mut hooks = Hooks::default();
+        let mut wakes = HashMap::new();
+        let mut telegram_updates = HashMap::new();
+        for t in tenants {
+            let wake = Arc::new(Notify::new());
+            wakes.insert(t.id.clone(), wake.clone());
+            let tz = t
+                .timezone
+                .parse::<chrono_tz::Tz>()
+                .unwrap_or(chrono_tz::Europe::Moscow);
+            let comagic = match &t.telephony {
+                Some(TelephonyConfig::Comagic(c)) => Some(Arc::new(Comagic::new(c, tz))),
+                _ => None,
+            };
+            let (b24_domain, amo_subdomain) = match &t.crm {
+                CrmConfig::Bitrix24(b) => {
+                    let url = b
+                        .webhook_url
+                        .as_ref()
+                        .map(|s| s.expose().to_string())
+                        .or_else(|| b.portal_url.clone());
+                    (url.as_deref().and_then(host_port), None)
+                }
+                CrmConfig::Amocrm(a) => (None, amo_subdomain(&a.base_url)),
+            };
+            let telegram = t.webhooks.telegram_secret.as_ref().map(|_| {
+                let (tx, rx) = mpsc::channel(TELEGRAM_QUEUE);
+                telegram_updates.insert(t.id.clone(), rx);
+                tx
+            });
+            hooks.tenants.insert(
+                t.id.clone(),
+                TenantHooks {
+                    cfg: t.webhooks.clone(),
+                    b24_domain,
+                    amo_subdomain,
+                    comagic,
+                    wake,
+                    telegram,
+                },
+            );
+        }
+        Wiring {
+            hooks: Arc::new(hooks),
+            wakes,
+            telegram_updates,
+        }
+    }
+
+    /// The wake-up of `tenant`'s cycle.
+    pub fn wake(&self, tenant: &str) -> Option<Arc<Notify>> {
+        self.tenants.get(tenant).map(|t| t.wake.clone())
+    }
+
+    /// Deliveries by (tenant, source, outcome): accepted, duplicate, unauthorized, forbidden,
+    /// bad_request, too_large, unavailable.
+    pub fn counts(&self) -> Vec<((String, String, String), u64)> {
+        let c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        c.iter()
+            .map(|((t, s, o), n)| ((t.clone(), s.to_string(), o.to_string()), *n))
+            .collect()
+    }
+
+    /// When `source` last delivered an accepted push for `tenant` (since the process started).
+    pub fn last_delivery(&self, tenant: &str, source: &str) -> Option<DateTime<Utc>> {
+        let l = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        l.iter()
+            .find(|((t, s), _)| t == tenant && *s == source)
+            .map(|(_, at)| *at)
+    }
+
+    fn count(&self, tenant: &str, source: &'static str, outcome: &'static str) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *c.entry((tenant.to_string(), source, outcome)).or_default() += 1;
+        if outcome == "accepted" {
+            let mut l = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            l.insert((tenant.to_string(), source), Utc::now());
+        }
+    }
+}
+
+/// The receivers' routes; merged into the server's router.
+pub fn routes() -> Router<ServerState> {
+    Router::new()
+        .route("/hooks/bitrix24/{tenant}", post(bitrix24))
+        .route("/hooks/amocrm/{tenant}/{secret}", post(amocrm))
+        .route(
+            "/hooks/comagic/{tenant}/{secret}",
+            post(comagic).get(comagic),
+        )
+        .route("/hooks/telegram/{tenant}", post(telegram))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// Why a delivery was refused; the body says what to fix, never a token.
+#[derive(Debug)]
+enum Reject {
+    NotFound,
+    Unauthorized(&'static str),
+    Forbidden(&'static str),
+    BadRequest(String),
+    TooLarge,
+    Unavailable(&'static str),
+    Internal,
+}
+
+impl Reject {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Reject::NotFound => "not_found",
+            Reject::Unauthorized(_) => "unauthorized",
+            Reject::Forbidden(_) => "forbidden",
+            Reject::BadRequest(_) => "bad_request",
+            Reject::TooLarge => "too_large",
+            Reject::Unavailable(_) => "unavailable",
+            Reject::Internal => "error",
+        }
+    }
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            Reject::NotFound => (StatusCode::NOT_FOUND, "no such webhook".to_string()),
+            Reject::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.to_string()),
+            Reject::Forbidden(m) => (StatusCode::FORBIDDEN, m.to_string()),
+            Reject::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            Reject::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {MAX_BODY} bytes"),
+            ),
+            Reject::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.to_string()),
+            Reject::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not record the delivery".to_string(),
+            ),
+        };
+        (status, axum::Json(json!({ "error": message }))).into_response()
+    }
+}
+
+fn bad(message: impl Into<String>) -> Reject {
+    Reject::BadRequest(message.into())
+}
+
+fn missing(field: &str) -> Reject {
+    bad(format!("missing field `{field}`"))
+}
+
+/// A delivery that passed validation, ready to be recorded.
+struct Delivery {
+    source: &'static str,
+    event: String,
+    entity: String,
+    ts: String,
+}
+
+/// Runs one receiver: counts and logs the outcome, answers 200 with `accepted` or `duplicate`.
+async fn finish(
+    s: &ServerState,
+    tenant: &str,
+    source: &'static str,
+    result: Result<(&'static str, String), Reject>,
+) -> Response {
+    match result {
+        Ok((outcome, detail)) => {
+            s.hooks.count(tenant, source, outcome);
+            tracing::debug!(tenant, source, outcome, %detail, "webhook delivery");
+            (
+                StatusCode::OK,
+                axum::Json(json!({ "status": outcome, "detail": detail })),
+            )
+                .into_response()
+        }
+        Err(r) => {
+            s.hooks.count(tenant, source, r.outcome());
+            match &r {
+                Reject::Unauthorized(why) | Reject::Forbidden(why) => {
+                    tracing::warn!(tenant, source, reason = why, "webhook delivery refused");
+                }
+                Reject::BadRequest(why) => {
+                    tracing::warn!(tenant, source, reason = %why, "malformed webhook delivery");
+                }
+                other => {
+                    tracing::info!(
+                        tenant,
+                        source,
+                        outcome = other.outcome(),
+                        "webhook delivery not taken"
+                    );
+                }
+            }
+            r.into_response()
+        }
+    }
+}
+
+fn hooks_of<'a>(s: &'a ServerState, tenant: &str) -> Result<&'a TenantHooks, Reject> {
+    s.hooks.tenants.get(tenant).ok_or(Reject::NotFound)
+}
+
+fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Reject> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Reject::TooLarge
+        } else {
+            bad(format!("cannot read the body: {}", e.body_text()))
+        }
+    })
+}
+
+/// Compares a presented secret with the configured one in time independent of where they
+/// differ.
+pub fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
+    if expected.is_empty() {
+        return false;
+    }
+    let mut diff = u8::from(presented.len() != expected.len());
+    for (i, e) in expected.iter().enumerate() {
+        let p = presented.get(i).copied().unwrap_or(0);
+        diff |= p ^ e;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+fn check_secret(presented: Option<&str>, expected: &Secret) -> Result<(), Reject> {
+    match presented {
+        None | Some("") => Err(Reject::Unauthorized("missing token")),
+        Some(p) if constant_time_eq(p.as_bytes(), expected.expose().as_bytes()) => Ok(()),
+        Some(_) => Err(Reject::Forbidden("wrong token")),
+    }
+}
+
+/// Remembers a delivery; `false` when the same one was seen before.
+async fn record(store: &Store, tenant: &str, d: &Delivery) -> Result<bool, Reject> {
+    let hash = digest(&[tenant, d.source, &d.event, &d.entity, &d.ts]);
+    let now = Utc::now().timestamp();
+    let inserted = sqlx::query(
+        "INSERT INTO webhook_deliveries (hash, tenant, source, event, entity, received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (hash) DO NOTHING",
+    )
+    .bind(hash)
+    .bind(tenant)
+    .bind(d.source)
+    .bind(d.event.clone())
+    .bind(d.entity.clone())
+    .bind(now)
+    .execute(store.pool())
+    .await
+    .map_err(|e| {
+        tracing::error!(tenant, source = d.source, error = %e, "cannot record a webhook delivery");
+        Reject::Internal
+    })?
+    .rows_affected()
+        > 0;
+    if inserted && now % 64 == 0 {
+        // Now and then, forget old deliveries.
+        let _ = sqlx::query("DELETE FROM webhook_deliveries WHERE received_at < $1")
+            .bind(now - DEDUPE_KEEP_SECS)
+            .execute(store.pool())
+            .await;
+    }
+    Ok(inserted)
+}
+
+async fn forget(store: &Store, tenant: &str, d: &Delivery) {
+    let hash = digest(&[tenant, d.source, &d.event, &d.entity, &d.ts]);
+    let _ = sqlx::query("DELETE FROM webhook_deliveries WHERE hash = $1")
+        .bind(hash)
+        .execute(store.pool())
+        .await;
+}
+
+/// A 128-bit FNV-1a digest (two 64-bit lanes) of the parts, as hex. Collisions only matter
+/// for deduplication, where a 128-bit space is ample.
+fn digest(parts: &[&str]) -> String {
+    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut b: u64 = 0x6c62_272e_07bb_0142;
+    for part in parts {
+        for byte in part.bytes().chain(std::iter::once(0x1f)) {
+            a = (a ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+            b = (b ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    format!("{a:016x}{b:016x}")
+}
+
+/// PHP-bracket form fields (`data[FIELDS][ID]=1`) as key -> value (first value wins).
+fn form(body: &[u8]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in url::form_urlencoded::parse(body) {
+        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    }
+    out
+}
+
+fn host_port(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let host = u.host_str()?.to_ascii_lowercase();
+    Some(match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    })
+}
+
+/// `acme` for `https://acme.amocrm.ru`; `None` for other hosts (a proxy, the simulator).
+fn amo_subdomain(base_url: &str) -> Option<String> {
+    let u = url::Url::parse(base_url).ok()?;
+    let host = u.host_str()?.to_ascii_lowercase();
+    let (sub, rest) = host.split_once('.')?;
+    ["amocrm.ru", "amocrm.com", "kommo.com"]
+        .contains(&rest)
+        .then(|| sub.to_string())
+}
+
+fn wake(h: &TenantHooks) {
+    h.wake.notify_one();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bitrix24
+
+async fn bitrix24(
+    State(s): State<ServerState>,
+    Path(tenant): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let h = hooks_of(&s, &tenant)?;
+        let token = h.cfg.bitrix24_token.as_ref().ok_or(Reject::NotFound)?;
+        let body = body_of(body)?;
+        let f = form(&body);
+        check_secret(f.get("auth[application_token]").map(String::as_str), token)?;
+        if let (Some(expected), Some(domain)) = (&h.b24_domain, f.get("auth[domain]"))
+            && !domain.eq_ignore_ascii_case(expected)
+        {
+            return Err(Reject::Forbidden(
+                "auth[domain] is not this tenant's portal",
+            ));
+        }
+        let event = f
+            .get("event")
+            .filter(|e| !e.trim().is_empty())
+            .ok_or_else(|| missing("event"))?
+            .to_ascii_uppercase();
+        let entity = [
+            "data[FIELDS][ID]",
+            "data[FIELDS_AFTER][ID]",
+            "data[FIELDS_BEFORE][ID]",
+        ]
+        .iter()
+        .find_map(|k| f.get(*k).filter(|v| !v.is_empty()))
+        .ok_or_else(|| missing("data[FIELDS][ID]"))?
+        .clone();
+        if !entity.chars().all(|c| c.is_ascii_digit()) {
+            return Err(bad("field `data[FIELDS][ID]` must be a number"));
+        }
+        let ts = f
+            .get("ts")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| missing("ts"))?
+            .clone();
+        let d = Delivery {
+            source: "bitrix24",
+            event,
+            entity,
+            ts,
+        };
+        if !record(&s.store, &tenant, &d).await? {
+            return Ok(("duplicate", format!("{} {}", d.event, d.entity)));
+        }
+        wake(h);
+        Ok(("accepted", format!("{} {}", d.event, d.entity)))
+    }
+    .await;
+    finish(&s, &tenant, "bitrix24", result).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// amoCRM
+
+/// The groups amoCRM posts (`leads[add][0][id]`, `contacts[update][0][id]`, `task[add][0][id]`).
+const AMO_GROUPS: [&str; 8] = [
+    "leads",
+    "contacts",
+    "companies",
+    "customers",
+    "task",
+    "tasks",
+    "unsorted",
+    "catalogs",
+];
+
+async fn amocrm(
+    State(s): State<ServerState>,
+    Path((tenant, secret)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let h = hooks_of(&s, &tenant)?;
+        let expected = h.cfg.amocrm_secret.as_ref().ok_or(Reject::NotFound)?;
+        check_secret(Some(&secret), expected)?;
+        let body = body_of(body)?;
+        let f = form(&body);
+        let sub = f.get("account[subdomain]").filter(|v| !v.is_empty());
+        if sub.is_none() && f.get("account[id]").is_none_or(|v| v.is_empty()) {
+            return Err(missing("account[subdomain]"));
+        }
+        if let (Some(expected), Some(sub)) = (&h.amo_subdomain, sub)
+            && !sub.eq_ignore_ascii_case(expected)
+        {
+            return Err(Reject::Forbidden(
+                "account[subdomain] is not this tenant's account",
+            ));
+        }
+        // group[action][n][id] -> (group, action, id, time)
+        let mut items: Vec<String> = Vec::new();
+        for (k, v) in &f {
+            let Some(rest) = k.strip_suffix("][id]") else {
+                continue;
+            };
+            let parts: Vec<&str> = rest.split(['[', ']']).filter(|p| !p.is_empty()).collect();
+            let [group, action, n] = parts.as_slice() else {
+                continue;
+            };
+            if !AMO_GROUPS.contains(group) || !n.chars().all(|c| c.is_ascii_digit()) {
+                continue;
+            }
+            if v.is_empty() || !v.chars().all(|c| c.is_ascii_digit()) {
+                return Err(bad(format!("field `{k}` must be a number")));
+            }
+            let prefix = format!("{group}[{action}][{n}]");
+            let ts = ["last_modified", "updated_at", "date_create", "created_at"]
+                .iter()
+                .find_map(|t| f.get(&format!("{prefix}[{t}]")))
+                .cloned()
+                .unwrap_or_default();
+            items.push(format!("{group}:{action}:{v}@{ts}"));
+        }
+        if items.is_empty() {
+            return Err(bad(
+                "no entity in the body: expected fields like `leads[add][0][id]`",
+            ));
+        }
+        items.sort();
+        let events: Vec<&str> = items
+            .iter()
+            .map(|i| i.split('@').next().unwrap_or(i))
+            .collect();
+        let d = Delivery {
+            source: "amocrm",
+            event: events
+                .iter()
+                .map(|e| e.rsplitn(2, ':').nth(1).unwrap_or(e))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(","),
+            entity: events.join(","),
+            ts: items.join(","),
+        };
+        if !record(&s.store, &tenant, &d).await? {
+            return Ok(("duplicate", d.entity));
+        }
+        wake(h);
+        Ok(("accepted", d.entity))
+    }
+    .await;
+    finish(&s, &tenant, "amocrm", result).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// CoMagic
+
+/// What a CoMagic notification says happened to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallEvent {
+    /// Ringing: not yet answered nor missed, so nothing to store.
+    Start,
+    Answered,
+    End,
+    Lost,
+}
+
+fn classify(event: &str) -> Option<CallEvent> {
+    let e = event.to_ascii_lowercase();
+    if ["lost", "missed", "miss", "unanswered", "no_answer"]
+        .iter()
+        .any(|w| e.contains(w))
+    {
+        Some(CallEvent::Lost)
+    } else if ["end", "finish", "complete", "hangup"]
+        .iter()
+        .any(|w| e.contains(w))
+    {
+        Some(CallEvent::End)
+    } else if e.contains("answer") || e.contains("talk") {
+        Some(CallEvent::Answered)
+    } else if ["start", "incoming", "outgoing", "begin", "ring"]
+        .iter()
+        .any(|w| e.contains(w))
+    {
+        Some(CallEvent::Start)
+    } else {
+        None
+    }
+}
+
+/// The notification's fields, from a JSON body, a form body or the query string.
+fn comagic_fields(body: &[u8], query: Option<&str>) -> Result<BTreeMap<String, Value>, Reject> {
+    let trimmed = body.trim_ascii();
+    if trimmed.first() == Some(&b'{') {
+        match serde_json::from_slice::<Value>(trimmed) {
+            Ok(Value::Object(m)) => Ok(m.into_iter().collect()),
+            Ok(_) => Err(bad("body must be a JSON object")),
+            Err(e) => Err(bad(format!("body is not valid JSON: {e}"))),
+        }
+    } else if !trimmed.is_empty() {
+        Ok(form(trimmed)
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect())
+    } else {
+        Ok(form(query.unwrap_or_default().as_bytes())
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect())
+    }
+}
+
+fn field_text(f: &BTreeMap<String, Value>, key: &str) -> Option<String> {
+    match f.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn field_int(f: &BTreeMap<String, Value>, key: &str) -> Result<Option<i64>, Reject> {
+    match field_text(f, key) {
+        None => Ok(None),
+        Some(s) => s
+            .parse::<f64>()
+            .map(|x| Some(x as i64))
+            .map_err(|_| bad(format!("field `{key}` must be a number of seconds"))),
+    }
+}
+
+/// Turns a notification into a `get.calls_report` row, so the poller's mapping reads it.
+fn comagic_row(f: &BTreeMap<String, Value>, event: CallEvent) -> Result<Value, Reject> {
+    let id = field_text(f, "call_session_id").ok_or_else(|| missing("call_session_id"))?;
+    if !id.chars().all(|c| c.is_ascii_digit()) {
+        return Err(bad("field `call_session_id` must be a number"));
+    }
+    let direction = match field_text(f, "direction").map(|d| d.to_ascii_lowercase()) {
+        Some(d) if ["in", "incoming", "inbound"].contains(&d.as_str()) => "in",
+        Some(d) if ["out", "outgoing", "outbound"].contains(&d.as_str()) => "out",
+        Some(_) => return Err(bad("field `direction` must be `in` or `out`")),
+        None if event == CallEvent::Lost => "in",
+        None => return Err(missing("direction")),
+    };
+    let start = field_text(f, "start_time").ok_or_else(|| missing("start_time"))?;
+    let phone =
+        field_text(f, "contact_phone_number").ok_or_else(|| missing("contact_phone_number"))?;
+    let talk = field_int(f, "talk_time_duration")?;
+    let total = field_int(f, "total_time_duration")?;
+    let is_lost = match field_text(f, "is_lost").map(|v| v.to_ascii_lowercase()) {
+        Some(v) if v == "true" || v == "1" => true,
+        Some(v) if v == "false" || v == "0" => false,
+        Some(_) => return Err(bad("field `is_lost` must be true or false")),
+        None => match event {
+            CallEvent::Lost => true,
+            CallEvent::Answered => false,
+            CallEvent::End => match talk {
+                Some(t) => t == 0,
+                None => return Err(missing("talk_time_duration")),
+            },
+            CallEvent::Start => unreachable!("start events are not stored"),
+        },
+    };
+    let talk = talk.unwrap_or(0);
+    let wait = total.map(|t| (t - talk).max(0)).unwrap_or(0);
+    let mut row = json!({
+        "id": id,
+        "start_time": start,
+        "direction": direction,
+        "is_lost": is_lost,
+        "talk_duration": talk,
+        "wait_duration": wait,
+        "contact_phone_number": phone,
+        "virtual_phone_number": field_text(f, "virtual_phone_number"),
+        "source": field_text(f, "call_source"),
+    });
+    if let Some(emp) = field_text(f, "employee_id").filter(|e| e != "null" && e != "0") {
+        row["employees"] = json!([{
+            "employee_id": emp,
+            "employee_full_name": field_text(f, "employee_full_name"),
+            "is_answered": !is_lost,
+            "is_talked": !is_lost && talk > 0,
+        }]);
+    }
+    Ok(row)
+}
+
+async fn comagic(
+    State(s): State<ServerState>,
+    Path((tenant, secret)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let h = hooks_of(&s, &tenant)?;
+        let expected = h.cfg.comagic_secret.as_ref().ok_or(Reject::NotFound)?;
+        check_secret(Some(&secret), expected)?;
+        let Some(mapper) = h.comagic.clone() else {
+            return Err(Reject::NotFound);
+        };
+        let body = body_of(body)?;
+        let f = comagic_fields(&body, query.as_deref())?;
+        let event_name = field_text(&f, "notification_mnemonic")
+            .or_else(|| field_text(&f, "event"))
+            .ok_or_else(|| missing("notification_mnemonic"))?;
+        let event = classify(&event_name).ok_or_else(|| {
+            bad("field `notification_mnemonic` must name a call start, answer, end or lost call")
+        })?;
+        let id = field_text(&f, "call_session_id").ok_or_else(|| missing("call_session_id"))?;
+        let call = if event == CallEvent::Start {
+            None
+        } else {
+            let row = comagic_row(&f, event)?;
+            Some(mapper.map_call(&row).map_err(|(_, why)| {
+                bad(format!(
+                    "cannot read the call: {why} (field `{}`)",
+                    why.rsplit(' ').next().unwrap_or(why)
+                ))
+            })?)
+        };
+        let ts = field_text(&f, "notification_timestamp")
+            .or_else(|| field_text(&f, "notification_time"))
+            .or_else(|| field_text(&f, "start_time"))
+            .unwrap_or_default();
+        let d = Delivery {
+            source: "comagic",
+            event: format!("{event:?}").to_ascii_lowercase(),
+            entity: id.clone(),
+            ts,
+        };
+        if !record(&s.store, &tenant, &d).await? {
+            return Ok(("duplicate", format!("{} {id}", d.event)));
+        }
+        if let Some(call) = call {
+            let store = s.store.clone();
+            let wake = h.wake.clone();
+            let t = tenant.clone();
+            tokio::spawn(async move {
+                match store.upsert_calls(&t, &[call]).await {
+                    Ok(()) => wake.notify_one(),
+                    Err(e) => {
+                        tracing::error!(tenant = %t, error = %e, "cannot store a pushed call; polling will pick it up");
+                    }
+                }
+            });
+        }
+        Ok(("accepted", format!("{} {id}", d.event)))
+    }
+    .await;
+    finish(&s, &tenant, "comagic", result).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Telegram
+
+async fn telegram(
+    State(s): State<ServerState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let h = hooks_of(&s, &tenant)?;
+        let expected = h.cfg.telegram_secret.as_ref().ok_or(Reject::NotFound)?;
+        let presented = headers
+            .get("x-telegram-bot-api-secret-token")
+            .and_then(|v| v.to_str().ok());
+        check_secret(presented, expected)?;
+        let body = body_of(body)?;
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| bad(format!("body is not valid JSON: {e}")))?;
+        let id = value
+            .get("update_id")
+            .ok_or_else(|| missing("update_id"))?
+            .as_i64()
+            .ok_or_else(|| bad("field `update_id` must be an integer"))?;
+        let update: Update = serde_json::from_value(value)
+            .map_err(|e| bad(format!("not a Telegram update: {e}")))?;
+        let d = Delivery {
+            source: "telegram",
+            event: "update".into(),
+            entity: id.to_string(),
+            ts: String::new(),
+        };
+        if !record(&s.store, &tenant, &d).await? {
+            return Ok(("duplicate", format!("update {id}")));
+        }
+        if let Some(tx) = &h.telegram {
+            match tx.try_send(update) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // Let Telegram deliver it again later.
+                    forget(&s.store, &tenant, &d).await;
+                    return Err(Reject::Unavailable("update queue full; retry later"));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::warn!(tenant = %tenant, update_id = id, "no bot is reading updates; update dropped");
+                }
+            }
+        }
+        Ok(("accepted", format!("update {id}")))
+    }
+    .await;
+    finish(&s, &tenant, "telegram", result).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_only_when_equal() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abd", b"abc"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"abcd", b"abc"));
+        assert!(!constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn events_are_classified() {
+        assert_eq!(classify("lost_call"), Some(CallEvent::Lost));
+        assert_eq!(classify("call_finished"), Some(CallEvent::End));
+        assert_eq!(classify("callended"), Some(CallEvent::End));
+        assert_eq!(classify("incoming_call"), Some(CallEvent::Start));
+        assert_eq!(classify("call_answered"), Some(CallEvent::Answered));
+        assert_eq!(classify("sms"), None);
+    }
+
+    #[test]
+    fn digest_separates_parts() {
+        assert_ne!(digest(&["ab", "c"]), digest(&["a", "bc"]));
+        assert_eq!(digest(&["a", "b"]), digest(&["a", "b"]));
+        assert_eq!(digest(&["x"]).len(), 32);
+    }
+
+    #[test]
+    fn amo_subdomain_only_for_amo_hosts() {
+        assert_eq!(
+            amo_subdomain("https://acme.amocrm.ru"),
+            Some("acme".to_string())
+        );
+        assert_eq!(amo_subdomain("http://127.0.0.1:8080/amo"), None);
+    }
+}

@@ -1,0 +1,503 @@
+//! Webhook receivers: a lost call pushed by CoMagic becomes a callback task in the CRM within
+//! two seconds (the daemon binary against the simulator, with a one-hour poll interval); wrong
+//! tokens, malformed and oversized bodies are refused without recording anything; repeated
+//! deliveries are processed once.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use dozor::config;
+use dozor::domain::{CrmKind, TelephonyKind};
+use dozor::server::webhooks::Hooks;
+use dozor::server::{self, Health, ServerState};
+use dozor::sim::world::World;
+use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
+use dozor::store::Store;
+use serde_json::{Value, json};
+
+const COMAGIC_SECRET: &str = "comagic-hook-secret-0123456789";
+const AMO_SECRET: &str = "amocrm-hook-secret-0123456789";
+const B24_TOKEN: &str = "b24-application-token-xyz";
+const TG_SECRET: &str = "telegram-hook-secret";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("/readyz never became ready");
+}
+
+async fn cycles(client: &reqwest::Client, base: &str) -> String {
+    let m = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    m.lines()
+        .find(|l| l.starts_with("dozor_cycles_total{tenant=\"demo\",ok=\"true\"}"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_call_notification_becomes_a_callback_task_within_two_seconds() {
+    let opts = SimOptions {
+        enforce_limits: false,
+        ..SimOptions::default()
+    };
+    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let tenant = tenant_config(
+        &h,
+        CrmKind::Bitrix24,
+        TelephonyKind::Comagic,
+        &common::sqlite_url(dir.path()),
+        "ru",
+    );
+    let mut cfg = common::only_rules(
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[sync]\ninterval_secs = 3600\n{tenant}"),
+        &["missed_call"],
+    );
+    cfg.push_str(&format!(
+        "\n[tenants.webhooks]\ncomagic_secret = \"{COMAGIC_SECRET}\"\n"
+    ));
+    let path = dir.path().join("dozor.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_dozor"))
+        .args(["--config", &path.display().to_string(), "run"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Daemon(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await;
+    assert!(
+        cycles(&client, &base).await.ends_with(" 1"),
+        "one cycle at start"
+    );
+
+    // A known client's number, so the callback task has an owner.
+    let (call_id, phone) = {
+        let mut w = h.sim.world();
+        let phone = w
+            .contacts
+            .values()
+            .find(|c| !c.phones.is_empty())
+            .map(|c| World::phone_key(&c.phones[0]))
+            .unwrap();
+        (w.next_id(), phone)
+    };
+    let start_time = Utc::now()
+        .with_timezone(&chrono_tz::Europe::Moscow)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let body = json!({
+        "notification_mnemonic": "lost_call",
+        "call_session_id": call_id,
+        "direction": "in",
+        "start_time": start_time,
+        "contact_phone_number": phone,
+        "virtual_phone_number": "74951234567",
+        "employee_id": null,
+        "talk_time_duration": 0,
+        "total_time_duration": 35,
+        "notification_time": start_time,
+    });
+    let url = format!("{base}/hooks/comagic/demo/{COMAGIC_SECRET}");
+    let marker = format!("missed_call:demo:comagic:{call_id}:task");
+    let tasks_with_marker = || {
+        h.sim
+            .world()
+            .tasks
+            .values()
+            .filter(|t| format!("{} {}", t.title, t.description).contains(&marker))
+            .count()
+    };
+    assert_eq!(tasks_with_marker(), 0);
+
+    let sent = Instant::now();
+    let r = client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let answered = sent.elapsed();
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "accepted");
+    assert!(
+        answered < Duration::from_millis(500),
+        "answered in {answered:?}"
+    );
+    while tasks_with_marker() == 0 {
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "no callback task within 2 s of the notification"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = sent.elapsed();
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    eprintln!("notification -> callback task in {elapsed:?}");
+
+    // The same delivery again: acknowledged, not processed (no second cycle, no second task).
+    let until = Instant::now() + Duration::from_secs(5);
+    while !cycles(&client, &base).await.ends_with(" 2") {
+        assert!(Instant::now() < until, "the woken cycle did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "duplicate");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        cycles(&client, &base).await.ends_with(" 2"),
+        "a duplicate must not wake the cycle"
+    );
+    assert_eq!(tasks_with_marker(), 1);
+    h.stop().await;
+}
+
+/// A server with every receiver on, in process, over a fresh SQLite store.
+struct Fixture {
+    base: String,
+    store: Store,
+    hooks: Arc<Hooks>,
+    wake: Arc<tokio::sync::Notify>,
+    updates: tokio::sync::mpsc::Receiver<dozor::notify::telegram::Update>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path());
+    let text = format!(
+        "[database]\nurl = \"{db}\"\n\n[[tenants]]\nid = \"acme\"\n\n[tenants.crm]\nkind = \"bitrix24\"\n\
+         webhook_url = \"https://example.bitrix24.ru/rest/1/xxxxxxxx/\"\n\n[tenants.telephony]\n\
+         kind = \"comagic\"\naccess_token = \"tok\"\n\n[tenants.webhooks]\nbitrix24_token = \"{B24_TOKEN}\"\n\
+         amocrm_secret = \"{AMO_SECRET}\"\ncomagic_secret = \"{COMAGIC_SECRET}\"\ntelegram_secret = \"{TG_SECRET}\"\n"
+    );
+    let cfg = config::parse(&text, None, None).unwrap().config;
+    let store = Store::open(&db, 2).await.unwrap();
+    let mut wiring = Hooks::wire(&cfg.tenants);
+    let state = ServerState {
+        store: store.clone(),
+        health: Arc::new(Health::default()),
+        stale_after: Duration::from_secs(600),
+        tenants: vec!["acme".into()],
+        hooks: wiring.hooks.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, server::router(state)).await.unwrap();
+    });
+    Fixture {
+        base: format!("http://{addr}"),
+        store,
+        hooks: wiring.hooks.clone(),
+        wake: wiring.wakes["acme"].clone(),
+        updates: wiring.telegram_updates.remove("acme").unwrap(),
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    async fn deliveries(&self) -> i64 {
+        use sqlx::Row;
+        sqlx::query("SELECT COUNT(*) AS n FROM webhook_deliveries")
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+            .get::<i64, _>("n")
+    }
+
+    async fn woken(&self) -> bool {
+        tokio::time::timeout(Duration::from_millis(100), self.wake.notified())
+            .await
+            .is_ok()
+    }
+}
+
+fn b24_form(token: &str, event: &str, id: &str, ts: &str) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    if !event.is_empty() {
+        s.append_pair("event", event);
+    }
+    s.append_pair("event_handler_id", "975");
+    if !id.is_empty() {
+        s.append_pair("data[FIELDS][ID]", id);
+    }
+    s.append_pair("ts", ts);
+    s.append_pair("auth[domain]", "example.bitrix24.ru");
+    s.append_pair("auth[client_endpoint]", "https://example.bitrix24.ru/rest/");
+    s.append_pair("auth[member_id]", "a223c6b3710f85df22e9377d6c4f7553");
+    if !token.is_empty() {
+        s.append_pair("auth[application_token]", token);
+    }
+    s.finish()
+}
+
+fn comagic_body(id: u64) -> Value {
+    json!({
+        "notification_mnemonic": "lost_call",
+        "call_session_id": id,
+        "direction": "in",
+        "start_time": "2026-11-24 12:00:00",
+        "contact_phone_number": "79991234567",
+        "talk_time_duration": 0,
+        "notification_time": "2026-11-24 12:00:40",
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_refuse_bad_tokens_bodies_and_duplicates() {
+    let mut f = fixture().await;
+    let c = reqwest::Client::new();
+    let form = |body: String| {
+        c.post(format!("{}/hooks/bitrix24/acme", f.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    };
+
+    // Wrong or missing tokens: 401/403, nothing recorded, no cycle woken, no call stored.
+    let r = form(b24_form("wrong", "ONCRMDEALUPDATE", "662", "1724140800"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = form(b24_form("", "ONCRMDEALUPDATE", "662", "1724140800"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(format!(
+            "{}/hooks/amocrm/acme/wrong-secret-000000000",
+            f.base
+        ))
+        .body("leads[add][0][id]=1&account[subdomain]=acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .post(format!("{}/hooks/comagic/acme/{AMO_SECRET}", f.base))
+        .json(&comagic_body(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "another receiver's secret is wrong here");
+    let r = c
+        .post(format!("{}/hooks/telegram/acme", f.base))
+        .json(&json!({"update_id": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(format!("{}/hooks/telegram/acme", f.base))
+        .header("X-Telegram-Bot-Api-Secret-Token", "nope")
+        .json(&json!({"update_id": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body = r.text().await.unwrap();
+    assert!(!body.contains(TG_SECRET), "{body}");
+    let r = c
+        .post(format!("{}/hooks/comagic/nobody/{COMAGIC_SECRET}", f.base))
+        .json(&comagic_body(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "unknown tenant");
+    assert_eq!(f.deliveries().await, 0);
+    assert!(
+        !f.woken().await,
+        "refused deliveries must not wake the cycle"
+    );
+    assert!(f.store.calls("acme").await.unwrap().is_empty());
+    assert!(f.updates.try_recv().is_err());
+
+    // Malformed bodies: 400 naming the field.
+    let cases: Vec<(reqwest::RequestBuilder, &str)> = vec![
+        (
+            form(b24_form(B24_TOKEN, "", "662", "1724140800")),
+            "`event`",
+        ),
+        (
+            form(b24_form(B24_TOKEN, "ONCRMDEALUPDATE", "", "1724140800")),
+            "`data[FIELDS][ID]`",
+        ),
+        (
+            c.post(format!("{}/hooks/amocrm/acme/{AMO_SECRET}", f.base))
+                .body("leads[add][0][id]=1"),
+            "`account[subdomain]`",
+        ),
+        (
+            c.post(format!("{}/hooks/amocrm/acme/{AMO_SECRET}", f.base))
+                .body("leads[add][0][id]=abc&account[subdomain]=acme"),
+            "`leads[add][0][id]`",
+        ),
+        (
+            c.post(format!("{}/hooks/comagic/acme/{COMAGIC_SECRET}", f.base))
+                .json(&json!({"notification_mnemonic": "lost_call", "direction": "in"})),
+            "`call_session_id`",
+        ),
+        (
+            c.post(format!("{}/hooks/comagic/acme/{COMAGIC_SECRET}", f.base))
+                .json(&{
+                    let mut b = comagic_body(5);
+                    b["start_time"] = json!("yesterday");
+                    b
+                }),
+            "start_time",
+        ),
+        (
+            c.post(format!("{}/hooks/comagic/acme/{COMAGIC_SECRET}", f.base))
+                .body("{not json"),
+            "JSON",
+        ),
+        (
+            c.post(format!("{}/hooks/telegram/acme", f.base))
+                .header("X-Telegram-Bot-Api-Secret-Token", TG_SECRET)
+                .json(&json!({"message": {}})),
+            "`update_id`",
+        ),
+    ];
+    for (req, field) in cases {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        let msg = r.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains(field), "`{msg}` does not name {field}");
+    }
+    assert_eq!(f.deliveries().await, 0);
+    assert!(!f.woken().await);
+
+    // Oversized: 413.
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(300 * 1024));
+    let r = c
+        .post(format!("{}/hooks/comagic/acme/{COMAGIC_SECRET}", f.base))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(f.deliveries().await, 0);
+
+    // Valid deliveries are accepted once; repeats are acknowledged as duplicates.
+    for expect in ["accepted", "duplicate"] {
+        let r = form(b24_form(B24_TOKEN, "onCrmDealUpdate", "662", "1724140800"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Value>().await.unwrap()["status"], expect);
+        assert_eq!(f.woken().await, expect == "accepted");
+    }
+    for expect in ["accepted", "duplicate"] {
+        let r = c
+            .post(format!("{}/hooks/amocrm/acme/{AMO_SECRET}", f.base))
+            .body(
+                "leads[update][0][id]=123&leads[update][0][updated_at]=1724140800\
+                 &contacts[add][0][id]=7&account[subdomain]=acme&account[id]=1",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Value>().await.unwrap()["status"], expect);
+        assert_eq!(f.woken().await, expect == "accepted");
+    }
+    for expect in ["accepted", "duplicate"] {
+        let r = c
+            .post(format!("{}/hooks/telegram/acme", f.base))
+            .header("X-Telegram-Bot-Api-Secret-Token", TG_SECRET)
+            .json(&json!({"update_id": 77, "message": {"message_id": 1, "chat": {"id": 5, "type": "private"}, "date": 0, "text": "/status"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Value>().await.unwrap()["status"], expect);
+    }
+    let u = f
+        .updates
+        .try_recv()
+        .expect("the update reached the bot queue");
+    assert_eq!(u.update_id, 77);
+    assert!(
+        f.updates.try_recv().is_err(),
+        "the duplicate was not queued"
+    );
+
+    // A CoMagic lost call is stored as a domain call through the poller's mapping.
+    for expect in ["accepted", "duplicate"] {
+        let r = c
+            .post(format!("{}/hooks/comagic/acme/{COMAGIC_SECRET}", f.base))
+            .json(&comagic_body(4242))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Value>().await.unwrap()["status"], expect);
+    }
+    assert!(f.woken().await, "the stored call wakes the cycle");
+    let calls = f.store.calls("acme").await.unwrap();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(call.id, "4242");
+    assert!(!call.answered);
+    assert_eq!(call.direction, dozor::domain::Direction::In);
+    assert_eq!(call.client_phone, "79991234567");
+    // 12:00 Moscow time.
+    assert_eq!(call.started_at.to_rfc3339(), "2026-11-24T09:00:00+00:00");
+    assert!(!f.woken().await, "the duplicate did not wake it again");
+
+    assert_eq!(f.deliveries().await, 4);
+    let counts = f.hooks.counts();
+    let n = |src: &str, outcome: &str| {
+        counts
+            .iter()
+            .find(|((t, s, o), _)| t == "acme" && s == src && o == outcome)
+            .map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(n("bitrix24", "duplicate"), 1);
+    assert_eq!(n("telegram", "forbidden"), 1);
+    assert!(f.hooks.last_delivery("acme", "comagic").is_some());
+}
