@@ -265,3 +265,141 @@ async fn once_dry_run_then_report_and_audit() {
     assert!(shadow > 0, "{o}");
     h.stop().await;
 }
+
+/// Runs dozor with extra environment variables (RUST_LOG) and returns its output.
+async fn dozor_env(args: Vec<String>, env: Vec<(&'static str, &'static str)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_dozor"))
+            .args(&args)
+            .envs(env)
+            .output()
+            .expect("run dozor")
+    })
+    .await
+    .unwrap()
+}
+
+/// `once` and `check` at trace level, JSON logs, two tenants covering every connector: no
+/// secret from the config, nor any token issued while running, appears in the output. A
+/// config readable by others is flagged by `check` until it is `chmod 600`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_output_even_at_trace_level() {
+    let opts = SimOptions {
+        enforce_limits: false,
+        ..SimOptions::default()
+    };
+    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path());
+    let hooks = "\n[tenants.webhooks]\nbitrix24_token = \"hooktok-b24-application-5501\"\n\
+                 amocrm_secret = \"hooktok-amocrm-path-secret-5502\"\n\
+                 comagic_secret = \"hooktok-comagic-path-secret-5503\"\n\
+                 telegram_secret = \"hooktok-telegram-header-5504\"\n";
+    let first = common::only_rules(
+        tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db, "ru"),
+        &[],
+    ) + hooks;
+    let second = common::only_rules(
+        tenant_config(&h, CrmKind::Amocrm, TelephonyKind::Calltouch, &db, "en"),
+        &[],
+    ) + hooks;
+    let second = &second[second.find("[[tenants]]").unwrap()..];
+    let config_text = format!(
+        "{first}\n{}",
+        second.replacen("id = \"demo\"", "id = \"demo2\"", 1)
+    );
+    let cfg = write(dir.path(), "dozor.toml", &config_text);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let c = &h.sim.creds;
+    let mut secrets: Vec<String> = vec![
+        c.b24_webhook_secret.clone(),
+        c.amo_client_secret.clone(),
+        c.amo_refresh_token.clone(),
+        c.comagic_access_token.clone(),
+        c.calltouch_client_api_id.clone(),
+        c.telegram_bot_token.clone(),
+        // The part after the colon is the bot's secret; the id before it is public.
+        c.telegram_bot_token.split(':').nth(1).unwrap().to_string(),
+        "hooktok-b24-application-5501".into(),
+        "hooktok-amocrm-path-secret-5502".into(),
+        "hooktok-comagic-path-secret-5503".into(),
+        "hooktok-telegram-header-5504".into(),
+    ];
+    let mut outputs = Vec::new();
+    let once = dozor_env(
+        vec![
+            "--config".into(),
+            cfg.clone(),
+            "--log-format".into(),
+            "json".into(),
+            "once".into(),
+        ],
+        vec![("RUST_LOG", "trace")],
+    )
+    .await;
+    let (o, e) = text(&once);
+    assert!(
+        once.status.success(),
+        "stdout:\n{o}\nstderr (tail):\n{}",
+        &e[e.len().saturating_sub(4000)..]
+    );
+    assert!(e.lines().count() > 100, "trace logging produced output");
+    outputs.push(("once", o, e));
+    let check = dozor_env(
+        vec!["--config".into(), cfg.clone(), "check".into()],
+        vec![("RUST_LOG", "debug")],
+    )
+    .await;
+    let (o, e) = text(&check);
+    assert!(check.status.success(), "stdout:\n{o}\nstderr:\n{e}");
+    #[cfg(unix)]
+    assert!(
+        o.contains("warning:") && o.contains("chmod 600") && o.contains("dozor.toml"),
+        "check must flag a config readable by others:\n{o}"
+    );
+    outputs.push(("check", o, e));
+
+    // Tokens issued during the run (amoCRM OAuth) are secrets too.
+    let store = dozor::store::Store::open(&db, 1).await.unwrap();
+    use dozor::store::TokenStore;
+    let issued = store
+        .load_token("demo2", "amocrm")
+        .await
+        .unwrap()
+        .expect("amoCRM tokens were stored");
+    secrets.push(issued.access_token.expose().to_string());
+    secrets.extend(issued.refresh_token.map(|t| t.expose().to_string()));
+    store.close().await;
+
+    for (cmd, o, e) in &outputs {
+        for s in &secrets {
+            assert!(s.len() >= 8, "test secret too short to search for: {s}");
+            assert!(!o.contains(s.as_str()), "`{cmd}` stdout shows a secret");
+            if let Some(line) = e.lines().find(|l| l.contains(s.as_str())) {
+                panic!(
+                    "`{cmd}` logs show a secret (…{}…) in:\n{}",
+                    &s[..4],
+                    line.replace(s.as_str(), "<SECRET>")
+                );
+            }
+        }
+    }
+
+    // chmod 600: no warning any more.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let out = dozor_async(vec!["--config".into(), cfg.clone(), "check".into()]).await;
+        let (o, e) = text(&out);
+        assert!(out.status.success(), "{o}\n{e}");
+        assert!(!o.contains("warning:") && !e.contains("chmod 600"), "{o}\n{e}");
+    }
+    h.stop().await;
+}
