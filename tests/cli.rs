@@ -399,7 +399,10 @@ async fn secrets_never_appear_in_output_even_at_trace_level() {
         let out = dozor_async(vec!["--config".into(), cfg.clone(), "check".into()]).await;
         let (o, e) = text(&out);
         assert!(out.status.success(), "{o}\n{e}");
-        assert!(!o.contains("warning:") && !e.contains("chmod 600"), "{o}\n{e}");
+        assert!(
+            !o.contains("warning:") && !e.contains("chmod 600"),
+            "{o}\n{e}"
+        );
     }
     h.stop().await;
 }

@@ -501,3 +501,61 @@ async fn receivers_refuse_bad_tokens_bodies_and_duplicates() {
     assert_eq!(n("telegram", "forbidden"), 1);
     assert!(f.hooks.last_delivery("acme", "comagic").is_some());
 }
+
+#[test]
+fn webhook_tokens_are_validated_and_read_from_files() {
+    let base = "[[tenants]]\nid = \"acme\"\n\n[tenants.crm]\nkind = \"bitrix24\"\n\
+                webhook_url = \"https://example.bitrix24.ru/rest/1/xxxxxxxx/\"\n\n[tenants.webhooks]\n";
+    let err = config::parse(&format!("{base}amocrm_secret = \"short\"\n"), None, None)
+        .expect_err("a guessable path secret is refused");
+    assert_eq!(
+        err.key.as_deref(),
+        Some("tenants[0].webhooks.amocrm_secret")
+    );
+    let err = config::parse(
+        &format!("{base}telegram_secret = \"has spaces in it\"\n"),
+        None,
+        None,
+    )
+    .expect_err("Telegram refuses such a secret_token");
+    assert_eq!(
+        err.key.as_deref(),
+        Some("tenants[0].webhooks.telegram_secret")
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("comagic_secret");
+    std::fs::write(&file, format!("{COMAGIC_SECRET}\n")).unwrap();
+    let c = config::parse(
+        &format!("{base}comagic_secret_file = \"{}\"\n", file.display()),
+        None,
+        None,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(
+        c.tenants[0]
+            .webhooks
+            .comagic_secret
+            .as_ref()
+            .map(|s| s.expose()),
+        Some(COMAGIC_SECRET)
+    );
+
+    // Inline tokens in a group-readable file are flagged, with the fix; 0600 is fine.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join("dozor.toml");
+        std::fs::write(&path, format!("{base}bitrix24_token = \"{B24_TOKEN}\"\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let w = config::permission_warning(&path).expect("group-readable secrets are flagged");
+        assert!(
+            w.contains("chmod 600") && w.contains("dozor.toml") && w.contains("bitrix24_token"),
+            "{w}"
+        );
+        assert!(!w.contains(B24_TOKEN), "{w}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(config::permission_warning(&path), None);
+    }
+}

@@ -254,7 +254,10 @@ async fn finish(
                 .into_response()
         }
         Err(r) => {
-            s.hooks.count(tenant, source, r.outcome());
+            // Unknown tenants are not counted: the path is the caller's to choose.
+            if !matches!(r, Reject::NotFound) {
+                s.hooks.count(tenant, source, r.outcome());
+            }
             match &r {
                 Reject::Unauthorized(why) | Reject::Forbidden(why) => {
                     tracing::warn!(tenant, source, reason = why, "webhook delivery refused");
@@ -532,7 +535,7 @@ async fn amocrm(
             source: "amocrm",
             event: events
                 .iter()
-                .map(|e| e.rsplitn(2, ':').nth(1).unwrap_or(e))
+                .map(|e| e.rsplit_once(':').map_or(*e, |x| x.0))
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect::<Vec<_>>()
