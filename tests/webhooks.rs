@@ -96,14 +96,23 @@ async fn lost_call_notification_becomes_a_callback_task_within_two_seconds() {
     ));
     let path = dir.path().join("dozor.toml");
     std::fs::write(&path, cfg).unwrap();
+    // Trace-level JSON logs go to a file, searched for the path secret at the end.
+    let log_path = dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_dozor"))
-        .args(["--config", &path.display().to_string(), "run"])
-        .env("RUST_LOG", "warn")
+        .args([
+            "--config",
+            &path.display().to_string(),
+            "--log-format",
+            "json",
+            "run",
+        ])
+        .env("RUST_LOG", "trace")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
-    let _daemon = Daemon(child);
+    let daemon = Daemon(child);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     wait_ready(&client, &base).await;
@@ -186,6 +195,31 @@ async fn lost_call_notification_becomes_a_callback_task_within_two_seconds() {
         "a duplicate must not wake the cycle"
     );
     assert_eq!(tasks_with_marker(), 1);
+
+    // A wrong secret is refused and logged without the secret that was tried.
+    let r = client
+        .post(format!(
+            "{base}/hooks/comagic/demo/guessed-secret-0000000001"
+        ))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    drop(daemon);
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logs.contains("webhook delivery refused"),
+        "refusal not logged"
+    );
+    assert!(
+        !logs.contains(COMAGIC_SECRET),
+        "the webhook secret is in the logs"
+    );
+    assert!(
+        !logs.contains("guessed-secret-0000000001"),
+        "a tried secret is in the logs"
+    );
     h.stop().await;
 }
 
