@@ -514,6 +514,8 @@ fn get_me(sim: &Sim) -> Value {
         "can_join_groups": true,
         "can_read_all_group_messages": false,
         "supports_inline_queries": false,
+        "can_connect_to_business": false,
+        "has_main_web_app": false,
     })
 }
 
@@ -633,7 +635,16 @@ fn send_file(sim: &Sim, params: &Params, field: &str) -> Result<Value, TgError> 
     {
         return Err(bad("message caption is too long"));
     }
-    let Some(upload) = params.files.get(field) else {
+    // The file is either the part named after the parameter, or a part the parameter refers
+    // to as `attach://<name>`.
+    let attached = params
+        .str(field)
+        .and_then(|v| v.strip_prefix("attach://").map(str::to_string));
+    let upload = match &attached {
+        Some(name) => params.files.get(name),
+        None => params.files.get(field),
+    };
+    let Some(upload) = upload else {
         return Err(bad(format!("there is no {field} in the request")));
     };
     let (content_type, file_json) = if field == "photo" {
