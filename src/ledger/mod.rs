@@ -319,7 +319,10 @@ pub async fn redeliver_telegram(
             rule: "redelivery",
             entity: None,
             effect,
-            summary: r.payload["summary"].as_str().unwrap_or_default().to_string(),
+            summary: r.payload["summary"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
         };
         let outcome = apply(store, tenant, sinks, &p, RuleMode::On).await?;
         tracing::info!(tenant, key = %r.key, ?outcome, "telegram message redelivered");

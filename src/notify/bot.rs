@@ -172,7 +172,14 @@ pub fn overdue(snap: &Snapshot, lang: Lang, tz: chrono_tz::Tz, now: Ts) -> Strin
             .responsible_id
             .as_deref()
             .map(|id| names.get(id).copied().unwrap_or(id).to_string())
-            .unwrap_or_else(|| if ru { "без ответственного" } else { "unassigned" }.into());
+            .unwrap_or_else(|| {
+                if ru {
+                    "без ответственного"
+                } else {
+                    "unassigned"
+                }
+                .into()
+            });
         by.entry(who).or_default().push(t);
     }
     if by.is_empty() {
@@ -192,7 +199,11 @@ pub fn overdue(snap: &Snapshot, lang: Lang, tz: chrono_tz::Tz, now: Ts) -> Strin
     };
     for (who, mut tasks) in groups {
         tasks.sort_by_key(|t| t.deadline);
-        s.push_str(&format!("\n<b>{}</b> — {}\n", escape_html(&who), tasks.len()));
+        s.push_str(&format!(
+            "\n<b>{}</b> — {}\n",
+            escape_html(&who),
+            tasks.len()
+        ));
         for t in tasks.iter().take(OVERDUE_PER_MANAGER) {
             let due = t
                 .deadline
@@ -283,9 +294,15 @@ pub fn manager(snap: &Snapshot, cfg: &TenantConfig, query: &str, now: Ts) -> Str
         [u] => *u,
         many => {
             let mut s = if ru {
-                format!("«{}» — несколько совпадений, уточните:\n", escape_html(query))
+                format!(
+                    "«{}» — несколько совпадений, уточните:\n",
+                    escape_html(query)
+                )
             } else {
-                format!("“{}” matches several people; which one?\n", escape_html(query))
+                format!(
+                    "“{}” matches several people; which one?\n",
+                    escape_html(query)
+                )
             };
             for u in many.iter().take(20) {
                 s.push_str(&format!("• {}\n", escape_html(&u.name)));
@@ -409,11 +426,7 @@ pub async fn answer(
             let rep = report::build(store, cfg, *kind, None, now, &actions).await?;
             Reply {
                 html: rep.html,
-                photos: rep
-                    .charts
-                    .into_iter()
-                    .map(|c| (c.png, c.caption))
-                    .collect(),
+                photos: rep.charts.into_iter().map(|c| (c.png, c.caption)).collect(),
             }
         }
         Command::Overdue => {
@@ -652,7 +665,10 @@ mod tests {
         );
         assert_eq!(parse("/STATUS", None), Some(Command::Status));
         assert_eq!(parse("hello", None), None);
-        assert_eq!(parse("/foo bar", None), Some(Command::Unknown("foo".into())));
+        assert_eq!(
+            parse("/foo bar", None),
+            Some(Command::Unknown("foo".into()))
+        );
     }
 
     #[test]

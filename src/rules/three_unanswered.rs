@@ -109,9 +109,10 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
                 },
             });
         }
-        let to = d.responsible_id.as_ref().and_then(|r| {
-            route(ctx.telegram, MessageKind::TaskNotice { manager: r })
-        });
+        let to = d
+            .responsible_id
+            .as_ref()
+            .and_then(|r| route(ctx.telegram, MessageKind::TaskNotice { manager: r }));
         if let Some(to) = to {
             let html = if ru {
                 format!(

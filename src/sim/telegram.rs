@@ -67,6 +67,10 @@ struct Inner {
     /// Private-chat token buckets: (tokens, last refill).
     buckets: HashMap<i64, (f64, Instant)>,
     commands: Vec<Value>,
+    /// Sends still accepted before [`State::fail_sends`] starts failing, and how many fail.
+    fail_after: usize,
+    failing: u32,
+    fail_throttle: bool,
 }
 
 /// Mutable state of the fake.
@@ -98,6 +102,9 @@ impl State {
                 recent: HashMap::new(),
                 buckets: HashMap::new(),
                 commands: Vec::new(),
+                fail_after: 0,
+                failing: 0,
+                fail_throttle: false,
             }),
             notify: Notify::new(),
         }
@@ -166,6 +173,42 @@ impl State {
         };
         self.notify.notify_waiters();
         id
+    }
+
+    /// After accepting `after_ok` more sends (messages, photos, documents), fails the next
+    /// `count` send requests: with 429 `retry_after: 1` when `throttle`, else with 502. Lets a
+    /// test cut a multi-part message in the middle. `fail_sends(0, 0, _)` clears it.
+    pub fn fail_sends(&self, after_ok: usize, count: u32, throttle: bool) {
+        let mut g = self.lock();
+        g.fail_after = after_ok;
+        g.failing = count;
+        g.fail_throttle = throttle;
+    }
+
+    /// The planned failure for this send, if any (see [`State::fail_sends`]).
+    fn planned_failure(&self) -> Option<TgError> {
+        let mut g = self.lock();
+        if g.failing == 0 {
+            return None;
+        }
+        if g.fail_after > 0 {
+            g.fail_after -= 1;
+            return None;
+        }
+        g.failing -= 1;
+        Some(if g.fail_throttle {
+            TgError {
+                status: 429,
+                description: "Too Many Requests: retry after 1".into(),
+                parameters: Some(json!({"retry_after": 1})),
+            }
+        } else {
+            TgError {
+                status: 502,
+                description: "Bad Gateway".into(),
+                parameters: None,
+            }
+        })
     }
 
     /// Makes `chat_id` answer "chat not found".
@@ -555,6 +598,9 @@ fn chat_json(chat_id: i64) -> Value {
 
 fn send_message(sim: &Sim, params: &Params) -> Result<Value, TgError> {
     let chat_id = chat_of(sim, params)?;
+    if let Some(e) = sim.telegram.planned_failure() {
+        return Err(e);
+    }
     let thread = params.i64("message_thread_id")?;
     let text = params.str("text").unwrap_or_default();
     let parse_mode = params.str("parse_mode");
@@ -627,6 +673,9 @@ pub fn sniff_image(b: &[u8]) -> Option<(&'static str, u32, u32)> {
 
 fn send_file(sim: &Sim, params: &Params, field: &str) -> Result<Value, TgError> {
     let chat_id = chat_of(sim, params)?;
+    if let Some(e) = sim.telegram.planned_failure() {
+        return Err(e);
+    }
     let thread = params.i64("message_thread_id")?;
     let caption = params.str("caption");
     let parse_mode = params.str("parse_mode");
