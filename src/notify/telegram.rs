@@ -402,7 +402,8 @@ impl Telegram {
         if html.trim().is_empty() {
             return Err(self.err(ErrorKind::Permanent, "sendMessage", "message text is empty"));
         }
-        let thread = self.thread(thread, "sendMessage")?;
+        let thread =
+            Self::thread(thread).map_err(|m| self.err(ErrorKind::Permanent, "sendMessage", m))?;
         self.pace(chat_id).await;
         let preview = LinkPreviewOptions {
             is_disabled: true,
@@ -427,20 +428,13 @@ impl Telegram {
         Ok(i64::from(msg.id.0))
     }
 
-    fn thread(&self, thread: Option<i64>, method: &str) -> Result<Option<ThreadId>> {
-        thread
-            .map(|t| {
-                i32::try_from(t)
-                    .map(|t| ThreadId(MessageId(t)))
-                    .map_err(|_| {
-                        self.err(
-                            ErrorKind::Permanent,
-                            method,
-                            format!("message_thread_id {t} is out of range"),
-                        )
-                    })
-            })
-            .transpose()
+    /// A forum topic id as teloxide types it (message ids are 32-bit); `Err` when out of range.
+    fn thread(thread: Option<i64>) -> std::result::Result<Option<ThreadId>, String> {
+        match thread.map(i32::try_from) {
+            None => Ok(None),
+            Some(Ok(t)) => Ok(Some(ThreadId(MessageId(t)))),
+            Some(Err(_)) => Err(format!("message_thread_id {thread:?} is out of range")),
+        }
     }
 
     /// Uploads a PNG (or JPEG) chart with an HTML caption (cut to 1024 visible characters).
@@ -460,7 +454,8 @@ impl Telegram {
         } else {
             "chart.png"
         };
-        let thread = self.thread(thread, "sendPhoto")?;
+        let thread =
+            Self::thread(thread).map_err(|m| self.err(ErrorKind::Permanent, "sendPhoto", m))?;
         self.pace(chat_id).await;
         let msg = self
             .call("sendPhoto", || {
@@ -480,17 +475,17 @@ impl Telegram {
 
     /// Long-polls for updates (`offset` = last seen update_id + 1, `timeout` seconds).
     pub async fn get_updates(&self, offset: Option<i64>, timeout: u32) -> Result<Vec<Update>> {
-        let offset = offset
-            .map(|o| {
-                i32::try_from(o).map_err(|_| {
-                    self.err(
-                        ErrorKind::Permanent,
-                        "getUpdates",
-                        format!("offset {o} is out of range"),
-                    )
-                })
-            })
-            .transpose()?;
+        let offset = match offset.map(i32::try_from) {
+            None => None,
+            Some(Ok(o)) => Some(o),
+            Some(Err(_)) => {
+                return Err(self.err(
+                    ErrorKind::Permanent,
+                    "getUpdates",
+                    format!("offset {offset:?} is out of range"),
+                ));
+            }
+        };
         let updates = self
             .call("getUpdates", || {
                 let mut req = self
@@ -508,7 +503,7 @@ impl Telegram {
         for u in updates {
             let update_id = i64::from(u.id.0);
             let message = match &u.kind {
-                UpdateKind::Message(m) => Some(Message::from_teloxide(&m)),
+                UpdateKind::Message(m) => Some(Message::from_teloxide(m)),
                 // teloxide could not read it; keep what commands need if the raw JSON has it,
                 // and the id in any case so that the offset still advances past it.
                 UpdateKind::Error(raw) => {
