@@ -354,3 +354,103 @@ async fn failed_send_is_delivered_by_a_later_cycle_once_without_repeating_parts(
     assert_eq!(again, Outcome::AlreadyDone);
     assert_eq!(to_chat(h, OWNER_CHAT).len(), 3);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `dozor run` polls for commands beside its cycles, answers them, logs who asked (never what
+/// else they wrote) and stops on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_answers_commands() {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    let h = sim::start(
+        SimOptions {
+            enforce_limits: false,
+            ..SimOptions::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:{}\"\n[sync]\ninterval_secs = 600\n{}",
+        free_port(),
+        common::only_rules(
+            tenant_config(
+                &h,
+                CrmKind::Bitrix24,
+                TelephonyKind::Comagic,
+                &common::sqlite_url(dir.path()),
+                "ru"
+            ),
+            &[]
+        )
+    );
+    let path = dir.path().join("dozor.toml");
+    std::fs::write(&path, cfg).unwrap();
+    h.sim
+        .telegram
+        .push_update(json!({"chat_id": OWNER_CHAT, "text": "/help", "from_id": 5}));
+    h.sim.telegram.push_update(
+        json!({"chat_id": STRANGER, "text": "/overdue private-words-here", "from_id": 6}),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dozor"))
+        .args([
+            "--config",
+            &path.display().to_string(),
+            "--log-format",
+            "json",
+            "run",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60)
+        && (to_chat(&h, OWNER_CHAT).is_empty() || to_chat(&h, STRANGER).is_empty())
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let help = to_chat(&h, OWNER_CHAT);
+    assert_eq!(help.len(), 1, "{help:?}");
+    assert!(visible(&help[0]).contains("/report"));
+    assert_eq!(to_chat(&h, STRANGER).len(), 1);
+    assert_eq!(h.sim.telegram.commands().len(), 5);
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "did not stop within 20 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "exit {status:?}\n{err}");
+    assert!(err.contains("not allowed"), "{err}");
+    assert!(err.contains(&STRANGER.to_string()), "{err}");
+    assert!(!err.contains("private-words-here"), "{err}");
+    assert!(!err.contains(h.sim.creds.telegram_bot_token.as_str()));
+    h.stop().await;
+}
