@@ -823,6 +823,60 @@ mod tests {
         assert!(private[20] - t0 < Duration::from_secs(3));
     }
 
+    fn offline(token: &str) -> Telegram {
+        Telegram::new(&TelegramConfig {
+            bot_token: Some(Secret::new(token)),
+            bot_token_file: None,
+            api_url: "http://127.0.0.1:1/tg".into(),
+            owner_chat: None,
+            head_of_sales_chat: None,
+            ops_chat: None,
+            report_topic: None,
+            managers: Default::default(),
+            allowed_chats: Vec::new(),
+        })
+        .with_max_attempts(1)
+    }
+
+    #[test]
+    fn teloxide_errors_map_to_kinds() {
+        let tg = offline("1:tok");
+        let e = tg.map_err(
+            "sendMessage",
+            RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(7)),
+        );
+        assert_eq!(e.kind, ErrorKind::RateLimited);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(e.status, Some(429));
+        let api = |s: &str| RequestError::Api(ApiError::Unknown(s.into()));
+        let e = tg.map_err("sendMessage", api("Bad Gateway"));
+        assert_eq!((e.kind, e.status), (ErrorKind::Transient, Some(502)));
+        let e = tg.map_err("sendMessage", api("Internal Server Error"));
+        assert_eq!(e.kind, ErrorKind::Transient);
+        let e = tg.map_err("sendMessage", api("Bad Request: message thread not found"));
+        assert_eq!((e.kind, e.status), (ErrorKind::Permanent, Some(400)));
+        let e = tg.map_err("sendMessage", RequestError::Api(ApiError::BotBlocked));
+        assert_eq!((e.kind, e.status), (ErrorKind::Permanent, Some(403)));
+        let e = tg.map_err("getMe", RequestError::Api(ApiError::InvalidToken));
+        assert_eq!((e.kind, e.status), (ErrorKind::Auth, Some(401)));
+        let e = tg.map_err(
+            "sendMessage",
+            RequestError::MigrateToChatId(ChatId(-1001234567890)),
+        );
+        assert_eq!(e.kind, ErrorKind::Permanent);
+        assert!(e.message.contains("-1001234567890"));
+    }
+
+    #[tokio::test]
+    async fn network_errors_are_transient_and_hide_the_token() {
+        let tg = offline("123:SecretTokenValue");
+        let e = tg.send_message(5, Some(3), "hi").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Transient);
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("SecretTokenValue"), "{shown}");
+        assert!(e.url.starts_with("http://127.0.0.1:1/tg/bot"), "{}", e.url);
+    }
+
     #[test]
     fn escape() {
         assert_eq!(escape_html("a<b>&\"c\""), "a&lt;b&gt;&amp;&quot;c&quot;");
