@@ -7,6 +7,12 @@
 //! failed after the attempt was recorded: the outcome is unknown, so before trying again the
 //! ledger looks for the action's marker (`[dozor:KEY]`, carried in the task description or
 //! comment) in the freshly synced mirror, and only writes when it is not there.
+//!
+//! Telegram messages have no marker to look up. They are sent part by part (long messages are
+//! split at 4096 characters) and the ids of the parts delivered are recorded after each one, so
+//! a retry sends only what is missing. A transient failure (network, 5xx, 429 beyond the
+//! client's retry budget) leaves the row at `intent`, and every later cycle first calls
+//! [`redeliver_telegram`], which finishes such messages once.
 
 use serde::{Deserialize, Serialize};
 

@@ -8,7 +8,9 @@
 //!
 //! Control endpoints: `GET /telegram/_sim/messages`, `DELETE /telegram/_sim/messages`,
 //! `POST /telegram/_sim/updates` (inject an update), `POST /telegram/_sim/unknown_chats`
-//! (`{"chat_id":…}`: that chat answers "chat not found" from now on).
+//! (`{"chat_id":…}`: that chat answers "chat not found" from now on), `POST
+//! /telegram/_sim/fail_sends` (`{"after_ok":…, "count":…, "throttle":…}`, see
+//! [`State::fail_sends`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -268,6 +270,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/_sim/messages", get(list_messages).delete(clear_messages))
         .route("/_sim/updates", post(inject_update))
         .route("/_sim/unknown_chats", post(unknown_chat))
+        .route("/_sim/fail_sends", post(fail_sends))
         .route("/{bot_token}/{method}", any(bot_method))
         .with_state(sim)
 }
@@ -299,6 +302,29 @@ async fn unknown_chat(AxState(sim): AxState<Arc<Sim>>, body: Bytes) -> Response 
             StatusCode::NO_CONTENT.into_response()
         }
         None => (StatusCode::BAD_REQUEST, "need {\"chat_id\": <int>}").into_response(),
+    }
+}
+
+async fn fail_sends(AxState(sim): AxState<Arc<Sim>>, body: Bytes) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    match (
+        v.get("after_ok").and_then(Value::as_u64),
+        v.get("count").and_then(Value::as_u64),
+    ) {
+        (Some(after_ok), Some(count)) => {
+            let throttle = v.get("throttle").and_then(Value::as_bool).unwrap_or(false);
+            sim.telegram.fail_sends(
+                after_ok as usize,
+                u32::try_from(count).unwrap_or(u32::MAX),
+                throttle,
+            );
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            "need {\"after_ok\": <int>, \"count\": <int>, \"throttle\": <bool>}",
+        )
+            .into_response(),
     }
 }
 
