@@ -84,6 +84,9 @@ pub async fn run_cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> Cy
             }
         }
     }
+    if !opts.dry_run {
+        redeliver(store, tenant, &mut summary).await;
+    }
     // Rules act only on a freshly synced mirror: after a crash the ledger's reconciliation
     // looks for markers in it, and a stale mirror would hide what was already written.
     if crm_synced {
@@ -106,6 +109,32 @@ pub async fn run_cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> Cy
         "cycle finished"
     );
     summary
+}
+
+/// Delivers the Telegram messages earlier cycles could not send (see
+/// [`ledger::redeliver_telegram`]).
+async fn redeliver(store: &Store, tenant: &Tenant, summary: &mut CycleSummary) {
+    let Some(tg) = tenant.telegram.as_ref() else {
+        return;
+    };
+    let sinks = ledger::Sinks {
+        crm: tenant.crm.as_ref(),
+        telegram: Some(tg),
+    };
+    match ledger::redeliver_telegram(store, tenant.id(), &sinks).await {
+        Ok(sent) => summary
+            .applied
+            .extend(sent.into_iter().map(|(key, outcome)| Applied {
+                rule: "redelivery",
+                crm_write: false,
+                summary: key,
+                outcome,
+            })),
+        Err(e) => {
+            tracing::error!(tenant = tenant.id(), error = %e, "redelivery stopped");
+            summary.errors.push(e.to_string());
+        }
+    }
 }
 
 async fn apply_rules(

@@ -281,6 +281,56 @@ async fn send_photo_multipart() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(h.sim.telegram.sent_count(), 2);
+    // A file referred to as `attach://<name>` (how teloxide uploads).
+    let form = reqwest::multipart::Form::new()
+        .text("chat_id", "1")
+        .text("photo", "attach://f0")
+        .part(
+            "f0",
+            reqwest::multipart::Part::bytes(png()).file_name("chart.png"),
+        );
+    let r = reqwest::Client::new()
+        .post(url(&h, "sendPhoto"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m = h.sim.telegram.messages().pop().unwrap();
+    assert_eq!(m.kind, "photo");
+    assert_eq!(m.photo_len, Some(png().len()));
+    assert_eq!(m.file_name.as_deref(), Some("chart.png"));
+}
+
+#[tokio::test]
+async fn planned_send_failures() {
+    let h = start(false).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/_sim/fail_sends", h.telegram_url()))
+        .json(&json!({"after_ok": 1, "count": 2, "throttle": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let mut codes = Vec::new();
+    for i in 0..4 {
+        let (s, v) = post_json(
+            &h,
+            "sendMessage",
+            json!({"chat_id": 1, "text": format!("m{i}")}),
+        )
+        .await;
+        if s == 502 {
+            assert_eq!(v["ok"], false);
+        }
+        codes.push(s);
+    }
+    assert_eq!(codes, [200, 502, 502, 200]);
+    h.sim.telegram.fail_sends(0, 1, true);
+    let (s, v) = post_json(&h, "sendMessage", json!({"chat_id": 1, "text": "x"})).await;
+    assert_eq!(s, 429);
+    assert_eq!(v["parameters"]["retry_after"], 1);
+    assert_eq!(h.sim.telegram.sent_count(), 2);
 }
 
 #[tokio::test]

@@ -94,6 +94,8 @@ pub async fn run(cli: &Cli) -> CmdResult {
     } else {
         None
     };
+    // Bot commands: one long-polling task per tenant with a bot token.
+    let bots = crate::notify::bot::spawn_all(&c.tenants, &store, &stop_rx);
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("stop requested; finishing the current step");
@@ -215,6 +217,9 @@ pub async fn run(cli: &Cli) -> CmdResult {
     }
     if let Some(task) = server_task {
         let _ = task.await;
+    }
+    for bot in bots {
+        let _ = bot.await;
     }
     store.close().await;
     tracing::info!("dozor stopped");

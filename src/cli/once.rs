@@ -151,9 +151,9 @@ pub(crate) async fn send_daily(
         .telegram
         .as_ref()
         .context("no [tenants.telegram] section: cannot send")?;
-    let chat = tg_cfg
-        .owner_chat
+    let to = crate::notify::route(Some(tg_cfg), crate::notify::MessageKind::Report)
         .context("telegram.owner_chat is not set: nowhere to send the report")?;
+    let chat = to.chat;
     let p = Proposal {
         key: format!("report:{}:daily:{}", tenant.id(), rep.period_from),
         rule: "report",
@@ -161,7 +161,7 @@ pub(crate) async fn send_daily(
         summary: format!("daily report {} to chat {chat}", rep.period_from),
         effect: Effect::Telegram {
             chat,
-            thread: tg_cfg.report_topic,
+            thread: to.thread,
             html: rep.html.clone(),
         },
     };

@@ -7,6 +7,12 @@
 //! failed after the attempt was recorded: the outcome is unknown, so before trying again the
 //! ledger looks for the action's marker (`[dozor:KEY]`, carried in the task description or
 //! comment) in the freshly synced mirror, and only writes when it is not there.
+//!
+//! Telegram messages have no marker to look up. They are sent part by part (long messages are
+//! split at 4096 characters) and the ids of the parts delivered are recorded after each one, so
+//! a retry sends only what is missing. A transient failure (network, 5xx, 429 beyond the
+//! client's retry budget) leaves the row at `intent`, and every later cycle first calls
+//! [`redeliver_telegram`], which finishes such messages once.
 
 use serde::{Deserialize, Serialize};
 
@@ -174,6 +180,26 @@ pub async fn apply(
                 tracing::info!(key = %p.key, "action claimed elsewhere; leaving it to the tenant's holder");
                 return Ok(Outcome::Skipped);
             }
+            if let Effect::Telegram { .. } = &p.effect {
+                // The message as first recorded: a later proposal under the same key may word
+                // it differently, and the parts already delivered belong to the first wording.
+                let effect = serde_json::from_value::<Effect>(r.payload["effect"].clone())
+                    .ok()
+                    .filter(|e| matches!(e, Effect::Telegram { .. }))
+                    .unwrap_or_else(|| p.effect.clone());
+                if let Effect::Telegram { chat, thread, html } = &effect {
+                    return deliver_telegram(
+                        store,
+                        sinks,
+                        &p.key,
+                        r.result.as_deref(),
+                        *chat,
+                        *thread,
+                        html,
+                    )
+                    .await;
+                }
+            }
             match execute(sinks, p).await {
                 Ok(id) => {
                     store
@@ -181,12 +207,7 @@ pub async fn apply(
                         .await?;
                     Ok(Outcome::Done(id))
                 }
-                Err(e)
-                    if matches!(
-                        e.kind,
-                        ErrorKind::RateLimited | ErrorKind::Transient | ErrorKind::Decode
-                    ) =>
-                {
+                Err(e) if is_transient(&e) => {
                     let msg = e.to_string();
                     store
                         .set_action_state(&p.key, "intent", None, Some(&msg), false)
@@ -203,6 +224,120 @@ pub async fn apply(
             }
         }
     }
+}
+
+/// What `result` holds while a long message is being delivered: the ids of the parts sent.
+const PARTS_SENT: &str = "parts_sent:";
+
+fn parts_sent(result: Option<&str>) -> Vec<i64> {
+    result
+        .and_then(|r| r.strip_prefix(PARTS_SENT))
+        .map(|ids| ids.split(',').filter_map(|i| i.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+fn is_transient(e: &crate::http::Error) -> bool {
+    matches!(
+        e.kind,
+        ErrorKind::RateLimited | ErrorKind::Transient | ErrorKind::Decode
+    )
+}
+
+/// Sends a Telegram message part by part, recording after each part which ones went out, so
+/// that a retry after a failure (or a crash) sends only the parts not delivered yet.
+async fn deliver_telegram(
+    store: &Store,
+    sinks: &Sinks<'_>,
+    key: &str,
+    progress: Option<&str>,
+    chat: i64,
+    thread: Option<i64>,
+    html: &str,
+) -> Result<Outcome, StoreError> {
+    let fail = |msg: String| async move {
+        store
+            .set_action_state(key, "failed", None, Some(&msg), false)
+            .await?;
+        Ok::<_, StoreError>(Outcome::Failed(msg))
+    };
+    let Some(tg) = sinks.telegram else {
+        return fail("no [tenants.telegram] section configured".into()).await;
+    };
+    let parts = Telegram::parts(html);
+    if parts.is_empty() {
+        return fail("message text is empty".into()).await;
+    }
+    let mut sent = parts_sent(progress);
+    while sent.len() < parts.len() {
+        match tg.send_part(chat, thread, &parts[sent.len()]).await {
+            Ok(id) => {
+                sent.push(id);
+                if sent.len() < parts.len() {
+                    let ids: Vec<String> = sent.iter().map(i64::to_string).collect();
+                    let progress = format!("{PARTS_SENT}{}", ids.join(","));
+                    store
+                        .set_action_state(key, "intent", Some(&progress), None, false)
+                        .await?;
+                }
+            }
+            Err(e) => {
+                let msg = if sent.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{e} (after {} of {} parts)", sent.len(), parts.len())
+                };
+                if is_transient(&e) {
+                    store
+                        .set_action_state(key, "intent", None, Some(&msg), false)
+                        .await?;
+                    return Ok(Outcome::Retry(msg));
+                }
+                return fail(msg).await;
+            }
+        }
+    }
+    let id = sent[0].to_string();
+    store
+        .set_action_state(key, "done", Some(&id), None, false)
+        .await?;
+    Ok(Outcome::Done(id))
+}
+
+/// Telegram messages older than this are not redelivered: the news is stale.
+const REDELIVER_WITHIN_DAYS: i64 = 3;
+
+/// Sends again the Telegram messages an earlier cycle failed to deliver (a transient error left
+/// them at `intent`), each exactly once: the parts already delivered are skipped. Call it once
+/// per cycle, before the rules propose new actions.
+pub async fn redeliver_telegram(
+    store: &Store,
+    tenant: &str,
+    sinks: &Sinks<'_>,
+) -> Result<Vec<(String, Outcome)>, StoreError> {
+    let since = chrono::Utc::now() - chrono::Duration::days(REDELIVER_WITHIN_DAYS);
+    let mut out = Vec::new();
+    for r in store.actions_in_state(tenant, "intent").await? {
+        if r.kind != "telegram" || r.attempts == 0 || r.created_at < since {
+            continue;
+        }
+        let Ok(effect) = serde_json::from_value::<Effect>(r.payload["effect"].clone()) else {
+            continue;
+        };
+        let p = Proposal {
+            key: r.key.clone(),
+            rule: "redelivery",
+            entity: None,
+            effect,
+            summary: r.payload["summary"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        let outcome = apply(store, tenant, sinks, &p, RuleMode::On).await?;
+        tracing::info!(tenant, key = %r.key, ?outcome, "telegram message redelivered");
+        out.push((r.key, outcome));
+    }
+    Ok(out)
 }
 
 async fn execute(sinks: &Sinks<'_>, p: &Proposal) -> Result<String, crate::http::Error> {
@@ -256,6 +391,7 @@ async fn execute(sinks: &Sinks<'_>, p: &Proposal) -> Result<String, crate::http:
             .complete_task(task_id, result)
             .await
             .map(|()| format!("task:{task_id}")),
+        // Sent part by part by `deliver_telegram`, which records its progress.
         Effect::Telegram { chat, thread, html } => match sinks.telegram {
             Some(tg) => tg
                 .send_message(*chat, *thread, html)

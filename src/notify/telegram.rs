@@ -1,18 +1,42 @@
-//! Telegram Bot API client.
+//! Telegram Bot API client, on teloxide.
 //!
-//! Plain reqwest against `{api_url}/bot{TOKEN}/{method}`. Long HTML messages are split on line
-//! boundaries into parts of at most 4096 visible characters, closing and reopening the tags that
-//! are open across a cut. A 429 waits `parameters.retry_after` and resends the same request; 5xx
-//! and transport failures are retried with backoff; messages to one chat are spaced at least a
-//! second apart. The token is part of every URL and is never printed: URLs go through
-//! [`redact_url`].
+//! Requests go through a [`teloxide::Bot`] built on dozor's own reqwest client (rustls, no
+//! redirects, a timeout longer than the long-poll wait) with `set_api_url` pointing at
+//! `telegram.api_url` (the simulator in tests). teloxide gives the typed payloads (HTML parse
+//! mode, forum topics, multipart photo uploads, typed updates); this module adds what a daemon
+//! needs around them:
+//!
+//! - long HTML messages are split on line boundaries into parts of at most 4096 visible
+//!   characters, closing and reopening the tags that are open across a cut ([`split_message`]);
+//!   the ledger sends the parts one by one ([`Telegram::send_part`]) and records its progress so
+//!   that a part already delivered is never sent again;
+//! - a 429 waits `parameters.retry_after` and resends the same request; 5xx and transport
+//!   failures are retried with backoff, a bounded number of times;
+//! - messages to one chat are spaced at least a second apart, and a group gets at most 20 a
+//!   minute;
+//! - errors are [`http::Error`]s. teloxide's own errors print the request URL, which carries
+//!   the bot token: every message goes through [`Telegram::redact`] and URLs through
+//!   [`redact_url`].
+//!
+//! teloxide drops the HTTP status of a failed call (it keeps only `description` and
+//! `parameters`), so the status is inferred from the description's prefix ("Bad Request",
+//! "Forbidden", "Unauthorized", …); an unrecognised description is a server-side failure and is
+//! retried. teloxide itself pauses 10 s after any 5xx before returning it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use teloxide::RequestError;
+use teloxide::payloads::{GetUpdatesSetters, SendMessageSetters, SendPhotoSetters};
+use teloxide::prelude::Requester;
+use teloxide::requests::Request;
+use teloxide::types::{
+    AllowedUpdate, BotCommand, ChatId, InputFile, LinkPreviewOptions, MessageId, ParseMode,
+    ThreadId, UpdateKind,
+};
+use teloxide::{ApiError, Bot};
 use tokio::time::Instant;
 
 use crate::config::{Secret, TelegramConfig};
@@ -77,26 +101,69 @@ pub struct Update {
     pub message: Option<Message>,
 }
 
+impl Message {
+    fn from_teloxide(m: &teloxide::types::Message) -> Message {
+        let chat = &m.chat;
+        let kind = if chat.is_private() {
+            "private"
+        } else if chat.is_supergroup() {
+            "supergroup"
+        } else if chat.is_channel() {
+            "channel"
+        } else {
+            "group"
+        };
+        Message {
+            message_id: i64::from(m.id.0),
+            chat: Chat {
+                id: chat.id.0,
+                kind: kind.to_string(),
+            },
+            from: m.from.as_ref().map(|u| From {
+                id: u.id.0 as i64,
+                is_bot: u.is_bot,
+                first_name: u.first_name.clone(),
+                username: u.username.clone(),
+            }),
+            date: m.date.timestamp(),
+            text: m.text().map(str::to_string),
+            message_thread_id: m.thread_id.map(|t| i64::from(t.0.0)),
+        }
+    }
+}
+
 /// A Telegram bot.
 pub struct Telegram {
-    http: reqwest::Client,
+    bot: Bot,
     api_url: String,
     token: Secret,
     /// The latest send slots booked per chat (up to 20).
     last_send: Mutex<HashMap<i64, VecDeque<Instant>>>,
     chat_interval: Duration,
     max_wait: Duration,
+    max_attempts: u32,
 }
 
 impl Telegram {
     pub fn new(cfg: &TelegramConfig) -> Self {
+        let api_url = cfg.api_url.trim_end_matches('/').to_string();
+        let token = cfg.bot_token.clone().unwrap_or_default();
+        let mut bot = Bot::with_client(token.expose(), http::client(Duration::from_secs(75)));
+        match url::Url::parse(&api_url) {
+            Ok(u) => bot = bot.set_api_url(u),
+            // Validated with the config; a bad URL here fails every call with a clear error.
+            Err(e) => {
+                tracing::error!(system = SYSTEM, api_url = %redact_url(&api_url), error = %e, "telegram.api_url is not a URL")
+            }
+        }
         Telegram {
-            http: http::client(Duration::from_secs(75)),
-            api_url: cfg.api_url.trim_end_matches('/').to_string(),
-            token: cfg.bot_token.clone().unwrap_or_default(),
+            bot,
+            api_url,
+            token,
             last_send: Mutex::new(HashMap::new()),
             chat_interval: Duration::from_secs(1),
             max_wait: Duration::from_secs(120),
+            max_attempts: MAX_ATTEMPTS,
         }
     }
 
@@ -117,19 +184,127 @@ impl Telegram {
         self
     }
 
+    /// Changes how many times one request is tried before its error is returned (default 5).
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
     fn url(&self, method: &str) -> String {
         format!("{}/bot{}/{method}", self.api_url, self.token.expose())
     }
 
+    /// Removes the bot token from `s`.
+    pub fn redact(&self, s: &str) -> String {
+        let token = self.token.expose();
+        if token.is_empty() {
+            s.to_string()
+        } else {
+            s.replace(token, "***")
+        }
+    }
+
     fn err(&self, kind: ErrorKind, method: &str, message: impl Into<String>) -> Error {
         let msg: String = message.into();
-        let token = self.token.expose();
-        let msg = if token.is_empty() {
-            msg
-        } else {
-            msg.replace(token, "***")
+        Error::new(
+            kind,
+            SYSTEM,
+            method,
+            redact_url(&self.url(method)),
+            self.redact(&msg),
+        )
+    }
+
+    /// Maps a teloxide error into a typed error without the token.
+    fn map_err(&self, method: &str, e: RequestError) -> Error {
+        match e {
+            RequestError::RetryAfter(s) => {
+                let secs = u64::from(s.seconds()).max(1);
+                self.err(
+                    ErrorKind::RateLimited,
+                    method,
+                    format!("Too Many Requests: retry after {secs}"),
+                )
+                .status(429)
+                .code("429")
+                .retry_after(Duration::from_secs(secs))
+            }
+            RequestError::MigrateToChatId(to) => self
+                .err(
+                    ErrorKind::Permanent,
+                    method,
+                    format!(
+                        "Bad Request: group chat was upgraded to a supergroup chat; chat migrated to {}",
+                        to.0
+                    ),
+                )
+                .status(400)
+                .code("400"),
+            RequestError::Api(api) => self.api_err(method, &api),
+            RequestError::Network(e) => {
+                let mut out = Error::transport(SYSTEM, method, redact_url(&self.url(method)), &e);
+                out.message = self.redact(&out.message);
+                if let Some(s) = e.status() {
+                    out = out.status(s.as_u16());
+                }
+                out
+            }
+            RequestError::InvalidJson { source, raw } => {
+                // A proxy's HTML error page (or a cut-off body) is not an answer from the Bot
+                // API: worth another try.
+                let kind = if raw.trim_start().starts_with('<') {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Decode
+                };
+                self.err(
+                    kind,
+                    method,
+                    format!("response is not a valid Bot API envelope: {source}"),
+                )
+            }
+            RequestError::Io(e) => self.err(ErrorKind::Transient, method, format!("I/O: {e}")),
+        }
+    }
+
+    fn api_err(&self, method: &str, api: &ApiError) -> Error {
+        let description = match api {
+            ApiError::Unknown(s) => s.clone(),
+            other => other.to_string(),
         };
-        Error::new(kind, SYSTEM, method, redact_url(&self.url(method)), msg)
+        let (kind, status) = match api {
+            ApiError::InvalidToken => {
+                return self
+                    .err(ErrorKind::Auth, method, "bot token refused (Unauthorized)")
+                    .status(401)
+                    .code("401");
+            }
+            _ if description.starts_with("Bad Request") => (ErrorKind::Permanent, Some(400)),
+            _ if description.starts_with("Forbidden")
+                || description.starts_with("Unauthorized:") =>
+            {
+                (ErrorKind::Permanent, Some(403))
+            }
+            _ if description.starts_with("Conflict") => (ErrorKind::Permanent, Some(409)),
+            _ if description.starts_with("Not Found") => (ErrorKind::Permanent, Some(404)),
+            _ if description.starts_with("Too Many Requests") => {
+                (ErrorKind::RateLimited, Some(429))
+            }
+            _ if description.contains("Gateway") || description.contains("Unavailable") => {
+                (ErrorKind::Transient, Some(502))
+            }
+            // Anything else is a server-side failure ("Internal Server Error", …).
+            ApiError::Unknown(_) => (ErrorKind::Transient, None),
+            _ => (ErrorKind::Permanent, None),
+        };
+        let mut e = self.err(kind, method, description.trim().to_string());
+        if let Some(s) = status {
+            e = e.status(s).code(s.to_string());
+        }
+        if kind == ErrorKind::RateLimited {
+            e = e.retry_after(Duration::from_secs(1));
+        }
+        e
     }
 
     /// Waits until the next message to `chat_id` keeps the per-chat pace, and books the slot:
@@ -141,43 +316,43 @@ impl Telegram {
 
     /// Books the next send slot for `chat_id` (see [`Self::pace`]).
     fn book(&self, chat_id: i64) -> Instant {
+        let mut m = self.last_send.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let q = m.entry(chat_id).or_default();
+        while q
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= GROUP_WINDOW)
+            && q.len() > 1
         {
-            let mut m = self.last_send.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let q = m.entry(chat_id).or_default();
-            while q
-                .front()
-                .is_some_and(|t| now.saturating_duration_since(*t) >= GROUP_WINDOW)
-                && q.len() > 1
-            {
-                q.pop_front();
-            }
-            let mut slot = now;
-            if let Some(last) = q.back() {
-                slot = slot.max(*last + self.chat_interval);
-            }
-            if chat_id < 0 && q.len() >= GROUP_PER_WINDOW {
-                let oldest = q[q.len() - GROUP_PER_WINDOW];
-                slot = slot.max(oldest + GROUP_WINDOW);
-            }
-            q.push_back(slot);
-            while q.len() > GROUP_PER_WINDOW {
-                q.pop_front();
-            }
-            slot
+            q.pop_front();
         }
+        let mut slot = now;
+        if let Some(last) = q.back() {
+            slot = slot.max(*last + self.chat_interval);
+        }
+        if chat_id < 0 && q.len() >= GROUP_PER_WINDOW {
+            let oldest = q[q.len() - GROUP_PER_WINDOW];
+            slot = slot.max(oldest + GROUP_WINDOW);
+        }
+        q.push_back(slot);
+        while q.len() > GROUP_PER_WINDOW {
+            q.pop_front();
+        }
+        slot
     }
 
-    /// Sends one request built by `build` (called again for each retry) and returns `result`.
-    async fn call<F>(&self, method: &str, build: F) -> Result<Value>
+    /// Runs one request (`send` is called again for each retry): 429 waits `retry_after`, 5xx
+    /// and transport failures back off, both a bounded number of times.
+    async fn call<T, F, Fut>(&self, method: &str, send: F) -> Result<T>
     where
-        F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, RequestError>>,
     {
         let mut attempt = 0;
         loop {
-            match self.call_once(method, &build).await {
+            match send().await.map_err(|e| self.map_err(method, e)) {
                 Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && attempt + 1 < MAX_ATTEMPTS => {
+                Err(e) if e.is_retryable() && attempt + 1 < self.max_attempts => {
                     let wait = e
                         .retry_after
                         .unwrap_or_else(|| http::backoff(attempt))
@@ -191,116 +366,75 @@ impl Telegram {
         }
     }
 
-    async fn call_once<F>(&self, method: &str, build: &F) -> Result<Value>
-    where
-        F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
-    {
-        let url = self.url(method);
-        let resp = build(self.http.post(&url))
-            .send()
-            .await
-            .map_err(|e| Error::transport(SYSTEM, method, redact_url(&url), &e))?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::transport(SYSTEM, method, redact_url(&url), &e))?;
-        let body: Option<Value> = serde_json::from_slice(&bytes).ok();
-        let description = body
-            .as_ref()
-            .and_then(|b| b.get("description"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if status == 200
-            && let Some(b) = &body
-            && b.get("ok") == Some(&Value::Bool(true))
-        {
-            return Ok(b.get("result").cloned().unwrap_or(Value::Null));
-        }
-        let params = body.as_ref().and_then(|b| b.get("parameters"));
-        let (kind, msg) = match status {
-            200 => (
-                ErrorKind::Decode,
-                "response is not a valid Bot API envelope".to_string(),
-            ),
-            401 => (
-                ErrorKind::Auth,
-                "bot token refused (Unauthorized)".to_string(),
-            ),
-            429 => (ErrorKind::RateLimited, description.clone()),
-            s if s >= 500 => (ErrorKind::Transient, format!("server error {description}")),
-            _ => (ErrorKind::Permanent, description.clone()),
-        };
-        let msg = if msg.is_empty() {
-            format!("HTTP {status}")
-        } else {
-            msg
-        };
-        let mut e = self
-            .err(kind, method, msg.trim().to_string())
-            .status(status);
-        if let Some(code) = body
-            .as_ref()
-            .and_then(|b| b.get("error_code"))
-            .and_then(Value::as_i64)
-        {
-            e = e.code(code.to_string());
-        }
-        if kind == ErrorKind::RateLimited {
-            let secs = params
-                .and_then(|p| p.get("retry_after"))
-                .and_then(Value::as_u64)
-                .unwrap_or(1);
-            e = e.retry_after(Duration::from_secs(secs.max(1)));
-        }
-        if let Some(to) = params
-            .and_then(|p| p.get("migrate_to_chat_id"))
-            .and_then(Value::as_i64)
-        {
-            e.message = format!("{}; chat migrated to {to}", e.message);
-        }
-        Err(e)
-    }
-
     /// Who the bot is; also checks the token.
     pub async fn get_me(&self) -> Result<BotUser> {
-        let v = self.call("getMe", |r| r).await?;
-        serde_json::from_value(v).map_err(|e| {
-            self.err(
-                ErrorKind::Decode,
-                "getMe",
-                format!("unexpected getMe result: {e}"),
-            )
+        let me = self.call("getMe", || self.bot.get_me().send()).await?;
+        Ok(BotUser {
+            id: me.user.id.0 as i64,
+            is_bot: me.user.is_bot,
+            first_name: me.user.first_name.clone(),
+            username: me.user.username.clone(),
         })
+    }
+
+    /// The parts `send_message` sends for `html`, in order.
+    pub fn parts(html: &str) -> Vec<String> {
+        split_message(html, MESSAGE_LIMIT)
     }
 
     /// Sends an HTML message, split into parts of at most 4096 visible characters. Returns the
     /// message id of the first part.
     pub async fn send_message(&self, chat_id: i64, thread: Option<i64>, html: &str) -> Result<i64> {
-        let parts = split_message(html, MESSAGE_LIMIT);
+        let parts = Self::parts(html);
         if parts.is_empty() {
             return Err(self.err(ErrorKind::Permanent, "sendMessage", "message text is empty"));
         }
         let mut first = None;
-        for part in parts {
-            self.pace(chat_id).await;
-            let mut body = json!({
-                "chat_id": chat_id,
-                "text": part,
-                "parse_mode": "HTML",
-                "link_preview_options": {"is_disabled": true},
-            });
-            if let Some(t) = thread {
-                body["message_thread_id"] = json!(t);
-            }
-            let v = self.call("sendMessage", |r| r.json(&body)).await?;
-            let id = v.get("message_id").and_then(Value::as_i64).ok_or_else(|| {
-                self.err(ErrorKind::Decode, "sendMessage", "result has no message_id")
-            })?;
+        for part in &parts {
+            let id = self.send_part(chat_id, thread, part).await?;
             first.get_or_insert(id);
         }
         Ok(first.unwrap_or_default())
+    }
+
+    /// Sends one part (at most 4096 visible characters, see [`Self::parts`]) as one message.
+    pub async fn send_part(&self, chat_id: i64, thread: Option<i64>, html: &str) -> Result<i64> {
+        if html.trim().is_empty() {
+            return Err(self.err(ErrorKind::Permanent, "sendMessage", "message text is empty"));
+        }
+        let thread =
+            Self::thread(thread).map_err(|m| self.err(ErrorKind::Permanent, "sendMessage", m))?;
+        self.pace(chat_id).await;
+        let preview = LinkPreviewOptions {
+            is_disabled: true,
+            url: None,
+            prefer_small_media: false,
+            prefer_large_media: false,
+            show_above_text: false,
+        };
+        let msg = self
+            .call("sendMessage", || {
+                let mut req = self
+                    .bot
+                    .send_message(ChatId(chat_id), html)
+                    .parse_mode(ParseMode::Html)
+                    .link_preview_options(preview.clone());
+                if let Some(t) = thread {
+                    req = req.message_thread_id(t);
+                }
+                req.send()
+            })
+            .await?;
+        Ok(i64::from(msg.id.0))
+    }
+
+    /// A forum topic id as teloxide types it (message ids are 32-bit); `Err` when out of range.
+    fn thread(thread: Option<i64>) -> std::result::Result<Option<ThreadId>, String> {
+        match thread.map(i32::try_from) {
+            None => Ok(None),
+            Some(Ok(t)) => Ok(Some(ThreadId(MessageId(t)))),
+            Some(Err(_)) => Err(format!("message_thread_id {thread:?} is out of range")),
+        }
     }
 
     /// Uploads a PNG (or JPEG) chart with an HTML caption (cut to 1024 visible characters).
@@ -315,83 +449,96 @@ impl Telegram {
             .into_iter()
             .next()
             .unwrap_or_default();
-        let (file_name, mime) = if png.starts_with(&[0xFF, 0xD8, 0xFF]) {
-            ("chart.jpg", "image/jpeg")
+        let file_name = if png.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            "chart.jpg"
         } else {
-            ("chart.png", "image/png")
+            "chart.png"
         };
+        let thread =
+            Self::thread(thread).map_err(|m| self.err(ErrorKind::Permanent, "sendPhoto", m))?;
         self.pace(chat_id).await;
-        let v = self
-            .call("sendPhoto", |r| {
-                let part = reqwest::multipart::Part::bytes(png.clone())
-                    .file_name(file_name)
-                    .mime_str(mime)
-                    .expect("static mime type");
-                let mut form = reqwest::multipart::Form::new()
-                    .text("chat_id", chat_id.to_string())
-                    .part("photo", part);
+        let msg = self
+            .call("sendPhoto", || {
+                let file = InputFile::memory(png.clone()).file_name(file_name);
+                let mut req = self.bot.send_photo(ChatId(chat_id), file);
                 if !caption.is_empty() {
-                    form = form
-                        .text("caption", caption.clone())
-                        .text("parse_mode", "HTML");
+                    req = req.caption(caption.clone()).parse_mode(ParseMode::Html);
                 }
                 if let Some(t) = thread {
-                    form = form.text("message_thread_id", t.to_string());
+                    req = req.message_thread_id(t);
                 }
-                r.multipart(form)
+                req.send()
             })
             .await?;
-        v.get("message_id")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| self.err(ErrorKind::Decode, "sendPhoto", "result has no message_id"))
+        Ok(i64::from(msg.id.0))
     }
 
     /// Long-polls for updates (`offset` = last seen update_id + 1, `timeout` seconds).
     pub async fn get_updates(&self, offset: Option<i64>, timeout: u32) -> Result<Vec<Update>> {
-        let mut body = json!({"timeout": timeout.min(50), "allowed_updates": ["message"]});
-        if let Some(o) = offset {
-            body["offset"] = json!(o);
-        }
-        let v = self.call("getUpdates", |r| r.json(&body)).await?;
-        let Value::Array(items) = v else {
-            return Err(self.err(ErrorKind::Decode, "getUpdates", "result is not an array"));
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            match serde_json::from_value::<Update>(item.clone()) {
-                Ok(u) => out.push(u),
-                Err(e) => {
-                    // Keep the id so the offset still advances past it.
-                    match item.get("update_id").and_then(Value::as_i64) {
-                        Some(id) => {
-                            tracing::warn!(system = SYSTEM, update_id = id, error = %e, "update not understood");
-                            out.push(Update {
-                                update_id: id,
-                                message: None,
-                            });
-                        }
-                        None => tracing::warn!(system = SYSTEM, error = %e, "update without id"),
-                    }
-                }
+        let offset = match offset.map(i32::try_from) {
+            None => None,
+            Some(Ok(o)) => Some(o),
+            Some(Err(_)) => {
+                return Err(self.err(
+                    ErrorKind::Permanent,
+                    "getUpdates",
+                    format!("offset {offset:?} is out of range"),
+                ));
             }
+        };
+        let updates = self
+            .call("getUpdates", || {
+                let mut req = self
+                    .bot
+                    .get_updates()
+                    .timeout(timeout.min(50))
+                    .allowed_updates(vec![AllowedUpdate::Message]);
+                if let Some(o) = offset {
+                    req = req.offset(o);
+                }
+                req.send()
+            })
+            .await?;
+        let mut out = Vec::with_capacity(updates.len());
+        for u in updates {
+            let update_id = i64::from(u.id.0);
+            let message = match &u.kind {
+                UpdateKind::Message(m) => Some(Message::from_teloxide(m)),
+                // teloxide could not read it; keep what commands need if the raw JSON has it,
+                // and the id in any case so that the offset still advances past it.
+                UpdateKind::Error(raw) => {
+                    let m = raw
+                        .get("message")
+                        .and_then(|m| serde_json::from_value::<Message>(m.clone()).ok());
+                    if m.is_none() {
+                        tracing::warn!(system = SYSTEM, update_id, "update not understood");
+                    }
+                    m
+                }
+                _ => None,
+            };
+            out.push(Update { update_id, message });
         }
         Ok(out)
     }
 
     /// Registers the bot's command list.
     pub async fn set_my_commands(&self, commands: &[(&str, &str)]) -> Result<()> {
-        let list: Vec<Value> = commands
+        let list: Vec<BotCommand> = commands
             .iter()
-            .map(|(c, d)| json!({"command": c, "description": d}))
+            .map(|(c, d)| BotCommand::new(*c, *d))
             .collect();
-        let body = json!({"commands": list});
-        self.call("setMyCommands", |r| r.json(&body)).await?;
+        self.call("setMyCommands", || {
+            self.bot.set_my_commands(list.clone()).send()
+        })
+        .await?;
         Ok(())
     }
 
     /// Removes a webhook so that long polling works.
     pub async fn delete_webhook(&self) -> Result<()> {
-        self.call("deleteWebhook", |r| r.json(&json!({}))).await?;
+        self.call("deleteWebhook", || self.bot.delete_webhook().send())
+            .await?;
         Ok(())
     }
 }
@@ -674,6 +821,60 @@ mod tests {
         );
         let private: Vec<Instant> = (0..21).map(|_| tg.book(5)).collect();
         assert!(private[20] - t0 < Duration::from_secs(3));
+    }
+
+    fn offline(token: &str) -> Telegram {
+        Telegram::new(&TelegramConfig {
+            bot_token: Some(Secret::new(token)),
+            bot_token_file: None,
+            api_url: "http://127.0.0.1:1/tg".into(),
+            owner_chat: None,
+            head_of_sales_chat: None,
+            ops_chat: None,
+            report_topic: None,
+            managers: Default::default(),
+            allowed_chats: Vec::new(),
+        })
+        .with_max_attempts(1)
+    }
+
+    #[test]
+    fn teloxide_errors_map_to_kinds() {
+        let tg = offline("1:tok");
+        let e = tg.map_err(
+            "sendMessage",
+            RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(7)),
+        );
+        assert_eq!(e.kind, ErrorKind::RateLimited);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(e.status, Some(429));
+        let api = |s: &str| RequestError::Api(ApiError::Unknown(s.into()));
+        let e = tg.map_err("sendMessage", api("Bad Gateway"));
+        assert_eq!((e.kind, e.status), (ErrorKind::Transient, Some(502)));
+        let e = tg.map_err("sendMessage", api("Internal Server Error"));
+        assert_eq!(e.kind, ErrorKind::Transient);
+        let e = tg.map_err("sendMessage", api("Bad Request: message thread not found"));
+        assert_eq!((e.kind, e.status), (ErrorKind::Permanent, Some(400)));
+        let e = tg.map_err("sendMessage", RequestError::Api(ApiError::BotBlocked));
+        assert_eq!((e.kind, e.status), (ErrorKind::Permanent, Some(403)));
+        let e = tg.map_err("getMe", RequestError::Api(ApiError::InvalidToken));
+        assert_eq!((e.kind, e.status), (ErrorKind::Auth, Some(401)));
+        let e = tg.map_err(
+            "sendMessage",
+            RequestError::MigrateToChatId(ChatId(-1001234567890)),
+        );
+        assert_eq!(e.kind, ErrorKind::Permanent);
+        assert!(e.message.contains("-1001234567890"));
+    }
+
+    #[tokio::test]
+    async fn network_errors_are_transient_and_hide_the_token() {
+        let tg = offline("123:SecretTokenValue");
+        let e = tg.send_message(5, Some(3), "hi").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Transient);
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("SecretTokenValue"), "{shown}");
+        assert!(e.url.starts_with("http://127.0.0.1:1/tg/bot"), "{}", e.url);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::RuleContext;
 use crate::config::{Lang, RuleConfig};
 use crate::domain::{Direction, EntityKind, Lead, Semantics, phone};
 use crate::ledger::{Effect, Proposal};
+use crate::notify::{MessageKind, route};
 use crate::report::render::esc;
 
 /// How long a lead has waited, in business minutes, if nobody has contacted it yet.
@@ -69,7 +70,7 @@ fn is_first_status(mirror: &crate::store::Snapshot, lead: &Lead) -> bool {
 }
 
 pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
-    let Some(chat) = ctx.telegram.and_then(|t| t.head_of_sales_chat) else {
+    let Some(to) = route(ctx.telegram, MessageKind::Alert) else {
         return Vec::new();
     };
     let alert = cfg.param("alert_minutes") as i64;
@@ -130,8 +131,8 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
             late.len()
         ),
         effect: Effect::Telegram {
-            chat,
-            thread: None,
+            chat: to.chat,
+            thread: to.thread,
             html,
         },
     }]

@@ -12,6 +12,7 @@ use chrono::{Duration, Utc};
 use crate::config::{Lang, RuleMode, TelegramConfig};
 use crate::crm::NewTask;
 use crate::ledger::{self, Effect, Outcome, Proposal, Sinks};
+use crate::notify::{MessageKind, route};
 use crate::report::render::esc;
 use crate::store::{ActionRow, Store, StoreError};
 
@@ -69,7 +70,9 @@ pub async fn run(
     let mut out = Vec::new();
     let ru = lang == Lang::Ru;
     for (user, tasks) in by_user {
-        let chat = tg.managers[&user];
+        let Some(to) = route(Some(tg), MessageKind::TaskNotice { manager: &user }) else {
+            continue;
+        };
         let keys: Vec<&str> = tasks.iter().map(|(r, _)| r.key.as_str()).collect();
         let mut html = if ru {
             format!("<b>📌 Новые задачи от dozor: {}</b>\n", tasks.len())
@@ -95,8 +98,8 @@ pub async fn run(
             entity: None,
             summary: format!("{} new task(s) announced to user {user}", tasks.len()),
             effect: Effect::Telegram {
-                chat,
-                thread: None,
+                chat: to.chat,
+                thread: to.thread,
                 html,
             },
         };

@@ -15,6 +15,7 @@ use crate::config::{Lang, RuleConfig};
 use crate::crm::NewTask;
 use crate::domain::{Call, Direction, Ts};
 use crate::ledger::{Effect, Proposal};
+use crate::notify::{MessageKind, route};
 use crate::report::render::esc;
 
 /// When the missed call `c` was called back, if it was.
@@ -113,10 +114,7 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
             }
         }
     }
-    if let (false, Some(chat)) = (
-        late.is_empty(),
-        ctx.telegram.and_then(|t| t.head_of_sales_chat),
-    ) {
+    if let (false, Some(to)) = (late.is_empty(), route(ctx.telegram, MessageKind::Alert)) {
         let names: std::collections::HashMap<&str, &str> = ctx
             .mirror
             .users
@@ -158,8 +156,8 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
                 late.len()
             ),
             effect: Effect::Telegram {
-                chat,
-                thread: None,
+                chat: to.chat,
+                thread: to.thread,
                 html,
             },
         });

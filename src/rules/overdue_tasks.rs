@@ -14,6 +14,7 @@ use super::RuleContext;
 use crate::config::{Lang, RuleConfig};
 use crate::domain::Task;
 use crate::ledger::{Effect, Proposal};
+use crate::notify::{MessageKind, route};
 use crate::report::render::esc;
 
 /// Telegram messages stay far below the 4096-character limit: the rest is summarised.
@@ -37,7 +38,7 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
     let realert = cfg.param("realert_hours").max(1.0) as u32;
     let window = local.hour() / realert;
     let mut out = Vec::new();
-    if let Some(chat) = tg.head_of_sales_chat {
+    if let Some(to) = route(Some(tg), MessageKind::Digest) {
         out.push(Proposal {
             key: format!("overdue_tasks:{}:digest:{day}T{window}", ctx.tenant),
             rule: "overdue_tasks",
@@ -47,8 +48,8 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
                 overdue.len()
             ),
             effect: Effect::Telegram {
-                chat,
-                thread: None,
+                chat: to.chat,
+                thread: to.thread,
                 html: digest(ctx, &overdue, false),
             },
         });
@@ -59,7 +60,7 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
         .copied()
         .filter(|t| t.deadline.is_some_and(|d| ctx.now - d > escalate_after))
         .collect();
-    if let (Some(chat), false) = (tg.owner_chat, old.is_empty()) {
+    if let (Some(to), false) = (route(Some(tg), MessageKind::Escalation), old.is_empty()) {
         out.push(Proposal {
             key: format!("overdue_tasks:{}:escalation:{day}", ctx.tenant),
             rule: "overdue_tasks",
@@ -69,8 +70,8 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
                 old.len()
             ),
             effect: Effect::Telegram {
-                chat,
-                thread: None,
+                chat: to.chat,
+                thread: to.thread,
                 html: digest(ctx, &old, true),
             },
         });

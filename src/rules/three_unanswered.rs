@@ -11,6 +11,7 @@ use super::calls::number;
 use crate::config::{Lang, RuleConfig};
 use crate::domain::{Direction, EntityKind, EntityRef, Semantics, phone};
 use crate::ledger::{Effect, Proposal};
+use crate::notify::{MessageKind, route};
 use crate::report::render::esc;
 
 /// The loss reason dozor writes.
@@ -108,11 +109,11 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
                 },
             });
         }
-        let chat = d
+        let to = d
             .responsible_id
             .as_ref()
-            .and_then(|r| ctx.telegram.and_then(|t| t.managers.get(r)).copied());
-        if let Some(chat) = chat {
+            .and_then(|r| route(ctx.telegram, MessageKind::TaskNotice { manager: r }));
+        if let Some(to) = to {
             let html = if ru {
                 format!(
                     "<b>Сделка «{}» закрыта</b>: {since_talk} звонка без ответа. Клиент передан в ретаргетинг.",
@@ -130,8 +131,8 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
                 entity: Some(EntityRef::new(EntityKind::Deal, d.id.clone())),
                 summary: format!("manager told about deal {}", d.id),
                 effect: Effect::Telegram {
-                    chat,
-                    thread: None,
+                    chat: to.chat,
+                    thread: to.thread,
                     html,
                 },
             });

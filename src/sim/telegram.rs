@@ -8,7 +8,9 @@
 //!
 //! Control endpoints: `GET /telegram/_sim/messages`, `DELETE /telegram/_sim/messages`,
 //! `POST /telegram/_sim/updates` (inject an update), `POST /telegram/_sim/unknown_chats`
-//! (`{"chat_id":…}`: that chat answers "chat not found" from now on).
+//! (`{"chat_id":…}`: that chat answers "chat not found" from now on), `POST
+//! /telegram/_sim/fail_sends` (`{"after_ok":…, "count":…, "throttle":…}`, see
+//! [`State::fail_sends`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,10 @@ struct Inner {
     /// Private-chat token buckets: (tokens, last refill).
     buckets: HashMap<i64, (f64, Instant)>,
     commands: Vec<Value>,
+    /// Sends still accepted before [`State::fail_sends`] starts failing, and how many fail.
+    fail_after: usize,
+    failing: u32,
+    fail_throttle: bool,
 }
 
 /// Mutable state of the fake.
@@ -98,6 +104,9 @@ impl State {
                 recent: HashMap::new(),
                 buckets: HashMap::new(),
                 commands: Vec::new(),
+                fail_after: 0,
+                failing: 0,
+                fail_throttle: false,
             }),
             notify: Notify::new(),
         }
@@ -168,6 +177,42 @@ impl State {
         id
     }
 
+    /// After accepting `after_ok` more sends (messages, photos, documents), fails the next
+    /// `count` send requests: with 429 `retry_after: 1` when `throttle`, else with 502. Lets a
+    /// test cut a multi-part message in the middle. `fail_sends(0, 0, _)` clears it.
+    pub fn fail_sends(&self, after_ok: usize, count: u32, throttle: bool) {
+        let mut g = self.lock();
+        g.fail_after = after_ok;
+        g.failing = count;
+        g.fail_throttle = throttle;
+    }
+
+    /// The planned failure for this send, if any (see [`State::fail_sends`]).
+    fn planned_failure(&self) -> Option<TgError> {
+        let mut g = self.lock();
+        if g.failing == 0 {
+            return None;
+        }
+        if g.fail_after > 0 {
+            g.fail_after -= 1;
+            return None;
+        }
+        g.failing -= 1;
+        Some(if g.fail_throttle {
+            TgError {
+                status: 429,
+                description: "Too Many Requests: retry after 1".into(),
+                parameters: Some(json!({"retry_after": 1})),
+            }
+        } else {
+            TgError {
+                status: 502,
+                description: "Bad Gateway".into(),
+                parameters: None,
+            }
+        })
+    }
+
     /// Makes `chat_id` answer "chat not found".
     pub fn mark_chat_unknown(&self, chat_id: i64) {
         self.lock().unknown_chats.insert(chat_id);
@@ -225,6 +270,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/_sim/messages", get(list_messages).delete(clear_messages))
         .route("/_sim/updates", post(inject_update))
         .route("/_sim/unknown_chats", post(unknown_chat))
+        .route("/_sim/fail_sends", post(fail_sends))
         .route("/{bot_token}/{method}", any(bot_method))
         .with_state(sim)
 }
@@ -256,6 +302,29 @@ async fn unknown_chat(AxState(sim): AxState<Arc<Sim>>, body: Bytes) -> Response 
             StatusCode::NO_CONTENT.into_response()
         }
         None => (StatusCode::BAD_REQUEST, "need {\"chat_id\": <int>}").into_response(),
+    }
+}
+
+async fn fail_sends(AxState(sim): AxState<Arc<Sim>>, body: Bytes) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    match (
+        v.get("after_ok").and_then(Value::as_u64),
+        v.get("count").and_then(Value::as_u64),
+    ) {
+        (Some(after_ok), Some(count)) => {
+            let throttle = v.get("throttle").and_then(Value::as_bool).unwrap_or(false);
+            sim.telegram.fail_sends(
+                after_ok as usize,
+                u32::try_from(count).unwrap_or(u32::MAX),
+                throttle,
+            );
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            "need {\"after_ok\": <int>, \"count\": <int>, \"throttle\": <bool>}",
+        )
+            .into_response(),
     }
 }
 
@@ -514,6 +583,8 @@ fn get_me(sim: &Sim) -> Value {
         "can_join_groups": true,
         "can_read_all_group_messages": false,
         "supports_inline_queries": false,
+        "can_connect_to_business": false,
+        "has_main_web_app": false,
     })
 }
 
@@ -553,6 +624,9 @@ fn chat_json(chat_id: i64) -> Value {
 
 fn send_message(sim: &Sim, params: &Params) -> Result<Value, TgError> {
     let chat_id = chat_of(sim, params)?;
+    if let Some(e) = sim.telegram.planned_failure() {
+        return Err(e);
+    }
     let thread = params.i64("message_thread_id")?;
     let text = params.str("text").unwrap_or_default();
     let parse_mode = params.str("parse_mode");
@@ -625,6 +699,9 @@ pub fn sniff_image(b: &[u8]) -> Option<(&'static str, u32, u32)> {
 
 fn send_file(sim: &Sim, params: &Params, field: &str) -> Result<Value, TgError> {
     let chat_id = chat_of(sim, params)?;
+    if let Some(e) = sim.telegram.planned_failure() {
+        return Err(e);
+    }
     let thread = params.i64("message_thread_id")?;
     let caption = params.str("caption");
     let parse_mode = params.str("parse_mode");
@@ -633,7 +710,16 @@ fn send_file(sim: &Sim, params: &Params, field: &str) -> Result<Value, TgError> 
     {
         return Err(bad("message caption is too long"));
     }
-    let Some(upload) = params.files.get(field) else {
+    // The file is either the part named after the parameter, or a part the parameter refers
+    // to as `attach://<name>`.
+    let attached = params
+        .str(field)
+        .and_then(|v| v.strip_prefix("attach://").map(str::to_string));
+    let upload = match &attached {
+        Some(name) => params.files.get(name),
+        None => params.files.get(field),
+    };
+    let Some(upload) = upload else {
         return Err(bad(format!("there is no {field} in the request")));
     };
     let (content_type, file_json) = if field == "photo" {

@@ -1,0 +1,690 @@
+//! Bot commands: `/report [day|week|month]`, `/overdue`, `/manager <name>`, `/status`, `/help`.
+//!
+//! Only the tenant's own chats may use them: the configured chats (owner, head of sales, ops,
+//! managers) and `telegram.allowed_chats`. Anyone else gets a polite refusal and is logged by
+//! chat and user id; what they wrote is never logged beyond the command itself.
+//!
+//! Commands arrive by long polling (`getUpdates`). The offset (last update id + 1) is saved in
+//! the store as a cursor before the command is answered, so a restart never answers twice (a
+//! crash in between loses that one answer rather than repeating it).
+//!
+//! Parsing and the answers are plain functions of the mirror, tested without Telegram; the
+//! polling loop ([`run`]) is the thin part that talks to it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::watch;
+
+use super::telegram::{Telegram, Update, escape_html};
+use crate::config::{Lang, TenantConfig};
+use crate::domain::{Semantics, Ts};
+use crate::report::{self, Kind};
+use crate::store::{Snapshot, Store, StoreError};
+
+/// The cursor the update offset is saved under: `(tenant, CURSOR_SOURCE, CURSOR_ENTITY)`.
+pub const CURSOR_SOURCE: &str = "telegram";
+pub const CURSOR_ENTITY: &str = "updates";
+/// Seconds one `getUpdates` waits for news.
+pub const POLL_TIMEOUT: u32 = 25;
+/// Overdue tasks listed per manager in `/overdue`.
+const OVERDUE_PER_MANAGER: usize = 10;
+
+/// A command a chat sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Report(Kind),
+    Overdue,
+    /// A (part of a) manager's name; empty when none was given.
+    Manager(String),
+    Status,
+    Help,
+    /// A command this bot does not know (the name, without arguments).
+    Unknown(String),
+}
+
+impl Command {
+    /// The command's name, for logs.
+    pub fn name(&self) -> &str {
+        match self {
+            Command::Report(_) => "report",
+            Command::Overdue => "overdue",
+            Command::Manager(_) => "manager",
+            Command::Status => "status",
+            Command::Help => "help",
+            Command::Unknown(n) => n,
+        }
+    }
+}
+
+/// The command list for `setMyCommands`, in the tenant's language.
+pub fn commands(lang: Lang) -> Vec<(&'static str, &'static str)> {
+    match lang {
+        Lang::Ru => vec![
+            ("report", "Отчёт: /report day | week | month"),
+            ("overdue", "Просроченные задачи по менеджерам"),
+            ("manager", "Показатели менеджера: /manager Иванов"),
+            ("status", "Состояние синхронизации и очереди"),
+            ("help", "Список команд"),
+        ],
+        Lang::En => vec![
+            ("report", "Report: /report day | week | month"),
+            ("overdue", "Overdue tasks by manager"),
+            ("manager", "A manager's figures: /manager Smith"),
+            ("status", "Sync health and pending messages"),
+            ("help", "List of commands"),
+        ],
+    }
+}
+
+/// Reads a command from a message text. `bot_username` strips the `@bot` suffix groups add;
+/// a command addressed to another bot is not ours (`None`), nor is text that is no command.
+pub fn parse(text: &str, bot_username: Option<&str>) -> Option<Command> {
+    let text = text.trim();
+    let rest = text.strip_prefix('/')?;
+    let (head, args) = match rest.find(char::is_whitespace) {
+        Some(i) => (&rest[..i], rest[i..].trim()),
+        None => (rest, ""),
+    };
+    let (name, addressed) = match head.split_once('@') {
+        Some((n, to)) => (n, Some(to)),
+        None => (head, None),
+    };
+    if let (Some(to), Some(me)) = (addressed, bot_username)
+        && !to.eq_ignore_ascii_case(me)
+    {
+        return None;
+    }
+    let name = name.to_ascii_lowercase();
+    Some(match name.as_str() {
+        "report" => match args.split_whitespace().next().map(str::to_lowercase) {
+            None => Command::Report(Kind::Daily),
+            Some(a) => match a.as_str() {
+                "day" | "daily" | "день" | "d" => Command::Report(Kind::Daily),
+                "week" | "weekly" | "неделя" | "w" => Command::Report(Kind::Weekly),
+                "month" | "monthly" | "месяц" | "m" => Command::Report(Kind::Monthly),
+                _ => Command::Unknown("report".into()),
+            },
+        },
+        "overdue" => Command::Overdue,
+        "manager" => Command::Manager(args.to_string()),
+        "status" => Command::Status,
+        "help" | "start" => Command::Help,
+        _ => Command::Unknown(name),
+    })
+}
+
+/// What the bot answers: HTML, then photos (PNG, caption).
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    pub html: String,
+    pub photos: Vec<(Vec<u8>, String)>,
+}
+
+impl Reply {
+    fn text(html: String) -> Reply {
+        Reply {
+            html,
+            photos: Vec::new(),
+        }
+    }
+}
+
+/// The polite refusal for chats that are not the tenant's.
+pub fn refusal(lang: Lang) -> String {
+    match lang {
+        Lang::Ru => "Извините, этот бот отвечает только в чатах компании. Если вам нужен доступ, попросите администратора добавить этот чат в настройки.".into(),
+        Lang::En => "Sorry, this bot answers only in the company's chats. If you need access, ask the administrator to add this chat to the configuration.".into(),
+    }
+}
+
+/// `/help`.
+pub fn help(lang: Lang) -> String {
+    let mut s = match lang {
+        Lang::Ru => String::from("<b>Команды</b>\n"),
+        Lang::En => String::from("<b>Commands</b>\n"),
+    };
+    for (c, d) in commands(lang) {
+        s.push_str(&format!("/{c} — {}\n", escape_html(d)));
+    }
+    s
+}
+
+fn tz_of(cfg: &TenantConfig) -> chrono_tz::Tz {
+    cfg.timezone.parse().unwrap_or(chrono_tz::Europe::Moscow)
+}
+
+fn user_names(snap: &Snapshot) -> BTreeMap<&str, &str> {
+    snap.users
+        .iter()
+        .map(|u| (u.id.as_str(), u.name.as_str()))
+        .collect()
+}
+
+/// `/overdue`: open tasks past their deadline, grouped by manager (most overdue first).
+pub fn overdue(snap: &Snapshot, lang: Lang, tz: chrono_tz::Tz, now: Ts) -> String {
+    let ru = lang == Lang::Ru;
+    let names = user_names(snap);
+    let mut by: BTreeMap<String, Vec<&crate::domain::Task>> = BTreeMap::new();
+    for t in snap.tasks.iter().filter(|t| t.is_overdue(now)) {
+        let who = t
+            .responsible_id
+            .as_deref()
+            .map(|id| names.get(id).copied().unwrap_or(id).to_string())
+            .unwrap_or_else(|| {
+                if ru {
+                    "без ответственного"
+                } else {
+                    "unassigned"
+                }
+                .into()
+            });
+        by.entry(who).or_default().push(t);
+    }
+    if by.is_empty() {
+        return if ru {
+            "✅ Просроченных задач нет.".into()
+        } else {
+            "✅ No overdue tasks.".into()
+        };
+    }
+    let total: usize = by.values().map(Vec::len).sum();
+    let mut groups: Vec<(String, Vec<&crate::domain::Task>)> = by.into_iter().collect();
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
+    let mut s = if ru {
+        format!("<b>Просроченные задачи: {total}</b>\n")
+    } else {
+        format!("<b>Overdue tasks: {total}</b>\n")
+    };
+    for (who, mut tasks) in groups {
+        tasks.sort_by_key(|t| t.deadline);
+        s.push_str(&format!(
+            "\n<b>{}</b> — {}\n",
+            escape_html(&who),
+            tasks.len()
+        ));
+        for t in tasks.iter().take(OVERDUE_PER_MANAGER) {
+            let due = t
+                .deadline
+                .map(|d| d.with_timezone(&tz).format("%d.%m %H:%M").to_string())
+                .unwrap_or_default();
+            s.push_str(&format!("• {due} {}\n", escape_html(&t.title)));
+        }
+        if tasks.len() > OVERDUE_PER_MANAGER {
+            let more = tasks.len() - OVERDUE_PER_MANAGER;
+            s.push_str(&if ru {
+                format!("… и ещё {more}\n")
+            } else {
+                format!("… and {more} more\n")
+            });
+        }
+    }
+    s
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Users whose name matches `query`: an exact name, else names containing it, else names with
+/// a word within a typo or two of it.
+pub fn match_users<'a>(snap: &'a Snapshot, query: &str) -> Vec<&'a crate::domain::User> {
+    let q = query.trim().to_lowercase();
+    if q.is_empty() {
+        return Vec::new();
+    }
+    let exact: Vec<_> = snap
+        .users
+        .iter()
+        .filter(|u| u.name.to_lowercase() == q)
+        .collect();
+    if !exact.is_empty() {
+        return exact;
+    }
+    let contains: Vec<_> = snap
+        .users
+        .iter()
+        .filter(|u| u.name.to_lowercase().contains(&q))
+        .collect();
+    if !contains.is_empty() {
+        return contains;
+    }
+    let allowed = if q.chars().count() >= 6 { 2 } else { 1 };
+    snap.users
+        .iter()
+        .filter(|u| {
+            u.name
+                .to_lowercase()
+                .split_whitespace()
+                .any(|w| levenshtein(w, &q) <= allowed)
+        })
+        .collect()
+}
+
+/// `/manager <name>`: one manager's figures now (calls since local midnight).
+pub fn manager(snap: &Snapshot, cfg: &TenantConfig, query: &str, now: Ts) -> String {
+    let ru = cfg.lang == Lang::Ru;
+    if query.trim().is_empty() {
+        return if ru {
+            "Укажите имя: <code>/manager Иванов</code>".into()
+        } else {
+            "Give a name: <code>/manager Smith</code>".into()
+        };
+    }
+    let found = match_users(snap, query);
+    let u = match found.as_slice() {
+        [] => {
+            return if ru {
+                format!("Менеджер «{}» не найден.", escape_html(query))
+            } else {
+                format!("No manager matches “{}”.", escape_html(query))
+            };
+        }
+        [u] => *u,
+        many => {
+            let mut s = if ru {
+                format!(
+                    "«{}» — несколько совпадений, уточните:\n",
+                    escape_html(query)
+                )
+            } else {
+                format!(
+                    "“{}” matches several people; which one?\n",
+                    escape_html(query)
+                )
+            };
+            for u in many.iter().take(20) {
+                s.push_str(&format!("• {}\n", escape_html(&u.name)));
+            }
+            return s;
+        }
+    };
+    let tz = tz_of(cfg);
+    let cal = crate::config::calendar_of(cfg)
+        .unwrap_or_else(|_| crate::domain::calendar::BusinessCalendar::moscow_default());
+    let today = report::local_date(cfg, now);
+    let period = report::metrics::Period::day(today, tz);
+    let f = report::metrics::compute(snap, &period, now, &cal);
+    let m = f
+        .managers
+        .iter()
+        .find(|m| m.user_id == u.id)
+        .cloned()
+        .unwrap_or_default();
+    let open = snap
+        .deals
+        .iter()
+        .filter(|d| d.semantics == Semantics::Open && d.responsible_id.as_deref() == Some(&u.id))
+        .count();
+    let calls = m.calls_in + m.calls_out;
+    if ru {
+        format!(
+            "<b>{}</b>\nОткрытых сделок: {open}\nСделок без задачи: {}\nПросроченных задач: {}\nЗвонков сегодня: {calls} (входящих {}, исходящих {}, пропущено {})",
+            escape_html(&u.name),
+            m.deals_without_task,
+            m.overdue_tasks,
+            m.calls_in,
+            m.calls_out,
+            m.missed
+        )
+    } else {
+        format!(
+            "<b>{}</b>\nOpen deals: {open}\nDeals without a task: {}\nOverdue tasks: {}\nCalls today: {calls} (in {}, out {}, missed {})",
+            escape_html(&u.name),
+            m.deals_without_task,
+            m.overdue_tasks,
+            m.calls_in,
+            m.calls_out,
+            m.missed
+        )
+    }
+}
+
+/// `/status`: each source's last sync, the last cycle, and messages waiting in the ledger.
+pub async fn status(store: &Store, cfg: &TenantConfig, now: Ts) -> Result<String, StoreError> {
+    let ru = cfg.lang == Lang::Ru;
+    let tz = tz_of(cfg);
+    let runs = store.last_sync_runs(&cfg.id).await?;
+    let pending = store.actions_in_state(&cfg.id, "intent").await?;
+    let pending_msgs = pending.iter().filter(|r| r.kind == "telegram").count();
+    let mut s = if ru {
+        String::from("<b>Состояние</b>\n")
+    } else {
+        String::from("<b>Status</b>\n")
+    };
+    let last = runs.iter().filter_map(|r| r.finished_at).max();
+    match last {
+        Some(t) => {
+            let ago = (now - t).num_minutes().max(0);
+            let at = t.with_timezone(&tz).format("%d.%m %H:%M");
+            s.push_str(&if ru {
+                format!("Последний цикл: {at} ({ago} мин назад)\n")
+            } else {
+                format!("Last cycle: {at} ({ago} min ago)\n")
+            });
+        }
+        None => s.push_str(if ru {
+            "Синхронизации ещё не было\n"
+        } else {
+            "No sync yet\n"
+        }),
+    }
+    for r in &runs {
+        let mark = if r.ok { "✅" } else { "❌" };
+        s.push_str(&format!(
+            "{mark} {}: {}",
+            escape_html(&r.source),
+            if ru {
+                format!("{} записей", r.items)
+            } else {
+                format!("{} items", r.items)
+            }
+        ));
+        if let Some(e) = r.error.as_deref().filter(|_| !r.ok) {
+            let e: String = e.chars().take(200).collect();
+            s.push_str(&format!(" — {}", escape_html(&e)));
+        }
+        s.push('\n');
+    }
+    s.push_str(&if ru {
+        format!(
+            "В очереди: {} действий, из них сообщений: {pending_msgs}\n",
+            pending.len()
+        )
+    } else {
+        format!(
+            "Pending: {} actions, {pending_msgs} of them messages\n",
+            pending.len()
+        )
+    });
+    Ok(s)
+}
+
+/// The answer to `cmd` for an allowed chat.
+pub async fn answer(
+    store: &Store,
+    cfg: &TenantConfig,
+    cmd: &Command,
+    now: Ts,
+) -> Result<Reply, StoreError> {
+    let lang = cfg.lang;
+    Ok(match cmd {
+        Command::Help => Reply::text(help(lang)),
+        Command::Report(kind) => {
+            let actions = report_actions(store, &cfg.id).await?;
+            let rep = report::build(store, cfg, *kind, None, now, &actions).await?;
+            Reply {
+                html: rep.html,
+                photos: rep.charts.into_iter().map(|c| (c.png, c.caption)).collect(),
+            }
+        }
+        Command::Overdue => {
+            let snap = Snapshot::load(store, &cfg.id).await?;
+            Reply::text(overdue(&snap, lang, tz_of(cfg), now))
+        }
+        Command::Manager(q) => {
+            let snap = Snapshot::load(store, &cfg.id).await?;
+            Reply::text(manager(&snap, cfg, q, now))
+        }
+        Command::Status => Reply::text(status(store, cfg, now).await?),
+        Command::Unknown(_) => {
+            let mut s = match lang {
+                Lang::Ru => String::from("Не понял команду.\n\n"),
+                Lang::En => String::from("Unknown command.\n\n"),
+            };
+            s.push_str(&help(lang));
+            Reply::text(s)
+        }
+    })
+}
+
+/// The ledger's actions of the last day by rule, for the report's "what dozor did" block.
+async fn report_actions(
+    store: &Store,
+    tenant: &str,
+) -> Result<Vec<report::render::ActionLine>, StoreError> {
+    let rows = store
+        .actions_since(tenant, Utc::now() - chrono::Duration::days(1), 100_000)
+        .await?;
+    let mut by: BTreeMap<String, report::render::ActionLine> = BTreeMap::new();
+    for r in rows {
+        let line = by
+            .entry(r.rule.clone())
+            .or_insert_with(|| report::render::ActionLine {
+                rule: r.rule.clone(),
+                ..Default::default()
+            });
+        match r.state.as_str() {
+            "done" => line.done += 1,
+            "shadow" => line.shadow += 1,
+            "failed" => line.failed += 1,
+            _ => {}
+        }
+    }
+    Ok(by.into_values().collect())
+}
+
+/// Errors of the polling loop.
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    #[error(transparent)]
+    Telegram(#[from] crate::http::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One tenant's bot: its config, its Telegram client and the store.
+pub struct Bot {
+    pub cfg: TenantConfig,
+    pub tg: Telegram,
+    pub store: Store,
+    allowed: std::collections::BTreeSet<i64>,
+    username: Option<String>,
+}
+
+impl Bot {
+    /// `None` when the tenant has no Telegram section or no bot token.
+    pub fn new(cfg: &TenantConfig, store: Store) -> Option<Bot> {
+        let tg_cfg = cfg.telegram.as_ref()?;
+        if tg_cfg
+            .bot_token
+            .as_ref()
+            .is_none_or(|t| t.expose().is_empty())
+        {
+            return None;
+        }
+        Some(Bot {
+            cfg: cfg.clone(),
+            tg: Telegram::new(tg_cfg),
+            store,
+            allowed: super::allowed_chats(tg_cfg),
+            username: None,
+        })
+    }
+
+    /// Whether `chat` may use commands.
+    pub fn is_allowed(&self, chat: i64) -> bool {
+        self.allowed.contains(&chat)
+    }
+
+    /// Prepares polling: removes a webhook (polling fails while one is set), registers the
+    /// command list and learns the bot's username (for `/cmd@bot` in groups).
+    pub async fn start(&mut self) -> Result<(), BotError> {
+        self.tg.delete_webhook().await?;
+        self.tg.set_my_commands(&commands(self.cfg.lang)).await?;
+        self.username = self.tg.get_me().await?.username;
+        Ok(())
+    }
+
+    /// The saved offset (next update id to read).
+    pub async fn offset(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .store
+            .cursor(&self.cfg.id, CURSOR_SOURCE, CURSOR_ENTITY)
+            .await?
+            .and_then(|c| c.trim().parse().ok()))
+    }
+
+    /// Reads one batch of updates (waiting up to `timeout` s) and answers them. Returns how
+    /// many updates were read.
+    pub async fn poll_once(&self, timeout: u32) -> Result<usize, BotError> {
+        let offset = self.offset().await?;
+        let updates = self.tg.get_updates(offset, timeout).await?;
+        for u in &updates {
+            // Saved before answering: a restart must never answer twice.
+            self.store
+                .put_cursor(
+                    &self.cfg.id,
+                    CURSOR_SOURCE,
+                    CURSOR_ENTITY,
+                    &(u.update_id + 1).to_string(),
+                )
+                .await?;
+            if let Err(e) = self.handle(u).await {
+                tracing::warn!(tenant = %self.cfg.id, update_id = u.update_id, error = %e, "command not answered");
+            }
+        }
+        Ok(updates.len())
+    }
+
+    /// Answers one update (nothing for updates that are no command of this bot).
+    pub async fn handle(&self, u: &Update) -> Result<(), BotError> {
+        let Some(m) = &u.message else {
+            return Ok(());
+        };
+        let Some(cmd) = m
+            .text
+            .as_deref()
+            .and_then(|t| parse(t, self.username.as_deref()))
+        else {
+            return Ok(());
+        };
+        let chat = m.chat.id;
+        let user = m.from.as_ref().map(|f| f.id);
+        let thread = m.message_thread_id;
+        if !self.is_allowed(chat) {
+            tracing::warn!(tenant = %self.cfg.id, chat, user, command = cmd.name(), "command from a chat that is not allowed: refused");
+            self.tg
+                .send_message(chat, thread, &escape_html(&refusal(self.cfg.lang)))
+                .await?;
+            return Ok(());
+        }
+        tracing::info!(tenant = %self.cfg.id, chat, user, command = cmd.name(), "command");
+        let reply = answer(&self.store, &self.cfg, &cmd, Utc::now()).await?;
+        self.tg.send_message(chat, thread, &reply.html).await?;
+        for (png, caption) in reply.photos {
+            self.tg.send_photo(chat, thread, png, &caption).await?;
+        }
+        Ok(())
+    }
+
+    /// Polls until `stop` turns true. Errors are logged and retried with backoff; a token the
+    /// API refuses stops the bot (nothing will change until the config does).
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let step = async {
+                if self.username.is_none() {
+                    self.start().await?;
+                }
+                self.poll_once(POLL_TIMEOUT).await
+            };
+            let result = tokio::select! {
+                r = step => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match result {
+                Ok(_) => failures = 0,
+                Err(BotError::Telegram(e)) if e.kind == crate::http::ErrorKind::Auth => {
+                    tracing::error!(tenant = %self.cfg.id, error = %e, "bot stopped: check telegram.bot_token");
+                    return;
+                }
+                Err(e) => {
+                    let wait = crate::http::backoff(failures).min(Duration::from_secs(60));
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(tenant = %self.cfg.id, error = %e, wait_ms = wait.as_millis() as u64, "bot polling failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {},
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Starts a polling task for every tenant with a bot token; they stop when `stop` turns true.
+pub fn spawn_all(
+    tenants: &[TenantConfig],
+    store: &Store,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    tenants
+        .iter()
+        .filter_map(|t| Bot::new(t, store.clone()))
+        .map(|bot| {
+            tracing::info!(tenant = %bot.cfg.id, "bot commands: polling");
+            tokio::spawn(bot.run(stop.clone()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(
+            parse("/report week", None),
+            Some(Command::Report(Kind::Weekly))
+        );
+        assert_eq!(parse("/report", None), Some(Command::Report(Kind::Daily)));
+        assert_eq!(
+            parse("/report@dozor_bot month", Some("dozor_bot")),
+            Some(Command::Report(Kind::Monthly))
+        );
+        assert_eq!(parse("/report@other_bot", Some("dozor_bot")), None);
+        assert_eq!(
+            parse("/manager  Иван Петров ", None),
+            Some(Command::Manager("Иван Петров".into()))
+        );
+        assert_eq!(parse("/STATUS", None), Some(Command::Status));
+        assert_eq!(parse("hello", None), None);
+        assert_eq!(
+            parse("/foo bar", None),
+            Some(Command::Unknown("foo".into()))
+        );
+    }
+
+    #[test]
+    fn help_lists_every_command() {
+        for lang in [Lang::Ru, Lang::En] {
+            let h = help(lang);
+            for (c, _) in commands(lang) {
+                assert!(h.contains(&format!("/{c}")), "{h}");
+            }
+        }
+    }
+
+    #[test]
+    fn typo_distance() {
+        assert_eq!(levenshtein("иванов", "иванов"), 0);
+        assert_eq!(levenshtein("ивонов", "иванов"), 1);
+        assert_eq!(levenshtein("", "abc"), 3);
+    }
+}
