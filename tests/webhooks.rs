@@ -92,10 +92,24 @@ async fn lost_call_notification_becomes_a_callback_task_within_two_seconds() {
         &["missed_call"],
     );
     cfg.push_str(&format!(
-        "\n[tenants.webhooks]\ncomagic_secret = \"{COMAGIC_SECRET}\"\n"
+        "\n[tenants.webhooks]\ncomagic_secret = \"{COMAGIC_SECRET}\"\ntelegram_secret = \"{TG_SECRET}\"\n"
     ));
     let path = dir.path().join("dozor.toml");
     std::fs::write(&path, cfg).unwrap();
+    // The operator pointed Telegram at the receiver (as `setWebhook` with a secret_token does).
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/bot{}/setWebhook",
+            h.telegram_url(),
+            h.sim.creds.telegram_bot_token
+        ))
+        .json(
+            &json!({"url": "https://dozor.example/hooks/telegram/demo", "secret_token": TG_SECRET}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
     // Trace-level JSON logs go to a file, searched for the path secret at the end.
     let log_path = dir.path().join("daemon.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -206,6 +220,49 @@ async fn lost_call_notification_becomes_a_callback_task_within_two_seconds() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+
+    // A bot command pushed by the Telegram webhook is answered (the bot does not poll then),
+    // once, even when Telegram delivers the update again.
+    let update = json!({
+        "update_id": 700_000_001,
+        "message": {
+            "message_id": 11,
+            "date": Utc::now().timestamp(),
+            "chat": {"id": dozor::sim::tenant_config::OWNER_CHAT, "type": "private"},
+            "from": {"id": 5_000_001, "is_bot": false, "first_name": "Owner"},
+            "text": "/help"
+        }
+    });
+    let help_replies = || {
+        h.sim
+            .telegram
+            .messages()
+            .iter()
+            .filter(|m| m.chat_id == dozor::sim::tenant_config::OWNER_CHAT)
+            .filter(|m| m.text.as_deref().is_some_and(|t| t.contains("/overdue")))
+            .count()
+    };
+    for _ in 0..2 {
+        let r = client
+            .post(format!("{base}/hooks/telegram/demo"))
+            .header("X-Telegram-Bot-Api-Secret-Token", TG_SECRET)
+            .json(&update)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while help_replies() == 0 {
+        assert!(Instant::now() < until, "the pushed /help was not answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(help_replies(), 1, "answered once");
+    assert!(
+        h.sim.telegram.webhook_url().is_some(),
+        "the bot leaves the operator's webhook in place"
+    );
     drop(daemon);
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(

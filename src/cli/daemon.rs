@@ -63,14 +63,6 @@ pub async fn run(cli: &Cli) -> CmdResult {
         .iter()
         .map(|t| wiring.wakes[t.id()].clone())
         .collect();
-    for (tenant, mut rx) in wiring.telegram_updates {
-        // Updates received by the Telegram webhook, queued for the bot's commands.
-        tokio::spawn(async move {
-            while let Some(u) = rx.recv().await {
-                tracing::info!(tenant = %tenant, update_id = u.update_id, "telegram update received by webhook");
-            }
-        });
-    }
     let server_task = if c.server.enabled {
         let state = ServerState {
             store: store.clone(),
@@ -95,7 +87,7 @@ pub async fn run(cli: &Cli) -> CmdResult {
         None
     };
     // Bot commands: one long-polling task per tenant with a bot token.
-    let bots = crate::notify::bot::spawn_all(&c.tenants, &store, &stop_rx);
+    let bots = crate::notify::bot::spawn_all(&c.tenants, &store, &stop_rx, wiring.telegram_updates);
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("stop requested; finishing the current step");

@@ -522,6 +522,11 @@ impl Bot {
     /// command list and learns the bot's username (for `/cmd@bot` in groups).
     pub async fn start(&mut self) -> Result<(), BotError> {
         self.tg.delete_webhook().await?;
+        self.prepare().await
+    }
+
+    /// Registers the command list and learns the bot's username, leaving any webhook in place.
+    async fn prepare(&mut self) -> Result<(), BotError> {
         self.tg.set_my_commands(&commands(self.cfg.lang)).await?;
         self.username = self.tg.get_me().await?.username;
         Ok(())
@@ -542,20 +547,57 @@ impl Bot {
         let offset = self.offset().await?;
         let updates = self.tg.get_updates(offset, timeout).await?;
         for u in &updates {
-            // Saved before answering: a restart must never answer twice.
-            self.store
-                .put_cursor(
-                    &self.cfg.id,
-                    CURSOR_SOURCE,
-                    CURSOR_ENTITY,
-                    &(u.update_id + 1).to_string(),
-                )
-                .await?;
-            if let Err(e) = self.handle(u).await {
-                tracing::warn!(tenant = %self.cfg.id, update_id = u.update_id, error = %e, "command not answered");
-            }
+            self.take(u).await?;
         }
         Ok(updates.len())
+    }
+
+    /// Answers one update unless it was taken before (Telegram redelivers webhook updates it
+    /// got no answer for, and polling may overlap a restart).
+    async fn take(&self, u: &Update) -> Result<(), BotError> {
+        if self.offset().await?.is_some_and(|next| u.update_id < next) {
+            tracing::debug!(tenant = %self.cfg.id, update_id = u.update_id, "update already answered");
+            return Ok(());
+        }
+        // Saved before answering: a restart must never answer twice.
+        self.store
+            .put_cursor(
+                &self.cfg.id,
+                CURSOR_SOURCE,
+                CURSOR_ENTITY,
+                &(u.update_id + 1).to_string(),
+            )
+            .await?;
+        if let Err(e) = self.handle(u).await {
+            tracing::warn!(tenant = %self.cfg.id, update_id = u.update_id, error = %e, "command not answered");
+        }
+        Ok(())
+    }
+
+    /// Answers the updates the Telegram webhook receiver (server::webhooks) pushes, instead of
+    /// polling: Telegram allows one or the other.
+    pub async fn run_pushed(
+        mut self,
+        mut updates: tokio::sync::mpsc::Receiver<Update>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let u = tokio::select! {
+                u = updates.recv() => match u {
+                    Some(u) => u,
+                    None => return,
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            if self.username.is_none()
+                && let Err(e) = self.prepare().await
+            {
+                tracing::warn!(tenant = %self.cfg.id, error = %e, "cannot register the bot commands");
+            }
+            if let Err(e) = self.take(&u).await {
+                tracing::warn!(tenant = %self.cfg.id, update_id = u.update_id, error = %e, "update not handled");
+            }
+        }
     }
 
     /// Answers one update (nothing for updates that are no command of this bot).
@@ -627,18 +669,27 @@ impl Bot {
     }
 }
 
-/// Starts a polling task for every tenant with a bot token; they stop when `stop` turns true.
+/// Starts the command handling of every tenant with a bot token: fed by the Telegram webhook
+/// where one is configured (`pushed` holds its queue), by long polling otherwise. The tasks stop
+/// when `stop` turns true.
 pub fn spawn_all(
     tenants: &[TenantConfig],
     store: &Store,
     stop: &watch::Receiver<bool>,
+    mut pushed: std::collections::HashMap<String, tokio::sync::mpsc::Receiver<Update>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     tenants
         .iter()
         .filter_map(|t| Bot::new(t, store.clone()))
-        .map(|bot| {
-            tracing::info!(tenant = %bot.cfg.id, "bot commands: polling");
-            tokio::spawn(bot.run(stop.clone()))
+        .map(|bot| match pushed.remove(&bot.cfg.id) {
+            Some(rx) => {
+                tracing::info!(tenant = %bot.cfg.id, "bot commands: Telegram webhook");
+                tokio::spawn(bot.run_pushed(rx, stop.clone()))
+            }
+            None => {
+                tracing::info!(tenant = %bot.cfg.id, "bot commands: polling");
+                tokio::spawn(bot.run(stop.clone()))
+            }
         })
         .collect()
 }
