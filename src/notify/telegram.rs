@@ -48,6 +48,12 @@ pub const MESSAGE_LIMIT: usize = 4096;
 /// Visible characters per caption.
 pub const CAPTION_LIMIT: usize = 1024;
 const MAX_ATTEMPTS: u32 = 5;
+/// Tries of a request Telegram answers with a 5xx: teloxide already waits 10 s after each.
+const SERVER_ERROR_ATTEMPTS: u32 = 2;
+/// After a request failed for good on a transient error, Telegram counts as down for this long:
+/// later sends fail at once (the ledger keeps them for a later cycle) instead of each waiting
+/// out its own retries and holding the cycle up for minutes.
+const DOWN_FOR: Duration = Duration::from_secs(60);
 /// Messages one group may get per [`GROUP_WINDOW`].
 const GROUP_PER_WINDOW: usize = 20;
 const GROUP_WINDOW: Duration = Duration::from_secs(60);
@@ -142,6 +148,8 @@ pub struct Telegram {
     chat_interval: Duration,
     max_wait: Duration,
     max_attempts: u32,
+    /// Set when Telegram last failed for good (see [`DOWN_FOR`]).
+    down_until: Mutex<Option<Instant>>,
 }
 
 impl Telegram {
@@ -164,6 +172,7 @@ impl Telegram {
             chat_interval: Duration::from_secs(1),
             max_wait: Duration::from_secs(120),
             max_attempts: MAX_ATTEMPTS,
+            down_until: Mutex::new(None),
         }
     }
 
@@ -348,11 +357,34 @@ impl Telegram {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, RequestError>>,
     {
+        let down = *self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = down
+            && Instant::now() < until
+        {
+            return Err(self.err(
+                ErrorKind::Transient,
+                method,
+                format!(
+                    "Telegram failed moments ago; not trying again for {} s",
+                    until.saturating_duration_since(Instant::now()).as_secs()
+                ),
+            ));
+        }
         let mut attempt = 0;
         loop {
-            match send().await.map_err(|e| self.map_err(method, e)) {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && attempt + 1 < self.max_attempts => {
+            let result = send().await.map_err(|e| self.map_err(method, e));
+            let limit = match &result {
+                Err(e) if e.status.is_some_and(|s| s >= 500) => {
+                    SERVER_ERROR_ATTEMPTS.min(self.max_attempts)
+                }
+                _ => self.max_attempts,
+            };
+            match result {
+                Ok(v) => {
+                    *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    return Ok(v);
+                }
+                Err(e) if e.is_retryable() && attempt + 1 < limit => {
                     let wait = e
                         .retry_after
                         .unwrap_or_else(|| http::backoff(attempt))
@@ -361,7 +393,13 @@ impl Telegram {
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if e.is_retryable() {
+                        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(Instant::now() + DOWN_FOR);
+                    }
+                    return Err(e);
+                }
             }
         }
     }
