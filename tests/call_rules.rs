@@ -242,3 +242,118 @@ async fn amocrm_with_comagic() {
 async fn bitrix24_with_calltouch() {
     call_rules(CrmKind::Bitrix24, TelephonyKind::Calltouch).await;
 }
+
+/// A contact created in the CRM after the last sync calls in: the CRM is asked before the
+/// caller is treated as unknown, so no duplicate lead appears and the call lands on the contact.
+async fn contact_after_sync(crm: CrmKind, tel: TelephonyKind) {
+    let opts = SimOptions {
+        seed: 41,
+        scale: 1,
+        anchor: None,
+        enforce_limits: false,
+        b24_enterprise: false,
+    };
+    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path());
+    let text = tenant_config(&h, crm, tel, &db, "ru");
+    let cfg = config::parse(&text, None, None).unwrap().config;
+    let store = Store::open(&db, 4).await.unwrap();
+    let tenant = tenant::connect(&cfg.tenants[0], &store).await.unwrap();
+    let first = run_cycle(&store, &tenant, CycleOptions::default()).await;
+    assert!(first.ok(), "{:?}", first.errors);
+
+    // The new contact's record carries an old modification time, so the incremental sync does
+    // not bring it into the mirror: only a direct CRM lookup can find it.
+    let typed = "8 (912) 345-67-89";
+    let e164 = "+79123456789";
+    let (contact_id, call_id) = {
+        let mut w = h.sim.world();
+        let mut contact = w.contacts.values().next().unwrap().clone();
+        let contact_id = w.next_id();
+        contact.id = contact_id;
+        contact.first_name = "Поздний".into();
+        contact.last_name = "Клиент".into();
+        contact.phones = vec![typed.into()];
+        contact.company_id = None;
+        contact.created_at = Utc::now() - Duration::days(40);
+        contact.updated_at = contact.created_at;
+        w.contacts.insert(contact_id, contact);
+        let call_id = w.next_id();
+        let employee = w.employees.first().map(|e| e.id);
+        w.calls.insert(
+            call_id,
+            SimCall {
+                id: call_id,
+                start: Utc::now() - Duration::minutes(20),
+                direction: Dir::In,
+                is_lost: false,
+                talk_s: 61,
+                wait_s: 4,
+                client_phone: "79123456789".into(),
+                virtual_number: "74951234567".into(),
+                employee_id: employee,
+                source: "call_tracking".into(),
+                utm: Default::default(),
+                has_record: false,
+            },
+        );
+        (contact_id, call_id)
+    };
+    let leads_before = h.sim.world().leads.len();
+    let second = run_cycle(&store, &tenant, CycleOptions::default()).await;
+    assert!(second.ok(), "{:?}", second.errors);
+    let mirror = dozor::store::Snapshot::load(&store, "demo").await.unwrap();
+    assert!(
+        !mirror.contacts.iter().any(|c| c.id == contact_id.to_string()),
+        "the contact must still be missing from the mirror for this test to mean anything"
+    );
+    assert!(
+        !second
+            .applied
+            .iter()
+            .any(|a| a.rule == "unknown_caller" && a.summary.contains(e164)),
+        "no lead for a number the CRM knows: {:?}",
+        second.applied
+    );
+    let registered = second.applied.iter().find(|a| {
+        a.rule == "call_not_in_crm" && a.summary.starts_with(&format!("call {call_id} "))
+    });
+    let registered = registered.unwrap_or_else(|| panic!("call not matched: {:?}", second.applied));
+    assert!(
+        registered
+            .summary
+            .ends_with(&format!("contact:{contact_id}")),
+        "{}",
+        registered.summary
+    );
+    assert!(matches!(registered.outcome, Outcome::Done(_)), "{registered:?}");
+    let w = h.sim.world();
+    let new_leads: Vec<_> = w
+        .leads
+        .values()
+        .filter(|l| l.phone.as_deref().is_some_and(|p| phone_key(p) == "79123456789"))
+        .collect();
+    assert!(new_leads.is_empty(), "duplicate lead: {new_leads:?}");
+    assert!(w.leads.len() >= leads_before);
+    assert!(
+        w.activities
+            .values()
+            .any(|a| a.external_id.as_deref() == Some(call_id.to_string().as_str())),
+        "the call reached the CRM timeline"
+    );
+    drop(w);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitrix24_asks_the_crm_before_creating_a_lead() {
+    contact_after_sync(CrmKind::Bitrix24, TelephonyKind::Comagic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amocrm_asks_the_crm_before_creating_a_lead() {
+    contact_after_sync(CrmKind::Amocrm, TelephonyKind::Calltouch).await;
+}

@@ -41,6 +41,7 @@ fn comagic(h: &SimHandle, token: &str) -> Comagic {
             base_url: h.comagic_url(),
             access_token: Some(Secret::new(token)),
             access_token_file: None,
+            employees: Default::default(),
         },
         MOSCOW,
     )
@@ -53,6 +54,7 @@ fn calltouch(h: &SimHandle, site_id: u64, token: &str) -> Calltouch {
             site_id,
             client_api_id: Some(Secret::new(token)),
             client_api_id_file: None,
+            employees: Default::default(),
         },
         MOSCOW,
     )

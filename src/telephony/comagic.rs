@@ -570,6 +570,7 @@ mod tests {
                 base_url: "http://127.0.0.1:1/v2.0".into(),
                 access_token: Some(Secret::new("t")),
                 access_token_file: None,
+                employees: Default::default(),
             },
             chrono_tz::Europe::Moscow,
         );
@@ -591,6 +592,7 @@ mod tests {
                 base_url: "https://dataapi.uiscom.ru/v2.0".into(),
                 access_token: None,
                 access_token_file: None,
+                employees: Default::default(),
             },
             chrono_tz::Europe::Moscow,
         );
