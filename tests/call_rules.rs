@@ -307,7 +307,10 @@ async fn contact_after_sync(crm: CrmKind, tel: TelephonyKind) {
     assert!(second.ok(), "{:?}", second.errors);
     let mirror = dozor::store::Snapshot::load(&store, "demo").await.unwrap();
     assert!(
-        !mirror.contacts.iter().any(|c| c.id == contact_id.to_string()),
+        !mirror
+            .contacts
+            .iter()
+            .any(|c| c.id == contact_id.to_string()),
         "the contact must still be missing from the mirror for this test to mean anything"
     );
     assert!(
@@ -329,12 +332,19 @@ async fn contact_after_sync(crm: CrmKind, tel: TelephonyKind) {
         "{}",
         registered.summary
     );
-    assert!(matches!(registered.outcome, Outcome::Done(_)), "{registered:?}");
+    assert!(
+        matches!(registered.outcome, Outcome::Done(_)),
+        "{registered:?}"
+    );
     let w = h.sim.world();
     let new_leads: Vec<_> = w
         .leads
         .values()
-        .filter(|l| l.phone.as_deref().is_some_and(|p| phone_key(p) == "79123456789"))
+        .filter(|l| {
+            l.phone
+                .as_deref()
+                .is_some_and(|p| phone_key(p) == "79123456789")
+        })
         .collect();
     assert!(new_leads.is_empty(), "duplicate lead: {new_leads:?}");
     assert!(w.leads.len() >= leads_before);

@@ -172,7 +172,9 @@ pub async fn check(cli: &Cli) -> CmdResult {
     }
     print_table(&rows);
     for (tenant, lines) in &staff {
-        println!("\ntelephony employees of {tenant} → CRM users (matched by config / name / extension):");
+        println!(
+            "\ntelephony employees of {tenant} → CRM users (matched by config / name / extension):"
+        );
         for l in lines {
             println!("  {l}");
         }
@@ -188,7 +190,10 @@ pub async fn check(cli: &Cli) -> CmdResult {
 }
 
 /// The employee ↔ user map of a tenant whose CRM and telephony both answered.
-async fn staff_lines(tenant: &tenant::Tenant, tel: &dyn crate::telephony::Telephony) -> Vec<String> {
+async fn staff_lines(
+    tenant: &tenant::Tenant,
+    tel: &dyn crate::telephony::Telephony,
+) -> Vec<String> {
     let users = match tenant.crm.users().await {
         Ok(u) => u,
         Err(e) => return vec![format!("warning: CRM users not read: {e}")],

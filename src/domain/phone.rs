@@ -41,9 +41,7 @@ pub fn is_e164(s: &str) -> bool {
     let Some(d) = s.strip_prefix('+') else {
         return false;
     };
-    (10..=15).contains(&d.len())
-        && d.bytes().all(|b| b.is_ascii_digit())
-        && !d.starts_with('0')
+    (10..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
 }
 
 /// Normalises `raw` to E.164 (`+79991234567`). Russian numbers written with a leading 8 or 7,

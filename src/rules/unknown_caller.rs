@@ -35,8 +35,8 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
     first
         .into_iter()
         .map(|(p, c)| {
-            let responsible =
-                employee_user(ctx.mirror, ctx.calls, c).or_else(|| ctx.roles.on_duty.first().cloned());
+            let responsible = employee_user(ctx.mirror, ctx.calls, c)
+                .or_else(|| ctx.roles.on_duty.first().cloned());
             let at = c
                 .started_at
                 .with_timezone(&ctx.calendar.tz)

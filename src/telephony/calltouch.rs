@@ -209,7 +209,11 @@ impl Calltouch {
             Some(Value::String(s)) => s.trim().to_string(),
             Some(Value::Number(n)) => n.to_string(),
             Some(Value::Null) | None => String::new(),
-            Some(_) => return Err(bad("odd callerNumber")),
+            // The call happened even if its number came in an odd shape: keep it without one.
+            Some(other) => {
+                tracing::warn!(system = SYSTEM, call_id = %id, value = %other, "odd callerNumber; call kept without a number");
+                String::new()
+            }
         };
         let manager = text(r.get("manager"));
         Ok(Call {
@@ -337,7 +341,11 @@ impl Telephony for Calltouch {
                 match self.map_call(&r) {
                     Ok(c) => {
                         if c.started_at >= from && c.started_at < till {
-                            out.entry(c.id.clone()).or_insert(c);
+                            if out.contains_key(&c.id) {
+                                tracing::warn!(system = SYSTEM, call_id = %c.id, "duplicated callId; keeping the first record");
+                                continue;
+                            }
+                            out.insert(c.id.clone(), c);
                         }
                     }
                     Err((id, why)) => {

@@ -304,7 +304,11 @@ impl Comagic {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             Some(Value::Null) | None => String::new(),
-            Some(_) => return Err(bad("odd contact_phone_number")),
+            // The call happened even if its number came in an odd shape: keep it without one.
+            Some(other) => {
+                tracing::warn!(system = SYSTEM, call_id = %id, value = %other, "odd contact_phone_number; call kept without a number");
+                String::new()
+            }
         };
         let (mut employee_id, mut employee_name) = (
             id_str(row.get("first_answered_employee_id")),
@@ -408,6 +412,10 @@ impl Comagic {
                 match self.map_call(row) {
                     Ok(c) => {
                         if c.started_at >= from && c.started_at < till {
+                            // Window restarts re-read rows on purpose; the newest copy wins.
+                            if out.contains_key(&c.id) {
+                                tracing::debug!(system = SYSTEM, call_id = %c.id, "call row read twice; keeping the newest");
+                            }
                             out.insert(c.id.clone(), c);
                         }
                     }
