@@ -364,3 +364,44 @@ impl Telephony for Calltouch {
         Ok(calls)
     }
 }
+
+/// Entry points for the fuzz targets in `fuzz/`: the pure part of reading Calltouch answers.
+#[doc(hidden)]
+pub mod fuzzing {
+    use serde_json::Value;
+
+    use super::Calltouch;
+    use crate::config::CalltouchConfig;
+    use crate::domain::Call;
+
+    /// A client that is never used for requests (building one is not free: reuse it).
+    pub fn client() -> Calltouch {
+        Calltouch::new(
+            &CalltouchConfig {
+                base_url: "http://127.0.0.1:9".into(),
+                site_id: 1,
+                client_api_id: None,
+                client_api_id_file: None,
+                employees: Default::default(),
+            },
+            chrono_tz::Europe::Moscow,
+        )
+    }
+
+    /// Maps every record of a calls-diary answer (`{records: [...]}`, a bare array, or one
+    /// record); returns the calls that mapped. Must never panic, whatever `bytes` hold.
+    pub fn calls_diary(c: &Calltouch, bytes: &[u8]) -> Vec<Call> {
+        let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+            return Vec::new();
+        };
+        let records: Vec<Value> = match v {
+            Value::Array(a) => a,
+            Value::Object(ref o) => match o.get("records") {
+                Some(Value::Array(a)) => a.clone(),
+                _ => vec![v],
+            },
+            other => vec![other],
+        };
+        records.iter().filter_map(|r| c.map_call(r).ok()).collect()
+    }
+}

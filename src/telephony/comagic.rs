@@ -623,3 +623,43 @@ mod tests {
         assert_eq!(c.map_call(&bad).unwrap_err().0, "6");
     }
 }
+
+/// Entry points for the fuzz targets in `fuzz/`: the pure part of reading CoMagic answers.
+#[doc(hidden)]
+pub mod fuzzing {
+    use serde_json::Value;
+
+    use super::Comagic;
+    use crate::config::ComagicConfig;
+    use crate::domain::Call;
+
+    /// A client that is never used for requests (building one is not free: reuse it).
+    pub fn client() -> Comagic {
+        Comagic::new(
+            &ComagicConfig {
+                base_url: "http://127.0.0.1:9".into(),
+                access_token: None,
+                access_token_file: None,
+                employees: Default::default(),
+            },
+            chrono_tz::Europe::Moscow,
+        )
+    }
+
+    /// Maps every row of a `get.calls_report` answer (JSON-RPC envelope or bare `result`, or a
+    /// single row); returns the calls that mapped. Must never panic, whatever `bytes` hold.
+    pub fn calls_report(c: &Comagic, bytes: &[u8]) -> Vec<Call> {
+        let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+            return Vec::new();
+        };
+        let rows: Vec<Value> = match v
+            .pointer("/result/data")
+            .or_else(|| v.get("data"))
+            .and_then(Value::as_array)
+        {
+            Some(rows) => rows.clone(),
+            None => vec![v],
+        };
+        rows.iter().filter_map(|r| c.map_call(r).ok()).collect()
+    }
+}
