@@ -299,3 +299,130 @@ fn day_bounds(date: NaiveDate, tz: chrono_tz::Tz) -> (Ts, Ts) {
     };
     (at(date), at(date.succ_opt().unwrap_or(date)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Activity, Contact, TelephonyKind, Utm};
+    use chrono::{TimeZone, Utc};
+
+    fn call(id: &str, at: Ts, phone: &str) -> Call {
+        Call {
+            id: id.into(),
+            provider: TelephonyKind::Comagic,
+            started_at: at,
+            direction: Direction::In,
+            answered: true,
+            talk_s: 30,
+            wait_s: 2,
+            client_phone: phone.into(),
+            virtual_number: None,
+            employee_id: None,
+            employee_name: Some("Анна".into()),
+            recording_url: None,
+            source: None,
+            utm: Utm::default(),
+        }
+    }
+
+    fn activity(id: &str, at: Ts, phone: &str, external: Option<&str>, subject: &str) -> Activity {
+        Activity {
+            id: id.into(),
+            kind: ActivityKind::Call,
+            direction: Some(Direction::In),
+            subject: subject.into(),
+            entity: None,
+            responsible_id: None,
+            phone: Some(phone.into()),
+            duration_s: Some(30),
+            completed: true,
+            external_id: external.map(String::from),
+            started_at: at,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn calls_are_found_by_id_marker_and_time_and_number() {
+        // 10:00 MSK on 2026-11-23.
+        let t = Utc.with_ymd_and_hms(2026, 11, 23, 7, 0, 0).unwrap();
+        let min = chrono::Duration::minutes;
+        let m = Snapshot {
+            contacts: vec![Contact {
+                id: "7".into(),
+                name: "Иван".into(),
+                phones: vec!["8 (999) 111-11-11".into()],
+                emails: vec![],
+                company_id: None,
+                responsible_id: None,
+                tags: vec![],
+                created_at: t,
+                updated_at: t,
+            }],
+            calls: vec![
+                call("a", t, "79991111111"),
+                call("b", t + min(1), "79992222222"),
+                call("c", t + min(2), "+7 999 333-33-33"),
+                // Same number as "c", but no activity is left for it.
+                call("d", t + min(3), "79993333333"),
+                call("e", t + min(4), "79991111111"),
+                call("f", t + min(5), ""),
+                // Another day in Moscow (00:30 on the 24th).
+                call(
+                    "g",
+                    Utc.with_ymd_and_hms(2026, 11, 23, 21, 30, 0).unwrap(),
+                    "79991111111",
+                ),
+            ],
+            activities: vec![
+                activity("1", t + min(30), "79991111111", Some("a"), "Звонок"),
+                activity(
+                    "2",
+                    t + min(1),
+                    "79992222222",
+                    None,
+                    "Звонок [dozor:call_not_in_crm:t:comagic:b]",
+                ),
+                activity("3", t + min(3), "8 999 333 33 33", None, "Входящий"),
+                // Too far from "e" in time.
+                activity("4", t + min(20), "79991111111", None, "Входящий"),
+            ],
+            ..Snapshot::default()
+        };
+        let day = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let rules = RulesConfig::default();
+        let actions: HashMap<String, String> = [(
+            "call_not_in_crm:t:comagic:e".to_string(),
+            "failed".to_string(),
+        )]
+        .into();
+        let r = reconcile("t", &m, day, chrono_tz::Europe::Moscow, &rules, &actions);
+        assert_eq!(r.telephony_calls, 6);
+        assert_eq!(r.crm_calls, 4);
+        assert_eq!(
+            (
+                r.matched_by_call_id,
+                r.matched_by_marker,
+                r.matched_by_time_and_phone
+            ),
+            (1, 1, 1)
+        );
+        let missing: Vec<&str> = r.missing.iter().map(|m| m.id.as_str()).collect();
+        // "c" took activity 3 (one minute away) and "d" gets nothing: one activity, one call.
+        assert_eq!(missing, ["d", "e", "f"]);
+        assert_eq!(r.rule_mode, "on");
+        let e = &r.missing[1];
+        assert!(e.known_number);
+        assert_eq!(e.action.as_deref(), Some("failed"));
+        assert!(
+            r.missing[0].fix.contains("unknown_caller"),
+            "{:?}",
+            r.missing[0]
+        );
+        assert!(r.missing[2].fix.contains("no number"), "{:?}", r.missing[2]);
+        let text = r.plain();
+        assert!(text.contains("never reached the CRM: 3"), "{text}");
+        assert!(text.contains("#e"), "{text}");
+    }
+}

@@ -414,3 +414,98 @@ pub fn number(call: &Call) -> Option<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{TelephonyKind, Utm};
+    use chrono::Utc;
+
+    fn user(id: &str, name: &str, ext: Option<&str>) -> User {
+        User {
+            id: id.into(),
+            name: name.into(),
+            email: None,
+            extension: ext.map(String::from),
+            active: true,
+        }
+    }
+
+    fn call(employee: Option<&str>, name: Option<&str>) -> Call {
+        Call {
+            id: "1".into(),
+            provider: TelephonyKind::Comagic,
+            started_at: Utc::now(),
+            direction: Direction::In,
+            answered: true,
+            talk_s: 10,
+            wait_s: 1,
+            client_phone: "79990000000".into(),
+            virtual_number: None,
+            employee_id: employee.map(String::from),
+            employee_name: name.map(String::from),
+            recording_url: None,
+            source: None,
+            utm: Utm::default(),
+        }
+    }
+
+    #[test]
+    fn the_call_goes_to_the_configured_user_first_then_the_matched_one() {
+        let m = Snapshot {
+            users: vec![
+                user("1", "Анна Петрова", Some("101")),
+                user("2", "Пётр Сидоров", Some("102")),
+                user("3", "Иван Иванов", None),
+                user("4", "Иван Иванов", None),
+            ],
+            ..Snapshot::default()
+        };
+        let employees = [
+            Employee {
+                id: "e1".into(),
+                name: "Анна Петрова".into(),
+                extension: Some("102".into()),
+            },
+            Employee {
+                id: "e2".into(),
+                name: "СИДОРОВ ПЕТР".into(),
+                extension: None,
+            },
+            Employee {
+                id: "e3".into(),
+                name: "Линия 1".into(),
+                extension: Some("101".into()),
+            },
+            Employee {
+                id: "e4".into(),
+                name: "Иван Иванов".into(),
+                extension: None,
+            },
+        ];
+        let configured: BTreeMap<String, String> = [("e1".to_string(), "2".to_string())].into();
+        let links = CallLinks {
+            staff: StaffMap::build(&employees, &m.users, &configured),
+            ..CallLinks::default()
+        };
+        let who = |e: Option<&str>, n: Option<&str>| employee_user(&m, &links, &call(e, n));
+        assert_eq!(who(Some("e1"), Some("Анна Петрова")).as_deref(), Some("2"));
+        assert_eq!(who(Some("e2"), None).as_deref(), Some("2"));
+        assert_eq!(who(Some("e3"), Some("Линия 1")).as_deref(), Some("1"));
+        // Two users of that name: no guess.
+        assert_eq!(who(Some("e4"), Some("Иван Иванов")), None);
+        // An employee the map has not seen is matched by name on the spot.
+        assert_eq!(who(Some("e9"), Some("петрова анна")).as_deref(), Some("1"));
+        assert_eq!(who(None, None), None);
+        let by: Vec<MatchedBy> = links.staff.links.iter().map(|l| l.by).collect();
+        assert_eq!(
+            by,
+            [
+                MatchedBy::Config,
+                MatchedBy::Name,
+                MatchedBy::Extension,
+                MatchedBy::Unmatched
+            ]
+        );
+    }
+}
