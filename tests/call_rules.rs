@@ -336,25 +336,26 @@ async fn contact_after_sync(crm: CrmKind, tel: TelephonyKind) {
         matches!(registered.outcome, Outcome::Done(_)),
         "{registered:?}"
     );
-    let w = h.sim.world();
-    let new_leads: Vec<_> = w
-        .leads
-        .values()
-        .filter(|l| {
-            l.phone
-                .as_deref()
-                .is_some_and(|p| phone_key(p) == "79123456789")
-        })
-        .collect();
-    assert!(new_leads.is_empty(), "duplicate lead: {new_leads:?}");
-    assert!(w.leads.len() >= leads_before);
-    assert!(
-        w.activities
+    {
+        let w = h.sim.world();
+        let new_leads: Vec<_> = w
+            .leads
             .values()
-            .any(|a| a.external_id.as_deref() == Some(call_id.to_string().as_str())),
-        "the call reached the CRM timeline"
-    );
-    drop(w);
+            .filter(|l| {
+                l.phone
+                    .as_deref()
+                    .is_some_and(|p| phone_key(p) == "79123456789")
+            })
+            .collect();
+        assert!(new_leads.is_empty(), "duplicate lead: {new_leads:?}");
+        assert!(w.leads.len() >= leads_before);
+        assert!(
+            w.activities
+                .values()
+                .any(|a| a.external_id.as_deref() == Some(call_id.to_string().as_str())),
+            "the call reached the CRM timeline"
+        );
+    }
     h.stop().await;
 }
 
@@ -404,7 +405,7 @@ async fn reconciliation(crm: CrmKind, tel: TelephonyKind) {
             .map(|c| (c.id, c.phones[0].clone()))
             .collect();
         let employee = w.employees.first().map(|e| e.id);
-        let mut add = |w: &mut World, phone: &str, s: i64| {
+        let add = |w: &mut World, phone: &str, s: i64| {
             let id = w.next_id();
             w.calls.insert(
                 id,
