@@ -690,3 +690,63 @@ async fn employees_map_to_crm_users_by_config_name_and_extension() {
     );
     h.stop().await;
 }
+
+/// `dozor check` prints each telephony employee with its CRM user and how they were matched,
+/// and warns about configured ids nobody knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_the_employee_map() {
+    let h = start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("dozor.db").display());
+    let (first_employee, first_user) = {
+        let w = h.sim.world();
+        (w.employees[0].id, w.employees[0].user_id)
+    };
+    let text = dozor::sim::tenant_config::tenant_config(
+        &h,
+        dozor::domain::CrmKind::Bitrix24,
+        TelephonyKind::Comagic,
+        &db,
+        "en",
+    )
+    .replacen(
+        "kind = \"comagic\"\n",
+        &format!("kind = \"comagic\"\nemployees = {{ \"{first_employee}\" = \"{first_user}\", \"31337\" = \"1\" }}\n"),
+        1,
+    );
+    let path = dir.path().join("dozor.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dozor"))
+            .args(["--config", path.to_str().unwrap(), "check"])
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let o = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{o}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(o.contains("telephony employees of demo"), "{o}");
+    let line = o
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{first_employee} ")))
+        .unwrap_or_else(|| panic!("{o}"));
+    assert!(
+        line.contains(&format!("user {first_user}")) && line.ends_with("[config]"),
+        "{line}"
+    );
+    assert!(
+        o.lines().filter(|l| l.ends_with("[name]")).count() >= 2,
+        "{o}"
+    );
+    assert!(
+        o.contains("warning: telephony.employees: employee \"31337\""),
+        "{o}"
+    );
+    h.stop().await;
+}
