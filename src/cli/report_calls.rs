@@ -9,6 +9,12 @@ use super::{Cli, CmdResult, ReportArgs, ReportFormat, load_config, once::select,
 use crate::report;
 
 pub async fn report_calls(cli: &Cli, a: &ReportArgs) -> CmdResult {
+    if a.send {
+        return Err(anyhow::anyhow!(
+            "the calls report is not sent to Telegram; print it, or write it with --format json --out FILE"
+        )
+        .into());
+    }
     let loaded = load_config(cli)?;
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
     let store = open_store(&loaded.config).await?;

@@ -360,7 +360,7 @@ pub async fn links(
         .map(|c| c.param("lookback_hours"))
         .fold(0.0, f64::max);
     // The employee list costs a request: read it only when recent calls name an employee.
-    let asks = recent(m, now, lookback.max(24.0)).any(|c| c.employee_id.is_some());
+    let asks = lookback > 0.0 && recent(m, now, lookback).any(|c| c.employee_id.is_some());
     let mut links = CallLinks {
         staff: staff(telephony.filter(|_| asks), m, configured).await,
         ..CallLinks::default()
