@@ -474,15 +474,9 @@ async fn reconciliation(crm: CrmKind, tel: TelephonyKind) {
             rep.plain()
         );
     }
-    let mirror = dozor::store::Snapshot::load(&store, "demo").await.unwrap();
-    if mirror
-        .activities
-        .iter()
-        .any(|a| a.subject == "Входящий звонок" && a.external_id.is_none())
-    {
-        assert!(!missing.contains(&by_time.as_str()), "{}", rep.plain());
-        assert!(rep.matched_by_time_and_phone >= 1);
-    }
+    // Logged by the CRM without the call id: found by number and time.
+    assert!(!missing.contains(&by_time.as_str()), "{}", rep.plain());
+    assert!(rep.matched_by_time_and_phone >= 1, "{}", rep.plain());
     let k = rep.missing.iter().find(|m| m.id == known[0]).unwrap();
     assert!(k.known_number && k.fix.contains("off"), "{k:?}");
     let u = rep.missing.iter().find(|m| m.id == unknown).unwrap();

@@ -130,7 +130,7 @@ mod tests {
     }
 
     #[test]
-    fn found_by_the_properties() {
+    fn edge_cases_that_used_to_break() {
         // "00" alone used to index past the end of the digits once the prefix was cut.
         assert_eq!(normalize("00"), Err(PhoneError::NoDigits));
         assert_eq!(normalize("+ 00"), Err(PhoneError::BadLength(2)));

@@ -35,6 +35,8 @@ pub enum FoundBy {
 pub struct CallsReport {
     pub tenant: String,
     pub date: NaiveDate,
+    /// The tenant's time zone: the day's bounds and the times shown.
+    pub timezone: String,
     /// Calls the telephony recorded that day (tenant's time zone).
     pub telephony_calls: usize,
     /// Call activities in the CRM timeline that day.
@@ -92,9 +94,16 @@ impl CallsReport {
             self.rule_mode,
         );
         for m in &self.missing {
+            let at = match self.timezone.parse::<chrono_tz::Tz>() {
+                Ok(tz) => m
+                    .started_at
+                    .with_timezone(&tz)
+                    .format("%d.%m.%Y %H:%M:%S")
+                    .to_string(),
+                Err(_) => m.started_at.format("%d.%m.%Y %H:%M:%S UTC").to_string(),
+            };
             out.push_str(&format!(
-                "  {} {} #{} {} {} {}{} — {}\n",
-                m.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                "  {at} {} #{} {} {} {}{} — {}\n",
                 m.provider,
                 m.id,
                 match m.direction {
@@ -255,6 +264,7 @@ pub fn reconcile(
     CallsReport {
         tenant: tenant.to_string(),
         date,
+        timezone: tz.name().to_string(),
         telephony_calls: calls.len(),
         crm_calls,
         matched_by_call_id: count(FoundBy::CallId),
