@@ -404,6 +404,16 @@ pub enum TelephonyConfig {
     Calltouch(CalltouchConfig),
 }
 
+impl TelephonyConfig {
+    /// The configured employee → CRM user map (`employees = { "<employee id>" = "<user id>" }`).
+    pub fn employees(&self) -> &BTreeMap<String, String> {
+        match self {
+            TelephonyConfig::Comagic(c) => &c.employees,
+            TelephonyConfig::Calltouch(c) => &c.employees,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComagicConfig {
@@ -411,6 +421,10 @@ pub struct ComagicConfig {
     pub base_url: String,
     pub access_token: Option<Secret>,
     pub access_token_file: Option<PathBuf>,
+    /// Telephony employee id → CRM user id, for employees the automatic match (full name,
+    /// then extension) gets wrong or cannot make.
+    #[serde(default)]
+    pub employees: BTreeMap<String, String>,
 }
 
 fn default_comagic_url() -> String {
@@ -425,6 +439,10 @@ pub struct CalltouchConfig {
     pub site_id: u64,
     pub client_api_id: Option<Secret>,
     pub client_api_id_file: Option<PathBuf>,
+    /// Telephony employee id → CRM user id, for employees the automatic match (full name,
+    /// then extension) gets wrong or cannot make.
+    #[serde(default)]
+    pub employees: BTreeMap<String, String>,
 }
 
 fn default_calltouch_url() -> String {

@@ -156,9 +156,24 @@ async fn apply_rules(
         .filter(|r| r.state == "done")
         .filter_map(|r| Some((r.key, r.result?)))
         .collect();
+    let now = Utc::now();
+    let no_employees = Default::default();
+    let call_links = rules::calls::links(
+        tenant.crm.as_ref(),
+        tenant.telephony.as_deref(),
+        tenant
+            .cfg
+            .telephony
+            .as_ref()
+            .map_or(&no_employees, |t| t.employees()),
+        &tenant.cfg.rules,
+        &mirror,
+        now,
+    )
+    .await;
     let ctx = RuleContext {
         tenant: tenant.id(),
-        now: Utc::now(),
+        now,
         calendar: &tenant.calendar,
         lang: tenant.cfg.lang,
         mirror: &mirror,
@@ -168,6 +183,7 @@ async fn apply_rules(
         handovers: &handovers,
         marketing: &tenant.cfg.marketing,
         done: &done,
+        calls: &call_links,
     };
     let sinks = ledger::Sinks {
         crm: tenant.crm.as_ref(),

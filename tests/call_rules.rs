@@ -242,3 +242,326 @@ async fn amocrm_with_comagic() {
 async fn bitrix24_with_calltouch() {
     call_rules(CrmKind::Bitrix24, TelephonyKind::Calltouch).await;
 }
+
+/// A contact created in the CRM after the last sync calls in: the CRM is asked before the
+/// caller is treated as unknown, so no duplicate lead appears and the call lands on the contact.
+async fn contact_after_sync(crm: CrmKind, tel: TelephonyKind) {
+    let opts = SimOptions {
+        seed: 41,
+        scale: 1,
+        anchor: None,
+        enforce_limits: false,
+        b24_enterprise: false,
+    };
+    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path());
+    let text = tenant_config(&h, crm, tel, &db, "ru");
+    let cfg = config::parse(&text, None, None).unwrap().config;
+    let store = Store::open(&db, 4).await.unwrap();
+    let tenant = tenant::connect(&cfg.tenants[0], &store).await.unwrap();
+    let first = run_cycle(&store, &tenant, CycleOptions::default()).await;
+    assert!(first.ok(), "{:?}", first.errors);
+
+    // The new contact's record carries an old modification time, so the incremental sync does
+    // not bring it into the mirror: only a direct CRM lookup can find it.
+    let typed = "8 (912) 345-67-89";
+    let e164 = "+79123456789";
+    let (contact_id, call_id) = {
+        let mut w = h.sim.world();
+        let mut contact = w.contacts.values().next().unwrap().clone();
+        let contact_id = w.next_id();
+        contact.id = contact_id;
+        contact.first_name = "Поздний".into();
+        contact.last_name = "Клиент".into();
+        contact.phones = vec![typed.into()];
+        contact.company_id = None;
+        contact.created_at = Utc::now() - Duration::days(40);
+        contact.updated_at = contact.created_at;
+        w.contacts.insert(contact_id, contact);
+        let call_id = w.next_id();
+        let employee = w.employees.first().map(|e| e.id);
+        w.calls.insert(
+            call_id,
+            SimCall {
+                id: call_id,
+                start: Utc::now() - Duration::minutes(20),
+                direction: Dir::In,
+                is_lost: false,
+                talk_s: 61,
+                wait_s: 4,
+                client_phone: "79123456789".into(),
+                virtual_number: "74951234567".into(),
+                employee_id: employee,
+                source: "call_tracking".into(),
+                utm: Default::default(),
+                has_record: false,
+            },
+        );
+        (contact_id, call_id)
+    };
+    let leads_before = h.sim.world().leads.len();
+    let second = run_cycle(&store, &tenant, CycleOptions::default()).await;
+    assert!(second.ok(), "{:?}", second.errors);
+    let mirror = dozor::store::Snapshot::load(&store, "demo").await.unwrap();
+    assert!(
+        !mirror
+            .contacts
+            .iter()
+            .any(|c| c.id == contact_id.to_string()),
+        "the contact must still be missing from the mirror for this test to mean anything"
+    );
+    assert!(
+        !second
+            .applied
+            .iter()
+            .any(|a| a.rule == "unknown_caller" && a.summary.contains(e164)),
+        "no lead for a number the CRM knows: {:?}",
+        second.applied
+    );
+    let registered = second.applied.iter().find(|a| {
+        a.rule == "call_not_in_crm" && a.summary.starts_with(&format!("call {call_id} "))
+    });
+    let registered = registered.unwrap_or_else(|| panic!("call not matched: {:?}", second.applied));
+    assert!(
+        registered
+            .summary
+            .ends_with(&format!("contact:{contact_id}")),
+        "{}",
+        registered.summary
+    );
+    assert!(
+        matches!(registered.outcome, Outcome::Done(_)),
+        "{registered:?}"
+    );
+    {
+        let w = h.sim.world();
+        let new_leads: Vec<_> = w
+            .leads
+            .values()
+            .filter(|l| {
+                l.phone
+                    .as_deref()
+                    .is_some_and(|p| phone_key(p) == "79123456789")
+            })
+            .collect();
+        assert!(new_leads.is_empty(), "duplicate lead: {new_leads:?}");
+        assert!(w.leads.len() >= leads_before);
+        assert!(
+            w.activities
+                .values()
+                .any(|a| a.external_id.as_deref() == Some(call_id.to_string().as_str())),
+            "the call reached the CRM timeline"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitrix24_asks_the_crm_before_creating_a_lead() {
+    contact_after_sync(CrmKind::Bitrix24, TelephonyKind::Comagic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amocrm_asks_the_crm_before_creating_a_lead() {
+    contact_after_sync(CrmKind::Amocrm, TelephonyKind::Calltouch).await;
+}
+
+/// `dozor report calls`: a day's telephony calls against the CRM timeline. Calls that never
+/// reached the CRM are listed while `call_not_in_crm` is off, and gone once it has run.
+async fn reconciliation(crm: CrmKind, tel: TelephonyKind) {
+    use dozor::sim::world::{ActivityType, Owner, SimActivity};
+    let opts = SimOptions {
+        seed: 52,
+        scale: 1,
+        anchor: None,
+        enforce_limits: false,
+        b24_enterprise: false,
+    };
+    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path());
+    let base = tenant_config(&h, crm, tel, &db, "ru");
+    let off = config::parse(&common::only_rules(base.clone(), &[]), None, None)
+        .unwrap()
+        .config;
+    let on_text = common::only_rules(base, &["call_not_in_crm"]);
+    let on = config::parse(&on_text, None, None).unwrap().config;
+    let store = Store::open(&db, 4).await.unwrap();
+
+    let t0 = Utc::now() - Duration::minutes(10);
+    let day = t0.with_timezone(&chrono_tz::Europe::Moscow).date_naive();
+    let (known, unknown, by_time) = {
+        let mut w = h.sim.world();
+        let phones: Vec<(u64, String)> = w
+            .contacts
+            .values()
+            .filter(|c| !c.phones.is_empty())
+            .take(4)
+            .map(|c| (c.id, c.phones[0].clone()))
+            .collect();
+        let employee = w.employees.first().map(|e| e.id);
+        let add = |w: &mut World, phone: &str, s: i64| {
+            let id = w.next_id();
+            w.calls.insert(
+                id,
+                SimCall {
+                    id,
+                    start: t0 + Duration::seconds(s),
+                    direction: Dir::In,
+                    is_lost: false,
+                    talk_s: 40,
+                    wait_s: 3,
+                    client_phone: phone_key(phone),
+                    virtual_number: "74951234567".into(),
+                    employee_id: employee,
+                    source: "call_tracking".into(),
+                    utm: Default::default(),
+                    has_record: false,
+                },
+            );
+            id.to_string()
+        };
+        let known: Vec<String> = phones[..3]
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| add(&mut w, p, i as i64))
+            .collect();
+        let unknown = add(&mut w, "79120000017", 4);
+        // The CRM's own integration logged this one without the call id, 90 s later.
+        let by_time = add(&mut w, &phones[3].1, 5);
+        let id = w.next_id();
+        let responsible = w.users[0].id;
+        w.activities.insert(
+            id,
+            SimActivity {
+                id,
+                kind: ActivityType::Call,
+                direction: Dir::In,
+                subject: "Входящий звонок".into(),
+                owner: (Owner::Contact, phones[3].0),
+                responsible_id: responsible,
+                phone: Some(phones[3].1.clone()),
+                duration_s: 40,
+                completed: true,
+                external_id: None,
+                start: t0 + Duration::seconds(95),
+                created_at: t0 + Duration::seconds(100),
+                updated_at: t0 + Duration::seconds(100),
+            },
+        );
+        (known, unknown, by_time)
+    };
+
+    let tenant_off = tenant::connect(&off.tenants[0], &store).await.unwrap();
+    let first = run_cycle(&store, &tenant_off, CycleOptions::default()).await;
+    assert!(first.ok(), "{:?}", first.errors);
+    let rep = dozor::report::calls::build(&store, &off.tenants[0], day)
+        .await
+        .unwrap();
+    let missing: Vec<&str> = rep.missing.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(rep.rule_mode, "off");
+    assert!(rep.telephony_calls >= 5, "{rep:?}");
+    assert_eq!(rep.telephony_calls, rep.matched() + rep.missing.len());
+    for id in known.iter().chain([&unknown]) {
+        assert!(
+            missing.contains(&id.as_str()),
+            "{id} listed: {}",
+            rep.plain()
+        );
+    }
+    // Logged by the CRM without the call id: found by number and time.
+    assert!(!missing.contains(&by_time.as_str()), "{}", rep.plain());
+    assert!(rep.matched_by_time_and_phone >= 1, "{}", rep.plain());
+    let k = rep.missing.iter().find(|m| m.id == known[0]).unwrap();
+    assert!(k.known_number && k.fix.contains("off"), "{k:?}");
+    let u = rep.missing.iter().find(|m| m.id == unknown).unwrap();
+    assert!(!u.known_number);
+
+    // The rule on: the known numbers' calls are registered and, once synced, matched by id.
+    let tenant_on = tenant::connect(&on.tenants[0], &store).await.unwrap();
+    for _ in 0..2 {
+        let cycle = run_cycle(&store, &tenant_on, CycleOptions::default()).await;
+        assert!(cycle.ok(), "{:?}", cycle.errors);
+    }
+    let rep = dozor::report::calls::build(&store, &on.tenants[0], day)
+        .await
+        .unwrap();
+    let missing: Vec<&str> = rep.missing.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(rep.rule_mode, "on");
+    for id in &known {
+        assert!(
+            !missing.contains(&id.as_str()),
+            "{id} fixed: {}",
+            rep.plain()
+        );
+    }
+    assert!(rep.matched_by_call_id >= 3, "{}", rep.plain());
+    assert!(
+        missing.contains(&unknown.as_str()),
+        "no lead, no record: {}",
+        rep.plain()
+    );
+
+    // The same through the command line, as JSON.
+    let cfg_path = dir.path().join("dozor.toml");
+    std::fs::write(&cfg_path, &on_text).unwrap();
+    let out_path = dir.path().join("calls.json");
+    let args: Vec<String> = [
+        "--config",
+        cfg_path.to_str().unwrap(),
+        "report",
+        "calls",
+        "--date",
+        &day.to_string(),
+        "--tenant",
+        "demo",
+        "--format",
+        "json",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dozor"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    assert_eq!(json[0]["tenant"], "demo");
+    assert_eq!(json[0]["date"], day.to_string());
+    assert_eq!(json[0]["telephony_calls"], rep.telephony_calls);
+    let ids: Vec<&str> = json[0]["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&unknown.as_str()));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_report_bitrix24_with_comagic() {
+    reconciliation(CrmKind::Bitrix24, TelephonyKind::Comagic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_report_amocrm_with_calltouch() {
+    reconciliation(CrmKind::Amocrm, TelephonyKind::Calltouch).await;
+}

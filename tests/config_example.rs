@@ -161,6 +161,7 @@ fn example_documents_every_key() {
         "site_id",
         "client_api_id",
         "client_api_id_file",
+        "employees",
         // telegram
         "bot_token",
         "bot_token_file",

@@ -41,6 +41,7 @@ fn comagic(h: &SimHandle, token: &str) -> Comagic {
             base_url: h.comagic_url(),
             access_token: Some(Secret::new(token)),
             access_token_file: None,
+            employees: Default::default(),
         },
         MOSCOW,
     )
@@ -53,6 +54,7 @@ fn calltouch(h: &SimHandle, site_id: u64, token: &str) -> Calltouch {
             site_id,
             client_api_id: Some(Secret::new(token)),
             client_api_id_file: None,
+            employees: Default::default(),
         },
         MOSCOW,
     )
@@ -434,4 +436,317 @@ async fn comagic_restarts_the_window_when_the_offset_cap_is_reached() {
     assert!(calls.iter().all(|c| expected.contains_key(&c.id)));
     let n = h.sim.stats()[&System::Comagic].by_method["get.calls_report"];
     assert!(n as usize >= expected.len() / 20, "{n} requests");
+}
+
+/// Captures log lines of the current thread (the tests below run on one thread).
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let me = self.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || me.clone())
+            .finish();
+        tracing::subscriber::set_default(sub)
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Syncs `tel` into a fresh SQLite mirror and returns the stored calls.
+async fn synced(tel: &dyn Telephony, now: DateTime<Utc>) -> Vec<dozor::domain::Call> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("dozor.db").display());
+    let store = dozor::store::Store::open(&url, 2).await.unwrap();
+    let report =
+        dozor::sync::sync_telephony(&store, "t", tel, dozor::sync::SyncOptions::default(), now)
+            .await
+            .unwrap();
+    assert!(report.total() > 0);
+    store.calls("t").await.unwrap()
+}
+
+/// One batch per provider holding a record with missing fields, records with odd phone values
+/// and a duplicated id: each bad one is logged with its call id and skipped or repaired, and
+/// the rest of the batch reaches the mirror.
+#[tokio::test(flavor = "current_thread")]
+async fn bad_records_are_logged_and_the_rest_of_the_batch_is_stored() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let h = start(false).await;
+    let till = anchor();
+    let from = till - Duration::days(30);
+    let (row, rec) = {
+        let w = h.sim.world();
+        let c = w
+            .calls
+            .values()
+            .find(|c| c.start >= from + Duration::days(1) && c.direction == Dir::In)
+            .unwrap();
+        (
+            sim::comagic::call_row(&w, c),
+            sim::calltouch::call_record(&w, c, h.sim.creds.calltouch_site_id),
+        )
+    };
+
+    // CoMagic.
+    let mut no_time = row.clone();
+    no_time["id"] = json!(777_100_001u64);
+    no_time.as_object_mut().unwrap().remove("start_time");
+    let mut odd_text = row.clone();
+    odd_text["id"] = json!(777_100_002u64);
+    odd_text["contact_phone_number"] = json!("скрыт / 8 (9");
+    let mut odd_shape = row.clone();
+    odd_shape["id"] = json!(777_100_003u64);
+    odd_shape["contact_phone_number"] = json!({"number": "79990001122"});
+    let mut duplicate = row.clone();
+    duplicate["talk_duration"] = json!(1);
+    h.sim
+        .comagic
+        .set_extra_call_rows(vec![no_time, odd_text, odd_shape, duplicate]);
+    let expected = world_calls(&h, from, till, false);
+    let calls = synced(&good_comagic(&h), till).await;
+    let ids: std::collections::BTreeSet<&str> = calls.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids.len(), calls.len(), "one row per call id");
+    assert_eq!(
+        calls.len(),
+        expected.len() + 2,
+        "the rest of the batch is stored"
+    );
+    assert!(expected.keys().all(|id| ids.contains(id.as_str())));
+    assert!(
+        !ids.contains("777100001"),
+        "a call without a start time is skipped"
+    );
+    let odd = calls.iter().find(|c| c.id == "777100002").unwrap();
+    assert_eq!(odd.client_phone, "скрыт / 8 (9", "kept as sent");
+    assert!(dozor::domain::phone::normalize(&odd.client_phone).is_err());
+    let shaped = calls.iter().find(|c| c.id == "777100003").unwrap();
+    assert_eq!(shaped.client_phone, "", "repaired: kept without a number");
+    let log = logs.text();
+    assert!(
+        log.contains("777100001") && log.contains("start_time"),
+        "{log}"
+    );
+    assert!(
+        log.contains("777100003") && log.contains("contact_phone_number"),
+        "{log}"
+    );
+
+    // Calltouch.
+    let mut no_status = rec.clone();
+    no_status["callId"] = json!(888_100_001u64);
+    no_status.as_object_mut().unwrap().remove("successful");
+    let mut odd_text = rec.clone();
+    odd_text["callId"] = json!(888_100_002u64);
+    odd_text["callerNumber"] = json!("  +7 (999) 12-34-567 доб 9 ");
+    let mut odd_shape = rec.clone();
+    odd_shape["callId"] = json!(888_100_003u64);
+    odd_shape["callerNumber"] = json!(["79990001122"]);
+    let mut duplicate = rec.clone();
+    duplicate["duration"] = json!(1);
+    h.sim
+        .calltouch
+        .set_extra_call_records(vec![no_status, odd_text, odd_shape, duplicate]);
+    let expected = world_calls(&h, from, till, true);
+    let calls = synced(&good_calltouch(&h), till).await;
+    let ids: std::collections::BTreeSet<&str> = calls.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids.len(), calls.len(), "one row per call id");
+    assert_eq!(
+        calls.len(),
+        expected.len() + 2,
+        "the rest of the batch is stored"
+    );
+    assert!(
+        !ids.contains("888100001"),
+        "a call without a status is skipped"
+    );
+    let odd = calls.iter().find(|c| c.id == "888100002").unwrap();
+    assert_eq!(
+        dozor::domain::phone::normalize(&odd.client_phone).as_deref(),
+        Ok("+79991234567"),
+        "an odd but real number still normalises"
+    );
+    let shaped = calls.iter().find(|c| c.id == "888100003").unwrap();
+    assert_eq!(shaped.client_phone, "");
+    let dup_id = rec["callId"].to_string().trim_matches('"').to_string();
+    assert!(
+        calls.iter().any(|c| c.id == dup_id),
+        "a duplicated id is stored once"
+    );
+    let log = logs.text();
+    for needle in ["888100001", "successful", "888100003", "callerNumber"] {
+        assert!(log.contains(needle), "{needle} not logged: {log}");
+    }
+    assert!(
+        log.contains(&dup_id) && log.contains("duplicated callId"),
+        "{log}"
+    );
+    h.stop().await;
+}
+
+/// Telephony employees are tied to CRM users by config, then full name, then extension; the
+/// map `dozor check` prints says which, and config entries naming nobody are warned about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn employees_map_to_crm_users_by_config_name_and_extension() {
+    use dozor::rules::calls::{MatchedBy, StaffMap, name_key};
+    let h = start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("dozor.db").display());
+    let text = dozor::sim::tenant_config::tenant_config(
+        &h,
+        dozor::domain::CrmKind::Bitrix24,
+        TelephonyKind::Comagic,
+        &db,
+        "ru",
+    );
+    let cfg = dozor::config::parse(&text, None, None).unwrap().config;
+    let store = dozor::store::Store::open(&db, 2).await.unwrap();
+    let tenant = dozor::tenant::connect(&cfg.tenants[0], &store)
+        .await
+        .unwrap();
+    let truth: BTreeMap<String, String> = h
+        .sim
+        .world()
+        .employees
+        .iter()
+        .map(|e| (e.id.to_string(), e.user_id.to_string()))
+        .collect();
+    assert!(truth.len() >= 3);
+    // One employee is written surname first, one under a name nobody in the CRM has (only the
+    // extension ties them), one is overridden in config.
+    let ids: Vec<String> = truth.keys().cloned().collect();
+    {
+        let mut w = h.sim.world();
+        let e = &mut w.employees[0];
+        let mut words: Vec<&str> = e.full_name.split(' ').collect();
+        words.reverse();
+        e.full_name = words.join("  ").to_uppercase();
+        w.employees[1].full_name = "Оператор линии 2".into();
+    }
+    let users = tenant.crm.users().await.unwrap();
+    let employees = good_comagic(&h).employees().await.unwrap();
+    assert_eq!(employees.len(), truth.len());
+    let other_user = users
+        .iter()
+        .find(|u| Some(&u.id) != truth.get(&ids[2]))
+        .unwrap()
+        .id
+        .clone();
+    let configured: BTreeMap<String, String> = [
+        (ids[2].clone(), other_user.clone()),
+        ("999999".to_string(), "424242".to_string()),
+    ]
+    .into();
+    let map = StaffMap::build(&employees, &users, &configured);
+    for link in &map.links {
+        let id = &link.employee.id;
+        let want = if *id == ids[2] {
+            other_user.clone()
+        } else {
+            truth[id].clone()
+        };
+        assert_eq!(link.user_id.as_deref(), Some(want.as_str()), "{link:?}");
+        let by = if *id == ids[2] {
+            MatchedBy::Config
+        } else if *id == ids[1] {
+            MatchedBy::Extension
+        } else {
+            MatchedBy::Name
+        };
+        assert_eq!(link.by, by, "{link:?}");
+    }
+    assert_eq!(map.warnings.len(), 2, "{:?}", map.warnings);
+    assert!(map.warnings.iter().any(|w| w.contains("\"999999\"")));
+    assert!(map.warnings.iter().any(|w| w.contains("\"424242\"")));
+    let lines = map.lines(&users).join("\n");
+    assert!(
+        lines.contains("[config]") && lines.contains("[name]") && lines.contains("[extension]"),
+        "{lines}"
+    );
+    assert!(lines.contains("warning: telephony.employees"), "{lines}");
+    assert_eq!(name_key("Пётр  ИВАНОВ-"), name_key("Иванов Петр"));
+
+    // Without a user of the same name or extension an employee stays unmatched.
+    let map = StaffMap::build(&employees, &[], &BTreeMap::new());
+    assert!(
+        map.links
+            .iter()
+            .all(|l| l.by == MatchedBy::Unmatched && l.user_id.is_none())
+    );
+    h.stop().await;
+}
+
+/// `dozor check` prints each telephony employee with its CRM user and how they were matched,
+/// and warns about configured ids nobody knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_the_employee_map() {
+    let h = start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("dozor.db").display());
+    let (first_employee, first_user) = {
+        let w = h.sim.world();
+        (w.employees[0].id, w.employees[0].user_id)
+    };
+    let text = dozor::sim::tenant_config::tenant_config(
+        &h,
+        dozor::domain::CrmKind::Bitrix24,
+        TelephonyKind::Comagic,
+        &db,
+        "en",
+    )
+    .replacen(
+        "kind = \"comagic\"\n",
+        &format!("kind = \"comagic\"\nemployees = {{ \"{first_employee}\" = \"{first_user}\", \"31337\" = \"1\" }}\n"),
+        1,
+    );
+    let path = dir.path().join("dozor.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dozor"))
+            .args(["--config", path.to_str().unwrap(), "check"])
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let o = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{o}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(o.contains("telephony employees of demo"), "{o}");
+    let line = o
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{first_employee} ")))
+        .unwrap_or_else(|| panic!("{o}"));
+    assert!(
+        line.contains(&format!("user {first_user}")) && line.ends_with("[config]"),
+        "{line}"
+    );
+    assert!(
+        o.lines().filter(|l| l.ends_with("[name]")).count() >= 2,
+        "{o}"
+    );
+    assert!(
+        o.contains("warning: telephony.employees: employee \"31337\""),
+        "{o}"
+    );
+    h.stop().await;
 }

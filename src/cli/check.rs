@@ -124,6 +124,7 @@ pub async fn check(cli: &Cli) -> CmdResult {
             None
         }
     };
+    let mut staff: Vec<(String, Vec<String>)> = Vec::new();
     if let Some(store) = &store {
         for t in &loaded.config.tenants {
             let tenant = match tenant::connect(t, store).await {
@@ -148,12 +149,17 @@ pub async fn check(cli: &Cli) -> CmdResult {
                 timed(crm.ping()).await,
             ));
             if let Some(tel) = tenant.telephony.clone() {
-                rows.push(row(
+                let ping = row(
                     &t.id,
                     tel.kind().as_str(),
                     tel.account(),
                     timed(tel.ping()).await,
-                ));
+                );
+                let ok = ping.ok && rows.last().is_some_and(|r| r.ok);
+                rows.push(ping);
+                if ok {
+                    staff.push((t.id.clone(), staff_lines(&tenant, tel.as_ref()).await));
+                }
             }
             if let Some(tg) = &tenant.telegram {
                 rows.push(row(
@@ -172,6 +178,14 @@ pub async fn check(cli: &Cli) -> CmdResult {
         }
     }
     print_table(&rows);
+    for (tenant, lines) in &staff {
+        println!(
+            "\ntelephony employees of {tenant} → CRM users (matched by config / name / extension):"
+        );
+        for l in lines {
+            println!("  {l}");
+        }
+    }
     let failed = rows.iter().filter(|r| !r.ok).count();
     if failed == 0 {
         println!("\nall {} checks passed", rows.len());
@@ -180,6 +194,32 @@ pub async fn check(cli: &Cli) -> CmdResult {
         println!("\n{failed} of {} checks failed", rows.len());
         Ok(ExitCode::from(1))
     }
+}
+
+/// The employee ↔ user map of a tenant whose CRM and telephony both answered.
+async fn staff_lines(
+    tenant: &tenant::Tenant,
+    tel: &dyn crate::telephony::Telephony,
+) -> Vec<String> {
+    let users = match tenant.crm.users().await {
+        Ok(u) => u,
+        Err(e) => return vec![format!("warning: CRM users not read: {e}")],
+    };
+    let employees = match tel.employees().await {
+        Ok(e) => e,
+        Err(e) => return vec![format!("warning: telephony employees not read: {e}")],
+    };
+    let configured = tenant
+        .cfg
+        .telephony
+        .as_ref()
+        .map(|t| t.employees().clone())
+        .unwrap_or_default();
+    let map = crate::rules::calls::StaffMap::build(&employees, &users, &configured);
+    if map.links.is_empty() {
+        return vec!["no employees yet".into()];
+    }
+    map.lines(&users)
 }
 
 fn print_table(rows: &[Row]) {

@@ -8,6 +8,7 @@ mod check;
 mod daemon;
 mod demo;
 mod once;
+mod report_calls;
 mod sim;
 
 use std::path::PathBuf;
@@ -88,6 +89,8 @@ pub enum ReportKind {
     Daily,
     Weekly,
     Monthly,
+    /// Telephony calls of a day against the CRM timeline: the ones that never reached it
+    Calls,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -296,6 +299,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Run => daemon::run(&cli).await,
         Command::Once(a) => once::once(&cli, a).await,
         Command::Check => check::check(&cli).await,
+        Command::Report(a) if a.kind == ReportKind::Calls => {
+            report_calls::report_calls(&cli, a).await
+        }
         Command::Report(a) => once::report(&cli, a).await,
         Command::Demo(a) => demo::demo(&cli, a).await,
         Command::Sim(a) => sim::sim(&cli, a).await,

@@ -13,61 +13,93 @@ pub enum PhoneError {
     NoDigits,
     /// Digits that cannot form a number (too short, too long, wrong country shape).
     BadLength(usize),
+    /// The number would start with 0: no country code can be read from it.
+    NoCountry,
 }
 
 impl fmt::Display for PhoneError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PhoneError::NoDigits => write!(f, "not a phone number: no digits"),
-            PhoneError::BadLength(n) => {
-                write!(f, "not a phone number: {n} digits (expected 10-15)")
-            }
+            PhoneError::BadLength(n) => write!(
+                f,
+                "not a phone number: {n} digits (expected 11-15 with the country code, \
+                 or 10 for a Russian number without it)"
+            ),
+            PhoneError::NoCountry => write!(
+                f,
+                "not a phone number: it starts with 0 and has no country code"
+            ),
         }
     }
 }
 
 impl std::error::Error for PhoneError {}
 
-/// Normalises `raw` to E.164 (`+79991234567`). Russian numbers written with a leading 8 or
-/// without a country code (10 digits) become +7; extensions (`доб.`, `ext`, `#`, `,`) are dropped.
+/// Whether `s` is E.164 as [`normalize`] writes it: `+`, a non-zero digit, 10-15 digits in all.
+pub fn is_e164(s: &str) -> bool {
+    let Some(d) = s.strip_prefix('+') else {
+        return false;
+    };
+    (10..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
+}
+
+/// Normalises `raw` to E.164 (`+79991234567`). Russian numbers written with a leading 8 or 7,
+/// or without a country code (10 digits), become +7; `00` and the Russian `8 10` international
+/// prefixes become `+`; extensions (`доб.`, `ext`, `вн.`, `x`, `#`, `,`, `;`) are dropped.
 pub fn normalize(raw: &str) -> Result<String, PhoneError> {
-    let main = strip_extension(raw);
-    let plus = main.trim_start().starts_with('+') || main.trim_start().starts_with("00");
+    let main = strip_extension(raw).trim_start();
+    // Whatever comes before the first digit (brackets, spaces, `+`) decides whether the
+    // number was written with an international prefix.
+    let lead: String = main.chars().take_while(|c| !c.is_ascii_digit()).collect();
+    let mut plus = lead.contains('+');
     let mut digits: String = main.chars().filter(|c| c.is_ascii_digit()).collect();
     if digits.is_empty() {
         return Err(PhoneError::NoDigits);
     }
-    if main.trim_start().starts_with("00") {
+    if !plus && digits.starts_with("00") {
         digits.drain(..2);
+        plus = true;
+    } else if !plus && digits.starts_with("810") && digits.len() >= 13 {
+        digits.drain(..3);
+        plus = true;
     }
-    let e164 = match (plus, digits.len(), digits.as_bytes()[0]) {
+    let n = digits.len();
+    let e164 = match (plus, n, digits.as_bytes().first().copied()) {
+        (_, 0, _) => return Err(PhoneError::NoDigits),
         // 8 999 ... and 7 999 ... are both Russian trunk forms of +7.
-        (false, 11, b'8') | (false, 11, b'7') => format!("7{}", &digits[1..]),
+        (false, 11, Some(b'8' | b'7')) => format!("7{}", &digits[1..]),
         // 999 123 45 67: a Russian number typed without the country code.
-        (false, 10, b'9') | (false, 10, b'3'..=b'8') => format!("7{digits}"),
-        (_, 11..=15, _) => digits,
-        (true, 10, _) => digits,
+        (false, 10, Some(b'3'..=b'9')) => format!("7{digits}"),
+        (_, 10..=15, Some(b'0')) => return Err(PhoneError::NoCountry),
+        (_, 11..=15, _) | (true, 10, _) => digits,
         (_, n, _) => return Err(PhoneError::BadLength(n)),
     };
     Ok(format!("+{e164}"))
 }
 
-/// Cuts an extension off: everything after `доб`, `ext`, `x`, `#`, `,` or `;`.
+/// Markers that start an extension, lowercase.
+const EXTENSION_MARKERS: [&str; 8] = ["доб", "ext", "вн", "#", ",", ";", " x", "*"];
+
+/// Cuts an extension off: everything from the first marker on, matched without regard to case.
 fn strip_extension(raw: &str) -> &str {
-    let lower = raw.to_lowercase();
-    let markers = ["доб", "ext", "вн", "#", ",", ";", " x"];
-    let cut = markers
-        .iter()
-        .filter_map(|m| lower.find(m))
-        .min()
-        .unwrap_or(lower.len());
-    // `lower` and `raw` can differ in byte length only for non-ASCII letters; map the cut back
-    // through char positions so the slice is always on a boundary of `raw`.
-    let chars_before = lower[..cut].chars().count();
-    match raw.char_indices().nth(chars_before) {
-        Some((i, _)) => &raw[..i],
-        None => raw,
+    for (i, _) in raw.char_indices() {
+        let rest = &raw[i..];
+        if EXTENSION_MARKERS.iter().any(|m| starts_with_ci(rest, m)) {
+            return &raw[..i];
+        }
     }
+    raw
+}
+
+/// `s` starts with `lower` (a lowercase marker), comparing each character case-insensitively.
+fn starts_with_ci(s: &str, lower: &str) -> bool {
+    let mut chars = s.chars();
+    lower.chars().all(|m| {
+        chars
+            .next()
+            .is_some_and(|c| c == m || c.to_lowercase().eq(std::iter::once(m)))
+    })
 }
 
 #[cfg(test)]
@@ -98,6 +130,26 @@ mod tests {
     }
 
     #[test]
+    fn edge_cases_that_used_to_break() {
+        // "00" alone used to index past the end of the digits once the prefix was cut.
+        assert_eq!(normalize("00"), Err(PhoneError::NoDigits));
+        assert_eq!(normalize("+ 00"), Err(PhoneError::BadLength(2)));
+        // A leading 0 is no country code; it used to come out as "+0...".
+        assert_eq!(normalize("+0123456789012"), Err(PhoneError::NoCountry));
+        assert_eq!(normalize("01234567890"), Err(PhoneError::NoCountry));
+        // Letters whose lowercase is longer than themselves no longer shift the cut.
+        assert_eq!(
+            normalize("İİ 8 999 123 45 67 ДОБ 5").as_deref(),
+            Ok("+79991234567")
+        );
+        // The Russian international prefix 8 10.
+        assert_eq!(
+            normalize("8 10 44 20 7946 0958").as_deref(),
+            Ok("+442079460958")
+        );
+    }
+
+    #[test]
     fn junk_is_named() {
         assert_eq!(normalize("нет"), Err(PhoneError::NoDigits));
         assert_eq!(normalize(""), Err(PhoneError::NoDigits));
@@ -106,5 +158,116 @@ mod tests {
             normalize("1234567890123456"),
             Err(PhoneError::BadLength(16))
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A Russian national number: ten digits, the first one a real area/mobile lead digit.
+    fn national() -> impl Strategy<Value = String> {
+        ("[3-9]", "[0-9]{9}").prop_map(|(a, b)| format!("{a}{b}"))
+    }
+
+    /// `n` (ten digits) written the way people write it.
+    fn written(n: String) -> impl Strategy<Value = String> {
+        let prefix = prop_oneof![
+            Just(""),
+            Just("8"),
+            Just("8 "),
+            Just("7"),
+            Just("7 "),
+            Just("+7"),
+            Just("+7 "),
+            Just(" +7-"),
+            Just("(+7) "),
+        ];
+        let sep = prop_oneof![Just(""), Just(" "), Just("-"), Just("."), Just(" - ")];
+        let ext = prop_oneof![
+            Just(String::new()),
+            "[0-9]{1,5}".prop_map(|d| format!(" доб. {d}")),
+            "[0-9]{1,5}".prop_map(|d| format!(" Доб.{d}")),
+            "[0-9]{1,5}".prop_map(|d| format!(" ext {d}")),
+            "[0-9]{1,5}".prop_map(|d| format!(" EXT. {d}")),
+            "[0-9]{1,5}".prop_map(|d| format!("#{d}")),
+            "[0-9]{1,5}".prop_map(|d| format!(" x{d}")),
+            "[0-9]{1,5}".prop_map(|d| format!(", вн. {d}")),
+        ];
+        (prefix, any::<bool>(), sep, ext).prop_map(move |(p, brackets, s, e)| {
+            let (a, b, c, d) = (&n[..3], &n[3..6], &n[6..8], &n[8..]);
+            let area = if brackets {
+                format!("({a})")
+            } else {
+                a.to_string()
+            };
+            format!("{p}{area}{s}{b}{s}{c}{s}{d}{e}")
+        })
+    }
+
+    fn country_code() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            Just("1"),
+            Just("44"),
+            Just("49"),
+            Just("86"),
+            Just("375"),
+            Just("380"),
+            Just("998"),
+            Just("971"),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_russian_shape_gives_the_same_e164(
+            (n, raw) in national().prop_flat_map(|n| (Just(n.clone()), written(n)))
+        ) {
+            prop_assert_eq!(normalize(&raw), Ok(format!("+7{n}")), "{}", raw);
+        }
+
+        #[test]
+        fn normalising_is_idempotent(raw in "\\PC{0,30}") {
+            if let Ok(once) = normalize(&raw) {
+                prop_assert!(is_e164(&once), "{raw:?} -> {once}");
+                prop_assert_eq!(normalize(&once), Ok(once.clone()));
+            }
+        }
+
+        #[test]
+        fn written_numbers_normalise_idempotently(
+            raw in national().prop_flat_map(written)
+        ) {
+            let once = normalize(&raw).unwrap();
+            prop_assert_eq!(normalize(&once), Ok(once.clone()));
+        }
+
+        #[test]
+        fn junk_never_panics_and_is_named(raw in any::<String>()) {
+            match normalize(&raw) {
+                Ok(p) => prop_assert!(is_e164(&p), "{raw:?} -> {p}"),
+                Err(e) => prop_assert!(e.to_string().starts_with("not a phone number")),
+            }
+        }
+
+        #[test]
+        fn text_without_digits_is_not_a_phone(raw in "[^0-9]{0,40}") {
+            prop_assert_eq!(normalize(&raw), Err(PhoneError::NoDigits));
+        }
+
+        #[test]
+        fn international_numbers_keep_their_country_code(
+            cc in country_code(),
+            rest in "[1-9][0-9]{8,10}",
+            intl in prop_oneof![Just("+"), Just("00"), Just("+ "), Just("00 ")],
+            sep in prop_oneof![Just(" "), Just("-"), Just(""), Just(".")],
+        ) {
+            let digits = format!("{cc}{rest}");
+            prop_assume!(digits.len() <= 15);
+            let (a, b) = rest.split_at(3);
+            let raw = format!("{intl}{cc}{sep}{a}{sep}{b}");
+            prop_assert_eq!(normalize(&raw), Ok(format!("+{digits}")), "{}", raw);
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Reports: figures from the mirror, rendered for Telegram and the terminal.
 
+pub mod calls;
 pub mod metrics;
 pub mod render;
 

@@ -14,7 +14,7 @@ use crate::crm::CallRecord;
 use crate::ledger::{Effect, Proposal};
 
 pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
-    let book = PhoneBook::new(ctx.mirror);
+    let book = PhoneBook::with_links(ctx.mirror, ctx.calls);
     let known: HashSet<&str> = ctx
         .mirror
         .activities
@@ -26,7 +26,11 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
         .filter_map(|c| {
             let p = number(c)?;
             let entity = book.binding(&p)?;
-            let responsible = employee_user(ctx.mirror, c).or_else(|| book.owner(&entity));
+            // A record the CRM found after the last sync has no owner in the mirror yet: the
+            // manager on duty stands in (Bitrix24 needs someone to register a call under).
+            let responsible = employee_user(ctx.mirror, ctx.calls, c)
+                .or_else(|| book.owner(&entity))
+                .or_else(|| ctx.roles.on_duty.first().cloned());
             Some(Proposal {
                 key: format!(
                     "call_not_in_crm:{}:{}:{}",

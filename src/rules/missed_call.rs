@@ -31,7 +31,7 @@ pub fn callback(ctx: &RuleContext, c: &Call, e164: &str) -> Option<Ts> {
 }
 
 pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
-    let book = PhoneBook::new(ctx.mirror);
+    let book = PhoneBook::with_links(ctx.mirror, ctx.calls);
     let ru = ctx.lang == Lang::Ru;
     let sla = cfg.param("sla_minutes") as i64;
     let mut out = Vec::new();
@@ -82,7 +82,7 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
                 };
                 let Some(responsible) = book
                     .owner(&entity)
-                    .or_else(|| employee_user(ctx.mirror, c))
+                    .or_else(|| employee_user(ctx.mirror, ctx.calls, c))
                     .or_else(|| ctx.roles.on_duty.first().cloned())
                 else {
                     continue;
@@ -228,6 +228,7 @@ mod tests {
             handovers: &[],
             marketing: &marketing,
             done: &done,
+            calls: &Default::default(),
         };
         let p = propose(&ctx, &rules.0["missed_call"]);
         assert_eq!(p.len(), 1, "{p:?}");

@@ -40,6 +40,8 @@ pub struct RuleContext<'a> {
     pub marketing: &'a MarketingConfig,
     /// Results of done actions by key (e.g. the id of a task a rule created), recent ones.
     pub done: &'a std::collections::HashMap<String, String>,
+    /// Telephony employees ↔ CRM users, and CRM answers for numbers the mirror lacks.
+    pub calls: &'a calls::CallLinks,
 }
 
 /// A done owner change of the dormant rule.

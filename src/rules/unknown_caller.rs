@@ -14,13 +14,13 @@ use crate::domain::{Call, Direction};
 use crate::ledger::{Effect, Proposal};
 
 pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
-    let book = PhoneBook::new(ctx.mirror);
+    let book = PhoneBook::with_links(ctx.mirror, ctx.calls);
     let mut first: BTreeMap<String, &Call> = BTreeMap::new();
     for c in recent(ctx.mirror, ctx.now, cfg.param("lookback_hours"))
         .filter(|c| c.direction == Direction::In)
     {
         let Some(p) = number(c) else { continue };
-        if book.find(&p).is_empty() {
+        if book.find(&p).is_empty() && !ctx.calls.unresolved.contains(&p) {
             first
                 .entry(p)
                 .and_modify(|x| {
@@ -35,8 +35,8 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
     first
         .into_iter()
         .map(|(p, c)| {
-            let responsible =
-                employee_user(ctx.mirror, c).or_else(|| ctx.roles.on_duty.first().cloned());
+            let responsible = employee_user(ctx.mirror, ctx.calls, c)
+                .or_else(|| ctx.roles.on_duty.first().cloned());
             let at = c
                 .started_at
                 .with_timezone(&ctx.calendar.tz)

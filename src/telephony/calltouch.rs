@@ -209,7 +209,11 @@ impl Calltouch {
             Some(Value::String(s)) => s.trim().to_string(),
             Some(Value::Number(n)) => n.to_string(),
             Some(Value::Null) | None => String::new(),
-            Some(_) => return Err(bad("odd callerNumber")),
+            // The call happened even if its number came in an odd shape: keep it without one.
+            Some(other) => {
+                tracing::warn!(system = SYSTEM, call_id = %id, value = %other, "odd callerNumber; call kept without a number");
+                String::new()
+            }
         };
         let manager = text(r.get("manager"));
         Ok(Call {
@@ -337,7 +341,11 @@ impl Telephony for Calltouch {
                 match self.map_call(&r) {
                     Ok(c) => {
                         if c.started_at >= from && c.started_at < till {
-                            out.entry(c.id.clone()).or_insert(c);
+                            if out.contains_key(&c.id) {
+                                tracing::warn!(system = SYSTEM, call_id = %c.id, "duplicated callId; keeping the first record");
+                                continue;
+                            }
+                            out.insert(c.id.clone(), c);
                         }
                     }
                     Err((id, why)) => {
@@ -354,5 +362,46 @@ impl Telephony for Calltouch {
         let mut calls: Vec<Call> = out.into_values().collect();
         calls.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
         Ok(calls)
+    }
+}
+
+/// Entry points for the fuzz targets in `fuzz/`: the pure part of reading Calltouch answers.
+#[doc(hidden)]
+pub mod fuzzing {
+    use serde_json::Value;
+
+    use super::Calltouch;
+    use crate::config::CalltouchConfig;
+    use crate::domain::Call;
+
+    /// A client that is never used for requests (building one is not free: reuse it).
+    pub fn client() -> Calltouch {
+        Calltouch::new(
+            &CalltouchConfig {
+                base_url: "http://127.0.0.1:9".into(),
+                site_id: 1,
+                client_api_id: None,
+                client_api_id_file: None,
+                employees: Default::default(),
+            },
+            chrono_tz::Europe::Moscow,
+        )
+    }
+
+    /// Maps every record of a calls-diary answer (`{records: [...]}`, a bare array, or one
+    /// record); returns the calls that mapped. Must never panic, whatever `bytes` hold.
+    pub fn calls_diary(c: &Calltouch, bytes: &[u8]) -> Vec<Call> {
+        let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+            return Vec::new();
+        };
+        let records: Vec<Value> = match v {
+            Value::Array(a) => a,
+            Value::Object(ref o) => match o.get("records") {
+                Some(Value::Array(a)) => a.clone(),
+                _ => vec![v],
+            },
+            other => vec![other],
+        };
+        records.iter().filter_map(|r| c.map_call(r).ok()).collect()
     }
 }

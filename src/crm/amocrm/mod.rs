@@ -779,3 +779,44 @@ fn created_id(c: &AmoCrm, v: Option<&Value>, key: &str, path: &str) -> Result<St
             )
         })
 }
+
+/// Entry points for the fuzz targets in `fuzz/`: the pure parsers of amoCRM answers.
+#[doc(hidden)]
+pub mod fuzzing {
+    use serde_json::Value;
+
+    /// Reads `bytes` as an API v4 answer and feeds every embedded item (or the answer itself)
+    /// through every mapper; returns how many items mapped. Must never panic.
+    pub fn parse_answer(bytes: &[u8]) -> usize {
+        let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+            return 0;
+        };
+        let mut items: Vec<Value> = vec![v.clone()];
+        if let Some(Value::Object(e)) = v.get("_embedded") {
+            for list in e.values() {
+                if let Value::Array(a) = list {
+                    items.extend(a.iter().cloned());
+                }
+            }
+        }
+        let mut ok = 0;
+        for it in &items {
+            ok += usize::from(super::map::deal(it, "RUB").is_ok());
+            ok += usize::from(super::map::contact(it).is_ok());
+            ok += usize::from(super::map::company(it).is_ok());
+            ok += usize::from(super::map::task(it).is_ok());
+            ok += usize::from(super::map::user(it).is_ok());
+            ok += usize::from(super::map::pipeline(it).is_ok());
+            ok += usize::from(super::map::unsorted(it).is_ok());
+            for entity in ["leads", "contacts", "companies"] {
+                ok += usize::from(matches!(super::map::call_note(it, entity), Ok(Some(_))));
+            }
+            let _ = super::map::unsorted_updated(it);
+            let kind = it.get("type").and_then(Value::as_str).unwrap_or("");
+            let entity = it.get("entity_type").and_then(Value::as_str).unwrap_or("");
+            let _ = super::changes::event_kinds(kind, entity);
+            let _ = super::map::entity_kind(entity);
+        }
+        ok
+    }
+}

@@ -1917,3 +1917,42 @@ mod tests {
         assert_eq!(reset_ts(Some(&json!([]))), None);
     }
 }
+
+/// Entry points for the fuzz targets in `fuzz/`: the pure parsers of Bitrix24 answers.
+#[doc(hidden)]
+pub mod fuzzing {
+    use serde_json::Value;
+
+    use crate::domain::EntityKind;
+
+    /// Reads `bytes` as a REST answer and feeds its rows through every row mapper (records of
+    /// each kind, users, stages, timestamps); returns how many rows mapped. Must never panic.
+    pub fn parse_answer(bytes: &[u8]) -> usize {
+        let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+            return 0;
+        };
+        let res = v.get("result").unwrap_or(&v);
+        let mut ok = 0;
+        for wrapped in [None, Some("tasks"), Some("items")] {
+            let Some(rows) = super::list_rows(res, wrapped) else {
+                continue;
+            };
+            for row in &rows {
+                for kind in EntityKind::ALL {
+                    ok += usize::from(matches!(super::map::record(kind, row), Ok(Some(_))));
+                }
+                ok += usize::from(super::map::user(row).is_ok());
+                let _ = super::map::row_id(row, "ID");
+                if let Some(s) = row.get("DATE_MODIFY").and_then(Value::as_str) {
+                    let _ = super::map::parse_ts(s);
+                }
+            }
+        }
+        ok += super::map::stages("0", res).len();
+        let _ = crate::http::php_query::as_list(res);
+        if let Some(s) = res.as_str() {
+            let _ = super::map::parse_ts(s);
+        }
+        ok
+    }
+}
