@@ -200,6 +200,8 @@ pub fn redact_url(url: &str) -> String {
 #[derive(Clone)]
 pub struct Limiter {
     inner: Arc<RateLimiter<NotKeyed, InMemoryState, DefaultClock>>,
+    /// The system named in the rate-limit wait metrics.
+    system: &'static str,
 }
 
 impl Limiter {
@@ -211,12 +213,24 @@ impl Limiter {
             inner: Arc::new(RateLimiter::direct(
                 Quota::per_second(rate).allow_burst(burst),
             )),
+            system: "other",
         }
     }
 
-    /// Waits until one more request is allowed.
+    /// Names the system this limiter guards in the metrics (`dozor_rate_limit_waits_total`).
+    pub fn for_system(mut self, system: &'static str) -> Self {
+        self.system = system;
+        self
+    }
+
+    /// Waits until one more request is allowed; a wait is counted in the metrics.
     pub async fn acquire(&self) {
+        if self.inner.check().is_ok() {
+            return;
+        }
+        let started = std::time::Instant::now();
         self.inner.until_ready().await;
+        crate::server::metrics::record_rate_limit_wait(self.system, started.elapsed());
     }
 }
 

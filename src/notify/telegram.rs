@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::server::metrics::Observe as _;
 use crate::config::{Secret, TelegramConfig};
 use crate::http::{self, Error, ErrorKind, redact_url};
 
@@ -199,6 +200,7 @@ impl Telegram {
         let resp = build(self.http.post(&url))
             .send()
             .await
+            .observe(SYSTEM, method)
             .map_err(|e| Error::transport(SYSTEM, method, redact_url(&url), &e))?;
         let status = resp.status().as_u16();
         let bytes = resp

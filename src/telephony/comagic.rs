@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{Result, Telephony};
+use crate::server::metrics::Observe as _;
 use crate::config::{ComagicConfig, Secret};
 use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm};
 use crate::http::{self, Error, ErrorKind, redact_url};
@@ -174,6 +175,7 @@ impl Comagic {
             .body(serde_json::to_vec(&body).unwrap_or_default())
             .send()
             .await
+            .observe(SYSTEM, method)
             .map_err(|e| Error::transport(SYSTEM, method, redact_url(&self.url), &e))?;
         let status = resp.status().as_u16();
         let bytes = resp

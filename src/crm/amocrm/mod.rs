@@ -37,6 +37,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::server::metrics::Observe as _;
 use crate::config::AmocrmConfig;
 use crate::crm::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page, Result};
 use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, Ts, User, phone};
@@ -138,7 +139,7 @@ impl AmoCrm {
             base,
             host,
             http: crate::http::client(Tuning::default().timeout),
-            limiter: Limiter::new(cfg.rate_per_sec.max(1), 1),
+            limiter: Limiter::new(cfg.rate_per_sec.max(1), 1).for_system(SYSTEM),
             auth,
             tuning: Tuning::default(),
             paused_until: Mutex::new(None),
@@ -210,7 +211,7 @@ impl AmoCrm {
             if let Some(b) = body {
                 rb = rb.json(b);
             }
-            let resp = match rb.send().await {
+            let resp = match rb.send().await.observe(SYSTEM, &label) {
                 Ok(r) => r,
                 Err(e) => {
                     let err = Error::transport(SYSTEM, &label, redact_url(&url), &e);
