@@ -91,6 +91,9 @@ pub struct Config {
     pub sync: SyncConfig,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+    /// Thresholds of the self-checks reported to the ops chat.
+    #[serde(default)]
+    pub selfcheck: crate::server::selfcheck::SelfCheckConfig,
 }
 
 fn default_data_dir() -> PathBuf {

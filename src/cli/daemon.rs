@@ -103,6 +103,7 @@ pub async fn run(cli: &Cli) -> CmdResult {
             }
             let s = engine::run_cycle(&store, t, opts).await;
             health.record_cycle(&s);
+            server::selfcheck::run(&store, t, &s, &c.selfcheck, Some(&c.data_dir), &[]).await;
             if let Some(at) = next_report[i]
                 && Utc::now() >= at
             {
