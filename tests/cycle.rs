@@ -250,3 +250,125 @@ async fn dry_run_writes_nothing_on_either_crm() {
     )
     .await;
 }
+
+/// amoCRM refuses the refresh token: one "re-authorise" message to the ops chat, however many
+/// cycles and restarts follow; after re-authorisation one "resolved" message, then silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selfcheck_reauth_raised_once_and_cleared_once_across_restarts() {
+    use dozor::server::selfcheck::{self, SelfCheckConfig};
+    use dozor::sim::tenant_config::OWNER_CHAT;
+    use dozor::store::{TokenSet, TokenStore};
+
+    let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = common::sqlite_url(dir.path());
+    let text = common::only_rules(
+        tenant_config(&h, CrmKind::Amocrm, TelephonyKind::Comagic, &db_url, "ru"),
+        &[],
+    );
+    let cfg = config::parse(&text, None, None).unwrap().config;
+    let t = &cfg.tenants[0];
+    let checks = SelfCheckConfig::default();
+    let ops_messages = || {
+        h.sim
+            .telegram
+            .messages()
+            .into_iter()
+            .filter(|m| m.chat_id == OWNER_CHAT)
+            .filter_map(|m| m.text)
+            .filter(|t| t.contains("amoCRM"))
+            .collect::<Vec<_>>()
+    };
+    // One cycle + self-checks, as the daemon runs them; returns the transitions.
+    async fn cycle(
+        store: &Store,
+        tenant: &dozor::tenant::Tenant,
+        checks: &SelfCheckConfig,
+        dir: &std::path::Path,
+    ) -> Vec<selfcheck::Transition> {
+        let s = run_cycle(store, tenant, cycle_opts(false)).await;
+        selfcheck::run(store, tenant, &s, checks, Some(dir), &[]).await
+    }
+
+    let store = Store::open(&db_url, 4).await.unwrap();
+    let tenant = tenant::connect(t, &store).await.unwrap();
+    let tr = cycle(&store, &tenant, &checks, dir.path()).await;
+    assert!(tr.iter().all(|t| !t.id.contains("amocrm")), "{tr:?}");
+    assert!(ops_messages().is_empty());
+
+    // The account owner disconnects the integration; the access token runs out.
+    h.sim.amo.revoke_refresh_tokens();
+    h.sim.amo.expire_access_tokens();
+    for _ in 0..3 {
+        cycle(&store, &tenant, &checks, dir.path()).await;
+    }
+    let msgs = ops_messages();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(msgs[0].contains("повторная авторизация"), "{msgs:?}");
+    let raised = store
+        .action("selfcheck:demo:reauth:amocrm:raised:1")
+        .await
+        .unwrap()
+        .expect("the message is a ledger action");
+    assert_eq!(raised.state, "done");
+
+    // Restart: a new store handle and new clients; the stored token is still the refused one.
+    drop(tenant);
+    store.close().await;
+    let store = Store::open(&db_url, 4).await.unwrap();
+    let tenant = tenant::connect(t, &store).await.unwrap();
+    for _ in 0..2 {
+        cycle(&store, &tenant, &checks, dir.path()).await;
+    }
+    assert_eq!(ops_messages().len(), 1, "raised again after a restart");
+
+    // Someone re-authorises: a new pair from an authorization code lands in the token store.
+    let grant: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/oauth2/access_token", h.amo_url()))
+        .json(&serde_json::json!({
+            "client_id": h.sim.creds.amo_client_id,
+            "client_secret": h.sim.creds.amo_client_secret,
+            "grant_type": "authorization_code",
+            "code": "fresh-consent",
+            "redirect_uri": h.sim.creds.amo_redirect_uri,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let now = Utc::now();
+    store
+        .save_token(
+            "demo",
+            "amocrm",
+            &TokenSet {
+                access_token: config::Secret::new(grant["access_token"].as_str().unwrap()),
+                refresh_token: Some(config::Secret::new(
+                    grant["refresh_token"].as_str().unwrap(),
+                )),
+                expires_at: Some(now + chrono::Duration::hours(1)),
+                refreshed_at: Some(now),
+                extra: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
+    // The running client picks the new token up without a restart.
+    let tr = cycle(&store, &tenant, &checks, dir.path()).await;
+    assert!(
+        tr.iter().any(|t| t.id == "reauth:amocrm" && !t.raised),
+        "{tr:?}"
+    );
+    for _ in 0..2 {
+        cycle(&store, &tenant, &checks, dir.path()).await;
+    }
+    let msgs = ops_messages();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(msgs[1].contains("устранено"), "{msgs:?}");
+    assert!(dozor::server::metrics::reauth_required("demo").is_empty());
+    h.stop().await;
+}
