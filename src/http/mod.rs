@@ -217,6 +217,20 @@ impl Limiter {
         }
     }
 
+    /// One request every `period`, with bursts of `burst`. For a server that counts requests
+    /// in a sliding one-second window, a period a little longer than 1/limit keeps network
+    /// jitter from landing one request too many in a window (each such 429 costs a pause).
+    pub fn with_period(period: Duration, burst: u32) -> Self {
+        let burst = NonZeroU32::new(burst.max(1)).expect("non-zero");
+        let quota = Quota::with_period(period.max(Duration::from_millis(1)))
+            .expect("non-zero period")
+            .allow_burst(burst);
+        Limiter {
+            inner: Arc::new(RateLimiter::direct(quota)),
+            system: "other",
+        }
+    }
+
     /// Names the system this limiter guards in the metrics (`dozor_rate_limit_waits_total`).
     pub fn for_system(mut self, system: &'static str) -> Self {
         self.system = system;
