@@ -207,7 +207,10 @@ async fn sigkill_around_amocrm_token_rotation() {
             .refresh_token
             .as_ref()
             .is_some_and(|r| h.sim.amo.refresh_token_valid(r.expose())),
-        None => h.sim.amo.refresh_token_valid(&h.sim.creds.amo_refresh_token),
+        None => h
+            .sim
+            .amo
+            .refresh_token_valid(&h.sim.creds.amo_refresh_token),
     };
     let started = std::time::Instant::now();
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);

@@ -95,7 +95,8 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
             })
             .collect()
     };
-    let b24 = series("dozor_http_requests_total{system=\"bitrix24\",method=\"batch\",status=\"200\"}");
+    let b24 =
+        series("dozor_http_requests_total{system=\"bitrix24\",method=\"batch\",status=\"200\"}");
     assert!(b24.len() == 1 && b24[0].1 >= 1.0, "{metrics}");
     assert!(
         !series("dozor_http_requests_total{system=\"comagic\"").is_empty(),
@@ -115,11 +116,13 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
         "dozor_reauth_required",
         "dozor_refresh_token_age_seconds",
     ] {
-        assert!(metrics.contains(&format!("# TYPE {name} ")), "{name}\n{metrics}");
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "{name}\n{metrics}"
+        );
     }
-    let synced = series(
-        "dozor_last_successful_sync_timestamp_seconds{tenant=\"demo\",source=\"bitrix24\"}",
-    );
+    let synced =
+        series("dozor_last_successful_sync_timestamp_seconds{tenant=\"demo\",source=\"bitrix24\"}");
     let now = chrono::Utc::now().timestamp() as f64;
     assert!(
         synced.len() == 1 && (now - synced[0].1).abs() < 300.0,

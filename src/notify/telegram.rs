@@ -15,9 +15,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::server::metrics::Observe as _;
 use crate::config::{Secret, TelegramConfig};
 use crate::http::{self, Error, ErrorKind, redact_url};
+use crate::server::metrics::Observe as _;
 
 const SYSTEM: &str = "telegram";
 /// Visible characters per message.

@@ -81,7 +81,11 @@ pub trait Observe {
 
 impl Observe for reqwest::Result<reqwest::Response> {
     fn observe(self, system: &'static str, method: &str) -> Self {
-        record_request(system, method, self.as_ref().ok().map(|r| r.status().as_u16()));
+        record_request(
+            system,
+            method,
+            self.as_ref().ok().map(|r| r.status().as_u16()),
+        );
         self
     }
 }
@@ -161,7 +165,10 @@ pub fn render_process(out: &mut String) {
         "Requests that had to wait for the rate limiter.",
     );
     for (system, (n, _)) in &r.rate_limit_waits {
-        let _ = writeln!(out, "dozor_rate_limit_waits_total{{system=\"{system}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "dozor_rate_limit_waits_total{{system=\"{system}\"}} {n}"
+        );
     }
     header(
         out,
@@ -324,7 +331,10 @@ mod tests {
             method_label("PATCH /api/v4/leads/123"),
             "PATCH /api/v4/leads/{id}"
         );
-        assert_eq!(method_label("GET /api/v4/leads?page=2"), "GET /api/v4/leads");
+        assert_eq!(
+            method_label("GET /api/v4/leads?page=2"),
+            "GET /api/v4/leads"
+        );
         assert_eq!(method_label("crm.deal.list"), "crm.deal.list");
         assert_eq!(
             method_label("POST /bot123456:AAAAAAAAAAAAAAAAAAAAAAAAAAAA/sendMessage"),

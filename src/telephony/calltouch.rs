@@ -16,10 +16,10 @@ use chrono_tz::Tz;
 use serde_json::Value;
 
 use super::{Result, Telephony};
-use crate::server::metrics::Observe as _;
 use crate::config::{CalltouchConfig, Secret};
 use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm};
 use crate::http::{self, Error, ErrorKind, Limiter, redact_url};
+use crate::server::metrics::Observe as _;
 
 const SYSTEM: &str = "calltouch";
 const PAGE_LIMIT: u32 = 1000;

@@ -18,10 +18,10 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{Result, Telephony};
-use crate::server::metrics::Observe as _;
 use crate::config::{ComagicConfig, Secret};
 use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm};
 use crate::http::{self, Error, ErrorKind, redact_url};
+use crate::server::metrics::Observe as _;
 
 const SYSTEM: &str = "comagic";
 const DT_FMT: &str = "%Y-%m-%d %H:%M:%S";

@@ -17,10 +17,10 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::{AmoCrm, MAX_ATTEMPTS, SYSTEM};
-use crate::server::metrics::Observe as _;
 use crate::config::Secret;
 use crate::crm::Result;
 use crate::http::{Error, ErrorKind, backoff, redact_url};
+use crate::server::metrics::Observe as _;
 use crate::store::{TokenSet, TokenStore};
 
 const TOKEN_PATH: &str = "/oauth2/access_token";
@@ -144,7 +144,13 @@ impl OAuth {
         let Some(rt) = stored.refresh_token.filter(|t| !t.is_empty()) else {
             return;
         };
-        if self.refused.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&rt) {
+        if self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            == Some(&rt)
+        {
             return;
         }
         *self.dead.lock().unwrap_or_else(|e| e.into_inner()) = None;

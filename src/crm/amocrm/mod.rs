@@ -37,11 +37,11 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::server::metrics::Observe as _;
 use crate::config::AmocrmConfig;
 use crate::crm::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page, Result};
 use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, Ts, User, phone};
 use crate::http::{Error, ErrorKind, Limiter, backoff, redact_url};
+use crate::server::metrics::Observe as _;
 use crate::store::TokenStore;
 
 use auth::Auth;

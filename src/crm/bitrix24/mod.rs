@@ -23,10 +23,10 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use super::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page, Result};
-use crate::server::metrics::Observe as _;
 use crate::config::{Bitrix24Config, Bitrix24Plan, Secret};
 use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, User};
 use crate::http::{self, Error, ErrorKind, Limiter, backoff, php_query, redact_url};
+use crate::server::metrics::Observe as _;
 use crate::store::{TokenSet, TokenStore};
 
 const SYSTEM: &str = "bitrix24";
