@@ -93,6 +93,9 @@ pub struct Config {
     pub cluster: ClusterConfig,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+    /// Thresholds of the self-checks reported to the ops chat.
+    #[serde(default)]
+    pub selfcheck: crate::server::selfcheck::SelfCheckConfig,
 }
 
 /// Several `dozor run` instances on one PostgreSQL database share the tenants through leases.

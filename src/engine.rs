@@ -34,6 +34,8 @@ pub struct CycleSummary {
     pub synced: Vec<SyncReport>,
     /// `source: error` for each source that failed.
     pub errors: Vec<String>,
+    /// Systems whose credentials were refused this cycle (`amocrm`, `comagic`, ...).
+    pub auth_failed: Vec<&'static str>,
     pub actions: Vec<ActionLine>,
     /// Every proposal of this cycle with what happened to it.
     pub applied: Vec<Applied>,
@@ -71,6 +73,7 @@ pub async fn run_cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> Cy
         }
         Err(e) => {
             tracing::error!(tenant = tenant.id(), error = %e, "CRM sync failed");
+            note_auth_failure(&mut summary, &e);
             summary.errors.push(e.to_string());
             false
         }
@@ -80,6 +83,7 @@ pub async fn run_cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> Cy
             Ok(r) => summary.synced.push(r),
             Err(e) => {
                 tracing::error!(tenant = tenant.id(), error = %e, "telephony sync failed");
+                note_auth_failure(&mut summary, &e);
                 summary.errors.push(e.to_string());
             }
         }
@@ -134,6 +138,15 @@ async fn redeliver(store: &Store, tenant: &Tenant, summary: &mut CycleSummary) {
             tracing::error!(tenant = tenant.id(), error = %e, "redelivery stopped");
             summary.errors.push(e.to_string());
         }
+    }
+}
+
+/// Records a sync stopped by refused credentials (for the self-checks).
+fn note_auth_failure(summary: &mut CycleSummary, e: &sync::SyncError) {
+    if let sync::SyncError::Remote { error, .. } = e
+        && error.kind == crate::http::ErrorKind::Auth
+    {
+        summary.auth_failed.push(error.system);
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+use chrono::Utc;
 use dozor::config;
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor::engine::{CycleOptions, run_cycle};
@@ -221,4 +222,260 @@ async fn dry_run_writes_nothing_on_either_crm() {
         CrmKind::Amocrm,
     )
     .await;
+}
+
+/// amoCRM refuses the refresh token: one "re-authorise" message to the ops chat, however many
+/// cycles and restarts follow; after re-authorisation one "resolved" message, then silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selfcheck_reauth_raised_once_and_cleared_once_across_restarts() {
+    use dozor::server::selfcheck::{self, SelfCheckConfig};
+    use dozor::sim::tenant_config::OWNER_CHAT;
+    use dozor::store::{TokenSet, TokenStore};
+
+    let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = common::sqlite_url(dir.path());
+    let text = common::only_rules(
+        tenant_config(&h, CrmKind::Amocrm, TelephonyKind::Comagic, &db_url, "ru"),
+        &[],
+    );
+    let cfg = config::parse(&text, None, None).unwrap().config;
+    let t = &cfg.tenants[0];
+    let checks = SelfCheckConfig::default();
+    let ops_messages = || {
+        h.sim
+            .telegram
+            .messages()
+            .into_iter()
+            .filter(|m| m.chat_id == OWNER_CHAT)
+            .filter_map(|m| m.text)
+            .filter(|t| t.contains("amoCRM"))
+            .collect::<Vec<_>>()
+    };
+    // One cycle + self-checks, as the daemon runs them; returns the transitions.
+    async fn cycle(
+        store: &Store,
+        tenant: &dozor::tenant::Tenant,
+        checks: &SelfCheckConfig,
+        dir: &std::path::Path,
+    ) -> Vec<selfcheck::Transition> {
+        let s = run_cycle(store, tenant, cycle_opts(false)).await;
+        selfcheck::run(store, tenant, &s, checks, Some(dir), &[]).await
+    }
+
+    let store = Store::open(&db_url, 4).await.unwrap();
+    let tenant = tenant::connect(t, &store).await.unwrap();
+    let tr = cycle(&store, &tenant, &checks, dir.path()).await;
+    assert!(tr.iter().all(|t| !t.id.contains("amocrm")), "{tr:?}");
+    assert!(ops_messages().is_empty());
+
+    // The account owner disconnects the integration; the access token runs out.
+    h.sim.amo.revoke_refresh_tokens();
+    h.sim.amo.expire_access_tokens();
+    for _ in 0..3 {
+        cycle(&store, &tenant, &checks, dir.path()).await;
+    }
+    let msgs = ops_messages();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(msgs[0].contains("повторная авторизация"), "{msgs:?}");
+    let raised = store
+        .action("selfcheck:demo:reauth:amocrm:raised:1")
+        .await
+        .unwrap()
+        .expect("the message is a ledger action");
+    assert_eq!(raised.state, "done");
+
+    // Restart: a new store handle and new clients; the stored token is still the refused one.
+    drop(tenant);
+    store.close().await;
+    let store = Store::open(&db_url, 4).await.unwrap();
+    let tenant = tenant::connect(t, &store).await.unwrap();
+    for _ in 0..2 {
+        cycle(&store, &tenant, &checks, dir.path()).await;
+    }
+    assert_eq!(ops_messages().len(), 1, "raised again after a restart");
+
+    // Someone re-authorises: a new pair from an authorization code lands in the token store.
+    let grant: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/oauth2/access_token", h.amo_url()))
+        .json(&serde_json::json!({
+            "client_id": h.sim.creds.amo_client_id,
+            "client_secret": h.sim.creds.amo_client_secret,
+            "grant_type": "authorization_code",
+            "code": "fresh-consent",
+            "redirect_uri": h.sim.creds.amo_redirect_uri,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let now = Utc::now();
+    store
+        .save_token(
+            "demo",
+            "amocrm",
+            &TokenSet {
+                access_token: config::Secret::new(grant["access_token"].as_str().unwrap()),
+                refresh_token: Some(config::Secret::new(
+                    grant["refresh_token"].as_str().unwrap(),
+                )),
+                expires_at: Some(now + chrono::Duration::hours(1)),
+                refreshed_at: Some(now),
+                extra: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
+    // The running client picks the new token up without a restart.
+    let tr = cycle(&store, &tenant, &checks, dir.path()).await;
+    assert!(
+        tr.iter().any(|t| t.id == "reauth:amocrm" && !t.raised),
+        "{tr:?}"
+    );
+    for _ in 0..2 {
+        cycle(&store, &tenant, &checks, dir.path()).await;
+    }
+    let msgs = ops_messages();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(msgs[1].contains("устранено"), "{msgs:?}");
+    assert!(dozor::server::metrics::reauth_required("demo").is_empty());
+    h.stop().await;
+}
+
+/// A source failing three cycles in a row and a ledger backlog over its threshold are reported
+/// in the tenant's language (English here), each once, and cleared once when they recover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selfcheck_stale_source_and_backlog_in_english() {
+    use dozor::server::selfcheck::{self, Check, SelfCheckConfig};
+    use dozor::store::cursors::SyncRun;
+
+    let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = common::sqlite_url(dir.path());
+    let text = common::only_rules(
+        tenant_config(
+            &h,
+            CrmKind::Bitrix24,
+            TelephonyKind::Calltouch,
+            &db_url,
+            "en",
+        ),
+        &[],
+    );
+    let cfg = config::parse(&text, None, None).unwrap().config;
+    let store = Store::open(&db_url, 4).await.unwrap();
+    let tenant = tenant::connect(&cfg.tenants[0], &store).await.unwrap();
+    let checks = SelfCheckConfig {
+        ledger_backlog: 0,
+        ..SelfCheckConfig::default()
+    };
+    let summary = run_cycle(&store, &tenant, cycle_opts(false)).await;
+    assert!(summary.ok(), "{:?}", summary.errors);
+    let none = selfcheck::evaluate(&store, &tenant, &summary, &checks, Some(dir.path())).await;
+    assert!(none.is_empty(), "{none:?}");
+
+    // Three failed Calltouch runs (the last one newest) and one action stuck in `intent`.
+    let base = Utc::now();
+    for i in 0..3 {
+        store
+            .record_sync_run(
+                "demo",
+                &SyncRun {
+                    source: "calltouch".into(),
+                    started_at: base + chrono::Duration::seconds(i + 1),
+                    finished_at: Some(base + chrono::Duration::seconds(i + 1)),
+                    ok: false,
+                    items: 0,
+                    error: Some("calltouch GET calls-diary/calls: HTTP 502".into()),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO actions (key, tenant, rule, kind, payload, state, attempts, created_at, updated_at) \
+         VALUES ('stuck', 'demo', 'deal_without_task', 'create_task', '{}', 'intent', 1, 0, 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let problems = selfcheck::evaluate(&store, &tenant, &summary, &checks, Some(dir.path())).await;
+    let ids: Vec<String> = problems.iter().map(|p| p.id()).collect();
+    assert_eq!(
+        ids,
+        vec!["stale:calltouch", "backlog:ledger"],
+        "{problems:?}"
+    );
+    let stale = problems.iter().find(|p| p.check == Check::Stale).unwrap();
+    assert!(
+        stale.text.contains("Calltouch has not synced for 3 cycles in a row: calltouch GET calls-diary/calls: HTTP 502"),
+        "{}",
+        stale.text
+    );
+    let mut sent = 0;
+    for _ in 0..2 {
+        let tr = selfcheck::notify(&store, &tenant, &problems).await.unwrap();
+        sent += tr.len();
+    }
+    assert_eq!(sent, 2, "each problem raised once");
+
+    // Both recover: a good run, and the stuck action reaches an outcome.
+    store
+        .record_sync_run(
+            "demo",
+            &SyncRun {
+                source: "calltouch".into(),
+                started_at: base + chrono::Duration::seconds(10),
+                finished_at: Some(base + chrono::Duration::seconds(10)),
+                ok: true,
+                items: 1,
+                error: None,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .set_action_state("stuck", "done", Some("1"), None, false)
+        .await
+        .unwrap();
+    let mut cleared = Vec::new();
+    for _ in 0..2 {
+        let tr = selfcheck::run(&store, &tenant, &summary, &checks, Some(dir.path()), &[]).await;
+        cleared.extend(tr);
+    }
+    assert_eq!(cleared.len(), 2, "{cleared:?}");
+    assert!(cleared.iter().all(|t| !t.raised));
+    let texts: Vec<String> = h
+        .sim
+        .telegram
+        .messages()
+        .into_iter()
+        .filter(|m| m.chat_id == dozor::sim::tenant_config::OWNER_CHAT)
+        .filter_map(|m| m.text)
+        .filter(|t| t.starts_with("⚠️") || t.starts_with("✅"))
+        .collect();
+    assert_eq!(texts.len(), 4, "{texts:?}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("resolved: Calltouch syncs again")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("resolved: the action backlog is cleared")),
+        "{texts:?}"
+    );
+    // The hook for webhook deliveries builds a problem the same machinery raises.
+    let hook = selfcheck::Problem::webhooks_stopped("bitrix24", 45, config::Lang::En);
+    assert_eq!(hook.id(), "webhooks_stopped:bitrix24");
+    assert!(hook.text.contains("45 min"));
+    h.stop().await;
 }

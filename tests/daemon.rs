@@ -84,6 +84,71 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
         metrics.contains("dozor_last_sync_ok{tenant=\"demo\",source=\"bitrix24\"} 1"),
         "{metrics}"
     );
+    // The operational series after one cycle against the simulator.
+    let series = |prefix: &str| -> Vec<(String, f64)> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| {
+                let (name, v) = l.rsplit_once(' ')?;
+                Some((name.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    };
+    let b24 =
+        series("dozor_http_requests_total{system=\"bitrix24\",method=\"batch\",status=\"200\"}");
+    assert!(b24.len() == 1 && b24[0].1 >= 1.0, "{metrics}");
+    assert!(
+        !series("dozor_http_requests_total{system=\"comagic\"").is_empty(),
+        "{metrics}"
+    );
+    assert!(
+        !series("dozor_http_requests_total{system=\"telegram\"").is_empty(),
+        "{metrics}"
+    );
+    assert!(
+        !series("dozor_bitrix24_operating_seconds{tenant=\"demo\",method=").is_empty(),
+        "{metrics}"
+    );
+    for name in [
+        "dozor_rate_limit_waits_total",
+        "dozor_rate_limit_wait_seconds_total",
+        "dozor_reauth_required",
+        "dozor_refresh_token_age_seconds",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "{name}\n{metrics}"
+        );
+    }
+    let synced =
+        series("dozor_last_successful_sync_timestamp_seconds{tenant=\"demo\",source=\"bitrix24\"}");
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(
+        synced.len() == 1 && (now - synced[0].1).abs() < 300.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        series("dozor_ledger_pending{tenant=\"demo\"}"),
+        vec![("dozor_ledger_pending{tenant=\"demo\"}".to_string(), 0.0)],
+        "{metrics}"
+    );
+    let done: f64 = series("dozor_actions{tenant=\"demo\",rule=")
+        .iter()
+        .filter(|(n, _)| n.contains("state=\"done\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(done >= 1.0, "the rules acted: {metrics}");
+    assert!(
+        series("dozor_cycle_duration_seconds{tenant=\"demo\"}").len() == 1,
+        "{metrics}"
+    );
+    // Labels name methods, never URLs or secrets.
+    assert!(!metrics.contains("http://"), "{metrics}");
+    assert!(
+        !metrics.contains(h.sim.creds.b24_webhook_secret.as_str()),
+        "{metrics}"
+    );
 
     let pid = child.id().to_string();
     assert!(

@@ -157,6 +157,7 @@ pub async fn run(cli: &Cli) -> CmdResult {
             let s = engine::run_cycle(&store, t, opts).await;
             last_run[i] = Some(std::time::Instant::now());
             health.record_cycle(&s);
+            server::selfcheck::run(&store, t, &s, &c.selfcheck, Some(&c.data_dir), &[]).await;
             if let Some(at) = next_report[i]
                 && Utc::now() >= at
             {

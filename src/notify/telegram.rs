@@ -373,6 +373,14 @@ impl Telegram {
         let mut attempt = 0;
         loop {
             let result = send().await.map_err(|e| self.map_err(method, e));
+            crate::server::metrics::record_request(
+                SYSTEM,
+                method,
+                match &result {
+                    Ok(_) => Some(200),
+                    Err(e) => e.status,
+                },
+            );
             let limit = match &result {
                 Err(e) if e.status.is_some_and(|s| s >= 500) => {
                     SERVER_ERROR_ATTEMPTS.min(self.max_attempts)

@@ -17,6 +17,9 @@ use axum::routing::get;
 
 use crate::store::Store;
 
+pub mod metrics;
+pub mod selfcheck;
+
 /// What the daemon reports to the server as it runs.
 #[derive(Default)]
 pub struct Health {
@@ -162,5 +165,7 @@ async fn metrics(State(s): State<ServerState>) -> impl IntoResponse {
             }
         }
     }
+    metrics::render_process(&mut out);
+    metrics::render_store(&s.store, &s.tenants, &mut out).await;
     ([("content-type", "text/plain; version=0.0.4")], out)
 }

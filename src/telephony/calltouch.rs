@@ -19,6 +19,7 @@ use super::{Result, Telephony};
 use crate::config::{CalltouchConfig, Secret};
 use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm};
 use crate::http::{self, Error, ErrorKind, Limiter, redact_url};
+use crate::server::metrics::Observe as _;
 
 const SYSTEM: &str = "calltouch";
 const PAGE_LIMIT: u32 = 1000;
@@ -45,7 +46,7 @@ impl Calltouch {
             site_id: cfg.site_id,
             token: cfg.client_api_id.clone().unwrap_or_default(),
             tz,
-            limiter: Limiter::new(5, 1),
+            limiter: Limiter::new(5, 1).for_system("calltouch"),
             managers: Mutex::new(BTreeSet::new()),
             max_wait: Duration::from_secs(60),
         }
@@ -85,6 +86,7 @@ impl Calltouch {
             .get(url)
             .send()
             .await
+            .observe(SYSTEM, METHOD)
             .map_err(|e| Error::transport(SYSTEM, METHOD, redact_url(url), &e))?;
         let status = resp.status().as_u16();
         let retry_after = resp

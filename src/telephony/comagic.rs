@@ -21,6 +21,7 @@ use super::{Result, Telephony};
 use crate::config::{ComagicConfig, Secret};
 use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm};
 use crate::http::{self, Error, ErrorKind, redact_url};
+use crate::server::metrics::Observe as _;
 
 const SYSTEM: &str = "comagic";
 const DT_FMT: &str = "%Y-%m-%d %H:%M:%S";
@@ -174,6 +175,7 @@ impl Comagic {
             .body(serde_json::to_vec(&body).unwrap_or_default())
             .send()
             .await
+            .observe(SYSTEM, method)
             .map_err(|e| Error::transport(SYSTEM, method, redact_url(&self.url), &e))?;
         let status = resp.status().as_u16();
         let bytes = resp

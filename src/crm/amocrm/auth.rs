@@ -7,7 +7,9 @@
 //! - the new pair is saved through the token store before the new access token is used; if the
 //!   save fails the pair is kept aside and saving is retried before anything else;
 //! - a refresh the server refuses (revoked, invalid, wrong client) turns the client off: every
-//!   later call fails fast with "re-authorisation required" and the token endpoint is left alone.
+//!   later call fails fast with "re-authorisation required" and the token endpoint is left alone,
+//!   until a different refresh token appears in the token store (someone re-authorised): then
+//!   the client uses it without a restart.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +20,7 @@ use super::{AmoCrm, MAX_ATTEMPTS, SYSTEM};
 use crate::config::Secret;
 use crate::crm::Result;
 use crate::http::{Error, ErrorKind, backoff, redact_url};
+use crate::server::metrics::Observe as _;
 use crate::store::{TokenSet, TokenStore};
 
 const TOKEN_PATH: &str = "/oauth2/access_token";
@@ -42,6 +45,8 @@ pub(super) struct OAuth {
     refresh_lock: tokio::sync::Mutex<()>,
     /// Set when a refresh was refused for good.
     dead: Mutex<Option<String>>,
+    /// The refresh token the server refused (a stored token equal to it is not a re-auth).
+    refused: Mutex<Option<Secret>>,
 }
 
 fn fresh(t: &TokenSet) -> bool {
@@ -73,6 +78,7 @@ impl Auth {
             unsaved: Mutex::new(None),
             refresh_lock: tokio::sync::Mutex::new(()),
             dead: Mutex::new(None),
+            refused: Mutex::new(None),
         }))
     }
 
@@ -92,6 +98,7 @@ impl Auth {
         match self {
             Auth::LongLived(t) => Ok(t.clone()),
             Auth::OAuth(o) => {
+                o.revive().await;
                 o.check_dead(c)?;
                 let current = o.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 match current {
@@ -119,6 +126,40 @@ impl Auth {
 }
 
 impl OAuth {
+    /// Turns the client off until someone re-authorises; shown as `dozor_reauth_required`.
+    fn mark_dead(&self, reason: String) {
+        crate::server::metrics::set_reauth_required(&self.tenant, SYSTEM, true);
+        *self.dead.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    }
+
+    /// Brings a dead client back when the token store holds a refresh token other than the
+    /// refused one: someone re-authorised the integration while dozor kept running.
+    async fn revive(&self) {
+        if self.dead_reason().is_none() {
+            return;
+        }
+        let Ok(Some(stored)) = self.store.load_token(&self.tenant, SYSTEM).await else {
+            return;
+        };
+        let Some(rt) = stored.refresh_token.filter(|t| !t.is_empty()) else {
+            return;
+        };
+        if self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            == Some(&rt)
+        {
+            return;
+        }
+        *self.dead.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        crate::server::metrics::set_reauth_required(&self.tenant, SYSTEM, false);
+        tracing::info!(system = SYSTEM, tenant = %self.tenant,
+            "a new token was stored: the integration is re-authorised");
+    }
+
     fn dead_reason(&self) -> Option<String> {
         self.dead.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -169,6 +210,7 @@ impl OAuth {
 
     async fn refresh(&self, c: &AmoCrm, seen: Option<&Secret>) -> Result<Secret> {
         let _guard = self.refresh_lock.lock().await;
+        self.revive().await;
         self.check_dead(c)?;
         // A pair rotated earlier whose save failed: save it first, then use it.
         let pending = self
@@ -206,7 +248,7 @@ impl OAuth {
             .filter(|t| !t.is_empty());
         let Some(refresh_token) = refresh_token else {
             let reason = "no refresh token is configured or stored".to_string();
-            *self.dead.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+            self.mark_dead(reason.clone());
             return Err(self.err(
                 c,
                 ErrorKind::Auth,
@@ -220,9 +262,18 @@ impl OAuth {
             "refresh_token": refresh_token.expose(),
             "redirect_uri": self.redirect_uri,
         });
-        let answer = self.post_token(c, &body).await?;
+        let answer = match self.post_token(c, &body).await {
+            Ok(a) => a,
+            Err(e) => {
+                if self.dead_reason().is_some() {
+                    *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(refresh_token);
+                }
+                return Err(e);
+            }
+        };
         let set = self.token_set(c, &answer)?;
         tracing::info!(system = SYSTEM, tenant = %self.tenant, "access token refreshed");
+        crate::server::metrics::set_reauth_required(&self.tenant, SYSTEM, false);
         if let Err(e) = self.save(c, &set).await {
             *self.unsaved.lock().unwrap_or_else(|e| e.into_inner()) = Some(set);
             return Err(e);
@@ -255,7 +306,14 @@ impl OAuth {
         let mut attempt = 0u32;
         loop {
             c.limiter.acquire().await;
-            let resp = match c.http.post(&url).json(body).send().await {
+            let resp = match c
+                .http
+                .post(&url)
+                .json(body)
+                .send()
+                .await
+                .observe(SYSTEM, &format!("POST {TOKEN_PATH}"))
+            {
                 Ok(r) => r,
                 Err(e) => {
                     let err = Error::transport(
@@ -305,7 +363,7 @@ impl OAuth {
                     let reason = format!("{detail} (HTTP {status})");
                     tracing::error!(system = SYSTEM, tenant = %self.tenant, %reason,
                         "refresh refused; the integration must be re-authorised");
-                    *self.dead.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                    self.mark_dead(reason);
                     let mut e = self
                         .err(
                             c,

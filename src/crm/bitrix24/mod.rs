@@ -26,6 +26,7 @@ use super::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page
 use crate::config::{Bitrix24Config, Bitrix24Plan, Secret};
 use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, User};
 use crate::http::{self, Error, ErrorKind, Limiter, backoff, php_query, redact_url};
+use crate::server::metrics::Observe as _;
 use crate::store::{TokenSet, TokenStore};
 
 const SYSTEM: &str = "bitrix24";
@@ -230,7 +231,7 @@ impl Bitrix24 {
             host,
             http: http::client(Duration::from_secs(60)),
             auth,
-            limiter: Limiter::new(rate, burst),
+            limiter: Limiter::new(rate, burst).for_system(SYSTEM),
             budget: cfg.operating_budget_secs,
             operating: Mutex::new(HashMap::new()),
             tokens,
@@ -279,6 +280,7 @@ impl Bitrix24 {
         let used = t.get("operating").and_then(Value::as_f64);
         let reset = reset_ts(t.get("operating_reset_at"));
         if let Some(used) = used {
+            crate::server::metrics::set_bitrix24_operating(&self.tenant, method, used);
             self.operating
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -356,6 +358,7 @@ impl Bitrix24 {
                 .json(body)
                 .send()
                 .await
+                .observe(SYSTEM, method)
                 .map_err(|e| Error::transport(SYSTEM, method, shown, &e))?;
             let location = resp
                 .headers()
@@ -620,6 +623,7 @@ impl Bitrix24 {
                     .get(url.clone())
                     .send()
                     .await
+                    .observe(SYSTEM, method)
                     .map_err(|e| Error::transport(SYSTEM, method, &shown, &e))?;
                 let status = resp.status().as_u16();
                 let bytes = resp
@@ -633,6 +637,7 @@ impl Bitrix24 {
                 if v.get("error").is_some_and(|e| !e.is_null()) || !(200..300).contains(&status) {
                     let mut e = self.classify(method, &shown, Some(status), &v);
                     if e.code.as_deref() == Some("invalid_grant") {
+                        crate::server::metrics::set_reauth_required(&self.tenant, SYSTEM, true);
                         e.kind = ErrorKind::Auth;
                         e.message = "the refresh token was refused (invalid_grant): the Bitrix24 application must be re-authorised".into();
                     }
@@ -687,6 +692,7 @@ impl Bitrix24 {
                     format!("cannot store the refreshed token: {e}"),
                 )
             })?;
+        crate::server::metrics::set_reauth_required(&self.tenant, SYSTEM, false);
         *state = Some(set.clone());
         Ok(set)
     }
