@@ -113,6 +113,8 @@ pub async fn run(cli: &Cli) -> CmdResult {
     // holder's tenants are taken over soon after its lease expires, not a polling interval later.
     let tick = interval.min(ttl / 10).max(Duration::from_millis(200));
     let mut held = vec![false; tenants.len()];
+    let mut webhook_watch = server::selfcheck::WebhookWatch::new(Utc::now());
+    let wiring_hooks = wiring.hooks.clone();
     let mut last_run: Vec<Option<std::time::Instant>> = vec![None; tenants.len()];
     tracing::info!(instance = %instance, lease_ttl_secs = ttl.as_secs(), "tenant leases");
     let mut woken: Vec<bool> = vec![false; tenants.len()];
@@ -157,7 +159,13 @@ pub async fn run(cli: &Cli) -> CmdResult {
             let s = engine::run_cycle(&store, t, opts).await;
             last_run[i] = Some(std::time::Instant::now());
             health.record_cycle(&s);
-            server::selfcheck::run(&store, t, &s, &c.selfcheck, Some(&c.data_dir), &[]).await;
+            let silent = webhook_watch.after_cycle(
+                &t.cfg,
+                &s,
+                |source| wiring_hooks.last_delivery(t.id(), source),
+                Utc::now(),
+            );
+            server::selfcheck::run(&store, t, &s, &c.selfcheck, Some(&c.data_dir), &silent).await;
             if let Some(at) = next_report[i]
                 && Utc::now() >= at
             {
