@@ -181,6 +181,14 @@ async fn crm_outage_then_back() {
                 .any(|t| t.binding == Some((Owner::Deal, deal)) && !t.completed)
         })
         .await;
+        // Leads that aged past the lead-without-deal threshold during a long outage get their
+        // deals in the first cycle after it, and those deals their tasks in the next one.
+        wait_for(
+            Duration::from_secs(60),
+            "follow-ups after the outage",
+            || common::open_deals_without_task(&h.sim.world()).is_empty(),
+        )
+        .await;
         assert_clean(&h, &format!("{crm:?} outage"));
         let _ = Command::new("kill")
             .args(["-TERM", &daemon.id().to_string()])
