@@ -355,14 +355,6 @@ async fn failed_send_is_delivered_by_a_later_cycle_once_without_repeating_parts(
     assert_eq!(to_chat(h, OWNER_CHAT).len(), 3);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `dozor run` polls for commands beside its cycles, answers them, logs who asked (never what
 /// else they wrote) and stops on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,7 +374,7 @@ async fn daemon_answers_commands() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "[server]\nlisten = \"127.0.0.1:{}\"\n[sync]\ninterval_secs = 600\n{}",
-        free_port(),
+        common::free_port(),
         common::only_rules(
             tenant_config(
                 &h,
@@ -426,27 +418,7 @@ async fn daemon_answers_commands() {
     assert_eq!(to_chat(&h, STRANGER).len(), 1);
     assert_eq!(h.sim.telegram.commands().len(), 5);
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let stopped = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(20),
-            "did not stop within 20 s of SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let (status, err) = common::terminate(&mut child).await;
     assert!(status.success(), "exit {status:?}\n{err}");
     assert!(err.contains("not allowed"), "{err}");
     assert!(err.contains(&STRANGER.to_string()), "{err}");

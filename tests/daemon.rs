@@ -9,14 +9,6 @@ use std::time::{Duration, Instant};
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_serves_health_and_stops_on_sigterm() {
     let opts = SimOptions {
@@ -27,7 +19,7 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let cfg = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n[sync]\ninterval_secs = 10\n{}",
         tenant_config(
@@ -150,27 +142,7 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
         "{metrics}"
     );
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let stopped = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(20),
-            "did not stop within 20 s of SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let (status, err) = common::terminate(&mut child).await;
     assert!(status.success(), "exit {status:?}\n{err}");
     // JSON logs, one object per line, and no secret in them.
     for line in err.lines().filter(|l| !l.trim().is_empty()) {

@@ -24,14 +24,6 @@ const AMO_SECRET: &str = "amocrm-hook-secret-0123456789";
 const B24_TOKEN: &str = "b24-application-token-xyz";
 const TG_SECRET: &str = "telegram-hook-secret";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Daemon(Child);
 
 impl Drop for Daemon {
@@ -79,7 +71,7 @@ async fn lost_call_notification_becomes_a_callback_task_within_two_seconds() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let tenant = tenant_config(
         &h,
         CrmKind::Bitrix24,

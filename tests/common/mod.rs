@@ -170,3 +170,39 @@ pub async fn small_sim(seed: u64) -> dozor::sim::SimHandle {
         .await
         .unwrap()
 }
+
+/// A loopback TCP port free at the time of the call, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends SIGTERM to `child` and waits (at most 20 s) for it to exit; returns its status and
+/// what it wrote to stderr (which must be piped).
+pub async fn terminate(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            stopped.elapsed() < std::time::Duration::from_secs(20),
+            "did not stop within 20 s of SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status, err)
+}
