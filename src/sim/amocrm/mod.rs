@@ -81,6 +81,8 @@ struct Tokens {
     used_codes: HashSet<String>,
     counter: u64,
     refreshes: u64,
+    /// The refresh token the latest successful refresh grant consumed.
+    last_used_refresh: Option<String>,
 }
 
 #[derive(Default)]
@@ -100,6 +102,7 @@ impl State {
                 used_codes: HashSet::new(),
                 counter: 0,
                 refreshes: 0,
+                last_used_refresh: None,
             }),
             limits: Mutex::new(Limits::default()),
             lockout: Mutex::new(Duration::from_secs(2)),
@@ -184,6 +187,15 @@ impl State {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .refreshes
+    }
+
+    /// The refresh token that the latest successful refresh grant consumed.
+    pub fn last_used_refresh_token(&self) -> Option<String> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_used_refresh
+            .clone()
     }
 
     /// True while `token` is an unused refresh token.
@@ -535,6 +547,7 @@ fn oauth(sim: &Sim, req: &Req) -> Reply {
             let rt = s("refresh_token");
             if t.refresh.remove(rt) {
                 t.revoked.insert(rt.to_string());
+                t.last_used_refresh = Some(rt.to_string());
                 Reply::Hal(StatusCode::OK, sim.amo.issue(&mut t))
             } else if t.revoked.contains(rt) {
                 bad("Refresh token has been revoked", "Token has been revoked")

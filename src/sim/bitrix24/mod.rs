@@ -100,6 +100,8 @@ struct Tokens {
     access: HashMap<String, (i64, bool)>,
     refresh: String,
     issued: u64,
+    /// The refresh token the latest successful refresh consumed.
+    last_used_refresh: Option<String>,
 }
 
 /// Operating-time charges of one method in the rolling window: (unix ts, seconds), and their sum.
@@ -146,6 +148,7 @@ impl State {
                 access: HashMap::new(),
                 refresh: creds.b24_refresh_token.clone(),
                 issued: 0,
+                last_used_refresh: None,
             }),
             bucket: Mutex::new(Bucket {
                 level: 0.0,
@@ -164,6 +167,11 @@ impl State {
     /// The refresh token the fake currently accepts.
     pub fn current_refresh_token(&self) -> String {
         lock(&self.tokens).refresh.clone()
+    }
+
+    /// The refresh token that the latest successful refresh consumed.
+    pub fn last_used_refresh_token(&self) -> Option<String> {
+        lock(&self.tokens).last_used_refresh.clone()
     }
 
     /// Number of token refreshes served.
@@ -739,7 +747,7 @@ async fn token(
     let refresh = format!("sim-b24-refresh-{n}-{salt:08x}");
     let expires = Utc::now().timestamp() + ACCESS_TTL_SECS;
     t.access.insert(access.clone(), (expires, false));
-    t.refresh = refresh.clone();
+    t.last_used_refresh = Some(std::mem::replace(&mut t.refresh, refresh.clone()));
     drop(t);
     json_response(
         200,
