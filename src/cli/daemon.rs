@@ -12,7 +12,7 @@ use anyhow::Context;
 use chrono::Utc;
 use tokio::sync::watch;
 
-use super::once::{action_lines, send_daily, sync_options};
+use super::once::{action_lines, send_report, sync_options};
 use super::{Cli, CmdResult, load_config, open_store};
 use crate::engine::{self, CycleOptions};
 use crate::report;
@@ -103,9 +103,10 @@ pub async fn run(cli: &Cli) -> CmdResult {
         sync: sync_options(&c),
     };
     let mut stop = stop_rx.clone();
-    let mut next_report: Vec<Option<chrono::DateTime<Utc>>> = tenants
+    // Per tenant, the next time each report is due: daily, weekly, monthly.
+    let mut next_report: Vec<[Option<chrono::DateTime<Utc>>; 3]> = tenants
         .iter()
-        .map(|t| next_fire(&t.cfg.reports.daily, t.tz()))
+        .map(|t| REPORT_KINDS.map(|k| next_fire(schedule_of(&t.cfg, k), t.tz())))
         .collect();
     let renewer = spawn_lease_renewer(store.clone(), instance.clone(), ttl, stop_rx.clone());
     let interval = Duration::from_secs(c.sync.interval_secs);
@@ -166,11 +167,13 @@ pub async fn run(cli: &Cli) -> CmdResult {
                 Utc::now(),
             );
             server::selfcheck::run(&store, t, &s, &c.selfcheck, Some(&c.data_dir), &silent).await;
-            if let Some(at) = next_report[i]
-                && Utc::now() >= at
-            {
-                daily_report(&store, t).await;
-                next_report[i] = next_fire(&t.cfg.reports.daily, t.tz());
+            for (k, kind) in REPORT_KINDS.into_iter().enumerate() {
+                if let Some(at) = next_report[i][k]
+                    && Utc::now() >= at
+                {
+                    scheduled_report(&store, t, kind).await;
+                    next_report[i][k] = next_fire(schedule_of(&t.cfg, kind), t.tz());
+                }
             }
         }
         if *stop.borrow() {
@@ -257,17 +260,37 @@ fn next_fire(expr: &str, tz: chrono_tz::Tz) -> Option<chrono::DateTime<Utc>> {
     schedule.upcoming(tz).next().map(|t| t.with_timezone(&Utc))
 }
 
-async fn daily_report(store: &crate::store::Store, t: &Tenant) {
+const REPORT_KINDS: [report::Kind; 3] = [
+    report::Kind::Daily,
+    report::Kind::Weekly,
+    report::Kind::Monthly,
+];
+
+fn schedule_of(cfg: &crate::config::TenantConfig, kind: report::Kind) -> &str {
+    match kind {
+        report::Kind::Daily => &cfg.reports.daily,
+        report::Kind::Weekly => &cfg.reports.weekly,
+        report::Kind::Monthly => &cfg.reports.monthly,
+    }
+}
+
+/// Builds the last complete period's report and sends it; the ledger key makes a restart
+/// around the scheduled time send it once.
+async fn scheduled_report(store: &crate::store::Store, t: &Tenant, kind: report::Kind) {
     let now = Utc::now();
-    let day = report::local_date(&t.cfg, now) - chrono::Duration::days(1);
     let result = async {
         let actions = action_lines(store, t.id()).await?;
-        let rep = report::daily(store, &t.cfg, day, now, &actions).await?;
-        send_daily(store, t, &rep).await
+        let rep = report::build(store, &t.cfg, kind, None, now, &actions).await?;
+        let from = rep.period_from;
+        send_report(store, t, &rep).await.map(|o| (from, o))
     }
     .await;
     match result {
-        Ok(outcome) => tracing::info!(tenant = t.id(), %day, ?outcome, "daily report"),
-        Err(e) => tracing::error!(tenant = t.id(), %day, error = %e, "daily report failed"),
+        Ok((from, outcome)) => {
+            tracing::info!(tenant = t.id(), kind = kind.as_str(), %from, ?outcome, "report")
+        }
+        Err(e) => {
+            tracing::error!(tenant = t.id(), kind = kind.as_str(), error = %e, "report failed")
+        }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::Context;
 use chrono::{Duration, Utc};
 
-use super::once::{action_lines, send_daily};
+use super::once::{action_lines, send_report};
 use super::{Cli, CmdResult, CrmArg, DemoArgs, LogFormatArg, TelephonyArg, init_logging};
 use crate::config::{self, Lang, LogFormat};
 use crate::domain::{CrmKind, TelephonyKind};
@@ -217,7 +217,7 @@ pub async fn demo(cli: &Cli, a: &DemoArgs) -> CmdResult {
         }
     );
     println!("{}", rep.plain());
-    match send_daily(&store, &tenant, &rep).await {
+    match send_report(&store, &tenant, &rep).await {
         Ok(Outcome::Done(id)) => println!(
             "{} {OWNER_CHAT} (message {id}); {}: {}",
             if ru {

@@ -140,12 +140,14 @@ pub(crate) async fn action_lines(store: &Store, tenant: &str) -> anyhow::Result<
     Ok(by_rule.into_values().collect())
 }
 
-/// Sends a daily report to the owner chat through the ledger, so it goes out once per day.
-pub(crate) async fn send_daily(
+/// Sends a report to the owner chat through the ledger, so it goes out once per period: the
+/// text first, then each chart as a photo under its own key. The outcome is the text's.
+pub(crate) async fn send_report(
     store: &Store,
     tenant: &tenant::Tenant,
     rep: &report::Report,
 ) -> anyhow::Result<Outcome> {
+    use base64::Engine as _;
     let tg_cfg = tenant
         .cfg
         .telegram
@@ -154,42 +156,85 @@ pub(crate) async fn send_daily(
     let to = crate::notify::route(Some(tg_cfg), crate::notify::MessageKind::Report)
         .context("telegram.owner_chat is not set: nowhere to send the report")?;
     let chat = to.chat;
-    let p = Proposal {
-        key: format!("report:{}:daily:{}", tenant.id(), rep.period_from),
+    let key = format!("report:{}:{}:{}", tenant.id(), rep.kind, rep.period_from);
+    let sinks = ledger::Sinks {
+        crm: tenant.crm.as_ref(),
+        telegram: tenant.telegram.as_ref(),
+    };
+    let text = Proposal {
+        key: key.clone(),
         rule: "report",
         entity: None,
-        summary: format!("daily report {} to chat {chat}", rep.period_from),
+        summary: format!("{} report {} to chat {chat}", rep.kind, rep.period_from),
         effect: Effect::Telegram {
             chat,
             thread: to.thread,
             html: rep.html.clone(),
         },
     };
-    let sinks = ledger::Sinks {
-        crm: tenant.crm.as_ref(),
-        telegram: tenant.telegram.as_ref(),
-    };
-    Ok(ledger::apply(store, tenant.id(), &sinks, &p, crate::config::RuleMode::On).await?)
+    let outcome = ledger::apply(
+        store,
+        tenant.id(),
+        &sinks,
+        &text,
+        crate::config::RuleMode::On,
+    )
+    .await?;
+    // Charts follow the text even when it failed for now: both are redelivered by later cycles,
+    // and a photo never recorded would be lost once the schedule has moved on.
+    for c in &rep.charts {
+        let photo = Proposal {
+            key: format!("{key}:chart:{}", c.name),
+            rule: "report",
+            entity: None,
+            summary: format!(
+                "{} report {} chart {} to chat {chat}",
+                rep.kind, rep.period_from, c.name
+            ),
+            effect: Effect::TelegramPhoto {
+                chat,
+                thread: to.thread,
+                caption: c.caption.clone(),
+                png_base64: base64::engine::general_purpose::STANDARD.encode(&c.png),
+            },
+        };
+        let o = ledger::apply(
+            store,
+            tenant.id(),
+            &sinks,
+            &photo,
+            crate::config::RuleMode::On,
+        )
+        .await?;
+        if let Outcome::Retry(e) | Outcome::Failed(e) = &o {
+            tracing::warn!(tenant = tenant.id(), chart = %c.name, error = %e, "report chart not sent");
+        }
+    }
+    Ok(outcome)
 }
 
 pub async fn report(cli: &Cli, a: &ReportArgs) -> CmdResult {
     let loaded = load_config(cli)?;
-    if a.kind != ReportKind::Daily {
-        return Err(anyhow::anyhow!(
-            "the {:?} report is not available yet; use `dozor report daily`",
-            a.kind
-        )
-        .into());
-    }
+    let kind = match a.kind {
+        ReportKind::Daily => report::Kind::Daily,
+        ReportKind::Weekly => report::Kind::Weekly,
+        ReportKind::Monthly => report::Kind::Monthly,
+        ReportKind::Calls => unreachable!("`report calls` has its own command"),
+    };
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
     let store = open_store(&loaded.config).await?;
     let now = Utc::now();
     for t in tenants {
-        let day = a
-            .date
-            .unwrap_or_else(|| report::local_date(t, now) - Duration::days(1));
         let actions = action_lines(&store, &t.id).await?;
-        let rep = report::daily(&store, t, day, now, &actions).await?;
+        let rep = report::build(&store, t, kind, a.date, now, &actions).await?;
+        let what = if rep.period_from == rep.period_to {
+            format!("{} report for {}", rep.kind, rep.period_from)
+        } else {
+            format!(
+                "{} report for {} – {}",
+                rep.kind, rep.period_from, rep.period_to
+            )
+        };
         if let (Some(fmt), Some(out)) = (a.format, &a.out) {
             let text = match fmt {
                 ReportFormat::Html => rep.html.clone(),
@@ -199,33 +244,52 @@ pub async fn report(cli: &Cli, a: &ReportArgs) -> CmdResult {
                 }
             };
             std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
-            println!(
-                "{}: daily report for {day} written to {}",
-                t.id,
-                out.display()
-            );
+            println!("{}: {what} written to {}", t.id, out.display());
+            for c in &rep.charts {
+                let path = chart_path(out, &c.name);
+                std::fs::write(&path, &c.png)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                println!("{}: chart written to {}", t.id, path.display());
+            }
         } else if a.send {
             let tenant = tenant::connect(t, &store)
                 .await
                 .with_context(|| format!("tenant {}", t.id))?;
-            match send_daily(&store, &tenant, &rep).await? {
+            match send_report(&store, &tenant, &rep).await? {
                 Outcome::Done(id) => {
-                    println!("{}: daily report for {day} sent (message {id})", t.id)
+                    println!("{}: {what} sent (message {id})", t.id)
                 }
                 Outcome::AlreadyDone => {
-                    println!("{}: daily report for {day} was already sent", t.id)
+                    println!("{}: {what} was already sent", t.id)
                 }
                 Outcome::Retry(e) | Outcome::Failed(e) => {
-                    eprintln!("{}: daily report for {day} not sent: {e}", t.id);
+                    eprintln!("{}: {what} not sent: {e}", t.id);
                     return Ok(ExitCode::from(1));
                 }
                 Outcome::Shadow | Outcome::Skipped => {}
             }
         } else {
             println!("{}", rep.plain());
+            if !rep.charts.is_empty() {
+                let names: Vec<&str> = rep.charts.iter().map(|c| c.name.as_str()).collect();
+                println!(
+                    "({} chart(s): {}; write them with --format html --out FILE)",
+                    names.len(),
+                    names.join(", ")
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a chart goes beside the report file: `daily.html` → `daily-leads_won_trend.png`.
+fn chart_path(out: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report".into());
+    out.with_file_name(format!("{stem}-{name}.png"))
 }
 
 /// Telegram HTML to Markdown (bold, italic, preformatted) for `--format md`.

@@ -38,6 +38,14 @@ pub enum Effect {
         thread: Option<i64>,
         html: String,
     },
+    /// A picture (PNG chart) with an HTML caption. The PNG travels base64-encoded in the
+    /// ledger row, so a photo that could not be sent is redelivered as it was drawn.
+    TelegramPhoto {
+        chat: i64,
+        thread: Option<i64>,
+        caption: String,
+        png_base64: String,
+    },
     /// Hand a record to another user; `previous` is kept so `dozor revert` can hand it back.
     SetResponsible {
         entity: EntityRef,
@@ -70,6 +78,7 @@ impl Effect {
             Effect::CreateTask(_) => "create_task",
             Effect::Comment { .. } => "comment",
             Effect::Telegram { .. } => "telegram",
+            Effect::TelegramPhoto { .. } => "telegram_photo",
             Effect::SetResponsible { .. } => "set_responsible",
             Effect::UpdateTags { .. } => "update_tags",
             Effect::CreateLead(_) => "create_lead",
@@ -317,7 +326,8 @@ pub async fn redeliver_telegram(
     let since = chrono::Utc::now() - chrono::Duration::days(REDELIVER_WITHIN_DAYS);
     let mut out = Vec::new();
     for r in store.actions_in_state(tenant, "intent").await? {
-        if r.kind != "telegram" || r.attempts == 0 || r.created_at < since {
+        let message = r.kind == "telegram" || r.kind == "telegram_photo";
+        if !message || r.attempts == 0 || r.created_at < since {
             continue;
         }
         let Ok(effect) = serde_json::from_value::<Effect>(r.payload["effect"].clone()) else {
@@ -391,6 +401,38 @@ async fn execute(sinks: &Sinks<'_>, p: &Proposal) -> Result<String, crate::http:
             .complete_task(task_id, result)
             .await
             .map(|()| format!("task:{task_id}")),
+        Effect::TelegramPhoto {
+            chat,
+            thread,
+            caption,
+            png_base64,
+        } => {
+            use base64::Engine as _;
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(png_base64)
+                .map_err(|e| {
+                    crate::http::Error::new(
+                        ErrorKind::Permanent,
+                        "telegram",
+                        "sendPhoto",
+                        "",
+                        &format!("the chart in the ledger is not valid base64: {e}"),
+                    )
+                })?;
+            match sinks.telegram {
+                Some(tg) => tg
+                    .send_photo(*chat, *thread, png, caption)
+                    .await
+                    .map(|id| id.to_string()),
+                None => Err(crate::http::Error::new(
+                    ErrorKind::Permanent,
+                    "telegram",
+                    "sendPhoto",
+                    "",
+                    "no [tenants.telegram] section configured",
+                )),
+            }
+        }
         // Sent part by part by `deliver_telegram`, which records its progress.
         Effect::Telegram { chat, thread, html } => match sinks.telegram {
             Some(tg) => tg
@@ -439,6 +481,7 @@ async fn find_marker(
         // already registered: doing them again is the reconciliation.
         Effect::Comment { .. }
         | Effect::Telegram { .. }
+        | Effect::TelegramPhoto { .. }
         | Effect::SetResponsible { .. }
         | Effect::UpdateTags { .. }
         | Effect::RegisterCall(_)

@@ -357,7 +357,10 @@ pub async fn status(store: &Store, cfg: &TenantConfig, now: Ts) -> Result<String
     let tz = tz_of(cfg);
     let runs = store.last_sync_runs(&cfg.id).await?;
     let pending = store.actions_in_state(&cfg.id, "intent").await?;
-    let pending_msgs = pending.iter().filter(|r| r.kind == "telegram").count();
+    let pending_msgs = pending
+        .iter()
+        .filter(|r| r.kind.starts_with("telegram"))
+        .count();
     let mut s = if ru {
         String::from("<b>Состояние</b>\n")
     } else {

@@ -1,15 +1,26 @@
-//! Reports: figures from the mirror, rendered for Telegram and the terminal.
+//! Reports: figures from the mirror, rendered for Telegram and the terminal, with PNG charts.
+//!
+//! Each report reads only its window of the mirror (see `store::report_rows`): the leads,
+//! deals, calls and lead activities of its periods, plus the discipline state counted by the
+//! database. The figures themselves are in `metrics`, the layouts in `render` (daily) and
+//! `render_period` (weekly, monthly), the charts in `charts`.
 
 pub mod calls;
+pub mod charts;
 pub mod metrics;
 pub mod render;
+pub mod render_period;
 
-use chrono::{Duration, NaiveDate};
+use std::collections::BTreeMap;
 
-use crate::config::TenantConfig;
+use chrono::{Datelike, Duration, NaiveDate};
+use chrono_tz::Tz;
+
+use crate::config::{Lang, TenantConfig};
 use crate::domain::Ts;
-use crate::store::{Store, StoreError};
-use metrics::{Period, Snapshot};
+use crate::domain::calendar::BusinessCalendar;
+use crate::store::{Snapshot, Store, StoreError};
+use metrics::{Context, Figures, Period};
 use render::{ActionLine, DailyInput};
 
 /// A rendered report.
@@ -22,6 +33,12 @@ pub struct Report {
     /// Telegram HTML.
     pub html: String,
     pub figures: metrics::Figures,
+    /// Weekly: the funnel of the week's deals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub funnel: Option<Vec<metrics::FunnelStep>>,
+    /// Monthly: the ABC/XYZ matrix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abc_xyz: Option<metrics::AbcXyz>,
     /// PNG charts sent with the report (sendPhoto), in order.
     #[serde(skip)]
     pub charts: Vec<Chart>,
@@ -47,6 +64,39 @@ pub enum Kind {
     Monthly,
 }
 
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Daily => "daily",
+            Kind::Weekly => "weekly",
+            Kind::Monthly => "monthly",
+        }
+    }
+}
+
+/// A chart, or nothing when it could not be drawn: the report's text matters more than its
+/// pictures, so a drawing failure is logged and the report goes out without that chart.
+fn chart(name: &str, caption: &str, png: Result<Vec<u8>, charts::ChartError>) -> Option<Chart> {
+    match png {
+        Ok(png) => Some(Chart {
+            name: name.to_string(),
+            caption: render::esc(caption),
+            png,
+        }),
+        Err(e) => {
+            tracing::warn!(chart = name, error = %e, "chart left out of the report");
+            None
+        }
+    }
+}
+
+/// How many days the daily trend chart shows.
+const TREND_DAYS: i64 = 14;
+/// How many months ABC/XYZ looks back over (the report's month included).
+pub const ABC_MONTHS: u32 = 12;
+/// Reactions and callbacks are looked for this long after a period ends.
+const FOLLOW_UP_DAYS: i64 = 7;
+
 /// Builds the report of `kind` for the last complete period before `now` (yesterday, last week,
 /// last month in the tenant's time zone), or for the period containing `on` when given.
 pub async fn build(
@@ -57,12 +107,26 @@ pub async fn build(
     now: Ts,
     actions: &[ActionLine],
 ) -> Result<Report, StoreError> {
-    let day = on.unwrap_or_else(|| local_date(t, now) - Duration::days(1));
+    let today = local_date(t, now);
     match kind {
-        Kind::Daily => daily(store, t, day, now, actions).await,
-        // Weekly and monthly reports are built on the same figures; until they have their own
-        // layout they fall back to the daily one.
-        Kind::Weekly | Kind::Monthly => daily(store, t, day, now, actions).await,
+        Kind::Daily => {
+            daily(
+                store,
+                t,
+                on.unwrap_or(today - Duration::days(1)),
+                now,
+                actions,
+            )
+            .await
+        }
+        Kind::Weekly => {
+            let day = on.unwrap_or(today - Duration::days(7));
+            weekly(store, t, week_start(day), now).await
+        }
+        Kind::Monthly => {
+            let day = on.unwrap_or_else(|| month_start(today) - Duration::days(1));
+            monthly(store, t, month_start(day), now).await
+        }
     }
 }
 
@@ -73,10 +137,89 @@ impl Report {
     }
 }
 
+/// The tenant's time zone (validated at config load; Moscow if it somehow is not).
+pub fn tz_of(t: &TenantConfig) -> Tz {
+    t.timezone.parse().unwrap_or(chrono_tz::Europe::Moscow)
+}
+
 /// The local date of `now` in the tenant's time zone.
 pub fn local_date(t: &TenantConfig, now: Ts) -> NaiveDate {
-    let tz: chrono_tz::Tz = t.timezone.parse().unwrap_or(chrono_tz::Europe::Moscow);
-    now.with_timezone(&tz).date_naive()
+    now.with_timezone(&tz_of(t)).date_naive()
+}
+
+/// Monday of the week of `d`.
+pub fn week_start(d: NaiveDate) -> NaiveDate {
+    d - Duration::days(d.weekday().num_days_from_monday() as i64)
+}
+
+/// The first day of the month of `d`.
+pub fn month_start(d: NaiveDate) -> NaiveDate {
+    d.with_day(1).expect("day 1 exists")
+}
+
+/// The first day of the month `n` months before the month of `d` (negative: after).
+fn months_back(d: NaiveDate, n: i32) -> NaiveDate {
+    let m = d.year() * 12 + d.month0() as i32 - n;
+    NaiveDate::from_ymd_opt(m.div_euclid(12), m.rem_euclid(12) as u32 + 1, 1).expect("valid month")
+}
+
+fn calendar(t: &TenantConfig) -> BusinessCalendar {
+    crate::config::calendar_of(t).unwrap_or_else(|_| BusinessCalendar::moscow_default())
+}
+
+fn employees(t: &TenantConfig) -> BTreeMap<String, String> {
+    t.telephony
+        .as_ref()
+        .map(|x| x.employees().clone())
+        .unwrap_or_default()
+}
+
+/// The records of local days `first..=last`, plus the follow-ups (calls, lead activities) up to
+/// a week after, never past `now`.
+async fn window(
+    store: &Store,
+    t: &TenantConfig,
+    first: NaiveDate,
+    last: NaiveDate,
+    now: Ts,
+) -> Result<Snapshot, StoreError> {
+    let tz = tz_of(t);
+    let p = Period::days(first, last, tz);
+    let to = p.to.min(now).max(p.from);
+    let follow = (p.to + Duration::days(FOLLOW_UP_DAYS)).min(now).max(to);
+    Ok(Snapshot {
+        users: store.users(&t.id).await?,
+        stages: store.stages(&t.id).await?,
+        leads: store.leads_created_between(&t.id, p.from, to).await?,
+        deals: store.deals_between(&t.id, p.from, to).await?,
+        calls: store.calls_between(&t.id, p.from, follow).await?,
+        activities: store.lead_activities_between(&t.id, p.from, follow).await?,
+        ..Snapshot::default()
+    })
+}
+
+fn figures(snap: &Snapshot, period: &Period, ctx: &Context) -> Figures {
+    metrics::period_figures(snap, period, ctx)
+}
+
+/// Leads created and deals won per local day of `days`.
+pub fn daily_series(snap: &Snapshot, days: &[NaiveDate], tz: Tz) -> Vec<(NaiveDate, u64, u64)> {
+    let index: BTreeMap<NaiveDate, usize> = days.iter().enumerate().map(|(i, d)| (*d, i)).collect();
+    let mut out: Vec<(NaiveDate, u64, u64)> = days.iter().map(|d| (*d, 0, 0)).collect();
+    for l in &snap.leads {
+        if let Some(i) = index.get(&l.created_at.with_timezone(&tz).date_naive()) {
+            out[*i].1 += 1;
+        }
+    }
+    for d in &snap.deals {
+        if d.semantics == crate::domain::Semantics::Won
+            && let Some(c) = d.closed_at
+            && let Some(i) = index.get(&c.with_timezone(&tz).date_naive())
+        {
+            out[*i].2 += 1;
+        }
+    }
+    out
 }
 
 /// Builds the daily report of `day` (normally yesterday) as of `now`.
@@ -87,39 +230,44 @@ pub async fn daily(
     now: Ts,
     actions: &[ActionLine],
 ) -> Result<Report, StoreError> {
-    let tz: chrono_tz::Tz = t.timezone.parse().unwrap_or(chrono_tz::Europe::Moscow);
-    let cal = crate::config::calendar_of(t)
-        .unwrap_or_else(|_| crate::domain::calendar::BusinessCalendar::moscow_default());
-    let snap = Snapshot::load(store, &t.id).await?;
+    let tz = tz_of(t);
+    let cal = calendar(t);
+    let emp = employees(t);
+    let ctx = Context {
+        now,
+        cal: &cal,
+        employees: &emp,
+    };
+    let first = (day - Duration::days(TREND_DAYS - 1)).min(month_start(day));
+    let snap = window(store, t, first, day, now).await?;
     let period = Period::day(day, tz);
-    let mut today = metrics::compute(&snap, &period, now, &cal);
-    // The discipline state the rules act on, as of now.
+    let mut today = figures(&snap, &period, &ctx);
+    metrics::apply_discipline(
+        &mut today,
+        &store.discipline(&t.id, now).await?,
+        &snap.users,
+    );
+    let month = figures(&snap, &Period::days(month_start(day), day, tz), &ctx);
+    metrics::apply_plans(&mut today, &month, &t.reports.plans);
+    // The discipline state the rules act on, as of now, over the leads of the window.
     let reaction = &t.rules.0["lead_reaction"];
     let (yellow, red) = (
         reaction.param("yellow_minutes") as i64,
         reaction.param("alert_minutes") as i64,
     );
+    let contacts = crate::rules::lead_reaction::Contacts::new(&snap);
     for l in &snap.leads {
-        match crate::rules::lead_reaction::waiting(&snap, &cal, now, l) {
+        match contacts.waiting(&cal, now, l) {
             Some(m) if m >= red => today.leads_red += 1,
             Some(m) if m >= yellow => today.leads_yellow += 1,
             _ => {}
         }
     }
-    let flag = crate::rules::no_activity::FLAG;
-    today.idle_clients = snap
-        .companies
-        .iter()
-        .filter(|c| c.tags.iter().any(|x| x == flag))
-        .map(|c| c.name.clone())
-        .chain(
-            snap.contacts
-                .iter()
-                .filter(|c| c.tags.iter().any(|x| x == flag))
-                .map(|c| c.name.clone()),
-        )
-        .collect();
-    let previous = metrics::compute(&snap, &Period::day(day - Duration::days(1), tz), now, &cal);
+    today.idle_clients = store
+        .flagged_clients(&t.id, crate::rules::no_activity::FLAG)
+        .await?;
+    let previous = figures(&snap, &Period::day(day - Duration::days(1), tz), &ctx);
+    let week_ago = figures(&snap, &Period::day(day - Duration::days(7), tz), &ctx);
     let sync: Vec<(String, bool, i64, Option<String>)> = store
         .last_sync_runs(&t.id)
         .await?
@@ -132,9 +280,21 @@ pub async fn daily(
         period: &period,
         today: &today,
         previous: &previous,
+        week_ago: &week_ago,
         actions,
         sync: &sync,
     });
+    let days: Vec<NaiveDate> = (0..TREND_DAYS)
+        .map(|i| day - Duration::days(TREND_DAYS - 1 - i))
+        .collect();
+    let series = daily_series(&snap, &days, tz);
+    let title = tr(t.lang, "Лиды и выигранные сделки", "Leads and deals won");
+    let caption = format!("{} — {} {}", title, TREND_DAYS, tr(t.lang, "дн.", "days"));
+    let trend = chart(
+        "leads_won_trend",
+        &caption,
+        charts::trend_png(t.lang, title, &series),
+    );
     Ok(Report {
         kind: "daily",
         tenant: t.id.clone(),
@@ -142,6 +302,208 @@ pub async fn daily(
         period_to: day,
         html,
         figures: today,
-        charts: Vec::new(),
+        funnel: None,
+        abc_xyz: None,
+        charts: trend.into_iter().collect(),
     })
+}
+
+/// Builds the weekly report of the week starting `monday`.
+pub async fn weekly(
+    store: &Store,
+    t: &TenantConfig,
+    monday: NaiveDate,
+    now: Ts,
+) -> Result<Report, StoreError> {
+    let tz = tz_of(t);
+    let cal = calendar(t);
+    let emp = employees(t);
+    let ctx = Context {
+        now,
+        cal: &cal,
+        employees: &emp,
+    };
+    let sunday = monday + Duration::days(6);
+    let snap = window(store, t, monday - Duration::days(7), sunday, now).await?;
+    let period = Period::days(monday, sunday, tz);
+    let mut week = figures(&snap, &period, &ctx);
+    metrics::apply_discipline(&mut week, &store.discipline(&t.id, now).await?, &snap.users);
+    let previous = figures(&snap, &period.previous(), &ctx);
+    let funnel = metrics::funnel(&snap, &period);
+    let open_by_stage = store.open_deals_by_stage(&t.id).await?;
+    let html = render_period::weekly_html(&render_period::WeeklyInput {
+        tenant_name: &t.name,
+        lang: t.lang,
+        period: &period,
+        week: &week,
+        previous: &previous,
+        funnel: funnel.as_ref().map(|(_, s)| s.as_slice()),
+        open_by_stage: &open_by_stage,
+        stages: &snap.stages,
+    });
+    let mut out = Vec::new();
+    if let Some((_, steps)) = &funnel {
+        let title = tr(
+            t.lang,
+            "Воронка сделок недели",
+            "Funnel of the week's deals",
+        );
+        let rows: Vec<(String, u64)> = steps
+            .iter()
+            .map(|s| (s.stage.clone(), s.reached as u64))
+            .collect();
+        out.extend(chart(
+            "funnel",
+            title,
+            charts::funnel_png(t.lang, title, &rows),
+        ));
+    }
+    out.extend(managers_chart(t.lang, &week));
+    Ok(Report {
+        kind: "weekly",
+        tenant: t.id.clone(),
+        period_from: monday,
+        period_to: sunday,
+        html,
+        figures: week,
+        funnel: funnel.map(|(_, s)| s),
+        abc_xyz: None,
+        charts: out,
+    })
+}
+
+/// Builds the monthly report of the month starting `first`.
+pub async fn monthly(
+    store: &Store,
+    t: &TenantConfig,
+    first: NaiveDate,
+    now: Ts,
+) -> Result<Report, StoreError> {
+    let tz = tz_of(t);
+    let cal = calendar(t);
+    let emp = employees(t);
+    let ctx = Context {
+        now,
+        cal: &cal,
+        employees: &emp,
+    };
+    let last = months_back(first, -1) - Duration::days(1);
+    let prev_first = months_back(first, 1);
+    let snap = window(store, t, prev_first, last, now).await?;
+    let period = Period::days(first, last, tz);
+    let mut month = figures(&snap, &period, &ctx);
+    metrics::apply_discipline(
+        &mut month,
+        &store.discipline(&t.id, now).await?,
+        &snap.users,
+    );
+    let whole_month = month.clone();
+    metrics::apply_plans(&mut month, &whole_month, &t.reports.plans);
+    let previous = figures(
+        &snap,
+        &Period::days(prev_first, first - Duration::days(1), tz),
+        &ctx,
+    );
+    // ABC/XYZ over the twelve months that end with this one.
+    let months: Vec<NaiveDate> = (0..ABC_MONTHS as i32)
+        .rev()
+        .map(|i| months_back(first, i))
+        .collect();
+    let span = Period::days(months[0], last, tz);
+    let won = store.won_between(&t.id, span.from, span.to).await?;
+    let matrix = metrics::abc_xyz(&won, &months, tz);
+    let top: Vec<String> = matrix
+        .clients
+        .iter()
+        .take(10)
+        .map(|c| c.client.clone())
+        .collect();
+    let names = store.client_names(&t.id, &top).await?;
+    let html = render_period::monthly_html(&render_period::MonthlyInput {
+        tenant_name: &t.name,
+        lang: t.lang,
+        period: &period,
+        month: &month,
+        previous: &previous,
+        abc_xyz: &matrix,
+        client_names: &names,
+    });
+    let days: Vec<NaiveDate> = (0..=(last - first).num_days())
+        .map(|i| first + Duration::days(i))
+        .collect();
+    let series = daily_series(&snap, &days, tz);
+    let title = tr(
+        t.lang,
+        "Лиды и выигранные сделки по дням",
+        "Leads and deals won by day",
+    );
+    let charts = chart(
+        "leads_won_trend",
+        title,
+        charts::trend_png(t.lang, title, &series),
+    )
+    .into_iter()
+    .chain(managers_chart(t.lang, &month))
+    .collect();
+    Ok(Report {
+        kind: "monthly",
+        tenant: t.id.clone(),
+        period_from: first,
+        period_to: last,
+        html,
+        figures: month,
+        funnel: None,
+        abc_xyz: Some(matrix),
+        charts,
+    })
+}
+
+fn managers_chart(lang: Lang, f: &Figures) -> Option<Chart> {
+    let title = tr(lang, "Выручка по менеджерам", "Revenue by manager");
+    let rows: Vec<(String, f64)> = f
+        .managers
+        .iter()
+        .map(|m| (m.name.clone(), m.revenue))
+        .collect();
+    chart(
+        "managers_revenue",
+        title,
+        charts::managers_png(lang, title, &rows),
+    )
+}
+
+/// The Russian or the English text.
+pub fn tr(lang: Lang, ru: &'static str, en: &'static str) -> &'static str {
+    match lang {
+        Lang::Ru => ru,
+        Lang::En => en,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_helpers() {
+        let d = NaiveDate::from_ymd_opt(2026, 1, 14).unwrap();
+        assert_eq!(week_start(d), NaiveDate::from_ymd_opt(2026, 1, 12).unwrap());
+        assert_eq!(month_start(d), NaiveDate::from_ymd_opt(2026, 1, 1).unwrap());
+        assert_eq!(
+            months_back(d, 1),
+            NaiveDate::from_ymd_opt(2025, 12, 1).unwrap()
+        );
+        assert_eq!(
+            months_back(d, 13),
+            NaiveDate::from_ymd_opt(2024, 12, 1).unwrap()
+        );
+        assert_eq!(
+            months_back(d, -1),
+            NaiveDate::from_ymd_opt(2026, 2, 1).unwrap()
+        );
+        assert_eq!(
+            months_back(d, 0),
+            NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()
+        );
+    }
 }

@@ -3,7 +3,7 @@
 
 use chrono::{Datelike, NaiveDate};
 
-use super::metrics::{Figures, Period};
+use super::metrics::{Figures, ManagerFigures, Period};
 use crate::config::Lang;
 
 /// Escapes text for Telegram HTML.
@@ -63,12 +63,56 @@ fn num1(x: Option<f64>) -> String {
 }
 
 /// `▲3`, `▼2` or `=` against a previous value.
-fn delta(now: usize, before: usize) -> String {
+pub fn delta(now: usize, before: usize) -> String {
     match now.cmp(&before) {
         std::cmp::Ordering::Greater => format!("▲{}", now - before),
         std::cmp::Ordering::Less => format!("▼{}", before - now),
         std::cmp::Ordering::Equal => "=".into(),
     }
+}
+
+/// Dynamics against the previous day and the same weekday a week before: `▲3 ▼1`.
+fn dyn2(now: usize, day_before: usize, week_before: usize) -> String {
+    format!("{} {}", delta(now, day_before), delta(now, week_before))
+}
+
+/// `▲12 345 ₽` or `▼…` against a previous amount, compact.
+pub fn delta_money(now: f64, before: f64, lang: Lang) -> String {
+    let d = (now - before).round();
+    if d > 0.0 {
+        format!("▲{}", compact_money(d, lang))
+    } else if d < 0.0 {
+        format!("▼{}", compact_money(-d, lang))
+    } else {
+        "=".into()
+    }
+}
+
+/// Money in at most about six characters, for tables on a phone: `950`, `345к`, `1,2М`.
+pub fn compact_money(x: f64, lang: Lang) -> String {
+    let (k, m, dec) = match lang {
+        Lang::Ru => ("к", "М", ','),
+        Lang::En => ("k", "M", '.'),
+    };
+    let a = x.abs();
+    let sign = if x < 0.0 { "-" } else { "" };
+    if a < 1_000.0 {
+        format!("{sign}{}", a.round())
+    } else if a < 1_000_000.0 {
+        format!("{sign}{}{k}", (a / 1_000.0).round())
+    } else if a < 10_000_000.0 {
+        format!(
+            "{sign}{}{m}",
+            format!("{:.1}", a / 1_000_000.0).replace('.', &dec.to_string())
+        )
+    } else {
+        format!("{sign}{}{m}", (a / 1_000_000.0).round())
+    }
+}
+
+/// `95 %` or `—`.
+pub fn pct0(x: Option<f64>) -> String {
+    x.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "—".into())
 }
 
 fn weekday(d: NaiveDate, lang: Lang) -> &'static str {
@@ -143,7 +187,7 @@ const RU: L = L {
     no_task: "без задачи",
     overdue: "просроченных задач",
     managers: "Менеджеры",
-    vs: "к пред. дню",
+    vs: "к предыдущему дню и к",
     actions: "Действия dozor",
     would: "в теневом режиме",
     sync: "Синхронизация",
@@ -178,7 +222,7 @@ const EN: L = L {
     no_task: "without a task",
     overdue: "overdue tasks",
     managers: "Managers",
-    vs: "vs previous day",
+    vs: "vs the previous day and",
     actions: "dozor actions",
     would: "in shadow mode",
     sync: "Sync",
@@ -208,6 +252,8 @@ pub struct DailyInput<'a> {
     pub period: &'a Period,
     pub today: &'a Figures,
     pub previous: &'a Figures,
+    /// The same weekday a week earlier.
+    pub week_ago: &'a Figures,
     pub actions: &'a [ActionLine],
     /// (source, ok, items, error)
     pub sync: &'a [(String, bool, i64, Option<String>)],
@@ -218,21 +264,28 @@ pub fn daily_html(i: &DailyInput) -> String {
     let l = labels(i.lang);
     let f = i.today;
     let p = i.previous;
+    let w = i.week_ago;
     let day = i.period.first_day;
+    let week_day = day - chrono::Duration::days(7);
     let mut s = String::new();
     s.push_str(&format!(
-        "<b>📊 {} — {}</b>\n<i>{} ({})</i>\n\n",
+        "<b>📊 {} — {}</b>\n<i>{} ({})</i>\n",
         l.title,
         esc(i.tenant_name),
         day.format("%d.%m.%Y"),
         weekday(day, i.lang)
     ));
     s.push_str(&format!(
-        "<b>{}:</b> {} ({} {})\n",
+        "<i>▲▼ {} {} {}</i>\n\n",
+        l.vs,
+        weekday(week_day, i.lang),
+        week_day.format("%d.%m")
+    ));
+    s.push_str(&format!(
+        "<b>{}:</b> {} ({})\n",
         l.leads,
         f.leads_new,
-        delta(f.leads_new, p.leads_new),
-        l.vs
+        dyn2(f.leads_new, p.leads_new, w.leads_new)
     ));
     if !f.leads_by_source.is_empty() {
         let parts: Vec<String> = f
@@ -242,15 +295,30 @@ pub fn daily_html(i: &DailyInput) -> String {
             .collect();
         s.push_str(&format!("  {}\n", parts.join(" · ")));
     }
+    let channels: Vec<String> = f
+        .leads_by_channel
+        .iter()
+        .filter(|(k, _)| k.as_str() != "—")
+        .map(|(k, v)| format!("{} {v}", esc(k)))
+        .collect();
+    if !channels.is_empty() {
+        s.push_str(&format!("  UTM: {}\n", channels.join(" · ")));
+    }
     s.push_str(&format!(
-        "<b>{}:</b> {} {} / {} {} · {} {} · {} {} · {} {} {}\n",
+        "<b>{}:</b> {} {} / {} {} ({}) · {} {} ({}) · {} {} · {} {} {}\n",
         l.calls,
         f.calls_in,
         l.incoming,
         f.calls_out,
         l.outgoing,
+        dyn2(
+            f.calls_in + f.calls_out,
+            p.calls_in + p.calls_out,
+            w.calls_in + w.calls_out
+        ),
         l.missed,
         f.calls_missed,
+        dyn2(f.calls_missed, p.calls_missed, w.calls_missed),
         l.called_back,
         f.calls_called_back,
         l.talk,
@@ -273,14 +341,16 @@ pub fn daily_html(i: &DailyInput) -> String {
         f.deals_created,
         l.won,
         f.deals_won,
-        delta(f.deals_won, p.deals_won),
+        dyn2(f.deals_won, p.deals_won, w.deals_won),
         l.lost,
         f.deals_lost
     ));
     s.push_str(&format!(
-        "<b>{}:</b> {} · {} {}\n",
+        "<b>{}:</b> {} ({} {}) · {} {}\n",
         l.revenue,
         money(f.revenue, i.lang),
+        delta_money(f.revenue, p.revenue, i.lang),
+        delta_money(f.revenue, w.revenue, i.lang),
         l.avg_check,
         f.avg_check
             .map(|x| money(x, i.lang))
@@ -325,27 +395,8 @@ pub fn daily_html(i: &DailyInput) -> String {
     }
     s.push('\n');
     if !f.managers.is_empty() {
-        s.push_str(&format!("<b>{}</b>\n<pre>", l.managers));
-        let (hc, hw, hr, ho) = match i.lang {
-            Lang::Ru => ("Зв", "Выи", "Выручка", "Пр"),
-            Lang::En => ("Cls", "Won", "Revenue", "Ovd"),
-        };
-        s.push_str(&format!(
-            "{:<14} {:>4} {:>4} {:>12} {:>4}\n",
-            "", hc, hw, hr, ho
-        ));
-        for m in &f.managers {
-            let name: String = m.name.chars().take(14).collect();
-            s.push_str(&format!(
-                "{:<14} {:>4} {:>4} {:>12} {:>4}\n",
-                esc(&name),
-                m.calls_in + m.calls_out,
-                m.won,
-                money(m.revenue, i.lang),
-                m.overdue_tasks
-            ));
-        }
-        s.push_str("</pre>\n");
+        s.push_str(&format!("<b>{}</b>\n", l.managers));
+        s.push_str(&manager_table(&f.managers, i.lang));
     }
     s.push_str(&format!("<b>{}:</b>", l.actions));
     if i.actions.is_empty() {
@@ -376,6 +427,73 @@ pub fn daily_html(i: &DailyInput) -> String {
     s
 }
 
+/// Width of the manager table, in characters: what a phone shows of a `<pre>` block without
+/// wrapping (about 36 monospace characters on a 360 px wide screen).
+pub const TABLE_WIDTH: usize = 36;
+
+/// The per-manager table: a `<pre>` block no wider than [`TABLE_WIDTH`], with a legend.
+/// Columns: calls (missed/called back), won, revenue, plan %, overdue tasks, deals without task.
+pub fn manager_table(managers: &[ManagerFigures], lang: Lang) -> String {
+    let (hn, hc, hw, hr, hp, ho, legend) = match lang {
+        Lang::Ru => (
+            "Менеджер",
+            "Зв",
+            "Вы",
+            "Выруч",
+            "План",
+            "П/Б",
+            "Зв — звонки, Вы — выиграно, П/Б — просрочено / сделок без задачи",
+        ),
+        Lang::En => (
+            "Manager",
+            "Cls",
+            "Won",
+            "Rev",
+            "Plan",
+            "O/N",
+            "Cls — calls, O/N — overdue tasks / deals without a task",
+        ),
+    };
+    let mut s = String::from("<pre>");
+    s.push_str(&format!(
+        "{:<10} {:>3} {:>3} {:>5} {:>4} {:>5}\n",
+        hn, hc, hw, hr, hp, ho
+    ));
+    for m in managers {
+        let name = short_name(&m.name, 10);
+        s.push_str(&format!(
+            "{:<10} {:>3} {:>3} {:>5} {:>4} {:>5}\n",
+            esc(&name),
+            m.calls_in + m.calls_out,
+            m.won,
+            compact_money(m.revenue, lang),
+            pct0(m.plan_pct),
+            format!("{}/{}", m.overdue_tasks, m.deals_without_task)
+        ));
+    }
+    s.push_str("</pre>\n");
+    s.push_str(&format!("<i>{legend}</i>\n"));
+    s
+}
+
+/// A name cut to `width` characters: `Иванова Мария` → `Иванова М.`, else truncated with `…`.
+pub fn short_name(name: &str, width: usize) -> String {
+    let name = name.trim();
+    if name.chars().count() <= width {
+        return name.to_string();
+    }
+    let mut words = name.split_whitespace();
+    if let (Some(first), Some(second)) = (words.next(), words.next()) {
+        let initial: String = second.chars().take(1).collect();
+        let candidate = format!("{first} {initial}.");
+        if candidate.chars().count() <= width {
+            return candidate;
+        }
+    }
+    let cut: String = name.chars().take(width - 1).collect();
+    format!("{cut}…")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,5 +510,42 @@ mod tests {
     fn plain_text_drops_markup() {
         assert_eq!(to_plain("<b>a &lt;b&gt;</b> &amp; c"), "a <b> & c");
         assert_eq!(esc("a<b>&"), "a&lt;b&gt;&amp;");
+    }
+
+    #[test]
+    fn manager_table_fits_a_phone() {
+        let m = ManagerFigures {
+            user_id: "1".into(),
+            name: "Константинопольская Александра".into(),
+            calls_in: 120,
+            calls_out: 345,
+            won: 17,
+            revenue: 12_345_678.0,
+            plan_pct: Some(123.4),
+            overdue_tasks: 12,
+            deals_without_task: 140,
+            ..ManagerFigures::default()
+        };
+        for lang in [Lang::Ru, Lang::En] {
+            let t = manager_table(std::slice::from_ref(&m), lang);
+            let pre = t
+                .split("<pre>")
+                .nth(1)
+                .unwrap()
+                .split("</pre>")
+                .next()
+                .unwrap();
+            for line in pre.lines() {
+                assert!(line.chars().count() <= TABLE_WIDTH, "{line:?}");
+            }
+            assert!(pre.contains("Константи…"), "{pre}");
+        }
+        assert_eq!(short_name("Иванова Мария", 10), "Иванова М.");
+        assert_eq!(short_name("Пётр", 10), "Пётр");
+        assert_eq!(compact_money(12_345_678.0, Lang::Ru), "12М");
+        assert_eq!(compact_money(1_234_567.0, Lang::Ru), "1,2М");
+        assert_eq!(compact_money(1_234_567.0, Lang::En), "1.2M");
+        assert_eq!(compact_money(345_100.0, Lang::En), "345k");
+        assert_eq!(compact_money(950.0, Lang::Ru), "950");
     }
 }

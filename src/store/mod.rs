@@ -9,12 +9,14 @@ mod audit;
 pub mod cursors;
 mod leases;
 mod mirror;
+mod report_rows;
 mod tokens;
 
 pub use actions::ActionRow;
 pub use audit::AuditEntry;
 pub use leases::Lease;
 pub use mirror::{MirrorCounts, Snapshot};
+pub use report_rows::{Discipline, DisciplineCounts, StageCount, WonRow};
 pub use tokens::{TokenSet, TokenStore};
 
 use std::path::Path;

@@ -1,0 +1,323 @@
+//! What the reports read from the mirror: the records of a time window, and the discipline state
+//! counted by the database.
+//!
+//! A report never loads the whole mirror: with a million deals that alone takes seconds. It loads
+//! the leads, deals, calls and lead activities of its window through the time indexes, and asks
+//! the database for the counts that are about every open deal and task (open deals, deals with
+//! no future task, overdue tasks, each per manager), which the indexes of migration
+//! `report_indexes` answer without reading the records.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use sqlx::Row;
+
+use super::{Op, Result, Store, StoreError, to_secs};
+use crate::domain::*;
+
+/// Discipline counts of one manager (or of nobody: the `""` key), as of a moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DisciplineCounts {
+    pub open_deals: usize,
+    pub deals_without_task: usize,
+    pub overdue_tasks: usize,
+}
+
+/// Discipline counts per responsible user id (`""` for records with nobody responsible).
+pub type Discipline = BTreeMap<String, DisciplineCounts>;
+
+/// One won deal, reduced to what ABC/XYZ needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WonRow {
+    /// `company:ID`, else `contact:ID`, else `deal:ID` (a client the CRM never named).
+    pub client: String,
+    pub closed_at: Ts,
+    pub amount: f64,
+}
+
+/// Open deals per stage, as of now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageCount {
+    pub pipeline_id: String,
+    pub stage_id: String,
+    pub deals: usize,
+    pub amount: f64,
+}
+
+impl Store {
+    async fn load_window<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        tenant: &str,
+        from: Ts,
+        to: Ts,
+        what: &str,
+    ) -> Result<Vec<T>> {
+        let rows = sqlx::query(sql)
+            .bind(tenant)
+            .bind(to_secs(from))
+            .bind(to_secs(to))
+            .fetch_all(self.pool())
+            .await
+            .op("reading the mirror for a report")?;
+        rows.iter()
+            .map(|r| {
+                let data: String = r.get(0);
+                serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
+                    what: format!("{what} in the mirror"),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Leads created in `[from, to)`.
+    pub async fn leads_created_between(&self, tenant: &str, from: Ts, to: Ts) -> Result<Vec<Lead>> {
+        self.load_window(
+            "SELECT data FROM leads WHERE tenant = $1 AND created_at >= $2 AND created_at < $3 \
+             AND deleted = FALSE ORDER BY created_at",
+            tenant,
+            from,
+            to,
+            "lead",
+        )
+        .await
+    }
+
+    /// Deals created or closed in `[from, to)`, each once.
+    pub async fn deals_between(&self, tenant: &str, from: Ts, to: Ts) -> Result<Vec<Deal>> {
+        let mut deals: Vec<Deal> = self
+            .load_window(
+                "SELECT data FROM deals WHERE tenant = $1 AND created_at >= $2 AND created_at < $3 \
+                 AND deleted = FALSE",
+                tenant,
+                from,
+                to,
+                "deal",
+            )
+            .await?;
+        let closed: Vec<Deal> = self
+            .load_window(
+                "SELECT data FROM deals WHERE tenant = $1 AND closed_at >= $2 AND closed_at < $3 \
+                 AND deleted = FALSE",
+                tenant,
+                from,
+                to,
+                "deal",
+            )
+            .await?;
+        let (f, t) = (from, to);
+        // A deal both created and closed in the window came back from both queries.
+        deals.extend(
+            closed
+                .into_iter()
+                .filter(|d| !(f <= d.created_at && d.created_at < t)),
+        );
+        deals.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(deals)
+    }
+
+    /// Telephony calls started in `[from, to)`.
+    pub async fn calls_between(&self, tenant: &str, from: Ts, to: Ts) -> Result<Vec<Call>> {
+        self.load_window(
+            "SELECT data FROM calls WHERE tenant = $1 AND started_at >= $2 AND started_at < $3 \
+             ORDER BY started_at",
+            tenant,
+            from,
+            to,
+            "call",
+        )
+        .await
+    }
+
+    /// Activities on leads started in `[from, to)` (a lead's first contact, for reaction time).
+    pub async fn lead_activities_between(
+        &self,
+        tenant: &str,
+        from: Ts,
+        to: Ts,
+    ) -> Result<Vec<Activity>> {
+        self.load_window(
+            "SELECT data FROM activities WHERE tenant = $1 AND entity_kind = 'lead' \
+             AND started_at >= $2 AND started_at < $3 AND deleted = FALSE ORDER BY started_at",
+            tenant,
+            from,
+            to,
+            "activity",
+        )
+        .await
+    }
+
+    /// Open deals, deals with no open task due now or later, and overdue tasks, per manager.
+    /// Same definitions as the rules: a task is overdue when open and past its deadline; a
+    /// deal has a next step when an open task on it is not overdue (or has no deadline).
+    pub async fn discipline(&self, tenant: &str, now: Ts) -> Result<Discipline> {
+        let now = to_secs(now);
+        let mut out = Discipline::new();
+        let rows = sqlx::query(
+            "SELECT COALESCE(d.responsible_id, ''), COUNT(*), \
+                SUM(CASE WHEN EXISTS (SELECT 1 FROM tasks t WHERE t.tenant = d.tenant \
+                    AND t.entity_kind = 'deal' AND t.entity_id = d.id AND t.completed = FALSE \
+                    AND t.deleted = FALSE AND (t.deadline IS NULL OR t.deadline >= $2)) \
+                THEN 0 ELSE 1 END) \
+             FROM deals d WHERE d.tenant = $1 AND d.semantics = 'open' AND d.deleted = FALSE \
+             GROUP BY COALESCE(d.responsible_id, '')",
+        )
+        .bind(tenant)
+        .bind(now)
+        .fetch_all(self.pool())
+        .await
+        .op("counting open deals without a task")?;
+        for r in rows {
+            let e = out.entry(r.get::<String, _>(0)).or_default();
+            e.open_deals = r.get::<i64, _>(1) as usize;
+            e.deals_without_task = r.get::<i64, _>(2) as usize;
+        }
+        let rows = sqlx::query(
+            "SELECT COALESCE(responsible_id, ''), COUNT(*) FROM tasks WHERE tenant = $1 \
+             AND completed = FALSE AND deadline < $2 AND deleted = FALSE \
+             GROUP BY COALESCE(responsible_id, '')",
+        )
+        .bind(tenant)
+        .bind(now)
+        .fetch_all(self.pool())
+        .await
+        .op("counting overdue tasks")?;
+        for r in rows {
+            out.entry(r.get::<String, _>(0)).or_default().overdue_tasks =
+                r.get::<i64, _>(1) as usize;
+        }
+        Ok(out)
+    }
+
+    /// Won deals closed in `[from, to)`, as (client, time, amount), for ABC/XYZ.
+    pub async fn won_between(&self, tenant: &str, from: Ts, to: Ts) -> Result<Vec<WonRow>> {
+        let rows = sqlx::query(
+            "SELECT id, company_id, contact_id, closed_at, amount FROM deals WHERE tenant = $1 \
+             AND closed_at >= $2 AND closed_at < $3 AND semantics = 'won' AND deleted = FALSE",
+        )
+        .bind(tenant)
+        .bind(to_secs(from))
+        .bind(to_secs(to))
+        .fetch_all(self.pool())
+        .await
+        .op("reading won deals")?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let company: Option<String> = r.get(1);
+                let contact: Option<String> = r.get(2);
+                let client = match (company.filter(|c| !c.is_empty()), contact) {
+                    (Some(c), _) => format!("company:{c}"),
+                    (None, Some(c)) if !c.is_empty() => format!("contact:{c}"),
+                    _ => format!("deal:{}", r.get::<String, _>(0)),
+                };
+                WonRow {
+                    client,
+                    closed_at: super::from_secs(r.get(3)),
+                    amount: r.get(4),
+                }
+            })
+            .collect())
+    }
+
+    /// Open deals per pipeline and stage, as of now.
+    pub async fn open_deals_by_stage(&self, tenant: &str) -> Result<Vec<StageCount>> {
+        let rows = sqlx::query(
+            "SELECT pipeline_id, stage_id, COUNT(*), SUM(amount) FROM deals WHERE tenant = $1 \
+             AND semantics = 'open' AND deleted = FALSE GROUP BY pipeline_id, stage_id \
+             ORDER BY pipeline_id, stage_id",
+        )
+        .bind(tenant)
+        .fetch_all(self.pool())
+        .await
+        .op("counting open deals by stage")?;
+        Ok(rows
+            .iter()
+            .map(|r| StageCount {
+                pipeline_id: r.get(0),
+                stage_id: r.get(1),
+                deals: r.get::<i64, _>(2) as usize,
+                amount: r.try_get::<f64, _>(3).unwrap_or(0.0),
+            })
+            .collect())
+    }
+
+    /// Display names of the given companies and contacts (`company:ID`, `contact:ID` keys).
+    pub async fn client_names(
+        &self,
+        tenant: &str,
+        keys: &[String],
+    ) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for key in keys {
+            let Some((kind, id)) = key.split_once(':') else {
+                continue;
+            };
+            let table = match kind {
+                "company" => "companies",
+                "contact" => "contacts",
+                _ => continue,
+            };
+            let row = sqlx::query(&format!(
+                "SELECT data FROM {table} WHERE tenant = $1 AND id = $2"
+            ))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .op("reading client names")?;
+            if let Some(r) = row {
+                let v: serde_json::Value =
+                    serde_json::from_str(&r.get::<String, _>(0)).unwrap_or_default();
+                if let Some(name) = v["name"].as_str() {
+                    out.insert(key.clone(), name.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Names of the clients that carry `flag` in the mirror. Only dozor's `no_activity` rule
+    /// sets the flag, so the candidates are the clients its ledger flagged; the mirror says
+    /// whether each still carries it (a manager may have removed it by hand).
+    pub async fn flagged_clients(&self, tenant: &str, flag: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT entity_kind, entity_id FROM actions WHERE tenant = $1 \
+             AND rule = 'no_activity' AND kind = 'update_tags' AND entity_id IS NOT NULL",
+        )
+        .bind(tenant)
+        .fetch_all(self.pool())
+        .await
+        .op("reading flagged clients")?;
+        let mut names = Vec::new();
+        for r in rows {
+            let kind: Option<String> = r.get(0);
+            let id: String = r.get(1);
+            let table = match kind.as_deref() {
+                Some("company") => "companies",
+                Some("contact") => "contacts",
+                _ => continue,
+            };
+            let row = sqlx::query(&format!(
+                "SELECT data FROM {table} WHERE tenant = $1 AND id = $2 AND deleted = FALSE"
+            ))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .op("reading flagged clients")?;
+            let Some(row) = row else { continue };
+            let v: serde_json::Value =
+                serde_json::from_str(&row.get::<String, _>(0)).unwrap_or_default();
+            let flagged = v["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(flag)));
+            if flagged && let Some(name) = v["name"].as_str() {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
