@@ -143,17 +143,19 @@ async fn commands_answer_allowed_chats_once_and_refuse_others() {
     push(HEAD_OF_SALES_CHAT, &format!("/manager {owner_name}"));
     assert_eq!(b.poll_once(0).await.unwrap(), 8);
 
-    // The owner: the daily report, then the help, then the status.
+    // The owner: the daily report and its chart, then the help, then the status.
     let owner = to_chat(h, OWNER_CHAT);
-    assert_eq!(owner.len(), 3, "{owner:?}");
+    assert_eq!(owner.len(), 4, "{owner:?}");
     let report = visible(&owner[0]);
     assert!(report.contains("ООО «Демо»"), "{report}");
     assert_eq!(owner[0].parse_mode.as_deref(), Some("HTML"));
-    let help = visible(&owner[1]);
+    assert_eq!(owner[1].kind, "photo");
+    assert_eq!(owner[1].content_type.as_deref(), Some("image/png"));
+    let help = visible(&owner[2]);
     for c in ["/report", "/overdue", "/manager", "/status", "/help"] {
         assert!(help.contains(c), "{help}");
     }
-    let status = visible(&owner[2]);
+    let status = visible(&owner[3]);
     assert!(status.contains("Последний цикл"), "{status}");
     assert!(status.contains("✅"), "{status}");
 
