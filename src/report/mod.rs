@@ -1,6 +1,7 @@
 //! Reports: figures from the mirror, rendered for Telegram and the terminal.
 
 pub mod calls;
+pub mod charts;
 pub mod metrics;
 pub mod render;
 
