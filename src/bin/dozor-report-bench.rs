@@ -90,7 +90,8 @@ async fn generate(store: &Store, deals: usize) -> anyhow::Result<()> {
     let end = now();
     let start = end - chrono::Duration::days(YEARS_DAYS);
     let span = (end - start).num_seconds();
-    let at = |rng: &mut rand::rngs::StdRng| start + chrono::Duration::seconds(rng.gen_range(0..span));
+    let at =
+        |rng: &mut rand::rngs::StdRng| start + chrono::Duration::seconds(rng.gen_range(0..span));
     let users: Vec<User> = (1..=MANAGERS)
         .map(|i| User {
             id: i.to_string(),
@@ -101,7 +102,14 @@ async fn generate(store: &Store, deals: usize) -> anyhow::Result<()> {
         })
         .collect();
     store.upsert_users(TENANT, &users).await?;
-    let stages = ["NEW", "PREPARATION", "PREPAYMENT_INVOICE", "EXECUTING", "WON", "LOSE"];
+    let stages = [
+        "NEW",
+        "PREPARATION",
+        "PREPAYMENT_INVOICE",
+        "EXECUTING",
+        "WON",
+        "LOSE",
+    ];
     let pipeline = Pipeline {
         id: "0".into(),
         name: "Продажи".into(),
@@ -112,7 +120,15 @@ async fn generate(store: &Store, deals: usize) -> anyhow::Result<()> {
             .map(|(i, id)| Stage {
                 id: id.to_string(),
                 pipeline_id: "0".into(),
-                name: ["Новая", "Подготовка", "Счёт", "В работе", "Успешно", "Провал"][i].into(),
+                name: [
+                    "Новая",
+                    "Подготовка",
+                    "Счёт",
+                    "В работе",
+                    "Успешно",
+                    "Провал",
+                ][i]
+                    .into(),
                 sort: (i as i64 + 1) * 10,
                 semantics: match *id {
                     "WON" => Semantics::Won,
@@ -125,7 +141,15 @@ async fn generate(store: &Store, deals: usize) -> anyhow::Result<()> {
     store.upsert_pipelines(TENANT, &[pipeline]).await?;
     let clients = (deals / 5).max(1);
     let who = |rng: &mut rand::rngs::StdRng| Some(rng.gen_range(1..=MANAGERS).to_string());
-    let phone = |i: usize| format!("+7 9{:02} {:03}-{:02}-{:02}", i % 100, (i / 100) % 1000, (i / 7) % 100, i % 97);
+    let phone = |i: usize| {
+        format!(
+            "+7 9{:02} {:03}-{:02}-{:02}",
+            i % 100,
+            (i / 100) % 1000,
+            (i / 7) % 100,
+            i % 97
+        )
+    };
     // Clients: contacts with phones, a company for every fourth.
     let mut batch = Vec::with_capacity(BATCH);
     for i in 0..clients {
@@ -163,7 +187,8 @@ async fn generate(store: &Store, deals: usize) -> anyhow::Result<()> {
             ("LOSE", Semantics::Lost)
         };
         let closed = (sem != Semantics::Open).then(|| {
-            (created + chrono::Duration::hours(rng.gen_range(1..24 * 60))).min(end - chrono::Duration::minutes(1))
+            (created + chrono::Duration::hours(rng.gen_range(1..24 * 60)))
+                .min(end - chrono::Duration::minutes(1))
         });
         let client = rng.gen_range(0..clients);
         let owner = who(&mut rng);
@@ -228,7 +253,12 @@ async fn generate(store: &Store, deals: usize) -> anyhow::Result<()> {
         batch.push(Record::Lead(Lead {
             id: format!("{}", i + 1),
             title: format!("Заявка {}", i + 1),
-            status_id: if created > end - chrono::Duration::days(2) { "NEW" } else { "CONVERTED" }.into(),
+            status_id: if created > end - chrono::Duration::days(2) {
+                "NEW"
+            } else {
+                "CONVERTED"
+            }
+            .into(),
             semantics: Semantics::Open,
             responsible_id: who(&mut rng),
             source: Some(["CALL", "WEB", "EMAIL"][i % 3].into()),
@@ -279,7 +309,11 @@ async fn generate(store: &Store, deals: usize) -> anyhow::Result<()> {
     let mut calls = Vec::with_capacity(BATCH);
     let n_calls = deals / 2;
     for i in 0..n_calls {
-        let dir = if rng.gen_bool(0.5) { Direction::In } else { Direction::Out };
+        let dir = if rng.gen_bool(0.5) {
+            Direction::In
+        } else {
+            Direction::Out
+        };
         let answered = rng.gen_bool(0.85);
         let m = rng.gen_range(1..=MANAGERS);
         calls.push(Call {
@@ -321,9 +355,10 @@ async fn run(a: Args) -> anyhow::Result<()> {
     if a.deals == 0 || a.runs == 0 {
         bail!("--deals and --runs must be at least 1");
     }
-    let db = a.db.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("dozor-report-bench-{}.db", a.deals))
-    });
+    let db = a
+        .db
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("dozor-report-bench-{}.db", a.deals)));
     let url = format!("sqlite://{}", db.display());
     let cfg = dozor::config::parse(&config_text(&url), None, None)
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -339,7 +374,11 @@ async fn run(a: Args) -> anyhow::Result<()> {
                 db.display()
             );
         }
-        eprintln!("generating a mirror of {} deals in {}", a.deals, db.display());
+        eprintln!(
+            "generating a mirror of {} deals in {}",
+            a.deals,
+            db.display()
+        );
         let t0 = Instant::now();
         generate(&store, a.deals).await?;
         sqlx::query("ANALYZE").execute(store.pool()).await.ok();
@@ -384,7 +423,9 @@ async fn run(a: Args) -> anyhow::Result<()> {
         counts.get("leads").unwrap_or(&0),
         counts.get("activities").unwrap_or(&0),
         counts.get("calls").unwrap_or(&0),
-        std::fs::metadata(&db).map(|m| m.len() as f64 / 1048576.0).unwrap_or(0.0)
+        std::fs::metadata(&db)
+            .map(|m| m.len() as f64 / 1048576.0)
+            .unwrap_or(0.0)
     );
     println!(
         "{:<8} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10}",
@@ -404,7 +445,8 @@ async fn run(a: Args) -> anyhow::Result<()> {
     }
     println!("peak RSS: {peak:.1} MiB (before the reports: {rss_before:.1} MiB)");
     if let Some(path) = &a.json {
-        let doc = json!({"deals": a.deals, "mirror": counts, "reports": results, "peak_rss_mib": peak});
+        let doc =
+            json!({"deals": a.deals, "mirror": counts, "reports": results, "peak_rss_mib": peak});
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }

@@ -416,7 +416,7 @@ async fn execute(sinks: &Sinks<'_>, p: &Proposal) -> Result<String, crate::http:
                         "telegram",
                         "sendPhoto",
                         "",
-                        &format!("the chart in the ledger is not valid base64: {e}"),
+                        format!("the chart in the ledger is not valid base64: {e}"),
                     )
                 })?;
             match sinks.telegram {

@@ -324,10 +324,14 @@ pub async fn weekly(
         employees: &emp,
     };
     let sunday = monday + Duration::days(6);
-    let snap = window(store, t, monday - Duration::days(7), sunday, now).await?;
+    let first = (monday - Duration::days(7)).min(month_start(sunday));
+    let snap = window(store, t, first, sunday, now).await?;
     let period = Period::days(monday, sunday, tz);
     let mut week = figures(&snap, &period, &ctx);
     metrics::apply_discipline(&mut week, &store.discipline(&t.id, now).await?, &snap.users);
+    // Plans are monthly: plan % is the month's revenue up to the week's last day.
+    let month = figures(&snap, &Period::days(month_start(sunday), sunday, tz), &ctx);
+    metrics::apply_plans(&mut week, &month, &t.reports.plans);
     let previous = figures(&snap, &period.previous(), &ctx);
     let funnel = metrics::funnel(&snap, &period);
     let open_by_stage = store.open_deals_by_stage(&t.id).await?;

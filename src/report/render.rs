@@ -53,13 +53,26 @@ pub fn money(x: f64, lang: Lang) -> String {
     format!("{}\u{a0}₽", int(x.round() as i64, lang))
 }
 
-fn pct(x: Option<f64>) -> String {
-    x.map(|v| format!("{v:.1}\u{a0}%"))
-        .unwrap_or_else(|| "—".into())
+/// A number with one decimal in the locale: `66,7` (ru) or `66.7` (en); `—` when absent.
+pub fn num1(x: Option<f64>, lang: Lang) -> String {
+    match x {
+        Some(v) => {
+            let s = format!("{v:.1}");
+            match lang {
+                Lang::Ru => s.replace('.', ","),
+                Lang::En => s,
+            }
+        }
+        None => "—".into(),
+    }
 }
 
-fn num1(x: Option<f64>) -> String {
-    x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "—".into())
+/// `66,7 %` (ru) or `66.7 %` (en); `—` when absent.
+pub fn pct(x: Option<f64>, lang: Lang) -> String {
+    match x {
+        Some(_) => format!("{}\u{a0}%", num1(x, lang)),
+        None => "—".into(),
+    }
 }
 
 /// `▲3`, `▼2` or `=` against a previous value.
@@ -329,9 +342,9 @@ pub fn daily_html(i: &DailyInput) -> String {
         "<b>{}:</b> {} {} {}, p90 {} {}\n",
         l.reaction,
         l.median,
-        num1(f.reaction_median_min),
+        num1(f.reaction_median_min, i.lang),
         l.min,
-        num1(f.reaction_p90_min),
+        num1(f.reaction_p90_min, i.lang),
         l.min
     ));
     s.push_str(&format!(
@@ -359,9 +372,9 @@ pub fn daily_html(i: &DailyInput) -> String {
     s.push_str(&format!(
         "<b>{}:</b> {} · {}: {} {}\n\n",
         l.conversion,
-        pct(f.conversion_pct),
+        pct(f.conversion_pct, i.lang),
         l.length,
-        num1(f.avg_deal_days),
+        num1(f.avg_deal_days, i.lang),
         l.days
     ));
     s.push_str(&format!(
@@ -504,6 +517,9 @@ mod tests {
         assert_eq!(int(1234567, Lang::En), "1,234,567");
         assert_eq!(int(-5, Lang::En), "-5");
         assert_eq!(money(12345.4, Lang::Ru), "12\u{a0}345\u{a0}₽");
+        assert_eq!(pct(Some(200.0 / 3.0), Lang::Ru), "66,7\u{a0}%");
+        assert_eq!(pct(Some(200.0 / 3.0), Lang::En), "66.7\u{a0}%");
+        assert_eq!(num1(None, Lang::Ru), "—");
     }
 
     #[test]

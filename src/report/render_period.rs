@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::metrics::{AbcXyz, Figures, FunnelStep, ManagerFigures, Period};
 use super::render::{
-    compact_money, delta, delta_money, esc, manager_table, money, pct0, short_name,
+    compact_money, delta, delta_money, esc, manager_table, money, num1, pct, pct0,
 };
 use super::tr;
 use crate::config::Lang;
@@ -37,11 +37,6 @@ pub struct MonthlyInput<'a> {
     pub abc_xyz: &'a AbcXyz,
     /// `company:ID` / `contact:ID` → name, for the top clients.
     pub client_names: &'a BTreeMap<String, String>,
-}
-
-fn pct1(x: Option<f64>) -> String {
-    x.map(|v| format!("{v:.1}\u{a0}%"))
-        .unwrap_or_else(|| "—".into())
 }
 
 /// The lines every period report starts with: leads, calls, deals, revenue, conversion.
@@ -87,13 +82,11 @@ fn summary(lang: Lang, f: &Figures, p: &Figures, vs: &str) -> String {
     s.push_str(&format!(
         "<b>{}:</b> {} ({} {}) · {}: {} {}\n",
         tr(lang, "Конверсия", "Conversion"),
-        pct1(f.conversion_pct),
+        pct(f.conversion_pct, lang),
         tr(lang, "было", "was"),
-        pct1(p.conversion_pct),
+        pct(p.conversion_pct, lang),
         tr(lang, "длительность сделки", "deal length"),
-        f.avg_deal_days
-            .map(|d| format!("{d:.1}"))
-            .unwrap_or_else(|| "—".into()),
+        num1(f.avg_deal_days, lang),
         tr(lang, "дн.", "days")
     ));
     s.push_str(&format!(
@@ -122,11 +115,12 @@ fn ranking(lang: Lang, managers: &[ManagerFigures]) -> String {
     });
     let mut s = String::new();
     for (n, m) in ranked.iter().enumerate() {
+        // Medals only for revenue: a podium of zeroes says nothing.
         let medal = match n {
-            0 => "🥇",
-            1 => "🥈",
-            2 => "🥉",
-            _ => "  ",
+            0 if m.revenue > 0.0 => "🥇",
+            1 if m.revenue > 0.0 => "🥈",
+            2 if m.revenue > 0.0 => "🥉",
+            _ => "▫️",
         };
         let closed = m.won + m.lost;
         let conv = (closed > 0).then(|| m.won as f64 * 100.0 / closed as f64);
@@ -169,7 +163,7 @@ pub fn weekly_html(i: &WeeklyInput) -> String {
         for st in steps {
             s.push_str(&format!(
                 "{:<16} {:>5} {:>5}\n",
-                esc(&short_name(&st.stage, 16)),
+                esc(&clip(&st.stage, 16)),
                 st.reached,
                 st.from_previous_pct
                     .map(|p| format!("{p:.0}%"))
@@ -210,10 +204,15 @@ pub fn weekly_html(i: &WeeklyInput) -> String {
             "<b>{}</b>\n<pre>",
             tr(lang, "Открытые сделки по этапам", "Open deals by stage")
         ));
-        for (_, name, c) in rows.iter().take(20) {
+        let mut pipeline = None;
+        for (_, name, c) in rows.iter().take(30) {
+            if pipeline.is_some_and(|p| p != c.pipeline_id.as_str()) {
+                s.push('\n');
+            }
+            pipeline = Some(c.pipeline_id.as_str());
             s.push_str(&format!(
                 "{:<16} {:>6} {:>7}\n",
-                esc(&short_name(name, 16)),
+                esc(&clip(name, 16)),
                 c.deals,
                 compact_money(c.amount, lang)
             ));
@@ -239,6 +238,15 @@ pub fn weekly_html(i: &WeeklyInput) -> String {
         tr(lang, "просроченных задач", "overdue tasks"),
     ));
     s
+}
+
+/// `text` cut to `width` characters with `…`.
+fn clip(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    format!("{}…", cut.trim_end())
 }
 
 const ABC: [&str; 3] = ["A", "B", "C"];
