@@ -607,7 +607,7 @@ async fn setup(
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
-    let (before, roles) = tables(&*h.sim.world());
+    let (before, roles) = tables(&h.sim.world());
     let text = tenant_config(&h, crm, tel, &db, "ru").replacen(
         "\n[tenants.roles]\n",
         &format!("{before}\n[tenants.roles]\n{roles}"),
@@ -719,46 +719,47 @@ async fn unknown_caller_routing(crm: CrmKind, tel: TelephonyKind) {
     for _ in 0..6 {
         cycle_ok(&store, &tenant).await;
     }
-    let w = h.sim.world();
-    for (p, owner) in phones.iter().zip(want) {
-        let leads: Vec<_> = w
-            .leads
-            .values()
-            .filter(|l| l.phone.as_deref().is_some_and(|x| phone_key(x) == *p))
-            .collect();
-        assert_eq!(leads.len(), 1, "one lead for {p}: {leads:?}");
-        assert_eq!(leads[0].responsible_id, owner, "owner of the lead for {p}");
-        let tasks = tasks_with_marker(&w, &format!("unknown_caller:demo:phone:+{p}:task"));
-        assert_eq!(tasks.len(), 1, "one first task for {p}");
-        let t = tasks[0];
-        // amoCRM keeps a task as one text: title first.
-        assert!(
-            t.title.starts_with("Связаться с новым клиентом"),
-            "{}",
-            t.title
-        );
-        assert_eq!(
-            t.responsible_id, owner,
-            "first task for {p} goes to the lead's owner"
-        );
-        assert!(!t.completed);
-        // Always-open calendar: 15 minutes after the lead was created.
-        let due = t.deadline.expect("the first task has a deadline");
-        let sla = due - leads[0].created_at;
-        assert!(
-            sla >= Duration::minutes(14) && sla <= Duration::minutes(16),
-            "due {due}, lead created {}",
-            leads[0].created_at
-        );
-        if crm == CrmKind::Bitrix24 {
-            assert_eq!(
-                t.binding,
-                Some((dozor::sim::world::Owner::Lead, leads[0].id)),
-                "bound to the lead"
+    {
+        let w = h.sim.world();
+        for (p, owner) in phones.iter().zip(want) {
+            let leads: Vec<_> = w
+                .leads
+                .values()
+                .filter(|l| l.phone.as_deref().is_some_and(|x| phone_key(x) == *p))
+                .collect();
+            assert_eq!(leads.len(), 1, "one lead for {p}: {leads:?}");
+            assert_eq!(leads[0].responsible_id, owner, "owner of the lead for {p}");
+            let tasks = tasks_with_marker(&w, &format!("unknown_caller:demo:phone:+{p}:task"));
+            assert_eq!(tasks.len(), 1, "one first task for {p}");
+            let t = tasks[0];
+            // amoCRM keeps a task as one text: title first.
+            assert!(
+                t.title.starts_with("Связаться с новым клиентом"),
+                "{}",
+                t.title
             );
+            assert_eq!(
+                t.responsible_id, owner,
+                "first task for {p} goes to the lead's owner"
+            );
+            assert!(!t.completed);
+            // Always-open calendar: 15 minutes after the lead was created.
+            let due = t.deadline.expect("the first task has a deadline");
+            let sla = due - leads[0].created_at;
+            assert!(
+                sla >= Duration::minutes(14) && sla <= Duration::minutes(16),
+                "due {due}, lead created {}",
+                leads[0].created_at
+            );
+            if crm == CrmKind::Bitrix24 {
+                assert_eq!(
+                    t.binding,
+                    Some((dozor::sim::world::Owner::Lead, leads[0].id)),
+                    "bound to the lead"
+                );
+            }
         }
     }
-    drop(w);
     h.stop().await;
 }
 
@@ -839,18 +840,19 @@ async fn business_hours(crm: CrmKind, tel: TelephonyKind) {
     for _ in 0..3 {
         cycle_ok(&store, &tenant).await;
     }
-    let w = h.sim.world();
-    let tasks = tasks_with_marker(
-        &w,
-        &format!("missed_call:demo:{}:{call_id}:task", tel.as_str()),
-    );
-    assert_eq!(tasks.len(), 1, "one callback task for {phone}");
-    let deadline = tasks[0].deadline.expect("the callback task has a deadline");
-    assert!(
-        (deadline - due).num_seconds().abs() <= 60,
-        "call at {call_at} (Friday 21:00 MSK) is due {due} (Monday 09:15 MSK), the CRM has {deadline}"
-    );
-    drop(w);
+    {
+        let w = h.sim.world();
+        let tasks = tasks_with_marker(
+            &w,
+            &format!("missed_call:demo:{}:{call_id}:task", tel.as_str()),
+        );
+        assert_eq!(tasks.len(), 1, "one callback task for {phone}");
+        let deadline = tasks[0].deadline.expect("the callback task has a deadline");
+        assert!(
+            (deadline - due).num_seconds().abs() <= 60,
+            "call at {call_at} (Friday 21:00 MSK) is due {due} (Monday 09:15 MSK), the CRM has {deadline}"
+        );
+    }
     h.stop().await;
 }
 
@@ -910,33 +912,34 @@ async fn lead_without_deal(crm: CrmKind) {
     for _ in 0..8 {
         cycle_ok(&store, &tenant).await;
     }
-    let w = h.sim.world();
-    // Bitrix24 keeps the lead link; amoCRM does not, and the deal carries the lead's title.
-    let deals: Vec<_> = w
-        .deals
-        .values()
-        .filter(|d| match crm {
-            CrmKind::Bitrix24 => d.lead_id == Some(lead_id),
-            CrmKind::Amocrm => d.title == title,
-        })
-        .collect();
-    assert_eq!(deals.len(), 1, "one deal for the lead: {deals:?}");
-    let lead = &w.leads[&lead_id];
-    assert_eq!(deals[0].responsible_id, lead.responsible_id);
-    let tasks: Vec<_> = w
-        .tasks
-        .values()
-        .filter(|t| {
-            t.binding == Some((dozor::sim::world::Owner::Deal, deals[0].id))
-                && format!("{} {}", t.title, t.description).contains(&format!(
-                    "[dozor:deal_without_task:demo:deal:{}:",
-                    deals[0].id
-                ))
-        })
-        .collect();
-    assert_eq!(tasks.len(), 1, "one first task for the new deal: {tasks:?}");
-    assert_eq!(tasks[0].responsible_id, lead.responsible_id);
-    drop(w);
+    {
+        let w = h.sim.world();
+        // Bitrix24 keeps the lead link; amoCRM does not, and the deal carries the lead's title.
+        let deals: Vec<_> = w
+            .deals
+            .values()
+            .filter(|d| match crm {
+                CrmKind::Bitrix24 => d.lead_id == Some(lead_id),
+                CrmKind::Amocrm => d.title == title,
+            })
+            .collect();
+        assert_eq!(deals.len(), 1, "one deal for the lead: {deals:?}");
+        let lead = &w.leads[&lead_id];
+        assert_eq!(deals[0].responsible_id, lead.responsible_id);
+        let tasks: Vec<_> = w
+            .tasks
+            .values()
+            .filter(|t| {
+                t.binding == Some((dozor::sim::world::Owner::Deal, deals[0].id))
+                    && format!("{} {}", t.title, t.description).contains(&format!(
+                        "[dozor:deal_without_task:demo:deal:{}:",
+                        deals[0].id
+                    ))
+            })
+            .collect();
+        assert_eq!(tasks.len(), 1, "one first task for the new deal: {tasks:?}");
+        assert_eq!(tasks[0].responsible_id, lead.responsible_id);
+    }
     h.stop().await;
 }
 
