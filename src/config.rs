@@ -263,6 +263,9 @@ pub struct TenantConfig {
     pub rules: RulesConfig,
     #[serde(default)]
     pub roles: RolesConfig,
+    /// Who gets the lead of an unknown caller.
+    #[serde(default)]
+    pub routing: RoutingConfig,
     #[serde(default)]
     pub marketing: MarketingConfig,
     /// Tokens of the webhook receivers; a receiver without its token stays off.
@@ -317,6 +320,89 @@ pub struct RolesConfig {
     /// CRM users whose clients dozor never reassigns (e.g. the owner's own accounts).
     #[serde(default)]
     pub protected: Vec<String>,
+}
+
+/// How an on-duty manager is picked when routing falls through to `roles.on_duty`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDutyPick {
+    /// Always the first manager on the list (the others stand in when it is changed).
+    #[default]
+    First,
+    /// In turn: each new lead goes to the next manager on the list.
+    RoundRobin,
+}
+
+/// Who owns the lead dozor creates for an unknown caller. The first match wins: the virtual
+/// number the client dialled, then the call's source, then its UTM source, then the employee
+/// who took the call, then a manager on duty.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Virtual number (any spelling; stored in E.164 after loading) → CRM user id.
+    #[serde(default)]
+    pub virtual_numbers: BTreeMap<String, String>,
+    /// Call source or UTM source (case-insensitive; stored lowercase after loading) → CRM user id.
+    #[serde(default)]
+    pub sources: BTreeMap<String, String>,
+    #[serde(default)]
+    pub on_duty: OnDutyPick,
+}
+
+impl RoutingConfig {
+    /// Checks the routes and brings their keys to the form calls are compared in (E.164,
+    /// lowercase). Errors name the key under `routing` that is wrong.
+    fn normalize(&mut self) -> Result<(), (String, String)> {
+        let mut numbers = BTreeMap::new();
+        for (raw, user) in &self.virtual_numbers {
+            let key = format!("routing.virtual_numbers.\"{raw}\"");
+            let e164 = crate::domain::phone::normalize(raw).map_err(|e| {
+                (
+                    key.clone(),
+                    format!("`{raw}` is not a phone number ({e}); write the virtual number as the client dials it, e.g. \"+7 495 123-45-67\""),
+                )
+            })?;
+            check_user(&key, user)?;
+            if numbers.insert(e164.clone(), user.clone()).is_some() {
+                return Err((
+                    key,
+                    format!("{e164} is routed twice (two spellings of one number)"),
+                ));
+            }
+        }
+        self.virtual_numbers = numbers;
+        let mut sources = BTreeMap::new();
+        for (raw, user) in &self.sources {
+            let key = format!("routing.sources.\"{raw}\"");
+            let source = raw.trim().to_lowercase();
+            if source.is_empty() {
+                return Err((key, "the source must not be empty".into()));
+            }
+            check_user(&key, user)?;
+            if sources.insert(source.clone(), user.clone()).is_some() {
+                return Err((
+                    key,
+                    format!(
+                        "source `{source}` is routed twice (sources are compared case-insensitively)"
+                    ),
+                ));
+            }
+        }
+        self.sources = sources;
+        Ok(())
+    }
+
+    /// The user a source (call source or UTM source) is routed to.
+    pub fn by_source(&self, source: &str) -> Option<&String> {
+        self.sources.get(&source.trim().to_lowercase())
+    }
+}
+
+fn check_user(key: &str, user: &str) -> Result<(), (String, String)> {
+    if user.trim().is_empty() {
+        return Err((key.into(), "the CRM user id must not be empty".into()));
+    }
+    Ok(())
 }
 
 fn default_tz() -> String {
@@ -579,7 +665,10 @@ pub fn rule_defaults() -> BTreeMap<String, RuleConfig> {
     [
         (
             "unknown_caller",
-            RuleConfig::with(On, &[("lookback_hours", 24.0)]),
+            RuleConfig::with(
+                On,
+                &[("lookback_hours", 24.0), ("first_task_minutes", 15.0)],
+            ),
         ),
         (
             "call_not_in_crm",
@@ -802,8 +891,14 @@ fn clean_serde_message(msg: &str) -> String {
 
 /// The line where the last segment of a dotted key is assigned (best effort, for messages).
 fn locate_key(text: &str, key: &str) -> Option<usize> {
-    let last = key.rsplit('.').next()?;
-    let last = last.split('[').next()?;
+    // A quoted last segment (`routing.sources."yandex.direct"`) may hold dots itself.
+    let quoted = key
+        .strip_suffix('"')
+        .and_then(|k| k.rfind('"').map(|i| &key[i..]));
+    let last = match quoted {
+        Some(q) => q,
+        None => key.rsplit('.').next()?.split('[').next()?,
+    };
     text.lines()
         .position(|l| {
             let t = l.trim_start();
@@ -1014,6 +1109,7 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
             ));
         }
         calendar_of(t).map_err(|(key, m)| (k(&key), m))?;
+        t.routing.normalize().map_err(|(key, m)| (k(&key), m))?;
         for (name, expr) in [
             ("daily", &t.reports.daily),
             ("weekly", &t.reports.weekly),

@@ -158,13 +158,19 @@ async fn apply_rules(
 ) -> Result<(), crate::store::StoreError> {
     let mirror = crate::store::Snapshot::load(store, tenant.id()).await?;
     let handovers = handovers(store, tenant.id()).await?;
-    let done: std::collections::HashMap<String, String> = store
+    let recent_actions = store
         .actions_since(
             tenant.id(),
             Utc::now() - chrono::Duration::days(7),
             1_000_000,
         )
-        .await?
+        .await?;
+    let unfinished: std::collections::HashSet<String> = recent_actions
+        .iter()
+        .filter(|r| r.state == "intent" && r.attempts > 0)
+        .map(|r| r.key.clone())
+        .collect();
+    let done: std::collections::HashMap<String, String> = recent_actions
         .into_iter()
         .filter(|r| r.state == "done")
         .filter_map(|r| Some((r.key, r.result?)))
@@ -192,10 +198,12 @@ async fn apply_rules(
         mirror: &mirror,
         telegram: tenant.cfg.telegram.as_ref(),
         roles: &tenant.cfg.roles,
+        routing: &tenant.cfg.routing,
         rules: &tenant.cfg.rules,
         handovers: &handovers,
         marketing: &tenant.cfg.marketing,
         done: &done,
+        unfinished: &unfinished,
         calls: &call_links,
     };
     let sinks = ledger::Sinks {

@@ -187,6 +187,8 @@ fn example_documents_every_key() {
         "daily",
         "weekly",
         "monthly",
+        // routing
+        "on_duty",
         // rules
         "mode",
         "pipelines",
@@ -216,6 +218,9 @@ fn example_documents_every_key() {
         "[tenants.calendar]",
         "[tenants.reports]",
         "[tenants.reports.plans]",
+        "[tenants.routing]",
+        "[tenants.routing.virtual_numbers]",
+        "[tenants.routing.sources]",
     ] {
         assert!(text.contains(table), "table {table} is missing");
     }
@@ -361,6 +366,46 @@ fn bad_url_is_named() {
         "api_url = \"ftp://api.telegram.org\"",
     );
     expect_error(&text, "tenants[0].telegram.api_url");
+}
+
+#[test]
+fn routing_is_loaded_normalised_and_checked() {
+    let c = load(&example_path()).unwrap().config;
+    let r = &c.tenants[0].routing;
+    assert_eq!(r.on_duty, config::OnDutyPick::First);
+    assert_eq!(
+        r.virtual_numbers.get("+74951234567").map(String::as_str),
+        Some("5")
+    );
+    assert_eq!(r.by_source("Yandex").map(String::as_str), Some("6"));
+
+    let text = replace_once(
+        &example_text(),
+        "\"+7 (495) 123-45-67\" = \"5\"",
+        "\"not a number\" = \"5\"",
+    );
+    let e = expect_error(&text, "tenants[0].routing.virtual_numbers.\"not a number\"");
+    assert!(e.to_string().contains("not a phone number"), "{e}");
+    assert!(e.line.is_some(), "the line is reported: {e}");
+
+    let text = replace_once(
+        &example_text(),
+        "\"+7 (495) 123-45-67\" = \"5\"",
+        "\"+7 (495) 123-45-67\" = \"5\"\n\"84951234567\" = \"6\"",
+    );
+    let e = expect_error(&text, "tenants[0].routing.virtual_numbers");
+    assert!(e.to_string().contains("routed twice"), "{e}");
+
+    let text = replace_once(
+        &example_text(),
+        "on_duty = \"first\"",
+        "on_duty = \"random\"",
+    );
+    expect_error(&text, "tenants[0].routing.on_duty");
+
+    let text = replace_once(&example_text(), "\"yandex\" = \"6\"", "\"yandex\" = \"\"");
+    let e = expect_error(&text, "tenants[0].routing.sources.\"yandex\"");
+    assert!(e.to_string().contains("must not be empty"), "{e}");
 }
 
 #[test]

@@ -224,10 +224,12 @@ mod tests {
             mirror: &mirror,
             telegram: None,
             roles: &roles,
+            routing: &Default::default(),
             rules: &rules,
             handovers: &[],
             marketing: &marketing,
             done: &done,
+            unfinished: &Default::default(),
             calls: &Default::default(),
         };
         let p = propose(&ctx, &rules.0["missed_call"]);

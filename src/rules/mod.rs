@@ -16,7 +16,8 @@ pub mod three_unanswered;
 pub mod unknown_caller;
 
 use crate::config::{
-    Lang, MarketingConfig, RolesConfig, RuleConfig, RuleMode, RulesConfig, TelegramConfig,
+    Lang, MarketingConfig, RolesConfig, RoutingConfig, RuleConfig, RuleMode, RulesConfig,
+    TelegramConfig,
 };
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::{Deal, Ts};
@@ -33,6 +34,8 @@ pub struct RuleContext<'a> {
     /// Where alerts go; rules that message people propose nothing without it.
     pub telegram: Option<&'a TelegramConfig>,
     pub roles: &'a RolesConfig,
+    /// Who owns an unknown caller's lead.
+    pub routing: &'a RoutingConfig,
     /// Every rule's settings (some rules defer to another's numbers).
     pub rules: &'a RulesConfig,
     /// Clients handed over by the dormant rule, oldest first (from the ledger).
@@ -40,6 +43,10 @@ pub struct RuleContext<'a> {
     pub marketing: &'a MarketingConfig,
     /// Results of done actions by key (e.g. the id of a task a rule created), recent ones.
     pub done: &'a std::collections::HashMap<String, String>,
+    /// Keys whose write was attempted but whose outcome is unknown (a crash or a lost answer):
+    /// a rule whose trigger the write itself removed proposes them again so the ledger can
+    /// reconcile them by their marker.
+    pub unfinished: &'a std::collections::HashSet<String>,
     /// Telephony employees ↔ CRM users, and CRM answers for numbers the mirror lacks.
     pub calls: &'a calls::CallLinks,
 }
