@@ -680,3 +680,45 @@ async fn crm_todos_arrive_as_tasks() {
             .all(|t| !t.id().ends_with(&todo_id.to_string()))
     );
 }
+
+#[tokio::test]
+async fn deletions_between_pages_skip_nothing() {
+    // `>ID` paging continues after the last id read, not at an offset: records deleted behind
+    // the pass move nothing it has still to read.
+    let h = start_world(contact_world(2600)).await;
+    let c = client(&h).await;
+    let gone: Vec<u64> = h
+        .sim
+        .world()
+        .contacts
+        .keys()
+        .skip(100)
+        .take(5)
+        .copied()
+        .collect();
+    h.sim.after_requests(System::Bitrix24, "batch", 1, {
+        let gone = gone.clone();
+        move |w| {
+            for id in gone {
+                assert!(w.delete(Owner::Contact, id, Utc::now()));
+            }
+        }
+    });
+    h.sim.reset_stats();
+    let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
+    let seen: std::collections::BTreeSet<u64> =
+        recs.iter().map(|r| r.id().parse().unwrap()).collect();
+    let world: std::collections::BTreeSet<u64> = h.sim.world().contacts.keys().copied().collect();
+    assert_eq!(world.len(), 2595);
+    assert!(world.is_subset(&seen), "{:?}", world.difference(&seen));
+    assert!(
+        gone.iter().all(|id| seen.contains(id)),
+        "read before the deletion"
+    );
+    assert_eq!(seen.len(), 2600);
+    assert_eq!(
+        h.sim.stats()[&System::Bitrix24].requests,
+        2,
+        "no re-reads needed"
+    );
+}

@@ -169,6 +169,19 @@ pub enum Injected {
     Malformed,
 }
 
+/// A change to the world a test schedules between two requests (see [`Sim::after_requests`]).
+pub type WorldEdit = Box<dyn FnOnce(&mut World) + Send>;
+
+/// A scheduled [`WorldEdit`]: runs when the request after the `after`-th matching one arrives.
+struct Hook {
+    system: System,
+    /// The stats key to count (`GET /api/v4/leads`, `batch`, ...).
+    method: String,
+    after: u64,
+    seen: u64,
+    edit: Option<WorldEdit>,
+}
+
 /// Per-system request counts, by method (Bitrix24 method, amoCRM path, JSON-RPC method...).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stats {
@@ -185,6 +198,7 @@ pub struct Sim {
     world: Mutex<World>,
     faults: Mutex<BTreeMap<System, Faults>>,
     stats: Mutex<BTreeMap<System, Stats>>,
+    hooks: Mutex<Vec<Hook>>,
     pub b24: bitrix24::State,
     pub amo: amocrm::State,
     pub comagic: comagic::State,
@@ -212,6 +226,7 @@ impl Sim {
             world: Mutex::new(world),
             faults: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(BTreeMap::new()),
+            hooks: Mutex::new(Vec::new()),
         })
     }
 
@@ -236,8 +251,52 @@ impl Sim {
             .unwrap_or_default()
     }
 
-    /// Called by a fake at the start of each request: counts it, sleeps the injected latency and
-    /// says which injected failure (if any) this request gets.
+    /// Schedules `edit` to run on the world once `after` requests with stats key `method` have
+    /// reached `system`, just before the next such request is served. Tests use it to change
+    /// the CRM between two pages of one pass (a record deleted after page 1 was read), which a
+    /// fault counter cannot express.
+    pub fn after_requests(
+        &self,
+        system: System,
+        method: &str,
+        after: u64,
+        edit: impl FnOnce(&mut World) + Send + 'static,
+    ) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Hook {
+                system,
+                method: method.to_string(),
+                after,
+                seen: 0,
+                edit: Some(Box::new(edit)),
+            });
+    }
+
+    /// Runs the hooks due at this request; each runs once.
+    fn run_hooks(&self, system: System, method: &str) {
+        let due: Vec<WorldEdit> = {
+            let mut hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
+            let due = hooks
+                .iter_mut()
+                .filter(|h| h.system == system && h.method == method)
+                .filter_map(|h| {
+                    let now_due = h.seen == h.after;
+                    h.seen += 1;
+                    if now_due { h.edit.take() } else { None }
+                })
+                .collect();
+            hooks.retain(|h| h.edit.is_some());
+            due
+        };
+        for edit in due {
+            edit(&mut self.world());
+        }
+    }
+
+    /// Called by a fake at the start of each request: counts it, runs due world edits, sleeps
+    /// the injected latency and says which injected failure (if any) this request gets.
     pub async fn on_request(&self, system: System, method: &str) -> Injected {
         {
             let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -245,6 +304,7 @@ impl Sim {
             s.requests += 1;
             *s.by_method.entry(method.to_string()).or_default() += 1;
         }
+        self.run_hooks(system, method);
         let (latency, injected) = {
             let mut all = self.faults.lock().unwrap_or_else(|e| e.into_inner());
             let f = all.entry(system).or_default();

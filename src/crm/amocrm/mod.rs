@@ -2,7 +2,9 @@
 //!
 //! Mapping: amoCRM "leads" are deals, unsorted items are leads, call notes of leads, contacts
 //! and companies are activities. Reads page with `filter[updated_at][from]` and
-//! `order[id]=asc`, 250 per page; the cursor position is the page number.
+//! `order[id]=asc`, 250 per page; the cursor position is the page number (for deals,
+//! contacts, companies and tasks with the run it belongs to, see [`paging`]: records deleted
+//! between two pages would otherwise hide the record at the next page boundary).
 //!
 //! Why `id` and not `updated_at` order: with page-number paging, a record that changes during a
 //! pass moves to the end of an `updated_at`-ordered list, every later record shifts back by one
@@ -28,6 +30,7 @@
 mod auth;
 mod changes;
 mod map;
+mod paging;
 mod write;
 
 use std::sync::{Arc, Mutex};
@@ -45,6 +48,7 @@ use crate::server::metrics::Observe as _;
 use crate::store::TokenStore;
 
 use auth::Auth;
+use paging::{PagePos, Traces};
 
 const SYSTEM: &str = "amocrm";
 /// The request period is this much longer than 1/`rate_per_sec`.
@@ -89,6 +93,8 @@ pub struct AmoCrm {
     /// Every request waits until this moment (set by a 429: stop all workers of the account).
     paused_until: Mutex<Option<tokio::time::Instant>>,
     currency: Mutex<String>,
+    /// Page boundaries of the passes under way (where to go back to after a deletion).
+    traces: Traces,
 }
 
 impl AmoCrm {
@@ -152,6 +158,7 @@ impl AmoCrm {
             tuning: Tuning::default(),
             paused_until: Mutex::new(None),
             currency: Mutex::new("RUB".into()),
+            traces: Traces::default(),
         })
     }
 
@@ -387,6 +394,56 @@ impl AmoCrm {
         }
         self.list_page(path, key, &q).await
     }
+
+    /// At the last page of a run: asks for deletions of `entity` since the run started and,
+    /// when there were any, says where to re-read from (see [`paging`]). The deleted ids go
+    /// into `deleted` either way.
+    async fn after_last_page(
+        &self,
+        entity: EntityKind,
+        pos: PagePos,
+        deleted: &mut Vec<String>,
+    ) -> Result<Option<PagePos>> {
+        let Some(started) = pos.started.filter(|_| pos.spans_pages()) else {
+            return Ok(None);
+        };
+        let checked_at = chrono::Utc::now().timestamp();
+        let gone = self.deleted_since(entity, started).await?;
+        deleted.extend(gone.iter().map(u64::to_string));
+        let restart = self.traces.with(entity, |t| {
+            let new = t.take_new(&gone);
+            if new.is_empty() {
+                return Ok(None);
+            }
+            t.restart_page(&new).map(Some).ok_or(new.len())
+        });
+        match restart {
+            Ok(Some(page)) => {
+                tracing::info!(
+                    system = SYSTEM,
+                    entity = entity.as_str(),
+                    page,
+                    "records deleted during the pass; re-reading from the page they were on"
+                );
+                Ok(Some(PagePos {
+                    page,
+                    first: page,
+                    started: Some(checked_at),
+                }))
+            }
+            Ok(None) => Ok(None),
+            Err(n) => {
+                tracing::warn!(
+                    system = SYSTEM,
+                    entity = entity.as_str(),
+                    deleted = n,
+                    "records keep being deleted during the pass; ending it after {} re-reads",
+                    paging::MAX_REPAIRS
+                );
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// Turns a non-2xx answer into an error; problem+json gives code and detail, other bodies
@@ -540,6 +597,7 @@ impl Crm for AmoCrm {
 
     async fn fetch_page(&self, entity: EntityKind, cursor: &Cursor) -> Result<Page> {
         let currency = self.currency();
+        let mut deleted = Vec::new();
         let (records, position): (Vec<Record>, Option<String>) = match entity {
             EntityKind::Deal | EntityKind::Contact | EntityKind::Company | EntityKind::Task => {
                 let (path, key, order, extra): (&str, &str, &str, &[(&str, &str)]) = match entity {
@@ -548,10 +606,19 @@ impl Crm for AmoCrm {
                     EntityKind::Company => ("/api/v4/companies", "companies", "id", &[]),
                     _ => ("/api/v4/tasks", "tasks", "id", &[]),
                 };
-                let page = page_of(cursor);
+                let pos = match cursor.position.as_deref().and_then(PagePos::parse) {
+                    Some(pos) => pos,
+                    None => {
+                        self.traces.reset(entity);
+                        PagePos::start(chrono::Utc::now().timestamp())
+                    }
+                };
                 let (items, more) = self
-                    .read_page(path, key, order, extra, cursor, page)
+                    .read_page(path, key, order, extra, cursor, pos.page)
                     .await?;
+                self.traces.with(entity, |t| {
+                    t.saw_page(pos.page, items.iter().filter_map(|v| v["id"].as_u64()))
+                });
                 let records = items
                     .iter()
                     .map(|v| {
@@ -564,7 +631,12 @@ impl Crm for AmoCrm {
                         .map_err(|e| self.decode_err(path, e))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                (records, more.then(|| (page + 1).to_string()))
+                let next = if more {
+                    Some(pos.next_page())
+                } else {
+                    self.after_last_page(entity, pos, &mut deleted).await?
+                };
+                (records, next.map(|p| p.to_string()))
             }
             EntityKind::Lead => {
                 // Unsorted items have no updated_at filter: read by creation and keep the
@@ -633,7 +705,7 @@ impl Crm for AmoCrm {
             records,
             next,
             done,
-            deleted: Vec::new(),
+            deleted,
         })
     }
 
