@@ -722,3 +722,103 @@ async fn deletions_between_pages_skip_nothing() {
         "no re-reads needed"
     );
 }
+
+async fn sqlite_tokens(dir: &tempfile::TempDir) -> Arc<dyn TokenStore> {
+    let url = format!("sqlite://{}", dir.path().join("dozor.db").display());
+    Arc::new(Store::open(&url, 4).await.unwrap())
+}
+
+fn by_method(h: &SimHandle, method: &str) -> u64 {
+    h.sim.stats()[&System::Bitrix24]
+        .by_method
+        .get(method)
+        .copied()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn oauth_refresh_races_from_two_tasks_are_single_flight() {
+    let h = start_world(contact_world(60)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_tokens(&dir).await;
+    let c = Bitrix24::new(
+        "t1",
+        &oauth_cfg(&h, &h.sim.creds.b24_refresh_token),
+        store.clone(),
+    )
+    .await
+    .unwrap();
+    // No token yet: both tasks need one at once, one refresh serves both.
+    let start = Cursor::default();
+    let (a, b) = tokio::join!(c.ping(), c.fetch_page(EntityKind::Contact, &start));
+    a.unwrap();
+    assert_eq!(b.unwrap().records.len(), 60);
+    assert_eq!(h.sim.b24.refresh_count(), 1, "one refresh for two tasks");
+
+    // The token expires under both tasks: both are refused, one refresh, both repeated.
+    h.sim.set_faults(
+        System::Bitrix24,
+        Faults {
+            expire_tokens: true,
+            ..Faults::default()
+        },
+    );
+    h.sim.reset_stats();
+    let start = Cursor::default();
+    let (a, b) = tokio::join!(c.ping(), c.fetch_page(EntityKind::Contact, &start));
+    a.unwrap();
+    assert_eq!(b.unwrap().records.len(), 60);
+    assert_eq!(h.sim.b24.refresh_count(), 2, "one refresh for two tasks");
+    assert_eq!(by_method(&h, "oauth.token"), 1);
+    let saved = store.load_token("t1", "bitrix24").await.unwrap().unwrap();
+    assert_eq!(
+        saved.refresh_token.unwrap().expose(),
+        h.sim.b24.current_refresh_token(),
+        "the chain is intact and persisted"
+    );
+}
+
+#[tokio::test]
+async fn oauth_token_near_expiry_is_refreshed_before_use() {
+    let h = start_world(contact_world(60)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_tokens(&dir).await;
+    let cfg = oauth_cfg(&h, &h.sim.creds.b24_refresh_token);
+    Bitrix24::new("t1", &cfg, store.clone())
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+    assert_eq!(h.sim.b24.refresh_count(), 1);
+    // The stored token expires in 30 s (the portal would still accept it for an hour, so a
+    // refresh here can only come from the stored expiry).
+    let mut saved = store.load_token("t1", "bitrix24").await.unwrap().unwrap();
+    saved.expires_at = Some(Utc::now() + Duration::seconds(30));
+    store.save_token("t1", "bitrix24", &saved).await.unwrap();
+
+    let c = Bitrix24::new("t1", &cfg, store.clone()).await.unwrap();
+    h.sim.reset_stats();
+    let start = Cursor::default();
+    let (a, b) = tokio::join!(c.ping(), c.fetch_page(EntityKind::Contact, &start));
+    a.unwrap();
+    assert_eq!(b.unwrap().records.len(), 60);
+    assert_eq!(
+        h.sim.b24.refresh_count(),
+        2,
+        "refreshed once, ahead of expiry"
+    );
+    // Nothing was refused and repeated: one request per call plus the refresh.
+    assert_eq!(by_method(&h, "profile"), 1);
+    assert_eq!(by_method(&h, "batch"), 1);
+    assert_eq!(by_method(&h, "oauth.token"), 1);
+    let now_saved = store.load_token("t1", "bitrix24").await.unwrap().unwrap();
+    assert_eq!(
+        now_saved.refresh_token.as_ref().unwrap().expose(),
+        h.sim.b24.current_refresh_token()
+    );
+    assert!(now_saved.expires_at.unwrap() > Utc::now() + Duration::seconds(3000));
+    // A fresh token is not refreshed again.
+    c.ping().await.unwrap();
+    assert_eq!(h.sim.b24.refresh_count(), 2);
+}

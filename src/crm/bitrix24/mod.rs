@@ -4,7 +4,10 @@
 //! * 503 `QUERY_LIMIT_EXCEEDED` and 5xx are retried with backoff; 429 `OPERATION_TIME_LIMIT`
 //!   waits until `operating_reset_at`; each method's `time.operating` is tracked and the method
 //!   is paused before it exceeds the configured budget.
-//! * OAuth: refreshed lazily on `expired_token`, the new pair is stored before it is used.
+//! * OAuth: refreshed when the stored access token is within a minute of its expiry, and on
+//!   `expired_token` (then the call is repeated once); one refresh at a time, the new pair is
+//!   stored before it is used. The fact sheet warns against refreshing before every call or on
+//!   a timer; this refreshes at most once per token lifetime, and only when a call needs it.
 //! * Full and incremental reads use fast ID paging (`>ID`, `start=-1`), several pages chained
 //!   in one `batch` request with `$result[...]` references.
 
@@ -554,7 +557,23 @@ impl Bitrix24 {
             Auth::OAuth(o) => {
                 let current = o.state.lock().await.clone();
                 let set = match current {
-                    Some(s) if !s.access_token.is_empty() => s,
+                    Some(s) if s.is_fresh() => s,
+                    Some(s) if !s.access_token.is_empty() => {
+                        // About to expire: refresh now rather than have this call refused.
+                        match self.refresh(o, Some(s.access_token.expose())).await {
+                            Ok(new) => new,
+                            // The old token still works for a moment; a refresh the server
+                            // refused for good is reported by the reactive path.
+                            Err(e)
+                                if e.kind != ErrorKind::Auth
+                                    && s.expires_at.is_some_and(|t| t > Utc::now()) =>
+                            {
+                                tracing::warn!(error = %e, "bitrix24 token refresh ahead of expiry failed; using the current token");
+                                s
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
                     _ => self.refresh(o, None).await?,
                 };
                 let endpoint = set
@@ -584,13 +603,15 @@ impl Bitrix24 {
     }
 
     /// Exchanges the refresh token for a new pair and stores it before anything uses it.
-    /// `failed` is the access token that was refused: when another task already replaced it,
-    /// its result is reused instead of refreshing twice.
-    async fn refresh(&self, o: &OAuth, failed: Option<&str>) -> Result<TokenSet> {
+    /// `stale` is the access token the caller found refused or about to expire (`None`: it
+    /// found none). Refreshes are single-flight: the state lock is held throughout, and a task
+    /// that waited for it takes the pair the previous holder obtained instead of spending the
+    /// refresh token again.
+    async fn refresh(&self, o: &OAuth, stale: Option<&str>) -> Result<TokenSet> {
         let mut state = o.state.lock().await;
-        if let (Some(cur), Some(failed)) = (state.as_ref(), failed)
-            && !cur.access_token.is_empty()
-            && cur.access_token.expose() != failed
+        if let Some(cur) = state.as_ref()
+            && cur.is_fresh()
+            && stale.is_none_or(|s| cur.access_token.expose() != s)
         {
             return Ok(cur.clone());
         }
