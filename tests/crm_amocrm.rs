@@ -829,3 +829,65 @@ async fn deletions_between_pages_skip_nothing() {
     assert_eq!((records.len(), pages), (597, 3));
     assert_eq!(h.sim.stats()[&System::Amocrm].requests, 4);
 }
+
+#[tokio::test]
+async fn rate_limit_storm_is_waited_out_and_the_sync_completes() {
+    let h = start_world(deals_world(600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(&dir).await;
+    let tuning = dozor::crm::amocrm::Tuning {
+        throttle: dozor::http::Throttle {
+            first: Duration::from_millis(20),
+            cap: Duration::from_millis(160),
+            budget: Duration::from_secs(60),
+        },
+        ..dozor::crm::amocrm::Tuning::default()
+    };
+    let c = AmoCrm::new("t1", &long_lived(&h), st.clone())
+        .await
+        .unwrap()
+        .with_tuning(tuning);
+    // Twenty 429s in a row.
+    h.sim.set_faults(
+        System::Amocrm,
+        Faults {
+            throttle: 20,
+            ..Faults::default()
+        },
+    );
+    h.sim.reset_stats();
+    let started = std::time::Instant::now();
+    let report = dozor::sync::sync_crm(&st, "t1", &c, dozor::sync::SyncOptions::default())
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(report.items["deal"], 600);
+    assert_eq!(st.deals("t1").await.unwrap().len(), 600);
+    let stats = h.sim.stats()[&System::Amocrm].clone();
+    assert_eq!(stats.throttled, 20);
+    // 20 + 40 + 80 + 17 × 160 ms of pauses at least.
+    assert!(elapsed >= Duration::from_millis(2800), "{elapsed:?}");
+    println!(
+        "storm of 20: {} requests ({} refused), {elapsed:?}",
+        stats.requests, stats.throttled
+    );
+
+    // Half of all requests refused for a while: the pass completes, one extra request per
+    // refusal, each after a pause.
+    h.sim.set_faults(
+        System::Amocrm,
+        Faults {
+            throttle_percent: 50,
+            ..Faults::default()
+        },
+    );
+    h.sim.reset_stats();
+    let started = std::time::Instant::now();
+    let (records, pages, _) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
+    assert_eq!((records.len(), pages), (600, 3));
+    let stats = h.sim.stats()[&System::Amocrm].clone();
+    // Three pages and the deletion query answered.
+    assert_eq!(stats.requests - stats.throttled, 4, "{stats:?}");
+    assert!(stats.throttled >= 3 && stats.throttled <= 4, "{stats:?}");
+    assert!(started.elapsed() >= Duration::from_millis(20 * stats.throttled));
+}

@@ -822,3 +822,109 @@ async fn oauth_token_near_expiry_is_refreshed_before_use() {
     c.ping().await.unwrap();
     assert_eq!(h.sim.b24.refresh_count(), 2);
 }
+
+fn quick_throttle() -> dozor::http::Throttle {
+    dozor::http::Throttle {
+        first: std::time::Duration::from_millis(20),
+        cap: std::time::Duration::from_millis(160),
+        budget: std::time::Duration::from_secs(60),
+    }
+}
+
+#[tokio::test]
+async fn rate_limit_storm_is_waited_out_and_the_sync_completes() {
+    let h = start_world(contact_world(2600)).await;
+    let c = client(&h).await.with_throttle(quick_throttle());
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("dozor.db").display());
+    let store = Store::open(&url, 4).await.unwrap();
+    // Twenty QUERY_LIMIT_EXCEEDED in a row: far more than a fixed retry count survives.
+    h.sim.set_faults(
+        System::Bitrix24,
+        Faults {
+            throttle: 20,
+            ..Faults::default()
+        },
+    );
+    h.sim.reset_stats();
+    let started = std::time::Instant::now();
+    let report = dozor::sync::sync_crm(&store, "t1", &c, dozor::sync::SyncOptions::default())
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(report.items["contact"], 2600);
+    assert_eq!(store.contacts("t1").await.unwrap().len(), 2600);
+    let stats = h.sim.stats()[&System::Bitrix24].clone();
+    assert_eq!(stats.throttled, 20);
+    // Waits doubled to their cap: 20 + 40 + 80 + 17 × 160 ms; a client that did not back off
+    // would have gone through the refusals at once.
+    assert!(
+        elapsed >= std::time::Duration::from_millis(2800),
+        "{elapsed:?}"
+    );
+    println!(
+        "storm of 20: {} requests ({} refused), {elapsed:?}",
+        stats.requests, stats.throttled
+    );
+
+    // Then half of all requests refused for a while: every pass still completes, and each
+    // refusal costs exactly one more request.
+    h.sim.set_faults(
+        System::Bitrix24,
+        Faults {
+            throttle_percent: 50,
+            ..Faults::default()
+        },
+    );
+    h.sim.reset_stats();
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
+        assert_eq!(recs.len(), 2600);
+    }
+    let stats = h.sim.stats()[&System::Bitrix24].clone();
+    assert_eq!(stats.requests - stats.throttled, 10, "{stats:?}");
+    assert!(stats.throttled >= 9 && stats.throttled <= 10, "{stats:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(20 * stats.throttled));
+}
+
+#[tokio::test]
+async fn operating_budget_pauses_the_method_instead_of_being_refused() {
+    let mut o = opts();
+    o.enforce_limits = true;
+    let h = sim::start_with(
+        Sim::with_world(o, contact_world(60)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let c = client(&h).await;
+    // 470 s of the 480 s budget, spent 597 s ago: they leave the 10-minute window in 3 s.
+    h.sim
+        .b24
+        .charge_operating_ago("crm.contact.list", 470.0, 597.0);
+    let first = c
+        .fetch_page(EntityKind::Contact, &Cursor::default())
+        .await
+        .unwrap();
+    assert_eq!(first.records.len(), 60);
+    // Now over the budget: the portal would refuse the method until the old time drops out.
+    h.sim.b24.charge_operating("crm.contact.list", 15.0);
+    h.sim.reset_stats();
+    let started = std::time::Instant::now();
+    let again = c
+        .fetch_page(EntityKind::Contact, &Cursor::default())
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(again.records.len(), 60);
+    // The client saw `time.operating` near the budget and paused the method until
+    // `operating_reset_at`: one request, answered, no OPERATION_TIME_LIMIT refusal.
+    let stats = h.sim.stats()[&System::Bitrix24].clone();
+    assert_eq!(stats.requests, 1, "{stats:?}");
+    assert!(
+        elapsed >= std::time::Duration::from_millis(1500),
+        "{elapsed:?}"
+    );
+    assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
+}

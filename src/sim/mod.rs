@@ -157,6 +157,9 @@ pub struct Faults {
     pub malformed_json: u32,
     /// An outage: while set, every request answers a 5xx error (counters are not consumed).
     pub down: bool,
+    /// While set, this share of requests (0–100 %, spread evenly) answers the rate-limit
+    /// error: a storm that lasts, not a burst a few retries get through.
+    pub throttle_percent: u32,
 }
 
 /// What a fake must do to the request it is serving.
@@ -298,12 +301,13 @@ impl Sim {
     /// Called by a fake at the start of each request: counts it, runs due world edits, sleeps
     /// the injected latency and says which injected failure (if any) this request gets.
     pub async fn on_request(&self, system: System, method: &str) -> Injected {
-        {
+        let n = {
             let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
             let s = stats.entry(system).or_default();
             s.requests += 1;
             *s.by_method.entry(method.to_string()).or_default() += 1;
-        }
+            s.requests
+        };
         self.run_hooks(system, method);
         let (latency, injected) = {
             let mut all = self.faults.lock().unwrap_or_else(|e| e.into_inner());
@@ -315,6 +319,12 @@ impl Sim {
                 Injected::Http5xx
             } else if f.throttle > 0 {
                 f.throttle -= 1;
+                Injected::Throttle
+            } else if f.throttle_percent > 0
+                && n * u64::from(f.throttle_percent.min(100)) / 100
+                    != (n - 1) * u64::from(f.throttle_percent.min(100)) / 100
+            {
+                // The n-th request is refused when it moves floor(n × share) on: an even spread.
                 Injected::Throttle
             } else if f.malformed_json > 0 {
                 f.malformed_json -= 1;

@@ -337,7 +337,7 @@ impl OAuth {
                 }
                 429 | 500..=599 if attempt + 1 < MAX_ATTEMPTS => {
                     let wait = if status == 429 {
-                        c.tuning.throttle_wait.saturating_mul(1 << attempt.min(5))
+                        c.tuning.throttle.first.saturating_mul(1 << attempt.min(5))
                     } else {
                         backoff(attempt)
                     };

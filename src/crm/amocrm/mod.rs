@@ -43,7 +43,7 @@ use serde_json::{Value, json};
 use crate::config::AmocrmConfig;
 use crate::crm::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page, Result};
 use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, Ts, User, phone};
-use crate::http::{Error, ErrorKind, Limiter, backoff, redact_url};
+use crate::http::{Error, ErrorKind, Limiter, Throttle, backoff, redact_url};
 use crate::server::metrics::Observe as _;
 use crate::store::TokenStore;
 
@@ -55,7 +55,7 @@ const SYSTEM: &str = "amocrm";
 const RATE_MARGIN: f64 = 1.03;
 /// The largest page amoCRM serves for leads, contacts, companies, tasks, notes and unsorted.
 pub const PAGE_LIMIT: u32 = 250;
-/// Attempts for one request on 429 / 5xx / transport errors.
+/// Attempts for one request on 5xx / transport errors (429s are waited out by [`Throttle`]).
 const MAX_ATTEMPTS: u32 = 6;
 /// How often a 403 (anti-abuse lock-out) is waited out before giving up.
 const MAX_LOCKOUT_WAITS: u32 = 3;
@@ -65,8 +65,8 @@ const NOTE_ENTITIES: [&str; 3] = ["leads", "contacts", "companies"];
 /// Timing knobs (tests shorten them).
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// First wait after a 429; doubles per retry.
-    pub throttle_wait: Duration,
+    /// Waits after 429s: doubling from `throttle.first`, every request of the client paused.
+    pub throttle: Throttle,
     /// First wait after a 403 lock-out; grows linearly.
     pub lockout_wait: Duration,
     pub timeout: Duration,
@@ -75,7 +75,8 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
-            throttle_wait: Duration::from_secs(1),
+            // The fact sheet: back off at least 1 s on a 429, exponentially.
+            throttle: Throttle::default(),
             lockout_wait: Duration::from_secs(2),
             timeout: Duration::from_secs(60),
         }
@@ -212,6 +213,7 @@ impl AmoCrm {
         }
         let label = format!("{method} {path}");
         let mut attempt = 0u32;
+        let mut refusals = self.tuning.throttle.start();
         let mut lockouts = 0u32;
         // Refresh again if a token refreshed during this call is itself revoked (several
         // revocations in a row happen when an admin re-installs the integration), but not forever.
@@ -246,6 +248,12 @@ impl AmoCrm {
                 .get("x-request-id")
                 .and_then(|h| h.to_str().ok())
                 .map(str::to_string);
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             match status {
                 204 => return Ok(None),
                 200..=299 => {
@@ -277,17 +285,12 @@ impl AmoCrm {
             let mut err = problem_error(self, status, &label, &url, &bytes);
             match status {
                 429 => {
-                    let wait = self
-                        .tuning
-                        .throttle_wait
-                        .saturating_mul(1 << attempt.min(5));
-                    err = err.retry_after(wait);
-                    if attempt + 1 < MAX_ATTEMPTS {
-                        tracing::warn!(system = SYSTEM, %label, ?wait, "rate limited (429), pausing");
+                    if let Some(wait) = refusals.next(retry_after) {
+                        tracing::warn!(system = SYSTEM, %label, ?wait, refusals = refusals.count(), "rate limited (429), pausing");
                         self.pause(wait);
-                        attempt += 1;
                         continue;
                     }
+                    err = err.retry_after(self.tuning.throttle.cap);
                 }
                 403 if lockouts < MAX_LOCKOUT_WAITS => {
                     lockouts += 1;
