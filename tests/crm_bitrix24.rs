@@ -680,3 +680,251 @@ async fn crm_todos_arrive_as_tasks() {
             .all(|t| !t.id().ends_with(&todo_id.to_string()))
     );
 }
+
+#[tokio::test]
+async fn deletions_between_pages_skip_nothing() {
+    // `>ID` paging continues after the last id read, not at an offset: records deleted behind
+    // the pass move nothing it has still to read.
+    let h = start_world(contact_world(2600)).await;
+    let c = client(&h).await;
+    let gone: Vec<u64> = h
+        .sim
+        .world()
+        .contacts
+        .keys()
+        .skip(100)
+        .take(5)
+        .copied()
+        .collect();
+    h.sim.after_requests(System::Bitrix24, "batch", 1, {
+        let gone = gone.clone();
+        move |w| {
+            for id in gone {
+                assert!(w.delete(Owner::Contact, id, Utc::now()));
+            }
+        }
+    });
+    h.sim.reset_stats();
+    let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
+    let seen: std::collections::BTreeSet<u64> =
+        recs.iter().map(|r| r.id().parse().unwrap()).collect();
+    let world: std::collections::BTreeSet<u64> = h.sim.world().contacts.keys().copied().collect();
+    assert_eq!(world.len(), 2595);
+    assert!(world.is_subset(&seen), "{:?}", world.difference(&seen));
+    assert!(
+        gone.iter().all(|id| seen.contains(id)),
+        "read before the deletion"
+    );
+    assert_eq!(seen.len(), 2600);
+    assert_eq!(
+        h.sim.stats()[&System::Bitrix24].requests,
+        2,
+        "no re-reads needed"
+    );
+}
+
+async fn sqlite_tokens(dir: &tempfile::TempDir) -> Arc<dyn TokenStore> {
+    let url = format!("sqlite://{}", dir.path().join("dozor.db").display());
+    Arc::new(Store::open(&url, 4).await.unwrap())
+}
+
+fn by_method(h: &SimHandle, method: &str) -> u64 {
+    h.sim.stats()[&System::Bitrix24]
+        .by_method
+        .get(method)
+        .copied()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn oauth_refresh_races_from_two_tasks_are_single_flight() {
+    let h = start_world(contact_world(60)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_tokens(&dir).await;
+    let c = Bitrix24::new(
+        "t1",
+        &oauth_cfg(&h, &h.sim.creds.b24_refresh_token),
+        store.clone(),
+    )
+    .await
+    .unwrap();
+    // No token yet: both tasks need one at once, one refresh serves both.
+    let start = Cursor::default();
+    let (a, b) = tokio::join!(c.ping(), c.fetch_page(EntityKind::Contact, &start));
+    a.unwrap();
+    assert_eq!(b.unwrap().records.len(), 60);
+    assert_eq!(h.sim.b24.refresh_count(), 1, "one refresh for two tasks");
+
+    // The token expires under both tasks: both are refused, one refresh, both repeated.
+    h.sim.set_faults(
+        System::Bitrix24,
+        Faults {
+            expire_tokens: true,
+            ..Faults::default()
+        },
+    );
+    h.sim.reset_stats();
+    let start = Cursor::default();
+    let (a, b) = tokio::join!(c.ping(), c.fetch_page(EntityKind::Contact, &start));
+    a.unwrap();
+    assert_eq!(b.unwrap().records.len(), 60);
+    assert_eq!(h.sim.b24.refresh_count(), 2, "one refresh for two tasks");
+    assert_eq!(by_method(&h, "oauth.token"), 1);
+    let saved = store.load_token("t1", "bitrix24").await.unwrap().unwrap();
+    assert_eq!(
+        saved.refresh_token.unwrap().expose(),
+        h.sim.b24.current_refresh_token(),
+        "the chain is intact and persisted"
+    );
+}
+
+#[tokio::test]
+async fn oauth_token_near_expiry_is_refreshed_before_use() {
+    let h = start_world(contact_world(60)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_tokens(&dir).await;
+    let cfg = oauth_cfg(&h, &h.sim.creds.b24_refresh_token);
+    Bitrix24::new("t1", &cfg, store.clone())
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+    assert_eq!(h.sim.b24.refresh_count(), 1);
+    // The stored token expires in 30 s (the portal would still accept it for an hour, so a
+    // refresh here can only come from the stored expiry).
+    let mut saved = store.load_token("t1", "bitrix24").await.unwrap().unwrap();
+    saved.expires_at = Some(Utc::now() + Duration::seconds(30));
+    store.save_token("t1", "bitrix24", &saved).await.unwrap();
+
+    let c = Bitrix24::new("t1", &cfg, store.clone()).await.unwrap();
+    h.sim.reset_stats();
+    let start = Cursor::default();
+    let (a, b) = tokio::join!(c.ping(), c.fetch_page(EntityKind::Contact, &start));
+    a.unwrap();
+    assert_eq!(b.unwrap().records.len(), 60);
+    assert_eq!(
+        h.sim.b24.refresh_count(),
+        2,
+        "refreshed once, ahead of expiry"
+    );
+    // Nothing was refused and repeated: one request per call plus the refresh.
+    assert_eq!(by_method(&h, "profile"), 1);
+    assert_eq!(by_method(&h, "batch"), 1);
+    assert_eq!(by_method(&h, "oauth.token"), 1);
+    let now_saved = store.load_token("t1", "bitrix24").await.unwrap().unwrap();
+    assert_eq!(
+        now_saved.refresh_token.as_ref().unwrap().expose(),
+        h.sim.b24.current_refresh_token()
+    );
+    assert!(now_saved.expires_at.unwrap() > Utc::now() + Duration::seconds(3000));
+    // A fresh token is not refreshed again.
+    c.ping().await.unwrap();
+    assert_eq!(h.sim.b24.refresh_count(), 2);
+}
+
+fn quick_throttle() -> dozor::http::Throttle {
+    dozor::http::Throttle {
+        first: std::time::Duration::from_millis(20),
+        cap: std::time::Duration::from_millis(160),
+        budget: std::time::Duration::from_secs(60),
+    }
+}
+
+#[tokio::test]
+async fn rate_limit_storm_is_waited_out_and_the_sync_completes() {
+    let h = start_world(contact_world(2600)).await;
+    let c = client(&h).await.with_throttle(quick_throttle());
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("dozor.db").display());
+    let store = Store::open(&url, 4).await.unwrap();
+    // Twenty QUERY_LIMIT_EXCEEDED in a row: far more than a fixed retry count survives.
+    h.sim.set_faults(
+        System::Bitrix24,
+        Faults {
+            throttle: 20,
+            ..Faults::default()
+        },
+    );
+    h.sim.reset_stats();
+    let started = std::time::Instant::now();
+    let report = dozor::sync::sync_crm(&store, "t1", &c, dozor::sync::SyncOptions::default())
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(report.items["contact"], 2600);
+    assert_eq!(store.contacts("t1").await.unwrap().len(), 2600);
+    let stats = h.sim.stats()[&System::Bitrix24].clone();
+    assert_eq!(stats.throttled, 20);
+    // Waits doubled to their cap: 20 + 40 + 80 + 17 × 160 ms; a client that did not back off
+    // would have gone through the refusals at once.
+    assert!(
+        elapsed >= std::time::Duration::from_millis(2800),
+        "{elapsed:?}"
+    );
+    println!(
+        "storm of 20: {} requests ({} refused), {elapsed:?}",
+        stats.requests, stats.throttled
+    );
+
+    // Then half of all requests refused for a while: every pass still completes, and each
+    // refusal costs exactly one more request.
+    h.sim.set_faults(
+        System::Bitrix24,
+        Faults {
+            throttle_percent: 50,
+            ..Faults::default()
+        },
+    );
+    h.sim.reset_stats();
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
+        assert_eq!(recs.len(), 2600);
+    }
+    let stats = h.sim.stats()[&System::Bitrix24].clone();
+    assert_eq!(stats.requests - stats.throttled, 10, "{stats:?}");
+    assert!(stats.throttled >= 9 && stats.throttled <= 10, "{stats:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(20 * stats.throttled));
+}
+
+#[tokio::test]
+async fn operating_budget_pauses_the_method_instead_of_being_refused() {
+    let mut o = opts();
+    o.enforce_limits = true;
+    let h = sim::start_with(
+        Sim::with_world(o, contact_world(60)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let c = client(&h).await;
+    // 470 s of the 480 s budget, spent 597 s ago: they leave the 10-minute window in 3 s.
+    h.sim
+        .b24
+        .charge_operating_ago("crm.contact.list", 470.0, 597.0);
+    let first = c
+        .fetch_page(EntityKind::Contact, &Cursor::default())
+        .await
+        .unwrap();
+    assert_eq!(first.records.len(), 60);
+    // Now over the budget: the portal would refuse the method until the old time drops out.
+    h.sim.b24.charge_operating("crm.contact.list", 15.0);
+    h.sim.reset_stats();
+    let started = std::time::Instant::now();
+    let again = c
+        .fetch_page(EntityKind::Contact, &Cursor::default())
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(again.records.len(), 60);
+    // The client saw `time.operating` near the budget and paused the method until
+    // `operating_reset_at`: one request, answered, no OPERATION_TIME_LIMIT refusal.
+    let stats = h.sim.stats()[&System::Bitrix24].clone();
+    assert_eq!(stats.requests, 1, "{stats:?}");
+    assert!(
+        elapsed >= std::time::Duration::from_millis(1500),
+        "{elapsed:?}"
+    );
+    assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
+}

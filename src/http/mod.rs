@@ -254,6 +254,72 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(ms.min(30_000))
 }
 
+/// How a connector waits out rate-limit refusals (Bitrix24 `QUERY_LIMIT_EXCEEDED` and
+/// `OPERATION_TIME_LIMIT`, amoCRM 429).
+///
+/// A refusal says "slow down", not "this request is wrong": a storm of them is waited out
+/// instead of failing the sync after a fixed number of attempts. The wait doubles from `first`
+/// up to `cap`, so a service that keeps refusing sees fewer and fewer requests, and a server
+/// hint (Retry-After, `operating_reset_at`) is honoured when it is longer. One request gives up
+/// once it has waited `budget` in total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    pub first: Duration,
+    pub cap: Duration,
+    pub budget: Duration,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            first: Duration::from_secs(1),
+            cap: Duration::from_secs(30),
+            budget: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl Throttle {
+    /// The refusal count of a new request.
+    pub fn start(&self) -> Refusals {
+        Refusals {
+            policy: *self,
+            count: 0,
+            waited: Duration::ZERO,
+        }
+    }
+}
+
+/// The rate-limit refusals one request has met so far (see [`Throttle`]).
+#[derive(Debug, Clone)]
+pub struct Refusals {
+    policy: Throttle,
+    count: u32,
+    waited: Duration,
+}
+
+impl Refusals {
+    /// The wait before the next attempt, or `None` once the budget would be exceeded.
+    pub fn next(&mut self, hint: Option<Duration>) -> Option<Duration> {
+        let own = self
+            .policy
+            .first
+            .saturating_mul(1u32 << self.count.min(16))
+            .min(self.policy.cap);
+        let wait = hint.map_or(own, |h| h.max(own));
+        if self.waited + wait > self.policy.budget {
+            return None;
+        }
+        self.count += 1;
+        self.waited += wait;
+        Some(wait)
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+}
+
 /// The reqwest client every connector uses: rustls, a User-Agent, timeouts, and no automatic
 /// redirects (a Bitrix24 portal rename answers 302 and a followed POST would lose its body).
 pub fn client(timeout: Duration) -> reqwest::Client {
@@ -269,6 +335,27 @@ pub fn client(timeout: Duration) -> reqwest::Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttle_doubles_to_its_cap_honours_hints_and_gives_up() {
+        let t = Throttle {
+            first: Duration::from_millis(100),
+            cap: Duration::from_millis(400),
+            budget: Duration::from_millis(1500),
+        };
+        let mut r = t.start();
+        let ms = |d: Option<Duration>| d.map(|d| d.as_millis());
+        assert_eq!(ms(r.next(None)), Some(100));
+        assert_eq!(ms(r.next(None)), Some(200));
+        assert_eq!(ms(r.next(None)), Some(400));
+        assert_eq!(ms(r.next(Some(Duration::from_millis(500)))), Some(500));
+        assert_eq!(
+            ms(r.next(None)),
+            None,
+            "1.2 s waited, 0.4 s more exceeds the budget"
+        );
+        assert_eq!(r.count(), 4);
+    }
 
     #[test]
     fn webhook_secret_is_stripped() {

@@ -157,6 +157,9 @@ pub struct Faults {
     pub malformed_json: u32,
     /// An outage: while set, every request answers a 5xx error (counters are not consumed).
     pub down: bool,
+    /// While set, this share of requests (0–100 %, spread evenly) answers the rate-limit
+    /// error: a storm that lasts, not a burst a few retries get through.
+    pub throttle_percent: u32,
 }
 
 /// What a fake must do to the request it is serving.
@@ -167,6 +170,19 @@ pub enum Injected {
     Throttle,
     /// Serve normally, but corrupt the body (see [`corrupt`]).
     Malformed,
+}
+
+/// A change to the world a test schedules between two requests (see [`Sim::after_requests`]).
+pub type WorldEdit = Box<dyn FnOnce(&mut World) + Send>;
+
+/// A scheduled [`WorldEdit`]: runs when the request after the `after`-th matching one arrives.
+struct Hook {
+    system: System,
+    /// The stats key to count (`GET /api/v4/leads`, `batch`, ...).
+    method: String,
+    after: u64,
+    seen: u64,
+    edit: Option<WorldEdit>,
 }
 
 /// Per-system request counts, by method (Bitrix24 method, amoCRM path, JSON-RPC method...).
@@ -185,6 +201,7 @@ pub struct Sim {
     world: Mutex<World>,
     faults: Mutex<BTreeMap<System, Faults>>,
     stats: Mutex<BTreeMap<System, Stats>>,
+    hooks: Mutex<Vec<Hook>>,
     pub b24: bitrix24::State,
     pub amo: amocrm::State,
     pub comagic: comagic::State,
@@ -212,6 +229,7 @@ impl Sim {
             world: Mutex::new(world),
             faults: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(BTreeMap::new()),
+            hooks: Mutex::new(Vec::new()),
         })
     }
 
@@ -236,15 +254,61 @@ impl Sim {
             .unwrap_or_default()
     }
 
-    /// Called by a fake at the start of each request: counts it, sleeps the injected latency and
-    /// says which injected failure (if any) this request gets.
+    /// Schedules `edit` to run on the world once `after` requests with stats key `method` have
+    /// reached `system`, just before the next such request is served. Tests use it to change
+    /// the CRM between two pages of one pass (a record deleted after page 1 was read), which a
+    /// fault counter cannot express.
+    pub fn after_requests(
+        &self,
+        system: System,
+        method: &str,
+        after: u64,
+        edit: impl FnOnce(&mut World) + Send + 'static,
+    ) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Hook {
+                system,
+                method: method.to_string(),
+                after,
+                seen: 0,
+                edit: Some(Box::new(edit)),
+            });
+    }
+
+    /// Runs the hooks due at this request; each runs once.
+    fn run_hooks(&self, system: System, method: &str) {
+        let due: Vec<WorldEdit> = {
+            let mut hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
+            let due = hooks
+                .iter_mut()
+                .filter(|h| h.system == system && h.method == method)
+                .filter_map(|h| {
+                    let now_due = h.seen == h.after;
+                    h.seen += 1;
+                    if now_due { h.edit.take() } else { None }
+                })
+                .collect();
+            hooks.retain(|h| h.edit.is_some());
+            due
+        };
+        for edit in due {
+            edit(&mut self.world());
+        }
+    }
+
+    /// Called by a fake at the start of each request: counts it, runs due world edits, sleeps
+    /// the injected latency and says which injected failure (if any) this request gets.
     pub async fn on_request(&self, system: System, method: &str) -> Injected {
-        {
+        let n = {
             let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
             let s = stats.entry(system).or_default();
             s.requests += 1;
             *s.by_method.entry(method.to_string()).or_default() += 1;
-        }
+            s.requests
+        };
+        self.run_hooks(system, method);
         let (latency, injected) = {
             let mut all = self.faults.lock().unwrap_or_else(|e| e.into_inner());
             let f = all.entry(system).or_default();
@@ -255,6 +319,12 @@ impl Sim {
                 Injected::Http5xx
             } else if f.throttle > 0 {
                 f.throttle -= 1;
+                Injected::Throttle
+            } else if f.throttle_percent > 0
+                && n * u64::from(f.throttle_percent.min(100)) / 100
+                    != (n - 1) * u64::from(f.throttle_percent.min(100)) / 100
+            {
+                // The n-th request is refused when it moves floor(n × share) on: an even spread.
                 Injected::Throttle
             } else if f.malformed_json > 0 {
                 f.malformed_json -= 1;

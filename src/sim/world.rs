@@ -297,6 +297,21 @@ pub struct World {
 }
 
 impl World {
+    /// Deletes a record as the CRM would: it leaves every list and a deletion is logged (amoCRM
+    /// `*_deleted` events). False when there was no such record.
+    pub fn delete(&mut self, owner: Owner, id: u64, at: Ts) -> bool {
+        let existed = match owner {
+            Owner::Lead => self.leads.remove(&id).is_some(),
+            Owner::Deal => self.deals.remove(&id).is_some(),
+            Owner::Contact => self.contacts.remove(&id).is_some(),
+            Owner::Company => self.companies.remove(&id).is_some(),
+        };
+        if existed {
+            self.deletions.push(Deletion { owner, id, at });
+        }
+        existed
+    }
+
     /// A fresh id, unique across every entity kind (so ids never collide in tests).
     pub fn next_id(&mut self) -> u64 {
         self.next_id += 1;

@@ -25,6 +25,21 @@ pub struct TokenSet {
     pub extra: serde_json::Value,
 }
 
+/// An access token this close to its expiry is refreshed before it is used: a call that starts
+/// just before the expiry must not be the one the server refuses.
+pub const REFRESH_AHEAD_SECS: i64 = 60;
+
+impl TokenSet {
+    /// True while the access token is set and outlives [`REFRESH_AHEAD_SECS`] (a token without
+    /// a known expiry counts as fresh until the server refuses it).
+    pub fn is_fresh(&self) -> bool {
+        !self.access_token.is_empty()
+            && self
+                .expires_at
+                .is_none_or(|e| e.timestamp() > chrono::Utc::now().timestamp() + REFRESH_AHEAD_SECS)
+    }
+}
+
 /// Where connectors keep their tokens.
 #[async_trait]
 pub trait TokenStore: Send + Sync {

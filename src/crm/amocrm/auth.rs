@@ -24,8 +24,6 @@ use crate::server::metrics::Observe as _;
 use crate::store::{TokenSet, TokenStore};
 
 const TOKEN_PATH: &str = "/oauth2/access_token";
-/// A token this close to its expiry is refreshed before use.
-const EXPIRY_MARGIN_S: i64 = 60;
 
 pub(super) enum Auth {
     LongLived(Secret),
@@ -47,11 +45,6 @@ pub(super) struct OAuth {
     dead: Mutex<Option<String>>,
     /// The refresh token the server refused (a stored token equal to it is not a re-auth).
     refused: Mutex<Option<Secret>>,
-}
-
-fn fresh(t: &TokenSet) -> bool {
-    t.expires_at
-        .is_none_or(|e| e.timestamp() > Utc::now().timestamp() + EXPIRY_MARGIN_S)
 }
 
 impl Auth {
@@ -102,7 +95,7 @@ impl Auth {
                 o.check_dead(c)?;
                 let current = o.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 match current {
-                    Some(t) if fresh(&t) => Ok(t.access_token),
+                    Some(t) if t.is_fresh() => Ok(t.access_token),
                     Some(t) => o.refresh(c, Some(&t.access_token)).await,
                     None => o.refresh(c, None).await,
                 }
@@ -236,7 +229,7 @@ impl OAuth {
                 )
             })?;
         if let Some(t) = &stored
-            && fresh(t)
+            && t.is_fresh()
             && seen != Some(&t.access_token)
         {
             return Ok(self.adopt(t.clone()));
@@ -344,7 +337,7 @@ impl OAuth {
                 }
                 429 | 500..=599 if attempt + 1 < MAX_ATTEMPTS => {
                     let wait = if status == 429 {
-                        c.tuning.throttle_wait.saturating_mul(1 << attempt.min(5))
+                        c.tuning.throttle.first.saturating_mul(1 << attempt.min(5))
                     } else {
                         backoff(attempt)
                     };

@@ -35,6 +35,17 @@ fn deleted_kind(kind: &str) -> Option<EntityKind> {
     }
 }
 
+/// The deletion event type of a kind, for kinds that have one.
+fn deletion_type(kind: EntityKind) -> Option<&'static str> {
+    match kind {
+        EntityKind::Deal => Some("lead_deleted"),
+        EntityKind::Contact => Some("contact_deleted"),
+        EntityKind::Company => Some("company_deleted"),
+        EntityKind::Task => Some("task_deleted"),
+        _ => None,
+    }
+}
+
 /// The kinds an event may have changed; `None` = unsure (every kind is read).
 pub fn event_kinds(kind: &str, entity: &str) -> Option<Vec<EntityKind>> {
     if kind.starts_with("task_") {
@@ -137,6 +148,22 @@ impl AmoCrm {
         Ok(false)
     }
 
+    /// Ids of `kind` deleted at or after `from` (unix seconds), from the events log.
+    pub(super) async fn deleted_since(&self, kind: EntityKind, from: i64) -> Result<Vec<u64>> {
+        let Some(types) = deletion_type(kind) else {
+            return Ok(Vec::new());
+        };
+        let since = HashMap::from([(kind, from)]);
+        let mut probe = Probe::default();
+        self.events_pages(from, Some(types), &mut probe, &since)
+            .await?;
+        Ok(probe
+            .deleted
+            .remove(&kind)
+            .map(|(ids, _)| ids.iter().filter_map(|id| id.parse().ok()).collect())
+            .unwrap_or_default())
+    }
+
     pub(super) async fn do_fetch_changes(
         &self,
         cursors: &[(EntityKind, Cursor)],
@@ -160,7 +187,11 @@ impl AmoCrm {
             let deleted = probe.deleted.remove(kind);
             if must || probe.all || probe.changed.contains(kind) {
                 let mut page = self.fetch_page(*kind, cursor).await?;
-                page.deleted = deleted.map(|d| d.0).unwrap_or_default();
+                for id in deleted.map(|d| d.0).unwrap_or_default() {
+                    if !page.deleted.contains(&id) {
+                        page.deleted.push(id);
+                    }
+                }
                 out.push((*kind, page));
             } else if let Some((ids, newest)) = deleted {
                 // Only deletions: nothing to read; move past them so they are not reported
@@ -224,5 +255,10 @@ mod tests {
         );
         assert_eq!(event_kinds("something_new", "catalog"), None);
         assert_eq!(deleted_kind("contact_deleted"), Some(EntityKind::Contact));
+        for kind in EntityKind::ALL {
+            if let Some(t) = deletion_type(kind) {
+                assert_eq!(deleted_kind(t), Some(kind));
+            }
+        }
     }
 }

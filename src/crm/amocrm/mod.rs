@@ -2,7 +2,9 @@
 //!
 //! Mapping: amoCRM "leads" are deals, unsorted items are leads, call notes of leads, contacts
 //! and companies are activities. Reads page with `filter[updated_at][from]` and
-//! `order[id]=asc`, 250 per page; the cursor position is the page number.
+//! `order[id]=asc`, 250 per page; the cursor position is the page number (for deals,
+//! contacts, companies and tasks with the run it belongs to, see [`paging`]: records deleted
+//! between two pages would otherwise hide the record at the next page boundary).
 //!
 //! Why `id` and not `updated_at` order: with page-number paging, a record that changes during a
 //! pass moves to the end of an `updated_at`-ordered list, every later record shifts back by one
@@ -28,6 +30,7 @@
 mod auth;
 mod changes;
 mod map;
+mod paging;
 mod write;
 
 use std::sync::{Arc, Mutex};
@@ -40,18 +43,19 @@ use serde_json::{Value, json};
 use crate::config::AmocrmConfig;
 use crate::crm::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page, Result};
 use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, Ts, User, phone};
-use crate::http::{Error, ErrorKind, Limiter, backoff, redact_url};
+use crate::http::{Error, ErrorKind, Limiter, Throttle, backoff, redact_url};
 use crate::server::metrics::Observe as _;
 use crate::store::TokenStore;
 
 use auth::Auth;
+use paging::{PagePos, Traces};
 
 const SYSTEM: &str = "amocrm";
 /// The request period is this much longer than 1/`rate_per_sec`.
 const RATE_MARGIN: f64 = 1.03;
 /// The largest page amoCRM serves for leads, contacts, companies, tasks, notes and unsorted.
 pub const PAGE_LIMIT: u32 = 250;
-/// Attempts for one request on 429 / 5xx / transport errors.
+/// Attempts for one request on 5xx / transport errors (429s are waited out by [`Throttle`]).
 const MAX_ATTEMPTS: u32 = 6;
 /// How often a 403 (anti-abuse lock-out) is waited out before giving up.
 const MAX_LOCKOUT_WAITS: u32 = 3;
@@ -61,8 +65,8 @@ const NOTE_ENTITIES: [&str; 3] = ["leads", "contacts", "companies"];
 /// Timing knobs (tests shorten them).
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// First wait after a 429; doubles per retry.
-    pub throttle_wait: Duration,
+    /// Waits after 429s: doubling from `throttle.first`, every request of the client paused.
+    pub throttle: Throttle,
     /// First wait after a 403 lock-out; grows linearly.
     pub lockout_wait: Duration,
     pub timeout: Duration,
@@ -71,7 +75,8 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
-            throttle_wait: Duration::from_secs(1),
+            // The fact sheet: back off at least 1 s on a 429, exponentially.
+            throttle: Throttle::default(),
             lockout_wait: Duration::from_secs(2),
             timeout: Duration::from_secs(60),
         }
@@ -89,6 +94,8 @@ pub struct AmoCrm {
     /// Every request waits until this moment (set by a 429: stop all workers of the account).
     paused_until: Mutex<Option<tokio::time::Instant>>,
     currency: Mutex<String>,
+    /// Page boundaries of the passes under way (where to go back to after a deletion).
+    traces: Traces,
 }
 
 impl AmoCrm {
@@ -152,6 +159,7 @@ impl AmoCrm {
             tuning: Tuning::default(),
             paused_until: Mutex::new(None),
             currency: Mutex::new("RUB".into()),
+            traces: Traces::default(),
         })
     }
 
@@ -205,6 +213,7 @@ impl AmoCrm {
         }
         let label = format!("{method} {path}");
         let mut attempt = 0u32;
+        let mut refusals = self.tuning.throttle.start();
         let mut lockouts = 0u32;
         // Refresh again if a token refreshed during this call is itself revoked (several
         // revocations in a row happen when an admin re-installs the integration), but not forever.
@@ -239,6 +248,12 @@ impl AmoCrm {
                 .get("x-request-id")
                 .and_then(|h| h.to_str().ok())
                 .map(str::to_string);
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             match status {
                 204 => return Ok(None),
                 200..=299 => {
@@ -270,17 +285,12 @@ impl AmoCrm {
             let mut err = problem_error(self, status, &label, &url, &bytes);
             match status {
                 429 => {
-                    let wait = self
-                        .tuning
-                        .throttle_wait
-                        .saturating_mul(1 << attempt.min(5));
-                    err = err.retry_after(wait);
-                    if attempt + 1 < MAX_ATTEMPTS {
-                        tracing::warn!(system = SYSTEM, %label, ?wait, "rate limited (429), pausing");
+                    if let Some(wait) = refusals.next(retry_after) {
+                        tracing::warn!(system = SYSTEM, %label, ?wait, refusals = refusals.count(), "rate limited (429), pausing");
                         self.pause(wait);
-                        attempt += 1;
                         continue;
                     }
+                    err = err.retry_after(self.tuning.throttle.cap);
                 }
                 403 if lockouts < MAX_LOCKOUT_WAITS => {
                     lockouts += 1;
@@ -386,6 +396,56 @@ impl AmoCrm {
             q.push(((*k).into(), (*v).into()));
         }
         self.list_page(path, key, &q).await
+    }
+
+    /// At the last page of a run: asks for deletions of `entity` since the run started and,
+    /// when there were any, says where to re-read from (see [`paging`]). The deleted ids go
+    /// into `deleted` either way.
+    async fn after_last_page(
+        &self,
+        entity: EntityKind,
+        pos: PagePos,
+        deleted: &mut Vec<String>,
+    ) -> Result<Option<PagePos>> {
+        let Some(started) = pos.started.filter(|_| pos.spans_pages()) else {
+            return Ok(None);
+        };
+        let checked_at = chrono::Utc::now().timestamp();
+        let gone = self.deleted_since(entity, started).await?;
+        deleted.extend(gone.iter().map(u64::to_string));
+        let restart = self.traces.with(entity, |t| {
+            let new = t.take_new(&gone);
+            if new.is_empty() {
+                return Ok(None);
+            }
+            t.restart_page(&new).map(Some).ok_or(new.len())
+        });
+        match restart {
+            Ok(Some(page)) => {
+                tracing::info!(
+                    system = SYSTEM,
+                    entity = entity.as_str(),
+                    page,
+                    "records deleted during the pass; re-reading from the page they were on"
+                );
+                Ok(Some(PagePos {
+                    page,
+                    first: page,
+                    started: Some(checked_at),
+                }))
+            }
+            Ok(None) => Ok(None),
+            Err(n) => {
+                tracing::warn!(
+                    system = SYSTEM,
+                    entity = entity.as_str(),
+                    deleted = n,
+                    "records keep being deleted during the pass; ending it after {} re-reads",
+                    paging::MAX_REPAIRS
+                );
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -540,6 +600,7 @@ impl Crm for AmoCrm {
 
     async fn fetch_page(&self, entity: EntityKind, cursor: &Cursor) -> Result<Page> {
         let currency = self.currency();
+        let mut deleted = Vec::new();
         let (records, position): (Vec<Record>, Option<String>) = match entity {
             EntityKind::Deal | EntityKind::Contact | EntityKind::Company | EntityKind::Task => {
                 let (path, key, order, extra): (&str, &str, &str, &[(&str, &str)]) = match entity {
@@ -548,10 +609,19 @@ impl Crm for AmoCrm {
                     EntityKind::Company => ("/api/v4/companies", "companies", "id", &[]),
                     _ => ("/api/v4/tasks", "tasks", "id", &[]),
                 };
-                let page = page_of(cursor);
+                let pos = match cursor.position.as_deref().and_then(PagePos::parse) {
+                    Some(pos) => pos,
+                    None => {
+                        self.traces.reset(entity);
+                        PagePos::start(chrono::Utc::now().timestamp())
+                    }
+                };
                 let (items, more) = self
-                    .read_page(path, key, order, extra, cursor, page)
+                    .read_page(path, key, order, extra, cursor, pos.page)
                     .await?;
+                self.traces.with(entity, |t| {
+                    t.saw_page(pos.page, items.iter().filter_map(|v| v["id"].as_u64()))
+                });
                 let records = items
                     .iter()
                     .map(|v| {
@@ -564,7 +634,12 @@ impl Crm for AmoCrm {
                         .map_err(|e| self.decode_err(path, e))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                (records, more.then(|| (page + 1).to_string()))
+                let next = if more {
+                    Some(pos.next_page())
+                } else {
+                    self.after_last_page(entity, pos, &mut deleted).await?
+                };
+                (records, next.map(|p| p.to_string()))
             }
             EntityKind::Lead => {
                 // Unsorted items have no updated_at filter: read by creation and keep the
@@ -633,7 +708,7 @@ impl Crm for AmoCrm {
             records,
             next,
             done,
-            deleted: Vec::new(),
+            deleted,
         })
     }
 

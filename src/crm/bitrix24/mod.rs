@@ -1,10 +1,15 @@
 //! Bitrix24 REST connector: inbound webhook or OAuth application.
 //!
 //! * Every call goes through one plan-sized limiter (Standard 2/s burst 50, Enterprise 5/250).
-//! * 503 `QUERY_LIMIT_EXCEEDED` and 5xx are retried with backoff; 429 `OPERATION_TIME_LIMIT`
-//!   waits until `operating_reset_at`; each method's `time.operating` is tracked and the method
+//! * 503 `QUERY_LIMIT_EXCEEDED` is waited out with doubling pauses however long the storm
+//!   lasts (within [`Throttle::budget`]), 5xx are retried a few times; 429
+//!   `OPERATION_TIME_LIMIT` waits until `operating_reset_at`; 503 `OVERLOAD_LIMIT` (a block
+//!   set by Bitrix24 support) is not retried; each method's `time.operating` is tracked and the method
 //!   is paused before it exceeds the configured budget.
-//! * OAuth: refreshed lazily on `expired_token`, the new pair is stored before it is used.
+//! * OAuth: refreshed when the stored access token is within a minute of its expiry, and on
+//!   `expired_token` (then the call is repeated once); one refresh at a time, the new pair is
+//!   stored before it is used. The fact sheet warns against refreshing before every call or on
+//!   a timer; this refreshes at most once per token lifetime, and only when a call needs it.
 //! * Full and incremental reads use fast ID paging (`>ID`, `start=-1`), several pages chained
 //!   in one `batch` request with `$result[...]` references.
 
@@ -25,12 +30,12 @@ use serde_json::{Map, Value, json};
 use super::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page, Result};
 use crate::config::{Bitrix24Config, Bitrix24Plan, Secret};
 use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, User};
-use crate::http::{self, Error, ErrorKind, Limiter, backoff, php_query, redact_url};
+use crate::http::{self, Error, ErrorKind, Limiter, Throttle, backoff, php_query, redact_url};
 use crate::server::metrics::Observe as _;
 use crate::store::{TokenSet, TokenStore};
 
 const SYSTEM: &str = "bitrix24";
-/// Retries of rate-limited or transient failures before giving up.
+/// Retries of transient failures before giving up (rate limits follow [`Throttle`]).
 const MAX_RETRIES: u32 = 5;
 /// Rows per list page (fixed by Bitrix24).
 const PAGE: usize = 50;
@@ -66,6 +71,7 @@ pub struct Bitrix24 {
     http: reqwest::Client,
     auth: Auth,
     limiter: Limiter,
+    throttle: Throttle,
     budget: f64,
     /// method → (operating seconds, unix ts when the window resets)
     operating: Mutex<HashMap<String, (f64, i64)>>,
@@ -232,6 +238,8 @@ impl Bitrix24 {
             http: http::client(Duration::from_secs(60)),
             auth,
             limiter: Limiter::new(rate, burst).for_system(SYSTEM),
+            // The fact sheet: back off from about a second on QUERY_LIMIT_EXCEEDED.
+            throttle: Throttle::default(),
             budget: cfg.operating_budget_secs,
             operating: Mutex::new(HashMap::new()),
             tokens,
@@ -243,6 +251,12 @@ impl Bitrix24 {
             default_stage: tokio::sync::Mutex::new(None),
             queue: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Replaces how rate-limit refusals are waited out (tests shorten the waits).
+    pub fn with_throttle(mut self, throttle: Throttle) -> Self {
+        self.throttle = throttle;
+        self
     }
 
     fn err(&self, kind: ErrorKind, method: &str, url: &str, msg: impl Into<String>) -> Error {
@@ -321,9 +335,9 @@ impl Bitrix24 {
             | "invalid_grant"
             | "invalid_client"
             | "PAYMENT_REQUIRED" => ErrorKind::Auth,
-            "QUERY_LIMIT_EXCEEDED" | "OPERATION_TIME_LIMIT" | "OVERLOAD_LIMIT" => {
-                ErrorKind::RateLimited
-            }
+            "QUERY_LIMIT_EXCEEDED" | "OPERATION_TIME_LIMIT" => ErrorKind::RateLimited,
+            // Set by hand at Bitrix24 support: retrying only prolongs it.
+            "OVERLOAD_LIMIT" => ErrorKind::Permanent,
             "INTERNAL_SERVER_ERROR" | "ERROR_UNEXPECTED_ANSWER" => ErrorKind::Transient,
             "PORTAL_DELETED" => ErrorKind::Permanent,
             _ if st == 401 => ErrorKind::Auth,
@@ -512,6 +526,7 @@ impl Bitrix24 {
     /// Calls a REST method and returns the whole envelope (`result`, `total`, `next`, `time`).
     async fn call_direct(&self, method: &str, params: &Value) -> Result<Value> {
         let mut attempt = 0u32;
+        let mut refusals = self.throttle.start();
         let mut refreshed = false;
         loop {
             self.respect_budget(method).await;
@@ -530,13 +545,13 @@ impl Bitrix24 {
                     refreshed = true;
                     self.refresh(o, token.as_deref()).await?;
                 }
-                Err(e) if e.is_retryable() && attempt < MAX_RETRIES => {
-                    let wait = e.retry_after.unwrap_or_else(|| backoff(attempt));
-                    tracing::debug!(method, attempt, wait_ms = wait.as_millis() as u64, error = %e, "bitrix24 retry");
-                    attempt += 1;
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err(e),
+                Err(e) => match retry_wait(&e, &mut attempt, &mut refusals) {
+                    Some(wait) => {
+                        tracing::debug!(method, attempt, refusals = refusals.count(), wait_ms = wait.as_millis() as u64, error = %e, "bitrix24 retry");
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => return Err(e),
+                },
             }
         }
     }
@@ -554,7 +569,23 @@ impl Bitrix24 {
             Auth::OAuth(o) => {
                 let current = o.state.lock().await.clone();
                 let set = match current {
-                    Some(s) if !s.access_token.is_empty() => s,
+                    Some(s) if s.is_fresh() => s,
+                    Some(s) if !s.access_token.is_empty() => {
+                        // About to expire: refresh now rather than have this call refused.
+                        match self.refresh(o, Some(s.access_token.expose())).await {
+                            Ok(new) => new,
+                            // The old token still works for a moment; a refresh the server
+                            // refused for good is reported by the reactive path.
+                            Err(e)
+                                if e.kind != ErrorKind::Auth
+                                    && s.expires_at.is_some_and(|t| t > Utc::now()) =>
+                            {
+                                tracing::warn!(error = %e, "bitrix24 token refresh ahead of expiry failed; using the current token");
+                                s
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
                     _ => self.refresh(o, None).await?,
                 };
                 let endpoint = set
@@ -584,13 +615,15 @@ impl Bitrix24 {
     }
 
     /// Exchanges the refresh token for a new pair and stores it before anything uses it.
-    /// `failed` is the access token that was refused: when another task already replaced it,
-    /// its result is reused instead of refreshing twice.
-    async fn refresh(&self, o: &OAuth, failed: Option<&str>) -> Result<TokenSet> {
+    /// `stale` is the access token the caller found refused or about to expire (`None`: it
+    /// found none). Refreshes are single-flight: the state lock is held throughout, and a task
+    /// that waited for it takes the pair the previous holder obtained instead of spending the
+    /// refresh token again.
+    async fn refresh(&self, o: &OAuth, stale: Option<&str>) -> Result<TokenSet> {
         let mut state = o.state.lock().await;
-        if let (Some(cur), Some(failed)) = (state.as_ref(), failed)
-            && !cur.access_token.is_empty()
-            && cur.access_token.expose() != failed
+        if let Some(cur) = state.as_ref()
+            && cur.is_fresh()
+            && stale.is_none_or(|s| cur.access_token.expose() != s)
         {
             return Ok(cur.clone());
         }
@@ -616,6 +649,7 @@ impl Bitrix24 {
             .append_pair("refresh_token", refresh.expose());
         let shown = redact_url(url.as_str());
         let mut attempt = 0;
+        let mut refusals = self.throttle.start();
         let body = loop {
             let result = async {
                 let resp = self
@@ -648,11 +682,10 @@ impl Bitrix24 {
             .await;
             match result {
                 Ok(v) => break v,
-                Err(e) if e.is_retryable() && attempt < MAX_RETRIES => {
-                    tokio::time::sleep(e.retry_after.unwrap_or_else(|| backoff(attempt))).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
+                Err(e) => match retry_wait(&e, &mut attempt, &mut refusals) {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => return Err(e),
+                },
             }
         };
         let field = |k: &str| body.get(k).and_then(text).filter(|s| !s.is_empty());
@@ -968,6 +1001,21 @@ impl Bitrix24 {
     }
 }
 
+/// How long to wait before retrying after `e`; `None` when it must not be retried. Rate
+/// limits are waited out by `refusals` however many there are; other transient failures get
+/// [`MAX_RETRIES`] attempts with backoff.
+fn retry_wait(e: &Error, attempt: &mut u32, refusals: &mut http::Refusals) -> Option<Duration> {
+    if e.kind == ErrorKind::RateLimited {
+        return refusals.next(e.retry_after);
+    }
+    if !e.is_retryable() || *attempt >= MAX_RETRIES {
+        return None;
+    }
+    let wait = e.retry_after.unwrap_or_else(|| backoff(*attempt));
+    *attempt += 1;
+    Some(wait)
+}
+
 /// Rows of a list answer (`result[]`, or `result.tasks[]` for wrapped lists).
 fn list_rows(res: &Value, wrapped: Option<&str>) -> Option<Vec<Value>> {
     let rows = match wrapped {
@@ -1169,11 +1217,14 @@ impl Crm for Bitrix24 {
         // `batch` itself is retried by `call`; a refused first command (its method over the
         // operating budget, a transient failure inside the batch) is retried here.
         let mut attempt = 0;
+        let mut refusals = self.throttle.start();
         loop {
             match self.read_pages(entity, cursor).await {
-                Err(e) if e.is_retryable() && e.method != "batch" && attempt < MAX_RETRIES => {
-                    tokio::time::sleep(e.retry_after.unwrap_or_else(|| backoff(attempt))).await;
-                    attempt += 1;
+                Err(e) if e.method != "batch" => {
+                    match retry_wait(&e, &mut attempt, &mut refusals) {
+                        Some(wait) => tokio::time::sleep(wait).await,
+                        None => return Err(e),
+                    }
                 }
                 other => return other,
             }
@@ -1273,11 +1324,14 @@ impl Crm for Bitrix24 {
         let mut out = Vec::new();
         for chunk in cursors.chunks(MAX_BATCH) {
             let mut attempt = 0;
+            let mut refusals = self.throttle.start();
             loop {
                 match self.probe_changes(chunk).await {
-                    Err(e) if e.is_retryable() && e.method != "batch" && attempt < MAX_RETRIES => {
-                        tokio::time::sleep(e.retry_after.unwrap_or_else(|| backoff(attempt))).await;
-                        attempt += 1;
+                    Err(e) if e.method != "batch" => {
+                        match retry_wait(&e, &mut attempt, &mut refusals) {
+                            Some(wait) => tokio::time::sleep(wait).await,
+                            None => return Err(e),
+                        }
                     }
                     Err(e) => return Err(e),
                     Ok(pages) => {
