@@ -270,7 +270,7 @@ async fn deliver_telegram(
         Ok::<_, StoreError>(Outcome::Failed(msg))
     };
     let Some(tg) = sinks.telegram else {
-        return fail("no [tenants.telegram] section configured".into()).await;
+        return fail(NO_TELEGRAM.into()).await;
     };
     let parts = Telegram::parts(html);
     if parts.is_empty() {
@@ -411,11 +411,8 @@ async fn execute(sinks: &Sinks<'_>, p: &Proposal) -> Result<String, crate::http:
             let png = base64::engine::general_purpose::STANDARD
                 .decode(png_base64)
                 .map_err(|e| {
-                    crate::http::Error::new(
-                        ErrorKind::Permanent,
-                        "telegram",
+                    refused(
                         "sendPhoto",
-                        "",
                         format!("the chart in the ledger is not valid base64: {e}"),
                     )
                 })?;
@@ -424,13 +421,7 @@ async fn execute(sinks: &Sinks<'_>, p: &Proposal) -> Result<String, crate::http:
                     .send_photo(*chat, *thread, png, caption)
                     .await
                     .map(|id| id.to_string()),
-                None => Err(crate::http::Error::new(
-                    ErrorKind::Permanent,
-                    "telegram",
-                    "sendPhoto",
-                    "",
-                    "no [tenants.telegram] section configured",
-                )),
+                None => Err(refused("sendPhoto", NO_TELEGRAM)),
             }
         }
         // Sent part by part by `deliver_telegram`, which records its progress.
@@ -439,15 +430,16 @@ async fn execute(sinks: &Sinks<'_>, p: &Proposal) -> Result<String, crate::http:
                 .send_message(*chat, *thread, html)
                 .await
                 .map(|id| id.to_string()),
-            None => Err(crate::http::Error::new(
-                ErrorKind::Permanent,
-                "telegram",
-                "sendMessage",
-                "",
-                "no [tenants.telegram] section configured",
-            )),
+            None => Err(refused("sendMessage", NO_TELEGRAM)),
         },
     }
+}
+
+const NO_TELEGRAM: &str = "no [tenants.telegram] section configured";
+
+/// A Telegram effect that cannot be carried out at all (retrying would not help).
+fn refused(method: &str, why: impl Into<String>) -> crate::http::Error {
+    crate::http::Error::new(ErrorKind::Permanent, "telegram", method, "", why)
 }
 
 /// Looks for the action's marker in the mirror (synced after the crash).

@@ -163,15 +163,33 @@ fn months_back(d: NaiveDate, n: i32) -> NaiveDate {
     NaiveDate::from_ymd_opt(m.div_euclid(12), m.rem_euclid(12) as u32 + 1, 1).expect("valid month")
 }
 
-fn calendar(t: &TenantConfig) -> BusinessCalendar {
-    crate::config::calendar_of(t).unwrap_or_else(|_| BusinessCalendar::moscow_default())
+/// What the figures are computed with, from the tenant's config: its business calendar and
+/// its telephony employee map.
+struct Inputs {
+    cal: BusinessCalendar,
+    employees: BTreeMap<String, String>,
 }
 
-fn employees(t: &TenantConfig) -> BTreeMap<String, String> {
-    t.telephony
-        .as_ref()
-        .map(|x| x.employees().clone())
-        .unwrap_or_default()
+impl Inputs {
+    fn of(t: &TenantConfig) -> Self {
+        Inputs {
+            cal: crate::config::calendar_of(t)
+                .unwrap_or_else(|_| BusinessCalendar::moscow_default()),
+            employees: t
+                .telephony
+                .as_ref()
+                .map(|x| x.employees().clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn context(&self, now: Ts) -> Context<'_> {
+        Context {
+            now,
+            cal: &self.cal,
+            employees: &self.employees,
+        }
+    }
 }
 
 /// The records of local days `first..=last`, plus the follow-ups (calls, lead activities) up to
@@ -231,13 +249,8 @@ pub async fn daily(
     actions: &[ActionLine],
 ) -> Result<Report, StoreError> {
     let tz = tz_of(t);
-    let cal = calendar(t);
-    let emp = employees(t);
-    let ctx = Context {
-        now,
-        cal: &cal,
-        employees: &emp,
-    };
+    let inputs = Inputs::of(t);
+    let ctx = inputs.context(now);
     let first = (day - Duration::days(TREND_DAYS - 1)).min(month_start(day));
     let snap = window(store, t, first, day, now).await?;
     let period = Period::day(day, tz);
@@ -257,7 +270,7 @@ pub async fn daily(
     );
     let contacts = crate::rules::lead_reaction::Contacts::new(&snap);
     for l in &snap.leads {
-        match contacts.waiting(&cal, now, l) {
+        match contacts.waiting(&inputs.cal, now, l) {
             Some(m) if m >= red => today.leads_red += 1,
             Some(m) if m >= yellow => today.leads_yellow += 1,
             _ => {}
@@ -316,13 +329,8 @@ pub async fn weekly(
     now: Ts,
 ) -> Result<Report, StoreError> {
     let tz = tz_of(t);
-    let cal = calendar(t);
-    let emp = employees(t);
-    let ctx = Context {
-        now,
-        cal: &cal,
-        employees: &emp,
-    };
+    let inputs = Inputs::of(t);
+    let ctx = inputs.context(now);
     let sunday = monday + Duration::days(6);
     let first = (monday - Duration::days(7)).min(month_start(sunday));
     let snap = window(store, t, first, sunday, now).await?;
@@ -384,13 +392,8 @@ pub async fn monthly(
     now: Ts,
 ) -> Result<Report, StoreError> {
     let tz = tz_of(t);
-    let cal = calendar(t);
-    let emp = employees(t);
-    let ctx = Context {
-        now,
-        cal: &cal,
-        employees: &emp,
-    };
+    let inputs = Inputs::of(t);
+    let ctx = inputs.context(now);
     let last = months_back(first, -1) - Duration::days(1);
     let prev_first = months_back(first, 1);
     let snap = window(store, t, prev_first, last, now).await?;

@@ -138,6 +138,18 @@ fn ranking(lang: Lang, managers: &[ManagerFigures]) -> String {
     s
 }
 
+/// A heading, the ranking and the table; nothing without managers.
+fn managers_section(lang: Lang, heading: &str, managers: &[ManagerFigures]) -> String {
+    if managers.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<b>{heading}</b>\n{}{}",
+        ranking(lang, managers),
+        manager_table(managers, lang)
+    )
+}
+
 /// The weekly report as Telegram HTML.
 pub fn weekly_html(i: &WeeklyInput) -> String {
     let lang = i.lang;
@@ -219,14 +231,11 @@ pub fn weekly_html(i: &WeeklyInput) -> String {
         }
         s.push_str("</pre>\n");
     }
-    if !i.week.managers.is_empty() {
-        s.push_str(&format!(
-            "<b>{}</b>\n",
-            tr(lang, "Рейтинг менеджеров", "Manager ranking")
-        ));
-        s.push_str(&ranking(lang, &i.week.managers));
-        s.push_str(&manager_table(&i.week.managers, lang));
-    }
+    s.push_str(&managers_section(
+        lang,
+        tr(lang, "Рейтинг менеджеров", "Manager ranking"),
+        &i.week.managers,
+    ));
     s.push_str(&format!(
         "<b>{}:</b> {} {}, {} {} · {} {}\n",
         tr(lang, "Дисциплина сейчас", "Discipline now"),
@@ -269,14 +278,11 @@ pub fn monthly_html(i: &MonthlyInput) -> String {
         tr(lang, "к прошлому месяцу", "vs the month before"),
     ));
     s.push('\n');
-    if !i.month.managers.is_empty() {
-        s.push_str(&format!(
-            "<b>{}</b>\n",
-            tr(lang, "KPI менеджеров", "Manager KPIs")
-        ));
-        s.push_str(&ranking(lang, &i.month.managers));
-        s.push_str(&manager_table(&i.month.managers, lang));
-    }
+    s.push_str(&managers_section(
+        lang,
+        tr(lang, "KPI менеджеров", "Manager KPIs"),
+        &i.month.managers,
+    ));
     let m = i.abc_xyz;
     s.push_str(&format!(
         "\n<b>ABC/XYZ</b> <i>({} {}, {} {})</i>\n<pre>",

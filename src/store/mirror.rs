@@ -160,6 +160,22 @@ fn table(kind: EntityKind) -> &'static str {
     }
 }
 
+/// Decodes the `data` column (the first) of mirror rows into records of kind `what`.
+pub(super) fn decode_rows<T: DeserializeOwned>(
+    rows: &[sqlx::any::AnyRow],
+    what: &str,
+) -> Result<Vec<T>> {
+    rows.iter()
+        .map(|r| {
+            let data: String = r.get(0);
+            serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
+                what: format!("{what} in the mirror"),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// How many rows the mirror holds, per table.
 pub type MirrorCounts = BTreeMap<String, i64>;
 
@@ -361,15 +377,7 @@ impl Store {
             .fetch_all(self.pool())
             .await
             .op("reading the mirror")?;
-        rows.iter()
-            .map(|r| {
-                let data: String = r.get(0);
-                serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
-                    what: format!("{what} in the mirror"),
-                    message: e.to_string(),
-                })
-            })
-            .collect()
+        decode_rows(&rows, what)
     }
 
     pub async fn users(&self, tenant: &str) -> Result<Vec<User>> {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use sqlx::Row;
 
-use super::{Op, Result, Store, StoreError, to_secs};
+use super::{Op, Result, Store, to_secs};
 use crate::domain::*;
 
 /// Discipline counts of one manager (or of nobody: the `""` key), as of a moment.
@@ -60,15 +60,7 @@ impl Store {
             .fetch_all(self.pool())
             .await
             .op("reading the mirror for a report")?;
-        rows.iter()
-            .map(|r| {
-                let data: String = r.get(0);
-                serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
-                    what: format!("{what} in the mirror"),
-                    message: e.to_string(),
-                })
-            })
-            .collect()
+        super::mirror::decode_rows(&rows, what)
     }
 
     /// Leads created in `[from, to)`.
@@ -254,28 +246,37 @@ impl Store {
             let Some((kind, id)) = key.split_once(':') else {
                 continue;
             };
-            let table = match kind {
-                "company" => "companies",
-                "contact" => "contacts",
-                _ => continue,
-            };
-            let row = sqlx::query(&format!(
-                "SELECT data FROM {table} WHERE tenant = $1 AND id = $2"
-            ))
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await
-            .op("reading client names")?;
-            if let Some(r) = row {
-                let v: serde_json::Value =
-                    serde_json::from_str(&r.get::<String, _>(0)).unwrap_or_default();
-                if let Some(name) = v["name"].as_str() {
-                    out.insert(key.clone(), name.to_string());
-                }
+            if let Some(v) = self.client_json(tenant, kind, id).await?
+                && let Some(name) = v["name"].as_str()
+            {
+                out.insert(key.clone(), name.to_string());
             }
         }
         Ok(out)
+    }
+
+    /// The mirror record of a company or contact (`kind` = `company` / `contact`), as JSON;
+    /// None for other kinds and for records deleted or never seen.
+    async fn client_json(
+        &self,
+        tenant: &str,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let table = match kind {
+            "company" => "companies",
+            "contact" => "contacts",
+            _ => return Ok(None),
+        };
+        let row = sqlx::query(&format!(
+            "SELECT data FROM {table} WHERE tenant = $1 AND id = $2 AND deleted = FALSE"
+        ))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await
+        .op("reading a client")?;
+        Ok(row.and_then(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()))
     }
 
     /// Names of the clients that carry `flag` in the mirror. Only dozor's `no_activity` rule
@@ -294,22 +295,12 @@ impl Store {
         for r in rows {
             let kind: Option<String> = r.get(0);
             let id: String = r.get(1);
-            let table = match kind.as_deref() {
-                Some("company") => "companies",
-                Some("contact") => "contacts",
-                _ => continue,
+            let Some(v) = self
+                .client_json(tenant, kind.as_deref().unwrap_or_default(), &id)
+                .await?
+            else {
+                continue;
             };
-            let row = sqlx::query(&format!(
-                "SELECT data FROM {table} WHERE tenant = $1 AND id = $2 AND deleted = FALSE"
-            ))
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await
-            .op("reading flagged clients")?;
-            let Some(row) = row else { continue };
-            let v: serde_json::Value =
-                serde_json::from_str(&row.get::<String, _>(0)).unwrap_or_default();
             let flagged = v["tags"]
                 .as_array()
                 .is_some_and(|t| t.iter().any(|x| x.as_str() == Some(flag)));
