@@ -199,9 +199,10 @@ impl Reject {
     }
 }
 
-impl IntoResponse for Reject {
-    fn into_response(self) -> Response {
-        let (status, message) = match self {
+impl Reject {
+    /// The status and the message the caller gets.
+    fn answer(self) -> (StatusCode, String) {
+        match self {
             Reject::NotFound => (StatusCode::NOT_FOUND, "no such webhook".to_string()),
             Reject::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.to_string()),
             Reject::Forbidden(m) => (StatusCode::FORBIDDEN, m.to_string()),
@@ -215,7 +216,13 @@ impl IntoResponse for Reject {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "could not record the delivery".to_string(),
             ),
-        };
+        }
+    }
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        let (status, message) = self.answer();
         (status, axum::Json(json!({ "error": message }))).into_response()
     }
 }
@@ -404,6 +411,39 @@ fn wake(h: &TenantHooks) {
 // ---------------------------------------------------------------------------------------------
 // Bitrix24
 
+/// The delivery a Bitrix24 event form describes (`event`, `data[FIELDS][ID]`, `ts`), once its
+/// token has been checked. Pure, so the fuzz target reaches it without the HTTP layer.
+fn bitrix24_delivery(f: &BTreeMap<String, String>) -> Result<Delivery, Reject> {
+    let event = f
+        .get("event")
+        .filter(|e| !e.trim().is_empty())
+        .ok_or_else(|| missing("event"))?
+        .to_ascii_uppercase();
+    let entity = [
+        "data[FIELDS][ID]",
+        "data[FIELDS_AFTER][ID]",
+        "data[FIELDS_BEFORE][ID]",
+    ]
+    .iter()
+    .find_map(|k| f.get(*k).filter(|v| !v.is_empty()))
+    .ok_or_else(|| missing("data[FIELDS][ID]"))?
+    .clone();
+    if !entity.chars().all(|c| c.is_ascii_digit()) {
+        return Err(bad("field `data[FIELDS][ID]` must be a number"));
+    }
+    let ts = f
+        .get("ts")
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| missing("ts"))?
+        .clone();
+    Ok(Delivery {
+        source: "bitrix24",
+        event,
+        entity,
+        ts,
+    })
+}
+
 async fn bitrix24(
     State(s): State<ServerState>,
     Path(tenant): Path<String>,
@@ -422,34 +462,7 @@ async fn bitrix24(
                 "auth[domain] is not this tenant's portal",
             ));
         }
-        let event = f
-            .get("event")
-            .filter(|e| !e.trim().is_empty())
-            .ok_or_else(|| missing("event"))?
-            .to_ascii_uppercase();
-        let entity = [
-            "data[FIELDS][ID]",
-            "data[FIELDS_AFTER][ID]",
-            "data[FIELDS_BEFORE][ID]",
-        ]
-        .iter()
-        .find_map(|k| f.get(*k).filter(|v| !v.is_empty()))
-        .ok_or_else(|| missing("data[FIELDS][ID]"))?
-        .clone();
-        if !entity.chars().all(|c| c.is_ascii_digit()) {
-            return Err(bad("field `data[FIELDS][ID]` must be a number"));
-        }
-        let ts = f
-            .get("ts")
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| missing("ts"))?
-            .clone();
-        let d = Delivery {
-            source: "bitrix24",
-            event,
-            entity,
-            ts,
-        };
+        let d = bitrix24_delivery(&f)?;
         if !record(&s.store, &tenant, &d).await? {
             return Ok(("duplicate", format!("{} {}", d.event, d.entity)));
         }
@@ -475,6 +488,72 @@ const AMO_GROUPS: [&str; 8] = [
     "catalogs",
 ];
 
+/// The delivery an amoCRM webhook form describes: every `group[action][n][id]` it names, with
+/// its change time. `expected_subdomain` is the tenant's account, when its address tells it.
+/// Pure, so the fuzz target reaches it without the HTTP layer.
+fn amocrm_delivery(
+    f: &BTreeMap<String, String>,
+    expected_subdomain: Option<&str>,
+) -> Result<Delivery, Reject> {
+    let sub = f.get("account[subdomain]").filter(|v| !v.is_empty());
+    if sub.is_none() && f.get("account[id]").is_none_or(|v| v.is_empty()) {
+        return Err(missing("account[subdomain]"));
+    }
+    if let (Some(expected), Some(sub)) = (expected_subdomain, sub)
+        && !sub.eq_ignore_ascii_case(expected)
+    {
+        return Err(Reject::Forbidden(
+            "account[subdomain] is not this tenant's account",
+        ));
+    }
+    // group[action][n][id] -> (group, action, id, time)
+    let mut items: Vec<String> = Vec::new();
+    for (k, v) in f {
+        let Some(rest) = k.strip_suffix("][id]") else {
+            continue;
+        };
+        let parts: Vec<&str> = rest.split(['[', ']']).filter(|p| !p.is_empty()).collect();
+        let [group, action, n] = parts.as_slice() else {
+            continue;
+        };
+        if !AMO_GROUPS.contains(group) || !n.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if v.is_empty() || !v.chars().all(|c| c.is_ascii_digit()) {
+            return Err(bad(format!("field `{k}` must be a number")));
+        }
+        let prefix = format!("{group}[{action}][{n}]");
+        let ts = ["last_modified", "updated_at", "date_create", "created_at"]
+            .iter()
+            .find_map(|t| f.get(&format!("{prefix}[{t}]")))
+            .cloned()
+            .unwrap_or_default();
+        items.push(format!("{group}:{action}:{v}@{ts}"));
+    }
+    if items.is_empty() {
+        return Err(bad(
+            "no entity in the body: expected fields like `leads[add][0][id]`",
+        ));
+    }
+    items.sort();
+    let events: Vec<&str> = items
+        .iter()
+        .map(|i| i.split('@').next().unwrap_or(i))
+        .collect();
+    Ok(Delivery {
+        source: "amocrm",
+        event: events
+            .iter()
+            .map(|e| e.rsplit_once(':').map_or(*e, |x| x.0))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(","),
+        entity: events.join(","),
+        ts: items.join(","),
+    })
+}
+
 async fn amocrm(
     State(s): State<ServerState>,
     Path((tenant, secret)): Path<(String, String)>,
@@ -486,63 +565,7 @@ async fn amocrm(
         check_secret(Some(&secret), expected)?;
         let body = body_of(body)?;
         let f = form(&body);
-        let sub = f.get("account[subdomain]").filter(|v| !v.is_empty());
-        if sub.is_none() && f.get("account[id]").is_none_or(|v| v.is_empty()) {
-            return Err(missing("account[subdomain]"));
-        }
-        if let (Some(expected), Some(sub)) = (&h.amo_subdomain, sub)
-            && !sub.eq_ignore_ascii_case(expected)
-        {
-            return Err(Reject::Forbidden(
-                "account[subdomain] is not this tenant's account",
-            ));
-        }
-        // group[action][n][id] -> (group, action, id, time)
-        let mut items: Vec<String> = Vec::new();
-        for (k, v) in &f {
-            let Some(rest) = k.strip_suffix("][id]") else {
-                continue;
-            };
-            let parts: Vec<&str> = rest.split(['[', ']']).filter(|p| !p.is_empty()).collect();
-            let [group, action, n] = parts.as_slice() else {
-                continue;
-            };
-            if !AMO_GROUPS.contains(group) || !n.chars().all(|c| c.is_ascii_digit()) {
-                continue;
-            }
-            if v.is_empty() || !v.chars().all(|c| c.is_ascii_digit()) {
-                return Err(bad(format!("field `{k}` must be a number")));
-            }
-            let prefix = format!("{group}[{action}][{n}]");
-            let ts = ["last_modified", "updated_at", "date_create", "created_at"]
-                .iter()
-                .find_map(|t| f.get(&format!("{prefix}[{t}]")))
-                .cloned()
-                .unwrap_or_default();
-            items.push(format!("{group}:{action}:{v}@{ts}"));
-        }
-        if items.is_empty() {
-            return Err(bad(
-                "no entity in the body: expected fields like `leads[add][0][id]`",
-            ));
-        }
-        items.sort();
-        let events: Vec<&str> = items
-            .iter()
-            .map(|i| i.split('@').next().unwrap_or(i))
-            .collect();
-        let d = Delivery {
-            source: "amocrm",
-            event: events
-                .iter()
-                .map(|e| e.rsplit_once(':').map_or(*e, |x| x.0))
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect::<Vec<_>>()
-                .join(","),
-            entity: events.join(","),
-            ts: items.join(","),
-        };
+        let d = amocrm_delivery(&f, h.amo_subdomain.as_deref())?;
         if !record(&s.store, &tenant, &d).await? {
             return Ok(("duplicate", d.entity));
         }
@@ -687,6 +710,47 @@ fn comagic_row(f: &BTreeMap<String, Value>, event: CallEvent) -> Result<Value, R
     Ok(row)
 }
 
+/// The delivery a CoMagic notification describes, and the call it carries (none for a call
+/// that is only ringing), mapped by the poller's own mapping. The notification comes as a JSON
+/// object, a form body or a query string. Pure, so the fuzz target reaches it without the HTTP
+/// layer.
+fn comagic_delivery(
+    mapper: &Comagic,
+    body: &[u8],
+    query: Option<&str>,
+) -> Result<(Delivery, Option<crate::domain::Call>), Reject> {
+    let f = comagic_fields(body, query)?;
+    let event_name = field_text(&f, "notification_mnemonic")
+        .or_else(|| field_text(&f, "event"))
+        .ok_or_else(|| missing("notification_mnemonic"))?;
+    let event = classify(&event_name).ok_or_else(|| {
+        bad("field `notification_mnemonic` must name a call start, answer, end or lost call")
+    })?;
+    let id = field_text(&f, "call_session_id").ok_or_else(|| missing("call_session_id"))?;
+    let call = if event == CallEvent::Start {
+        None
+    } else {
+        let row = comagic_row(&f, event)?;
+        Some(mapper.map_call(&row).map_err(|(_, why)| {
+            bad(format!(
+                "cannot read the call: {why} (field `{}`)",
+                why.rsplit(' ').next().unwrap_or(why)
+            ))
+        })?)
+    };
+    let ts = field_text(&f, "notification_timestamp")
+        .or_else(|| field_text(&f, "notification_time"))
+        .or_else(|| field_text(&f, "start_time"))
+        .unwrap_or_default();
+    let d = Delivery {
+        source: "comagic",
+        event: format!("{event:?}").to_ascii_lowercase(),
+        entity: id,
+        ts,
+    };
+    Ok((d, call))
+}
+
 async fn comagic(
     State(s): State<ServerState>,
     Path((tenant, secret)): Path<(String, String)>,
@@ -701,35 +765,8 @@ async fn comagic(
             return Err(Reject::NotFound);
         };
         let body = body_of(body)?;
-        let f = comagic_fields(&body, query.as_deref())?;
-        let event_name = field_text(&f, "notification_mnemonic")
-            .or_else(|| field_text(&f, "event"))
-            .ok_or_else(|| missing("notification_mnemonic"))?;
-        let event = classify(&event_name).ok_or_else(|| {
-            bad("field `notification_mnemonic` must name a call start, answer, end or lost call")
-        })?;
-        let id = field_text(&f, "call_session_id").ok_or_else(|| missing("call_session_id"))?;
-        let call = if event == CallEvent::Start {
-            None
-        } else {
-            let row = comagic_row(&f, event)?;
-            Some(mapper.map_call(&row).map_err(|(_, why)| {
-                bad(format!(
-                    "cannot read the call: {why} (field `{}`)",
-                    why.rsplit(' ').next().unwrap_or(why)
-                ))
-            })?)
-        };
-        let ts = field_text(&f, "notification_timestamp")
-            .or_else(|| field_text(&f, "notification_time"))
-            .or_else(|| field_text(&f, "start_time"))
-            .unwrap_or_default();
-        let d = Delivery {
-            source: "comagic",
-            event: format!("{event:?}").to_ascii_lowercase(),
-            entity: id.clone(),
-            ts,
-        };
+        let (d, call) = comagic_delivery(&mapper, &body, query.as_deref())?;
+        let id = d.entity.clone();
         if !record(&s.store, &tenant, &d).await? {
             return Ok(("duplicate", format!("{} {id}", d.event)));
         }
@@ -755,6 +792,27 @@ async fn comagic(
 // ---------------------------------------------------------------------------------------------
 // Telegram
 
+/// The delivery a Telegram update describes (its `update_id`) and the update itself. Pure, so
+/// the fuzz target reaches it without the HTTP layer.
+fn telegram_delivery(body: &[u8]) -> Result<(Delivery, Update), Reject> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("body is not valid JSON: {e}")))?;
+    let id = value
+        .get("update_id")
+        .ok_or_else(|| missing("update_id"))?
+        .as_i64()
+        .ok_or_else(|| bad("field `update_id` must be an integer"))?;
+    let update: Update =
+        serde_json::from_value(value).map_err(|e| bad(format!("not a Telegram update: {e}")))?;
+    let d = Delivery {
+        source: "telegram",
+        event: "update".into(),
+        entity: id.to_string(),
+        ts: String::new(),
+    };
+    Ok((d, update))
+}
+
 async fn telegram(
     State(s): State<ServerState>,
     Path(tenant): Path<String>,
@@ -769,21 +827,8 @@ async fn telegram(
             .and_then(|v| v.to_str().ok());
         check_secret(presented, expected)?;
         let body = body_of(body)?;
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| bad(format!("body is not valid JSON: {e}")))?;
-        let id = value
-            .get("update_id")
-            .ok_or_else(|| missing("update_id"))?
-            .as_i64()
-            .ok_or_else(|| bad("field `update_id` must be an integer"))?;
-        let update: Update = serde_json::from_value(value)
-            .map_err(|e| bad(format!("not a Telegram update: {e}")))?;
-        let d = Delivery {
-            source: "telegram",
-            event: "update".into(),
-            entity: id.to_string(),
-            ts: String::new(),
-        };
+        let (d, update) = telegram_delivery(&body)?;
+        let id = d.entity.clone();
         if !record(&s.store, &tenant, &d).await? {
             return Ok(("duplicate", format!("update {id}")));
         }
@@ -804,6 +849,54 @@ async fn telegram(
     }
     .await;
     finish(&s, &tenant, "telegram", result).await
+}
+
+/// Entry points for the fuzz targets in `fuzz/`: each receiver's reading of a body, without the
+/// HTTP layer, the token check or the store. `Ok` is what an accepted delivery is recorded as
+/// (`event entity`), `Err` the message the receiver would answer with.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::telegram_delivery;
+    use super::{Reject, amocrm_delivery, bitrix24_delivery, comagic_delivery, form};
+    use crate::telephony::comagic::Comagic;
+
+    /// A CoMagic mapper that is never used for requests (building one is not free: reuse it).
+    pub fn comagic_client() -> Comagic {
+        crate::telephony::comagic::fuzzing::client()
+    }
+
+    fn message(r: Reject) -> String {
+        r.answer().1
+    }
+
+    /// A Bitrix24 event form (`event=ONCRMDEALUPDATE&data[FIELDS][ID]=1&ts=...`).
+    pub fn bitrix24(body: &[u8]) -> Result<String, String> {
+        bitrix24_delivery(&form(body))
+            .map(|d| format!("{} {}", d.event, d.entity))
+            .map_err(message)
+    }
+
+    /// An amoCRM webhook form (`leads[add][0][id]=1&account[subdomain]=acme`), for a tenant
+    /// whose account is `acme`.
+    pub fn amocrm(body: &[u8]) -> Result<String, String> {
+        amocrm_delivery(&form(body), Some("acme"))
+            .map(|d| d.entity)
+            .map_err(message)
+    }
+
+    /// A CoMagic notification as a body (JSON or form) or, with an empty body, a query string.
+    pub fn comagic(mapper: &Comagic, body: &[u8], query: Option<&str>) -> Result<String, String> {
+        comagic_delivery(mapper, body, query)
+            .map(|(d, _)| format!("{} {}", d.event, d.entity))
+            .map_err(message)
+    }
+
+    /// A Telegram update (JSON).
+    pub fn telegram(body: &[u8]) -> Result<String, String> {
+        telegram_delivery(body)
+            .map(|(d, _)| format!("{} {}", d.event, d.entity))
+            .map_err(message)
+    }
 }
 
 #[cfg(test)]
@@ -843,5 +936,204 @@ mod tests {
             Some("acme".to_string())
         );
         assert_eq!(amo_subdomain("http://127.0.0.1:8080/amo"), None);
+    }
+
+    /// What a refused body may be told: each names the field or the shape that is wrong.
+    const CLEAR: [&str; 8] = [
+        "missing field `",
+        "field `",
+        "no entity in the body",
+        "account[subdomain] is not this tenant's account",
+        "body must be a JSON object",
+        "body is not valid JSON",
+        "cannot read the call: ",
+        "not a Telegram update: ",
+    ];
+
+    fn assert_clear(parser: &str, input: &[u8], r: &Result<String, String>) {
+        if let Err(m) = r {
+            assert!(
+                CLEAR.iter().any(|p| m.starts_with(p)),
+                "{parser}: unclear error {m:?} for {:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    /// Every receiver's parser over one input; a panic fails the test by itself.
+    fn all_parsers(c: &Comagic, input: &[u8]) -> [Result<String, String>; 5] {
+        let r = [
+            fuzzing::bitrix24(input),
+            fuzzing::amocrm(input),
+            fuzzing::comagic(c, input, None),
+            fuzzing::comagic(c, b"", std::str::from_utf8(input).ok()),
+            fuzzing::telegram(input),
+        ];
+        for (name, r) in ["bitrix24", "amocrm", "comagic", "comagic query", "telegram"]
+            .iter()
+            .zip(&r)
+        {
+            assert_clear(name, input, r);
+        }
+        r
+    }
+
+    /// Seeded garbage: raw bytes, and bodies assembled from the pieces real pushes are made of
+    /// (bracketed keys, escapes, JSON punctuation, digits, Cyrillic), so the parsers get past
+    /// their first check. None may panic, and every refusal must say what is wrong.
+    #[test]
+    fn webhook_parsers_survive_garbage_with_clear_errors() {
+        use rand::{Rng, SeedableRng};
+        const PIECES: [&str; 40] = [
+            "event=",
+            "ONCRMDEALUPDATE",
+            "data[FIELDS][ID]=",
+            "data[FIELDS_AFTER][ID]=",
+            "auth[application_token]=",
+            "auth[domain]=",
+            "ts=",
+            "leads[add][0][id]=",
+            "contacts[update][1][id]=",
+            "task[delete][0][id]=",
+            "[last_modified]=",
+            "account[subdomain]=",
+            "acme",
+            "account[id]=",
+            "&",
+            "=",
+            "[",
+            "]",
+            "%",
+            "%ZZ",
+            "%D0%9F",
+            "+",
+            "{",
+            "}",
+            "\"",
+            ":",
+            ",",
+            "[]",
+            "null",
+            "true",
+            "-1",
+            "12345",
+            "1e400",
+            "999999999999999999999999",
+            "\"notification_mnemonic\":\"lost_call\"",
+            "\"call_session_id\":",
+            "\"update_id\":",
+            "\"message\":{",
+            "звонок",
+            "\u{0}",
+        ];
+        let c = fuzzing::comagic_client();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(20_260_101);
+        let mut refused = 0;
+        for i in 0..600 {
+            let input: Vec<u8> = if i % 3 == 0 {
+                let n = rng.gen_range(0..200);
+                (0..n).map(|_| rng.r#gen::<u8>()).collect()
+            } else {
+                let n = rng.gen_range(0..24);
+                (0..n)
+                    .map(|_| PIECES[rng.gen_range(0..PIECES.len())])
+                    .collect::<String>()
+                    .into_bytes()
+            };
+            refused += all_parsers(&c, &input)
+                .iter()
+                .filter(|r| r.is_err())
+                .count();
+        }
+        assert!(refused > 2000, "garbage is refused: {refused}");
+    }
+
+    /// Hand-written bodies that are almost right: each is refused with the field to fix.
+    #[test]
+    fn malformed_webhook_bodies_name_what_is_wrong() {
+        let c = fuzzing::comagic_client();
+        let err = |r: Result<String, String>| r.expect_err("refused");
+        assert_eq!(
+            err(fuzzing::bitrix24(b"data[FIELDS][ID]=1&ts=1")),
+            "missing field `event`"
+        );
+        assert_eq!(
+            err(fuzzing::bitrix24(
+                b"event=ONCRMDEALADD&data[FIELDS][ID]=1;DROP&ts=1"
+            )),
+            "field `data[FIELDS][ID]` must be a number"
+        );
+        assert_eq!(
+            err(fuzzing::bitrix24(
+                b"event=ONCRMDEALADD&data%5BFIELDS%5D%5BID%5D=7"
+            )),
+            "missing field `ts`"
+        );
+        assert_eq!(
+            fuzzing::bitrix24(b"event=onCrmDealAdd&data%5BFIELDS%5D%5BID%5D=7&ts=1700000000"),
+            Ok("ONCRMDEALADD 7".to_string())
+        );
+        assert_eq!(
+            err(fuzzing::amocrm(b"leads[add][0][id]=5")),
+            "missing field `account[subdomain]`"
+        );
+        assert_eq!(
+            err(fuzzing::amocrm(
+                b"account[subdomain]=other&leads[add][0][id]=5"
+            )),
+            "account[subdomain] is not this tenant's account"
+        );
+        assert_eq!(
+            err(fuzzing::amocrm(
+                b"account[subdomain]=acme&leads[add][0][id]=x"
+            )),
+            "field `leads[add][0][id]` must be a number"
+        );
+        assert!(
+            err(fuzzing::amocrm(
+                b"account[subdomain]=acme&leads[add][0][name]=x"
+            ))
+            .starts_with("no entity in the body")
+        );
+        assert!(
+            err(fuzzing::comagic(&c, b"{\"call_session_id\": 1", None))
+                .starts_with("body is not valid JSON")
+        );
+        assert_eq!(
+            err(fuzzing::comagic(
+                &c,
+                b"{\"notification_mnemonic\": \"sms\"}",
+                None
+            )),
+            "field `notification_mnemonic` must name a call start, answer, end or lost call"
+        );
+        assert_eq!(
+            err(fuzzing::comagic(
+                &c,
+                br#"{"notification_mnemonic":"lost_call","call_session_id":"12a"}"#,
+                None
+            )),
+            "field `call_session_id` must be a number"
+        );
+        assert_eq!(
+            err(fuzzing::comagic(
+                &c,
+                b"",
+                Some(
+                    "notification_mnemonic=call_end&call_session_id=9&direction=in&start_time=2026-01-01%2010:00:00&contact_phone_number=79001234567&talk_time_duration=abc"
+                )
+            )),
+            "field `talk_time_duration` must be a number of seconds"
+        );
+        assert_eq!(
+            err(fuzzing::telegram(br#"{"update_id": "1"}"#)),
+            "field `update_id` must be an integer"
+        );
+        assert_eq!(err(fuzzing::telegram(b"{}")), "missing field `update_id`");
+        assert!(err(fuzzing::telegram(b"\xff\xfe")).starts_with("body is not valid JSON"));
+        assert!(
+            err(fuzzing::telegram(br#"{"update_id": 1, "message": 5}"#))
+                .starts_with("not a Telegram update: ")
+        );
     }
 }
