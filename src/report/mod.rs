@@ -220,6 +220,37 @@ fn figures(snap: &Snapshot, period: &Period, ctx: &Context) -> Figures {
     metrics::period_figures(snap, period, ctx)
 }
 
+/// Each manager's revenue from the first of `day`'s month to `day` included, for plan %.
+async fn month_to_date(
+    store: &Store,
+    t: &TenantConfig,
+    day: NaiveDate,
+    snap: &Snapshot,
+) -> Result<Figures, StoreError> {
+    let p = Period::days(month_start(day), day, tz_of(t));
+    let names: BTreeMap<&str, &str> = snap
+        .users
+        .iter()
+        .map(|u| (u.id.as_str(), u.name.as_str()))
+        .collect();
+    let managers = store
+        .won_by_manager(&t.id, p.from, p.to)
+        .await?
+        .into_iter()
+        .filter(|(id, _)| !id.is_empty())
+        .map(|(id, revenue)| metrics::ManagerFigures {
+            name: names.get(id.as_str()).copied().unwrap_or(&id).to_string(),
+            user_id: id,
+            revenue,
+            ..metrics::ManagerFigures::default()
+        })
+        .collect();
+    Ok(Figures {
+        managers,
+        ..Figures::default()
+    })
+}
+
 /// Leads created and deals won per local day of `days`.
 pub fn daily_series(snap: &Snapshot, days: &[NaiveDate], tz: Tz) -> Vec<(NaiveDate, u64, u64)> {
     let index: BTreeMap<NaiveDate, usize> = days.iter().enumerate().map(|(i, d)| (*d, i)).collect();
@@ -251,7 +282,7 @@ pub async fn daily(
     let tz = tz_of(t);
     let inputs = Inputs::of(t);
     let ctx = inputs.context(now);
-    let first = (day - Duration::days(TREND_DAYS - 1)).min(month_start(day));
+    let first = day - Duration::days(TREND_DAYS - 1);
     let snap = window(store, t, first, day, now).await?;
     let period = Period::day(day, tz);
     let mut today = figures(&snap, &period, &ctx);
@@ -260,7 +291,7 @@ pub async fn daily(
         &store.discipline(&t.id, now).await?,
         &snap.users,
     );
-    let month = figures(&snap, &Period::days(month_start(day), day, tz), &ctx);
+    let month = month_to_date(store, t, day, &snap).await?;
     metrics::apply_plans(&mut today, &month, &t.reports.plans);
     // The discipline state the rules act on, as of now, over the leads of the window.
     let reaction = &t.rules.0["lead_reaction"];
@@ -332,13 +363,12 @@ pub async fn weekly(
     let inputs = Inputs::of(t);
     let ctx = inputs.context(now);
     let sunday = monday + Duration::days(6);
-    let first = (monday - Duration::days(7)).min(month_start(sunday));
-    let snap = window(store, t, first, sunday, now).await?;
+    let snap = window(store, t, monday - Duration::days(7), sunday, now).await?;
     let period = Period::days(monday, sunday, tz);
     let mut week = figures(&snap, &period, &ctx);
     metrics::apply_discipline(&mut week, &store.discipline(&t.id, now).await?, &snap.users);
     // Plans are monthly: plan % is the month's revenue up to the week's last day.
-    let month = figures(&snap, &Period::days(month_start(sunday), sunday, tz), &ctx);
+    let month = month_to_date(store, t, sunday, &snap).await?;
     metrics::apply_plans(&mut week, &month, &t.reports.plans);
     let previous = figures(&snap, &period.previous(), &ctx);
     let funnel = metrics::funnel(&snap, &period);
