@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -127,20 +126,6 @@ fn assert_clean(h: &SimHandle, what: &str) {
     );
 }
 
-/// Telegram messages sent more than once (same chat, same text).
-fn telegram_doubles(h: &SimHandle) -> Vec<(i64, String)> {
-    let mut seen: BTreeMap<(i64, String), usize> = BTreeMap::new();
-    for m in h.sim.telegram.messages() {
-        *seen
-            .entry((m.chat_id, m.text.clone().unwrap_or_default()))
-            .or_default() += 1;
-    }
-    seen.into_iter()
-        .filter(|(_, n)| *n > 1)
-        .map(|(k, _)| (k.0, k.1.chars().take(80).collect()))
-        .collect()
-}
-
 /// The daemon keeps running through a CRM outage; new work that piled up meanwhile is done once
 /// the CRM is back, and nothing is written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,7 +216,7 @@ async fn telegram_down_then_back() {
         assert!(o.status.success(), "{}", text(&o));
     }
     let delivered = h.sim.telegram.messages().len();
-    let doubles = telegram_doubles(&h);
+    let doubles = common::telegram_doubles(&h.sim);
     assert!(doubles.is_empty(), "sent twice: {doubles:?}");
     let still: Vec<String> = store
         .actions_in_state("demo", "intent")
@@ -305,6 +290,89 @@ async fn slow_and_malformed_responses() {
         assert!(o.status.success(), "{}", text(&o));
     }
     assert_clean(&h, "slow and malformed");
+}
+
+/// Answers that never end (a runaway proxy streaming padding after a JSON opening) from the CRM
+/// and the telephony: each is cut off at the body limit with an error naming the system, the
+/// method and the size, the run's memory stays bounded, and once the answers are normal again
+/// the work is done, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_answers_are_refused() {
+    for (crm, system) in [
+        (CrmKind::Bitrix24, System::Bitrix24),
+        (CrmKind::Amocrm, System::Amocrm),
+    ] {
+        let (h, _dir, cfg) = setup(35, crm).await;
+        for s in [system, System::Comagic] {
+            h.sim.set_faults(
+                s,
+                Faults {
+                    oversized: 1000,
+                    ..Faults::default()
+                },
+            );
+        }
+        let child = Command::new(env!("CARGO_BIN_EXE_dozor"))
+            .args(["--config", &cfg, "once"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Peak resident memory, read while it runs (VmHWM is the high-water mark so far).
+        let pid = child.id();
+        let watcher = std::thread::spawn(move || {
+            let mut peak_kib = 0u64;
+            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                if let Some(v) = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                {
+                    peak_kib = v;
+                }
+                if status.contains("State:\tZ") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak_kib
+        });
+        let o = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        let peak_mib = watcher.join().unwrap() / 1024;
+        let out = text(&o);
+        assert!(!out.contains("panicked"), "{out}");
+        assert!(
+            !o.status.success(),
+            "a run that read nothing must not pass: {out}"
+        );
+        let crm_name = format!("{system:?}").to_lowercase();
+        for name in [crm_name.as_str(), "comagic"] {
+            assert!(
+                out.lines()
+                    .any(|l| l.contains(name) && l.contains("larger than the 32 MiB limit")),
+                "no size error naming {name}: {out}"
+            );
+        }
+        assert!(
+            !out.contains(&h.sim.creds.b24_webhook_secret)
+                && !out.contains(&h.sim.creds.comagic_access_token),
+            "a secret in the output: {out}"
+        );
+        assert!(peak_mib < 200, "{crm:?}: peak RSS {peak_mib} MiB");
+        for s in [system, System::Comagic] {
+            h.sim.set_faults(s, Faults::default());
+        }
+        for _ in 0..2 {
+            let o = once(&cfg).await;
+            assert!(o.status.success(), "{}", text(&o));
+        }
+        assert_clean(&h, &format!("{crm:?} oversized"));
+        eprintln!(
+            "{crm:?}: endless answers refused at 32 MiB, peak RSS {peak_mib} MiB, work done after"
+        );
+    }
 }
 
 /// A full disk under the SQLite database gives a clear error, not a panic or a silent loss;

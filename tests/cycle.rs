@@ -479,3 +479,151 @@ async fn selfcheck_stale_source_and_backlog_in_english() {
     assert!(hook.text.contains("45 min"));
     h.stop().await;
 }
+
+/// The other self-checks, each raised once and cleared once, through the same store and ledger
+/// the daemon uses: CoMagic refusing its key (fixed in the config, the tenant reconnected, as
+/// after a restart), the amoCRM refresh token near its 3-month expiry (renewed by the next
+/// refresh), the data disk below its threshold (the real `statvfs` of the data directory), and
+/// webhook deliveries stopped (the receiver's problem passed in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selfcheck_telephony_token_age_disk_and_webhooks_raise_and_clear() {
+    use dozor::server::selfcheck::{self, Problem, SelfCheckConfig};
+    use dozor::sim::tenant_config::OWNER_CHAT;
+    use dozor::store::TokenStore;
+
+    let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = common::sqlite_url(dir.path());
+    let good = common::only_rules(
+        tenant_config(&h, CrmKind::Amocrm, TelephonyKind::Comagic, &db_url, "ru"),
+        &[],
+    );
+    let key = h.sim.creds.comagic_access_token.clone();
+    let bad = good.replace(&key, "revoked-key-0000");
+    let connect = |text: String| {
+        let store_url = db_url.clone();
+        async move {
+            let cfg = config::parse(&text, None, None).unwrap().config;
+            let store = Store::open(&store_url, 4).await.unwrap();
+            let tenant = tenant::connect(&cfg.tenants[0], &store).await.unwrap();
+            (store, tenant)
+        }
+    };
+    let ops = || {
+        h.sim
+            .telegram
+            .messages()
+            .into_iter()
+            .filter(|m| m.chat_id == OWNER_CHAT)
+            .filter_map(|m| m.text)
+            .filter(|t| t.starts_with("⚠️") || t.starts_with("✅"))
+            .collect::<Vec<_>>()
+    };
+    let checks = SelfCheckConfig::default();
+    let cycle = |store: Store,
+                 tenant: std::sync::Arc<dozor::tenant::Tenant>,
+                 checks: SelfCheckConfig,
+                 extra: Vec<Problem>| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            let s = run_cycle(&store, &tenant, cycle_opts(false)).await;
+            selfcheck::run(&store, &tenant, &s, &checks, Some(&dir), &extra).await
+        }
+    };
+
+    // CoMagic refuses the key: raised once over two cycles, the CRM side untouched.
+    let (store, tenant) = connect(bad).await;
+    let tenant = std::sync::Arc::new(tenant);
+    let mut tr = Vec::new();
+    for _ in 0..2 {
+        tr.extend(cycle(store.clone(), tenant.clone(), checks.clone(), vec![]).await);
+    }
+    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    assert_eq!(ids, vec![("telephony_auth:comagic", true)], "{tr:?}");
+    let msgs = ops();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(
+        msgs[0].contains("телефония CoMagic отклоняет ключ"),
+        "{msgs:?}"
+    );
+    // The key is fixed in the config; the daemon restarts.
+    drop(tenant);
+    store.close().await;
+    let (store, tenant) = connect(good).await;
+    let tenant = std::sync::Arc::new(tenant);
+    let tr = cycle(store.clone(), tenant.clone(), checks.clone(), vec![]).await;
+    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    assert_eq!(ids, vec![("telephony_auth:comagic", false)], "{tr:?}");
+    assert!(
+        ops()[1].contains("доступ к телефонии CoMagic восстановлен"),
+        "{:?}",
+        ops()
+    );
+
+    // The refresh token was last renewed 85 days ago (the access token still valid).
+    let mut t = store.load_token("demo", "amocrm").await.unwrap().unwrap();
+    t.refreshed_at = Some(Utc::now() - chrono::Duration::days(85));
+    store.save_token("demo", "amocrm", &t).await.unwrap();
+    let mut tr = Vec::new();
+    for _ in 0..2 {
+        tr.extend(cycle(store.clone(), tenant.clone(), checks.clone(), vec![]).await);
+    }
+    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    assert_eq!(ids, vec![("token_age:amocrm", true)], "{tr:?}");
+    assert!(ops()[2].contains("не обновлялся 85 дн."), "{:?}", ops());
+    // The access token runs out; the client refreshes and the pair is new.
+    h.sim.amo.expire_access_tokens();
+    let tr = cycle(store.clone(), tenant.clone(), checks.clone(), vec![]).await;
+    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    assert_eq!(ids, vec![("token_age:amocrm", false)], "{tr:?}");
+    assert!(ops()[3].contains("токен amoCRM обновлён"), "{:?}", ops());
+
+    // The data disk: a threshold above what any real disk has free raises it, the default
+    // (5 % and 500 MiB) clears it on this machine's disk.
+    let (free, total) = selfcheck::disk_space(dir.path()).expect("statvfs of the data dir");
+    assert!(total > 0 && free <= total);
+    let full = SelfCheckConfig {
+        disk_min_free_mib: total / (1024 * 1024) + 1,
+        ..checks.clone()
+    };
+    let mut tr = Vec::new();
+    for _ in 0..2 {
+        tr.extend(cycle(store.clone(), tenant.clone(), full.clone(), vec![]).await);
+    }
+    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    assert_eq!(ids, vec![("disk:data_dir", true)], "{tr:?}");
+    assert!(
+        ops()[4].contains("на диске с данными") && ops()[4].contains("МиБ"),
+        "{:?}",
+        ops()
+    );
+    let tr = cycle(store.clone(), tenant.clone(), checks.clone(), vec![]).await;
+    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    assert_eq!(ids, vec![("disk:data_dir", false)], "{tr:?}");
+
+    // Webhook deliveries stopped, as the receiver reports them, then resumed.
+    let hook = vec![Problem::webhooks_stopped("amocrm", 75, config::Lang::Ru)];
+    let mut tr = Vec::new();
+    for _ in 0..2 {
+        tr.extend(cycle(store.clone(), tenant.clone(), checks.clone(), hook.clone()).await);
+    }
+    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    assert_eq!(ids, vec![("webhooks_stopped:amocrm", true)], "{tr:?}");
+    let tr = cycle(store.clone(), tenant.clone(), checks.clone(), vec![]).await;
+    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    assert_eq!(ids, vec![("webhooks_stopped:amocrm", false)], "{tr:?}");
+
+    let msgs = ops();
+    assert_eq!(msgs.len(), 8, "each raised once and cleared once: {msgs:?}");
+    assert!(
+        msgs[6].contains("вебхуки от amoCRM не приходят уже 75 мин."),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs[7].contains("вебхуки от amoCRM снова приходят"),
+        "{msgs:?}"
+    );
+    h.stop().await;
+}

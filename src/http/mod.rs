@@ -103,6 +103,56 @@ impl Error {
     }
 }
 
+/// Largest answer body read from a remote API. The biggest real answers (a Bitrix24 batch of 50
+/// pages of 50 records, an amoCRM page of 250 leads with contacts) are a few MiB; a body beyond
+/// this is a broken proxy or a runaway endpoint, and holding it whole could take the daemon's
+/// memory with it.
+pub const MAX_BODY: usize = 32 << 20;
+
+/// Reads the body of `resp`, refusing it as soon as it is known to exceed `limit` bytes (from
+/// Content-Length, or while streaming when the length is not announced). The refusal is a
+/// `Decode` error naming the size, the method and the (redacted) URL; nothing past the limit is
+/// buffered.
+pub async fn read_body(
+    mut resp: reqwest::Response,
+    limit: usize,
+    system: &'static str,
+    method: &str,
+    url: &str,
+) -> Result<Vec<u8>, Error> {
+    let status = resp.status().as_u16();
+    let too_big = |seen: String| {
+        Error::new(
+            ErrorKind::Decode,
+            system,
+            method,
+            url,
+            format!(
+                "answer of {seen} refused: larger than the {} MiB limit",
+                limit >> 20
+            ),
+        )
+        .status(status)
+    };
+    if let Some(n) = resp.content_length()
+        && n > limit as u64
+    {
+        return Err(too_big(format!("{n} bytes")));
+    }
+    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| Error::transport(system, method, url, &e))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_big(format!("over {} bytes", body.len() + chunk.len())));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Lets reqwest errors be printed without their URL (which may hold a secret).
 trait WithoutUrl {
     fn without_url_ref(&self) -> String;

@@ -117,7 +117,7 @@ impl Problem {
 
     /// Webhook deliveries from `source` stopped `silent_mins` minutes ago.
     pub fn webhooks_stopped(source: &str, silent_mins: u64, lang: Lang) -> Problem {
-        let s = esc(source);
+        let s = esc(system_name(source));
         match lang {
             Lang::Ru => Problem {
                 check: Check::WebhooksStopped,

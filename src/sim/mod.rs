@@ -160,6 +160,10 @@ pub struct Faults {
     /// While set, this share of requests (0–100 %, spread evenly) answers the rate-limit
     /// error: a storm that lasts, not a burst a few retries get through.
     pub throttle_percent: u32,
+    /// The next N requests get an answer that never ends: `200`, a JSON opening, then padding
+    /// streamed without a Content-Length until the client hangs up (or 256 MiB). Served in
+    /// front of the fake (the request is not counted): a runaway proxy or endpoint.
+    pub oversized: u32,
 }
 
 /// What a fake must do to the request it is serving.
@@ -380,13 +384,54 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/credentials", get(get_credentials))
         .route("/summary", get(summary))
         .with_state(sim.clone());
-    Router::new()
-        .nest("/_sim", control)
+    let apis = Router::new()
         .nest("/b24", bitrix24::router(sim.clone()))
         .nest("/amo", amocrm::router(sim.clone()))
         .nest("/comagic", comagic::router(sim.clone()))
         .nest("/calltouch", calltouch::router(sim.clone()))
-        .nest("/telegram", telegram::router(sim))
+        .nest("/telegram", telegram::router(sim.clone()))
+        .layer(axum::middleware::from_fn_with_state(sim, oversize));
+    Router::new().nest("/_sim", control).merge(apis)
+}
+
+/// The `oversized` fault: answers in place of the fake with a body that does not end.
+async fn oversize(
+    State(sim): State<Arc<Sim>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let prefix = req.uri().path().split('/').nth(1).unwrap_or_default();
+    let system = match prefix {
+        "b24" => Some(System::Bitrix24),
+        "amo" => Some(System::Amocrm),
+        "comagic" => Some(System::Comagic),
+        "calltouch" => Some(System::Calltouch),
+        "telegram" => Some(System::Telegram),
+        _ => None,
+    };
+    let fire = system.is_some_and(|s| {
+        let mut all = sim.faults.lock().unwrap_or_else(|e| e.into_inner());
+        let f = all.entry(s).or_default();
+        let fire = f.oversized > 0;
+        f.oversized = f.oversized.saturating_sub(1);
+        fire
+    });
+    if !fire {
+        return next.run(req).await;
+    }
+    const CHUNK: usize = 1 << 20;
+    let pad = bytes::Bytes::from(vec![b' '; CHUNK]);
+    let head = bytes::Bytes::from_static(b"{\"result\": [");
+    let body = futures::stream::iter(
+        std::iter::once(head)
+            .chain(std::iter::repeat_n(pad, 256))
+            .map(Ok::<_, std::convert::Infallible>),
+    );
+    axum::response::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(body))
+        .unwrap_or_default()
 }
 
 async fn set_faults(

@@ -94,10 +94,14 @@ impl Calltouch {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<u64>().ok());
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::transport(SYSTEM, METHOD, redact_url(url), &e))?;
+        let bytes = crate::http::read_body(
+            resp,
+            crate::http::MAX_BODY,
+            SYSTEM,
+            METHOD,
+            &redact_url(url),
+        )
+        .await?;
         if status != 200 {
             let body: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
             let (kind, what) = match status {

@@ -178,10 +178,14 @@ impl Comagic {
             .observe(SYSTEM, method)
             .map_err(|e| Error::transport(SYSTEM, method, redact_url(&self.url), &e))?;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::transport(SYSTEM, method, redact_url(&self.url), &e))?;
+        let bytes = crate::http::read_body(
+            resp,
+            crate::http::MAX_BODY,
+            SYSTEM,
+            method,
+            &redact_url(&self.url),
+        )
+        .await?;
         let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
         if let Some(e) = parsed.as_ref().and_then(|v| v.get("error")) {
             return Err(self.rpc_error(method, status, e));

@@ -131,6 +131,26 @@ pub fn written_twice(w: &dozor::sim::world::World) -> Vec<(String, usize)> {
     seen.into_iter().filter(|(_, n)| *n > 1).collect()
 }
 
+/// Telegram messages the fake received more than once (same chat, same text), with a count.
+pub fn telegram_doubles(sim: &dozor::sim::Sim) -> Vec<(i64, String, usize)> {
+    let mut seen: std::collections::BTreeMap<(i64, String), usize> = Default::default();
+    for m in sim.telegram.messages() {
+        // A photo is told apart by its caption and size (charts carry no caption).
+        let what = format!(
+            "{}{}",
+            m.text.clone().unwrap_or_default(),
+            m.photo_len
+                .map(|n| format!(" [{} {n} B]", m.kind))
+                .unwrap_or_default()
+        );
+        *seen.entry((m.chat_id, what)).or_default() += 1;
+    }
+    seen.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|((chat, text), n)| (chat, text.chars().take(80).collect(), n))
+        .collect()
+}
+
 /// Open deals of the world with no open task due now or later: the "no deal without a next
 /// step" rule's work not done, or lost.
 pub fn open_deals_without_task(w: &dozor::sim::world::World) -> std::collections::HashSet<u64> {

@@ -324,7 +324,21 @@ impl OAuth {
                 }
             };
             let status = resp.status().as_u16();
-            let bytes = resp.bytes().await.unwrap_or_default();
+            // An answer that cannot be read whole is not retried: the CRM may already have
+            // retired the refresh token it was sent.
+            let method = format!("POST {TOKEN_PATH}");
+            let bytes = crate::http::read_body(
+                resp,
+                crate::http::MAX_BODY,
+                SYSTEM,
+                &method,
+                &redact_url(&url),
+            )
+            .await
+            .map_err(|mut e| {
+                e.kind = ErrorKind::Decode;
+                e
+            })?;
             match status {
                 200..=299 => {
                     return serde_json::from_slice(&bytes).map_err(|e| {

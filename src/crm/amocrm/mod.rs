@@ -43,7 +43,7 @@ use serde_json::{Value, json};
 use crate::config::AmocrmConfig;
 use crate::crm::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page, Result};
 use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, Ts, User, phone};
-use crate::http::{Error, ErrorKind, Limiter, Throttle, backoff, redact_url};
+use crate::http::{Error, ErrorKind, Limiter, MAX_BODY, Throttle, backoff, read_body, redact_url};
 use crate::server::metrics::Observe as _;
 use crate::store::TokenStore;
 
@@ -257,10 +257,8 @@ impl AmoCrm {
             match status {
                 204 => return Ok(None),
                 200..=299 => {
-                    let bytes = resp
-                        .bytes()
-                        .await
-                        .map_err(|e| Error::transport(SYSTEM, &label, redact_url(&url), &e))?;
+                    let bytes =
+                        read_body(resp, MAX_BODY, SYSTEM, &label, &redact_url(&url)).await?;
                     if bytes.iter().all(u8::is_ascii_whitespace) {
                         return Ok(None);
                     }
@@ -281,7 +279,9 @@ impl AmoCrm {
                 }
                 _ => {}
             }
-            let bytes = resp.bytes().await.unwrap_or_default();
+            let bytes = read_body(resp, MAX_BODY, SYSTEM, &label, &redact_url(&url))
+                .await
+                .unwrap_or_default();
             let mut err = problem_error(self, status, &label, &url, &bytes);
             match status {
                 429 => {

@@ -393,10 +393,7 @@ impl Bitrix24 {
             }
         };
         let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::transport(SYSTEM, method, shown, &e))?;
+        let bytes = http::read_body(resp, http::MAX_BODY, SYSTEM, method, shown).await?;
         let parsed: Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(e) if status >= 500 => {
@@ -660,10 +657,7 @@ impl Bitrix24 {
                     .observe(SYSTEM, method)
                     .map_err(|e| Error::transport(SYSTEM, method, &shown, &e))?;
                 let status = resp.status().as_u16();
-                let bytes = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| Error::transport(SYSTEM, method, &shown, &e))?;
+                let bytes = http::read_body(resp, http::MAX_BODY, SYSTEM, method, &shown).await?;
                 let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
                     let kind = if status >= 500 { ErrorKind::Transient } else { ErrorKind::Decode };
                     self.err(kind, method, &shown, format!("malformed token answer: {e}")).status(status)
