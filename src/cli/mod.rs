@@ -299,9 +299,6 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Run => daemon::run(&cli).await,
         Command::Once(a) => once::once(&cli, a).await,
         Command::Check => check::check(&cli).await,
-        Command::Report(a) if a.kind == ReportKind::Calls => {
-            report_calls::report_calls(&cli, a).await
-        }
         Command::Report(a) => once::report(&cli, a).await,
         Command::Demo(a) => demo::demo(&cli, a).await,
         Command::Sim(a) => sim::sim(&cli, a).await,

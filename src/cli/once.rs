@@ -219,7 +219,7 @@ pub async fn report(cli: &Cli, a: &ReportArgs) -> CmdResult {
         ReportKind::Daily => report::Kind::Daily,
         ReportKind::Weekly => report::Kind::Weekly,
         ReportKind::Monthly => report::Kind::Monthly,
-        ReportKind::Calls => unreachable!("`report calls` has its own command"),
+        ReportKind::Calls => return super::report_calls::report_calls(cli, a).await,
     };
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
     let store = open_store(&loaded.config).await?;

@@ -216,10 +216,6 @@ async fn window(
     })
 }
 
-fn figures(snap: &Snapshot, period: &Period, ctx: &Context) -> Figures {
-    metrics::period_figures(snap, period, ctx)
-}
-
 /// Each manager's revenue from the first of `day`'s month to `day` included, for plan %.
 async fn month_to_date(
     store: &Store,
@@ -285,7 +281,7 @@ pub async fn daily(
     let first = day - Duration::days(TREND_DAYS - 1);
     let snap = window(store, t, first, day, now).await?;
     let period = Period::day(day, tz);
-    let mut today = figures(&snap, &period, &ctx);
+    let mut today = metrics::period_figures(&snap, &period, &ctx);
     metrics::apply_discipline(
         &mut today,
         &store.discipline(&t.id, now).await?,
@@ -310,8 +306,8 @@ pub async fn daily(
     today.idle_clients = store
         .flagged_clients(&t.id, crate::rules::no_activity::FLAG)
         .await?;
-    let previous = figures(&snap, &Period::day(day - Duration::days(1), tz), &ctx);
-    let week_ago = figures(&snap, &Period::day(day - Duration::days(7), tz), &ctx);
+    let previous = metrics::period_figures(&snap, &Period::day(day - Duration::days(1), tz), &ctx);
+    let week_ago = metrics::period_figures(&snap, &Period::day(day - Duration::days(7), tz), &ctx);
     let sync: Vec<(String, bool, i64, Option<String>)> = store
         .last_sync_runs(&t.id)
         .await?
@@ -365,12 +361,12 @@ pub async fn weekly(
     let sunday = monday + Duration::days(6);
     let snap = window(store, t, monday - Duration::days(7), sunday, now).await?;
     let period = Period::days(monday, sunday, tz);
-    let mut week = figures(&snap, &period, &ctx);
+    let mut week = metrics::period_figures(&snap, &period, &ctx);
     metrics::apply_discipline(&mut week, &store.discipline(&t.id, now).await?, &snap.users);
     // Plans are monthly: plan % is the month's revenue up to the week's last day.
     let month = month_to_date(store, t, sunday, &snap).await?;
     metrics::apply_plans(&mut week, &month, &t.reports.plans);
-    let previous = figures(&snap, &period.previous(), &ctx);
+    let previous = metrics::period_figures(&snap, &period.previous(), &ctx);
     let funnel = metrics::funnel(&snap, &period);
     let open_by_stage = store.open_deals_by_stage(&t.id).await?;
     let html = render_period::weekly_html(&render_period::WeeklyInput {
@@ -428,7 +424,7 @@ pub async fn monthly(
     let prev_first = months_back(first, 1);
     let snap = window(store, t, prev_first, last, now).await?;
     let period = Period::days(first, last, tz);
-    let mut month = figures(&snap, &period, &ctx);
+    let mut month = metrics::period_figures(&snap, &period, &ctx);
     metrics::apply_discipline(
         &mut month,
         &store.discipline(&t.id, now).await?,
@@ -436,7 +432,7 @@ pub async fn monthly(
     );
     let whole_month = month.clone();
     metrics::apply_plans(&mut month, &whole_month, &t.reports.plans);
-    let previous = figures(
+    let previous = metrics::period_figures(
         &snap,
         &Period::days(prev_first, first - Duration::days(1), tz),
         &ctx,
