@@ -107,26 +107,22 @@ pub async fn build(
     now: Ts,
     actions: &[ActionLine],
 ) -> Result<Report, StoreError> {
+    let first = period_start(t, kind, on, now);
+    match kind {
+        Kind::Daily => daily(store, t, first, now, actions).await,
+        Kind::Weekly => weekly(store, t, first, now).await,
+        Kind::Monthly => monthly(store, t, first, now).await,
+    }
+}
+
+/// The first day of the period a `kind` report covers: the one holding `on`, else the last
+/// complete one at `now` (yesterday, last week, last month) in the tenant's time zone.
+pub fn period_start(t: &TenantConfig, kind: Kind, on: Option<NaiveDate>, now: Ts) -> NaiveDate {
     let today = local_date(t, now);
     match kind {
-        Kind::Daily => {
-            daily(
-                store,
-                t,
-                on.unwrap_or(today - Duration::days(1)),
-                now,
-                actions,
-            )
-            .await
-        }
-        Kind::Weekly => {
-            let day = on.unwrap_or(today - Duration::days(7));
-            weekly(store, t, week_start(day), now).await
-        }
-        Kind::Monthly => {
-            let day = on.unwrap_or_else(|| month_start(today) - Duration::days(1));
-            monthly(store, t, month_start(day), now).await
-        }
+        Kind::Daily => on.unwrap_or(today - Duration::days(1)),
+        Kind::Weekly => week_start(on.unwrap_or(today - Duration::days(7))),
+        Kind::Monthly => month_start(on.unwrap_or_else(|| month_start(today) - Duration::days(1))),
     }
 }
 

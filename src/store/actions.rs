@@ -160,6 +160,27 @@ impl Store {
         Ok(rows.iter().map(from_row).collect())
     }
 
+    /// Whether the tenant has any action whose key starts with `prefix` (LIKE wildcards in
+    /// `prefix` are escaped).
+    pub async fn has_action_with_prefix(&self, tenant: &str, prefix: &str) -> Result<bool> {
+        let pattern = format!(
+            "{}%",
+            prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let row = sqlx::query(
+            "SELECT 1 FROM actions WHERE tenant = $1 AND key LIKE $2 ESCAPE '\\' LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(pattern)
+        .fetch_optional(self.pool())
+        .await
+        .op("looking for earlier actions")?;
+        Ok(row.is_some())
+    }
+
     /// Actions of a tenant in a state (e.g. `intent` left by a crash).
     pub async fn actions_in_state(&self, tenant: &str, state: &str) -> Result<Vec<ActionRow>> {
         let rows = sqlx::query(&format!(
