@@ -161,3 +161,71 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
     }
     h.stop().await;
 }
+
+/// The daily report's time (09:00 Moscow) passed while dozor was stopped: a tenant that has had
+/// daily reports before gets the one it missed as soon as the daemon starts, for the period that
+/// report would have covered, recorded in the ledger under its usual key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_sends_the_daily_report_missed_while_stopped() {
+    use chrono::{Duration as Days, Timelike, Utc};
+    use dozor::store::Store;
+
+    let h = common::small_sim(41).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = common::sqlite_url(dir.path());
+    let cfg = format!(
+        "[server]\nenabled = false\n[sync]\ninterval_secs = 10\n{}",
+        tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db_url, "ru")
+    );
+    let path = dir.path().join("dozor.toml");
+    std::fs::write(&path, cfg).unwrap();
+    // An earlier daily report, long ago: this tenant gets daily reports.
+    let store = Store::open(&db_url, 1).await.unwrap();
+    sqlx::query(
+        "INSERT INTO actions (key, tenant, rule, kind, payload, state, attempts, created_at, updated_at) \
+         VALUES ('report:demo:daily:2026-01-05', 'demo', 'report', 'telegram', '{}', 'done', 1, 0, 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    // The period of the last 09:00 Moscow that has passed.
+    let moscow = Utc::now().with_timezone(&chrono_tz::Europe::Moscow);
+    let fired = if moscow.hour() >= 9 {
+        moscow.date_naive()
+    } else {
+        moscow.date_naive() - Days::days(1)
+    };
+    let key = format!("report:demo:daily:{}", fired - Days::days(1));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dozor"))
+        .args(["--config", &path.display().to_string(), "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut state = None;
+    while start.elapsed() < Duration::from_secs(90) {
+        state = store.action(&key).await.unwrap().map(|a| a.state);
+        if state.as_deref() == Some("done") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (status, stderr) = common::terminate(&mut child).await;
+    assert_eq!(state.as_deref(), Some("done"), "{key} not sent: {stderr}");
+    assert!(status.success(), "{stderr}");
+    let reports = h
+        .sim
+        .telegram
+        .messages()
+        .into_iter()
+        .filter(|m| m.chat_id == dozor::sim::tenant_config::OWNER_CHAT && m.kind == "message")
+        .filter(|m| {
+            m.text.as_deref().is_some_and(|t| {
+                t.contains(&(fired - Days::days(1)).format("%d.%m.%Y").to_string())
+            })
+        })
+        .count();
+    assert_eq!(reports, 1, "the missed report, once");
+    store.close().await;
+}
