@@ -12,7 +12,7 @@ use anyhow::Context;
 use chrono::Utc;
 use tokio::sync::watch;
 
-use super::once::{action_lines, send_report, sync_options};
+use super::once::{action_lines, report_key_prefix, send_report, sync_options};
 use super::{Cli, CmdResult, load_config, open_store};
 use crate::engine::{self, CycleOptions};
 use crate::report;
@@ -293,7 +293,7 @@ async fn missed_report(
     now: chrono::DateTime<Utc>,
 ) -> Option<chrono::DateTime<Utc>> {
     let at = last_fire(schedule_of(&t.cfg, kind), t.tz(), now)?;
-    let prefix = format!("report:{}:{}:", t.id(), kind.as_str());
+    let prefix = report_key_prefix(t.id(), kind.as_str());
     if !store.has_action_with_prefix(t.id(), &prefix).await.ok()? {
         return None;
     }
@@ -329,10 +329,9 @@ async fn scheduled_report(
     kind: report::Kind,
     at: chrono::DateTime<Utc>,
 ) {
-    let now = at;
     let result = async {
         let actions = action_lines(store, t.id()).await?;
-        let rep = report::build(store, &t.cfg, kind, None, now, &actions).await?;
+        let rep = report::build(store, &t.cfg, kind, None, at, &actions).await?;
         let from = rep.period_from;
         send_report(store, t, &rep).await.map(|o| (from, o))
     }

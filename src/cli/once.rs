@@ -140,6 +140,12 @@ pub(crate) async fn action_lines(store: &Store, tenant: &str) -> anyhow::Result<
     Ok(by_rule.into_values().collect())
 }
 
+/// The start of the ledger key of every `kind` report of `tenant`; the period's first day
+/// completes it (`report:demo:daily:2026-12-01`).
+pub(super) fn report_key_prefix(tenant: &str, kind: &str) -> String {
+    format!("report:{tenant}:{kind}:")
+}
+
 /// Sends a report to the owner chat through the ledger, so it goes out once per period: the
 /// text first, then each chart as a photo under its own key. The outcome is the text's.
 pub(crate) async fn send_report(
@@ -156,7 +162,11 @@ pub(crate) async fn send_report(
     let to = crate::notify::route(Some(tg_cfg), crate::notify::MessageKind::Report)
         .context("telegram.owner_chat is not set: nowhere to send the report")?;
     let chat = to.chat;
-    let key = format!("report:{}:{}:{}", tenant.id(), rep.kind, rep.period_from);
+    let key = format!(
+        "{}{}",
+        report_key_prefix(tenant.id(), rep.kind),
+        rep.period_from
+    );
     let sinks = ledger::Sinks {
         crm: tenant.crm.as_ref(),
         telegram: tenant.telegram.as_ref(),
