@@ -480,6 +480,11 @@ async fn selfcheck_stale_source_and_backlog_in_english() {
     h.stop().await;
 }
 
+/// Each transition as (check id, raised).
+fn changes(tr: &[dozor::server::selfcheck::Transition]) -> Vec<(&str, bool)> {
+    tr.iter().map(|t| (t.id.as_str(), t.raised)).collect()
+}
+
 /// The other self-checks, each raised once and cleared once, through the same store and ledger
 /// the daemon uses: CoMagic refusing its key (fixed in the config, the tenant reconnected, as
 /// after a restart), the amoCRM refresh token near its 3-month expiry (renewed by the next
@@ -540,7 +545,7 @@ async fn selfcheck_telephony_token_age_disk_and_webhooks_raise_and_clear() {
     for _ in 0..2 {
         tr.extend(cycle(store.clone(), tenant.clone(), checks.clone(), vec![]).await);
     }
-    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    let ids = changes(&tr);
     assert_eq!(ids, vec![("telephony_auth:comagic", true)], "{tr:?}");
     let msgs = ops();
     assert_eq!(msgs.len(), 1, "{msgs:?}");
@@ -554,7 +559,7 @@ async fn selfcheck_telephony_token_age_disk_and_webhooks_raise_and_clear() {
     let (store, tenant) = connect(good).await;
     let tenant = std::sync::Arc::new(tenant);
     let tr = cycle(store.clone(), tenant.clone(), checks.clone(), vec![]).await;
-    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    let ids = changes(&tr);
     assert_eq!(ids, vec![("telephony_auth:comagic", false)], "{tr:?}");
     assert!(
         ops()[1].contains("доступ к телефонии CoMagic восстановлен"),
@@ -570,13 +575,13 @@ async fn selfcheck_telephony_token_age_disk_and_webhooks_raise_and_clear() {
     for _ in 0..2 {
         tr.extend(cycle(store.clone(), tenant.clone(), checks.clone(), vec![]).await);
     }
-    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    let ids = changes(&tr);
     assert_eq!(ids, vec![("token_age:amocrm", true)], "{tr:?}");
     assert!(ops()[2].contains("не обновлялся 85 дн."), "{:?}", ops());
     // The access token runs out; the client refreshes and the pair is new.
     h.sim.amo.expire_access_tokens();
     let tr = cycle(store.clone(), tenant.clone(), checks.clone(), vec![]).await;
-    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    let ids = changes(&tr);
     assert_eq!(ids, vec![("token_age:amocrm", false)], "{tr:?}");
     assert!(ops()[3].contains("токен amoCRM обновлён"), "{:?}", ops());
 
@@ -592,7 +597,7 @@ async fn selfcheck_telephony_token_age_disk_and_webhooks_raise_and_clear() {
     for _ in 0..2 {
         tr.extend(cycle(store.clone(), tenant.clone(), full.clone(), vec![]).await);
     }
-    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    let ids = changes(&tr);
     assert_eq!(ids, vec![("disk:data_dir", true)], "{tr:?}");
     assert!(
         ops()[4].contains("на диске с данными") && ops()[4].contains("МиБ"),
@@ -600,7 +605,7 @@ async fn selfcheck_telephony_token_age_disk_and_webhooks_raise_and_clear() {
         ops()
     );
     let tr = cycle(store.clone(), tenant.clone(), checks.clone(), vec![]).await;
-    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    let ids = changes(&tr);
     assert_eq!(ids, vec![("disk:data_dir", false)], "{tr:?}");
 
     // Webhook deliveries stopped, as the receiver reports them, then resumed.
@@ -609,10 +614,10 @@ async fn selfcheck_telephony_token_age_disk_and_webhooks_raise_and_clear() {
     for _ in 0..2 {
         tr.extend(cycle(store.clone(), tenant.clone(), checks.clone(), hook.clone()).await);
     }
-    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    let ids = changes(&tr);
     assert_eq!(ids, vec![("webhooks_stopped:amocrm", true)], "{tr:?}");
     let tr = cycle(store.clone(), tenant.clone(), checks.clone(), vec![]).await;
-    let ids: Vec<(&str, bool)> = tr.iter().map(|t| (t.id.as_str(), t.raised)).collect();
+    let ids = changes(&tr);
     assert_eq!(ids, vec![("webhooks_stopped:amocrm", false)], "{tr:?}");
 
     let msgs = ops();
