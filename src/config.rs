@@ -96,6 +96,42 @@ pub struct Config {
     /// Thresholds of the self-checks reported to the ops chat.
     #[serde(default)]
     pub selfcheck: crate::server::selfcheck::SelfCheckConfig,
+    /// How failing actions are retried before they are parked as `dead`.
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+/// Retries of actions that fail transiently (CRM or Telegram errors that may pass) or panic:
+/// at most `max_attempts`, waiting `retry_first_secs`, then twice as long each time up to
+/// `retry_max_secs`. Then the action is parked as `dead`, reported once to the ops chat and
+/// left for `dozor retry KEY`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    pub max_attempts: u32,
+    pub retry_first_secs: u64,
+    pub retry_max_secs: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        let p = crate::store::RetryPolicy::default();
+        LedgerConfig {
+            max_attempts: p.max_attempts,
+            retry_first_secs: p.first_wait.as_secs(),
+            retry_max_secs: p.max_wait.as_secs(),
+        }
+    }
+}
+
+impl LedgerConfig {
+    pub fn policy(&self) -> crate::store::RetryPolicy {
+        crate::store::RetryPolicy {
+            max_attempts: self.max_attempts,
+            first_wait: std::time::Duration::from_secs(self.retry_first_secs),
+            max_wait: std::time::Duration::from_secs(self.retry_max_secs),
+        }
+    }
 }
 
 /// Several `dozor run` instances on one PostgreSQL database share the tenants through leases.
@@ -1057,6 +1093,21 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
                 "must be IP:PORT (e.g. 127.0.0.1:9187), got `{}`",
                 c.server.listen
             ),
+        ));
+    }
+    if !(1..=100).contains(&c.ledger.max_attempts) {
+        return Err((
+            "ledger.max_attempts".into(),
+            format!("must be 1 to 100, got {}", c.ledger.max_attempts),
+        ));
+    }
+    if !(1..=86_400).contains(&c.ledger.retry_first_secs)
+        || !(c.ledger.retry_first_secs..=7 * 86_400).contains(&c.ledger.retry_max_secs)
+    {
+        return Err((
+            "ledger.retry_first_secs".into(),
+            "retry_first_secs must be 1 s to 1 day and retry_max_secs from retry_first_secs to 7 days"
+                .into(),
         ));
     }
     if c.cluster.lease_ttl_secs < 3 {

@@ -58,8 +58,33 @@ impl CycleSummary {
     }
 }
 
-/// Runs one cycle for `tenant`.
+/// Runs one cycle for `tenant`. A panic anywhere in it (a record no connector or rule
+/// expected) ends this cycle with an error in the summary; the daemon, its server and the
+/// other tenants go on, and the next cycle starts afresh.
 pub async fn run_cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> CycleSummary {
+    use futures::FutureExt as _;
+    let started = Instant::now();
+    match std::panic::AssertUnwindSafe(cycle(store, tenant, opts))
+        .catch_unwind()
+        .await
+    {
+        Ok(summary) => summary,
+        Err(_) => {
+            tracing::error!(
+                tenant = tenant.id(),
+                "cycle panicked; it is abandoned and the next one starts afresh"
+            );
+            CycleSummary {
+                tenant: tenant.id().to_string(),
+                errors: vec!["the cycle panicked (see the log)".into()],
+                elapsed: started.elapsed(),
+                ..CycleSummary::default()
+            }
+        }
+    }
+}
+
+async fn cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> CycleSummary {
     let started = Instant::now();
     let mut summary = CycleSummary {
         tenant: tenant.id().to_string(),
@@ -104,6 +129,9 @@ pub async fn run_cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> Cy
             "rules skipped: the CRM mirror is not fresh"
         );
     }
+    if !opts.dry_run {
+        report_dead(store, tenant, &mut summary).await;
+    }
     summary.elapsed = started.elapsed();
     tracing::info!(
         tenant = tenant.id(),
@@ -136,6 +164,42 @@ async fn redeliver(store: &Store, tenant: &Tenant, summary: &mut CycleSummary) {
             })),
         Err(e) => {
             tracing::error!(tenant = tenant.id(), error = %e, "redelivery stopped");
+            summary.errors.push(e.to_string());
+        }
+    }
+}
+
+/// Tells the ops chat, once, about actions this or an earlier cycle parked as `dead`.
+async fn report_dead(store: &Store, tenant: &Tenant, summary: &mut CycleSummary) {
+    let sinks = ledger::Sinks {
+        crm: tenant.crm.as_ref(),
+        telegram: tenant.telegram.as_ref(),
+    };
+    let label = if tenant.cfg.name.is_empty() {
+        tenant.id()
+    } else {
+        tenant.cfg.name.as_str()
+    };
+    let to = ledger::dead::Audience {
+        chat: crate::notify::route(
+            tenant.cfg.telegram.as_ref(),
+            crate::notify::MessageKind::SelfCheck,
+        )
+        .map(|r| r.chat),
+        label,
+        lang: tenant.cfg.lang,
+    };
+    match ledger::dead::report(store, tenant.id(), &to, &sinks).await {
+        Ok(sent) => summary
+            .applied
+            .extend(sent.into_iter().map(|outcome| Applied {
+                rule: ledger::dead::RULE,
+                crm_write: false,
+                summary: "dead actions reported".into(),
+                outcome,
+            })),
+        Err(e) => {
+            tracing::error!(tenant = tenant.id(), error = %e, "dead actions not reported");
             summary.errors.push(e.to_string());
         }
     }
@@ -223,7 +287,24 @@ async fn apply_rules(
         };
         // Actions have independent keys, so they run concurrently: connectors coalesce
         // concurrent writes (Bitrix24 `batch`) and their rate limiters keep the pace.
-        let proposals = (rule.propose)(&ctx, cfg);
+        // A rule that panics on a record it did not expect costs this rule's proposals for
+        // this cycle, not the cycle nor the process.
+        let proposals = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (rule.propose)(&ctx, cfg)
+        })) {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::error!(
+                    tenant = tenant.id(),
+                    rule = rule.name,
+                    "rule panicked while proposing; its actions are skipped this cycle"
+                );
+                summary
+                    .errors
+                    .push(format!("rule {} panicked while proposing", rule.name));
+                continue;
+            }
+        };
         let results: Vec<_> = futures::stream::iter(proposals.into_iter().map(|p| {
             let sinks = &sinks;
             async move {
@@ -239,11 +320,11 @@ async fn apply_rules(
             match &outcome {
                 Outcome::Done(_) => line.done += 1,
                 Outcome::Shadow => line.shadow += 1,
-                Outcome::Failed(e) | Outcome::Retry(e) => {
+                Outcome::Failed(e) | Outcome::Retry(e) | Outcome::Dead(e) => {
                     line.failed += 1;
                     tracing::warn!(tenant = tenant.id(), key = %p.key, error = %e, "action not done");
                 }
-                Outcome::AlreadyDone | Outcome::Skipped => {}
+                Outcome::AlreadyDone | Outcome::Skipped | Outcome::Deferred => {}
             }
             summary.applied.push(Applied {
                 rule: rule.name,
@@ -273,7 +354,7 @@ async fn apply_rules(
             match &outcome {
                 Outcome::Done(_) => line.done += 1,
                 Outcome::Shadow => line.shadow += 1,
-                Outcome::Failed(_) | Outcome::Retry(_) => line.failed += 1,
+                Outcome::Failed(_) | Outcome::Retry(_) | Outcome::Dead(_) => line.failed += 1,
                 _ => {}
             }
             summary.applied.push(Applied {

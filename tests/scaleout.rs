@@ -258,6 +258,8 @@ async fn lease_semantics(url: &str) {
         error: None,
         created_at: chrono::Utc::now(),
         updated_at: chrono::Utc::now(),
+        retry_at: None,
+        budget_from: 0,
     };
     let r = a.insert_action(&row).await.unwrap();
     assert!(

@@ -9,6 +9,7 @@ mod daemon;
 mod demo;
 mod once;
 mod report_calls;
+mod retry;
 mod sim;
 
 use std::path::PathBuf;
@@ -63,6 +64,18 @@ pub enum Command {
     /// Undo owner changes: hands the records of an action (or of every action whose key starts
     /// with the given key, e.g. one dormant-client handover) back to their previous owners.
     Revert(RevertArgs),
+    /// Try a `dead` or `failed` action again now, with a fresh retry budget (after fixing what
+    /// made it fail). The key is the one `dozor audit --state dead` prints.
+    Retry(RetryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The action key, as `dozor audit` prints it
+    pub key: String,
+    /// Only this tenant
+    #[arg(long)]
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -204,7 +217,7 @@ pub struct AuditArgs {
     /// Only actions on this entity, as KIND:ID (deal:123, contact:7)
     #[arg(long, value_name = "KIND:ID")]
     pub entity: Option<String>,
-    /// Only actions in this state: done, failed, intent, shadow
+    /// Only actions in this state: done, failed, dead, intent, shadow
     #[arg(long)]
     pub state: Option<String>,
     /// Only actions since this date (YYYY-MM-DD)
@@ -290,7 +303,9 @@ pub(crate) fn load_config(cli: &Cli) -> Result<config::Loaded, ConfigError> {
 
 /// Opens the configured database.
 pub(crate) async fn open_store(c: &config::Config) -> Result<Store, crate::store::StoreError> {
-    Store::open(&c.database_url(), c.database.max_connections).await
+    Store::open(&c.database_url(), c.database.max_connections)
+        .await
+        .map(|s| s.with_retry(c.ledger.policy()))
 }
 
 /// Runs the parsed command line.
@@ -304,6 +319,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sim(a) => sim::sim(&cli, a).await,
         Command::Audit(a) => once::audit(&cli, a).await,
         Command::Revert(a) => once::revert(&cli, a).await,
+        Command::Retry(a) => retry::retry(&cli, a).await,
     };
     match result {
         Ok(code) => code,

@@ -272,8 +272,15 @@ pub async fn report(cli: &Cli, a: &ReportArgs) -> CmdResult {
                 Outcome::AlreadyDone => {
                     println!("{}: {what} was already sent", t.id)
                 }
-                Outcome::Retry(e) | Outcome::Failed(e) => {
+                Outcome::Retry(e) | Outcome::Failed(e) | Outcome::Dead(e) => {
                     eprintln!("{}: {what} not sent: {e}", t.id);
+                    return Ok(ExitCode::from(1));
+                }
+                Outcome::Deferred => {
+                    eprintln!(
+                        "{}: {what} is waiting for its next attempt or parked (see `dozor audit --state dead`)",
+                        t.id
+                    );
                     return Ok(ExitCode::from(1));
                 }
                 Outcome::Shadow | Outcome::Skipped => {}
@@ -314,9 +321,22 @@ fn to_markdown(html: &str) -> String {
     report::render::to_plain(&md)
 }
 
+/// The states a ledger row can be in.
+const STATES: [&str; 5] = ["intent", "shadow", "done", "failed", "dead"];
+
 pub async fn audit(cli: &Cli, a: &AuditArgs) -> CmdResult {
     let loaded = load_config(cli)?;
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
+    if let Some(state) = &a.state
+        && !STATES.contains(&state.as_str())
+    {
+        return Err(super::Failure::Config(ConfigError {
+            file: None,
+            key: Some("--state".into()),
+            line: None,
+            message: format!("unknown state `{state}`; one of: {}", STATES.join(", ")),
+        }));
+    }
     let store = open_store(&loaded.config).await?;
     for t in tenants {
         let since = a
@@ -364,6 +384,10 @@ pub async fn audit(cli: &Cli, a: &AuditArgs) -> CmdResult {
                     .map(|e| format!("  ({e})"))
                     .unwrap_or_default()
             );
+            // What `dozor retry` needs.
+            if r.state == "dead" || r.state == "failed" {
+                println!("    key: {}", r.key);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -419,9 +443,16 @@ pub async fn revert(cli: &Cli, a: &super::RevertArgs) -> CmdResult {
             match ledger::apply(&store, &t.id, &sinks, &p, crate::config::RuleMode::On).await? {
                 Outcome::Done(_) => println!("reverted {}: {}", r.key, p.summary),
                 Outcome::AlreadyDone => println!("{} was already reverted", r.key),
-                Outcome::Retry(e) | Outcome::Failed(e) => {
+                Outcome::Retry(e) | Outcome::Failed(e) | Outcome::Dead(e) => {
                     failed += 1;
                     eprintln!("could not revert {}: {e}", r.key);
+                }
+                Outcome::Deferred => {
+                    failed += 1;
+                    eprintln!(
+                        "could not revert {} now: an earlier attempt failed and waits for its next try (see `dozor audit --rule revert`)",
+                        r.key
+                    );
                 }
                 Outcome::Shadow | Outcome::Skipped => {}
             }

@@ -372,6 +372,22 @@ pub struct Call {
     pub utm: Utm,
 }
 
+impl Call {
+    /// The first field outside its sane range (see [`super::bounds`]), if any.
+    pub fn insane_field(&self) -> Option<&'static str> {
+        use super::bounds;
+        if !(0..=bounds::MAX_CALL_SECS).contains(&self.talk_s) {
+            Some("talk_s")
+        } else if !(0..=bounds::MAX_CALL_SECS).contains(&self.wait_s) {
+            Some("wait_s")
+        } else if bounds::ts_in_range(self.started_at).is_none() {
+            Some("started_at")
+        } else {
+            None
+        }
+    }
+}
+
 /// Any record the CRM sync can deliver, so one page type carries every entity kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]

@@ -14,6 +14,8 @@
 //! client's retry budget) leaves the row at `intent`, and every later cycle first calls
 //! [`redeliver_telegram`], which finishes such messages once.
 
+pub mod dead;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::RuleMode;
@@ -115,10 +117,15 @@ pub enum Outcome {
     AlreadyDone,
     /// Recorded in shadow mode; nothing written.
     Shadow,
-    /// Will be retried next cycle (transient error).
+    /// Will be tried again after its backoff (transient error, or a panic contained).
     Retry(String),
     /// Refused for good; recorded with the reason.
     Failed(String),
+    /// Failed as many times as the retry policy allows: parked as `dead` now, reported once
+    /// to the ops chat, tried again only by `dozor retry KEY`.
+    Dead(String),
+    /// Waiting for its backoff to pass, or parked as `dead` earlier: nothing done now.
+    Deferred,
     /// The rule is off.
     Skipped,
 }
@@ -139,6 +146,8 @@ fn row(tenant: &str, p: &Proposal, state: &str) -> ActionRow {
         error: None,
         created_at: now,
         updated_at: now,
+        retry_at: None,
+        budget_from: 0,
     }
 }
 
@@ -171,6 +180,10 @@ pub async fn apply(
             match r.state.as_str() {
                 "done" => return Ok(Outcome::AlreadyDone),
                 "failed" => return Ok(Outcome::Failed(r.error.unwrap_or_default())),
+                "dead" => return Ok(Outcome::Deferred),
+                "intent" if r.retry_at.is_some_and(|at| at > chrono::Utc::now()) => {
+                    return Ok(Outcome::Deferred);
+                }
                 "intent" if r.attempts > 0 => {
                     // Outcome unknown: the write may have reached the CRM before a crash.
                     if let Some(id) = find_marker(store, tenant, p, r.created_at).await? {
@@ -197,42 +210,81 @@ pub async fn apply(
                     .filter(|e| matches!(e, Effect::Telegram { .. }))
                     .unwrap_or_else(|| p.effect.clone());
                 if let Effect::Telegram { chat, thread, html } = &effect {
-                    return deliver_telegram(
+                    let delivery = deliver_telegram(
                         store,
                         sinks,
-                        &p.key,
+                        &r,
                         r.result.as_deref(),
                         *chat,
                         *thread,
                         html,
-                    )
-                    .await;
+                    );
+                    return match contain(delivery).await {
+                        Ok(outcome) => outcome,
+                        Err(panic) => retry_or_bury(store, &r, &panic).await,
+                    };
                 }
             }
-            match execute(sinks, p).await {
-                Ok(id) => {
+            match contain(execute(sinks, p)).await {
+                Ok(Ok(id)) => {
                     store
                         .set_action_state(&p.key, "done", Some(&id), None, false)
                         .await?;
                     Ok(Outcome::Done(id))
                 }
-                Err(e) if is_transient(&e) => {
-                    let msg = e.to_string();
-                    store
-                        .set_action_state(&p.key, "intent", None, Some(&msg), false)
-                        .await?;
-                    Ok(Outcome::Retry(msg))
-                }
-                Err(e) => {
+                Ok(Err(e)) if is_transient(&e) => retry_or_bury(store, &r, &e.to_string()).await,
+                Ok(Err(e)) => {
                     let msg = e.to_string();
                     store
                         .set_action_state(&p.key, "failed", None, Some(&msg), false)
                         .await?;
                     Ok(Outcome::Failed(msg))
                 }
+                Err(panic) => retry_or_bury(store, &r, &panic).await,
             }
         }
     }
+}
+
+/// Runs one action's effect with a panic contained to it: a poisoned record must cost one
+/// action, never the process (under systemd a panic at every start is a crash loop). The
+/// panic's message comes back as the error.
+async fn contain<T>(effect: impl std::future::Future<Output = T>) -> Result<T, String> {
+    use futures::FutureExt as _;
+    std::panic::AssertUnwindSafe(effect)
+        .catch_unwind()
+        .await
+        .map_err(|payload| {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".into());
+            format!("the action panicked: {what}")
+        })
+}
+
+/// After a failed attempt that may succeed later: schedules the next one on the doubling
+/// backoff, or parks the action as `dead` once the retry budget is spent. `r` is the row as it
+/// was before this attempt was claimed.
+async fn retry_or_bury(store: &Store, r: &ActionRow, msg: &str) -> Result<Outcome, StoreError> {
+    let policy = store.retry_policy();
+    // This attempt counted (claim_action added it), so the budget used is one more than read.
+    let failures = u32::try_from(r.attempts + 1 - r.budget_from).unwrap_or(u32::MAX);
+    if failures >= policy.max_attempts {
+        let msg = format!("{msg} (gave up after {failures} attempts)");
+        store
+            .set_action_state(&r.key, "dead", None, Some(&msg), false)
+            .await?;
+        tracing::error!(key = %r.key, error = %msg, "action parked as dead");
+        return Ok(Outcome::Dead(msg));
+    }
+    let wait = chrono::Duration::from_std(policy.wait(failures))
+        .unwrap_or_else(|_| chrono::Duration::hours(1));
+    store
+        .defer_action(&r.key, msg, chrono::Utc::now() + wait)
+        .await?;
+    Ok(Outcome::Retry(msg.to_string()))
 }
 
 /// What `result` holds while a long message is being delivered: the ids of the parts sent.
@@ -257,12 +309,13 @@ fn is_transient(e: &crate::http::Error) -> bool {
 async fn deliver_telegram(
     store: &Store,
     sinks: &Sinks<'_>,
-    key: &str,
+    r: &ActionRow,
     progress: Option<&str>,
     chat: i64,
     thread: Option<i64>,
     html: &str,
 ) -> Result<Outcome, StoreError> {
+    let key = r.key.as_str();
     let fail = |msg: String| async move {
         store
             .set_action_state(key, "failed", None, Some(&msg), false)
@@ -296,10 +349,7 @@ async fn deliver_telegram(
                     format!("{e} (after {} of {} parts)", sent.len(), parts.len())
                 };
                 if is_transient(&e) {
-                    store
-                        .set_action_state(key, "intent", None, Some(&msg), false)
-                        .await?;
-                    return Ok(Outcome::Retry(msg));
+                    return retry_or_bury(store, r, &msg).await;
                 }
                 return fail(msg).await;
             }

@@ -122,6 +122,8 @@ pub async fn run(
                         error: None,
                         created_at: now,
                         updated_at: now,
+                        retry_at: None,
+                        budget_from: 0,
                     })
                     .await?;
             }

@@ -22,26 +22,50 @@ pub struct ActionRow {
     pub error: Option<String>,
     pub created_at: Ts,
     pub updated_at: Ts,
+    /// Not tried again before this (a transient failure's backoff).
+    pub retry_at: Option<Ts>,
+    /// The attempt count at which the current retry budget started.
+    pub budget_from: i64,
 }
 
-const COLS: &str = "key, tenant, rule, kind, entity_kind, entity_id, payload, state, attempts, result, error, created_at, updated_at";
+const INSERT_COLS: &str = "key, tenant, rule, kind, entity_kind, entity_id, payload, state, attempts, result, error, created_at, updated_at";
+const COLS: &str = "key, tenant, rule, kind, entity_kind, entity_id, payload, state, attempts, result, error, created_at, updated_at, retry_at, budget_from";
 
-fn from_row(r: &sqlx::any::AnyRow) -> ActionRow {
-    ActionRow {
-        key: r.get(0),
-        tenant: r.get(1),
-        rule: r.get(2),
-        kind: r.get(3),
-        entity_kind: r.get(4),
-        entity_id: r.get(5),
-        payload: serde_json::from_str(&r.get::<String, _>(6)).unwrap_or_default(),
-        state: r.get(7),
-        attempts: r.get(8),
-        result: r.get(9),
-        error: r.get(10),
-        created_at: from_secs(r.get(11)),
-        updated_at: from_secs(r.get(12)),
-    }
+/// Decodes a ledger row; a damaged one (wrong types, NULLs) is an error naming its key, never
+/// a panic.
+fn from_row(r: &sqlx::any::AnyRow) -> super::Result<ActionRow> {
+    let corrupt = |e: sqlx::Error| super::StoreError::Corrupt {
+        what: format!(
+            "action {}",
+            r.try_get::<String, _>(0).unwrap_or_else(|_| "?".into())
+        ),
+        message: e.to_string(),
+    };
+    Ok(ActionRow {
+        key: r.try_get(0).map_err(corrupt)?,
+        tenant: r.try_get(1).map_err(corrupt)?,
+        rule: r.try_get(2).map_err(corrupt)?,
+        kind: r.try_get(3).map_err(corrupt)?,
+        entity_kind: r.try_get(4).map_err(corrupt)?,
+        entity_id: r.try_get(5).map_err(corrupt)?,
+        payload: serde_json::from_str(&r.try_get::<String, _>(6).map_err(corrupt)?)
+            .unwrap_or_default(),
+        state: r.try_get(7).map_err(corrupt)?,
+        attempts: r.try_get(8).map_err(corrupt)?,
+        result: r.try_get(9).map_err(corrupt)?,
+        error: r.try_get(10).map_err(corrupt)?,
+        created_at: from_secs(r.try_get(11).map_err(corrupt)?),
+        updated_at: from_secs(r.try_get(12).map_err(corrupt)?),
+        retry_at: r
+            .try_get::<Option<i64>, _>(13)
+            .map_err(corrupt)?
+            .map(from_secs),
+        budget_from: r.try_get(14).map_err(corrupt)?,
+    })
+}
+
+fn from_rows(rows: &[sqlx::any::AnyRow]) -> super::Result<Vec<ActionRow>> {
+    rows.iter().map(from_row).collect()
 }
 
 impl Store {
@@ -49,7 +73,7 @@ impl Store {
     pub async fn insert_action(&self, a: &ActionRow) -> Result<ActionRow> {
         let now = now_secs();
         sqlx::query(&format!(
-            "INSERT INTO actions ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, NULL, NULL, $9, $10) ON CONFLICT (key) DO NOTHING"
+            "INSERT INTO actions ({INSERT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, NULL, NULL, $9, $10) ON CONFLICT (key) DO NOTHING"
         ))
         .bind(a.key.clone())
         .bind(a.tenant.clone())
@@ -78,7 +102,7 @@ impl Store {
             .fetch_optional(self.pool())
             .await
             .op("reading an action")?;
-        Ok(row.as_ref().map(from_row))
+        row.as_ref().map(from_row).transpose()
     }
 
     /// Moves an action to `state`, counting an attempt when `attempted`.
@@ -104,6 +128,84 @@ impl Store {
         .await
         .op("updating an action")?;
         Ok(())
+    }
+
+    /// Records a failed attempt that may be tried again, not before `retry_at`.
+    pub async fn defer_action(&self, key: &str, error: &str, retry_at: Ts) -> Result<()> {
+        sqlx::query(
+            "UPDATE actions SET state = 'intent', error = $1, retry_at = $2, updated_at = $3 \
+             WHERE key = $4",
+        )
+        .bind(error)
+        .bind(retry_at.timestamp())
+        .bind(now_secs())
+        .bind(key)
+        .execute(self.pool())
+        .await
+        .op("deferring an action")?;
+        Ok(())
+    }
+
+    /// Gives a `dead` or `failed` action a fresh retry budget: it is pending again, and the
+    /// attempts made so far still make the ledger look for its marker before writing. Returns
+    /// the row as it now is, or `None` when no such action is dead or failed.
+    pub async fn revive_action(&self, key: &str) -> Result<Option<ActionRow>> {
+        let r = sqlx::query(
+            "UPDATE actions SET state = 'intent', budget_from = attempts, retry_at = NULL, \
+             error = NULL, dead_report = NULL, updated_at = $1 \
+             WHERE key = $2 AND state IN ('dead', 'failed')",
+        )
+        .bind(now_secs())
+        .bind(key)
+        .execute(self.pool())
+        .await
+        .op("reviving an action")?;
+        if r.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.action(key).await
+    }
+
+    /// Marks every dead action of `tenant` not yet reported as reported by the ops message
+    /// `report_key`; returns the dead actions whose report message has not gone out yet
+    /// (this one's and any an interrupted cycle left), grouped by report key, oldest first.
+    pub async fn dead_to_report(
+        &self,
+        tenant: &str,
+        report_key: &str,
+    ) -> Result<Vec<(String, Vec<ActionRow>)>> {
+        sqlx::query(
+            "UPDATE actions SET dead_report = $1 WHERE tenant = $2 AND state = 'dead' \
+             AND dead_report IS NULL",
+        )
+        .bind(report_key)
+        .bind(tenant)
+        .execute(self.pool())
+        .await
+        .op("marking dead actions for the ops report")?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLS}, dead_report FROM actions a WHERE tenant = $1 AND state = 'dead' \
+             AND dead_report IS NOT NULL AND NOT EXISTS (SELECT 1 FROM actions r \
+             WHERE r.key = a.dead_report AND r.state IN ('done', 'failed', 'dead')) \
+             ORDER BY dead_report, updated_at, key"
+        ))
+        .bind(tenant)
+        .fetch_all(self.pool())
+        .await
+        .op("listing dead actions to report")?;
+        let mut out: Vec<(String, Vec<ActionRow>)> = Vec::new();
+        for r in &rows {
+            let report: String = r.try_get(15).map_err(|e| super::StoreError::Corrupt {
+                what: "dead action report key".into(),
+                message: e.to_string(),
+            })?;
+            let row = from_row(r)?;
+            match out.last_mut() {
+                Some((k, list)) if *k == report => list.push(row),
+                _ => out.push((report, vec![row])),
+            }
+        }
+        Ok(out)
     }
 
     /// Counts an attempt on a pending action before its effect is executed. It succeeds only if
@@ -157,7 +259,7 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .op("listing actions")?;
-        Ok(rows.iter().map(from_row).collect())
+        from_rows(&rows)
     }
 
     /// Whether the tenant has any action whose key starts with `prefix` (LIKE wildcards in
@@ -191,6 +293,6 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .op("listing actions")?;
-        Ok(rows.iter().map(from_row).collect())
+        from_rows(&rows)
     }
 }

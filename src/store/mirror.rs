@@ -10,7 +10,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, Row};
 
-use super::{Op, Result, Store, StoreError, from_secs, now_secs, to_secs};
+use super::{Op, Result, Store, from_secs, now_secs, to_secs};
 use crate::domain::phone;
 use crate::domain::*;
 
@@ -160,18 +160,40 @@ fn table(kind: EntityKind) -> &'static str {
     }
 }
 
-/// Decodes the `data` column (the first) of mirror rows into records of kind `what`.
+/// Decodes the `data` column (the first) of mirror rows into records of kind `what`. A row
+/// that does not decode (damaged by hand, or written by a dozor that stored other shapes) is
+/// skipped with a warning: one bad record must not stop every rule and report of its tenant.
 pub(super) fn decode_rows<T: DeserializeOwned>(
     rows: &[sqlx::any::AnyRow],
     what: &str,
 ) -> Result<Vec<T>> {
-    rows.iter()
-        .map(|r| {
-            let data: String = r.get(0);
-            serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
-                what: format!("{what} in the mirror"),
-                message: e.to_string(),
-            })
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let decoded = r
+            .try_get::<String, _>(0)
+            .map_err(|e| e.to_string())
+            .and_then(|data| serde_json::from_str(&data).map_err(|e| e.to_string()));
+        match decoded {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                tracing::warn!(record = what, error = %e, "skipping a mirror row that does not decode")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Calls whose numbers are outside the sane ranges (stored before they were checked at the
+/// edge) are skipped with a warning, so no rule or report computes with them.
+pub(super) fn sane_calls(calls: Vec<Call>) -> Vec<Call> {
+    calls
+        .into_iter()
+        .filter(|c| match c.insane_field() {
+            None => true,
+            Some(field) => {
+                tracing::warn!(provider = c.provider.as_str(), call_id = %c.id, field, "skipping a stored call with an out-of-range value");
+                false
+            }
         })
         .collect()
 }
@@ -300,6 +322,10 @@ impl Store {
     pub async fn upsert_calls(&self, tenant: &str, calls: &[Call]) -> Result<()> {
         let mut tx = self.pool().begin().await.op("starting a transaction")?;
         for c in calls {
+            if let Some(field) = c.insane_field() {
+                tracing::warn!(tenant, provider = c.provider.as_str(), call_id = %c.id, field, "call refused: value out of range");
+                continue;
+            }
             let e164 = phone::normalize(&c.client_phone).ok();
             sqlx::query(
                 "INSERT INTO calls (tenant, provider, id, started_at, direction, answered, talk_s, client_e164, employee_id, data) \
@@ -470,6 +496,7 @@ impl Store {
             "call",
         )
         .await
+        .map(sane_calls)
     }
 
     /// Records whose phone is `e164`, from the mirror's phone index.

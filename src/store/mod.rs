@@ -102,6 +102,38 @@ pub struct Store {
     /// The daemon instance using this handle when tenants are leased (`dozor run`): the ledger
     /// then claims an action only while this instance holds the tenant's lease.
     holder: Option<std::sync::Arc<str>>,
+    /// How the ledger retries actions through this handle (`[ledger]` in the config).
+    retry: RetryPolicy,
+}
+
+/// How the ledger retries an action that failed transiently or panicked: at most
+/// `max_attempts` attempts, waiting `first_wait`, then twice as long each time up to
+/// `max_wait`; after that the action is parked as `dead` and reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub first_wait: Duration,
+    pub max_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 8,
+            first_wait: Duration::from_secs(60),
+            max_wait: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after the `failures`-th failed attempt (1-based).
+    pub fn wait(&self, failures: u32) -> Duration {
+        let doubled = self
+            .first_wait
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+        doubled.min(self.max_wait)
+    }
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
@@ -178,7 +210,19 @@ impl Store {
             pool,
             backend,
             holder: None,
+            retry: RetryPolicy::default(),
         })
+    }
+
+    /// This handle, retrying ledger actions under `policy`.
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Store {
+        self.retry = policy;
+        self
+    }
+
+    /// How the ledger retries actions through this handle.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
     }
 
     /// This handle, for the daemon instance `id`: actions are claimed only under its leases.

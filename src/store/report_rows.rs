@@ -148,6 +148,7 @@ impl Store {
             "call",
         )
         .await
+        .map(super::mirror::sane_calls)
     }
 
     /// Activities on leads started in `[from, to)` (a lead's first contact, for reaction time).

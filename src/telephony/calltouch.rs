@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::{Result, Telephony};
 use crate::config::{CalltouchConfig, Secret};
-use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm};
+use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm, bounds};
 use crate::http::{self, Error, ErrorKind, Limiter, redact_url};
 use crate::server::metrics::Observe as _;
 
@@ -185,7 +185,7 @@ impl Calltouch {
         self.tz
             .from_local_datetime(&n)
             .earliest()
-            .map(|t| t.with_timezone(&chrono::Utc))
+            .and_then(bounds::in_range_utc)
     }
 
     /// Maps one calls-diary record; `Err((id, reason))` when it is unusable.
@@ -200,7 +200,7 @@ impl Calltouch {
             Some(ts) if ts > 0 => {
                 // Seconds, or milliseconds on some exports.
                 let secs = if ts > 100_000_000_000 { ts / 1000 } else { ts };
-                chrono::DateTime::from_timestamp(secs, 0)
+                bounds::from_unix(secs)
             }
             _ => None,
         }
@@ -209,7 +209,7 @@ impl Calltouch {
                 .and_then(Value::as_str)
                 .and_then(|s| self.parse_local(s))
         })
-        .ok_or_else(|| bad("missing or unparsable timestamp/date"))?;
+        .ok_or_else(|| bad("timestamp/date missing, unparsable or outside 2000-2099"))?;
         let answered = as_bool(r.get("successful")).ok_or_else(|| bad("missing successful"))?;
         let client_phone = match r.get("callerNumber") {
             Some(Value::String(s)) => s.trim().to_string(),
@@ -228,8 +228,8 @@ impl Calltouch {
             started_at,
             direction: Direction::In,
             answered,
-            talk_s: as_i64(r.get("duration")).unwrap_or(0),
-            wait_s: as_i64(r.get("waitingConnect")).unwrap_or(0),
+            talk_s: seconds(r, "duration").map_err(bad)?,
+            wait_s: seconds(r, "waitingConnect").map_err(bad)?,
             client_phone,
             virtual_number: text(r.get("phoneNumber")),
             employee_id: manager.clone(),
@@ -260,6 +260,17 @@ fn as_i64(v: Option<&Value>) -> Option<i64> {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
+    }
+}
+
+/// A call duration field: absent or null is 0 s; anything but 0 s to a day refuses the record.
+fn seconds(r: &Value, field: &'static str) -> std::result::Result<i64, &'static str> {
+    match r.get(field) {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => bounds::call_seconds(v).ok_or(match field {
+            "duration" => "duration is not a duration of 0 s to 1 day",
+            _ => "waitingConnect is not a duration of 0 s to 1 day",
+        }),
     }
 }
 

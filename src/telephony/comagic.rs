@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::{Result, Telephony};
 use crate::config::{ComagicConfig, Secret};
-use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm};
+use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm, bounds};
 use crate::http::{self, Error, ErrorKind, redact_url};
 use crate::server::metrics::Observe as _;
 
@@ -272,7 +272,7 @@ impl Comagic {
         self.tz
             .from_local_datetime(&n)
             .earliest()
-            .map(|t| t.with_timezone(&chrono::Utc))
+            .and_then(bounds::in_range_utc)
     }
 
     fn record_host(&self) -> &'static str {
@@ -298,15 +298,15 @@ impl Comagic {
             .get("start_time")
             .and_then(Value::as_str)
             .and_then(|s| self.parse_local(s))
-            .ok_or_else(|| bad("missing or unparsable start_time"))?;
+            .ok_or_else(|| bad("start_time missing, unparsable or outside 2000-2099"))?;
         let direction = match row.get("direction").and_then(Value::as_str) {
             Some("in") => Direction::In,
             Some("out") => Direction::Out,
             _ => return Err(bad("unknown direction")),
         };
         let is_lost = as_bool(row.get("is_lost")).ok_or_else(|| bad("missing is_lost"))?;
-        let talk_s = as_int(row.get("talk_duration")).unwrap_or(0);
-        let wait_s = as_int(row.get("wait_duration")).unwrap_or(0);
+        let talk_s = seconds(row, "talk_duration").map_err(bad)?;
+        let wait_s = seconds(row, "wait_duration").map_err(bad)?;
         let client_phone = match row.get("contact_phone_number") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
@@ -470,11 +470,14 @@ fn as_bool(v: Option<&Value>) -> Option<bool> {
     }
 }
 
-fn as_int(v: Option<&Value>) -> Option<i64> {
-    match v? {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+/// A call duration field: absent or null is 0 s; anything but 0 s to a day refuses the row.
+fn seconds(row: &Value, field: &'static str) -> std::result::Result<i64, &'static str> {
+    match row.get(field) {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => bounds::call_seconds(v).ok_or(match field {
+            "talk_duration" => "talk_duration is not a duration of 0 s to 1 day",
+            _ => "wait_duration is not a duration of 0 s to 1 day",
+        }),
     }
 }
 

@@ -284,11 +284,12 @@ impl OAuth {
             ));
         };
         let now = Utc::now();
-        let ttl = v["expires_in"].as_i64().unwrap_or(86_400);
+        // A lifetime out of its sane range is clamped: a short one only refreshes early.
+        let ttl = crate::domain::bounds::token_ttl(v["expires_in"].as_i64(), 86_400);
         Ok(TokenSet {
             access_token: access,
             refresh_token: Some(refresh),
-            expires_at: Some(now + chrono::Duration::seconds(ttl)),
+            expires_at: Some(now + ttl),
             refreshed_at: Some(now),
             extra: json!({}),
         })

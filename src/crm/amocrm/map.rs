@@ -4,7 +4,6 @@
 //! record cannot exist without (`id`, timestamps) are required, so a changed payload surfaces as
 //! a decode error instead of silently empty records.
 
-use chrono::{TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -19,9 +18,8 @@ pub const LOST: u64 = 143;
 pub type MapResult<T> = Result<T, String>;
 
 pub fn ts(secs: i64) -> MapResult<Ts> {
-    Utc.timestamp_opt(secs, 0)
-        .single()
-        .ok_or_else(|| format!("timestamp {secs} is out of range"))
+    crate::domain::bounds::from_unix(secs)
+        .ok_or_else(|| format!("timestamp {secs} is outside 2000-2099"))
 }
 
 fn opt_ts(secs: Option<i64>) -> MapResult<Option<Ts>> {
@@ -317,9 +315,13 @@ pub fn call_note(v: &Value, entity: &str) -> MapResult<Option<Activity>> {
         _ => None,
     };
     let duration = match &p["duration"] {
-        Value::Number(x) => x.as_i64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
+        Value::Null => None,
+        v => Some(crate::domain::bounds::call_seconds(v).ok_or_else(|| {
+            format!(
+                "note {}: params.duration is not a duration of 0 s to 1 day",
+                n.id
+            )
+        })?),
     };
     let responsible = uid(n.responsible_user_id).or_else(|| match &p["call_responsible"] {
         Value::Number(x) => x.as_u64().and_then(|x| uid(Some(x))),

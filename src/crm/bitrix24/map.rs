@@ -1,7 +1,7 @@
 //! Bitrix24 wire rows → domain records. Lenient where Bitrix24 is inconsistent: ids as strings
 //! or numbers, `""`/null for empty dates and references, `[]` for empty maps.
 
-use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone};
 use serde_json::Value;
 
 use super::text;
@@ -78,10 +78,10 @@ pub fn parse_ts(s: &str) -> Option<Ts> {
         return None;
     }
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
-        return Some(d.with_timezone(&Utc));
+        return bounds::in_range_utc(d);
     }
     if let Ok(d) = DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%z") {
-        return Some(d.with_timezone(&Utc));
+        return bounds::in_range_utc(d);
     }
     // Locale strings without an offset: portal time, assumed Moscow.
     let msk = FixedOffset::east_opt(3 * 3600)?;
@@ -94,7 +94,7 @@ pub fn parse_ts(s: &str) -> Option<Ts> {
             return msk
                 .from_local_datetime(&n)
                 .single()
-                .map(|d| d.with_timezone(&Utc));
+                .and_then(bounds::in_range_utc);
         }
     }
     None
@@ -122,7 +122,10 @@ fn yes(row: &Value, k: &str) -> bool {
 }
 
 fn money(row: &Value, k: &str) -> f64 {
-    s(row, k).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+    s(row, k)
+        .and_then(|v| v.trim().parse().ok())
+        .and_then(bounds::money)
+        .unwrap_or(0.0)
 }
 
 fn multi(row: &Value, k: &str) -> Vec<String> {
@@ -416,7 +419,9 @@ fn activity(row: &Value) -> Result<Option<Record>, String> {
     let started_at = ts(row, "START_TIME").unwrap_or(created_at);
     let duration_s = (kind == ActivityKind::Call)
         .then(|| ts(row, "END_TIME").map(|e| (e - started_at).num_seconds().max(0)))
-        .flatten();
+        .flatten()
+        // A call that "lasted" longer than a day is junk in END_TIME, not a call.
+        .filter(|d| *d <= bounds::MAX_CALL_SECS);
     Ok(Some(Record::Activity(Activity {
         kind,
         direction,

@@ -693,14 +693,13 @@ impl Bitrix24 {
             ));
         };
         let now = Utc::now();
-        let expires_in = body
-            .get("expires_in")
-            .and_then(Value::as_i64)
-            .unwrap_or(3600);
+        // A lifetime out of its sane range is clamped: a short one only refreshes early.
+        let ttl =
+            crate::domain::bounds::token_ttl(body.get("expires_in").and_then(Value::as_i64), 3600);
         let set = TokenSet {
             access_token: Secret::new(access),
             refresh_token: Some(Secret::new(new_refresh)),
-            expires_at: Some(now + chrono::Duration::seconds(expires_in)),
+            expires_at: Some(now + ttl),
             refreshed_at: Some(now),
             extra: json!({
                 "client_endpoint": field("client_endpoint"),
@@ -1863,11 +1862,26 @@ impl Bitrix24 {
             (false, false) => "Исходящий звонок (без ответа)",
         };
         let duration = if call.answered {
-            call.duration_s.max(0)
+            call.duration_s
+                .clamp(0, crate::domain::bounds::MAX_CALL_SECS)
         } else {
             0
         };
-        let end = call.started_at + chrono::Duration::seconds(duration);
+        // Checked: a record stored before durations were range-checked must fail this one
+        // write, not the process.
+        let end = chrono::TimeDelta::try_seconds(duration)
+            .and_then(|d| call.started_at.checked_add_signed(d))
+            .ok_or_else(|| {
+                self.err(
+                    ErrorKind::Permanent,
+                    "crm.activity.add",
+                    "",
+                    format!(
+                        "call {} has an impossible start or duration",
+                        call.external_id
+                    ),
+                )
+            })?;
         let fmt = |t: &crate::domain::Ts| t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
         let mut fields = json!({
             "OWNER_TYPE_ID": type_id,
