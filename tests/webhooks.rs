@@ -14,7 +14,7 @@ use dozor::config;
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor::server::webhooks::Hooks;
 use dozor::server::{self, Health, ServerState};
-use dozor::sim::world::World;
+use dozor::sim::world::{Dir, SimCall, World};
 use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
 use dozor::store::Store;
 use serde_json::{Value, json};
@@ -127,7 +127,8 @@ async fn lost_call_notification_becomes_a_callback_task_within_two_seconds() {
         "one cycle at start"
     );
 
-    // A known client's number, so the callback task has an owner.
+    // A lost call from a known client's number (so the callback task has an owner), as
+    // CoMagic recorded it: the notification only says which call to read back.
     let (call_id, phone) = {
         let mut w = h.sim.world();
         let phone = w
@@ -136,7 +137,25 @@ async fn lost_call_notification_becomes_a_callback_task_within_two_seconds() {
             .find(|c| !c.phones.is_empty())
             .map(|c| World::phone_key(&c.phones[0]))
             .unwrap();
-        (w.next_id(), phone)
+        let id = w.next_id();
+        w.calls.insert(
+            id,
+            SimCall {
+                id,
+                start: Utc::now() - chrono::Duration::seconds(40),
+                direction: Dir::In,
+                is_lost: true,
+                talk_s: 0,
+                wait_s: 35,
+                client_phone: phone.clone(),
+                virtual_number: "74951234567".into(),
+                employee_id: None,
+                source: "call_tracking".into(),
+                utm: Default::default(),
+                has_record: false,
+            },
+        );
+        (id, phone)
     };
     let start_time = Utc::now()
         .with_timezone(&chrono_tz::Europe::Moscow)

@@ -35,7 +35,7 @@ pub async fn report(
     sinks: &Sinks<'_>,
 ) -> Result<Vec<Outcome>, StoreError> {
     let key = format!("{RULE}:{tenant}:{}", chrono::Utc::now().timestamp());
-    let pending = store.dead_to_report(tenant, &key).await?;
+    let pending = store.dead_to_report(tenant, RULE, &key).await?;
     let mut out = Vec::new();
     for (key, rows) in pending {
         let Some(chat) = to.chat else {

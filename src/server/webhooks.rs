@@ -3,9 +3,10 @@
 //! A push is a hint, not the truth: every receiver authenticates the call, validates the body,
 //! records the delivery (so a repeated delivery is processed once), answers at once and does
 //! the work in the background. CRM events only wake the tenant's cycle early, which then reads
-//! the changed records through the same incremental sync as polling; CoMagic notifications
-//! carry a whole call, which is mapped by the same code as the poller's and stored in the
-//! mirror before the cycle is woken. Polling keeps running as the safety net for lost pushes
+//! the changed records through the same incremental sync as polling. A CoMagic notification is
+//! validated as a whole call, then the call is read back from the CoMagic API by its session id
+//! (`get.calls_report`, filter `id`): only what the API confirms is stored in the mirror and
+//! can cause CRM writes, then the cycle is woken. Polling keeps running as the safety net for lost pushes
 //! (Bitrix24 never retries a failed delivery).
 //!
 //! Routes (the public base URL is whatever the operator's reverse proxy exposes):
@@ -644,13 +645,15 @@ fn field_text(f: &BTreeMap<String, Value>, key: &str) -> Option<String> {
     }
 }
 
+/// A duration field of a call: absent, or 0 s to a day.
 fn field_int(f: &BTreeMap<String, Value>, key: &str) -> Result<Option<i64>, Reject> {
-    match field_text(f, key) {
-        None => Ok(None),
-        Some(s) => s
-            .parse::<f64>()
-            .map(|x| Some(x as i64))
-            .map_err(|_| bad(format!("field `{key}` must be a number of seconds"))),
+    match f.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => crate::domain::bounds::call_seconds(v).map(Some).ok_or_else(|| {
+            bad(format!(
+                "field `{key}` must be a number of seconds from 0 to 86400"
+            ))
+        }),
     }
 }
 
@@ -770,23 +773,47 @@ async fn comagic(
         if !record(&s.store, &tenant, &d).await? {
             return Ok(("duplicate", format!("{} {id}", d.event)));
         }
-        if let Some(call) = call {
-            let store = s.store.clone();
-            let wake = h.wake.clone();
-            let t = tenant.clone();
-            tokio::spawn(async move {
-                match store.upsert_calls(&t, &[call]).await {
-                    Ok(()) => wake.notify_one(),
-                    Err(e) => {
-                        tracing::error!(tenant = %t, error = %e, "cannot store a pushed call; polling will pick it up");
-                    }
-                }
-            });
+        if call.is_some() {
+            tokio::spawn(confirm_call(
+                s.store.clone(),
+                mapper,
+                h.wake.clone(),
+                tenant.clone(),
+                id.clone(),
+            ));
         }
         Ok(("accepted", format!("{} {id}", d.event)))
     }
     .await;
     finish(&s, &tenant, "comagic", result).await
+}
+
+/// Reads the notified call from the CoMagic API and stores what the API says, then wakes the
+/// tenant's cycle. The notification itself is never stored: anyone who learns the path secret
+/// could otherwise put any number in the mirror and have dozor create leads and tasks for it.
+async fn confirm_call(
+    store: Store,
+    api: Arc<Comagic>,
+    wake: Arc<Notify>,
+    tenant: String,
+    id: String,
+) {
+    match api.call_by_id(&id, Utc::now()).await {
+        Ok(Some(call)) => match store.upsert_calls(&tenant, &[call]).await {
+            Ok(()) => wake.notify_one(),
+            Err(e) => {
+                tracing::error!(tenant = %tenant, call_id = %id, error = %e, "cannot store a confirmed call; polling will pick it up");
+            }
+        },
+        Ok(None) => {
+            tracing::warn!(tenant = %tenant, source = "comagic", call_id = %id, "notified call is not in the CoMagic API; nothing stored");
+        }
+        Err(e) => {
+            // The API is unreachable now: the next polling cycle reads the call if it exists.
+            tracing::warn!(tenant = %tenant, call_id = %id, error = %e, "cannot confirm a notified call now; polling will read it");
+            wake.notify_one();
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -169,17 +169,33 @@ impl Store {
     /// Marks every dead action of `tenant` not yet reported as reported by the ops message
     /// `report_key`; returns the dead actions whose report message has not gone out yet
     /// (this one's and any an interrupted cycle left), grouped by report key, oldest first.
+    ///
+    /// Report messages are ledger actions of rule `report_rule`: one that died itself (the
+    /// ops chat unreachable through every retry) is not reported in turn; its rows are handed
+    /// to the next report instead.
     pub async fn dead_to_report(
         &self,
         tenant: &str,
+        report_rule: &str,
         report_key: &str,
     ) -> Result<Vec<(String, Vec<ActionRow>)>> {
         sqlx::query(
+            "UPDATE actions SET dead_report = NULL WHERE tenant = $1 AND state = 'dead' \
+             AND dead_report IN (SELECT key FROM actions WHERE tenant = $1 AND rule = $2 \
+             AND state = 'dead')",
+        )
+        .bind(tenant)
+        .bind(report_rule)
+        .execute(self.pool())
+        .await
+        .op("handing dead actions to a new ops report")?;
+        sqlx::query(
             "UPDATE actions SET dead_report = $1 WHERE tenant = $2 AND state = 'dead' \
-             AND dead_report IS NULL",
+             AND dead_report IS NULL AND rule <> $3",
         )
         .bind(report_key)
         .bind(tenant)
+        .bind(report_rule)
         .execute(self.pool())
         .await
         .op("marking dead actions for the ops report")?;

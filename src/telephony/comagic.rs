@@ -33,6 +33,8 @@ const MAX_OFFSET: u64 = 100_000;
 /// as 89 days (February to April), so 89 days always fits.
 const MAX_WINDOW_DAYS: i64 = 89;
 const MAX_ATTEMPTS: u32 = 5;
+/// How far back a notified call is looked for when it is confirmed.
+const CONFIRM_DAYS: i64 = 3;
 
 const CALL_FIELDS: &[&str] = &[
     "id",
@@ -371,6 +373,44 @@ impl Comagic {
                 term: text(row.get("utm_term")),
             },
         })
+    }
+
+    /// The call session `id` as `get.calls_report` reports it, looked for among the calls
+    /// that started in the `CONFIRM_DAYS` before `now` (filter `id`, as the docs advise for
+    /// confirming a notification). `None` when the API does not know it, or its row is unusable
+    /// (refused with a warning naming the field).
+    pub async fn call_by_id(&self, id: &str, now: Ts) -> Result<Option<Call>> {
+        let Ok(numeric) = id.parse::<u64>() else {
+            return Ok(None);
+        };
+        let params = json!({
+            "date_from": self.to_local(now - chrono::Duration::days(CONFIRM_DAYS)).format(DT_FMT).to_string(),
+            "date_till": self.to_local(now + chrono::Duration::minutes(1)).format(DT_FMT).to_string(),
+            "fields": CALL_FIELDS,
+            "filter": {"field": "id", "operator": "=", "value": numeric},
+            "limit": 10,
+            "offset": 0,
+        });
+        let result = self.rpc("get.calls_report", params).await?;
+        let rows = result
+            .get("data")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        // Only the row with this id counts, whatever else an answer carries.
+        let Some(row) = rows
+            .iter()
+            .find(|r| id_str(r.get("id")).as_deref() == Some(id))
+        else {
+            return Ok(None);
+        };
+        match self.map_call(row) {
+            Ok(c) => Ok(Some(c)),
+            Err((id, why)) => {
+                tracing::warn!(system = SYSTEM, call_id = %id, reason = why, "call refused");
+                Ok(None)
+            }
+        }
     }
 
     /// Every call in one window of at most 89 days (`[from, till)`), into `out`.

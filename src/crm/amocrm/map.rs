@@ -146,7 +146,10 @@ pub fn deal(v: &Value, currency: &str) -> MapResult<Deal> {
         pipeline_id: l.pipeline_id.to_string(),
         stage_id: l.status_id.to_string(),
         semantics: semantics(l.status_id),
-        amount: l.price.unwrap_or(0.0),
+        amount: l
+            .price
+            .and_then(crate::domain::bounds::money)
+            .unwrap_or(0.0),
         currency: currency.to_string(),
         responsible_id: uid(l.responsible_user_id),
         contact_id: main_contact(&l.embedded),

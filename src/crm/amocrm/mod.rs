@@ -869,6 +869,23 @@ fn created_id(c: &AmoCrm, v: Option<&Value>, key: &str, path: &str) -> Result<St
 pub mod fuzzing {
     use serde_json::Value;
 
+    use crate::domain::{Activity, Deal, Task};
+
+    /// One lead (a deal in dozor's terms) through the mapper, as the sync maps it.
+    pub fn deal(v: &Value) -> Result<Deal, String> {
+        super::map::deal(v, "RUB")
+    }
+
+    /// One task through the mapper.
+    pub fn task(v: &Value) -> Result<Task, String> {
+        super::map::task(v)
+    }
+
+    /// One note through the call-note mapper (`None` for other note types).
+    pub fn call_note(v: &Value) -> Result<Option<Activity>, String> {
+        super::map::call_note(v, "leads")
+    }
+
     /// Reads `bytes` as an API v4 answer and feeds every embedded item (or the answer itself)
     /// through every mapper; returns how many items mapped. Must never panic.
     pub fn parse_answer(bytes: &[u8]) -> usize {

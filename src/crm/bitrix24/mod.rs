@@ -1991,7 +1991,12 @@ mod tests {
 pub mod fuzzing {
     use serde_json::Value;
 
-    use crate::domain::EntityKind;
+    use crate::domain::{EntityKind, Record};
+
+    /// One list row of `kind` through the row mapper, as the sync maps it.
+    pub fn record(kind: EntityKind, row: &Value) -> Result<Option<Record>, String> {
+        super::map::record(kind, row)
+    }
 
     /// Reads `bytes` as a REST answer and feeds its rows through every row mapper (records of
     /// each kind, users, stages, timestamps); returns how many rows mapped. Must never panic.
