@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{Timelike, Utc};
 use dozor::config;
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor::server::webhooks::Hooks;
@@ -298,17 +298,30 @@ struct Fixture {
     hooks: Arc<Hooks>,
     wake: Arc<tokio::sync::Notify>,
     updates: tokio::sync::mpsc::Receiver<dozor::notify::telegram::Update>,
+    sim: sim::SimHandle,
     _dir: tempfile::TempDir,
 }
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
+    // CoMagic is the simulator's: a notification is confirmed by reading the call back.
+    let sim = sim::start(
+        SimOptions {
+            enforce_limits: false,
+            ..SimOptions::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
     let text = format!(
         "[database]\nurl = \"{db}\"\n\n[[tenants]]\nid = \"acme\"\n\n[tenants.crm]\nkind = \"bitrix24\"\n\
          webhook_url = \"https://example.bitrix24.ru/rest/1/xxxxxxxx/\"\n\n[tenants.telephony]\n\
-         kind = \"comagic\"\naccess_token = \"tok\"\n\n[tenants.webhooks]\nbitrix24_token = \"{B24_TOKEN}\"\n\
-         amocrm_secret = \"{AMO_SECRET}\"\ncomagic_secret = \"{COMAGIC_SECRET}\"\ntelegram_secret = \"{TG_SECRET}\"\n"
+         kind = \"comagic\"\nbase_url = \"{}\"\naccess_token = \"{}\"\n\n[tenants.webhooks]\nbitrix24_token = \"{B24_TOKEN}\"\n\
+         amocrm_secret = \"{AMO_SECRET}\"\ncomagic_secret = \"{COMAGIC_SECRET}\"\ntelegram_secret = \"{TG_SECRET}\"\n",
+        sim.comagic_url(),
+        sim.sim.creds.comagic_access_token
     );
     let cfg = config::parse(&text, None, None).unwrap().config;
     let store = Store::open(&db, 2).await.unwrap();
@@ -331,6 +344,7 @@ async fn fixture() -> Fixture {
         hooks: wiring.hooks.clone(),
         wake: wiring.wakes["acme"].clone(),
         updates: wiring.telegram_updates.remove("acme").unwrap(),
+        sim,
         _dir: dir,
     }
 }
@@ -568,7 +582,28 @@ async fn receivers_refuse_bad_tokens_bodies_and_duplicates() {
         "the duplicate was not queued"
     );
 
-    // A CoMagic lost call is stored as a domain call through the poller's mapping.
+    // A CoMagic lost call is read back from the API and stored as the API has it (here with
+    // a start time and number other than the notification's: the API wins).
+    let started = (Utc::now() - chrono::Duration::minutes(3))
+        .with_nanosecond(0)
+        .unwrap();
+    f.sim.sim.world().calls.insert(
+        4242,
+        SimCall {
+            id: 4242,
+            start: started,
+            direction: Dir::In,
+            is_lost: true,
+            talk_s: 0,
+            wait_s: 20,
+            client_phone: "79990000042".into(),
+            virtual_number: "74951234567".into(),
+            employee_id: None,
+            source: "call_tracking".into(),
+            utm: Default::default(),
+            has_record: false,
+        },
+    );
     for expect in ["accepted", "duplicate"] {
         let r = c
             .post(format!("{}/hooks/comagic/acme/{COMAGIC_SECRET}", f.base))
@@ -579,19 +614,34 @@ async fn receivers_refuse_bad_tokens_bodies_and_duplicates() {
         assert_eq!(r.status(), 200);
         assert_eq!(r.json::<Value>().await.unwrap()["status"], expect);
     }
-    assert!(f.woken().await, "the stored call wakes the cycle");
+    let until = Instant::now() + Duration::from_secs(5);
+    while !f.woken().await {
+        assert!(Instant::now() < until, "the confirmed call did not wake the cycle");
+    }
     let calls = f.store.calls("acme").await.unwrap();
     assert_eq!(calls.len(), 1);
     let call = &calls[0];
     assert_eq!(call.id, "4242");
     assert!(!call.answered);
     assert_eq!(call.direction, dozor::domain::Direction::In);
-    assert_eq!(call.client_phone, "79991234567");
-    // 12:00 Moscow time.
-    assert_eq!(call.started_at.to_rfc3339(), "2026-11-24T09:00:00+00:00");
+    assert_eq!(call.client_phone, "79990000042");
+    assert_eq!(call.started_at, started);
     assert!(!f.woken().await, "the duplicate did not wake it again");
 
-    assert_eq!(f.deliveries().await, 4);
+    // A notification of a call CoMagic does not know (a forged push with a valid secret) is
+    // acknowledged, and nothing enters the mirror or wakes the cycle.
+    let r = c
+        .post(format!("{}/hooks/comagic/acme/{COMAGIC_SECRET}", f.base))
+        .json(&comagic_body(990_001))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!f.woken().await, "an unconfirmed notification woke the cycle");
+    assert_eq!(f.store.calls("acme").await.unwrap().len(), 1);
+
+    assert_eq!(f.deliveries().await, 5);
     let counts = f.hooks.counts();
     let n = |src: &str, outcome: &str| {
         counts
