@@ -247,15 +247,20 @@ fn the_crash_loop_push_is_refused_naming_its_field() {
 #[test]
 fn other_receivers_refuse_hostile_numbers_with_a_reason() {
     for v in ["1e16", "-1", "NaN", "99999999999999999999999", "9999-12-31"] {
-        let b24 = format!("event=ONCRMDEALUPDATE&data[FIELDS][ID]={v}&ts={v}&auth[application_token]=x");
+        let b24 =
+            format!("event=ONCRMDEALUPDATE&data[FIELDS][ID]={v}&ts={v}&auth[application_token]=x");
         if let Err(msg) = hooks::bitrix24(b24.as_bytes()) {
             assert!(!msg.is_empty());
         }
-        let amo = format!("leads[update][0][id]={v}&leads[update][0][updated_at]={v}&account[subdomain]=acme");
+        let amo = format!(
+            "leads[update][0][id]={v}&leads[update][0][updated_at]={v}&account[subdomain]=acme"
+        );
         if let Err(msg) = hooks::amocrm(amo.as_bytes()) {
             assert!(!msg.is_empty());
         }
-        let tg = format!("{{\"update_id\": {v}, \"message\": {{\"message_id\": {v}, \"date\": {v}, \"chat\": {{\"id\": {v}, \"type\": \"private\"}}, \"text\": \"/help\"}}}}");
+        let tg = format!(
+            "{{\"update_id\": {v}, \"message\": {{\"message_id\": {v}, \"date\": {v}, \"chat\": {{\"id\": {v}, \"type\": \"private\"}}, \"text\": \"/help\"}}}}"
+        );
         if let Err(msg) = hooks::telegram(tg.as_bytes()) {
             assert!(!msg.is_empty());
         }

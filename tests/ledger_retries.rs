@@ -167,7 +167,10 @@ async fn a_panicking_action_is_retried_then_parked_dead_reported_once_and_retrie
     let o = ledger::apply(&store, "demo", &sinks, &p, RuleMode::On)
         .await
         .unwrap();
-    assert!(matches!(&o, Outcome::Dead(e) if e.contains("3 attempts")), "{o:?}");
+    assert!(
+        matches!(&o, Outcome::Dead(e) if e.contains("3 attempts")),
+        "{o:?}"
+    );
     let row = store.action(&key).await.unwrap().unwrap();
     assert_eq!((row.state.as_str(), row.attempts), ("dead", 3));
     assert!(row.error.unwrap().contains("panicked"));
@@ -223,7 +226,10 @@ async fn a_panicking_action_is_retried_then_parked_dead_reported_once_and_retrie
         .unwrap();
     assert!(matches!(o, Outcome::Done(_)), "{o:?}");
     assert_eq!(tasks_for(&key), 1);
-    assert!(store.revive_action(&key).await.unwrap().is_none(), "done is not revived");
+    assert!(
+        store.revive_action(&key).await.unwrap().is_none(),
+        "done is not revived"
+    );
     h.stop().await;
 }
 

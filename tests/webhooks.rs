@@ -616,7 +616,10 @@ async fn receivers_refuse_bad_tokens_bodies_and_duplicates() {
     }
     let until = Instant::now() + Duration::from_secs(5);
     while !f.woken().await {
-        assert!(Instant::now() < until, "the confirmed call did not wake the cycle");
+        assert!(
+            Instant::now() < until,
+            "the confirmed call did not wake the cycle"
+        );
     }
     let calls = f.store.calls("acme").await.unwrap();
     assert_eq!(calls.len(), 1);
@@ -638,7 +641,10 @@ async fn receivers_refuse_bad_tokens_bodies_and_duplicates() {
         .unwrap();
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(!f.woken().await, "an unconfirmed notification woke the cycle");
+    assert!(
+        !f.woken().await,
+        "an unconfirmed notification woke the cycle"
+    );
     assert_eq!(f.store.calls("acme").await.unwrap().len(), 1);
 
     assert_eq!(f.deliveries().await, 5);

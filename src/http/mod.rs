@@ -45,6 +45,9 @@ pub struct Error {
     pub retry_after: Option<Duration>,
 }
 
+/// The error code of a request refused before it was sent (see [`Error::not_sent`]).
+pub const NOT_SENT: &str = "not_sent";
+
 impl Error {
     pub fn new(
         kind: ErrorKind,
@@ -81,6 +84,12 @@ impl Error {
     }
 
     /// Worth retrying automatically.
+    /// The request was never sent (a client refused it locally, e.g. while the service is
+    /// known to be down): a retry may follow, and this did not count as an attempt.
+    pub fn not_sent(&self) -> bool {
+        self.code.as_deref() == Some(NOT_SENT)
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(self.kind, ErrorKind::RateLimited | ErrorKind::Transient)
     }

@@ -232,6 +232,7 @@ pub async fn apply(
                         .await?;
                     Ok(Outcome::Done(id))
                 }
+                Ok(Err(e)) if e.not_sent() => defer_unsent(store, &r, &e).await,
                 Ok(Err(e)) if is_transient(&e) => retry_or_bury(store, &r, &e.to_string()).await,
                 Ok(Err(e)) => {
                     let msg = e.to_string();
@@ -262,6 +263,19 @@ async fn contain<T>(effect: impl std::future::Future<Output = T>) -> Result<T, S
                 .unwrap_or_else(|| "unknown cause".into());
             format!("the action panicked: {what}")
         })
+}
+
+/// A request the client refused without sending (Telegram known to be down): tried again by
+/// the next cycle, and not counted against the retry budget, so an outage does not use up the
+/// attempts of every message queued behind it. No backoff is stored: the client's own pause
+/// spaces the real requests, and a restarted process (which forgot it) tries at once.
+async fn defer_unsent(
+    store: &Store,
+    r: &ActionRow,
+    e: &crate::http::Error,
+) -> Result<Outcome, StoreError> {
+    store.defer_unsent_action(&r.key, &e.to_string()).await?;
+    Ok(Outcome::Retry(e.to_string()))
 }
 
 /// After a failed attempt that may succeed later: schedules the next one on the doubling
@@ -348,6 +362,9 @@ async fn deliver_telegram(
                 } else {
                     format!("{e} (after {} of {} parts)", sent.len(), parts.len())
                 };
+                if e.not_sent() {
+                    return defer_unsent(store, r, &e).await;
+                }
                 if is_transient(&e) {
                     return retry_or_bury(store, r, &msg).await;
                 }

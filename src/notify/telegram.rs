@@ -361,14 +361,18 @@ impl Telegram {
         if let Some(until) = down
             && Instant::now() < until
         {
-            return Err(self.err(
-                ErrorKind::Transient,
-                method,
-                format!(
-                    "Telegram failed moments ago; not trying again for {} s",
-                    until.saturating_duration_since(Instant::now()).as_secs()
-                ),
-            ));
+            let left = until.saturating_duration_since(Instant::now());
+            return Err(self
+                .err(
+                    ErrorKind::Transient,
+                    method,
+                    format!(
+                        "Telegram failed moments ago; not trying again for {} s",
+                        left.as_secs()
+                    ),
+                )
+                .code(http::NOT_SENT)
+                .retry_after(left));
         }
         let mut attempt = 0;
         loop {

@@ -649,11 +649,13 @@ fn field_text(f: &BTreeMap<String, Value>, key: &str) -> Option<String> {
 fn field_int(f: &BTreeMap<String, Value>, key: &str) -> Result<Option<i64>, Reject> {
     match f.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => crate::domain::bounds::call_seconds(v).map(Some).ok_or_else(|| {
-            bad(format!(
-                "field `{key}` must be a number of seconds from 0 to 86400"
-            ))
-        }),
+        Some(v) => crate::domain::bounds::call_seconds(v)
+            .map(Some)
+            .ok_or_else(|| {
+                bad(format!(
+                    "field `{key}` must be a number of seconds from 0 to 86400"
+                ))
+            }),
     }
 }
 

@@ -146,6 +146,22 @@ impl Store {
         Ok(())
     }
 
+    /// Records an attempt that was refused before anything was sent: it does not use up the
+    /// retry budget (the budget's start moves with it) and waits for no backoff.
+    pub async fn defer_unsent_action(&self, key: &str, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE actions SET state = 'intent', error = $1, retry_at = NULL, updated_at = $2, \
+             budget_from = budget_from + 1 WHERE key = $3",
+        )
+        .bind(error)
+        .bind(now_secs())
+        .bind(key)
+        .execute(self.pool())
+        .await
+        .op("deferring an action")?;
+        Ok(())
+    }
+
     /// Gives a `dead` or `failed` action a fresh retry budget: it is pending again, and the
     /// attempts made so far still make the ledger look for its marker before writing. Returns
     /// the row as it now is, or `None` when no such action is dead or failed.
