@@ -225,6 +225,13 @@ pub struct ServerConfig {
     pub enabled: bool,
     /// Address of /healthz, /readyz, /metrics and the webhook receivers.
     pub listen: String,
+    /// Connections served at once. At the cap a new connection pushes out the one idle the
+    /// longest, or is closed at once when all are busy: the process never runs out of file
+    /// descriptors however many clients connect.
+    pub max_connections: usize,
+    /// Bearer token /metrics asks for (`Authorization: Bearer TOKEN`); none: /metrics is open.
+    pub metrics_token: Option<Secret>,
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -232,7 +239,31 @@ impl Default for ServerConfig {
         ServerConfig {
             enabled: true,
             listen: "127.0.0.1:9187".into(),
+            max_connections: 512,
+            metrics_token: None,
+            metrics_token_file: None,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Most connections `server.max_connections` may allow: far below the 65536 descriptors the
+    /// systemd unit gives, leaving room for the database, the clients and the logs.
+    pub const MAX_CONNECTIONS: usize = 16_384;
+
+    /// A warning when metrics are reachable from other hosts without a token; `None` when
+    /// the server is off, listens on loopback, or /metrics asks for a token.
+    pub fn exposure_warning(&self) -> Option<String> {
+        let addr = self.listen.parse::<std::net::SocketAddr>().ok()?;
+        if !self.enabled || addr.ip().is_loopback() || self.metrics_token.is_some() {
+            return None;
+        }
+        Some(format!(
+            "server.listen is {} (not loopback) and /metrics has no token: anyone who reaches \
+             this address reads tenant names and figures; set server.metrics_token_file, or \
+             listen on 127.0.0.1 behind a proxy",
+            self.listen
+        ))
     }
 }
 
@@ -946,7 +977,7 @@ fn locate_key(text: &str, key: &str) -> Option<usize> {
 }
 
 /// Keys whose inline value is a secret (their `*_file` twins are not).
-const SECRET_KEYS: [&str; 12] = [
+const SECRET_KEYS: [&str; 13] = [
     "url",
     "webhook_url",
     "client_secret",
@@ -959,6 +990,7 @@ const SECRET_KEYS: [&str; 12] = [
     "amocrm_secret",
     "comagic_secret",
     "telegram_secret",
+    "metrics_token",
 ];
 
 /// A warning when the config file at `path` holds secrets inline and its group or other users
@@ -1065,6 +1097,35 @@ fn require_url(value: &str, key: &str) -> Result<(), (String, String)> {
     }
 }
 
+/// The server's connection cap and its /metrics token (inline or from its file).
+fn validate_server(s: &mut ServerConfig) -> Result<(), (String, String)> {
+    secret(
+        &mut s.metrics_token,
+        &s.metrics_token_file,
+        "server.metrics_token",
+    )?;
+    if s.metrics_token
+        .as_ref()
+        .is_some_and(|t| t.expose().trim().is_empty())
+    {
+        return Err((
+            "server.metrics_token".into(),
+            "is empty: set a token (e.g. `openssl rand -hex 32`) or remove the key".into(),
+        ));
+    }
+    if !(1..=ServerConfig::MAX_CONNECTIONS).contains(&s.max_connections) {
+        return Err((
+            "server.max_connections".into(),
+            format!(
+                "must be 1 to {}, got {}",
+                ServerConfig::MAX_CONNECTIONS,
+                s.max_connections
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Semantic checks that types alone cannot express, and secret files resolved.
 fn validate(c: &mut Config) -> Result<(), (String, String)> {
     secret(&mut c.database.url, &c.database.url_file, "database.url")?;
@@ -1086,6 +1147,7 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
             "must be at least 1".into(),
         ));
     }
+    validate_server(&mut c.server)?;
     if c.server.listen.parse::<std::net::SocketAddr>().is_err() {
         return Err((
             "server.listen".into(),

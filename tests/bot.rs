@@ -170,9 +170,10 @@ async fn commands_answer_allowed_chats_once_and_refuse_others() {
     assert!(manager.contains("Просроченных задач: "), "{manager}");
     assert!(!manager.contains("Просроченных задач: 0"), "{manager}");
 
-    // The stranger: only refusals, nothing from the mirror.
+    // The stranger: one refusal for its two commands (once per chat per day), nothing from the
+    // mirror.
     let stranger = to_chat(h, STRANGER);
-    assert_eq!(stranger.len(), 2);
+    assert_eq!(stranger.len(), 1);
     for m in &stranger {
         assert_eq!(visible(m), bot::refusal(dozor::config::Lang::Ru));
         assert!(!visible(m).contains(&owner_name));
@@ -427,4 +428,140 @@ async fn daemon_answers_commands() {
     assert!(!err.contains("private-words-here"), "{err}");
     assert!(!err.contains(h.sim.creds.telegram_bot_token.as_str()));
     h.stop().await;
+}
+
+/// Telegram redelivers an update it got no answer for, and after a week of silence picks ids at
+/// random: the bot answers each update once, by its id, whatever ids came before (even one
+/// forged push with id 10^12).
+#[tokio::test]
+async fn pushed_updates_are_answered_once_by_id_whatever_the_order() {
+    let s = setup("ru").await;
+    let h = &s.h;
+    let b = fast_bot(&s);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(b.run_pushed(rx, stop));
+    let update = |id: i64| -> dozor::notify::telegram::Update {
+        serde_json::from_value(json!({
+            "update_id": id,
+            "message": {
+                "message_id": id,
+                "date": 0,
+                "chat": {"id": OWNER_CHAT, "type": "private"},
+                "from": {"id": 5, "is_bot": false, "first_name": "Owner"},
+                "text": "/help",
+            }
+        }))
+        .unwrap()
+    };
+    // 500 again is a redelivery; 40 is below everything seen (ids jumped); after 10^12, 7.
+    let ids = [500, 500, 40, 1_000_000_000_000, 7, 7];
+    for id in ids {
+        tx.send(update(id)).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while to_chat(h, OWNER_CHAT).len() < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let any wrongly repeated answer arrive before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answers = to_chat(h, OWNER_CHAT);
+    assert_eq!(
+        answers.len(),
+        4,
+        "one answer per distinct update: {answers:?}"
+    );
+    assert!(answers.iter().all(|m| visible(m).contains("/report")));
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+    // Polling would go on from the last update taken, as getUpdates requires.
+    let again = Bot::new(&s.cfg, s.store.clone()).unwrap();
+    assert_eq!(again.offset().await.unwrap(), Some(8));
+}
+
+/// A manager's personal chat sees that manager's own figures only; the owner sees everyone's.
+#[tokio::test]
+async fn a_managers_chat_sees_only_their_own_figures() {
+    let s = setup("ru").await;
+    let h = &s.h;
+    let mut b = fast_bot(&s);
+    b.start().await.unwrap();
+    let managers = s.cfg.telegram.as_ref().unwrap().managers.clone();
+    let snap = Snapshot::load(&s.store, "demo").await.unwrap();
+    let name_of = |id: &str| {
+        snap.users
+            .iter()
+            .find(|u| u.id == id)
+            .map(|u| u.name.clone())
+            .unwrap()
+    };
+    let now = chrono::Utc::now();
+    let full = dozor::report::build(
+        &s.store,
+        &s.cfg,
+        dozor::report::Kind::Monthly,
+        None,
+        now,
+        &[],
+    )
+    .await
+    .unwrap();
+    // The manager with the most revenue last month, so that there is something to hide.
+    let me = full
+        .figures
+        .managers
+        .iter()
+        .filter(|m| managers.contains_key(&m.user_id))
+        .max_by(|a, b| a.revenue.total_cmp(&b.revenue))
+        .expect("a configured manager in the monthly figures")
+        .clone();
+    let my_chat = managers[&me.user_id];
+    let others: Vec<String> = managers
+        .keys()
+        .filter(|id| **id != me.user_id)
+        .map(|id| name_of(id))
+        .collect();
+    assert!(!others.is_empty());
+    let push = |chat: i64, text: &str| {
+        h.sim
+            .telegram
+            .push_update(json!({"chat_id": chat, "text": text, "from_id": 77}))
+    };
+    push(my_chat, "/report month");
+    push(my_chat, "/overdue");
+    push(my_chat, &format!("/manager {}", others[0]));
+    push(OWNER_CHAT, "/report month");
+    assert_eq!(b.poll_once(0).await.unwrap(), 4);
+
+    let mine = to_chat(h, my_chat);
+    assert_eq!(
+        mine.len(),
+        3,
+        "text only, no chart comparing managers: {mine:?}"
+    );
+    let report = visible(&mine[0]);
+    assert!(report.starts_with("Ваши показатели"), "{report}");
+    assert!(report.contains(&me.name), "{report}");
+    let revenue = dozor::report::render::money(me.revenue, dozor::config::Lang::Ru);
+    assert!(report.contains(&format!("Выручка: {revenue}")), "{report}");
+    let card = visible(&mine[2]);
+    assert!(
+        card.starts_with("В личном чате видны только ваши показатели."),
+        "{card}"
+    );
+    assert!(card.contains(&me.name), "{card}");
+    for m in &mine {
+        let text = visible(m);
+        for other in &others {
+            assert!(
+                !text.contains(other.as_str()),
+                "{other} shown to {}: {text}",
+                me.name
+            );
+        }
+    }
+    // The owner's chat gets the whole report, with the chart comparing managers.
+    let owner = to_chat(h, OWNER_CHAT);
+    assert!(owner.len() >= 2, "{owner:?}");
+    assert!(owner.iter().any(|m| m.kind == "photo"));
 }

@@ -247,3 +247,112 @@ async fn updates_are_read_with_offsets() {
         .unwrap();
     assert_eq!(h.sim.telegram.commands().len(), 2);
 }
+
+/// An answer that never ends (a runaway proxy) is refused at 32 MiB on every Bot API call, with
+/// an error naming the system, the method and the size and no token; once answers are normal
+/// again the same client carries on.
+#[tokio::test]
+async fn endless_answers_are_refused_at_the_body_limit() {
+    let h = start(false).await;
+    let tg = good(&h).with_max_attempts(1);
+    h.sim.set_faults(
+        System::Telegram,
+        Faults {
+            oversized: 3,
+            ..Default::default()
+        },
+    );
+    let send = tg.send_message(42, None, "отчёт").await.unwrap_err();
+    let poll = tg.get_updates(None, 0).await.unwrap_err();
+    let photo = tg
+        .send_photo(42, None, vec![0x89, b'P', b'N', b'G'], "график")
+        .await
+        .unwrap_err();
+    for (e, method) in [
+        (send, "sendMessage"),
+        (poll, "getUpdates"),
+        (photo, "sendPhoto"),
+    ] {
+        let shown = e.to_string();
+        assert_eq!(e.kind, ErrorKind::Decode, "{shown}");
+        assert_eq!(e.method, method);
+        assert!(shown.starts_with(&format!("telegram {method} ")), "{shown}");
+        assert!(
+            shown.contains("bytes refused: larger than the 32 MiB limit"),
+            "{shown}"
+        );
+        assert!(!shown.contains(&h.sim.creds.telegram_bot_token), "{shown}");
+    }
+    tg.send_message(42, None, "снова работает").await.unwrap();
+    assert_eq!(h.sim.telegram.sent_count(), 1);
+}
+
+/// The peak memory of a `dozor check` whose every Telegram answer is endless: the answer is cut
+/// off at the limit instead of read whole (695 MB before the cap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_telegram_answer_keeps_memory_bounded() {
+    use dozor::domain::{CrmKind, TelephonyKind};
+    let h = start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("dozor.db").display());
+    let cfg = dir.path().join("dozor.toml");
+    let text = dozor::sim::tenant_config::tenant_config(
+        &h,
+        CrmKind::Bitrix24,
+        TelephonyKind::Comagic,
+        &db,
+        "ru",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    h.sim.set_faults(
+        System::Telegram,
+        Faults {
+            oversized: 1000,
+            ..Default::default()
+        },
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_dozor"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // VmHWM is the resident high-water mark so far; read until the process is gone.
+    let watcher = std::thread::spawn(move || {
+        let mut peak_kib = 0u64;
+        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(v) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            {
+                peak_kib = v;
+            }
+            if status.contains("State:\tZ") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak_kib
+    });
+    let o = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let peak_mib = watcher.join().unwrap() / 1024;
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!out.contains("panicked"), "{out}");
+    assert!(
+        out.contains("getMe") && out.contains("larger than the 32 MiB limit"),
+        "the check names the method and the limit: {out}"
+    );
+    assert!(!out.contains(&h.sim.creds.telegram_bot_token), "{out}");
+    assert!(peak_mib < 150, "peak RSS {peak_mib} MiB");
+    eprintln!("endless Telegram answer refused at 32 MiB, peak RSS {peak_mib} MiB");
+}

@@ -97,6 +97,9 @@ pub async fn check(cli: &Cli) -> CmdResult {
     {
         println!("warning: {w}");
     }
+    if let Some(w) = loaded.config.server.exposure_warning() {
+        println!("warning: {w}");
+    }
     let mut rows = Vec::new();
     let db_url = crate::store::redact_db_url(&loaded.config.database_url());
     let start = Instant::now();

@@ -71,18 +71,22 @@ pub async fn run(cli: &Cli) -> CmdResult {
             tenants: tenants.iter().map(|t| t.id().to_string()).collect(),
             hooks: wiring.hooks.clone(),
         };
+        if let Some(w) = c.server.exposure_warning() {
+            tracing::warn!("{w}");
+        }
+        let nofile = server::listen::raise_nofile_limit();
         let listener = tokio::net::TcpListener::bind(&c.server.listen)
             .await
             .with_context(|| format!("cannot listen on {} (server.listen)", c.server.listen))?;
-        tracing::info!(listen = %c.server.listen, "health and metrics server listening");
-        let mut rx = stop_rx.clone();
-        Some(tokio::spawn(async move {
-            let _ = axum::serve(listener, server::router(state))
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-        }))
+        tracing::info!(listen = %c.server.listen, max_connections = c.server.max_connections, open_files_limit = nofile, metrics_token = c.server.metrics_token.is_some(), "health and metrics server listening");
+        let app = server::app(state, c.server.metrics_token.clone());
+        let conns = Arc::new(server::listen::Connections::new(c.server.max_connections));
+        Some(tokio::spawn(server::listen::serve(
+            listener,
+            app,
+            conns,
+            stop_rx.clone(),
+        )))
     } else {
         None
     };

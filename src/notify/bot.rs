@@ -1,12 +1,25 @@
 //! Bot commands: `/report [day|week|month]`, `/overdue`, `/manager <name>`, `/status`, `/help`.
 //!
 //! Only the tenant's own chats may use them: the configured chats (owner, head of sales, ops,
-//! managers) and `telegram.allowed_chats`. Anyone else gets a polite refusal and is logged by
-//! chat and user id; what they wrote is never logged beyond the command itself.
+//! managers) and `telegram.allowed_chats`. Anyone else gets a polite refusal, once per chat per
+//! day (a crowd of strangers must not make the bot a spam source), and is logged by chat and
+//! user id at most once a minute, with the count of refusals not logged since; what they wrote
+//! is never logged beyond the command itself.
 //!
-//! Commands arrive by long polling (`getUpdates`). The offset (last update id + 1) is saved in
-//! the store as a cursor before the command is answered, so a restart never answers twice (a
-//! crash in between loses that one answer rather than repeating it).
+//! What a chat sees depends on whose it is ([`Access`]): the owner's, the head of sales', the
+//! ops chat and `allowed_chats` see the whole team; a manager's personal chat
+//! (`telegram.managers`) sees that manager's own figures only — `/report` is their own row of
+//! the report, `/overdue` their own tasks, `/manager` their own card — because revenue by
+//! manager is not for every manager to read.
+//!
+//! Commands arrive by long polling (`getUpdates`) or through the Telegram webhook. An update is
+//! recognised as already answered by its id, among the last [`SEEN_KEEP`] ids taken, never by
+//! comparing it with the highest id seen: Telegram redelivers an update it got no answer for,
+//! and after a week of silence it picks the next id at random, so a lower id is news too (and
+//! one forged push with a huge id would otherwise silence the bot for good). The ids taken and
+//! the polling offset (last update id + 1, as `getUpdates` requires) are saved in the store as
+//! one cursor before the command is answered, so a restart never answers twice (a crash in
+//! between loses that one answer rather than repeating it).
 //!
 //! Parsing and the answers are plain functions of the mirror, tested without Telegram; the
 //! polling loop ([`run`]) is the thin part that talks to it.
@@ -26,8 +39,16 @@ use crate::store::{Snapshot, Store, StoreError};
 /// The cursor the update offset is saved under: `(tenant, CURSOR_SOURCE, CURSOR_ENTITY)`.
 pub const CURSOR_SOURCE: &str = "telegram";
 pub const CURSOR_ENTITY: &str = "updates";
+/// Update ids remembered as taken. Telegram redelivers within hours, a poll after a restart
+/// overlaps by at most one batch (100 updates): a thousand covers both with room to spare.
+pub const SEEN_KEEP: usize = 1000;
 /// Seconds one `getUpdates` waits for news.
 pub const POLL_TIMEOUT: u32 = 25;
+/// Chats remembered as refused today; past it, new strangers get no answer at all (silence is
+/// the safe side of a flood).
+const REFUSED_KEEP: usize = 10_000;
+/// Refusals are logged at most this often.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Overdue tasks listed per manager in `/overdue`.
 const OVERDUE_PER_MANAGER: usize = 10;
 
@@ -310,6 +331,38 @@ pub fn manager(snap: &Snapshot, cfg: &TenantConfig, query: &str, now: Ts) -> Str
             return s;
         }
     };
+    manager_card(snap, cfg, u, now)
+}
+
+/// `/manager` in a manager's personal chat: their own card, whatever name was asked for (with
+/// a word on why when it was someone else's).
+fn own_manager(snap: &Snapshot, cfg: &TenantConfig, user_id: &str, query: &str, now: Ts) -> String {
+    let ru = cfg.lang == Lang::Ru;
+    let Some(me) = snap.users.iter().find(|u| u.id == user_id) else {
+        return if ru {
+            "Ваших данных пока нет в зеркале CRM.".into()
+        } else {
+            "Your data is not in the CRM mirror yet.".into()
+        };
+    };
+    let asked_other =
+        !query.trim().is_empty() && !match_users(snap, query).iter().any(|u| u.id == me.id);
+    let card = manager_card(snap, cfg, me, now);
+    if asked_other {
+        let note = if ru {
+            "В личном чате видны только ваши показатели."
+        } else {
+            "A personal chat shows only your own figures."
+        };
+        format!("{note}\n\n{card}")
+    } else {
+        card
+    }
+}
+
+/// One manager's figures now (calls since local midnight).
+fn manager_card(snap: &Snapshot, cfg: &TenantConfig, u: &crate::domain::User, now: Ts) -> String {
+    let ru = cfg.lang == Lang::Ru;
     let tz = tz_of(cfg);
     let cal = crate::config::calendar_of(cfg)
         .unwrap_or_else(|_| crate::domain::calendar::BusinessCalendar::moscow_default());
@@ -414,10 +467,110 @@ pub async fn status(store: &Store, cfg: &TenantConfig, now: Ts) -> Result<String
     Ok(s)
 }
 
-/// The answer to `cmd` for an allowed chat.
+/// What a chat may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// The owner's, the head of sales', the ops chat and `allowed_chats`: the whole team.
+    All,
+    /// A manager's personal chat: that manager's own figures and tasks (CRM user id).
+    Own(String),
+}
+
+/// What `chat` may see, or `None` when it is not the tenant's. A chat that is both a team chat
+/// and a manager's sees the team.
+pub fn access_of(tg: &crate::config::TelegramConfig, chat: i64) -> Option<Access> {
+    let team = [tg.owner_chat, tg.head_of_sales_chat, tg.ops_chat]
+        .into_iter()
+        .flatten()
+        .chain(tg.allowed_chats.iter().copied())
+        .any(|c| c == chat);
+    if team {
+        return Some(Access::All);
+    }
+    tg.managers
+        .iter()
+        .find(|(_, c)| **c == chat)
+        .map(|(user, _)| Access::Own(user.clone()))
+}
+
+/// `/report` for a manager's personal chat: their own line of `rep`, nobody else's.
+pub fn personal_report(rep: &report::Report, user_id: &str, lang: Lang) -> String {
+    use report::render::{money, num1, pct};
+    let ru = lang == Lang::Ru;
+    let m = rep
+        .figures
+        .managers
+        .iter()
+        .find(|m| m.user_id == user_id)
+        .cloned()
+        .unwrap_or_default();
+    let period = if rep.period_from == rep.period_to {
+        rep.period_from.format("%d.%m.%Y").to_string()
+    } else {
+        format!(
+            "{} — {}",
+            rep.period_from.format("%d.%m.%Y"),
+            rep.period_to.format("%d.%m.%Y")
+        )
+    };
+    let talk_min = Some(m.talk_s.max(0) as f64 / 60.0);
+    let who = if m.name.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", escape_html(&m.name))
+    };
+    if ru {
+        format!(
+            "<b>Ваши показатели{who}</b>\nПериод: {period}\nЗвонков: входящих {}, исходящих {}, пропущено {} (перезвонили {})\nРазговоры: {} мин\nНовых лидов: {}\nСделок выиграно: {}, проиграно: {}\nВыручка: {}\nПлан: {}\nОткрытых сделок: {}\nСделок без задачи: {}\nПросроченных задач: {}",
+            m.calls_in,
+            m.calls_out,
+            m.missed,
+            m.called_back,
+            num1(talk_min, lang),
+            m.leads,
+            m.won,
+            m.lost,
+            money(m.revenue, lang),
+            pct(m.plan_pct, lang),
+            m.open_deals,
+            m.deals_without_task,
+            m.overdue_tasks
+        )
+    } else {
+        format!(
+            "<b>Your figures{who}</b>\nPeriod: {period}\nCalls: in {}, out {}, missed {} (called back {})\nTalk time: {} min\nNew leads: {}\nDeals won: {}, lost: {}\nRevenue: {}\nPlan: {}\nOpen deals: {}\nDeals without a task: {}\nOverdue tasks: {}",
+            m.calls_in,
+            m.calls_out,
+            m.missed,
+            m.called_back,
+            num1(talk_min, lang),
+            m.leads,
+            m.won,
+            m.lost,
+            money(m.revenue, lang),
+            pct(m.plan_pct, lang),
+            m.open_deals,
+            m.deals_without_task,
+            m.overdue_tasks
+        )
+    }
+}
+
+/// The answer to `cmd` for a team chat.
 pub async fn answer(
     store: &Store,
     cfg: &TenantConfig,
+    cmd: &Command,
+    now: Ts,
+) -> Result<Reply, StoreError> {
+    answer_for(store, cfg, &Access::All, cmd, now).await
+}
+
+/// The answer to `cmd` for a chat with `access`.
+pub async fn answer_for(
+    store: &Store,
+    cfg: &TenantConfig,
+    access: &Access,
     cmd: &Command,
     now: Ts,
 ) -> Result<Reply, StoreError> {
@@ -427,18 +580,29 @@ pub async fn answer(
         Command::Report(kind) => {
             let actions = report_actions(store, &cfg.id).await?;
             let rep = report::build(store, cfg, *kind, None, now, &actions).await?;
-            Reply {
-                html: rep.html,
-                photos: rep.charts.into_iter().map(|c| (c.png, c.caption)).collect(),
+            match access {
+                Access::All => Reply {
+                    html: rep.html,
+                    photos: rep.charts.into_iter().map(|c| (c.png, c.caption)).collect(),
+                },
+                // The charts compare managers: none for a personal chat.
+                Access::Own(user) => Reply::text(personal_report(&rep, user, lang)),
             }
         }
         Command::Overdue => {
-            let snap = Snapshot::load(store, &cfg.id).await?;
+            let mut snap = Snapshot::load(store, &cfg.id).await?;
+            if let Access::Own(user) = access {
+                snap.tasks
+                    .retain(|t| t.responsible_id.as_deref() == Some(user.as_str()));
+            }
             Reply::text(overdue(&snap, lang, tz_of(cfg), now))
         }
         Command::Manager(q) => {
             let snap = Snapshot::load(store, &cfg.id).await?;
-            Reply::text(manager(&snap, cfg, q, now))
+            Reply::text(match access {
+                Access::All => manager(&snap, cfg, q, now),
+                Access::Own(user) => own_manager(&snap, cfg, user, q, now),
+            })
         }
         Command::Status => Reply::text(status(store, cfg, now).await?),
         Command::Unknown(_) => {
@@ -478,6 +642,49 @@ async fn report_actions(
     Ok(by.into_values().collect())
 }
 
+/// The updates taken so far, as saved in the cursor: the next polling offset and the ids taken
+/// most recently (oldest first).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UpdateLog {
+    /// `getUpdates` offset: the last update taken + 1.
+    pub next: Option<i64>,
+    pub seen: std::collections::VecDeque<i64>,
+}
+
+impl UpdateLog {
+    /// Reads a saved cursor: this JSON, or the bare offset older versions saved.
+    pub fn parse(saved: &str) -> UpdateLog {
+        let saved = saved.trim();
+        if let Ok(next) = saved.parse::<i64>() {
+            return UpdateLog {
+                next: Some(next),
+                seen: Default::default(),
+            };
+        }
+        serde_json::from_str(saved).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "saved bot update log not understood: starting afresh");
+            UpdateLog::default()
+        })
+    }
+
+    pub fn to_cursor(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Records `id` as taken and moves the offset past it; `false` when it was taken before.
+    pub fn take(&mut self, id: i64) -> bool {
+        self.next = Some(id.saturating_add(1));
+        if self.seen.contains(&id) {
+            return false;
+        }
+        self.seen.push_back(id);
+        while self.seen.len() > SEEN_KEEP {
+            self.seen.pop_front();
+        }
+        true
+    }
+}
+
 /// Errors of the polling loop.
 #[derive(Debug, thiserror::Error)]
 pub enum BotError {
@@ -487,13 +694,50 @@ pub enum BotError {
     Store(#[from] StoreError),
 }
 
+/// The strangers refused today, and when a refusal was last logged.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    day: Option<chrono::NaiveDate>,
+    chats: std::collections::HashSet<i64>,
+    logged_at: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl Refusals {
+    /// Whether `chat` gets a refusal on local day `today`: the first time that day only.
+    pub fn answer(&mut self, chat: i64, today: chrono::NaiveDate) -> bool {
+        if self.day != Some(today) {
+            self.day = Some(today);
+            self.chats.clear();
+        }
+        if self.chats.len() >= REFUSED_KEEP {
+            return false;
+        }
+        self.chats.insert(chat)
+    }
+
+    /// Whether a refusal at `now` is logged: `Some(refusals left out of the log since the last
+    /// line)` at most once a minute, `None` (counted) otherwise.
+    pub fn log(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .logged_at
+            .is_some_and(|t| now.saturating_duration_since(t) < REFUSAL_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
 /// One tenant's bot: its config, its Telegram client and the store.
 pub struct Bot {
     pub cfg: TenantConfig,
     pub tg: Telegram,
     pub store: Store,
-    allowed: std::collections::BTreeSet<i64>,
     username: Option<String>,
+    refusals: std::sync::Mutex<Refusals>,
 }
 
 impl Bot {
@@ -511,14 +755,22 @@ impl Bot {
             cfg: cfg.clone(),
             tg: Telegram::new(tg_cfg),
             store,
-            allowed: super::allowed_chats(tg_cfg),
             username: None,
+            refusals: Default::default(),
         })
+    }
+
+    /// What `chat` may see; `None` when it may not use commands.
+    pub fn access(&self, chat: i64) -> Option<Access> {
+        self.cfg
+            .telegram
+            .as_ref()
+            .and_then(|tg| access_of(tg, chat))
     }
 
     /// Whether `chat` may use commands.
     pub fn is_allowed(&self, chat: i64) -> bool {
-        self.allowed.contains(&chat)
+        self.access(chat).is_some()
     }
 
     /// Prepares polling: removes a webhook (polling fails while one is set), registers the
@@ -535,13 +787,19 @@ impl Bot {
         Ok(())
     }
 
-    /// The saved offset (next update id to read).
-    pub async fn offset(&self) -> Result<Option<i64>, StoreError> {
+    /// The updates taken so far.
+    pub async fn update_log(&self) -> Result<UpdateLog, StoreError> {
         Ok(self
             .store
             .cursor(&self.cfg.id, CURSOR_SOURCE, CURSOR_ENTITY)
             .await?
-            .and_then(|c| c.trim().parse().ok()))
+            .map(|c| UpdateLog::parse(&c))
+            .unwrap_or_default())
+    }
+
+    /// The saved offset (next update id to read).
+    pub async fn offset(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.update_log().await?.next)
     }
 
     /// Reads one batch of updates (waiting up to `timeout` s) and answers them. Returns how
@@ -558,19 +816,17 @@ impl Bot {
     /// Answers one update unless it was taken before (Telegram redelivers webhook updates it
     /// got no answer for, and polling may overlap a restart).
     async fn take(&self, u: &Update) -> Result<(), BotError> {
-        if self.offset().await?.is_some_and(|next| u.update_id < next) {
+        let mut log = self.update_log().await?;
+        let fresh = log.take(u.update_id);
+        // Saved before answering: a restart must never answer twice. Saved for a repeat too, so
+        // that polling moves past it.
+        self.store
+            .put_cursor(&self.cfg.id, CURSOR_SOURCE, CURSOR_ENTITY, &log.to_cursor())
+            .await?;
+        if !fresh {
             tracing::debug!(tenant = %self.cfg.id, update_id = u.update_id, "update already answered");
             return Ok(());
         }
-        // Saved before answering: a restart must never answer twice.
-        self.store
-            .put_cursor(
-                &self.cfg.id,
-                CURSOR_SOURCE,
-                CURSOR_ENTITY,
-                &(u.update_id + 1).to_string(),
-            )
-            .await?;
         if let Err(e) = self.handle(u).await {
             tracing::warn!(tenant = %self.cfg.id, update_id = u.update_id, error = %e, "command not answered");
         }
@@ -618,18 +874,39 @@ impl Bot {
         let chat = m.chat.id;
         let user = m.from.as_ref().map(|f| f.id);
         let thread = m.message_thread_id;
-        if !self.is_allowed(chat) {
-            tracing::warn!(tenant = %self.cfg.id, chat, user, command = cmd.name(), "command from a chat that is not allowed: refused");
-            self.tg
-                .send_message(chat, thread, &escape_html(&refusal(self.cfg.lang)))
-                .await?;
-            return Ok(());
-        }
+        let Some(access) = self.access(chat) else {
+            return self.refuse(chat, user, thread, &cmd).await;
+        };
         tracing::info!(tenant = %self.cfg.id, chat, user, command = cmd.name(), "command");
-        let reply = answer(&self.store, &self.cfg, &cmd, Utc::now()).await?;
+        let reply = answer_for(&self.store, &self.cfg, &access, &cmd, Utc::now()).await?;
         self.tg.send_message(chat, thread, &reply.html).await?;
         for (png, caption) in reply.photos {
             self.tg.send_photo(chat, thread, png, &caption).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a command from a chat that is not the tenant's: answered once per chat per day,
+    /// logged at most once a minute.
+    async fn refuse(
+        &self,
+        chat: i64,
+        user: Option<i64>,
+        thread: Option<i64>,
+        cmd: &Command,
+    ) -> Result<(), BotError> {
+        let today = report::local_date(&self.cfg, Utc::now());
+        let (answer, logged) = {
+            let mut r = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+            (r.answer(chat, today), r.log(std::time::Instant::now()))
+        };
+        if let Some(not_logged) = logged {
+            tracing::warn!(tenant = %self.cfg.id, chat, user, command = cmd.name(), refusals_not_logged = not_logged, "command from a chat that is not allowed: refused");
+        }
+        if answer {
+            self.tg
+                .send_message(chat, thread, &escape_html(&refusal(self.cfg.lang)))
+                .await?;
         }
         Ok(())
     }
@@ -733,6 +1010,56 @@ mod tests {
                 assert!(h.contains(&format!("/{c}")), "{h}");
             }
         }
+    }
+
+    #[test]
+    fn a_stranger_is_refused_once_a_day_and_logged_once_a_minute() {
+        let mut r = Refusals::default();
+        let d1 = chrono::NaiveDate::from_ymd_opt(2026, 12, 6).unwrap();
+        let d2 = d1.succ_opt().unwrap();
+        assert!(r.answer(1, d1));
+        assert!(!r.answer(1, d1));
+        assert!(r.answer(2, d1), "another chat gets its own refusal");
+        assert!(r.answer(1, d2), "and the same chat again the next day");
+        let t0 = std::time::Instant::now();
+        assert_eq!(r.log(t0), Some(0));
+        for i in 1..52 {
+            assert_eq!(r.log(t0 + Duration::from_millis(i * 100)), None);
+        }
+        assert_eq!(r.log(t0 + Duration::from_secs(61)), Some(51));
+        assert_eq!(r.log(t0 + Duration::from_secs(62)), None);
+    }
+
+    #[test]
+    fn refusals_stop_before_memory_grows_without_end() {
+        let mut r = Refusals::default();
+        let d = chrono::NaiveDate::from_ymd_opt(2026, 12, 6).unwrap();
+        let answered = (0..REFUSED_KEEP as i64 + 50)
+            .filter(|c| r.answer(*c, d))
+            .count();
+        assert_eq!(answered, REFUSED_KEEP);
+        assert!(r.answer(-1, d.succ_opt().unwrap()));
+    }
+
+    #[test]
+    fn update_ids_are_remembered_not_compared() {
+        let mut log = UpdateLog::parse("41");
+        assert_eq!(log.next, Some(41));
+        assert!(log.take(40), "an id below the old offset is news");
+        assert!(!log.take(40));
+        assert!(log.take(1_000_000_000_000));
+        assert!(
+            log.take(7),
+            "after a huge id, a small one is still answered"
+        );
+        assert_eq!(log.next, Some(8));
+        let saved = UpdateLog::parse(&log.to_cursor());
+        assert_eq!(saved, log);
+        for id in 100..100 + SEEN_KEEP as i64 {
+            log.take(id);
+        }
+        assert_eq!(log.seen.len(), SEEN_KEEP);
+        assert_eq!(UpdateLog::parse("not json"), UpdateLog::default());
     }
 
     #[test]

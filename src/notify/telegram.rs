@@ -1,11 +1,14 @@
-//! Telegram Bot API client, on teloxide.
+//! Telegram Bot API client.
 //!
-//! Requests go through a [`teloxide::Bot`] built on dozor's own reqwest client (rustls, no
-//! redirects, a timeout longer than the long-poll wait) with `set_api_url` pointing at
-//! `telegram.api_url` (the simulator in tests). teloxide gives the typed payloads (HTML parse
-//! mode, forum topics, multipart photo uploads, typed updates); this module adds what a daemon
-//! needs around them:
+//! Requests go out on dozor's own reqwest client (rustls, no redirects, a timeout longer than
+//! the long-poll wait) to `telegram.api_url` (the simulator in tests). teloxide gives the typed
+//! payloads (HTML parse mode, forum topics, link previews) and the Bot API's error catalogue;
+//! the answer is read here, not by teloxide, because teloxide reads a body whole whatever its
+//! size: an endless answer would take the daemon's memory with it. This module adds what a
+//! daemon needs around the payloads:
 //!
+//! - every answer is read through [`http::read_body`] and refused past [`http::MAX_BODY`], like
+//!   the CRM's and the telephony's, with an error naming the method and the size;
 //! - long HTML messages are split on line boundaries into parts of at most 4096 visible
 //!   characters, closing and reopening the tags that are open across a cut ([`split_message`]);
 //!   the ledger sends the parts one by one ([`Telegram::send_part`]) and records its progress so
@@ -18,25 +21,27 @@
 //!   the bot token: every message goes through [`Telegram::redact`] and URLs through
 //!   [`redact_url`].
 //!
-//! teloxide drops the HTTP status of a failed call (it keeps only `description` and
-//! `parameters`), so the status is inferred from the description's prefix ("Bad Request",
-//! "Forbidden", "Unauthorized", …); an unrecognised description is a server-side failure and is
-//! retried. teloxide itself pauses 10 s after any 5xx before returning it.
+//! A failed call is classified by its description's prefix ("Bad Request", "Forbidden",
+//! "Unauthorized", …, as teloxide's [`ApiError`] reads it), the HTTP status filling in where the
+//! description says nothing; an unrecognised description is a server-side failure and is
+//! retried.
+
+// The shared `http::Error` is what every caller matches on; boxing it for the few synchronous
+// helpers would only add noise.
+#![allow(clippy::result_large_err)]
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use teloxide::ApiError;
 use teloxide::RequestError;
-use teloxide::payloads::{GetUpdatesSetters, SendMessageSetters, SendPhotoSetters};
-use teloxide::prelude::Requester;
-use teloxide::requests::Request;
+use teloxide::payloads::{self as tp, SendMessageSetters};
 use teloxide::types::{
-    AllowedUpdate, BotCommand, ChatId, InputFile, LinkPreviewOptions, MessageId, ParseMode,
-    ThreadId, UpdateKind,
+    BotCommand, ChatId, LinkPreviewOptions, MessageId, ParseMode, ResponseParameters, ThreadId,
 };
-use teloxide::{ApiError, Bot};
 use tokio::time::Instant;
 
 use crate::config::{Secret, TelegramConfig};
@@ -48,8 +53,6 @@ pub const MESSAGE_LIMIT: usize = 4096;
 /// Visible characters per caption.
 pub const CAPTION_LIMIT: usize = 1024;
 const MAX_ATTEMPTS: u32 = 5;
-/// Tries of a request Telegram answers with a 5xx: teloxide already waits 10 s after each.
-const SERVER_ERROR_ATTEMPTS: u32 = 2;
 /// After a request failed for good on a transient error, Telegram counts as down for this long:
 /// later sends fail at once (the ledger keeps them for a later cycle) instead of each waiting
 /// out its own retries and holding the cycle up for minutes.
@@ -100,6 +103,12 @@ pub struct Message {
     pub message_thread_id: Option<i64>,
 }
 
+/// What a send answers: the message sent (only its id is kept).
+#[derive(Debug, Deserialize)]
+struct SentMessage {
+    message_id: i64,
+}
+
 /// One update from `getUpdates`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Update {
@@ -107,40 +116,9 @@ pub struct Update {
     pub message: Option<Message>,
 }
 
-impl Message {
-    fn from_teloxide(m: &teloxide::types::Message) -> Message {
-        let chat = &m.chat;
-        let kind = if chat.is_private() {
-            "private"
-        } else if chat.is_supergroup() {
-            "supergroup"
-        } else if chat.is_channel() {
-            "channel"
-        } else {
-            "group"
-        };
-        Message {
-            message_id: i64::from(m.id.0),
-            chat: Chat {
-                id: chat.id.0,
-                kind: kind.to_string(),
-            },
-            from: m.from.as_ref().map(|u| From {
-                id: u.id.0 as i64,
-                is_bot: u.is_bot,
-                first_name: u.first_name.clone(),
-                username: u.username.clone(),
-            }),
-            date: m.date.timestamp(),
-            text: m.text().map(str::to_string),
-            message_thread_id: m.thread_id.map(|t| i64::from(t.0.0)),
-        }
-    }
-}
-
 /// A Telegram bot.
 pub struct Telegram {
-    bot: Bot,
+    client: reqwest::Client,
     api_url: String,
     token: Secret,
     /// The latest send slots booked per chat (up to 20).
@@ -150,22 +128,35 @@ pub struct Telegram {
     max_attempts: u32,
     /// Set when Telegram last failed for good (see [`DOWN_FOR`]).
     down_until: Mutex<Option<Instant>>,
+    /// Largest answer read (see [`http::read_body`]).
+    max_body: usize,
+}
+
+/// How a request's parameters travel: JSON, or multipart for uploads.
+enum Params {
+    Json(Vec<u8>),
+    Form(reqwest::multipart::Form),
+}
+
+/// The Bot API's answer envelope: `result` when `ok`, else `description` and `parameters`.
+#[derive(Deserialize)]
+struct Envelope<T> {
+    ok: bool,
+    result: Option<T>,
+    description: Option<String>,
+    parameters: Option<ResponseParameters>,
 }
 
 impl Telegram {
     pub fn new(cfg: &TelegramConfig) -> Self {
         let api_url = cfg.api_url.trim_end_matches('/').to_string();
         let token = cfg.bot_token.clone().unwrap_or_default();
-        let mut bot = Bot::with_client(token.expose(), http::client(Duration::from_secs(75)));
-        match url::Url::parse(&api_url) {
-            Ok(u) => bot = bot.set_api_url(u),
-            // Validated with the config; a bad URL here fails every call with a clear error.
-            Err(e) => {
-                tracing::error!(system = SYSTEM, api_url = %redact_url(&api_url), error = %e, "telegram.api_url is not a URL")
-            }
+        // Validated with the config; a bad URL here fails every call with a clear error.
+        if let Err(e) = url::Url::parse(&api_url) {
+            tracing::error!(system = SYSTEM, api_url = %redact_url(&api_url), error = %e, "telegram.api_url is not a URL");
         }
         Telegram {
-            bot,
+            client: http::client(Duration::from_secs(75)),
             api_url,
             token,
             last_send: Mutex::new(HashMap::new()),
@@ -173,7 +164,14 @@ impl Telegram {
             max_wait: Duration::from_secs(120),
             max_attempts: MAX_ATTEMPTS,
             down_until: Mutex::new(None),
+            max_body: http::MAX_BODY,
         }
+    }
+
+    /// Changes the largest answer read (default [`http::MAX_BODY`]).
+    pub fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
     }
 
     /// The API host, for tables and logs (the token is never part of it).
@@ -316,6 +314,87 @@ impl Telegram {
         e
     }
 
+    /// Sends one Bot API request and reads its answer, at most `max_body` bytes of it.
+    async fn request<T: DeserializeOwned>(&self, method: &str, params: Params) -> Result<T> {
+        let url = self.url(method);
+        let req = self.client.post(&url);
+        let req = match params {
+            Params::Json(body) => req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
+            Params::Form(form) => req.multipart(form),
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.map_err(method, RequestError::Network(std::sync::Arc::new(e))))?;
+        let status = resp.status().as_u16();
+        let body = http::read_body(resp, self.max_body, SYSTEM, method, &redact_url(&url))
+            .await
+            .map_err(|mut e| {
+                e.message = self.redact(&e.message);
+                e
+            })?;
+        self.decode(method, status, &body)
+    }
+
+    /// A JSON payload's body.
+    fn json(&self, method: &str, payload: &impl serde::Serialize) -> Result<Vec<u8>> {
+        serde_json::to_vec(payload).map_err(|e| {
+            self.err(
+                ErrorKind::Permanent,
+                method,
+                format!("cannot encode the request: {e}"),
+            )
+        })
+    }
+
+    /// Reads the Bot API envelope of an answer with HTTP `status`.
+    fn decode<T: DeserializeOwned>(&self, method: &str, status: u16, body: &[u8]) -> Result<T> {
+        let with_status = |e: Error| {
+            if e.status.is_none() && status >= 400 {
+                e.status(status)
+            } else {
+                e
+            }
+        };
+        let env: Envelope<T> = match serde_json::from_slice(body) {
+            Ok(env) => env,
+            Err(e) => {
+                let raw = String::from_utf8_lossy(&body[..body.len().min(512)]);
+                // A proxy's HTML error page, a cut-off body or a 5xx without JSON is not an
+                // answer from the Bot API: worth another try.
+                let kind = if raw.trim_start().starts_with('<') || status >= 500 {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Decode
+                };
+                let e = self.err(
+                    kind,
+                    method,
+                    format!("response is not a valid Bot API envelope: {e}"),
+                );
+                return Err(with_status(e));
+            }
+        };
+        if env.ok {
+            return env.result.ok_or_else(|| {
+                self.err(ErrorKind::Decode, method, "answer is ok but has no result")
+            });
+        }
+        let e = match env.parameters {
+            Some(ResponseParameters::RetryAfter(s)) => RequestError::RetryAfter(s),
+            Some(ResponseParameters::MigrateToChatId(to)) => RequestError::MigrateToChatId(to),
+            None => {
+                let description = env.description.unwrap_or_default();
+                let api = serde_json::from_value(serde_json::Value::String(description.clone()))
+                    .unwrap_or(ApiError::Unknown(description));
+                RequestError::Api(api)
+            }
+        };
+        Err(with_status(self.map_err(method, e)))
+    }
+
     /// Waits until the next message to `chat_id` keeps the per-chat pace, and books the slot:
     /// at least `chat_interval` between messages to one chat, and for groups and channels
     /// (negative ids) no more than 20 messages in any 60 s.
@@ -355,7 +434,7 @@ impl Telegram {
     async fn call<T, F, Fut>(&self, method: &str, send: F) -> Result<T>
     where
         F: Fn() -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<T, RequestError>>,
+        Fut: std::future::Future<Output = Result<T>>,
     {
         let down = *self.down_until.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(until) = down
@@ -376,7 +455,7 @@ impl Telegram {
         }
         let mut attempt = 0;
         loop {
-            let result = send().await.map_err(|e| self.map_err(method, e));
+            let result = send().await;
             crate::server::metrics::record_request(
                 SYSTEM,
                 method,
@@ -385,12 +464,7 @@ impl Telegram {
                     Err(e) => e.status,
                 },
             );
-            let limit = match &result {
-                Err(e) if e.status.is_some_and(|s| s >= 500) => {
-                    SERVER_ERROR_ATTEMPTS.min(self.max_attempts)
-                }
-                _ => self.max_attempts,
-            };
+            let limit = self.max_attempts;
             match result {
                 Ok(v) => {
                     *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -418,13 +492,10 @@ impl Telegram {
 
     /// Who the bot is; also checks the token.
     pub async fn get_me(&self) -> Result<BotUser> {
-        let me = self.call("getMe", || self.bot.get_me().send()).await?;
-        Ok(BotUser {
-            id: me.user.id.0 as i64,
-            is_bot: me.user.is_bot,
-            first_name: me.user.first_name.clone(),
-            username: me.user.username.clone(),
+        self.call("getMe", || {
+            self.request("getMe", Params::Json(b"{}".to_vec()))
         })
+        .await
     }
 
     /// The parts `send_message` sends for `html`, in order.
@@ -462,20 +533,19 @@ impl Telegram {
             prefer_large_media: false,
             show_above_text: false,
         };
-        let msg = self
+        let mut req = tp::SendMessage::new(ChatId(chat_id), html)
+            .parse_mode(ParseMode::Html)
+            .link_preview_options(preview);
+        if let Some(t) = thread {
+            req = req.message_thread_id(t);
+        }
+        let body = self.json("sendMessage", &req)?;
+        let msg: SentMessage = self
             .call("sendMessage", || {
-                let mut req = self
-                    .bot
-                    .send_message(ChatId(chat_id), html)
-                    .parse_mode(ParseMode::Html)
-                    .link_preview_options(preview.clone());
-                if let Some(t) = thread {
-                    req = req.message_thread_id(t);
-                }
-                req.send()
+                self.request("sendMessage", Params::Json(body.clone()))
             })
             .await?;
-        Ok(i64::from(msg.id.0))
+        Ok(msg.message_id)
     }
 
     /// A forum topic id as teloxide types it (message ids are 32-bit); `Err` when out of range.
@@ -499,77 +569,83 @@ impl Telegram {
             .into_iter()
             .next()
             .unwrap_or_default();
-        let file_name = if png.starts_with(&[0xFF, 0xD8, 0xFF]) {
-            "chart.jpg"
+        let (file_name, mime) = if png.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            ("chart.jpg", "image/jpeg")
         } else {
-            "chart.png"
+            ("chart.png", "image/png")
         };
         let thread =
             Self::thread(thread).map_err(|m| self.err(ErrorKind::Permanent, "sendPhoto", m))?;
         self.pace(chat_id).await;
-        let msg = self
-            .call("sendPhoto", || {
-                let file = InputFile::memory(png.clone()).file_name(file_name);
-                let mut req = self.bot.send_photo(ChatId(chat_id), file);
-                if !caption.is_empty() {
-                    req = req.caption(caption.clone()).parse_mode(ParseMode::Html);
-                }
-                if let Some(t) = thread {
-                    req = req.message_thread_id(t);
-                }
-                req.send()
+        // A multipart form is consumed by sending: built again for each try.
+        let form = || {
+            let photo = reqwest::multipart::Part::bytes(png.clone())
+                .file_name(file_name)
+                .mime_str(mime)
+                .map_err(|e| {
+                    self.err(
+                        ErrorKind::Permanent,
+                        "sendPhoto",
+                        format!("photo part: {e}"),
+                    )
+                })?;
+            let mut form = reqwest::multipart::Form::new()
+                .text("chat_id", chat_id.to_string())
+                .part("photo", photo);
+            if !caption.is_empty() {
+                form = form
+                    .text("caption", caption.clone())
+                    .text("parse_mode", "HTML");
+            }
+            if let Some(t) = thread {
+                form = form.text("message_thread_id", t.0.0.to_string());
+            }
+            Ok(Params::Form(form))
+        };
+        let msg: SentMessage = self
+            .call("sendPhoto", || async {
+                self.request("sendPhoto", form()?).await
             })
             .await?;
-        Ok(i64::from(msg.id.0))
+        Ok(msg.message_id)
     }
 
     /// Long-polls for updates (`offset` = last seen update_id + 1, `timeout` seconds).
     pub async fn get_updates(&self, offset: Option<i64>, timeout: u32) -> Result<Vec<Update>> {
-        let offset = match offset.map(i32::try_from) {
-            None => None,
-            Some(Ok(o)) => Some(o),
-            Some(Err(_)) => {
-                return Err(self.err(
-                    ErrorKind::Permanent,
-                    "getUpdates",
-                    format!("offset {offset:?} is out of range"),
-                ));
-            }
-        };
-        let updates = self
+        // Built by hand: update ids are 64-bit in the Bot API's own words ("fits in a 64-bit
+        // integer"), while teloxide's payload holds a 32-bit offset.
+        let mut req = serde_json::json!({
+            "timeout": timeout.min(50),
+            "allowed_updates": ["message"],
+        });
+        if let Some(o) = offset {
+            req["offset"] = o.into();
+        }
+        let body = self.json("getUpdates", &req)?;
+        let raw: Vec<serde_json::Value> = self
             .call("getUpdates", || {
-                let mut req = self
-                    .bot
-                    .get_updates()
-                    .timeout(timeout.min(50))
-                    .allowed_updates(vec![AllowedUpdate::Message]);
-                if let Some(o) = offset {
-                    req = req.offset(o);
-                }
-                req.send()
+                self.request("getUpdates", Params::Json(body.clone()))
             })
             .await?;
-        let mut out = Vec::with_capacity(updates.len());
-        for u in updates {
-            let update_id = i64::from(u.id.0);
-            let message = match &u.kind {
-                UpdateKind::Message(m) => Some(Message::from_teloxide(m)),
-                // teloxide could not read it; keep what commands need if the raw JSON has it,
-                // and the id in any case so that the offset still advances past it.
-                UpdateKind::Error(raw) => {
-                    let m = raw
-                        .get("message")
-                        .and_then(|m| serde_json::from_value::<Message>(m.clone()).ok());
-                    if m.is_none() {
-                        tracing::warn!(system = SYSTEM, update_id, "update not understood");
-                    }
-                    m
-                }
-                _ => None,
-            };
-            out.push(Update { update_id, message });
-        }
-        Ok(out)
+        Ok(raw.iter().filter_map(Self::update).collect())
+    }
+
+    /// One update as commands need it: its id and, when it is a message, the message. An update
+    /// without an id is dropped (nothing could answer or skip it); a message that cannot be read
+    /// keeps its id so that the offset still advances past it.
+    fn update(raw: &serde_json::Value) -> Option<Update> {
+        let Some(update_id) = raw.get("update_id").and_then(serde_json::Value::as_i64) else {
+            tracing::warn!(system = SYSTEM, "update without an update_id ignored");
+            return None;
+        };
+        let message = raw.get("message").and_then(|m| {
+            let parsed = serde_json::from_value::<Message>(m.clone()).ok();
+            if parsed.is_none() {
+                tracing::warn!(system = SYSTEM, update_id, "update not understood");
+            }
+            parsed
+        });
+        Some(Update { update_id, message })
     }
 
     /// Registers the bot's command list.
@@ -578,16 +654,21 @@ impl Telegram {
             .iter()
             .map(|(c, d)| BotCommand::new(*c, *d))
             .collect();
-        self.call("setMyCommands", || {
-            self.bot.set_my_commands(list.clone()).send()
-        })
-        .await?;
+        let body = self.json("setMyCommands", &tp::SetMyCommands::new(list))?;
+        let _: serde_json::Value = self
+            .call("setMyCommands", || {
+                self.request("setMyCommands", Params::Json(body.clone()))
+            })
+            .await?;
         Ok(())
     }
 
     /// Removes a webhook so that long polling works.
     pub async fn delete_webhook(&self) -> Result<()> {
-        self.call("deleteWebhook", || self.bot.delete_webhook().send())
+        let _: serde_json::Value = self
+            .call("deleteWebhook", || {
+                self.request("deleteWebhook", Params::Json(b"{}".to_vec()))
+            })
             .await?;
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! the last cycle fresh), /metrics (Prometheus text format), and the webhook receivers under /hooks/.
 //! It listens on loopback by default: metrics name tenants and should not be public.
 
+pub mod listen;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
@@ -70,6 +71,48 @@ pub fn router(state: ServerState) -> Router {
         .route("/metrics", get(metrics))
         .merge(webhooks::routes())
         .with_state(state)
+}
+
+/// The daemon's app: [`router`], with /metrics behind `token` when one is configured.
+pub fn app(state: ServerState, token: Option<crate::config::Secret>) -> Router {
+    let app = router(state);
+    match token {
+        Some(token) => app.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let token = token.clone();
+                async move { metrics_gate(&token, req, next).await }
+            },
+        )),
+        None => app,
+    }
+}
+
+/// Lets a /metrics request through only with `Authorization: Bearer TOKEN`; other paths pass.
+async fn metrics_gate(
+    token: &crate::config::Secret,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if req.uri().path() != "/metrics" {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = presented
+        .is_some_and(|p| webhooks::constant_time_eq(p.as_bytes(), token.expose().as_bytes()));
+    if ok {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+        "/metrics needs `Authorization: Bearer TOKEN` (server.metrics_token)\n",
+    )
+        .into_response()
 }
 
 async fn readyz(State(s): State<ServerState>) -> impl IntoResponse {
