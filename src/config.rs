@@ -721,6 +721,9 @@ impl RuleConfig {
     }
 }
 
+/// The largest number a rule setting takes.
+pub const MAX_RULE_PARAM: f64 = 1_000_000.0;
+
 /// Every rule with the methodology's defaults (DESIGN.md). Omitted rules keep their defaults;
 /// a rule's omitted numbers keep theirs.
 #[derive(Debug, Clone)]
@@ -829,12 +832,14 @@ impl<'de> Deserialize<'de> for RulesConfig {
                     .as_f64()
                     .or_else(|| v.as_str().and_then(|s| s.parse().ok()));
                 match n {
-                    Some(n) if n.is_finite() && n >= 0.0 => {
+                    // Bounded: minutes, hours, days and counts far beyond any real setting
+                    // would overflow the time arithmetic the rules do with them.
+                    Some(n) if n.is_finite() && (0.0..=MAX_RULE_PARAM).contains(&n) => {
                         rule.params.insert(k, n);
                     }
                     _ => {
                         return Err(D::Error::custom(format!(
-                            "rule `{name}` setting `{k}` must be a non-negative number, got {v}"
+                            "rule `{name}` setting `{k}` must be a number from 0 to {MAX_RULE_PARAM}, got {v}"
                         )));
                     }
                 }
