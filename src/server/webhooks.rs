@@ -1152,7 +1152,7 @@ mod tests {
                     "notification_mnemonic=call_end&call_session_id=9&direction=in&start_time=2026-01-01%2010:00:00&contact_phone_number=79001234567&talk_time_duration=abc"
                 )
             )),
-            "field `talk_time_duration` must be a number of seconds"
+            "field `talk_time_duration` must be a number of seconds from 0 to 86400"
         );
         assert_eq!(
             err(fuzzing::telegram(br#"{"update_id": "1"}"#)),
