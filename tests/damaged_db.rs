@@ -435,3 +435,75 @@ async fn backup_on_postgres_points_to_pg_dump() {
     assert!(!err.contains("hunter2secret"), "{err}");
     h.stop().await;
 }
+
+/// On PostgreSQL the install marker lives in data_dir: a second instance's data_dir learns the
+/// id from the database; a new, empty database behind a data_dir that has run is refused; a
+/// deliberate start over is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_marker_on_postgres() {
+    use dozor::store::{OpenOptions, StoreError};
+    if common::pg_skipped() {
+        eprintln!("DOZOR_SKIP_PG=1: skipping the PostgreSQL install-marker test");
+        return;
+    }
+    let url = common::pg_url().await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = |data: &Path, reinitialise: bool| OpenOptions {
+        data_dir: Some(data.to_path_buf()),
+        key: "database.url",
+        reinitialise,
+        ..OpenOptions::new(2)
+    };
+    let first = dir.path().join("first");
+    let s = Store::open_with(&url, &options(&first, false))
+        .await
+        .unwrap();
+    let id = s.install_id().await.unwrap().expect("an install id");
+    s.close().await;
+    assert_eq!(marker(&first), id);
+    assert_eq!(mode(&first), 0o700);
+    assert_eq!(mode(&first.join("install-id")), 0o600);
+    let s = Store::open_with(&url, &options(&first, false))
+        .await
+        .unwrap();
+    s.close().await;
+
+    // Another instance on the same database: its data_dir takes the database's id.
+    let second = dir.path().join("second");
+    let s = Store::open_with(&url, &options(&second, false))
+        .await
+        .unwrap();
+    s.close().await;
+    assert_eq!(marker(&second), id);
+
+    // The first data_dir pointed at a new, empty database: refused, nothing created there.
+    let empty = common::pg_url().await;
+    let Err(e) = Store::open_with(&empty, &options(&first, false)).await else {
+        panic!("an empty database behind a data_dir that has run was accepted");
+    };
+    assert!(matches!(e, StoreError::Replaced { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("missing or empty") && msg.contains("pg_restore") && msg.contains(&id),
+        "{msg}"
+    );
+    assert!(!msg.contains(&url), "{msg}");
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&empty).await.unwrap();
+    let (tables,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(tables, 0, "the refused database was written to");
+
+    let s = Store::open_with(&empty, &options(&first, true))
+        .await
+        .unwrap();
+    let new_id = s.install_id().await.unwrap().unwrap();
+    s.close().await;
+    assert_eq!(marker(&first), new_id);
+    assert_ne!(new_id, id);
+}
