@@ -76,6 +76,17 @@ fn writes(h: &dozor::sim::SimHandle) -> (usize, usize) {
     (h.sim.world().tasks.len(), h.sim.telegram.messages().len())
 }
 
+/// The restore README.md describes (dozor stopped): the backup over the database, and the
+/// database's `-wal`/`-shm` removed.
+fn restore(backup: impl AsRef<Path>, db: &Path) {
+    std::fs::copy(backup, db).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 fn marker(data_dir: &Path) -> String {
     std::fs::read_to_string(data_dir.join("install-id"))
         .unwrap()
@@ -136,12 +147,19 @@ async fn a_truncated_database_is_refused_until_restored_or_reinitialised() {
         0,
         "the file was touched"
     );
-    // `audit`, `report` and the daemon open the store the same way.
-    let out = dozor(&["--config", &cfg, "audit"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // `audit`, `check` and the daemon open the store the same way.
+    for cmd in ["audit", "check", "run"] {
+        let out = dozor(&["--config", &cfg, cmd]).await;
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", stderr(&out));
+    }
+    assert_eq!(
+        writes(&h),
+        first,
+        "a refused start wrote to the CRM or Telegram"
+    );
 
     // The restore the error describes: copy the backup over the database.
-    std::fs::copy(&backup, &db).unwrap();
+    restore(&backup, &db);
     let out = dozor(&["--config", &cfg, "once"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(marker(&data), id);
@@ -300,7 +318,7 @@ async fn backup_while_the_daemon_runs_restores_with_the_same_rows() {
     assert_eq!(live, copy);
 
     // Restore as documented: the copy over the database, and dozor accepts it.
-    std::fs::copy(&backup, &db).unwrap();
+    restore(&backup, &db);
     let out = dozor(&["--config", &cfg, "audit"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     h.stop().await;
@@ -390,7 +408,10 @@ async fn data_dir_problems_modes_and_marker_cases() {
     let other_cfg = write_config(&h, &other_cfg_dir, &other, "");
     let out = dozor(&["--config", &other_cfg, "audit"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    std::fs::copy(other.join("dozor.db"), &db).unwrap();
+    let other_backup = dir.path().join("other-backup.db").display().to_string();
+    let out = dozor(&["--config", &other_cfg, "backup", &other_backup]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    restore(&other_backup, &db);
     let out = dozor(&["--config", &cfg, "audit"]).await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -449,6 +470,7 @@ async fn install_marker_on_postgres() {
     let url = common::pg_url().await;
     let dir = tempfile::tempdir().unwrap();
     let options = |data: &Path, reinitialise: bool| OpenOptions {
+        install_marker: true,
         data_dir: Some(data.to_path_buf()),
         key: "database.url",
         reinitialise,

@@ -328,6 +328,7 @@ pub(crate) async fn open_store(
 fn store_options(cli: &Cli, c: &config::Config) -> OpenOptions {
     OpenOptions {
         max_connections: c.database.max_connections,
+        install_marker: true,
         data_dir: Some(c.data_dir.clone()),
         key: if c.database.url.is_some() {
             "database.url"

@@ -24,11 +24,12 @@ pub use report_rows::{Discipline, DisciplineCounts, StageCount, WonRow};
 pub use tokens::{TokenSet, TokenStore};
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Row};
 
 use install::{MarkerFile, Mismatch, Plan};
 
@@ -182,9 +183,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations"
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
     pub max_connections: u32,
-    /// Keep the install marker: beside a SQLite database file, or for PostgreSQL in this
-    /// directory (data_dir, created 0700 when missing). `None` keeps no marker file (tools and
-    /// tests that open a database directly).
+    /// Keep the install marker (commands do; tools and tests that open a database directly
+    /// do not). A SQLite database keeps it beside its file.
+    pub install_marker: bool,
+    /// data_dir: where the install marker of a PostgreSQL database is kept (created 0700 when
+    /// missing).
     pub data_dir: Option<PathBuf>,
     /// The config key naming the database, for errors: `data_dir` or `database.url`.
     pub key: &'static str,
@@ -198,6 +201,7 @@ impl OpenOptions {
     pub fn new(max_connections: u32) -> OpenOptions {
         OpenOptions {
             max_connections,
+            install_marker: false,
             data_dir: None,
             key: "database.url",
             reinitialise: false,
@@ -228,14 +232,7 @@ impl Store {
         if let Some(db) = &sqlite_file {
             files::ensure_dir(parent_dir(db), o.key)?;
         }
-        let marker = match (&o.data_dir, &sqlite_file, backend) {
-            (None, _, _) | (Some(_), None, Backend::Sqlite) => None,
-            (Some(_), Some(db), _) => Some(MarkerFile::in_dir(parent_dir(db))),
-            (Some(dir), None, Backend::Postgres) => {
-                files::ensure_dir(dir, "data_dir")?;
-                Some(MarkerFile::in_dir(dir))
-            }
-        };
+        let marker = marker_file(o, backend, sqlite_file.as_deref())?;
         let file_id = match &marker {
             Some(m) => m.read()?,
             None => None,
@@ -308,6 +305,26 @@ impl Store {
     }
 }
 
+/// Where the install marker is kept: beside a SQLite file, in data_dir for PostgreSQL, nowhere
+/// for an in-memory SQLite database.
+fn marker_file(
+    o: &OpenOptions,
+    backend: Backend,
+    sqlite_file: Option<&Path>,
+) -> Result<Option<MarkerFile>> {
+    if !o.install_marker {
+        return Ok(None);
+    }
+    match (sqlite_file, &o.data_dir) {
+        (Some(db), _) => Ok(Some(MarkerFile::in_dir(parent_dir(db)))),
+        (None, Some(dir)) if backend == Backend::Postgres => {
+            files::ensure_dir(dir, "data_dir")?;
+            Ok(Some(MarkerFile::in_dir(dir)))
+        }
+        (None, _) => Ok(None),
+    }
+}
+
 /// Before SQLite touches the file: a new file is created 0600
 /// (SQLite would make it 0644, and its `-wal`/`-shm` follow its mode). A missing or empty file
 /// where the marker says dozor has run is not touched: `known` is handed back to be refused.
@@ -369,22 +386,20 @@ async fn check_sqlite(connect_url: &str, path: &Path, o: &OpenOptions) -> Result
 
 async fn quick_check(connect_url: &str, path: &Path, key: &'static str) -> Result<()> {
     let failed = |e: sqlx::Error| sqlite_failure(e, path, key);
-    let mut conn = AnyConnection::connect(connect_url).await.map_err(failed)?;
-    // A daemon may be writing: wait for its lock rather than fail.
-    conn.execute("PRAGMA busy_timeout=10000")
+    // Read-only: the check never writes, not even the checkpoint SQLite makes when the last
+    // connection closes, so a damaged file is moved aside (or left for ops) as it was found.
+    // It reads every page (about 0.5 s per 200 MB): not a "slow statement" worth a warning.
+    let options = AnyConnectOptions::from_str(&with_mode(connect_url, "ro"))
+        .map_err(failed)?
+        .disable_statement_logging();
+    let mut conn = AnyConnection::connect_with(&options)
         .await
         .map_err(failed)?;
-    let rows = sqlx::query("PRAGMA quick_check")
-        .fetch_all(&mut conn)
-        .await
-        .map_err(failed)?;
+    let problems = quick_check_rows(&mut conn).await;
+    // Closed here, not dropped: a dropped connection closes in the background, and SQLite
+    // removing its `-wal`/`-shm` then would race with moving a damaged file aside.
     conn.close().await.ok();
-    let problems: Vec<String> = rows
-        .iter()
-        .filter_map(|r| r.try_get::<String, _>(0).ok())
-        .filter(|line| line != "ok")
-        .take(3)
-        .collect();
+    let problems = problems.map_err(failed)?;
     if problems.is_empty() {
         return Ok(());
     }
@@ -396,6 +411,23 @@ async fn quick_check(connect_url: &str, path: &Path, key: &'static str) -> Resul
             problems.join("; ")
         ),
     })
+}
+
+/// The first problems `PRAGMA quick_check` finds; empty when it answers `ok`.
+async fn quick_check_rows(
+    conn: &mut AnyConnection,
+) -> std::result::Result<Vec<String>, sqlx::Error> {
+    // A daemon may be writing: wait for its lock rather than fail.
+    conn.execute("PRAGMA busy_timeout=10000").await?;
+    let rows = sqlx::query("PRAGMA quick_check")
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>(0).ok())
+        .filter(|line| line != "ok")
+        .take(3)
+        .collect())
 }
 
 /// SQLITE_NOTADB (26) and SQLITE_CORRUPT (11) say the file is damaged; anything else is a
@@ -454,15 +486,23 @@ fn parent_dir(path: &Path) -> &Path {
 
 /// `url` with `mode=rwc` for SQLite, so a missing file is created.
 fn with_create_mode(url: &str, backend: Backend) -> String {
-    let mut u = url.to_string();
-    if backend == Backend::Sqlite && !u.contains("mode=") {
-        u.push_str(if u.contains('?') {
-            "&mode=rwc"
-        } else {
-            "?mode=rwc"
-        });
+    if backend == Backend::Sqlite && !url.contains("mode=") {
+        with_mode(url, "rwc")
+    } else {
+        url.to_string()
     }
-    u
+}
+
+/// A `sqlite:` URL with its `mode` parameter set to `mode` (replacing one it has).
+fn with_mode(url: &str, mode: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("mode="))
+        .map(str::to_string)
+        .collect();
+    params.push(format!("mode={mode}"));
+    format!("{base}?{}", params.join("&"))
 }
 
 async fn connect(
@@ -604,6 +644,19 @@ pub(crate) fn now_secs() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_mode_is_set_once() {
+        assert_eq!(with_mode("sqlite://a.db", "ro"), "sqlite://a.db?mode=ro");
+        assert_eq!(
+            with_mode("sqlite://a.db?mode=rwc&cache=shared", "ro"),
+            "sqlite://a.db?cache=shared&mode=ro"
+        );
+        assert_eq!(
+            with_create_mode("sqlite://a.db", Backend::Sqlite),
+            "sqlite://a.db?mode=rwc"
+        );
+    }
 
     #[test]
     fn db_password_is_hidden() {
