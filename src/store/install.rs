@@ -103,14 +103,22 @@ impl MarkerFile {
         }
     }
 
-    /// The id in the file; `None` when there is no file.
-    pub fn read(&self) -> Result<Option<String>> {
+    /// The id in the file; `None` when there is no file, or, with `reinitialise`, when the
+    /// file holds no valid id (it is then written again from the database).
+    pub fn read(&self, reinitialise: bool) -> Result<Option<String>> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.error(format!("cannot be read ({e})"))),
         };
         let id = text.trim();
+        if !valid_id(id) && reinitialise {
+            tracing::warn!(
+                "--reinitialise-database: install marker {} holds no valid id; replacing it",
+                self.path.display()
+            );
+            return Ok(None);
+        }
         if !valid_id(id) {
             return Err(self.error(
                 "does not hold an install id (32 hexadecimal digits); restore it from the \
@@ -276,11 +284,12 @@ mod tests {
         assert_ne!(id, new_id());
         let tmp = tempfile::tempdir().unwrap();
         let m = MarkerFile::in_dir(tmp.path());
-        assert_eq!(m.read().unwrap(), None);
+        assert_eq!(m.read(false).unwrap(), None);
         m.write(&id).unwrap();
-        assert_eq!(m.read().unwrap().as_deref(), Some(id.as_str()));
+        assert_eq!(m.read(false).unwrap().as_deref(), Some(id.as_str()));
         std::fs::write(&m.path, "garbage").unwrap();
-        let e = m.read().unwrap_err().to_string();
+        let e = m.read(false).unwrap_err().to_string();
         assert!(e.contains("install-id") && e.contains("hexadecimal"), "{e}");
+        assert_eq!(m.read(true).unwrap(), None, "starting over replaces it");
     }
 }

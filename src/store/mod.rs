@@ -215,9 +215,9 @@ impl Store {
         Store::open_with(url, &OpenOptions::new(max_connections)).await
     }
 
-    /// Opens the database at `url` as a command does: checks data_dir, refuses a damaged
-    /// SQLite file within a second, and refuses a database that does not match the install
-    /// marker in data_dir (see [`install`]) before anything is written to it.
+    /// Opens the database at `url` as a command does: checks data_dir and file modes, fails at
+    /// once on a damaged SQLite file, and refuses a database that does not match its install
+    /// marker (see [`install`]) before anything is written to it.
     pub async fn open_with(url: &str, o: &OpenOptions) -> Result<Store> {
         install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
@@ -234,7 +234,7 @@ impl Store {
         }
         let marker = marker_file(o, backend, sqlite_file.as_deref())?;
         let file_id = match &marker {
-            Some(m) => m.read()?,
+            Some(m) => m.read(o.reinitialise)?,
             None => None,
         };
         // The marker file and its id, when this data_dir has run dozor before.
@@ -242,13 +242,11 @@ impl Store {
         let refuse = |(marker, id): (&MarkerFile, &str), m: Mismatch| {
             install::refusal(marker, id, &describe_db(url), restore_hint(url), &m)
         };
-        if let Some(path) = &sqlite_file
-            && let Some(known) = prepare_sqlite_file(path, o, known)?
-        {
-            return Err(refuse(known, Mismatch::Empty));
-        }
         let connect_url = with_create_mode(url, backend);
         if let Some(path) = &sqlite_file {
+            if let Some(known) = prepare_sqlite_file(path, o, known)? {
+                return Err(refuse(known, Mismatch::Empty));
+            }
             check_sqlite(&connect_url, path, o).await?;
         }
         let pool = connect(&connect_url, backend, o.max_connections, redact_db_url(url)).await?;
