@@ -122,6 +122,14 @@ async fn a_truncated_database_is_refused_until_restored_or_reinitialised() {
     assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
     let out = dozor(&["--config", &cfg, "backup", &b, "--force"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
+    let live = db.display().to_string();
+    let out = dozor(&["--config", &cfg, "backup", &live, "--force"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the database itself"),
+        "{}",
+        stderr(&out)
+    );
 
     std::fs::File::create(&db).unwrap(); // truncated to 0 bytes
     let out = dozor(&["--config", &cfg, "once"]).await;

@@ -1,6 +1,7 @@
 //! `dozor backup PATH`: a consistent copy of the SQLite database, taken while dozor runs, so
 //! ops have something to restore when the disk or an operator damages the database.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use super::{BackupArgs, Cli, CmdResult, Failure, load_config, open_store};
@@ -19,6 +20,12 @@ pub async fn backup(cli: &Cli, a: &BackupArgs) -> CmdResult {
             a.path.display()
         )));
     };
+    if is_same_file(&a.path, Path::new(&db)) {
+        return Err(Failure::Operator(anyhow::anyhow!(
+            "backup {}: that is the database itself; write the backup to another file",
+            a.path.display()
+        )));
+    }
     let store = open_store(cli, c).await?;
     let copied = store.backup_to(&a.path, a.force).await;
     let install_id = store.install_id().await;
@@ -35,4 +42,13 @@ pub async fn backup(cli: &Cli, a: &BackupArgs) -> CmdResult {
          {db}-wal and {db}-shm if they exist, then start dozor (systemctl start dozor)"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// True when both paths name one existing file (replacing the live database with `--force`
+/// would pull it from under a running daemon).
+fn is_same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
