@@ -87,7 +87,9 @@ fn bad_config_names_file_and_key_and_exits_2() {
 
 #[test]
 fn every_command_has_help() {
-    for cmd in ["run", "once", "check", "report", "demo", "sim", "audit"] {
+    for cmd in [
+        "run", "once", "check", "report", "demo", "sim", "audit", "backup",
+    ] {
         let out = dozor(&[cmd, "--help"]);
         let (o, _) = text(&out);
         assert!(out.status.success(), "{cmd} --help");

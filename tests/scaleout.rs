@@ -91,15 +91,17 @@ async fn three_instances_share_tenants_and_take_over_a_dead_one() {
         ),
     ];
     let ids = ["t1", "t2", "t3"];
+    let dir = tempfile::tempdir().unwrap();
+    // The install marker of a PostgreSQL database lives in data_dir.
     let mut cfg = format!(
-        "[database]\nurl = \"{db}\"\n[server]\nenabled = false\n[sync]\ninterval_secs = 10\n\
-         [cluster]\nlease_ttl_secs = {TTL_SECS}\n\n"
+        "data_dir = \"{}\"\n[database]\nurl = \"{db}\"\n[server]\nenabled = false\n[sync]\ninterval_secs = 10\n\
+         [cluster]\nlease_ttl_secs = {TTL_SECS}\n\n",
+        dir.path().display()
     );
     for ((h, crm, tel), id) in sims.iter().zip(ids) {
         cfg.push_str(&tenant_block(h, *crm, *tel, id));
         cfg.push('\n');
     }
-    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dozor.toml");
     std::fs::write(&path, cfg).unwrap();
     let path = path.display().to_string();

@@ -103,7 +103,9 @@ pub async fn check(cli: &Cli) -> CmdResult {
     let mut rows = Vec::new();
     let db_url = crate::store::redact_db_url(&loaded.config.database_url());
     let start = Instant::now();
-    let store = match open_store(&loaded.config).await {
+    // A damaged or replaced database, or an unusable data_dir, needs an operator: exit 2.
+    let mut needs_operator = false;
+    let store = match open_store(cli, &loaded.config).await {
         Ok(s) => {
             rows.push(Row {
                 tenant: "-".into(),
@@ -116,13 +118,18 @@ pub async fn check(cli: &Cli) -> CmdResult {
             Some(s)
         }
         Err(e) => {
+            needs_operator = e.needs_operator();
             rows.push(Row {
                 tenant: "-".into(),
                 system: "database".into(),
                 account: db_url,
                 ok: false,
                 latency: Some(start.elapsed()),
-                hint: format!("check database.url and that the server runs — {e}"),
+                hint: if needs_operator {
+                    e.to_string()
+                } else {
+                    format!("check database.url and that the server runs — {e}")
+                },
             });
             None
         }
@@ -195,7 +202,7 @@ pub async fn check(cli: &Cli) -> CmdResult {
         Ok(ExitCode::SUCCESS)
     } else {
         println!("\n{failed} of {} checks failed", rows.len());
-        Ok(ExitCode::from(1))
+        Ok(ExitCode::from(if needs_operator { 2 } else { 1 }))
     }
 }
 

@@ -46,7 +46,7 @@ pub async fn run(cli: &Cli) -> CmdResult {
     let c = loaded.config;
     let instance = c.cluster.instance_id();
     let ttl = Duration::from_secs(c.cluster.lease_ttl_secs);
-    let store = open_store(&c).await?.with_holder(&instance);
+    let store = open_store(cli, &c).await?.with_holder(&instance);
     let mut tenants: Vec<Tenant> = Vec::new();
     for t in &c.tenants {
         tenants.push(

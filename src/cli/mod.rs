@@ -1,9 +1,11 @@
 //! The command line: argument parsing, logging set-up and the commands themselves.
 //!
 //! Every command returns an exit code: 0 success, 1 a runtime failure (a system unreachable, a
-//! cycle with errors), 2 a configuration or usage error. Errors are printed as one readable
-//! message on stderr, never as a panic.
+//! cycle with errors), 2 a configuration or usage error, or a data_dir or database an operator
+//! must act on (unusable data_dir, damaged or replaced database). Errors are printed as one
+//! readable message on stderr, never as a panic.
 
+mod backup;
 mod check;
 mod daemon;
 mod demo;
@@ -18,7 +20,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, ConfigError, Lang, LogFormat};
-use crate::store::Store;
+use crate::store::{OpenOptions, Store};
 
 /// dozor keeps a sales department's CRM honest: it syncs Bitrix24 or amoCRM and the telephony
 /// (CoMagic, Calltouch), enforces the sales-discipline rules and reports to Telegram.
@@ -31,6 +33,13 @@ pub struct Cli {
     /// Log format: human for terminals, json for journald and log collectors
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormatArg>,
+    /// Start over on purpose when the database is missing, empty, damaged or another
+    /// installation's, although the install marker (`install-id` beside the database, or in
+    /// data_dir for PostgreSQL) says dozor has run here before.
+    /// A damaged SQLite file is moved aside, never deleted. Without a restored ledger dozor
+    /// may repeat tasks, messages and reports it already made.
+    #[arg(long, global = true)]
+    pub reinitialise_database: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -67,6 +76,9 @@ pub enum Command {
     /// Try a `dead` or `failed` action again now, with a fresh retry budget (after fixing what
     /// made it fail). The key is the one `dozor audit --state dead` prints.
     Retry(RetryArgs),
+    /// Copy the SQLite database to PATH while dozor runs (a consistent snapshot, mode 0600).
+    /// To restore: stop dozor, copy the file over data_dir/dozor.db, start dozor.
+    Backup(BackupArgs),
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +88,16 @@ pub struct RetryArgs {
     /// Only this tenant
     #[arg(long)]
     pub tenant: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Replace PATH if it exists
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +273,9 @@ pub fn init_logging(format: LogFormat, level: &str) {
 pub enum Failure {
     /// Bad config or usage: exit 2.
     Config(ConfigError),
+    /// A path, a file or the database needs an operator (data_dir unusable, a damaged or
+    /// replaced database, an existing backup file): exit 2.
+    Operator(anyhow::Error),
     /// Anything else: exit 1.
     Runtime(anyhow::Error),
 }
@@ -269,7 +294,11 @@ impl From<anyhow::Error> for Failure {
 
 impl From<crate::store::StoreError> for Failure {
     fn from(e: crate::store::StoreError) -> Self {
-        Failure::Runtime(e.into())
+        if e.needs_operator() {
+            Failure::Operator(e.into())
+        } else {
+            Failure::Runtime(e.into())
+        }
     }
 }
 
@@ -301,11 +330,28 @@ pub(crate) fn load_config(cli: &Cli) -> Result<config::Loaded, ConfigError> {
     Ok(loaded)
 }
 
-/// Opens the configured database.
-pub(crate) async fn open_store(c: &config::Config) -> Result<Store, crate::store::StoreError> {
-    Store::open(&c.database_url(), c.database.max_connections)
+/// Opens the configured database, with its install marker in data_dir.
+pub(crate) async fn open_store(
+    cli: &Cli,
+    c: &config::Config,
+) -> Result<Store, crate::store::StoreError> {
+    Store::open_with(&c.database_url(), &store_options(cli, c))
         .await
         .map(|s| s.with_retry(c.ledger.policy()))
+}
+
+fn store_options(cli: &Cli, c: &config::Config) -> OpenOptions {
+    OpenOptions {
+        max_connections: c.database.max_connections,
+        install_marker: true,
+        data_dir: Some(c.data_dir.clone()),
+        key: if c.database.url.is_some() {
+            "database.url"
+        } else {
+            "data_dir"
+        },
+        reinitialise: cli.reinitialise_database,
+    }
 }
 
 /// Runs the parsed command line.
@@ -320,11 +366,16 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Audit(a) => once::audit(&cli, a).await,
         Command::Revert(a) => once::revert(&cli, a).await,
         Command::Retry(a) => retry::retry(&cli, a).await,
+        Command::Backup(a) => backup::backup(&cli, a).await,
     };
     match result {
         Ok(code) => code,
         Err(Failure::Config(e)) => {
             eprintln!("dozor: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Operator(e)) => {
+            eprintln!("dozor: {e:#}");
             ExitCode::from(2)
         }
         Err(Failure::Runtime(e)) => {

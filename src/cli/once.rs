@@ -82,7 +82,7 @@ pub(crate) fn print_summary(s: &CycleSummary, dry_run: bool) {
 pub async fn once(cli: &Cli, a: &OnceArgs) -> CmdResult {
     let loaded = load_config(cli)?;
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
-    let store = open_store(&loaded.config).await?;
+    let store = open_store(cli, &loaded.config).await?;
     let opts = CycleOptions {
         dry_run: a.dry_run,
         sync: sync_options(&loaded.config),
@@ -232,7 +232,7 @@ pub async fn report(cli: &Cli, a: &ReportArgs) -> CmdResult {
         ReportKind::Calls => return super::report_calls::report_calls(cli, a).await,
     };
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
-    let store = open_store(&loaded.config).await?;
+    let store = open_store(cli, &loaded.config).await?;
     let now = Utc::now();
     for t in tenants {
         let actions = action_lines(&store, &t.id).await?;
@@ -337,7 +337,7 @@ pub async fn audit(cli: &Cli, a: &AuditArgs) -> CmdResult {
             message: format!("unknown state `{state}`; one of: {}", STATES.join(", ")),
         }));
     }
-    let store = open_store(&loaded.config).await?;
+    let store = open_store(cli, &loaded.config).await?;
     for t in tenants {
         let since = a
             .since
@@ -396,7 +396,7 @@ pub async fn audit(cli: &Cli, a: &AuditArgs) -> CmdResult {
 pub async fn revert(cli: &Cli, a: &super::RevertArgs) -> CmdResult {
     let loaded = load_config(cli)?;
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
-    let store = open_store(&loaded.config).await?;
+    let store = open_store(cli, &loaded.config).await?;
     let mut found = 0;
     let mut failed = 0;
     for t in tenants {

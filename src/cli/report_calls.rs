@@ -17,7 +17,7 @@ pub async fn report_calls(cli: &Cli, a: &ReportArgs) -> CmdResult {
     }
     let loaded = load_config(cli)?;
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
-    let store = open_store(&loaded.config).await?;
+    let store = open_store(cli, &loaded.config).await?;
     let mut reports = Vec::new();
     for t in tenants {
         let day = a

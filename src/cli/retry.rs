@@ -16,7 +16,7 @@ use crate::tenant;
 pub async fn retry(cli: &Cli, a: &RetryArgs) -> CmdResult {
     let loaded = load_config(cli)?;
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
-    let store = open_store(&loaded.config).await?;
+    let store = open_store(cli, &loaded.config).await?;
     let Some(row) = store.action(&a.key).await? else {
         eprintln!(
             "no action has the key `{}`: copy it from `dozor audit --state dead`",
