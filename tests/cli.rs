@@ -209,7 +209,13 @@ async fn once_dry_run_then_report_and_audit() {
     let cfg = write(
         dir.path(),
         "d.toml",
-        &tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db, "ru"),
+        &common::rules_on(tenant_config(
+            &h,
+            CrmKind::Bitrix24,
+            TelephonyKind::Comagic,
+            &db,
+            "ru",
+        )),
     );
     let tasks_before = h.sim.world().tasks.len();
     let out = dozor_async(vec![

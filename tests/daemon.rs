@@ -22,13 +22,13 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
     let port = common::free_port();
     let cfg = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n[sync]\ninterval_secs = 10\n{}",
-        tenant_config(
+        common::rules_on(tenant_config(
             &h,
             CrmKind::Bitrix24,
             TelephonyKind::Comagic,
             &common::sqlite_url(dir.path()),
             "ru"
-        )
+        ))
     );
     let path = dir.path().join("dozor.toml");
     std::fs::write(&path, cfg).unwrap();
@@ -175,7 +175,7 @@ async fn daemon_sends_the_daily_report_missed_while_stopped() {
     let db_url = common::sqlite_url(dir.path());
     let cfg = format!(
         "[server]\nenabled = false\n[sync]\ninterval_secs = 10\n{}",
-        tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db_url, "ru")
+        common::rules_on(tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db_url, "ru"))
     );
     let path = dir.path().join("dozor.toml");
     std::fs::write(&path, cfg).unwrap();
