@@ -1,5 +1,8 @@
 //! The shipped example config must load, document every rule, and broken variants of it must
-//! fail with an error that names the file and the key.
+//! fail with an error that names the file and the key. Pointed at the simulator, it must write
+//! nothing on its first run: every rule that writes ships in shadow.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -90,6 +93,30 @@ fn example_rule_values_equal_the_defaults() {
         );
     }
     assert_eq!(rules["client_without_deal"].mode, RuleMode::Off);
+}
+
+/// A careless first install must not write: every rule that writes defaults to shadow, in the
+/// built-in defaults and in the shipped example alike.
+#[test]
+fn every_writing_rule_ships_in_shadow() {
+    let example = load(&example_path()).unwrap().config;
+    for (name, default) in rule_defaults() {
+        let expected = if name == "client_without_deal" {
+            RuleMode::Off
+        } else {
+            RuleMode::Shadow
+        };
+        assert_eq!(default.mode, expected, "built-in default of {name}");
+        assert_eq!(
+            example.tenants[0].rules.0[&name].mode,
+            expected,
+            "example's mode of {name}"
+        );
+    }
+    assert!(
+        !example_text().contains("mode = \"on\"\n"),
+        "the example switches no rule on"
+    );
 }
 
 #[test]
@@ -512,4 +539,136 @@ fn installed_config_loads() {
             .exists()
     );
     assert!(root.path().join("usr/local/bin/dozor").exists());
+}
+
+/// The shipped example with its systems pointed at the simulator `h` and its data in `dir`.
+fn example_for_sim(h: &dozor::sim::SimHandle, dir: &Path) -> String {
+    let c = &h.sim.creds;
+    let mut text = example_text();
+    for (from, to) in [
+        (
+            "data_dir = \"./data\"".to_string(),
+            format!("data_dir = \"{}\"", dir.display()),
+        ),
+        (
+            "webhook_url = \"https://example.bitrix24.ru/rest/1/xxxxxxxx/\"".into(),
+            format!("webhook_url = \"{}\"", h.b24_webhook_url()),
+        ),
+        (
+            "base_url = \"https://dataapi.comagic.ru/v2.0\"".into(),
+            format!("base_url = \"{}\"", h.comagic_url()),
+        ),
+        (
+            "access_token = \"placeholder-comagic-token\"".into(),
+            format!("access_token = \"{}\"", c.comagic_access_token),
+        ),
+        (
+            "bot_token = \"123456:ABC-placeholder\"".into(),
+            format!("bot_token = \"{}\"", c.telegram_bot_token),
+        ),
+        (
+            "api_url = \"https://api.telegram.org\"".into(),
+            format!("api_url = \"{}\"", h.telegram_url()),
+        ),
+    ] {
+        text = replace_once(&text, &from, &to);
+    }
+    text
+}
+
+/// Runs `dozor once` on the config at `path` as an operator would, against the simulator `h`,
+/// and checks it wrote nothing: the CRM world is unchanged, no rule sent a Telegram message, and
+/// the ledger holds only `shadow` rows (some: the rules did run). Returns what dozor logged.
+async fn first_run_writes_nothing(h: &dozor::sim::SimHandle, path: &Path, db: &Path) -> String {
+    let world_before = serde_json::to_value(&*h.sim.world()).unwrap();
+    let args = vec![
+        "--config".to_string(),
+        path.display().to_string(),
+        "once".to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dozor"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run dozor")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let world_after = serde_json::to_value(&*h.sim.world()).unwrap();
+    assert!(
+        world_before == world_after,
+        "the first run changed the CRM:\n{stdout}"
+    );
+    let sent: Vec<String> = h
+        .sim
+        .telegram
+        .messages()
+        .iter()
+        .map(|m| m.text.clone().unwrap_or_default())
+        .collect();
+    assert!(sent.is_empty(), "the first run sent Telegram messages: {sent:?}");
+    let store = dozor::store::Store::open(&format!("sqlite://{}", db.display()), 1)
+        .await
+        .unwrap();
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM actions GROUP BY state ORDER BY state")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(states.len(), 1, "only shadow rows in the ledger: {states:?}");
+    assert_eq!(states[0].0, "shadow", "{states:?}");
+    assert!(states[0].1 > 0, "the rules ran: {states:?}");
+    eprintln!("ledger after the first run: {states:?}\n{stdout}");
+    stderr
+}
+
+/// Observed: the example (every rule `on`), installed as is and pointed at a portal, wrote to
+/// the CRM on its first cycle. Now its first run only records what the rules would do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_example_writes_nothing_on_its_first_run() {
+    let h = common::small_sim(12).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dozor.toml");
+    std::fs::write(&path, example_for_sim(&h, dir.path())).unwrap();
+    let log = first_run_writes_nothing(&h, &path, &dir.path().join("dozor.db")).await;
+    // One line at start says which rules write and which only report.
+    let line = log
+        .lines()
+        .find(|l| l.contains("tenant acme: rules on"))
+        .unwrap_or_else(|| panic!("no rule-mode line in the log:\n{log}"));
+    assert!(line.contains("rules on (write to the CRM and Telegram): none"), "{line}");
+    assert!(line.contains("deal_without_task") && line.contains("missed_call"), "{line}");
+    assert!(line.contains("off: client_without_deal"), "{line}");
+    assert!(line.contains("dozor audit --state shadow"), "{line}");
+    h.stop().await;
+}
+
+/// Observed: a config with no `[tenants.rules.*]` section at all wrote 1,623 changes on a
+/// scale-20 simulator. The built-in defaults now keep every writing rule in shadow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_without_rules_writes_nothing() {
+    use dozor::domain::{CrmKind, TelephonyKind};
+    let h = common::small_sim(13).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dozor.db");
+    let text = dozor::sim::tenant_config::tenant_config(
+        &h,
+        CrmKind::Bitrix24,
+        TelephonyKind::Comagic,
+        &format!("sqlite://{}", db.display()),
+        "ru",
+    );
+    assert!(!text.contains("[tenants.rules."), "no rules section");
+    let path = dir.path().join("dozor.toml");
+    std::fs::write(&path, text).unwrap();
+    let log = first_run_writes_nothing(&h, &path, &db).await;
+    assert!(
+        log.contains("tenant demo: rules on (write to the CRM and Telegram): none"),
+        "{log}"
+    );
+    h.stop().await;
 }
