@@ -1084,17 +1084,18 @@ fn suggested_id(table: &toml::Table, i: usize) -> String {
         .and_then(|t| t.get("name"))
         .and_then(|n| n.as_str())
         .unwrap_or_default();
+    id_from_name(name).unwrap_or_else(|| format!("tenant{}", i + 1))
+}
+
+/// "Beta Sales" → "beta-sales"; `None` when the name makes no valid id (Cyrillic, punctuation).
+fn id_from_name(name: &str) -> Option<String> {
     let slug: String = name
         .trim()
         .to_lowercase()
         .chars()
         .map(|c| if c.is_whitespace() { '-' } else { c })
         .collect();
-    if !slug.is_empty() && valid_tenant_id(&slug) {
-        slug
-    } else {
-        format!("tenant{}", i + 1)
-    }
+    valid_tenant_id(&slug).then_some(slug)
 }
 
 fn valid_tenant_id(id: &str) -> bool {
@@ -1275,9 +1276,9 @@ fn check_url(value: &str, key: &str, secret: bool) -> Result<(), (String, String
     let shown = || {
         // `user:password@` would be a secret in any URL.
         if secret || value.contains('@') {
-            "(the value is not shown: it holds a secret)".to_string()
+            "; the value is not shown, as it holds a secret".to_string()
         } else {
-            format!("`{value}`")
+            format!(": `{value}`")
         }
     };
     match url::Url::parse(value) {
@@ -1286,7 +1287,7 @@ fn check_url(value: &str, key: &str, secret: bool) -> Result<(), (String, String
             key.into(),
             format!("must be an http(s) URL, got scheme `{}`", u.scheme()),
         )),
-        Err(e) => Err((key.into(), format!("not a URL ({e}): {}", shown()))),
+        Err(e) => Err((key.into(), format!("not a URL ({e}){}", shown()))),
     }
 }
 
@@ -1429,8 +1430,11 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
             return Err((
                 k("id"),
                 format!(
-                    "{who}: `{}` is not a valid id: use lowercase letters, digits, `-` and `_`, e.g. `id = \"sales\"`",
-                    t.id
+                    "{who}: `{}` is not a valid id: use lowercase letters, digits, `-` and `_`, e.g. `id = \"{}\"`",
+                    t.id,
+                    id_from_name(&t.id)
+                        .or_else(|| id_from_name(&t.name))
+                        .unwrap_or_else(|| "sales".into())
                 ),
             ));
         }
