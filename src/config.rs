@@ -1035,7 +1035,10 @@ fn missing_key_error(
         None => field.to_string(),
     };
     let tenant = path.and_then(tenant_index);
-    let mut e = err(Some(key.clone()), format!("the required key `{field}` is missing"));
+    let mut e = err(
+        Some(key.clone()),
+        format!("the required key `{field}` is missing"),
+    );
     let Some(i) = tenant else {
         return e;
     };
@@ -1058,7 +1061,11 @@ fn missing_key_error(
 
 /// `3` from `tenants[3]` or `tenants[3].crm`.
 fn tenant_index(path: &str) -> Option<usize> {
-    path.strip_prefix("tenants[")?.split(']').next()?.parse().ok()
+    path.strip_prefix("tenants[")?
+        .split(']')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// "tenant #2 (name "Beta")": how a person finds the block in the file.
@@ -1308,12 +1315,16 @@ fn secret_bearing_urls(t: &TenantConfig) -> Vec<(&'static str, &str, &'static st
                 "the client secret and refresh token",
             ));
         }
-        CrmConfig::Amocrm(a) => urls.push(("crm.base_url", a.base_url.as_str(), "the access token")),
+        CrmConfig::Amocrm(a) => {
+            urls.push(("crm.base_url", a.base_url.as_str(), "the access token"))
+        }
     }
     match &t.telephony {
-        Some(TelephonyConfig::Comagic(m)) => {
-            urls.push(("telephony.base_url", m.base_url.as_str(), "the access token"))
-        }
+        Some(TelephonyConfig::Comagic(m)) => urls.push((
+            "telephony.base_url",
+            m.base_url.as_str(),
+            "the access token",
+        )),
         Some(TelephonyConfig::Calltouch(m)) => urls.push((
             "telephony.base_url",
             m.base_url.as_str(),

@@ -108,8 +108,7 @@ fn every_writing_rule_ships_in_shadow() {
         };
         assert_eq!(default.mode, expected, "built-in default of {name}");
         assert_eq!(
-            example.tenants[0].rules.0[&name].mode,
-            expected,
+            example.tenants[0].rules.0[&name].mode, expected,
             "example's mode of {name}"
         );
     }
@@ -617,7 +616,10 @@ async fn first_run_writes_nothing(h: &dozor::sim::SimHandle, path: &Path, db: &P
         .iter()
         .map(|m| m.text.clone().unwrap_or_default())
         .collect();
-    assert!(sent.is_empty(), "the first run sent Telegram messages: {sent:?}");
+    assert!(
+        sent.is_empty(),
+        "the first run sent Telegram messages: {sent:?}"
+    );
     let store = dozor::store::Store::open(&format!("sqlite://{}", db.display()), 1)
         .await
         .unwrap();
@@ -626,7 +628,11 @@ async fn first_run_writes_nothing(h: &dozor::sim::SimHandle, path: &Path, db: &P
             .fetch_all(store.pool())
             .await
             .unwrap();
-    assert_eq!(states.len(), 1, "only shadow rows in the ledger: {states:?}");
+    assert_eq!(
+        states.len(),
+        1,
+        "only shadow rows in the ledger: {states:?}"
+    );
     assert_eq!(states[0].0, "shadow", "{states:?}");
     assert!(states[0].1 > 0, "the rules ran: {states:?}");
     eprintln!("ledger after the first run: {states:?}\n{stdout}");
@@ -647,8 +653,14 @@ async fn shipped_example_writes_nothing_on_its_first_run() {
         .lines()
         .find(|l| l.contains("tenant acme: rules on"))
         .unwrap_or_else(|| panic!("no rule-mode line in the log:\n{log}"));
-    assert!(line.contains("rules on (write to the CRM and Telegram): none"), "{line}");
-    assert!(line.contains("deal_without_task") && line.contains("missed_call"), "{line}");
+    assert!(
+        line.contains("rules on (write to the CRM and Telegram): none"),
+        "{line}"
+    );
+    assert!(
+        line.contains("deal_without_task") && line.contains("missed_call"),
+        "{line}"
+    );
     assert!(line.contains("off: client_without_deal"), "{line}");
     assert!(line.contains("dozor audit --state shadow"), "{line}");
     h.stop().await;
@@ -770,20 +782,29 @@ fn tenant_without_id_is_named_by_position_and_name() {
     let shown = e.to_string();
     assert_eq!(e.line, Some(header_line), "{shown}");
     assert!(shown.contains("tenant #2 (name \"Beta Sales\")"), "{shown}");
-    assert!(shown.contains("add a line `id = \"beta-sales\"`"), "{shown}");
+    assert!(
+        shown.contains("add a line `id = \"beta-sales\"`"),
+        "{shown}"
+    );
     assert!(!shown.contains("betasecret"), "{shown}");
 
     // The only tenant, without a name either.
     let text = replace_once(&example_text(), "id = \"acme\"\n", "");
     let text = replace_once(&text, "name = \"Acme Trading\"\n", "");
     let e = expect_error(&text, "tenants[0].id");
-    assert!(e.to_string().contains("tenant #1 (it has no name either)"), "{e}");
+    assert!(
+        e.to_string().contains("tenant #1 (it has no name either)"),
+        "{e}"
+    );
     assert!(e.to_string().contains("id = \"tenant1\""), "{e}");
 
     // An id that is there but unusable names the tenant too.
     let text = replace_once(&example_text(), "id = \"acme\"\n", "id = \"Acme Corp\"\n");
     let e = expect_error(&text, "tenants[0].id");
-    assert!(e.to_string().contains("tenant #1 (name \"Acme Trading\")"), "{e}");
+    assert!(
+        e.to_string().contains("tenant #1 (name \"Acme Trading\")"),
+        "{e}"
+    );
 }
 
 /// An error in the second tenant points at the second tenant's line, not the first one's.
@@ -841,7 +862,10 @@ fn plain_http_with_a_secret_is_refused_unless_allowed() {
     );
     let e = expect_error(&insecure, "tenants[0].crm.webhook_url");
     let shown = e.to_string();
-    assert!(shown.contains("http://") && shown.contains("portal.example.ru"), "{shown}");
+    assert!(
+        shown.contains("http://") && shown.contains("portal.example.ru"),
+        "{shown}"
+    );
     assert!(shown.contains("allow_insecure_http = true"), "{shown}");
     assert!(!shown.contains("SUPERSECRET42"), "{shown}");
 
@@ -874,7 +898,10 @@ fn plain_http_with_a_secret_is_refused_unless_allowed() {
     let loaded = load_text(dir.path(), "allowed.toml", &allowed).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
     let w = &loaded.warnings[0];
-    assert!(w.contains("tenants[0].crm.webhook_url") && w.contains("portal.example.ru"), "{w}");
+    assert!(
+        w.contains("tenants[0].crm.webhook_url") && w.contains("portal.example.ru"),
+        "{w}"
+    );
     assert!(!w.contains("SUPERSECRET42"), "{w}");
 
     for local in ["127.0.0.1:8080", "localhost", "[::1]:9000"] {

@@ -240,7 +240,8 @@ pub fn reconcile(
                         .into()
                 }
                 (RuleMode::Shadow, _, None) => {
-                    "call_not_in_crm is in shadow mode: not registered until its mode is \"on\"".into()
+                    "call_not_in_crm is in shadow mode: not registered until its mode is \"on\""
+                        .into()
                 }
                 (RuleMode::Off, _, None) => {
                     "call_not_in_crm is off: register it by hand or turn the rule on".into()

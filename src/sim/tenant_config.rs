@@ -137,7 +137,10 @@ mod tests {
             "[[tenants]]\nid = \"a\"\n[tenants.rules.missed_call]\nmode = \"on\"\nsla_minutes = 5\n[tenants.roles]\n"
         );
         let t = with_rule_mode(&t, "dormant", RuleMode::Off);
-        assert!(t.ends_with("[tenants.rules.dormant]\nmode = \"off\"\n"), "{t}");
+        assert!(
+            t.ends_with("[tenants.rules.dormant]\nmode = \"off\"\n"),
+            "{t}"
+        );
         let parsed = crate::config::parse(
             &format!(
                 "{}[tenants.crm]\nkind = \"bitrix24\"\nwebhook_url = \"https://a.bitrix24.ru/rest/1/s/\"\n",
