@@ -1147,6 +1147,8 @@ fn locate_key(text: &str, key: &str) -> Option<usize> {
         ),
         None => (0, usize::MAX),
     };
+    // A table is found by its header, written without the list indexes: `[tenants.crm]`.
+    let header = format!("[{}]", strip_indexes(key));
     text.lines()
         .enumerate()
         .skip(from)
@@ -1155,9 +1157,24 @@ fn locate_key(text: &str, key: &str) -> Option<usize> {
             let t = l.trim_start();
             t.strip_prefix(last)
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
-                || t == format!("[{key}]")
+                || t.trim_end() == header
         })
         .map(|(n, _)| n + 1)
+}
+
+/// `tenants[0].crm` → `tenants.crm`.
+fn strip_indexes(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut depth = 0usize;
+    for c in key.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Keys whose inline value is a secret (their `*_file` twins are not).
@@ -1277,6 +1294,21 @@ fn require_url(value: &str, key: &str) -> Result<(), (String, String)> {
 /// never echoes it, since config errors end up in terminals, tickets and journald.
 fn require_secret_url(value: &str, key: &str) -> Result<(), (String, String)> {
     check_url(value, key, true)
+}
+
+/// `…/rest/USER_ID/SECRET/…` with a numeric user id and a secret: the shape every request and
+/// `http::redact_url` rely on (a URL of another shape would reach logs unredacted).
+fn webhook_shape_ok(value: &str) -> bool {
+    let Ok(u) = url::Url::parse(value) else {
+        return false;
+    };
+    let segments: Vec<&str> = u.path_segments().map(|s| s.collect()).unwrap_or_default();
+    segments.windows(3).any(|w| {
+        w[0] == "rest"
+            && !w[1].is_empty()
+            && w[1].chars().all(|c| c.is_ascii_digit())
+            && !w[2].is_empty()
+    })
 }
 
 fn check_url(value: &str, key: &str, secret: bool) -> Result<(), (String, String)> {
@@ -1499,10 +1531,10 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
                 )?;
                 if let Some(w) = &b.webhook_url {
                     require_secret_url(w.expose(), &k("crm.webhook_url"))?;
-                    if !w.expose().contains("/rest/") {
+                    if !webhook_shape_ok(w.expose()) {
                         return Err((
                             k("crm.webhook_url"),
-                            "must look like https://PORTAL/rest/USER_ID/SECRET/".into(),
+                            "must look like https://PORTAL/rest/USER_ID/SECRET/ with a numeric USER_ID, as Bitrix24 shows it for the inbound webhook (the value is not shown, as it holds a secret)".into(),
                         ));
                     }
                 } else {

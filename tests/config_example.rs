@@ -830,6 +830,8 @@ fn a_bad_webhook_url_is_not_echoed() {
         "https://portal.example.ru:99999/rest/1/SUPERSECRET42/",
         "portal.example.ru/rest/1/SUPERSECRET42/",
         "https://portal.example.ru/hook/1/SUPERSECRET42/",
+        "https://portal.example.ru/rest/admin/SUPERSECRET42/",
+        "https://portal.example.ru/rest/1/",
     ] {
         let text = replace_once(
             &example_text(),
@@ -915,4 +917,21 @@ fn plain_http_with_a_secret_is_refused_unless_allowed() {
     }
     let example = load(&example_path()).unwrap();
     assert!(example.warnings.is_empty(), "{:?}", example.warnings);
+}
+
+/// A table that lacks what it needs is reported at its header line.
+#[test]
+fn an_incomplete_table_is_reported_at_its_header() {
+    let text = replace_once(
+        &example_text(),
+        "webhook_url = \"https://example.bitrix24.ru/rest/1/xxxxxxxx/\"",
+        "",
+    );
+    let e = expect_error(&text, "tenants[0].crm");
+    let header = text
+        .lines()
+        .position(|l| l == "[tenants.crm]")
+        .map(|i| i + 1);
+    assert_eq!(e.line, header, "{e}");
+    assert!(e.to_string().contains("missing: portal_url"), "{e}");
 }
