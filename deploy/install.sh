@@ -118,9 +118,13 @@ fi
 cat <<NEXT
 
 dozor is installed$([[ $dry_run == 1 ]] && echo ' (dry run: nothing was changed)'). Next steps:
-  1. Edit $etc_dir/dozor.toml (CRM, telephony, Telegram, rules; start rules in mode = "shadow")
-     and, for secrets kept outside it, $etc_dir/dozor.env.
+  1. Edit $etc_dir/dozor.toml (CRM, telephony, Telegram) and, for secrets kept outside it,
+     $etc_dir/dozor.env. Every rule ships in mode = "shadow": dozor reads the CRM and reports
+     what it would do, and writes nothing until you switch a rule on.
   2. Check it:        dozor check --config /etc/dozor/dozor.toml
   3. Start it:        systemctl enable --now dozor
   4. Watch it:        journalctl -u dozor -f   and   curl -s http://127.0.0.1:9187/readyz
+  5. Review shadow:   dozor audit --state shadow   and   dozor once --dry-run
+     (and the daily report); then set mode = "on" for a rule in dozor.toml and
+     systemctl restart dozor.
 NEXT

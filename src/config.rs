@@ -48,12 +48,34 @@ impl fmt::Display for Secret {
 
 /// A configuration problem, with where it is and what would be accepted.
 #[derive(Debug, thiserror::Error)]
-#[error("config error in {}{}: {message}", file_label(.file), key_label(.key, .line))]
+#[error("config error in {}: {message}", self.place())]
 pub struct ConfigError {
     pub file: Option<PathBuf>,
     pub key: Option<String>,
     pub line: Option<usize>,
     pub message: String,
+    /// The `DOZOR__*` variable the bad value came from; the file's line would mislead then.
+    pub env_var: Option<String>,
+}
+
+impl ConfigError {
+    /// "FILE, key `K` (line N)", or "environment variable V (key `K`)" for an override.
+    fn place(&self) -> String {
+        match &self.env_var {
+            Some(var) => format!(
+                "environment variable {var}{}",
+                self.key
+                    .as_ref()
+                    .map(|k| format!(" (key `{k}`)"))
+                    .unwrap_or_default()
+            ),
+            None => format!(
+                "{}{}",
+                file_label(&self.file),
+                key_label(&self.key, &self.line)
+            ),
+        }
+    }
 }
 
 fn file_label(file: &Option<PathBuf>) -> String {
@@ -338,6 +360,10 @@ pub struct TenantConfig {
     /// Tokens of the webhook receivers; a receiver without its token stays off.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// Accept plain `http://` to a host other than this one for this tenant's CRM, telephony
+    /// and Telegram URLs, which all carry secrets. Off: such a URL is refused at load.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 /// Secrets that authenticate pushes from the CRM, the telephony and Telegram. Each receiver is
@@ -730,45 +756,50 @@ pub const MAX_RULE_PARAM: f64 = 1_000_000.0;
 pub struct RulesConfig(pub BTreeMap<String, RuleConfig>);
 
 /// Rule names, default modes and default numbers.
+///
+/// Every rule that writes (CRM changes or Telegram messages) starts in `shadow`: a first install
+/// with no `[tenants.rules.*]` sections must only report what it would do, never change a
+/// client's CRM before someone has reviewed the shadow output and switched a rule `on`.
+/// `client_without_deal` creates deals for every active client, so it stays `off` until asked.
 pub fn rule_defaults() -> BTreeMap<String, RuleConfig> {
     use RuleMode::*;
     [
         (
             "unknown_caller",
             RuleConfig::with(
-                On,
+                Shadow,
                 &[("lookback_hours", 24.0), ("first_task_minutes", 15.0)],
             ),
         ),
         (
             "call_not_in_crm",
-            RuleConfig::with(On, &[("lookback_hours", 24.0)]),
+            RuleConfig::with(Shadow, &[("lookback_hours", 24.0)]),
         ),
         (
             "lead_without_deal",
-            RuleConfig::with(On, &[("after_minutes", 15.0), ("lookback_hours", 72.0)]),
+            RuleConfig::with(Shadow, &[("after_minutes", 15.0), ("lookback_hours", 72.0)]),
         ),
         (
             "missed_call",
-            RuleConfig::with(On, &[("sla_minutes", 15.0), ("lookback_hours", 24.0)]),
+            RuleConfig::with(Shadow, &[("sla_minutes", 15.0), ("lookback_hours", 24.0)]),
         ),
         (
             "lead_reaction",
-            RuleConfig::with(On, &[("yellow_minutes", 15.0), ("alert_minutes", 30.0)]),
+            RuleConfig::with(Shadow, &[("yellow_minutes", 15.0), ("alert_minutes", 30.0)]),
         ),
-        ("deal_without_task", RuleConfig::with(On, &[])),
+        ("deal_without_task", RuleConfig::with(Shadow, &[])),
         (
             "overdue_tasks",
-            RuleConfig::with(On, &[("realert_hours", 4.0), ("escalate_days", 3.0)]),
+            RuleConfig::with(Shadow, &[("realert_hours", 4.0), ("escalate_days", 3.0)]),
         ),
         (
             "no_activity",
-            RuleConfig::with(On, &[("top_days", 30.0), ("other_days", 90.0)]),
+            RuleConfig::with(Shadow, &[("top_days", 30.0), ("other_days", 90.0)]),
         ),
         (
             "dormant",
             RuleConfig::with(
-                On,
+                Shadow,
                 &[
                     ("top_days", 60.0),
                     ("other_days", 180.0),
@@ -777,16 +808,50 @@ pub fn rule_defaults() -> BTreeMap<String, RuleConfig> {
             ),
         ),
         ("client_without_deal", RuleConfig::with(Off, &[])),
-        ("unpaid_invoice", RuleConfig::with(On, &[("days", 2.0)])),
+        ("unpaid_invoice", RuleConfig::with(Shadow, &[("days", 2.0)])),
         (
             "three_unanswered",
-            RuleConfig::with(On, &[("attempts", 3.0)]),
+            RuleConfig::with(Shadow, &[("attempts", 3.0)]),
         ),
-        ("manager_notify", RuleConfig::with(On, &[])),
+        ("manager_notify", RuleConfig::with(Shadow, &[])),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
+}
+
+impl RulesConfig {
+    /// The names of the rules in `mode`, in name order.
+    pub fn in_mode(&self, mode: RuleMode) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(_, r)| r.mode == mode)
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// One line for the start-up log: which rules act, which only report, which are off, so
+    /// nobody has to read the config to know whether dozor is writing to the CRM.
+    pub fn summary(&self, tenant: &str, dry_run: bool) -> String {
+        let list = |mode| match self.in_mode(mode) {
+            v if v.is_empty() => "none".to_string(),
+            v => v.join(", "),
+        };
+        let mut line = format!(
+            "tenant {tenant}: rules on (write to the CRM and Telegram): {}; in shadow (report what they would do, write nothing): {}; off: {}",
+            list(RuleMode::On),
+            list(RuleMode::Shadow),
+            list(RuleMode::Off)
+        );
+        if dry_run {
+            line.push_str(" (--dry-run: every rule runs in shadow this time)");
+        } else if !self.in_mode(RuleMode::Shadow).is_empty() {
+            line.push_str(
+                "; review the shadow output with `dozor audit --state shadow`, then set mode = \"on\" in [tenants.rules.NAME]",
+            );
+        }
+        line
+    }
 }
 
 impl Default for RulesConfig {
@@ -866,6 +931,8 @@ pub const DEFAULT_PATHS: [&str; 2] = ["./config/dozor.toml", "/etc/dozor/dozor.t
 pub struct Loaded {
     pub config: Config,
     pub file: Option<PathBuf>,
+    /// Risks the config accepts but ops should see (logged at start, printed by `dozor check`).
+    pub warnings: Vec<String>,
 }
 
 /// Finds the config file: the given path, else the first default path that exists.
@@ -876,6 +943,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
                 file: Some(p.to_path_buf()),
                 key: None,
                 line: None,
+                env_var: None,
                 message: "file not found (check --config)".into(),
             });
         }
@@ -889,6 +957,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
             file: None,
             key: None,
             line: None,
+            env_var: None,
             message: format!(
                 "no config file: looked for {}; pass --config PATH or copy config/dozor.example.toml",
                 DEFAULT_PATHS.join(" and ")
@@ -902,6 +971,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         file: Some(path.to_path_buf()),
         key: None,
         line: None,
+        env_var: None,
         message: format!("cannot read: {e}"),
     })?;
     let env = config::Environment::with_prefix("DOZOR")
@@ -919,25 +989,57 @@ pub fn parse(
     file: Option<&Path>,
     env: Option<config::Environment>,
 ) -> Result<Loaded, ConfigError> {
-    let err = |key: Option<String>, message: String| {
-        let line = key.as_deref().and_then(|k| locate_key(text, k));
-        ConfigError {
-            file: file.map(Path::to_path_buf),
-            key,
-            line,
-            message,
-        }
-    };
-    // Syntax first, with toml's own line/column message.
-    if let Err(e) = text.parse::<toml::Table>() {
-        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
-        return Err(ConfigError {
+    // The keys the environment sets: an error about one of them names the variable, because
+    // the file's line (if the file has the key at all) is not where the bad value is.
+    let env_keys = match &env {
+        Some(env) => env_override_keys(env).map_err(|message| ConfigError {
             file: file.map(Path::to_path_buf),
             key: None,
-            line,
-            message: format!("invalid TOML: {}", e.message()),
-        });
-    }
+            line: None,
+            message,
+            env_var: None,
+        })?,
+        None => BTreeMap::new(),
+    };
+    let err = |key: Option<String>, message: String| match key
+        .as_deref()
+        .and_then(|k| env_keys.get(k))
+    {
+        Some(var) => ConfigError {
+            file: file.map(Path::to_path_buf),
+            env_var: Some(var.clone()),
+            key,
+            line: None,
+            message: if message.starts_with("unknown field") {
+                format!(
+                    "{message}; fix the variable's name (DOZOR__SECTION__KEY, double underscores) or unset it"
+                )
+            } else {
+                message
+            },
+        },
+        None => ConfigError {
+            file: file.map(Path::to_path_buf),
+            line: key.as_deref().and_then(|k| locate_key(text, k)),
+            key,
+            message,
+            env_var: None,
+        },
+    };
+    // Syntax first, with toml's own line/column message.
+    let table = match text.parse::<toml::Table>() {
+        Ok(t) => t,
+        Err(e) => {
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            return Err(ConfigError {
+                file: file.map(Path::to_path_buf),
+                key: None,
+                line,
+                message: format!("invalid TOML: {}", e.message()),
+                env_var: None,
+            });
+        }
+    };
     let mut builder = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml));
     if let Some(env) = env {
@@ -946,12 +1048,149 @@ pub fn parse(
     let built = builder.build().map_err(|e| err(None, e.to_string()))?;
     let config: Config = serde_path_to_error::deserialize(built).map_err(|e| {
         let path = e.path().to_string();
-        let key = (path != "." && !path.is_empty()).then_some(path);
-        err(key, clean_serde_message(&e.into_inner().to_string()))
+        let path = (path != "." && !path.is_empty()).then_some(path);
+        let inner = e.into_inner().to_string();
+        match missing_field(&inner) {
+            Some(field) => missing_key_error(text, &table, path.as_deref(), field, &err),
+            None => err(path, clean_serde_message(&inner)),
+        }
     })?;
     let mut config = config;
     validate(&mut config).map_err(|(key, msg)| err(Some(key), msg))?;
-    Ok(Loaded { config, file: None })
+    let warnings = insecure_http_check(&config).map_err(|(key, msg)| err(Some(key), msg))?;
+    Ok(Loaded {
+        config,
+        file: None,
+        warnings,
+    })
+}
+
+/// The dotted keys the `DOZOR__*` environment sets, each with the variable's name as an operator
+/// writes it (`sync.interval_secs` → `DOZOR__SYNC__INTERVAL_SECS`).
+fn env_override_keys(env: &config::Environment) -> Result<BTreeMap<String, String>, String> {
+    use config::Source;
+    let keys = env.collect().map_err(|_| {
+        // The crate's message quotes the raw value, which may be a secret (a database URL).
+        "an environment variable DOZOR__* is not valid UTF-8: fix or unset it (`env | grep ^DOZOR__`)"
+            .to_string()
+    })?;
+    Ok(keys
+        .into_keys()
+        .map(|k| {
+            let var = format!("DOZOR__{}", k.replace('.', "__").to_uppercase());
+            (k, var)
+        })
+        .collect())
+}
+
+/// The field of a "missing configuration field" error from the config crate, which writes the
+/// whole path glued together (`"tenants[1]id"`, `"tenants[0].crm.kind"`): its last segment.
+fn missing_field(msg: &str) -> Option<&str> {
+    let rest = msg
+        .strip_prefix("missing configuration field \"")
+        .or_else(|| msg.strip_prefix("missing field `"))?;
+    let path = rest.split(['"', '`']).next()?;
+    path.rsplit(['.', ']']).next().filter(|f| !f.is_empty())
+}
+
+/// The error for a required key left out: which table lacks it, where that table starts, and
+/// what to write. A tenant is named by its position and name, since it has no id to go by.
+fn missing_key_error(
+    text: &str,
+    table: &toml::Table,
+    path: Option<&str>,
+    field: &str,
+    err: &dyn Fn(Option<String>, String) -> ConfigError,
+) -> ConfigError {
+    let key = match path {
+        Some(p) => format!("{p}.{field}"),
+        None => field.to_string(),
+    };
+    let tenant = path.and_then(tenant_index);
+    let mut e = err(
+        Some(key.clone()),
+        format!("the required key `{field}` is missing"),
+    );
+    let Some(i) = tenant else {
+        return e;
+    };
+    let block = tenant_label(table, i);
+    e.message = match (path, field) {
+        (Some(p), "id") if p == format!("tenants[{i}]") => format!(
+            "{block} has no `id`: add a line `id = \"{}\"` under its [[tenants]] header (lowercase letters, digits, `-` and `_`; unique; part of every action-ledger key, so do not change it once dozor has run)",
+            suggested_id(table, i)
+        ),
+        (Some(p), "crm") if p == format!("tenants[{i}]") => format!(
+            "{block} has no [tenants.crm] section: add one with `kind = \"bitrix24\"` or `kind = \"amocrm\"` (see config/dozor.example.toml)"
+        ),
+        _ => format!("{block}: the required key `{field}` is missing"),
+    };
+    if e.env_var.is_none() && path == Some(format!("tenants[{i}]").as_str()) {
+        e.line = tenant_header_line(text, i);
+    }
+    e
+}
+
+/// `3` from `tenants[3]` or `tenants[3].crm`.
+fn tenant_index(path: &str) -> Option<usize> {
+    path.strip_prefix("tenants[")?
+        .split(']')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// "tenant #2 (name "Beta")": how a person finds the block in the file.
+fn tenant_label(table: &toml::Table, i: usize) -> String {
+    let name = table
+        .get("tenants")
+        .and_then(|t| t.as_array())
+        .and_then(|a| a.get(i))
+        .and_then(|t| t.get("name"))
+        .and_then(|n| n.as_str());
+    match name {
+        Some(n) => format!("tenant #{} (name \"{n}\")", i + 1),
+        None => format!("tenant #{} (it has no name either)", i + 1),
+    }
+}
+
+/// An id for the example line: the tenant's name when it makes a valid id, else a placeholder.
+fn suggested_id(table: &toml::Table, i: usize) -> String {
+    let name = table
+        .get("tenants")
+        .and_then(|t| t.as_array())
+        .and_then(|a| a.get(i))
+        .and_then(|t| t.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or_default();
+    id_from_name(name).unwrap_or_else(|| format!("tenant{}", i + 1))
+}
+
+/// "Beta Sales" → "beta-sales"; `None` when the name makes no valid id (Cyrillic, punctuation).
+fn id_from_name(name: &str) -> Option<String> {
+    let slug: String = name
+        .trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_whitespace() { '-' } else { c })
+        .collect();
+    valid_tenant_id(&slug).then_some(slug)
+}
+
+fn valid_tenant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// The 1-based line of the `[[tenants]]` header of tenant `i` (0-based).
+fn tenant_header_line(text: &str, i: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == "[[tenants]]")
+        .nth(i)
+        .map(|(n, _)| n + 1)
 }
 
 /// serde's messages end with "for key `x`" or "in ..." from the config crate; the key is
@@ -962,6 +1201,8 @@ fn clean_serde_message(msg: &str) -> String {
 }
 
 /// The line where the last segment of a dotted key is assigned (best effort, for messages).
+/// A key under `tenants[i]` is looked for inside that tenant's block only, so an error in the
+/// second tenant does not point at the first one's line.
 fn locate_key(text: &str, key: &str) -> Option<usize> {
     // A quoted last segment (`routing.sources."yandex.direct"`) may hold dots itself.
     let quoted = key
@@ -971,14 +1212,41 @@ fn locate_key(text: &str, key: &str) -> Option<usize> {
         Some(q) => q,
         None => key.rsplit('.').next()?.split('[').next()?,
     };
+    let (from, to) = match tenant_index(key) {
+        Some(i) => (
+            tenant_header_line(text, i)?,
+            tenant_header_line(text, i + 1).unwrap_or(usize::MAX),
+        ),
+        None => (0, usize::MAX),
+    };
+    // A table is found by its header, written without the list indexes: `[tenants.crm]`.
+    let header = format!("[{}]", strip_indexes(key));
     text.lines()
-        .position(|l| {
+        .enumerate()
+        .skip(from)
+        .take_while(|(n, _)| n + 1 < to)
+        .find(|(_, l)| {
             let t = l.trim_start();
             t.strip_prefix(last)
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
-                || t == format!("[{key}]")
+                || t.trim_end() == header
         })
-        .map(|i| i + 1)
+        .map(|(n, _)| n + 1)
+}
+
+/// `tenants[0].crm` → `tenants.crm`.
+fn strip_indexes(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut depth = 0usize;
+    for c in key.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Keys whose inline value is a secret (their `*_file` twins are not).
@@ -1092,13 +1360,46 @@ fn require_all(key: &str, what: &str, keys: &[(&str, bool)]) -> Result<(), (Stri
 }
 
 fn require_url(value: &str, key: &str) -> Result<(), (String, String)> {
+    check_url(value, key, false)
+}
+
+/// Like [`require_url`] for a URL that is itself a secret (a Bitrix24 webhook URL): an error
+/// never echoes it, since config errors end up in terminals, tickets and journald.
+fn require_secret_url(value: &str, key: &str) -> Result<(), (String, String)> {
+    check_url(value, key, true)
+}
+
+/// `…/rest/USER_ID/SECRET/…` with a numeric user id and a secret: the shape every request and
+/// `http::redact_url` rely on (a URL of another shape would reach logs unredacted).
+fn webhook_shape_ok(value: &str) -> bool {
+    let Ok(u) = url::Url::parse(value) else {
+        return false;
+    };
+    let segments: Vec<&str> = u.path_segments().map(|s| s.collect()).unwrap_or_default();
+    segments.windows(3).any(|w| {
+        w[0] == "rest"
+            && !w[1].is_empty()
+            && w[1].chars().all(|c| c.is_ascii_digit())
+            && !w[2].is_empty()
+    })
+}
+
+fn check_url(value: &str, key: &str, secret: bool) -> Result<(), (String, String)> {
+    let shown = || {
+        // `user:password@` would be a secret in any URL.
+        if secret || value.contains('@') {
+            "; the value is not shown, as it holds a secret".to_string()
+        } else {
+            format!(": `{value}`")
+        }
+    };
     match url::Url::parse(value) {
         Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Ok(()),
         Ok(u) => Err((
             key.into(),
             format!("must be an http(s) URL, got scheme `{}`", u.scheme()),
         )),
-        Err(e) => Err((key.into(), format!("not a URL ({e}): `{value}`"))),
+        Err(e) => Err((key.into(), format!("not a URL ({e}){}", shown()))),
     }
 }
 
@@ -1129,6 +1430,88 @@ fn validate_server(s: &mut ServerConfig) -> Result<(), (String, String)> {
         ));
     }
     Ok(())
+}
+
+/// The URLs of a tenant that carry a secret when dozor calls them: (key, URL, what travels).
+fn secret_bearing_urls(t: &TenantConfig) -> Vec<(&'static str, &str, &'static str)> {
+    let mut urls = Vec::new();
+    match &t.crm {
+        CrmConfig::Bitrix24(b) => {
+            if let Some(w) = &b.webhook_url {
+                urls.push(("crm.webhook_url", w.expose(), "the webhook secret"));
+            }
+            if let Some(p) = &b.portal_url {
+                urls.push(("crm.portal_url", p.as_str(), "the OAuth access token"));
+            }
+            urls.push((
+                "crm.oauth_url",
+                b.oauth_url.as_str(),
+                "the client secret and refresh token",
+            ));
+        }
+        CrmConfig::Amocrm(a) => {
+            urls.push(("crm.base_url", a.base_url.as_str(), "the access token"))
+        }
+    }
+    match &t.telephony {
+        Some(TelephonyConfig::Comagic(m)) => urls.push((
+            "telephony.base_url",
+            m.base_url.as_str(),
+            "the access token",
+        )),
+        Some(TelephonyConfig::Calltouch(m)) => urls.push((
+            "telephony.base_url",
+            m.base_url.as_str(),
+            "the API key (clientApiId)",
+        )),
+        None => {}
+    }
+    if let Some(tg) = &t.telegram {
+        urls.push(("telegram.api_url", tg.api_url.as_str(), "the bot token"));
+    }
+    urls
+}
+
+/// The host of a plain `http://` URL that leaves this machine; `None` for https, loopback and
+/// anything unparsable (already refused by `validate`).
+fn plain_http_host(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    if u.scheme() != "http" {
+        return None;
+    }
+    let loopback = match u.host()? {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    (!loopback).then(|| u.host_str().unwrap_or_default().to_string())
+}
+
+/// Refuses a secret-bearing URL that is plain `http://` to another host, where anyone on the
+/// path can read the secret, unless the tenant says `allow_insecure_http = true`; then it is
+/// accepted with a warning for the log and `dozor check`.
+fn insecure_http_check(c: &Config) -> Result<Vec<String>, (String, String)> {
+    let mut warnings = Vec::new();
+    for (i, t) in c.tenants.iter().enumerate() {
+        for (key, url, what) in secret_bearing_urls(t) {
+            let Some(host) = plain_http_host(url) else {
+                continue;
+            };
+            let key = format!("tenants[{i}].{key}");
+            if !t.allow_insecure_http {
+                return Err((
+                    key,
+                    format!(
+                        "plain http:// to {host} would send {what} unencrypted: use https://, or, only if the network to {host} is trusted (a VPN, the same LAN), set `allow_insecure_http = true` in this tenant's [[tenants]] block"
+                    ),
+                ));
+            }
+            warnings.push(format!(
+                "{key}: plain http:// to {host} sends {what} unencrypted (allowed by tenants[{i}].allow_insecure_http = true); switch to https:// when you can"
+            ));
+        }
+    }
+    Ok(warnings)
 }
 
 /// Semantic checks that types alone cannot express, and secret files resolved.
@@ -1200,15 +1583,20 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
     let mut seen = std::collections::BTreeSet::new();
     for (i, t) in c.tenants.iter_mut().enumerate() {
         let k = |s: &str| format!("tenants[{i}].{s}");
-        if t.id.is_empty()
-            || !t
-                .id
-                .chars()
-                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_')
-        {
+        if !valid_tenant_id(&t.id) {
+            let who = match t.name.as_str() {
+                "" => format!("tenant #{}", i + 1),
+                name => format!("tenant #{} (name \"{name}\")", i + 1),
+            };
             return Err((
                 k("id"),
-                format!("`{}`: use lowercase letters, digits, `-` and `_`", t.id),
+                format!(
+                    "{who}: `{}` is not a valid id: use lowercase letters, digits, `-` and `_`, e.g. `id = \"{}\"`",
+                    t.id,
+                    id_from_name(&t.id)
+                        .or_else(|| id_from_name(&t.name))
+                        .unwrap_or_else(|| "sales".into())
+                ),
             ));
         }
         if !seen.insert(t.id.clone()) {
@@ -1260,11 +1648,11 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
                     &k("crm.refresh_token"),
                 )?;
                 if let Some(w) = &b.webhook_url {
-                    require_url(w.expose(), &k("crm.webhook_url"))?;
-                    if !w.expose().contains("/rest/") {
+                    require_secret_url(w.expose(), &k("crm.webhook_url"))?;
+                    if !webhook_shape_ok(w.expose()) {
                         return Err((
                             k("crm.webhook_url"),
-                            "must look like https://PORTAL/rest/USER_ID/SECRET/".into(),
+                            "must look like https://PORTAL/rest/USER_ID/SECRET/ with a numeric USER_ID, as Bitrix24 shows it for the inbound webhook (the value is not shown, as it holds a secret)".into(),
                         ));
                     }
                 } else {

@@ -40,11 +40,11 @@ async fn call_rules(crm: CrmKind, tel: TelephonyKind) {
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
     // The calendar table must belong to the tenant: insert it before the CRM section.
-    let text = tenant_config(&h, crm, tel, &db, "ru").replacen(
+    let text = common::rules_on(tenant_config(&h, crm, tel, &db, "ru").replacen(
         "\n[tenants.roles]",
         &format!("{ALWAYS_OPEN}\n[tenants.roles]"),
         1,
-    );
+    ));
     let cfg = config::parse(&text, None, None).unwrap().config;
     let store = Store::open(&db, 4).await.unwrap();
     let tenant = tenant::connect(&cfg.tenants[0], &store).await.unwrap();
@@ -277,7 +277,7 @@ async fn contact_after_sync(crm: CrmKind, tel: TelephonyKind) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
-    let text = tenant_config(&h, crm, tel, &db, "ru");
+    let text = common::rules_on(tenant_config(&h, crm, tel, &db, "ru"));
     let cfg = config::parse(&text, None, None).unwrap().config;
     let store = Store::open(&db, 4).await.unwrap();
     let tenant = tenant::connect(&cfg.tenants[0], &store).await.unwrap();

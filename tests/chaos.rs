@@ -26,7 +26,7 @@ fn outage_secs() -> u64 {
 fn write_config(h: &SimHandle, crm: CrmKind, dir: &Path, db: &str, extra: &str) -> String {
     let cfg = format!(
         "{extra}\n{}",
-        tenant_config(h, crm, TelephonyKind::Comagic, db, "ru")
+        common::rules_on(tenant_config(h, crm, TelephonyKind::Comagic, db, "ru"))
     );
     let path = dir.join("dozor.toml");
     std::fs::write(&path, cfg).unwrap();

@@ -129,6 +129,39 @@ fn demo_switches_crm_telephony_and_language() {
     assert!(o.contains("duplicates in the CRM — 0"), "{o}");
 }
 
+/// A bad `DOZOR__*` override and a tenant without id: exit 2, and the message says where to look
+/// (the variable; the tenant by position and name) instead of a misleading line of the file.
+#[test]
+fn environment_and_tenant_errors_exit_2_and_say_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "[[tenants]]\nid = \"acme\"\n[tenants.crm]\nkind = \"bitrix24\"\n\
+                webhook_url = \"https://a.bitrix24.ru/rest/1/s/\"\n[sync]\ninterval_secs = 300\n";
+    let cfg = write(dir.path(), "good.toml", good);
+    let out = Command::new(env!("CARGO_BIN_EXE_dozor"))
+        .args(["--config", &cfg, "check"])
+        .env("DOZOR__SYNC__INTERVAL_SECS", "5")
+        .output()
+        .unwrap();
+    let (_, e) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("environment variable DOZOR__SYNC__INTERVAL_SECS (key `sync.interval_secs`)"),
+        "{e}"
+    );
+    assert!(!e.contains("line"), "the file's line is not to blame: {e}");
+
+    let cfg = write(
+        dir.path(),
+        "noid.toml",
+        &good.replace("id = \"acme\"\n", "name = \"Acme\"\n"),
+    );
+    let out = dozor(&["--config", &cfg, "check"]);
+    let (_, e) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(e.contains("noid.toml, key `tenants[0].id` (line 1)"), "{e}");
+    assert!(e.contains("tenant #1 (name \"Acme\") has no `id`"), "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_every_system_and_names_the_failing_one() {
     let h = sim::start(SimOptions::default(), "127.0.0.1:0".parse().unwrap())
@@ -211,7 +244,13 @@ async fn once_dry_run_then_report_and_audit() {
     let cfg = write(
         dir.path(),
         "d.toml",
-        &tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db, "ru"),
+        &common::rules_on(tenant_config(
+            &h,
+            CrmKind::Bitrix24,
+            TelephonyKind::Comagic,
+            &db,
+            "ru",
+        )),
     );
     let tasks_before = h.sim.world().tasks.len();
     let out = dozor_async(vec![

@@ -1,5 +1,8 @@
 //! The shipped example config must load, document every rule, and broken variants of it must
-//! fail with an error that names the file and the key.
+//! fail with an error that names the file and the key. Pointed at the simulator, it must write
+//! nothing on its first run: every rule that writes ships in shadow.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -90,6 +93,29 @@ fn example_rule_values_equal_the_defaults() {
         );
     }
     assert_eq!(rules["client_without_deal"].mode, RuleMode::Off);
+}
+
+/// A careless first install must not write: every rule that writes defaults to shadow, in the
+/// built-in defaults and in the shipped example alike.
+#[test]
+fn every_writing_rule_ships_in_shadow() {
+    let example = load(&example_path()).unwrap().config;
+    for (name, default) in rule_defaults() {
+        let expected = if name == "client_without_deal" {
+            RuleMode::Off
+        } else {
+            RuleMode::Shadow
+        };
+        assert_eq!(default.mode, expected, "built-in default of {name}");
+        assert_eq!(
+            example.tenants[0].rules.0[&name].mode, expected,
+            "example's mode of {name}"
+        );
+    }
+    assert!(
+        !example_text().contains("mode = \"on\"\n"),
+        "the example switches no rule on"
+    );
 }
 
 #[test]
@@ -498,6 +524,13 @@ fn installed_config_loads() {
         .unwrap_or_else(|e| panic!("{e}"))
         .config;
     assert_eq!(c.data_dir, PathBuf::from("/var/lib/dozor"));
+    let rules = &c.tenants[0].rules;
+    assert!(
+        rules.in_mode(RuleMode::On).is_empty(),
+        "the installed config switches no rule on: {:?}",
+        rules.in_mode(RuleMode::On)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dozor audit --state shadow"));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -512,4 +545,393 @@ fn installed_config_loads() {
             .exists()
     );
     assert!(root.path().join("usr/local/bin/dozor").exists());
+}
+
+/// The shipped example with its systems pointed at the simulator `h` and its data in `dir`.
+fn example_for_sim(h: &dozor::sim::SimHandle, dir: &Path) -> String {
+    let c = &h.sim.creds;
+    let mut text = example_text();
+    for (from, to) in [
+        (
+            "data_dir = \"./data\"".to_string(),
+            format!("data_dir = \"{}\"", dir.display()),
+        ),
+        (
+            "webhook_url = \"https://example.bitrix24.ru/rest/1/xxxxxxxx/\"".into(),
+            format!("webhook_url = \"{}\"", h.b24_webhook_url()),
+        ),
+        (
+            "base_url = \"https://dataapi.comagic.ru/v2.0\"".into(),
+            format!("base_url = \"{}\"", h.comagic_url()),
+        ),
+        (
+            "access_token = \"placeholder-comagic-token\"".into(),
+            format!("access_token = \"{}\"", c.comagic_access_token),
+        ),
+        (
+            "bot_token = \"123456:ABC-placeholder\"".into(),
+            format!("bot_token = \"{}\"", c.telegram_bot_token),
+        ),
+        (
+            "api_url = \"https://api.telegram.org\"".into(),
+            format!("api_url = \"{}\"", h.telegram_url()),
+        ),
+    ] {
+        text = replace_once(&text, &from, &to);
+    }
+    text
+}
+
+/// Runs `dozor once` on the config at `path` as an operator would, against the simulator `h`,
+/// and checks it wrote nothing: the CRM world is unchanged, no rule sent a Telegram message, and
+/// the ledger holds only `shadow` rows (some: the rules did run). Returns what dozor logged.
+async fn first_run_writes_nothing(h: &dozor::sim::SimHandle, path: &Path, db: &Path) -> String {
+    let world_before = serde_json::to_value(&*h.sim.world()).unwrap();
+    let args = vec![
+        "--config".to_string(),
+        path.display().to_string(),
+        "once".to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dozor"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run dozor")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let world_after = serde_json::to_value(&*h.sim.world()).unwrap();
+    assert!(
+        world_before == world_after,
+        "the first run changed the CRM:\n{stdout}"
+    );
+    let sent: Vec<String> = h
+        .sim
+        .telegram
+        .messages()
+        .iter()
+        .map(|m| m.text.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        sent.is_empty(),
+        "the first run sent Telegram messages: {sent:?}"
+    );
+    let store = dozor::store::Store::open(&format!("sqlite://{}", db.display()), 1)
+        .await
+        .unwrap();
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM actions GROUP BY state ORDER BY state")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        states.len(),
+        1,
+        "only shadow rows in the ledger: {states:?}"
+    );
+    assert_eq!(states[0].0, "shadow", "{states:?}");
+    assert!(states[0].1 > 0, "the rules ran: {states:?}");
+    eprintln!("ledger after the first run: {states:?}\n{stdout}");
+    stderr
+}
+
+/// Observed: the example (every rule `on`), installed as is and pointed at a portal, wrote to
+/// the CRM on its first cycle. Now its first run only records what the rules would do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_example_writes_nothing_on_its_first_run() {
+    let h = common::small_sim(12).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dozor.toml");
+    std::fs::write(&path, example_for_sim(&h, dir.path())).unwrap();
+    let log = first_run_writes_nothing(&h, &path, &dir.path().join("dozor.db")).await;
+    // One line at start says which rules write and which only report.
+    let line = log
+        .lines()
+        .find(|l| l.contains("tenant acme: rules on"))
+        .unwrap_or_else(|| panic!("no rule-mode line in the log:\n{log}"));
+    assert!(
+        line.contains("rules on (write to the CRM and Telegram): none"),
+        "{line}"
+    );
+    assert!(
+        line.contains("deal_without_task") && line.contains("missed_call"),
+        "{line}"
+    );
+    assert!(line.contains("off: client_without_deal"), "{line}");
+    assert!(line.contains("dozor audit --state shadow"), "{line}");
+    h.stop().await;
+}
+
+/// Observed: a config with no `[tenants.rules.*]` section at all wrote 1,623 changes on a
+/// scale-20 simulator. The built-in defaults now keep every writing rule in shadow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_without_rules_writes_nothing() {
+    use dozor::domain::{CrmKind, TelephonyKind};
+    let h = common::small_sim(13).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dozor.db");
+    let text = dozor::sim::tenant_config::tenant_config(
+        &h,
+        CrmKind::Bitrix24,
+        TelephonyKind::Comagic,
+        &format!("sqlite://{}", db.display()),
+        "ru",
+    );
+    assert!(!text.contains("[tenants.rules."), "no rules section");
+    let path = dir.path().join("dozor.toml");
+    std::fs::write(&path, text).unwrap();
+    let log = first_run_writes_nothing(&h, &path, &db).await;
+    assert!(
+        log.contains("tenant demo: rules on (write to the CRM and Telegram): none"),
+        "{log}"
+    );
+    h.stop().await;
+}
+
+/// The environment source `load` uses, with `vars` instead of the process environment.
+fn env_source(vars: &[(&str, &str)]) -> ::config::Environment {
+    ::config::Environment::with_prefix("DOZOR")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .source(Some(
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ))
+}
+
+/// Observed: `DOZOR__SYNC__INTERVAL_SECS=bad` was reported at the file's `interval_secs` line,
+/// where the value is fine. The error names the variable and no line.
+#[test]
+fn environment_override_errors_name_the_variable() {
+    for (var, value, key, what) in [
+        (
+            "DOZOR__SYNC__INTERVAL_SECS",
+            "often",
+            "sync.interval_secs",
+            "invalid type",
+        ),
+        (
+            "DOZOR__SYNC__INTERVAL_SECS",
+            "5",
+            "sync.interval_secs",
+            "at least 10 seconds",
+        ),
+        (
+            "DOZOR__SYNC__INTERVL",
+            "60",
+            "sync.intervl",
+            "fix the variable's name",
+        ),
+        (
+            "DOZOR__DATABASE__URL",
+            "mysql://u:topsecretpw@db/dozor",
+            "database.url",
+            "must start with",
+        ),
+    ] {
+        let e = config::parse(
+            &example_text(),
+            Some(&example_path()),
+            Some(env_source(&[(var, value)])),
+        )
+        .expect_err("a bad override must not load");
+        let shown = e.to_string();
+        eprintln!("{shown}");
+        assert_eq!(e.env_var.as_deref(), Some(var), "{shown}");
+        assert_eq!(e.key.as_deref(), Some(key), "{shown}");
+        assert_eq!(e.line, None, "no line of the file is to blame: {shown}");
+        assert!(
+            shown.starts_with(&format!(
+                "config error in environment variable {var} (key `{key}`)"
+            )),
+            "{shown}"
+        );
+        assert!(shown.contains(what), "{shown}");
+        assert!(!shown.contains("topsecretpw"), "{shown}");
+    }
+    // A bad value in the file is still reported at its line.
+    let e = expect_error(
+        &replace_once(&example_text(), "interval_secs = 300", "interval_secs = 5"),
+        "sync.interval_secs",
+    );
+    assert_eq!(e.env_var, None);
+    assert!(e.line.is_some(), "{e}");
+}
+
+/// Observed: a tenant without `id` read `missing configuration field "tenants[0]id"`. It now says
+/// which tenant (position, name), where its block starts and what to add.
+#[test]
+fn tenant_without_id_is_named_by_position_and_name() {
+    let second = "\n[[tenants]]\nname = \"Beta Sales\"\n[tenants.crm]\nkind = \"bitrix24\"\n\
+                  webhook_url = \"https://beta.bitrix24.ru/rest/1/betasecret/\"\n";
+    let text = format!("{}{second}", example_text());
+    let header_line = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| *l == "[[tenants]]")
+        .nth(1)
+        .map(|(i, _)| i + 1)
+        .unwrap();
+    let e = expect_error(&text, "tenants[1].id");
+    let shown = e.to_string();
+    assert_eq!(e.line, Some(header_line), "{shown}");
+    assert!(shown.contains("tenant #2 (name \"Beta Sales\")"), "{shown}");
+    assert!(
+        shown.contains("add a line `id = \"beta-sales\"`"),
+        "{shown}"
+    );
+    assert!(!shown.contains("betasecret"), "{shown}");
+
+    // The only tenant, without a name either.
+    let text = replace_once(&example_text(), "id = \"acme\"\n", "");
+    let text = replace_once(&text, "name = \"Acme Trading\"\n", "");
+    let e = expect_error(&text, "tenants[0].id");
+    assert!(
+        e.to_string().contains("tenant #1 (it has no name either)"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("id = \"tenant1\""), "{e}");
+
+    // An id that is there but unusable names the tenant too.
+    let text = replace_once(&example_text(), "id = \"acme\"\n", "id = \"Acme Corp\"\n");
+    let e = expect_error(&text, "tenants[0].id");
+    assert!(
+        e.to_string().contains("tenant #1 (name \"Acme Trading\")"),
+        "{e}"
+    );
+}
+
+/// An error in the second tenant points at the second tenant's line, not the first one's.
+#[test]
+fn errors_in_a_later_tenant_point_at_its_line() {
+    let second = "\n[[tenants]]\nid = \"beta\"\ntimezone = \"Mars/Olympus\"\n[tenants.crm]\n\
+                  kind = \"bitrix24\"\nwebhook_url = \"https://beta.bitrix24.ru/rest/1/s/\"\n";
+    let text = format!("{}{second}", example_text());
+    let line = text
+        .lines()
+        .position(|l| l.contains("Mars/Olympus"))
+        .unwrap()
+        + 1;
+    let e = expect_error(&text, "tenants[1].timezone");
+    assert_eq!(e.line, Some(line), "{e}");
+}
+
+/// Observed: a `webhook_url` that failed to parse was echoed whole, secret included.
+#[test]
+fn a_bad_webhook_url_is_not_echoed() {
+    for bad in [
+        "https//portal.example.ru/rest/1/SUPERSECRET42/",
+        "https://portal.example.ru:99999/rest/1/SUPERSECRET42/",
+        "portal.example.ru/rest/1/SUPERSECRET42/",
+        "https://portal.example.ru/hook/1/SUPERSECRET42/",
+        "https://portal.example.ru/rest/admin/SUPERSECRET42/",
+        "https://portal.example.ru/rest/1/",
+    ] {
+        let text = replace_once(
+            &example_text(),
+            "webhook_url = \"https://example.bitrix24.ru/rest/1/xxxxxxxx/\"",
+            &format!("webhook_url = \"{bad}\""),
+        );
+        let e = expect_error(&text, "tenants[0].crm.webhook_url");
+        assert!(!e.to_string().contains("SUPERSECRET42"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+    }
+    // A URL that is not itself a secret may carry `user:password@`: not echoed either.
+    let text = replace_once(
+        &example_text(),
+        "base_url = \"https://dataapi.comagic.ru/v2.0\"",
+        "base_url = \"https://ops:hunter2pw@data api.comagic.ru/v2.0\"",
+    );
+    let e = expect_error(&text, "tenants[0].telephony.base_url");
+    assert!(!e.to_string().contains("hunter2pw"), "{e}");
+}
+
+/// A secret-bearing URL in plain http:// to another host is refused unless the tenant allows
+/// it; then it loads with a warning. Loopback (the simulator, a local proxy) is fine.
+#[test]
+fn plain_http_with_a_secret_is_refused_unless_allowed() {
+    let webhook = "webhook_url = \"https://example.bitrix24.ru/rest/1/xxxxxxxx/\"";
+    let insecure = replace_once(
+        &example_text(),
+        webhook,
+        "webhook_url = \"http://portal.example.ru/rest/1/SUPERSECRET42/\"",
+    );
+    let e = expect_error(&insecure, "tenants[0].crm.webhook_url");
+    let shown = e.to_string();
+    assert!(
+        shown.contains("http://") && shown.contains("portal.example.ru"),
+        "{shown}"
+    );
+    assert!(shown.contains("allow_insecure_http = true"), "{shown}");
+    assert!(!shown.contains("SUPERSECRET42"), "{shown}");
+
+    for (from, to, key) in [
+        (
+            "api_url = \"https://api.telegram.org\"",
+            "api_url = \"http://10.0.0.5:8081\"",
+            "tenants[0].telegram.api_url",
+        ),
+        (
+            "base_url = \"https://dataapi.comagic.ru/v2.0\"",
+            "base_url = \"http://dataapi.comagic.ru/v2.0\"",
+            "tenants[0].telephony.base_url",
+        ),
+        (
+            "oauth_url = \"https://oauth.bitrix.info\"",
+            "oauth_url = \"http://oauth.bitrix.info\"",
+            "tenants[0].crm.oauth_url",
+        ),
+    ] {
+        expect_error(&replace_once(&example_text(), from, to), key);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = replace_once(
+        &insecure,
+        "allow_insecure_http = false",
+        "allow_insecure_http = true",
+    );
+    let loaded = load_text(dir.path(), "allowed.toml", &allowed).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    let w = &loaded.warnings[0];
+    assert!(
+        w.contains("tenants[0].crm.webhook_url") && w.contains("portal.example.ru"),
+        "{w}"
+    );
+    assert!(!w.contains("SUPERSECRET42"), "{w}");
+
+    for local in ["127.0.0.1:8080", "localhost", "[::1]:9000"] {
+        let text = replace_once(
+            &example_text(),
+            webhook,
+            &format!("webhook_url = \"http://{local}/rest/1/s/\""),
+        );
+        let loaded = load_text(dir.path(), "local.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+    let example = load(&example_path()).unwrap();
+    assert!(example.warnings.is_empty(), "{:?}", example.warnings);
+}
+
+/// A table that lacks what it needs is reported at its header line.
+#[test]
+fn an_incomplete_table_is_reported_at_its_header() {
+    let text = replace_once(
+        &example_text(),
+        "webhook_url = \"https://example.bitrix24.ru/rest/1/xxxxxxxx/\"",
+        "",
+    );
+    let e = expect_error(&text, "tenants[0].crm");
+    let header = text
+        .lines()
+        .position(|l| l == "[tenants.crm]")
+        .map(|i| i + 1);
+    assert_eq!(e.line, header, "{e}");
+    assert!(e.to_string().contains("missing: portal_url"), "{e}");
 }

@@ -24,13 +24,13 @@ async fn kill_and_restart(crm: CrmKind, trials: usize, seed: u64) {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg_text = tenant_config(
+    let mut cfg_text = common::rules_on(tenant_config(
         &h,
         crm,
         TelephonyKind::Comagic,
         &common::sqlite_url(dir.path()),
         "ru",
-    );
+    ));
     if crm == CrmKind::Amocrm {
         // A kill inside the few milliseconds between amoCRM answering a refresh and the new
         // single-use token being stored would break the token chain (re-auth required); that

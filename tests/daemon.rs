@@ -22,13 +22,13 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
     let port = common::free_port();
     let cfg = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n[sync]\ninterval_secs = 10\n{}",
-        tenant_config(
+        common::rules_on(tenant_config(
             &h,
             CrmKind::Bitrix24,
             TelephonyKind::Comagic,
             &common::sqlite_url(dir.path()),
             "ru"
-        )
+        ))
     );
     let path = dir.path().join("dozor.toml");
     std::fs::write(&path, cfg).unwrap();
@@ -152,6 +152,18 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
         );
     }
     assert!(err.contains("dozor stopped"), "{err}");
+    // One line at start says which rules write (all here: the config switches them on).
+    let modes: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("tenant demo: rules on"))
+        .collect();
+    assert_eq!(modes.len(), 1, "{err}");
+    assert!(
+        modes[0].contains("deal_without_task")
+            && modes[0].contains("in shadow (report what they would do, write nothing): none"),
+        "{}",
+        modes[0]
+    );
     for secret in [
         &h.sim.creds.b24_webhook_secret,
         &h.sim.creds.comagic_access_token,
@@ -175,7 +187,13 @@ async fn daemon_sends_the_daily_report_missed_while_stopped() {
     let db_url = common::sqlite_url(dir.path());
     let cfg = format!(
         "[server]\nenabled = false\n[sync]\ninterval_secs = 10\n{}",
-        tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db_url, "ru")
+        common::rules_on(tenant_config(
+            &h,
+            CrmKind::Bitrix24,
+            TelephonyKind::Comagic,
+            &db_url,
+            "ru"
+        ))
     );
     let path = dir.path().join("dozor.toml");
     std::fs::write(&path, cfg).unwrap();

@@ -122,8 +122,7 @@ async fn poison_is_refused_and_a_dead_action_is_parked_reported_once_and_retried
         &["overdue_tasks"],
     );
     cfg.push_str(&format!(
-        "\n[tenants.rules.overdue_tasks]\nmode = \"on\"\n\
-         [tenants.webhooks]\ncomagic_secret = \"{COMAGIC_SECRET}\"\n\
+        "\n[tenants.webhooks]\ncomagic_secret = \"{COMAGIC_SECRET}\"\n\
          [ledger]\nmax_attempts = 1\nretry_first_secs = 1\nretry_max_secs = 1\n"
     ));
     let config = dir.path().join("dozor.toml");

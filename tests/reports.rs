@@ -311,7 +311,13 @@ async fn fill(store: &Store) {
 }
 
 fn config_text(db_url: &str, h: &dozor::sim::SimHandle) -> String {
-    let mut text = tenant_config(h, CrmKind::Bitrix24, TelephonyKind::Comagic, db_url, "ru");
+    let mut text = common::rules_on(tenant_config(
+        h,
+        CrmKind::Bitrix24,
+        TelephonyKind::Comagic,
+        db_url,
+        "ru",
+    ));
     text.push_str("\n[tenants.reports.plans]\n\"1\" = 10000\n");
     text
 }

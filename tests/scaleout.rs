@@ -15,7 +15,7 @@ const TTL_SECS: u64 = 3;
 
 /// The `[[tenants]]` block of a simulator's tenant config, renamed to `id`.
 fn tenant_block(h: &SimHandle, crm: CrmKind, tel: TelephonyKind, id: &str) -> String {
-    let full = tenant_config(h, crm, tel, "unused", "ru");
+    let full = common::rules_on(tenant_config(h, crm, tel, "unused", "ru"));
     let mut block = full[full.find("[[tenants]]").unwrap()..]
         .replace("id = \"demo\"", &format!("id = \"{id}\""));
     if crm == CrmKind::Amocrm {

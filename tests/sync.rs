@@ -40,7 +40,7 @@ async fn connect(
     dir: &std::path::Path,
 ) -> (SimHandle, Store, Arc<dyn Crm>) {
     let db = common::sqlite_url(dir);
-    let mut text = tenant_config(&h, crm, TelephonyKind::Comagic, &db, "ru");
+    let mut text = common::rules_on(tenant_config(&h, crm, TelephonyKind::Comagic, &db, "ru"));
     if crm == CrmKind::Amocrm {
         let c = &h.sim.creds;
         text = text.replace(

@@ -100,6 +100,12 @@ pub async fn check(cli: &Cli) -> CmdResult {
     if let Some(w) = loaded.config.server.exposure_warning() {
         println!("warning: {w}");
     }
+    for w in &loaded.warnings {
+        println!("warning: {w}");
+    }
+    for t in &loaded.config.tenants {
+        println!("{}", t.rules.summary(&t.id, false));
+    }
     let mut rows = Vec::new();
     let db_url = crate::store::redact_db_url(&loaded.config.database_url());
     let start = Instant::now();

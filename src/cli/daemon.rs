@@ -44,6 +44,7 @@ pub async fn shutdown_signal() {
 pub async fn run(cli: &Cli) -> CmdResult {
     let loaded = load_config(cli)?;
     let c = loaded.config;
+    super::log_rule_modes(&c.tenants.iter().collect::<Vec<_>>(), false);
     let instance = c.cluster.instance_id();
     let ttl = Duration::from_secs(c.cluster.lease_ttl_secs);
     let store = open_store(cli, &c).await?.with_holder(&instance);

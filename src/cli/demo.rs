@@ -20,7 +20,7 @@ use crate::domain::{CrmKind, TelephonyKind};
 use crate::engine::{self, CycleOptions};
 use crate::ledger::Outcome;
 use crate::report;
-use crate::sim::tenant_config::{OWNER_CHAT, tenant_config};
+use crate::sim::tenant_config::{OWNER_CHAT, rules_on, tenant_config};
 use crate::sim::{self, SimOptions};
 use crate::store::Store;
 use crate::tenant;
@@ -79,7 +79,14 @@ pub async fn demo(cli: &Cli, a: &DemoArgs) -> CmdResult {
         TelephonyArg::Comagic => TelephonyKind::Comagic,
         TelephonyArg::Calltouch => TelephonyKind::Calltouch,
     };
-    let text = tenant_config(&h, crm, tel, &db_url, if ru { "ru" } else { "en" });
+    // The simulator is nobody's CRM: the demo shows the rules acting, not in shadow.
+    let text = rules_on(&tenant_config(
+        &h,
+        crm,
+        tel,
+        &db_url,
+        if ru { "ru" } else { "en" },
+    ));
     let loaded = config::parse(&text, None, None)?;
     let t = &loaded.config.tenants[0];
     let store = Store::open(&db_url, 4).await?;

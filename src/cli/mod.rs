@@ -317,17 +317,29 @@ pub(crate) fn load_config(cli: &Cli) -> Result<config::Loaded, ConfigError> {
     if let Some(w) = config::permission_warning(&path) {
         tracing::warn!("{w}");
     }
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
     if loaded.config.tenants.is_empty() {
         return Err(ConfigError {
             file: Some(path),
             key: Some("tenants".into()),
             line: None,
+            env_var: None,
             message:
                 "no tenant configured: add a [[tenants]] section (see config/dozor.example.toml)"
                     .into(),
         });
     }
     Ok(loaded)
+}
+
+/// Logs, once per tenant, which rules write and which are in shadow: the first thing to know
+/// about a starting dozor is whether it will change the CRM.
+pub(crate) fn log_rule_modes(tenants: &[&config::TenantConfig], dry_run: bool) {
+    for t in tenants {
+        tracing::info!("{}", t.rules.summary(&t.id, dry_run));
+    }
 }
 
 /// Opens the configured database, with its install marker in data_dir.

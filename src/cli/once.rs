@@ -32,6 +32,7 @@ pub(crate) fn select<'a>(
                 file: None,
                 key: Some("tenants".into()),
                 line: None,
+                env_var: None,
                 message: format!(
                     "no tenant `{id}`; configured: {}",
                     c.tenants
@@ -82,6 +83,7 @@ pub(crate) fn print_summary(s: &CycleSummary, dry_run: bool) {
 pub async fn once(cli: &Cli, a: &OnceArgs) -> CmdResult {
     let loaded = load_config(cli)?;
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
+    super::log_rule_modes(&tenants, a.dry_run);
     let store = open_store(cli, &loaded.config).await?;
     let opts = CycleOptions {
         dry_run: a.dry_run,
@@ -334,6 +336,7 @@ pub async fn audit(cli: &Cli, a: &AuditArgs) -> CmdResult {
             file: None,
             key: Some("--state".into()),
             line: None,
+            env_var: None,
             message: format!("unknown state `{state}`; one of: {}", STATES.join(", ")),
         }));
     }

@@ -226,6 +226,9 @@ pub fn redact_url(url: &str) -> String {
         i += 1;
     }
     u.set_path(&out.join("/"));
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
     let pairs: Vec<(String, String)> = u
         .query_pairs()
         .map(|(k, v)| {
@@ -432,5 +435,11 @@ mod tests {
         let u = redact_url("https://api.calltouch.ru/x?clientApiId=SECRET&dateFrom=01/01/2024");
         assert!(!u.contains("SECRET"), "{u}");
         assert!(u.contains("dateFrom"), "{u}");
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_stripped() {
+        let u = redact_url("https://ops:hunter2@proxy.example.ru/rest/7/abc/");
+        assert_eq!(u, "https://ops:***@proxy.example.ru/rest/7/***/");
     }
 }

@@ -240,7 +240,8 @@ pub fn reconcile(
                         .into()
                 }
                 (RuleMode::Shadow, _, None) => {
-                    "call_not_in_crm is in shadow mode: not registered".into()
+                    "call_not_in_crm is in shadow mode: not registered until its mode is \"on\""
+                        .into()
                 }
                 (RuleMode::Off, _, None) => {
                     "call_not_in_crm is off: register it by hand or turn the rule on".into()
@@ -401,7 +402,10 @@ mod tests {
             ..Snapshot::default()
         };
         let day = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
-        let rules = RulesConfig::default();
+        let mut rules = RulesConfig::default();
+        for r in rules.0.values_mut() {
+            r.mode = crate::config::RuleMode::On;
+        }
         let actions: HashMap<String, String> = [(
             "call_not_in_crm:t:comagic:e".to_string(),
             "failed".to_string(),

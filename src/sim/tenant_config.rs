@@ -2,6 +2,7 @@
 //! what `dozor sim` users can copy.
 
 use super::SimHandle;
+use crate::config::{RuleMode, rule_defaults};
 use crate::domain::{CrmKind, TelephonyKind};
 
 /// Chats the simulated tenant reports to (the Telegram fake accepts any chat id).
@@ -73,4 +74,86 @@ pub fn tenant_config(
         c.telegram_bot_token,
         h.telegram_url()
     )
+}
+
+/// `text` with `rule` in `mode`: the `mode` line of its `[tenants.rules.RULE]` section is
+/// replaced (or added under the header), else the section is appended. For configs of one
+/// tenant, as [`tenant_config`] writes them.
+pub fn with_rule_mode(text: &str, rule: &str, mode: RuleMode) -> String {
+    let header = format!("[tenants.rules.{rule}]");
+    let mode_line = format!("mode = \"{}\"", mode_name(mode));
+    let Some(at) = text.find(&header) else {
+        return format!("{text}\n{header}\n{mode_line}\n");
+    };
+    let body_start = at + header.len();
+    let body_end = text[body_start..]
+        .find("\n[")
+        .map_or(text.len(), |i| body_start + i);
+    // The header's own line end comes first; every other line but an old `mode` stays.
+    let kept: String = text[body_start..body_end]
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            !l.trim_start()
+                .strip_prefix("mode")
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|l| format!("\n{l}"))
+        .collect();
+    let after = &text[body_end..];
+    let end = if after.is_empty() { "\n" } else { "" };
+    format!("{}\n{mode_line}{kept}{end}{after}", &text[..body_start])
+}
+
+/// `text` with every rule that is not `off` by default switched `on`. A real install starts
+/// them in shadow; the simulator is no client's CRM, so the demo lets them act.
+pub fn rules_on(text: &str) -> String {
+    rule_defaults()
+        .into_iter()
+        .filter(|(_, r)| r.mode != RuleMode::Off)
+        .fold(text.to_string(), |t, (name, _)| {
+            with_rule_mode(&t, &name, RuleMode::On)
+        })
+}
+
+fn mode_name(mode: RuleMode) -> &'static str {
+    match mode {
+        RuleMode::Off => "off",
+        RuleMode::Shadow => "shadow",
+        RuleMode::On => "on",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_mode_is_set_in_place_or_appended() {
+        let text = "[[tenants]]\nid = \"a\"\n[tenants.rules.missed_call]\nsla_minutes = 5\nmode = \"shadow\"\n[tenants.roles]\n";
+        let t = with_rule_mode(text, "missed_call", RuleMode::On);
+        assert_eq!(
+            t,
+            "[[tenants]]\nid = \"a\"\n[tenants.rules.missed_call]\nmode = \"on\"\nsla_minutes = 5\n[tenants.roles]\n"
+        );
+        let t = with_rule_mode(&t, "dormant", RuleMode::Off);
+        assert!(
+            t.ends_with("[tenants.rules.dormant]\nmode = \"off\"\n"),
+            "{t}"
+        );
+        let parsed = crate::config::parse(
+            &format!(
+                "{}[tenants.crm]\nkind = \"bitrix24\"\nwebhook_url = \"https://a.bitrix24.ru/rest/1/s/\"\n",
+                rules_on(text).replace("[tenants.roles]\n", "")
+            ),
+            None,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let rules = &parsed.config.tenants[0].rules;
+        assert_eq!(rules.0["missed_call"].mode, RuleMode::On);
+        assert_eq!(rules.0["missed_call"].param("sla_minutes"), 5.0);
+        assert_eq!(rules.0["client_without_deal"].mode, RuleMode::Off);
+        assert!(rules.in_mode(RuleMode::Shadow).is_empty());
+    }
 }

@@ -57,15 +57,27 @@ pub fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("dozor.db").display())
 }
 
-/// Appends `mode = "off"` for every rule not in `keep`, so a test sees only its rules' actions.
+/// Switches the rules in `keep` `on` and every other rule `off`, so a test sees only its rules'
+/// actions. Rules start in shadow by default: a test that expects writes says so here.
 pub fn only_rules(config: String, keep: &[&str]) -> String {
-    let mut config = config;
-    for rule in dozor::config::rule_defaults().keys() {
-        if !keep.contains(&rule.as_str()) {
-            config.push_str(&format!("\n[tenants.rules.{rule}]\nmode = \"off\"\n"));
-        }
-    }
-    config
+    use dozor::config::RuleMode;
+    use dozor::sim::tenant_config::with_rule_mode;
+    dozor::config::rule_defaults()
+        .keys()
+        .fold(config, |text, rule| {
+            let mode = if keep.contains(&rule.as_str()) {
+                RuleMode::On
+            } else {
+                RuleMode::Off
+            };
+            with_rule_mode(&text, rule, mode)
+        })
+}
+
+/// Switches `on` every rule that is not `off` by default (they start in shadow), for tests of
+/// the whole product acting on the simulator.
+pub fn rules_on(config: String) -> String {
+    dozor::sim::tenant_config::rules_on(&config)
 }
 
 /// A token store in memory, for connector tests that are not about token persistence (those
