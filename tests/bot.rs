@@ -62,7 +62,16 @@ async fn setup(lang: &str) -> Setup {
         &[],
     );
     let cfg = config::parse(&text, None, None).unwrap().config.tenants[0].clone();
-    let store = Store::open(&db, 4).await.unwrap();
+    // A failed send is tried again by the very next cycle (no backoff), as the tests drive
+    // cycles back to back.
+    let store = Store::open(&db, 4)
+        .await
+        .unwrap()
+        .with_retry(dozor::store::RetryPolicy {
+            max_attempts: 8,
+            first_wait: Duration::ZERO,
+            max_wait: Duration::ZERO,
+        });
     let tenant = tenant::connect(&cfg, &store).await.unwrap();
     let s = run_cycle(&store, &tenant, cycle_opts()).await;
     assert!(s.ok(), "{:?}", s.errors);

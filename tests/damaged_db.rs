@@ -66,6 +66,8 @@ fn write_config(h: &dozor::sim::SimHandle, dir: &Path, data_dir: &Path, extra: &
         1,
     );
     assert!(body.starts_with("data_dir"), "{body}");
+    // The rules write here: what a lost database would make them write twice.
+    let body = common::rules_on(body);
     let path = dir.join("dozor.toml");
     std::fs::write(&path, body).unwrap();
     path.display().to_string()

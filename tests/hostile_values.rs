@@ -4,11 +4,14 @@
 //! things or could: `1e16` seconds, `-1`, `NaN` and `inf` strings, year 9999, i64 and u64
 //! extremes.
 
+mod common;
+
 use chrono::Datelike;
 use dozor::crm::amocrm::fuzzing as amo;
 use dozor::crm::bitrix24::fuzzing as b24;
-use dozor::domain::{EntityKind, Record};
+use dozor::domain::{CrmKind, EntityKind, Record, TelephonyKind};
 use dozor::server::webhooks::fuzzing as hooks;
+use dozor::sim::tenant_config::tenant_config;
 use dozor::telephony::calltouch::fuzzing as calltouch;
 use dozor::telephony::comagic::fuzzing as comagic;
 use proptest::prelude::*;
@@ -264,5 +267,52 @@ fn other_receivers_refuse_hostile_numbers_with_a_reason() {
         if let Err(msg) = hooks::telegram(tg.as_bytes()) {
             assert!(!msg.is_empty());
         }
+    }
+}
+
+/// A record whose date is in year 9999 is refused alone: the sync goes on, every other record
+/// is mirrored, on both CRMs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_crm_record_is_refused_alone_and_the_sync_goes_on() {
+    use chrono::TimeZone;
+    for kind in [CrmKind::Bitrix24, CrmKind::Amocrm] {
+        let h = common::small_sim(3).await;
+        let y9999 = chrono::Utc.with_ymd_and_hms(9999, 12, 31, 0, 0, 0).unwrap();
+        let (poisoned, total) = {
+            let mut w = h.sim.world();
+            let id = *w.deals.keys().nth(3).unwrap();
+            let d = w.deals.get_mut(&id).unwrap();
+            d.created_at = y9999;
+            d.updated_at = y9999;
+            (id, w.deals.len())
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = common::sqlite_url(dir.path());
+        let text = tenant_config(&h, kind, TelephonyKind::Comagic, &db, "ru");
+        let cfg = dozor::config::parse(&text, None, None).unwrap().config;
+        let store = dozor::store::Store::open(&db, 2).await.unwrap();
+        let tenant = dozor::tenant::connect(&cfg.tenants[0], &store)
+            .await
+            .unwrap();
+        let report = dozor::sync::sync_crm(
+            &store,
+            "demo",
+            tenant.crm.as_ref(),
+            dozor::sync::SyncOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?}: the sync stopped: {e}"));
+        assert!(report.total() > 0);
+        let deals = store.deals("demo").await.unwrap();
+        assert!(
+            deals.iter().all(|d| d.id != poisoned.to_string()),
+            "{kind:?}: the poisoned deal was mirrored"
+        );
+        assert_eq!(
+            deals.len(),
+            total - 1,
+            "{kind:?}: every other deal is mirrored"
+        );
+        h.stop().await;
     }
 }

@@ -341,6 +341,23 @@ impl AmoCrm {
         Ok((items, has_next))
     }
 
+    /// An item of a list page that cannot be read (a date in year 9999, a field of the wrong
+    /// shape) is refused alone, with a warning naming it: one poisoned record must not stop the
+    /// sync of every other. Without an id it cannot be named or skipped, so the page fails.
+    fn refuse<T>(&self, path: &str, item: &Value, why: String) -> Result<Option<T>> {
+        let id = match &item["id"] {
+            Value::Number(n) => Some(n.to_string()),
+            _ => item["uid"].as_str().map(str::to_string),
+        };
+        match id {
+            Some(id) => {
+                tracing::warn!(system = SYSTEM, path, record = %id, reason = %why, "record refused");
+                Ok(None)
+            }
+            None => Err(self.decode_err(path, why)),
+        }
+    }
+
     fn decode_err(&self, path: &str, msg: String) -> Error {
         self.err(
             ErrorKind::Decode,
@@ -631,9 +648,13 @@ impl Crm for AmoCrm {
                             EntityKind::Company => map::company(v).map(Record::Company),
                             _ => map::task(v).map(Record::Task),
                         }
-                        .map_err(|e| self.decode_err(path, e))
+                        .map(Some)
+                        .or_else(|e| self.refuse(path, v, e))
                     })
-                    .collect::<Result<Vec<_>>>()?;
+                    .collect::<Result<Vec<_>>>()?
+                    .into_iter()
+                    .flatten()
+                    .collect();
                 let next = if more {
                     Some(pos.next_page())
                 } else {
@@ -660,10 +681,13 @@ impl Crm for AmoCrm {
                     })
                     .map(|v| {
                         map::unsorted(v)
-                            .map(Record::Lead)
-                            .map_err(|e| self.decode_err(path, e))
+                            .map(|l| Some(Record::Lead(l)))
+                            .or_else(|e| self.refuse(path, v, e))
                     })
-                    .collect::<Result<Vec<_>>>()?;
+                    .collect::<Result<Vec<_>>>()?
+                    .into_iter()
+                    .flatten()
+                    .collect();
                 (records, more.then(|| (page + 1).to_string()))
             }
             EntityKind::Activity => {
@@ -687,9 +711,14 @@ impl Crm for AmoCrm {
                     .await?;
                 let mut records = Vec::new();
                 for v in &items {
-                    if let Some(a) =
-                        map::call_note(v, ent).map_err(|e| self.decode_err(&path, e))?
-                    {
+                    let note = match map::call_note(v, ent) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            self.refuse::<()>(&path, v, e)?;
+                            None
+                        }
+                    };
+                    if let Some(a) = note {
                         records.push(Record::Activity(a));
                     }
                 }

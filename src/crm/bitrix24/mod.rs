@@ -857,9 +857,21 @@ impl Bitrix24 {
                 first_rows = rows.len();
             }
             for row in &rows {
-                let Some(mut rec) =
-                    map::record(entity, row).map_err(|m| self.decode(spec.method, m))?
-                else {
+                let mapped = match map::record(entity, row) {
+                    Ok(m) => m,
+                    // A row that cannot be read (a date in year 9999, a field of the wrong
+                    // shape) is refused alone: one poisoned record must not stop the sync of
+                    // every other. Without an id there is no way past it, so the page fails.
+                    Err(why) => match map::row_id(row, spec.row_id) {
+                        Some(id) => {
+                            tracing::warn!(system = SYSTEM, method = spec.method, record = id, reason = %why, "record refused");
+                            position = position.max(id);
+                            continue;
+                        }
+                        None => return Err(self.decode(spec.method, why)),
+                    },
+                };
+                let Some(mut rec) = mapped else {
                     // A row we do not mirror (e.g. a task-type activity); still advance past it.
                     if let Some(id) = map::row_id(row, spec.row_id) {
                         position = position.max(id);
