@@ -320,23 +320,7 @@ async fn oversized_answers_are_refused() {
             .unwrap();
         // Peak resident memory, read while it runs (VmHWM is the high-water mark so far).
         let pid = child.id();
-        let watcher = std::thread::spawn(move || {
-            let mut peak_kib = 0u64;
-            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                if let Some(v) = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                {
-                    peak_kib = v;
-                }
-                if status.contains("State:\tZ") {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            peak_kib
-        });
+        let watcher = common::watch_peak_rss(pid);
         let o = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
             .await
             .unwrap();

@@ -20,7 +20,6 @@ use dozor::crm::{
 use dozor::domain::{CrmKind, EntityKind, EntityRef, Pipeline, TelephonyKind, User};
 use dozor::ledger::{self, Effect, Outcome, Proposal};
 use dozor::sim::tenant_config::{OWNER_CHAT, tenant_config};
-use dozor::sim::{self, SimOptions};
 use dozor::store::{RetryPolicy, Store};
 
 /// The real client, except that `create_task` panics while `poisoned` is set.
@@ -99,15 +98,7 @@ impl Crm for Poisoned {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_action_is_retried_then_parked_dead_reported_once_and_retried_by_hand() {
-    let h = sim::start(
-        SimOptions {
-            enforce_limits: false,
-            ..SimOptions::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let h = common::small_sim(1).await;
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
     let text = tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db, "ru");

@@ -306,15 +306,7 @@ async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
     // CoMagic is the simulator's: a notification is confirmed by reading the call back.
-    let sim = sim::start(
-        SimOptions {
-            enforce_limits: false,
-            ..SimOptions::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let sim = common::small_sim(1).await;
     let text = format!(
         "[database]\nurl = \"{db}\"\n\n[[tenants]]\nid = \"acme\"\n\n[tenants.crm]\nkind = \"bitrix24\"\n\
          webhook_url = \"https://example.bitrix24.ru/rest/1/xxxxxxxx/\"\n\n[tenants.telephony]\n\

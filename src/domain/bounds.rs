@@ -35,6 +35,15 @@ pub fn call_seconds(v: &serde_json::Value) -> Option<i64> {
     seconds_in_range(x, MAX_CALL_SECS)
 }
 
+/// A call duration field of an API row: absent or null is 0 s; `None` for anything but a
+/// duration of 0 s to a day.
+pub fn call_seconds_field(v: Option<&serde_json::Value>) -> Option<i64> {
+    match v {
+        None | Some(serde_json::Value::Null) => Some(0),
+        Some(v) => call_seconds(v),
+    }
+}
+
 /// `x` rounded to whole seconds when it is finite and within `0..=max`.
 pub fn seconds_in_range(x: f64, max: i64) -> Option<i64> {
     (x.is_finite() && (0.0..=max as f64).contains(&x)).then(|| x.round() as i64)

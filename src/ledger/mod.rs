@@ -274,7 +274,9 @@ async fn defer_unsent(
     r: &ActionRow,
     e: &crate::http::Error,
 ) -> Result<Outcome, StoreError> {
-    store.defer_unsent_action(&r.key, &e.to_string()).await?;
+    store
+        .defer_action(&r.key, &e.to_string(), None, false)
+        .await?;
     Ok(Outcome::Retry(e.to_string()))
 }
 
@@ -296,7 +298,7 @@ async fn retry_or_bury(store: &Store, r: &ActionRow, msg: &str) -> Result<Outcom
     let wait = chrono::Duration::from_std(policy.wait(failures))
         .unwrap_or_else(|_| chrono::Duration::hours(1));
     store
-        .defer_action(&r.key, msg, chrono::Utc::now() + wait)
+        .defer_action(&r.key, msg, Some(chrono::Utc::now() + wait), true)
         .await?;
     Ok(Outcome::Retry(msg.to_string()))
 }

@@ -130,31 +130,24 @@ impl Store {
         Ok(())
     }
 
-    /// Records a failed attempt that may be tried again, not before `retry_at`.
-    pub async fn defer_action(&self, key: &str, error: &str, retry_at: Ts) -> Result<()> {
+    /// Records a failed attempt that may be tried again: not before `retry_at` when given.
+    /// An attempt refused before anything was sent (`counted` false) does not use up the retry
+    /// budget: the budget's start moves with it.
+    pub async fn defer_action(
+        &self,
+        key: &str,
+        error: &str,
+        retry_at: Option<Ts>,
+        counted: bool,
+    ) -> Result<()> {
         sqlx::query(
-            "UPDATE actions SET state = 'intent', error = $1, retry_at = $2, updated_at = $3 \
-             WHERE key = $4",
+            "UPDATE actions SET state = 'intent', error = $1, retry_at = $2, updated_at = $3, \
+             budget_from = budget_from + $4 WHERE key = $5",
         )
         .bind(error)
-        .bind(retry_at.timestamp())
+        .bind(retry_at.map(|t| t.timestamp()))
         .bind(now_secs())
-        .bind(key)
-        .execute(self.pool())
-        .await
-        .op("deferring an action")?;
-        Ok(())
-    }
-
-    /// Records an attempt that was refused before anything was sent: it does not use up the
-    /// retry budget (the budget's start moves with it) and waits for no backoff.
-    pub async fn defer_unsent_action(&self, key: &str, error: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE actions SET state = 'intent', error = $1, retry_at = NULL, updated_at = $2, \
-             budget_from = budget_from + 1 WHERE key = $3",
-        )
-        .bind(error)
-        .bind(now_secs())
+        .bind(i64::from(!counted))
         .bind(key)
         .execute(self.pool())
         .await

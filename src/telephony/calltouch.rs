@@ -228,8 +228,10 @@ impl Calltouch {
             started_at,
             direction: Direction::In,
             answered,
-            talk_s: seconds(r, "duration").map_err(bad)?,
-            wait_s: seconds(r, "waitingConnect").map_err(bad)?,
+            talk_s: bounds::call_seconds_field(r.get("duration"))
+                .ok_or_else(|| bad("duration is not a duration of 0 s to 1 day"))?,
+            wait_s: bounds::call_seconds_field(r.get("waitingConnect"))
+                .ok_or_else(|| bad("waitingConnect is not a duration of 0 s to 1 day"))?,
             client_phone,
             virtual_number: text(r.get("phoneNumber")),
             employee_id: manager.clone(),
@@ -260,17 +262,6 @@ fn as_i64(v: Option<&Value>) -> Option<i64> {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
-    }
-}
-
-/// A call duration field: absent or null is 0 s; anything but 0 s to a day refuses the record.
-fn seconds(r: &Value, field: &'static str) -> std::result::Result<i64, &'static str> {
-    match r.get(field) {
-        None | Some(Value::Null) => Ok(0),
-        Some(v) => bounds::call_seconds(v).ok_or(match field {
-            "duration" => "duration is not a duration of 0 s to 1 day",
-            _ => "waitingConnect is not a duration of 0 s to 1 day",
-        }),
     }
 }
 

@@ -307,8 +307,10 @@ impl Comagic {
             _ => return Err(bad("unknown direction")),
         };
         let is_lost = as_bool(row.get("is_lost")).ok_or_else(|| bad("missing is_lost"))?;
-        let talk_s = seconds(row, "talk_duration").map_err(bad)?;
-        let wait_s = seconds(row, "wait_duration").map_err(bad)?;
+        let talk_s = bounds::call_seconds_field(row.get("talk_duration"))
+            .ok_or_else(|| bad("talk_duration is not a duration of 0 s to 1 day"))?;
+        let wait_s = bounds::call_seconds_field(row.get("wait_duration"))
+            .ok_or_else(|| bad("wait_duration is not a duration of 0 s to 1 day"))?;
         let client_phone = match row.get("contact_phone_number") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
@@ -507,17 +509,6 @@ fn as_bool(v: Option<&Value>) -> Option<bool> {
         },
         Value::Number(n) => n.as_i64().map(|n| n != 0),
         _ => None,
-    }
-}
-
-/// A call duration field: absent or null is 0 s; anything but 0 s to a day refuses the row.
-fn seconds(row: &Value, field: &'static str) -> std::result::Result<i64, &'static str> {
-    match row.get(field) {
-        None | Some(Value::Null) => Ok(0),
-        Some(v) => bounds::call_seconds(v).ok_or(match field {
-            "talk_duration" => "talk_duration is not a duration of 0 s to 1 day",
-            _ => "wait_duration is not a duration of 0 s to 1 day",
-        }),
     }
 }
 

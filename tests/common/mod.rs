@@ -238,3 +238,25 @@ pub async fn terminate(child: &mut std::process::Child) -> (std::process::ExitSt
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     (status, err)
 }
+
+/// Watches the resident high-water mark (VmHWM) of process `pid` until it is gone or a zombie;
+/// join the handle for the peak in KiB.
+pub fn watch_peak_rss(pid: u32) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak_kib = 0u64;
+        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(v) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            {
+                peak_kib = v;
+            }
+            if status.contains("State:\tZ") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        peak_kib
+    })
+}
