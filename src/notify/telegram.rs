@@ -38,6 +38,7 @@ use teloxide::types::{
 };
 use teloxide::{ApiError, Bot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Secret, TelegramConfig};
 use crate::http::{self, Error, ErrorKind, redact_url};
@@ -150,6 +151,8 @@ pub struct Telegram {
     max_attempts: u32,
     /// Set when Telegram last failed for good (see [`DOWN_FOR`]).
     down_until: Mutex<Option<Instant>>,
+    /// Cancelled when dozor stops: pacing and retry waits end, the message is not sent.
+    stop: CancellationToken,
 }
 
 impl Telegram {
@@ -173,7 +176,21 @@ impl Telegram {
             max_wait: Duration::from_secs(120),
             max_attempts: MAX_ATTEMPTS,
             down_until: Mutex::new(None),
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Ends every wait of this client early once `stop` is cancelled.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Waits until `t` unless dozor stops first (then `method` was not sent).
+    async fn wait_until(&self, t: Instant, method: &str) -> Result<()> {
+        http::pause_until(t, &self.stop)
+            .await
+            .map_err(|s| s.error(SYSTEM, method, redact_url(&self.url(method))))
     }
 
     /// The API host, for tables and logs (the token is never part of it).
@@ -319,8 +336,8 @@ impl Telegram {
     /// Waits until the next message to `chat_id` keeps the per-chat pace, and books the slot:
     /// at least `chat_interval` between messages to one chat, and for groups and channels
     /// (negative ids) no more than 20 messages in any 60 s.
-    async fn pace(&self, chat_id: i64) {
-        tokio::time::sleep_until(self.book(chat_id)).await;
+    async fn pace(&self, chat_id: i64, method: &str) -> Result<()> {
+        self.wait_until(self.book(chat_id), method).await
     }
 
     /// Books the next send slot for `chat_id` (see [`Self::pace`]).
@@ -398,7 +415,7 @@ impl Telegram {
                         .unwrap_or_else(|| http::backoff(attempt))
                         .min(self.max_wait);
                     tracing::warn!(system = SYSTEM, method, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
-                    tokio::time::sleep(wait).await;
+                    self.wait_until(Instant::now() + wait, method).await?;
                     attempt += 1;
                 }
                 Err(e) => {
@@ -450,7 +467,7 @@ impl Telegram {
         }
         let thread =
             Self::thread(thread).map_err(|m| self.err(ErrorKind::Permanent, "sendMessage", m))?;
-        self.pace(chat_id).await;
+        self.pace(chat_id, "sendMessage").await?;
         let preview = LinkPreviewOptions {
             is_disabled: true,
             url: None,
@@ -502,7 +519,7 @@ impl Telegram {
         };
         let thread =
             Self::thread(thread).map_err(|m| self.err(ErrorKind::Permanent, "sendPhoto", m))?;
-        self.pace(chat_id).await;
+        self.pace(chat_id, "sendPhoto").await?;
         let msg = self
             .call("sendPhoto", || {
                 let file = InputFile::memory(png.clone()).file_name(file_name);

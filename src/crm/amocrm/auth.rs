@@ -298,7 +298,9 @@ impl OAuth {
         let url = self.token_url(c);
         let mut attempt = 0u32;
         loop {
-            c.limiter.acquire().await;
+            let stopped =
+                |s: crate::http::Stopped| s.error(SYSTEM, format!("POST {TOKEN_PATH}"), redact_url(&url));
+            c.limiter.acquire(&c.stop).await.map_err(stopped)?;
             let resp = match c
                 .http
                 .post(&url)
@@ -316,7 +318,9 @@ impl OAuth {
                         &e,
                     );
                     if err.is_retryable() && attempt + 1 < MAX_ATTEMPTS {
-                        tokio::time::sleep(backoff(attempt)).await;
+                        crate::http::pause(backoff(attempt), &c.stop)
+                            .await
+                            .map_err(stopped)?;
                         attempt += 1;
                         continue;
                     }
@@ -355,7 +359,7 @@ impl OAuth {
                     } else {
                         backoff(attempt)
                     };
-                    tokio::time::sleep(wait).await;
+                    crate::http::pause(wait, &c.stop).await.map_err(stopped)?;
                     attempt += 1;
                     continue;
                 }
