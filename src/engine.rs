@@ -135,6 +135,7 @@ pub async fn run_cycle_until(
         tenant = tenant.id(),
         items = summary.synced.iter().map(|s| s.total()).sum::<usize>(),
         errors = summary.errors.len(),
+        stopped = summary.stopped,
         elapsed_ms = summary.elapsed.as_millis() as u64,
         "cycle finished"
     );
