@@ -50,20 +50,16 @@ pub async fn connect_until(
         crate::config::calendar_of(cfg).expect("calendar validated when the config was loaded");
     let tokens: Arc<dyn TokenStore> = Arc::new(store.clone());
     let crm: Arc<dyn Crm> = match &cfg.crm {
-        CrmConfig::Bitrix24(b) => {
-            Arc::new(
-                crate::crm::bitrix24::Bitrix24::new(&cfg.id, b, tokens.clone())
-                    .await?
-                    .with_stop(stop.clone()),
-            )
-        }
-        CrmConfig::Amocrm(a) => {
-            Arc::new(
-                crate::crm::amocrm::AmoCrm::new(&cfg.id, a, tokens.clone())
-                    .await?
-                    .with_stop(stop.clone()),
-            )
-        }
+        CrmConfig::Bitrix24(b) => Arc::new(
+            crate::crm::bitrix24::Bitrix24::new(&cfg.id, b, tokens.clone())
+                .await?
+                .with_stop(stop.clone()),
+        ),
+        CrmConfig::Amocrm(a) => Arc::new(
+            crate::crm::amocrm::AmoCrm::new(&cfg.id, a, tokens.clone())
+                .await?
+                .with_stop(stop.clone()),
+        ),
     };
     let telephony: Option<Arc<dyn Telephony>> = match &cfg.telephony {
         Some(TelephonyConfig::Comagic(c)) => Some(Arc::new(

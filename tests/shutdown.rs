@@ -43,7 +43,12 @@ fn config(h: &SimHandle, dir: &Path, db: &str, mode: &str) -> PathBuf {
 /// so a chatty run cannot block on a full pipe while the test is not reading it.
 fn spawn(config: &Path, log: &Path, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_dozor"))
-        .args(["--config", &config.display().to_string(), "--log-format", "json"])
+        .args([
+            "--config",
+            &config.display().to_string(),
+            "--log-format",
+            "json",
+        ])
         .args(args)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -163,7 +168,10 @@ async fn sigterm_during_the_first_sync_stops_within_10_s_and_the_next_start_resu
     let full_cfg = config(&h, &full_dir, &common::sqlite_url(&full_dir), "off");
     let full_log = run_one_cycle(&full_cfg, &full_dir.join("run.log")).await;
     let full = list_reads(&h);
-    assert!(full >= 20, "the world is too small to stop mid-sync: {full} pages");
+    assert!(
+        full >= 20,
+        "the world is too small to stop mid-sync: {full} pages"
+    );
     let full_items = synced_items(&full_log);
     h.sim.reset_stats();
 
@@ -179,9 +187,11 @@ async fn sigterm_during_the_first_sync_stops_within_10_s_and_the_next_start_resu
     let log = dir.path().join("run1.log");
     let mut child = spawn(&cfg, &log, &["run"]);
     // Past the probe (users, pipelines, the first page of each kind), inside the passes.
-    wait_for(Duration::from_secs(60), "the first sync reads pages", || {
-        list_reads(&h) >= full / 2
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "the first sync reads pages",
+        || list_reads(&h) >= full / 2,
+    )
     .await;
     let (status, took) = sigterm(&mut child).await;
     let text = read(&log);

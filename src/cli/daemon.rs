@@ -281,7 +281,10 @@ fn spawn_stop_on_signal(stop_tx: watch::Sender<bool>, cancel: CancellationToken)
 }
 
 /// Runs `step` to its end, or until [`STOP_GRACE`] after `cancel`; `false` if it was abandoned.
-async fn within_grace(step: impl std::future::Future<Output = ()>, cancel: &CancellationToken) -> bool {
+async fn within_grace(
+    step: impl std::future::Future<Output = ()>,
+    cancel: &CancellationToken,
+) -> bool {
     let deadline = async {
         cancel.cancelled().await;
         tokio::time::sleep(STOP_GRACE).await;

@@ -457,6 +457,28 @@ mod tests {
         assert_eq!(r.count(), 4);
     }
 
+    #[tokio::test]
+    async fn a_stop_ends_rate_limit_and_backoff_waits_at_once() {
+        let stop = CancellationToken::new();
+        let limiter = Limiter::with_period(Duration::from_secs(60), 1);
+        assert_eq!(limiter.acquire(&stop).await, Ok(()), "the burst");
+        let t = std::time::Instant::now();
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.cancel();
+        };
+        let (waited, ()) = tokio::join!(limiter.acquire(&stop), cancel);
+        assert_eq!(waited, Err(Stopped), "next slot is a minute away");
+        assert_eq!(
+            pause(Duration::from_secs(30), &stop).await,
+            Err(Stopped),
+            "already stopped: no wait at all"
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        let fresh = CancellationToken::new();
+        assert_eq!(pause(Duration::from_millis(10), &fresh).await, Ok(()));
+    }
+
     #[test]
     fn webhook_secret_is_stripped() {
         let u = redact_url("https://x.bitrix24.ru/rest/1/abc123secret/crm.deal.list.json?start=0");

@@ -169,6 +169,8 @@ fn stopped_if(e: SyncError, source: &str, stop: &CancellationToken) -> SyncError
 }
 
 /// `Err(Stopped)` once `stop` is cancelled: called before every page.
+// Same error type as every other step of a sync, so `?` works; it is built once, on the stop.
+#[allow(clippy::result_large_err)]
 fn check(stop: &CancellationToken, source: &str) -> Result<(), SyncError> {
     if stop.is_cancelled() {
         return Err(SyncError::Stopped {
@@ -433,7 +435,14 @@ async fn run_pass(
             Some(p) => p,
             None if stop.is_cancelled() => {
                 progress.finish(saved, pages);
-                tracing::info!(tenant, source, entity = name, saved, pages, "sync stopped between pages; it resumes here at the next start");
+                tracing::info!(
+                    tenant,
+                    source,
+                    entity = name,
+                    saved,
+                    pages,
+                    "sync stopped between pages; it resumes here at the next start"
+                );
                 return Err(SyncError::Stopped {
                     source_name: source.to_string(),
                 });

@@ -298,8 +298,9 @@ impl OAuth {
         let url = self.token_url(c);
         let mut attempt = 0u32;
         loop {
-            let stopped =
-                |s: crate::http::Stopped| s.error(SYSTEM, format!("POST {TOKEN_PATH}"), redact_url(&url));
+            let stopped = |s: crate::http::Stopped| {
+                s.error(SYSTEM, format!("POST {TOKEN_PATH}"), redact_url(&url))
+            };
             c.limiter.acquire(&c.stop).await.map_err(stopped)?;
             let resp = match c
                 .http

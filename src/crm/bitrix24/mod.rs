@@ -1968,20 +1968,46 @@ mod tests {
             Some(&json!({"operating": 1.0, "operating_reset_at": reset.to_string()})),
         );
         let t = std::time::Instant::now();
-        b.respect_budget("crm.lead.list").await;
+        b.respect_budget("crm.lead.list").await.unwrap();
         assert!(
             t.elapsed() < Duration::from_millis(100),
             "under budget: no wait"
         );
-        b.respect_budget("crm.deal.list").await;
+        b.respect_budget("crm.deal.list").await.unwrap();
         assert!(
             t.elapsed() >= Duration::from_millis(900),
             "at budget: waits for the reset"
         );
         // After the reset the method runs freely again.
         let t = std::time::Instant::now();
-        b.respect_budget("crm.deal.list").await;
+        b.respect_budget("crm.deal.list").await.unwrap();
         assert!(t.elapsed() < Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_operating_budget_wait_at_once() {
+        let stop = CancellationToken::new();
+        let b = Bitrix24::new("t", &cfg(10.0), Arc::new(NoTokens))
+            .await
+            .unwrap()
+            .with_stop(stop.clone());
+        let reset = Utc::now().timestamp() + 30;
+        b.note_time(
+            "crm.deal.list",
+            Some(&json!({"operating": 9.8, "operating_reset_at": reset})),
+        );
+        let t = std::time::Instant::now();
+        let waiting = b.respect_budget("crm.deal.list");
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.cancel();
+        };
+        let (r, ()) = tokio::join!(waiting, cancel);
+        let e = r.expect_err("a stop ends the wait with an error");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(e.kind, ErrorKind::Transient, "the action stays at intent");
+        assert!(e.to_string().contains("dozor is stopping"), "{e}");
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
     }
 
     #[test]
