@@ -89,7 +89,13 @@ pub async fn run_cycle_until(
             summary.synced.push(r);
             true
         }
-        Err(sync::SyncError::Stopped { .. }) => false,
+        Err(sync::SyncError::Stopped { .. }) => {
+            tracing::info!(
+                tenant = tenant.id(),
+                "CRM sync stopped; it resumes from the saved cursors at the next start"
+            );
+            false
+        }
         Err(e) => {
             tracing::error!(tenant = tenant.id(), error = %e, "CRM sync failed");
             note_auth_failure(&mut summary, &e);

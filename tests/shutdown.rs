@@ -204,7 +204,7 @@ async fn sigterm_during_the_first_sync_stops_within_10_s_and_the_next_start_resu
         "the first run read everything ({first} of {full}): nothing was interrupted"
     );
     assert!(
-        text.contains("sync stopped between pages"),
+        text.contains("CRM sync stopped; it resumes from the saved cursors"),
         "the sync did not stop at a page boundary:\n{text}"
     );
     assert_eq!(writes(&h), 0, "no rule ran before the sync finished");
