@@ -3,11 +3,16 @@
 //! A failing source does not stop the cycle: the CRM being down must not keep missed calls
 //! out of the mirror, and the other way round. Failures are logged, recorded as sync runs and
 //! returned in the summary.
+//!
+//! A stop request (the daemon's SIGTERM) does: the sync stops before its next page, the rules
+//! before the next rule, and a rule's actions before the next action. Actions already running
+//! finish, or, if their client's wait is cut short, stay at `intent` for the next start.
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{self, Outcome};
 use crate::report::render::ActionLine;
@@ -40,6 +45,9 @@ pub struct CycleSummary {
     /// Every proposal of this cycle with what happened to it.
     pub applied: Vec<Applied>,
     pub elapsed: Duration,
+    /// A stop request ended the cycle early; what it did is saved and the rest is left for
+    /// the next start.
+    pub stopped: bool,
 }
 
 /// One proposal and its outcome.
@@ -62,9 +70,19 @@ impl CycleSummary {
 /// expected) ends this cycle with an error in the summary; the daemon, its server and the
 /// other tenants go on, and the next cycle starts afresh.
 pub async fn run_cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> CycleSummary {
+    run_cycle_until(store, tenant, opts, &CancellationToken::new()).await
+}
+
+/// [`run_cycle`] that ends early, with its work so far saved, once `stop` is cancelled.
+pub async fn run_cycle_until(
+    store: &Store,
+    tenant: &Tenant,
+    opts: CycleOptions,
+    stop: &CancellationToken,
+) -> CycleSummary {
     use futures::FutureExt as _;
     let started = Instant::now();
-    match std::panic::AssertUnwindSafe(cycle(store, tenant, opts))
+    match std::panic::AssertUnwindSafe(cycle(store, tenant, opts, stop))
         .catch_unwind()
         .await
     {
@@ -84,17 +102,29 @@ pub async fn run_cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> Cy
     }
 }
 
-async fn cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> CycleSummary {
+async fn cycle(
+    store: &Store,
+    tenant: &Tenant,
+    opts: CycleOptions,
+    stop: &CancellationToken,
+) -> CycleSummary {
     let started = Instant::now();
     let mut summary = CycleSummary {
         tenant: tenant.id().to_string(),
         ..CycleSummary::default()
     };
-    let crm_synced = match sync::sync_crm(store, tenant.id(), tenant.crm.as_ref(), opts.sync).await
-    {
+    let crm = tenant.crm.as_ref();
+    let crm_synced = match sync::sync_crm_until(store, tenant.id(), crm, opts.sync, stop).await {
         Ok(r) => {
             summary.synced.push(r);
             true
+        }
+        Err(sync::SyncError::Stopped { .. }) => {
+            tracing::info!(
+                tenant = tenant.id(),
+                "CRM sync stopped; it resumes from the saved cursors at the next start"
+            );
+            false
         }
         Err(e) => {
             tracing::error!(tenant = tenant.id(), error = %e, "CRM sync failed");
@@ -103,9 +133,13 @@ async fn cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> CycleSumma
             false
         }
     };
-    if let Some(tel) = &tenant.telephony {
-        match sync::sync_telephony(store, tenant.id(), tel.as_ref(), opts.sync, Utc::now()).await {
+    if let Some(tel) = tenant.telephony.as_ref().filter(|_| !stop.is_cancelled()) {
+        let now = Utc::now();
+        match sync::sync_telephony_until(store, tenant.id(), tel.as_ref(), opts.sync, now, stop)
+            .await
+        {
             Ok(r) => summary.synced.push(r),
+            Err(sync::SyncError::Stopped { .. }) => {}
             Err(e) => {
                 tracing::error!(tenant = tenant.id(), error = %e, "telephony sync failed");
                 note_auth_failure(&mut summary, &e);
@@ -113,13 +147,15 @@ async fn cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> CycleSumma
             }
         }
     }
-    if !opts.dry_run {
+    if !opts.dry_run && !stop.is_cancelled() {
         redeliver(store, tenant, &mut summary).await;
     }
     // Rules act only on a freshly synced mirror: after a crash the ledger's reconciliation
     // looks for markers in it, and a stale mirror would hide what was already written.
-    if crm_synced {
-        if let Err(e) = apply_rules(store, tenant, opts, &mut summary).await {
+    if stop.is_cancelled() {
+        tracing::info!(tenant = tenant.id(), "cycle stopped: dozor is stopping");
+    } else if crm_synced {
+        if let Err(e) = apply_rules(store, tenant, opts, stop, &mut summary).await {
             tracing::error!(tenant = tenant.id(), error = %e, "rules stopped");
             summary.errors.push(e.to_string());
         }
@@ -133,10 +169,12 @@ async fn cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> CycleSumma
         report_dead(store, tenant, &mut summary).await;
     }
     summary.elapsed = started.elapsed();
+    summary.stopped = stop.is_cancelled();
     tracing::info!(
         tenant = tenant.id(),
         items = summary.synced.iter().map(|s| s.total()).sum::<usize>(),
         errors = summary.errors.len(),
+        stopped = summary.stopped,
         elapsed_ms = summary.elapsed.as_millis() as u64,
         "cycle finished"
     );
@@ -218,6 +256,7 @@ async fn apply_rules(
     store: &Store,
     tenant: &Tenant,
     opts: CycleOptions,
+    stop: &CancellationToken,
     summary: &mut CycleSummary,
 ) -> Result<(), crate::store::StoreError> {
     let mirror = crate::store::Snapshot::load(store, tenant.id()).await?;
@@ -275,6 +314,9 @@ async fn apply_rules(
         telegram: tenant.telegram.as_ref(),
     };
     for rule in rules::RULES {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
         let Some((cfg, mode)) = rules::effective(&tenant.cfg.rules, rule.name, opts.dry_run) else {
             continue;
         };
@@ -305,6 +347,7 @@ async fn apply_rules(
                 continue;
             }
         };
+        // A stop takes no new action; those already running finish (the ledger has them).
         let results: Vec<_> = futures::stream::iter(proposals.into_iter().map(|p| {
             let sinks = &sinks;
             async move {
@@ -312,6 +355,7 @@ async fn apply_rules(
                 (p, outcome)
             }
         }))
+        .take_until(stop.cancelled())
         .buffered(ACTION_CONCURRENCY)
         .collect()
         .await;
@@ -336,6 +380,9 @@ async fn apply_rules(
         summary.actions.push(line);
     }
     // Announce the tasks just created (and any an interrupted cycle left unannounced).
+    if stop.is_cancelled() {
+        return Ok(());
+    }
     if let Some((_, mode)) = rules::effective(&tenant.cfg.rules, "manager_notify", opts.dry_run) {
         let sent = rules::manager_notify::run(
             store,

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{CrmConfig, TelephonyConfig, TenantConfig};
 use crate::crm::Crm;
 use crate::domain::calendar::BusinessCalendar;
@@ -34,27 +36,44 @@ impl Tenant {
 /// Builds the clients of `cfg`. Building makes no request except where a connector must load
 /// stored tokens; credentials are first tried by `dozor check` or the first cycle.
 pub async fn connect(cfg: &TenantConfig, store: &Store) -> Result<Tenant, crate::http::Error> {
+    connect_until(cfg, store, CancellationToken::new()).await
+}
+
+/// [`connect`] for a daemon: once `stop` is cancelled, every client's waits (rate limits,
+/// backoffs, Retry-After, Telegram pacing) end at once and no further request is sent.
+pub async fn connect_until(
+    cfg: &TenantConfig,
+    store: &Store,
+    stop: CancellationToken,
+) -> Result<Tenant, crate::http::Error> {
     let calendar =
         crate::config::calendar_of(cfg).expect("calendar validated when the config was loaded");
     let tokens: Arc<dyn TokenStore> = Arc::new(store.clone());
     let crm: Arc<dyn Crm> = match &cfg.crm {
-        CrmConfig::Bitrix24(b) => {
-            Arc::new(crate::crm::bitrix24::Bitrix24::new(&cfg.id, b, tokens.clone()).await?)
-        }
-        CrmConfig::Amocrm(a) => {
-            Arc::new(crate::crm::amocrm::AmoCrm::new(&cfg.id, a, tokens.clone()).await?)
-        }
+        CrmConfig::Bitrix24(b) => Arc::new(
+            crate::crm::bitrix24::Bitrix24::new(&cfg.id, b, tokens.clone())
+                .await?
+                .with_stop(stop.clone()),
+        ),
+        CrmConfig::Amocrm(a) => Arc::new(
+            crate::crm::amocrm::AmoCrm::new(&cfg.id, a, tokens.clone())
+                .await?
+                .with_stop(stop.clone()),
+        ),
     };
     let telephony: Option<Arc<dyn Telephony>> = match &cfg.telephony {
         Some(TelephonyConfig::Comagic(c)) => Some(Arc::new(
-            crate::telephony::comagic::Comagic::new(c, calendar.tz),
+            crate::telephony::comagic::Comagic::new(c, calendar.tz).with_stop(stop.clone()),
         )),
         Some(TelephonyConfig::Calltouch(c)) => Some(Arc::new(
-            crate::telephony::calltouch::Calltouch::new(c, calendar.tz),
+            crate::telephony::calltouch::Calltouch::new(c, calendar.tz).with_stop(stop.clone()),
         )),
         None => None,
     };
-    let telegram = cfg.telegram.as_ref().map(Telegram::new);
+    let telegram = cfg
+        .telegram
+        .as_ref()
+        .map(|t| Telegram::new(t).with_stop(stop.clone()));
     Ok(Tenant {
         cfg: cfg.clone(),
         calendar,

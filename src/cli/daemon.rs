@@ -1,7 +1,16 @@
 //! `dozor run`: the daemon. Every `sync.interval_secs` it runs a cycle per tenant; at each
 //! tenant's report time (cron, tenant time zone) it sends the daily report. The health server
-//! runs beside it. SIGTERM or SIGINT stops it between steps: the cycle in progress finishes its
-//! current page and the ledger keeps any half-done action for the next start.
+//! runs beside it.
+//!
+//! Stopping: SIGTERM or SIGINT cancels one token that reaches the whole cycle. The sync stops
+//! before its next page (each saved page keeps its cursor), the rules before the next rule or
+//! action, and every client wait (rate limit, backoff, Retry-After, Telegram pacing) ends at
+//! once; scheduled reports and self-checks are not started. A cycle still running
+//! [`STOP_GRACE`] after the signal is abandoned (its unfinished actions stay at `intent` and are
+//! reconciled at the next start), so the process exits within about 10 s, well inside the
+//! unit's `TimeoutStopSec=20`. The tenant leases are renewed until the cycle has really
+//! stopped, so a stopping instance never loses its claim on actions still running. A second
+//! signal during the stop exits at once.
 
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -11,13 +20,18 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::once::{action_lines, report_key_prefix, send_report, sync_options};
 use super::{Cli, CmdResult, load_config, open_store};
-use crate::engine::{self, CycleOptions};
+use crate::engine::{self, CycleOptions, CycleSummary};
 use crate::report;
 use crate::server::{self, Health, ServerState, webhooks};
 use crate::tenant::{self, Tenant};
+
+/// How long a cycle may go on after a stop request before it is abandoned. Cooperative stops
+/// take well under a second; this bounds a request already in flight to a slow remote.
+const STOP_GRACE: Duration = Duration::from_secs(8);
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
@@ -48,10 +62,12 @@ pub async fn run(cli: &Cli) -> CmdResult {
     let instance = c.cluster.instance_id();
     let ttl = Duration::from_secs(c.cluster.lease_ttl_secs);
     let store = open_store(cli, &c).await?.with_holder(&instance);
+    // Cancelled on the stop signal; every client of every tenant watches it.
+    let cancel = CancellationToken::new();
     let mut tenants: Vec<Tenant> = Vec::new();
     for t in &c.tenants {
         tenants.push(
-            tenant::connect(t, &store)
+            tenant::connect_until(t, &store, cancel.clone())
                 .await
                 .with_context(|| format!("tenant {}", t.id))?,
         );
@@ -93,11 +109,7 @@ pub async fn run(cli: &Cli) -> CmdResult {
     };
     // Bot commands: one long-polling task per tenant with a bot token.
     let bots = crate::notify::bot::spawn_all(&c.tenants, &store, &stop_rx, wiring.telegram_updates);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("stop requested; finishing the current step");
-        let _ = stop_tx.send(true);
-    });
+    spawn_stop_on_signal(stop_tx, cancel.clone());
     tracing::info!(
         tenants = tenants.len(),
         interval_secs = c.sync.interval_secs,
@@ -121,7 +133,9 @@ pub async fn run(cli: &Cli) -> CmdResult {
         }
         next_report.push(due);
     }
-    let renewer = spawn_lease_renewer(store.clone(), instance.clone(), ttl, stop_rx.clone());
+    // Stopped only after the loop: a cycle winding down still holds its tenants' leases.
+    let renewer_stop = CancellationToken::new();
+    let renewer = spawn_lease_renewer(store.clone(), instance.clone(), ttl, renewer_stop.clone());
     let interval = Duration::from_secs(c.sync.interval_secs);
     // Tenants held by others are looked at every tick (a tenth of the lease TTL) so a dead
     // holder's tenants are taken over soon after its lease expires, not a polling interval later.
@@ -170,23 +184,32 @@ pub async fn run(cli: &Cli) -> CmdResult {
                     continue;
                 }
             }
-            let s = engine::run_cycle(&store, t, opts).await;
-            last_run[i] = Some(std::time::Instant::now());
-            health.record_cycle(&s);
-            let silent = webhook_watch.after_cycle(
-                &t.cfg,
-                &s,
-                |source| wiring_hooks.last_delivery(t.id(), source),
-                Utc::now(),
-            );
-            server::selfcheck::run(&store, t, &s, &c.selfcheck, Some(&c.data_dir), &silent).await;
-            for (k, kind) in REPORT_KINDS.into_iter().enumerate() {
-                if let Some(at) = next_report[i][k]
-                    && Utc::now() >= at
-                {
-                    scheduled_report(&store, t, kind, at).await;
-                    next_report[i][k] = next_fire(schedule_of(&t.cfg, kind), t.tz());
+            let step = async {
+                let s = engine::run_cycle_until(&store, t, opts, &cancel).await;
+                last_run[i] = Some(std::time::Instant::now());
+                health.record_cycle(&s);
+                if s.stopped {
+                    return;
                 }
+                after_cycle(&store, t, &s, &c, &mut webhook_watch, &wiring_hooks).await;
+                for (k, kind) in REPORT_KINDS.into_iter().enumerate() {
+                    if cancel.is_cancelled() {
+                        return;
+                    }
+                    if let Some(at) = next_report[i][k]
+                        && Utc::now() >= at
+                    {
+                        scheduled_report(&store, t, kind, at).await;
+                        next_report[i][k] = next_fire(schedule_of(&t.cfg, kind), t.tz());
+                    }
+                }
+            };
+            if !within_grace(step, &cancel).await {
+                tracing::warn!(
+                    tenant = t.id(),
+                    grace_secs = STOP_GRACE.as_secs(),
+                    "the cycle did not stop in time and was abandoned; its unfinished actions stay at intent and are reconciled at the next start"
+                );
             }
         }
         if *stop.borrow() {
@@ -221,6 +244,7 @@ pub async fn run(cli: &Cli) -> CmdResult {
             _ = stop.wait_for(|s| *s) => break,
         }
     }
+    renewer_stop.cancel();
     let _ = renewer.await;
     for (i, t) in tenants.iter().enumerate() {
         if held[i]
@@ -243,19 +267,70 @@ pub async fn run(cli: &Cli) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// On the first SIGTERM/SIGINT: tells the server and the bots (`stop_tx`) and the cycle
+/// (`cancel`) to stop. On a second one: exits at once, status 1 (the ledger finishes at the
+/// next start whatever was cut short).
+fn spawn_stop_on_signal(stop_tx: watch::Sender<bool>, cancel: CancellationToken) {
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!(
+            grace_secs = STOP_GRACE.as_secs(),
+            "stop requested: ending the current cycle; a second signal exits at once"
+        );
+        let _ = stop_tx.send(true);
+        cancel.cancel();
+        shutdown_signal().await;
+        tracing::warn!("second stop signal: exiting now");
+        std::process::exit(1);
+    });
+}
+
+/// Runs `step` to its end, or until [`STOP_GRACE`] after `cancel`; `false` if it was abandoned.
+async fn within_grace(
+    step: impl std::future::Future<Output = ()>,
+    cancel: &CancellationToken,
+) -> bool {
+    let deadline = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(STOP_GRACE).await;
+    };
+    tokio::select! {
+        _ = step => true,
+        _ = deadline => false,
+    }
+}
+
+/// The self-checks after a complete cycle (webhook silence, sync failures, dead credentials).
+async fn after_cycle(
+    store: &crate::store::Store,
+    t: &Tenant,
+    s: &CycleSummary,
+    c: &crate::config::Config,
+    webhook_watch: &mut server::selfcheck::WebhookWatch,
+    hooks: &webhooks::Hooks,
+) {
+    let silent = webhook_watch.after_cycle(
+        &t.cfg,
+        s,
+        |source| hooks.last_delivery(t.id(), source),
+        Utc::now(),
+    );
+    server::selfcheck::run(store, t, s, &c.selfcheck, Some(&c.data_dir), &silent).await;
+}
+
 /// Keeps this instance's leases alive while a long cycle runs (an initial sync can take minutes),
-/// renewing at a third of the TTL.
+/// renewing at a third of the TTL, until `stop` is cancelled (after the last cycle has ended).
 fn spawn_lease_renewer(
     store: crate::store::Store,
     instance: String,
     ttl: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(ttl / 3) => {},
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
             }
             if let Err(e) = store.heartbeat(&instance, ttl).await {
                 tracing::warn!(error = %e, "cannot record the instance heartbeat");

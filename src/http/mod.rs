@@ -10,6 +10,7 @@ use std::time::Duration;
 use governor::clock::DefaultClock;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+use tokio_util::sync::CancellationToken;
 
 /// What went wrong, in the terms a caller acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,14 +300,65 @@ impl Limiter {
         self
     }
 
-    /// Waits until one more request is allowed; a wait is counted in the metrics.
-    pub async fn acquire(&self) {
+    /// Waits until one more request is allowed, or until `stop` is cancelled (then nothing may
+    /// be sent). A wait is counted in the metrics.
+    pub async fn acquire(&self, stop: &CancellationToken) -> Result<(), Stopped> {
+        if stop.is_cancelled() {
+            return Err(Stopped);
+        }
         if self.inner.check().is_ok() {
-            return;
+            return Ok(());
         }
         let started = std::time::Instant::now();
-        self.inner.until_ready().await;
+        tokio::select! {
+            _ = self.inner.until_ready() => {}
+            _ = stop.cancelled() => return Err(Stopped),
+        }
         crate::server::metrics::record_rate_limit_wait(self.system, started.elapsed());
+        Ok(())
+    }
+}
+
+/// A wait was cut short because dozor is stopping: the request it preceded was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+impl Stopped {
+    /// The error the caller returns instead of sending. `Transient`, so an action whose write
+    /// was not sent stays at `intent` and the next start sends it. `url` must be redacted.
+    pub fn error(
+        self,
+        system: &'static str,
+        method: impl Into<String>,
+        url: impl Into<String>,
+    ) -> Error {
+        Error::new(
+            ErrorKind::Transient,
+            system,
+            method,
+            url,
+            "not sent: dozor is stopping",
+        )
+        // Not the action's fault: it must not use up an attempt of its retry budget.
+        .code(NOT_SENT)
+    }
+}
+
+/// Sleeps `d` (a rate-limit pause, a retry backoff, a Retry-After), or less when `stop` is
+/// cancelled first: a stopping daemon must not sit out a 30 s backoff. Every client waits
+/// through this (or [`pause_until`]) rather than `tokio::time::sleep`.
+pub async fn pause(d: Duration, stop: &CancellationToken) -> Result<(), Stopped> {
+    pause_until(tokio::time::Instant::now() + d, stop).await
+}
+
+/// [`pause`] until the instant `t`.
+pub async fn pause_until(t: tokio::time::Instant, stop: &CancellationToken) -> Result<(), Stopped> {
+    if stop.is_cancelled() {
+        return Err(Stopped);
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(t) => Ok(()),
+        _ = stop.cancelled() => Err(Stopped),
     }
 }
 
@@ -417,6 +469,28 @@ mod tests {
             "1.2 s waited, 0.4 s more exceeds the budget"
         );
         assert_eq!(r.count(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_rate_limit_and_backoff_waits_at_once() {
+        let stop = CancellationToken::new();
+        let limiter = Limiter::with_period(Duration::from_secs(60), 1);
+        assert_eq!(limiter.acquire(&stop).await, Ok(()), "the burst");
+        let t = std::time::Instant::now();
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.cancel();
+        };
+        let (waited, ()) = tokio::join!(limiter.acquire(&stop), cancel);
+        assert_eq!(waited, Err(Stopped), "next slot is a minute away");
+        assert_eq!(
+            pause(Duration::from_secs(30), &stop).await,
+            Err(Stopped),
+            "already stopped: no wait at all"
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        let fresh = CancellationToken::new();
+        assert_eq!(pause(Duration::from_millis(10), &fresh).await, Ok(()));
     }
 
     #[test]

@@ -853,7 +853,12 @@ impl Bot {
             {
                 tracing::warn!(tenant = %self.cfg.id, error = %e, "cannot register the bot commands");
             }
-            if let Err(e) = self.take(&u).await {
+            // An answer being built or sent when dozor stops is dropped: it is only a reply.
+            let result = tokio::select! {
+                r = self.take(&u) => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            if let Err(e) = result {
                 tracing::warn!(tenant = %self.cfg.id, update_id = u.update_id, error = %e, "update not handled");
             }
         }

@@ -43,6 +43,7 @@ use teloxide::types::{
     BotCommand, ChatId, LinkPreviewOptions, MessageId, ParseMode, ResponseParameters, ThreadId,
 };
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Secret, TelegramConfig};
 use crate::http::{self, Error, ErrorKind, redact_url};
@@ -130,6 +131,8 @@ pub struct Telegram {
     down_until: Mutex<Option<Instant>>,
     /// Largest answer read (see [`http::read_body`]).
     max_body: usize,
+    /// Cancelled when dozor stops: pacing and retry waits end, the message is not sent.
+    stop: CancellationToken,
 }
 
 /// How a request's parameters travel: JSON, or multipart for uploads.
@@ -165,7 +168,21 @@ impl Telegram {
             max_attempts: MAX_ATTEMPTS,
             down_until: Mutex::new(None),
             max_body: http::MAX_BODY,
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Ends every wait of this client early once `stop` is cancelled.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Waits until `t` unless dozor stops first (then `method` was not sent).
+    async fn wait_until(&self, t: Instant, method: &str) -> Result<()> {
+        http::pause_until(t, &self.stop)
+            .await
+            .map_err(|s| s.error(SYSTEM, method, redact_url(&self.url(method))))
     }
 
     /// Changes the largest answer read (default [`http::MAX_BODY`]).
@@ -398,8 +415,8 @@ impl Telegram {
     /// Waits until the next message to `chat_id` keeps the per-chat pace, and books the slot:
     /// at least `chat_interval` between messages to one chat, and for groups and channels
     /// (negative ids) no more than 20 messages in any 60 s.
-    async fn pace(&self, chat_id: i64) {
-        tokio::time::sleep_until(self.book(chat_id)).await;
+    async fn pace(&self, chat_id: i64, method: &str) -> Result<()> {
+        self.wait_until(self.book(chat_id), method).await
     }
 
     /// Books the next send slot for `chat_id` (see [`Self::pace`]).
@@ -476,7 +493,7 @@ impl Telegram {
                         .unwrap_or_else(|| http::backoff(attempt))
                         .min(self.max_wait);
                     tracing::warn!(system = SYSTEM, method, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
-                    tokio::time::sleep(wait).await;
+                    self.wait_until(Instant::now() + wait, method).await?;
                     attempt += 1;
                 }
                 Err(e) => {
@@ -525,7 +542,7 @@ impl Telegram {
         }
         let thread =
             Self::thread(thread).map_err(|m| self.err(ErrorKind::Permanent, "sendMessage", m))?;
-        self.pace(chat_id).await;
+        self.pace(chat_id, "sendMessage").await?;
         let preview = LinkPreviewOptions {
             is_disabled: true,
             url: None,
@@ -576,7 +593,7 @@ impl Telegram {
         };
         let thread =
             Self::thread(thread).map_err(|m| self.err(ErrorKind::Permanent, "sendPhoto", m))?;
-        self.pace(chat_id).await;
+        self.pace(chat_id, "sendPhoto").await?;
         // A multipart form is consumed by sending: built again for each try.
         let form = || {
             let photo = reqwest::multipart::Part::bytes(png.clone())

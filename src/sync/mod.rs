@@ -8,11 +8,16 @@
 //!
 //! Telephony: calls are read by time window from the end of the last window minus the overlap;
 //! calls are keyed by the provider's id, so the overlap never duplicates a call.
+//!
+//! Stopping: the `_until` variants take a cancellation token, checked before every page. A
+//! stopped sync returns [`SyncError::Stopped`] with every page read so far saved with its cursor,
+//! so the next start resumes at the first page not saved.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{Timelike, Utc};
+use tokio_util::sync::CancellationToken;
 
 use crate::crm::{Crm, Cursor};
 use crate::domain::{EntityKind, Ts};
@@ -37,6 +42,9 @@ pub enum SyncError {
         #[source]
         error: StoreError,
     },
+    /// dozor is stopping: the pages read so far are saved, the rest is read at the next start.
+    #[error("sync of {source_name} stopped before its end: dozor is stopping")]
+    Stopped { source_name: String },
 }
 
 /// What one sync of one source did.
@@ -110,10 +118,23 @@ pub async fn sync_crm(
     crm: &dyn Crm,
     opts: SyncOptions,
 ) -> Result<SyncReport, SyncError> {
+    sync_crm_until(store, tenant, crm, opts, &CancellationToken::new()).await
+}
+
+/// [`sync_crm`] that stops before its next page once `stop` is cancelled.
+pub async fn sync_crm_until(
+    store: &Store,
+    tenant: &str,
+    crm: &dyn Crm,
+    opts: SyncOptions,
+    stop: &CancellationToken,
+) -> Result<SyncReport, SyncError> {
     let source = crm.kind().as_str();
     let started = Instant::now();
     let started_at = Utc::now();
-    let result = sync_crm_inner(store, tenant, crm, opts).await;
+    let result = sync_crm_inner(store, tenant, crm, opts, stop)
+        .await
+        .map_err(|e| stopped_if(e, source, stop));
     let mut run = SyncRun {
         source: source.to_string(),
         started_at,
@@ -136,13 +157,38 @@ pub async fn sync_crm(
     })
 }
 
+/// A sync that failed because its client's wait or request was cut short by the stop is a
+/// stopped sync, not a remote failure.
+fn stopped_if(e: SyncError, source: &str, stop: &CancellationToken) -> SyncError {
+    match e {
+        SyncError::Remote { .. } if stop.is_cancelled() => SyncError::Stopped {
+            source_name: source.to_string(),
+        },
+        other => other,
+    }
+}
+
+/// `Err(Stopped)` once `stop` is cancelled: called before every page.
+// Same error type as every other step of a sync, so `?` works; it is built once, on the stop.
+#[allow(clippy::result_large_err)]
+fn check(stop: &CancellationToken, source: &str) -> Result<(), SyncError> {
+    if stop.is_cancelled() {
+        return Err(SyncError::Stopped {
+            source_name: source.to_string(),
+        });
+    }
+    Ok(())
+}
+
 async fn sync_crm_inner(
     store: &Store,
     tenant: &str,
     crm: &dyn Crm,
     opts: SyncOptions,
+    stop: &CancellationToken,
 ) -> Result<BTreeMap<String, usize>, SyncError> {
     let source = crm.kind().as_str();
+    check(stop, source)?;
     let now = Utc::now();
     let mut items = BTreeMap::new();
     if due(
@@ -181,6 +227,7 @@ async fn sync_crm_inner(
     for kind in EntityKind::ALL {
         cursors.push((kind, load_cursor(store, tenant, source, kind).await?));
     }
+    check(stop, source)?;
     let pass_start = Utc::now();
     let changes = crm
         .fetch_changes(&cursors)
@@ -192,17 +239,13 @@ async fn sync_crm_inner(
             .find(|(k, _)| k == kind)
             .map(|(_, c)| c.clone())
             .unwrap_or_default();
-        let n = run_pass(
-            store,
-            tenant,
-            crm,
-            *kind,
-            cursor,
-            Some(first.clone()),
+        let pass = Pass {
+            entity: *kind,
             opts,
             pass_start,
-        )
-        .await?;
+            stop,
+        };
+        let n = run_pass(store, tenant, crm, &pass, cursor, Some(first.clone())).await?;
         items.insert(kind.as_str().to_string(), n);
     }
     // Kinds the probe found unchanged are up to date as of the probe: move their watermark so
@@ -230,6 +273,7 @@ async fn sync_crm_inner(
 
     // Deletion sweep for CRMs that report deletions only by absence.
     for kind in EntityKind::ALL {
+        check(stop, source)?;
         let key = format!("sweep:{}", kind.as_str());
         let last = store
             .cursor(tenant, source, &key)
@@ -333,7 +377,21 @@ pub async fn sync_entity(
     opts: SyncOptions,
 ) -> Result<usize, SyncError> {
     let cursor = load_cursor(store, tenant, crm.kind().as_str(), entity).await?;
-    run_pass(store, tenant, crm, entity, cursor, None, opts, Utc::now()).await
+    let pass = Pass {
+        entity,
+        opts,
+        pass_start: Utc::now(),
+        stop: &CancellationToken::new(),
+    };
+    run_pass(store, tenant, crm, &pass, cursor, None).await
+}
+
+/// What one pass over an entity kind reads, and when it stops.
+struct Pass<'a> {
+    entity: EntityKind,
+    opts: SyncOptions,
+    pass_start: Ts,
+    stop: &'a CancellationToken,
 }
 
 /// The watermark after a complete pass that started at `pass_start`: everything modified before
@@ -348,18 +406,22 @@ fn advance(current: Option<Ts>, pass_start: Ts, opts: SyncOptions) -> Option<Ts>
 }
 
 /// Saves `first` (when the probe already read it) and every following page of the pass, each
-/// page in one transaction with the cursor after it.
-#[allow(clippy::too_many_arguments)]
+/// page in one transaction with the cursor after it. Stops before a page once `pass.stop` is
+/// cancelled: the cursor saved with the last page is where the next start resumes.
 async fn run_pass(
     store: &Store,
     tenant: &str,
     crm: &dyn Crm,
-    entity: EntityKind,
+    pass: &Pass<'_>,
     mut cursor: Cursor,
     mut first: Option<crate::crm::Page>,
-    opts: SyncOptions,
-    pass_start: Ts,
 ) -> Result<usize, SyncError> {
+    let Pass {
+        entity,
+        opts,
+        pass_start,
+        stop,
+    } = *pass;
     let source = crm.kind().as_str();
     let name = entity.as_str();
     // A pass resumed from a stored mid-pass cursor began before this process: records changed
@@ -371,6 +433,20 @@ async fn run_pass(
     loop {
         let page = match first.take() {
             Some(p) => p,
+            None if stop.is_cancelled() => {
+                progress.finish(saved, pages);
+                tracing::info!(
+                    tenant,
+                    source,
+                    entity = name,
+                    saved,
+                    pages,
+                    "sync stopped between pages; it resumes here at the next start"
+                );
+                return Err(SyncError::Stopped {
+                    source_name: source.to_string(),
+                });
+            }
             None => crm
                 .fetch_page(entity, &cursor)
                 .await
@@ -479,10 +555,25 @@ pub async fn sync_telephony(
     opts: SyncOptions,
     now: Ts,
 ) -> Result<SyncReport, SyncError> {
+    sync_telephony_until(store, tenant, tel, opts, now, &CancellationToken::new()).await
+}
+
+/// [`sync_telephony`] that does not start once `stop` is cancelled. The client itself stops
+/// paging (its `stop` is the same token); the calls read so far are then read again at the
+/// next start (the cursor moves only after a complete read).
+pub async fn sync_telephony_until(
+    store: &Store,
+    tenant: &str,
+    tel: &dyn Telephony,
+    opts: SyncOptions,
+    now: Ts,
+    stop: &CancellationToken,
+) -> Result<SyncReport, SyncError> {
     let source = tel.kind().as_str();
     let started = Instant::now();
     let started_at = Utc::now();
     let result = async {
+        check(stop, source)?;
         let from = match store
             .cursor(tenant, source, "calls")
             .await
@@ -512,7 +603,8 @@ pub async fn sync_telephony(
             .map_err(store_err(source, "calls"))?;
         Ok::<usize, SyncError>(calls.len())
     }
-    .await;
+    .await
+    .map_err(|e| stopped_if(e, source, stop));
     let run = SyncRun {
         source: source.to_string(),
         started_at,

@@ -20,6 +20,7 @@ use crate::config::{CalltouchConfig, Secret};
 use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm, bounds};
 use crate::http::{self, Error, ErrorKind, Limiter, redact_url};
 use crate::server::metrics::Observe as _;
+use tokio_util::sync::CancellationToken;
 
 const SYSTEM: &str = "calltouch";
 const PAGE_LIMIT: u32 = 1000;
@@ -36,6 +37,8 @@ pub struct Calltouch {
     limiter: Limiter,
     managers: Mutex<BTreeSet<String>>,
     max_wait: Duration,
+    /// Cancelled when dozor stops: no further page is asked for and every wait ends.
+    stop: CancellationToken,
 }
 
 impl Calltouch {
@@ -49,7 +52,14 @@ impl Calltouch {
             limiter: Limiter::new(5, 1).for_system("calltouch"),
             managers: Mutex::new(BTreeSet::new()),
             max_wait: Duration::from_secs(60),
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Ends every wait of this client, and the paging, once `stop` is cancelled.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = stop;
+        self
     }
 
     fn url(&self, day: NaiveDate, page: u32, limit: u32) -> String {
@@ -80,7 +90,10 @@ impl Calltouch {
     }
 
     async fn get_once(&self, url: &str) -> Result<Value> {
-        self.limiter.acquire().await;
+        self.limiter
+            .acquire(&self.stop)
+            .await
+            .map_err(|s| s.error(SYSTEM, METHOD, redact_url(url)))?;
         let resp = self
             .http
             .get(url)
@@ -139,7 +152,9 @@ impl Calltouch {
                         .unwrap_or_else(|| http::backoff(attempt))
                         .min(self.max_wait);
                     tracing::warn!(system = SYSTEM, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
-                    tokio::time::sleep(wait).await;
+                    http::pause(wait, &self.stop)
+                        .await
+                        .map_err(|s| s.error(SYSTEM, METHOD, redact_url(url)))?;
                     attempt += 1;
                 }
                 Err(e) => return Err(e),

@@ -16,6 +16,7 @@ use chrono::{NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::{Result, Telephony};
 use crate::config::{ComagicConfig, Secret};
@@ -72,6 +73,8 @@ pub struct Comagic {
     max_wait: Duration,
     page: u64,
     max_offset: u64,
+    /// Cancelled when dozor stops: no further page is asked for and every wait ends.
+    stop: CancellationToken,
 }
 
 impl Comagic {
@@ -86,7 +89,14 @@ impl Comagic {
             max_wait: Duration::from_secs(65),
             page: PAGE,
             max_offset: MAX_OFFSET,
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Ends every wait of this client, and the paging, once `stop` is cancelled.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = stop;
+        self
     }
 
     /// Overrides the page size and the offset cap (tests exercise the window restart with a
@@ -109,13 +119,14 @@ impl Comagic {
         Error::new(kind, SYSTEM, method, redact_url(&self.url), msg)
     }
 
-    async fn wait_budget(&self) {
+    /// Waits while the minute budget is spent; an error once dozor is stopping, so a page
+    /// loop ends before its next page.
+    async fn wait_budget(&self, method: &str) -> Result<()> {
         let until = *self.pause_until.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = until
-            && t > Instant::now()
-        {
-            tokio::time::sleep_until(t).await;
-        }
+        let t = until.unwrap_or_else(Instant::now);
+        http::pause_until(t, &self.stop)
+            .await
+            .map_err(|s| s.error(SYSTEM, method, redact_url(&self.url)))
     }
 
     fn note_limits(&self, limits: &Value) {
@@ -140,7 +151,7 @@ impl Comagic {
         params["access_token"] = json!(self.token.expose());
         let mut attempt = 0;
         loop {
-            self.wait_budget().await;
+            self.wait_budget(method).await?;
             match self.rpc_once(method, &params).await {
                 Ok(v) => return Ok(v),
                 Err(e)
@@ -152,7 +163,9 @@ impl Comagic {
                         .unwrap_or_else(|| http::backoff(attempt))
                         .min(self.max_wait);
                     tracing::warn!(system = SYSTEM, method, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
-                    tokio::time::sleep(wait).await;
+                    http::pause(wait, &self.stop)
+                        .await
+                        .map_err(|s| s.error(SYSTEM, method, redact_url(&self.url)))?;
                     attempt += 1;
                 }
                 Err(e) => return Err(e),

@@ -299,7 +299,10 @@ impl OAuth {
         let url = self.token_url(c);
         let mut attempt = 0u32;
         loop {
-            c.limiter.acquire().await;
+            let stopped = |s: crate::http::Stopped| {
+                s.error(SYSTEM, format!("POST {TOKEN_PATH}"), redact_url(&url))
+            };
+            c.limiter.acquire(&c.stop).await.map_err(stopped)?;
             let resp = match c
                 .http
                 .post(&url)
@@ -317,7 +320,9 @@ impl OAuth {
                         &e,
                     );
                     if err.is_retryable() && attempt + 1 < MAX_ATTEMPTS {
-                        tokio::time::sleep(backoff(attempt)).await;
+                        crate::http::pause(backoff(attempt), &c.stop)
+                            .await
+                            .map_err(stopped)?;
                         attempt += 1;
                         continue;
                     }
@@ -356,7 +361,7 @@ impl OAuth {
                     } else {
                         backoff(attempt)
                     };
-                    tokio::time::sleep(wait).await;
+                    crate::http::pause(wait, &c.stop).await.map_err(stopped)?;
                     attempt += 1;
                     continue;
                 }

@@ -46,6 +46,7 @@ use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, Ts, User, 
 use crate::http::{Error, ErrorKind, Limiter, MAX_BODY, Throttle, backoff, read_body, redact_url};
 use crate::server::metrics::Observe as _;
 use crate::store::TokenStore;
+use tokio_util::sync::CancellationToken;
 
 use auth::Auth;
 use paging::{PagePos, Traces};
@@ -96,6 +97,8 @@ pub struct AmoCrm {
     currency: Mutex<String>,
     /// Page boundaries of the passes under way (where to go back to after a deletion).
     traces: Traces,
+    /// Cancelled when dozor stops: every wait (429 pause, lock-out, backoff) ends.
+    stop: CancellationToken,
 }
 
 impl AmoCrm {
@@ -160,7 +163,21 @@ impl AmoCrm {
             paused_until: Mutex::new(None),
             currency: Mutex::new("RUB".into()),
             traces: Traces::default(),
+            stop: CancellationToken::new(),
         })
+    }
+
+    /// Ends every wait of this client early once `stop` is cancelled.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Waits `d` before retrying the request `label` to `url`; an error if dozor is stopping.
+    async fn wait(&self, d: Duration, label: &str, url: &str) -> Result<()> {
+        crate::http::pause(d, &self.stop)
+            .await
+            .map_err(|s| s.error(SYSTEM, label, redact_url(url)))
     }
 
     /// Replaces the timing knobs.
@@ -179,11 +196,16 @@ impl AmoCrm {
         Error::new(kind, SYSTEM, label, redact_url(url), msg)
     }
 
-    async fn wait_pause(&self) {
+    /// Waits out a pause set by a 429 or lock-out, then for the rate limiter.
+    async fn wait_turn(&self, label: &str, url: &str) -> Result<()> {
         let until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        let stopped = |s: crate::http::Stopped| s.error(SYSTEM, label, redact_url(url));
         if let Some(t) = until {
-            tokio::time::sleep_until(t).await;
+            crate::http::pause_until(t, &self.stop)
+                .await
+                .map_err(stopped)?;
         }
+        self.limiter.acquire(&self.stop).await.map_err(stopped)
     }
 
     fn pause(&self, d: Duration) {
@@ -219,8 +241,7 @@ impl AmoCrm {
         // revocations in a row happen when an admin re-installs the integration), but not forever.
         let mut refreshes = 0u32;
         loop {
-            self.wait_pause().await;
-            self.limiter.acquire().await;
+            self.wait_turn(&label, &url).await?;
             let token = self.auth.bearer(self).await?;
             let mut rb = self
                 .http
@@ -235,7 +256,7 @@ impl AmoCrm {
                 Err(e) => {
                     let err = Error::transport(SYSTEM, &label, redact_url(&url), &e);
                     if err.is_retryable() && attempt + 1 < MAX_ATTEMPTS {
-                        tokio::time::sleep(backoff(attempt)).await;
+                        self.wait(backoff(attempt), &label, &url).await?;
                         attempt += 1;
                         continue;
                     }
@@ -301,7 +322,7 @@ impl AmoCrm {
                 }
                 500..=599 if attempt + 1 < MAX_ATTEMPTS => {
                     tracing::warn!(system = SYSTEM, %label, status, request_id = request_id.as_deref().unwrap_or(""), "server error, retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    self.wait(backoff(attempt), &label, &url).await?;
                     attempt += 1;
                     continue;
                 }

@@ -33,6 +33,7 @@ use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, User};
 use crate::http::{self, Error, ErrorKind, Limiter, Throttle, backoff, php_query, redact_url};
 use crate::server::metrics::Observe as _;
 use crate::store::{TokenSet, TokenStore};
+use tokio_util::sync::CancellationToken;
 
 const SYSTEM: &str = "bitrix24";
 /// Retries of transient failures before giving up (rate limits follow [`Throttle`]).
@@ -82,6 +83,8 @@ pub struct Bitrix24 {
     default_stage: tokio::sync::Mutex<Option<(String, String)>>,
     /// Single-record calls waiting to go out together in one `batch`.
     queue: std::sync::Mutex<Vec<Queued>>,
+    /// Cancelled when dozor stops: every wait (rate limit, backoff, operating budget) ends.
+    stop: CancellationToken,
 }
 
 /// A single-record call waiting for the next `batch`.
@@ -250,7 +253,21 @@ impl Bitrix24 {
                 .filter(|f| !f.is_empty()),
             default_stage: tokio::sync::Mutex::new(None),
             queue: std::sync::Mutex::new(Vec::new()),
+            stop: CancellationToken::new(),
         })
+    }
+
+    /// Ends every wait of this client early once `stop` is cancelled.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Waits `d` before retrying `method`; an error if dozor is stopping meanwhile.
+    async fn wait(&self, d: Duration, method: &str) -> Result<()> {
+        http::pause(d, &self.stop)
+            .await
+            .map_err(|s| s.error(SYSTEM, method, self.shown_url(method)))
     }
 
     /// Replaces how rate-limit refusals are waited out (tests shorten the waits).
@@ -264,7 +281,7 @@ impl Bitrix24 {
     }
 
     /// Waits while `method` is at its operating-time budget.
-    async fn respect_budget(&self, method: &str) {
+    async fn respect_budget(&self, method: &str) -> Result<()> {
         let wait = {
             let ops = self.operating.lock().unwrap_or_else(|e| e.into_inner());
             match ops.get(method) {
@@ -281,12 +298,13 @@ impl Bitrix24 {
                 wait_s = w.as_secs(),
                 "bitrix24 operating budget reached, pausing method"
             );
-            tokio::time::sleep(w).await;
+            self.wait(w, method).await?;
             self.operating
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(method);
         }
+        Ok(())
     }
 
     fn note_time(&self, method: &str, time: Option<&Value>) {
@@ -526,8 +544,11 @@ impl Bitrix24 {
         let mut refusals = self.throttle.start();
         let mut refreshed = false;
         loop {
-            self.respect_budget(method).await;
-            self.limiter.acquire().await;
+            self.respect_budget(method).await?;
+            self.limiter
+                .acquire(&self.stop)
+                .await
+                .map_err(|s| s.error(SYSTEM, method, self.shown_url(method)))?;
             let (url, body, token) = self.prepare(method, params).await?;
             let shown = redact_url(&url);
             match self.send_once(method, &url, &shown, &body).await {
@@ -545,7 +566,7 @@ impl Bitrix24 {
                 Err(e) => match retry_wait(&e, &mut attempt, &mut refusals) {
                     Some(wait) => {
                         tracing::debug!(method, attempt, refusals = refusals.count(), wait_ms = wait.as_millis() as u64, error = %e, "bitrix24 retry");
-                        tokio::time::sleep(wait).await;
+                        self.wait(wait, method).await?;
                     }
                     None => return Err(e),
                 },
@@ -677,7 +698,7 @@ impl Bitrix24 {
             match result {
                 Ok(v) => break v,
                 Err(e) => match retry_wait(&e, &mut attempt, &mut refusals) {
-                    Some(wait) => tokio::time::sleep(wait).await,
+                    Some(wait) => self.wait(wait, method).await?,
                     None => return Err(e),
                 },
             }
@@ -734,7 +755,7 @@ impl Bitrix24 {
         }
         for (_, c) in cmds {
             let m = c.split('?').next().unwrap_or("");
-            self.respect_budget(m).await;
+            self.respect_budget(m).await?;
         }
         let env = self
             .call_direct("batch", &json!({"halt": 0, "cmd": cmd}))
@@ -1227,7 +1248,7 @@ impl Crm for Bitrix24 {
             match self.read_pages(entity, cursor).await {
                 Err(e) if e.method != "batch" => {
                     match retry_wait(&e, &mut attempt, &mut refusals) {
-                        Some(wait) => tokio::time::sleep(wait).await,
+                        Some(wait) => self.wait(wait, &e.method).await?,
                         None => return Err(e),
                     }
                 }
@@ -1334,7 +1355,7 @@ impl Crm for Bitrix24 {
                 match self.probe_changes(chunk).await {
                     Err(e) if e.method != "batch" => {
                         match retry_wait(&e, &mut attempt, &mut refusals) {
-                            Some(wait) => tokio::time::sleep(wait).await,
+                            Some(wait) => self.wait(wait, &e.method).await?,
                             None => return Err(e),
                         }
                     }
@@ -1973,20 +1994,46 @@ mod tests {
             Some(&json!({"operating": 1.0, "operating_reset_at": reset.to_string()})),
         );
         let t = std::time::Instant::now();
-        b.respect_budget("crm.lead.list").await;
+        b.respect_budget("crm.lead.list").await.unwrap();
         assert!(
             t.elapsed() < Duration::from_millis(100),
             "under budget: no wait"
         );
-        b.respect_budget("crm.deal.list").await;
+        b.respect_budget("crm.deal.list").await.unwrap();
         assert!(
             t.elapsed() >= Duration::from_millis(900),
             "at budget: waits for the reset"
         );
         // After the reset the method runs freely again.
         let t = std::time::Instant::now();
-        b.respect_budget("crm.deal.list").await;
+        b.respect_budget("crm.deal.list").await.unwrap();
         assert!(t.elapsed() < Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_operating_budget_wait_at_once() {
+        let stop = CancellationToken::new();
+        let b = Bitrix24::new("t", &cfg(10.0), Arc::new(NoTokens))
+            .await
+            .unwrap()
+            .with_stop(stop.clone());
+        let reset = Utc::now().timestamp() + 30;
+        b.note_time(
+            "crm.deal.list",
+            Some(&json!({"operating": 9.8, "operating_reset_at": reset})),
+        );
+        let t = std::time::Instant::now();
+        let waiting = b.respect_budget("crm.deal.list");
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.cancel();
+        };
+        let (r, ()) = tokio::join!(waiting, cancel);
+        let e = r.expect_err("a stop ends the wait with an error");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(e.kind, ErrorKind::Transient, "the action stays at intent");
+        assert!(e.to_string().contains("dozor is stopping"), "{e}");
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
     }
 
     #[test]
