@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
+use futures::FutureExt as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -315,7 +316,18 @@ async fn after_cycle(
         |source| hooks.last_delivery(t.id(), source),
         Utc::now(),
     );
-    server::selfcheck::run(store, t, s, &c.selfcheck, Some(&c.data_dir), &silent).await;
+    // A panic in a check costs this round of checks, not the daemon.
+    let checks = server::selfcheck::run(store, t, s, &c.selfcheck, Some(&c.data_dir), &silent);
+    if std::panic::AssertUnwindSafe(checks)
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            tenant = t.id(),
+            "self-checks panicked; they run again after the next cycle"
+        );
+    }
 }
 
 /// Keeps this instance's leases alive while a long cycle runs (an initial sync can take minutes),
@@ -409,19 +421,28 @@ async fn scheduled_report(
     kind: report::Kind,
     at: chrono::DateTime<Utc>,
 ) {
-    let result = async {
+    let result = std::panic::AssertUnwindSafe(async {
         let actions = action_lines(store, t.id()).await?;
         let rep = report::build(store, &t.cfg, kind, None, at, &actions).await?;
         let from = rep.period_from;
         send_report(store, t, &rep).await.map(|o| (from, o))
-    }
+    })
+    .catch_unwind()
     .await;
     match result {
-        Ok((from, outcome)) => {
+        Ok(Ok((from, outcome))) => {
             tracing::info!(tenant = t.id(), kind = kind.as_str(), %from, ?outcome, "report")
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::error!(tenant = t.id(), kind = kind.as_str(), error = %e, "report failed")
+        }
+        // A report that panics on the data it reads is lost for this period, not the daemon.
+        Err(_) => {
+            tracing::error!(
+                tenant = t.id(),
+                kind = kind.as_str(),
+                "report panicked; not sent"
+            )
         }
     }
 }
