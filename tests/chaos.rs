@@ -33,11 +33,15 @@ fn write_config(h: &SimHandle, crm: CrmKind, dir: &Path, db: &str, extra: &str) 
     path.display().to_string()
 }
 
+/// Runs follow each other within seconds here: a failed action is tried again by the next run,
+/// not after the minute the ledger waits by default.
+const RETRY_AT_ONCE: &str = "[ledger]\nretry_first_secs = 1\nretry_max_secs = 1\n";
+
 /// A small simulator and a SQLite-backed config for it in a fresh directory.
 async fn setup(seed: u64, crm: CrmKind) -> (SimHandle, tempfile::TempDir, String) {
     let h = common::small_sim(seed).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(&h, crm, dir.path(), &common::sqlite_url(dir.path()), "");
+    let cfg = write_config(&h, crm, dir.path(), &common::sqlite_url(dir.path()), RETRY_AT_ONCE);
     (h, dir, cfg)
 }
 
