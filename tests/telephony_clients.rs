@@ -1086,3 +1086,36 @@ async fn check_prints_the_comagic_zone_and_refuses_an_unknown_one() {
     );
     h.stop().await;
 }
+
+/// The account's zone is read again after a while (accounts do move), and a failed re-read
+/// keeps the zone read before rather than falling back to the tenant's.
+#[tokio::test]
+async fn comagic_zone_is_re_read_and_kept_when_the_re_read_fails() {
+    let at = Utc.with_ymd_and_hms(2026, 3, 10, 21, 30, 0).unwrap();
+    let h = tiny_sim_in(at, YEKATERINBURG).await;
+    let client = good_comagic(&h).with_zone_refresh(std::time::Duration::ZERO);
+    let source = dozor::telephony::comagic::ZoneSource::Account;
+    assert_eq!(client.zone().await.unwrap(), (YEKATERINBURG, source));
+    let novosibirsk = chrono_tz::Asia::Novosibirsk;
+    h.sim.comagic.set_timezone(novosibirsk);
+    assert_eq!(client.zone().await.unwrap(), (novosibirsk, source));
+    let calls = client
+        .calls(at - Duration::minutes(10), at + Duration::minutes(10))
+        .await
+        .unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].started_at, at);
+    assert_eq!(account_reads(&h), 3);
+    // The account moves again but the key is refused now: the zone read before stays.
+    h.sim.comagic.set_timezone(MOSCOW);
+    h.sim.set_faults(
+        System::Comagic,
+        Faults {
+            expire_tokens: true,
+            ..Faults::default()
+        },
+    );
+    assert_eq!(client.zone().await.unwrap(), (novosibirsk, source));
+    assert_eq!(account_reads(&h), 4, "the re-read was tried");
+    h.stop().await;
+}

@@ -101,6 +101,8 @@ pub struct Comagic {
     token: Secret,
     /// The zone the API's date-times are read and written in (see [`Comagic::zone`]).
     zone: Mutex<Zone>,
+    /// How long the account's zone is trusted once read.
+    zone_refresh: Duration,
     seq: AtomicU64,
     /// Do not send before this instant (spent minute budget).
     pause_until: Mutex<Option<Instant>>,
@@ -133,6 +135,7 @@ impl Comagic {
             url: cfg.base_url.trim_end_matches('/').to_string(),
             token: cfg.access_token.clone().unwrap_or_default(),
             zone: Mutex::new(zone),
+            zone_refresh: ZONE_REFRESH,
             seq: AtomicU64::new(1),
             pause_until: Mutex::new(None),
             max_wait: Duration::from_secs(65),
@@ -145,6 +148,13 @@ impl Comagic {
     /// Ends every wait of this client, and the paging, once `stop` is cancelled.
     pub fn with_stop(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
+        self
+    }
+
+    /// Overrides how long the account's zone is trusted (tests exercise the re-read this way).
+    #[doc(hidden)]
+    pub fn with_zone_refresh(mut self, every: Duration) -> Self {
+        self.zone_refresh = every;
         self
     }
 
@@ -338,7 +348,7 @@ impl Comagic {
     /// that may be wrong.
     pub async fn zone(&self) -> Result<(Tz, ZoneSource)> {
         let z = self.current_zone();
-        let fresh = z.read_at.is_some_and(|t| t.elapsed() < ZONE_REFRESH);
+        let fresh = z.read_at.is_some_and(|t| t.elapsed() < self.zone_refresh);
         if z.source == ZoneSource::Config || fresh {
             return Ok((z.tz, z.source));
         }
