@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, TimeZone, Timelike, Utc};
 use dozor::config::{CalltouchConfig, ComagicConfig, Secret};
 use dozor::domain::{Direction, TelephonyKind};
 use dozor::http::ErrorKind;
@@ -1117,5 +1117,73 @@ async fn comagic_zone_is_re_read_and_kept_when_the_re_read_fails() {
     );
     assert_eq!(client.zone().await.unwrap(), (novosibirsk, source));
     assert_eq!(account_reads(&h), 4, "the re-read was tried");
+    h.stop().await;
+}
+
+/// A CoMagic notification ("уведомление") of a call in a Yekaterinburg account, received for a
+/// Moscow tenant: the receiver confirms it with `get.calls_report` in the account's zone and
+/// stores the call at its true instant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notified_call_is_stored_at_the_instant_the_account_means() {
+    use dozor::server::{self, Health, ServerState, webhooks::Hooks};
+    const SECRET: &str = "comagic-hook-secret-0123456789";
+    let at = Utc::now().with_nanosecond(0).unwrap() - Duration::minutes(3);
+    let h = tiny_sim_in(at, YEKATERINBURG).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("dozor.db").display());
+    let text = format!(
+        "[database]\nurl = \"{db}\"\n\n[[tenants]]\nid = \"acme\"\ntimezone = \"Europe/Moscow\"\n\n\
+         [tenants.crm]\nkind = \"bitrix24\"\nwebhook_url = \"https://example.bitrix24.ru/rest/1/xxxxxxxx/\"\n\n\
+         [tenants.telephony]\nkind = \"comagic\"\nbase_url = \"{}\"\naccess_token = \"{}\"\n\n\
+         [tenants.webhooks]\ncomagic_secret = \"{SECRET}\"\n",
+        h.comagic_url(),
+        h.sim.creds.comagic_access_token
+    );
+    let cfg = dozor::config::parse(&text, None, None).unwrap().config;
+    let store = dozor::store::Store::open(&db, 2).await.unwrap();
+    let wiring = Hooks::wire(&cfg.tenants);
+    let state = ServerState {
+        store: store.clone(),
+        health: std::sync::Arc::new(Health::default()),
+        stale_after: std::time::Duration::from_secs(600),
+        tenants: vec!["acme".into()],
+        hooks: wiring.hooks.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, server::router(state)).await });
+
+    // The notification carries the account's wall clock, as the account writes it.
+    let wall = at
+        .with_timezone(&YEKATERINBURG)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/hooks/comagic/acme/{SECRET}"))
+        .json(&json!({
+            "notification_mnemonic": "call_finished",
+            "call_session_id": 9001,
+            "direction": "in",
+            "start_time": wall,
+            "contact_phone_number": "79991234567",
+            "talk_time_duration": 125,
+            "total_time_duration": 132,
+            "notification_time": wall,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let stored = loop {
+        let calls = store.calls("acme").await.unwrap();
+        if let Some(c) = calls.into_iter().find(|c| c.id == "9001") {
+            break c;
+        }
+        assert!(std::time::Instant::now() < until, "the call was not stored");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(stored.started_at, at);
+    assert_eq!(account_reads(&h), 1);
     h.stop().await;
 }
