@@ -103,6 +103,8 @@ pub struct Comagic {
     zone: Mutex<Zone>,
     /// How long the account's zone is trusted once read.
     zone_refresh: Duration,
+    /// The tenant's zone: the last resort when the account names none.
+    tenant_tz: Tz,
     seq: AtomicU64,
     /// Do not send before this instant (spent minute budget).
     pause_until: Mutex<Option<Instant>>,
@@ -136,6 +138,7 @@ impl Comagic {
             token: cfg.access_token.clone().unwrap_or_default(),
             zone: Mutex::new(zone),
             zone_refresh: ZONE_REFRESH,
+            tenant_tz,
             seq: AtomicU64::new(1),
             pause_until: Mutex::new(None),
             max_wait: Duration::from_secs(65),
@@ -371,7 +374,7 @@ impl Comagic {
         let mut z = self.zone.lock().unwrap_or_else(|e| e.into_inner());
         let (tz, source) = match read {
             Some(tz) => (tz, ZoneSource::Account),
-            None => (z.tz, ZoneSource::Tenant),
+            None => (self.tenant_tz, ZoneSource::Tenant),
         };
         if (tz, source) != (z.tz, z.source) || z.read_at.is_none() {
             if source == ZoneSource::Tenant {
