@@ -603,10 +603,22 @@ pub struct ComagicConfig {
     pub base_url: String,
     pub access_token: Option<Secret>,
     pub access_token_file: Option<PathBuf>,
+    /// The IANA zone the account's date-times are in. The Data API's times carry no offset;
+    /// by default dozor reads the account's own zone (`get.account` → `timezone`), and this
+    /// overrides it (validated when the config is loaded).
+    #[serde(default)]
+    pub timezone: Option<String>,
     /// Telephony employee id → CRM user id, for employees the automatic match (full name,
     /// then extension) gets wrong or cannot make.
     #[serde(default)]
     pub employees: BTreeMap<String, String>,
+}
+
+impl ComagicConfig {
+    /// The configured zone override, once validated (`None` when absent or invalid).
+    pub fn timezone_override(&self) -> Option<chrono_tz::Tz> {
+        self.timezone.as_deref().and_then(|z| z.trim().parse().ok())
+    }
 }
 
 fn default_comagic_url() -> String {
@@ -1725,6 +1737,16 @@ fn validate(c: &mut Config) -> Result<(), (String, String)> {
                     return Err((
                         k("telephony.access_token"),
                         "CoMagic needs an access token".into(),
+                    ));
+                }
+                if let Some(z) = &m.timezone
+                    && z.trim().parse::<chrono_tz::Tz>().is_err()
+                {
+                    return Err((
+                        k("telephony.timezone"),
+                        format!(
+                            "`{z}` is not an IANA time zone (e.g. Asia/Yekaterinburg); leave it out to use the CoMagic account's own zone"
+                        ),
                     ));
                 }
             }

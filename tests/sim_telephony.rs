@@ -659,3 +659,66 @@ async fn calltouch_auth_and_rate_limit() {
     let r = ct_get(&h, &diary(&h, d, d, "")).await;
     assert!(r.json::<Value>().await.unwrap().is_array());
 }
+
+/// The fake's account has a zone (default Europe/Moscow) and, like the Data API, names it in
+/// `get.account` (https://github.com/comagic/comagic.github.io
+/// data_api/account/get_account/index.html: `app_id`, `name`, `timezone` in IANA zoneinfo,
+/// `balance`) and writes `start_time` / reads `date_from`, `date_till` as that zone's wall clock
+/// in `YYYY-MM-DD hh:mm:ss` (data_api/index.html, "Соглашения").
+#[tokio::test]
+async fn comagic_account_zone_is_named_and_used_for_every_time() {
+    let h = start(false).await;
+    let v = rpc(&h, "get.account", json!({"access_token": token(&h)})).await;
+    let acc = &v["result"]["data"][0];
+    assert_eq!(acc["timezone"], "Europe/Moscow");
+    assert!(acc["app_id"].is_u64() && acc["name"].is_string() && acc["balance"].is_number());
+
+    let yekt = chrono_tz::Asia::Yekaterinburg;
+    h.sim.comagic.set_timezone(yekt);
+    let v = rpc(&h, "get.account", json!({"access_token": token(&h)})).await;
+    assert_eq!(v["result"]["data"][0]["timezone"], "Asia/Yekaterinburg");
+
+    let call = {
+        let w = h.sim.world();
+        w.calls
+            .values()
+            .find(|c| c.start < anchor() - Duration::days(2))
+            .cloned()
+            .unwrap()
+    };
+    let wall = |ts: DateTime<Utc>| {
+        ts.with_timezone(&yekt)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    let ask = |from: String, till: String| {
+        rpc(
+            &h,
+            "get.calls_report",
+            json!({"access_token": token(&h), "date_from": from, "date_till": till,
+                   "fields": ["id", "start_time"],
+                   "filter": {"field": "id", "operator": "=", "value": call.id}}),
+        )
+    };
+    // A one-minute window in Yekaterinburg wall time around the call finds it, written in the
+    // same wall time.
+    let v = ask(
+        wall(call.start - Duration::seconds(30)),
+        wall(call.start + Duration::seconds(30)),
+    )
+    .await;
+    let data = v["result"]["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{v}");
+    assert_eq!(data[0]["start_time"], wall(call.start));
+    // The same minute in Moscow wall time is two hours earlier on the account's clock: empty.
+    let v = ask(
+        msk(call.start - Duration::seconds(30)),
+        msk(call.start + Duration::seconds(30)),
+    )
+    .await;
+    assert_eq!(v["result"]["data"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(
+        sim::comagic::parse_time(&wall(call.start), yekt),
+        Some(call.start - Duration::nanoseconds(call.start.timestamp_subsec_nanos() as i64))
+    );
+}

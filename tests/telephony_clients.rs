@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, TimeZone, Timelike, Utc};
 use dozor::config::{CalltouchConfig, ComagicConfig, Secret};
 use dozor::domain::{Direction, TelephonyKind};
 use dozor::http::ErrorKind;
@@ -41,6 +41,7 @@ fn comagic(h: &SimHandle, token: &str) -> Comagic {
             base_url: h.comagic_url(),
             access_token: Some(Secret::new(token)),
             access_token_file: None,
+            timezone: None,
             employees: Default::default(),
         },
         MOSCOW,
@@ -305,7 +306,7 @@ async fn malformed_and_duplicated_rows_are_skipped_without_losing_the_rest() {
             .find(|c| c.start >= from && c.direction == Dir::In)
             .unwrap();
         (
-            sim::comagic::call_row(&w, c),
+            h.sim.comagic.call_row(&w, c),
             sim::calltouch::call_record(&w, c, h.sim.creds.calltouch_site_id),
         )
     };
@@ -498,7 +499,7 @@ async fn bad_records_are_logged_and_the_rest_of_the_batch_is_stored() {
             .find(|c| c.start >= from + Duration::days(1) && c.direction == Dir::In)
             .unwrap();
         (
-            sim::comagic::call_row(&w, c),
+            h.sim.comagic.call_row(&w, c),
             sim::calltouch::call_record(&w, c, h.sim.creds.calltouch_site_id),
         )
     };
@@ -748,5 +749,441 @@ async fn check_prints_the_employee_map() {
         o.contains("warning: telephony.employees: employee \"31337\""),
         "{o}"
     );
+    h.stop().await;
+}
+
+const YEKATERINBURG: chrono_tz::Tz = chrono_tz::Asia::Yekaterinburg;
+
+/// A CoMagic client whose config names `zone` (`telephony.timezone`), for a Moscow tenant.
+fn comagic_in(h: &SimHandle, zone: &str) -> Comagic {
+    Comagic::new(
+        &ComagicConfig {
+            base_url: h.comagic_url(),
+            access_token: Some(Secret::new(&h.sim.creds.comagic_access_token)),
+            access_token_file: None,
+            timezone: Some(zone.into()),
+            employees: Default::default(),
+        },
+        MOSCOW,
+    )
+}
+
+/// `tiny_world` served by a simulator whose CoMagic account lives in `tz`.
+async fn tiny_sim_in(at: DateTime<Utc>, tz: chrono_tz::Tz) -> SimHandle {
+    let h = sim::start_with(
+        Sim::with_world(opts(false), tiny_world(at)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    h.sim.comagic.set_timezone(tz);
+    h
+}
+
+fn account_reads(h: &SimHandle) -> u64 {
+    h.sim.stats()[&System::Comagic]
+        .by_method
+        .get("get.account")
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The account is in Yekaterinburg (UTC+5), the tenant in Moscow (UTC+3). The Data API writes
+/// `start_time` and reads `date_from`/`date_till` as the account's wall clock with no offset
+/// (https://github.com/comagic/comagic.github.io data_api/index.html, "Соглашения": every
+/// date-time is `YYYY-MM-DD hh:mm:ss`), and `get.account` names the account's zone
+/// (data_api/account/get_account/index.html: `timezone`, "Формат IANA zoneinfo"). dozor reads
+/// that zone once and both stores the call at its true instant and asks for the newest minutes.
+#[tokio::test]
+async fn comagic_reads_and_asks_in_the_account_zone_not_the_tenants() {
+    // 21:30 UTC: 02:30 on the 11th in Yekaterinburg, 00:30 in Moscow.
+    let at = Utc.with_ymd_and_hms(2026, 3, 10, 21, 30, 0).unwrap();
+    let h = tiny_sim_in(at, YEKATERINBURG).await;
+    {
+        let w = h.sim.world();
+        let row = h.sim.comagic.call_row(&w, &w.calls[&9001]);
+        assert_eq!(row["start_time"], "2026-03-11 02:30:00");
+    }
+    let client = good_comagic(&h);
+    // A window of ten minutes either side: a client asking in Moscow wall time would ask for
+    // 00:20..00:40, two hours before the call as the account writes it, and miss it.
+    let calls = client
+        .calls(at - Duration::minutes(10), at + Duration::minutes(10))
+        .await
+        .unwrap();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0].started_at,
+        Utc.with_ymd_and_hms(2026, 3, 10, 21, 30, 0).unwrap()
+    );
+    assert_eq!(
+        client.zone().await.unwrap(),
+        (
+            YEKATERINBURG,
+            dozor::telephony::comagic::ZoneSource::Account
+        )
+    );
+    // The confirmation of a pushed call (the notification receiver's path) asks and reads in
+    // the same zone, and so does the receiver's own mapping once the zone is known.
+    let confirmed = client
+        .call_by_id("9001", at + Duration::minutes(5))
+        .await
+        .unwrap()
+        .expect("the notified call is found");
+    assert_eq!(confirmed.started_at, at);
+    let row = {
+        let w = h.sim.world();
+        h.sim.comagic.call_row(&w, &w.calls[&9001])
+    };
+    assert_eq!(client.map_call(&row).unwrap().started_at, at);
+    // The zone is read once, not per request.
+    client
+        .calls(at - Duration::hours(1), at + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(account_reads(&h), 1);
+    // The check line names the zone, where it comes from and the time now in it.
+    let ping = client.ping().await.unwrap();
+    assert!(
+        ping.contains("call times in Asia/Yekaterinburg (the CoMagic account's zone), now "),
+        "{ping}"
+    );
+    h.stop().await;
+}
+
+/// `telephony.timezone` in the config wins over the account's own zone: no `get.account` is
+/// needed to read calls, and the times are read in the configured zone.
+#[tokio::test]
+async fn comagic_configured_zone_wins_over_the_account() {
+    let at = Utc.with_ymd_and_hms(2026, 3, 10, 21, 30, 0).unwrap();
+    // The account says Moscow and writes 00:30; the config says Yekaterinburg, so dozor takes
+    // 00:30 as Yekaterinburg time: 19:30 UTC.
+    let h = tiny_sim_in(at, MOSCOW).await;
+    let client = comagic_in(&h, "Asia/Yekaterinburg");
+    let calls = client
+        .calls(at - Duration::hours(3), at + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].started_at,
+        Utc.with_ymd_and_hms(2026, 3, 10, 19, 30, 0).unwrap()
+    );
+    assert_eq!(
+        account_reads(&h),
+        0,
+        "the configured zone needs no get.account"
+    );
+    let ping = client.ping().await.unwrap();
+    assert!(
+        ping.contains("call times in Asia/Yekaterinburg (telephony.timezone in the config)")
+            && ping.contains("the account itself says Europe/Moscow"),
+        "{ping}"
+    );
+    // And the other way round: an account in Yekaterinburg read as Moscow (what the tenant's
+    // zone used to do) asks two hours too early and misses the newest call.
+    let h = tiny_sim_in(at, YEKATERINBURG).await;
+    let client = comagic_in(&h, "Europe/Moscow");
+    assert!(
+        client
+            .calls(at - Duration::minutes(10), at + Duration::minutes(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    h.stop().await;
+}
+
+/// A stand-in for the Data API that answers every request with `answer(method)`: for answers
+/// transcribed from the docs verbatim, which the simulator does not produce.
+async fn docs_server(answer: fn(&str) -> serde_json::Value) -> String {
+    use axum::{Json, Router, routing::post};
+    let app = Router::new().route(
+        "/v2.0",
+        post(move |Json(req): Json<serde_json::Value>| async move {
+            let mut v = answer(req["method"].as_str().unwrap_or_default());
+            v["id"] = req["id"].clone();
+            Json(v)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v2.0")
+}
+
+fn docs_client(url: String) -> Comagic {
+    Comagic::new(
+        &ComagicConfig {
+            base_url: url,
+            access_token: Some(Secret::new("docs-token")),
+            access_token_file: None,
+            timezone: None,
+            employees: Default::default(),
+        },
+        MOSCOW,
+    )
+}
+
+/// The `get.account` answer of https://github.com/comagic/comagic.github.io
+/// data_api/account/get_account/index.html ("JSON структура ответа"), its placeholders filled
+/// in: `result.meta_data` (sic, not `metadata`) and `data[0]{app_id, name, timezone}`.
+fn docs_get_account(timezone: &str) -> serde_json::Value {
+    json!({
+      "jsonrpc": "2.0",
+      "id": "number",
+      "result": {
+        "meta_data": {},
+        "data": [
+          {
+            "app_id": 104857,
+            "name": "ООО Ромашка",
+            "timezone": timezone
+          }
+        ]
+      }
+    })
+}
+
+/// The `get.calls_report` answer shape of data_api/report/get_calls_report/index.html with one
+/// row, its `start_time` in the documented `YYYY-MM-DD hh:mm:ss` (data_api/index.html,
+/// "Соглашения").
+fn docs_calls_report() -> serde_json::Value {
+    json!({"jsonrpc": "2.0", "id": "number", "result": {
+        "data": [{"id": 2911, "start_time": "2026-03-11 02:30:00", "direction": "in",
+                  "is_lost": false, "talk_duration": 60, "wait_duration": 5,
+                  "contact_phone_number": "79991234567", "employees": []}],
+        "metadata": {"total_items": 1}}})
+}
+
+#[tokio::test]
+async fn comagic_docs_get_account_answer_gives_the_zone() {
+    let url = docs_server(|m| match m {
+        "get.account" => docs_get_account("Asia/Yekaterinburg"),
+        _ => docs_calls_report(),
+    })
+    .await;
+    let client = docs_client(url);
+    assert_eq!(
+        client.zone().await.unwrap(),
+        (
+            YEKATERINBURG,
+            dozor::telephony::comagic::ZoneSource::Account
+        )
+    );
+    let ping = client.ping().await.unwrap();
+    assert!(
+        ping.starts_with("CoMagic ООО Ромашка (app_id 104857); call times in Asia/Yekaterinburg"),
+        "{ping}"
+    );
+    let from = Utc.with_ymd_and_hms(2026, 3, 10, 0, 0, 0).unwrap();
+    let calls = client.calls(from, from + Duration::days(2)).await.unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].started_at,
+        Utc.with_ymd_and_hms(2026, 3, 10, 21, 30, 0).unwrap()
+    );
+
+    // An account that names no zone: the tenant's zone, said so in the check line.
+    let url = docs_server(|m| match m {
+        "get.account" => docs_get_account(""),
+        _ => docs_calls_report(),
+    })
+    .await;
+    let client = docs_client(url);
+    assert_eq!(
+        client.zone().await.unwrap(),
+        (MOSCOW, dozor::telephony::comagic::ZoneSource::Tenant)
+    );
+    assert!(
+        client
+            .ping()
+            .await
+            .unwrap()
+            .contains("Europe/Moscow (the tenant's zone; the account named none)")
+    );
+
+    // A zone that is not IANA: refused with the value and the config key that fixes it; no
+    // call is read in a zone that may be wrong.
+    let url = docs_server(|m| match m {
+        "get.account" => docs_get_account("UTC+05"),
+        _ => docs_calls_report(),
+    })
+    .await;
+    let client = docs_client(url);
+    let e = client
+        .calls(from, from + Duration::days(2))
+        .await
+        .unwrap_err();
+    let shown = e.to_string();
+    assert!(
+        shown.contains("get.account")
+            && shown.contains("`UTC+05`")
+            && shown.contains("telephony.timezone"),
+        "{shown}"
+    );
+    assert!(!shown.contains("docs-token"), "{shown}");
+}
+
+/// `dozor check` names the zone call times are read in and the time now there; an unknown
+/// `telephony.timezone` is refused naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_the_comagic_zone_and_refuses_an_unknown_one() {
+    let h = start(false).await;
+    h.sim.comagic.set_timezone(YEKATERINBURG);
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("dozor.db").display());
+    let base = dozor::sim::tenant_config::tenant_config(
+        &h,
+        dozor::domain::CrmKind::Bitrix24,
+        TelephonyKind::Comagic,
+        &db,
+        "en",
+    );
+    let run = |text: String| {
+        let path = dir.path().join("dozor.toml");
+        std::fs::write(&path, text).unwrap();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_dozor"))
+                .args(["--config", path.to_str().unwrap(), "check"])
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(base.clone()).await.unwrap();
+    let o = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{o}");
+    let line = o
+        .lines()
+        .find(|l| l.contains("comagic") && l.contains("OK"))
+        .unwrap_or_else(|| panic!("{o}"));
+    let now_there = Utc::now()
+        .with_timezone(&YEKATERINBURG)
+        .format("%Y-%m-%d %H:")
+        .to_string();
+    assert!(
+        line.contains("call times in Asia/Yekaterinburg (the CoMagic account's zone), now ")
+            && line.contains(&now_there[..10]),
+        "{line}"
+    );
+
+    let broken = base.replacen(
+        "kind = \"comagic\"\n",
+        "kind = \"comagic\"\ntimezone = \"Asia/Ekaterinburg-ish\"\n",
+        1,
+    );
+    let out = run(broken).await.unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("telephony.timezone") && all.contains("Asia/Ekaterinburg-ish"),
+        "{all}"
+    );
+    h.stop().await;
+}
+
+/// The account's zone is read again after a while (accounts do move), and a failed re-read
+/// keeps the zone read before rather than falling back to the tenant's.
+#[tokio::test]
+async fn comagic_zone_is_re_read_and_kept_when_the_re_read_fails() {
+    let at = Utc.with_ymd_and_hms(2026, 3, 10, 21, 30, 0).unwrap();
+    let h = tiny_sim_in(at, YEKATERINBURG).await;
+    let client = good_comagic(&h).with_zone_refresh(std::time::Duration::ZERO);
+    let source = dozor::telephony::comagic::ZoneSource::Account;
+    assert_eq!(client.zone().await.unwrap(), (YEKATERINBURG, source));
+    let novosibirsk = chrono_tz::Asia::Novosibirsk;
+    h.sim.comagic.set_timezone(novosibirsk);
+    assert_eq!(client.zone().await.unwrap(), (novosibirsk, source));
+    let calls = client
+        .calls(at - Duration::minutes(10), at + Duration::minutes(10))
+        .await
+        .unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].started_at, at);
+    assert_eq!(account_reads(&h), 3);
+    // The account moves again but the key is refused now: the zone read before stays.
+    h.sim.comagic.set_timezone(MOSCOW);
+    h.sim.set_faults(
+        System::Comagic,
+        Faults {
+            expire_tokens: true,
+            ..Faults::default()
+        },
+    );
+    assert_eq!(client.zone().await.unwrap(), (novosibirsk, source));
+    assert_eq!(account_reads(&h), 4, "the re-read was tried");
+    h.stop().await;
+}
+
+/// A CoMagic notification ("уведомление") of a call in a Yekaterinburg account, received for a
+/// Moscow tenant: the receiver confirms it with `get.calls_report` in the account's zone and
+/// stores the call at its true instant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notified_call_is_stored_at_the_instant_the_account_means() {
+    use dozor::server::{self, Health, ServerState, webhooks::Hooks};
+    const SECRET: &str = "comagic-hook-secret-0123456789";
+    let at = Utc::now().with_nanosecond(0).unwrap() - Duration::minutes(3);
+    let h = tiny_sim_in(at, YEKATERINBURG).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("dozor.db").display());
+    let text = format!(
+        "[database]\nurl = \"{db}\"\n\n[[tenants]]\nid = \"acme\"\ntimezone = \"Europe/Moscow\"\n\n\
+         [tenants.crm]\nkind = \"bitrix24\"\nwebhook_url = \"https://example.bitrix24.ru/rest/1/xxxxxxxx/\"\n\n\
+         [tenants.telephony]\nkind = \"comagic\"\nbase_url = \"{}\"\naccess_token = \"{}\"\n\n\
+         [tenants.webhooks]\ncomagic_secret = \"{SECRET}\"\n",
+        h.comagic_url(),
+        h.sim.creds.comagic_access_token
+    );
+    let cfg = dozor::config::parse(&text, None, None).unwrap().config;
+    let store = dozor::store::Store::open(&db, 2).await.unwrap();
+    let wiring = Hooks::wire(&cfg.tenants);
+    let state = ServerState {
+        store: store.clone(),
+        health: std::sync::Arc::new(Health::default()),
+        stale_after: std::time::Duration::from_secs(600),
+        tenants: vec!["acme".into()],
+        hooks: wiring.hooks.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, server::router(state)).await });
+
+    // The notification carries the account's wall clock, as the account writes it.
+    let wall = at
+        .with_timezone(&YEKATERINBURG)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/hooks/comagic/acme/{SECRET}"))
+        .json(&json!({
+            "notification_mnemonic": "call_finished",
+            "call_session_id": 9001,
+            "direction": "in",
+            "start_time": wall,
+            "contact_phone_number": "79991234567",
+            "talk_time_duration": 125,
+            "total_time_duration": 132,
+            "notification_time": wall,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let stored = loop {
+        let calls = store.calls("acme").await.unwrap();
+        if let Some(c) = calls.into_iter().find(|c| c.id == "9001") {
+            break c;
+        }
+        assert!(std::time::Instant::now() < until, "the call was not stored");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(stored.started_at, at);
+    assert_eq!(account_reads(&h), 1);
     h.stop().await;
 }

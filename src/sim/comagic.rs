@@ -4,6 +4,11 @@
 //! real envelope (`result.data` + `result.metadata{total_items, limits}`), the JSON-RPC error
 //! object (`error{code, message, data{mnemonic, field, value}}`), fields / filter / sort / paging,
 //! the 3-month period cap and the per-minute points budget.
+//!
+//! The account has a time zone (`get.account` → `timezone`, IANA; default Europe/Moscow, set
+//! with [`State::set_timezone`]): every date-time it renders (`start_time`, `finish_time`) and
+//! every one it is asked for (`date_from`, `date_till`) is that zone's wall clock, with no
+//! offset, as the Data API writes them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +21,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::{Months, NaiveDateTime, TimeZone};
-use chrono_tz::Europe::Moscow;
+use chrono_tz::Tz;
 use serde_json::{Map, Value, json};
 
 use super::world::{Dir, SimCall, World};
@@ -43,6 +48,8 @@ pub struct State {
     budget: Mutex<Budget>,
     expired: AtomicBool,
     extra_rows: Mutex<Vec<Value>>,
+    /// The account's zone (`get.account` → `timezone`).
+    timezone: Mutex<Tz>,
 }
 
 impl State {
@@ -57,7 +64,23 @@ impl State {
             }),
             expired: AtomicBool::new(false),
             extra_rows: Mutex::new(Vec::new()),
+            timezone: Mutex::new(chrono_tz::Europe::Moscow),
         }
+    }
+
+    /// Moves the account to another zone: its times are rendered and read in it from now on.
+    pub fn set_timezone(&self, tz: Tz) {
+        *self.timezone.lock().unwrap_or_else(|e| e.into_inner()) = tz;
+    }
+
+    /// The account's zone.
+    pub fn timezone(&self) -> Tz {
+        *self.timezone.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One call session as this account renders it (its times in the account's zone).
+    pub fn call_row(&self, w: &World, c: &SimCall) -> Value {
+        call_row(w, c, self.timezone())
     }
 
     /// Raw rows appended verbatim to the first page (offset 0) of every `get.calls_report`
@@ -300,11 +323,14 @@ fn handle(sim: &Sim, method: &str, params: &Map<String, Value>) -> Result<Value,
     let (data, total) = match method {
         "get.calls_report" => calls_report(sim, params)?,
         "get.employees" => employees(sim, params)?,
+        // https://github.com/comagic/comagic.github.io data_api/account/get_account/index.html:
+        // app_id, name, timezone (IANA zoneinfo), balance.
         _ => (
             vec![json!({
                 "app_id": 104_857,
                 "name": "Simulated sales department",
-                "timezone": "Europe/Moscow",
+                "timezone": sim.comagic.timezone().name(),
+                "balance": 1500.0,
             })],
             1,
         ),
@@ -337,14 +363,14 @@ fn parse_dt(params: &Map<String, Value>, field: &str) -> Result<NaiveDateTime, R
         })
 }
 
-/// Account-local (Moscow) wall time of a UTC instant, truncated to seconds.
-pub fn local(ts: chrono::DateTime<chrono::Utc>) -> NaiveDateTime {
-    let n = ts.with_timezone(&Moscow).naive_local();
+/// Wall time in `tz` of a UTC instant, truncated to seconds.
+pub fn local(ts: chrono::DateTime<chrono::Utc>, tz: Tz) -> NaiveDateTime {
+    let n = ts.with_timezone(&tz).naive_local();
     n - chrono::Duration::nanoseconds(n.and_utc().timestamp_subsec_nanos() as i64)
 }
 
-fn fmt_local(ts: chrono::DateTime<chrono::Utc>) -> String {
-    local(ts).format(DT_FMT).to_string()
+fn fmt_local(ts: chrono::DateTime<chrono::Utc>, tz: Tz) -> String {
+    local(ts, tz).format(DT_FMT).to_string()
 }
 
 /// Columns returned only when asked for.
@@ -395,8 +421,9 @@ const SORTABLE: &[&str] = &[
     "full_name",
 ];
 
-/// One call session in the wire shape of `get.calls_report` (every column, default or not).
-pub fn call_row(w: &World, c: &SimCall) -> Value {
+/// One call session in the wire shape of `get.calls_report` (every column, default or not),
+/// its times the wall clock of the account's zone `tz`.
+pub fn call_row(w: &World, c: &SimCall, tz: Tz) -> Value {
     let emp = c
         .employee_id
         .and_then(|id| w.employees.iter().find(|e| e.id == id));
@@ -426,8 +453,8 @@ pub fn call_row(w: &World, c: &SimCall) -> Value {
     };
     let mut out = json!({
         "id": c.id,
-        "start_time": fmt_local(c.start),
-        "finish_time": fmt_local(finish),
+        "start_time": fmt_local(c.start, tz),
+        "finish_time": fmt_local(finish, tz),
         "direction": direction,
         "is_lost": c.is_lost,
         "finish_reason": if answered { "subscriber_disconnects" } else { "no_success_operator_call" },
@@ -524,16 +551,17 @@ fn calls_report(sim: &Sim, params: &Map<String, Value>) -> Result<(Vec<Value>, u
             "The period between date_from and date_till must not exceed 3 months",
         ));
     }
+    let tz = sim.comagic.timezone();
     let (mut rows, sample) = {
         let w = sim.world();
         let rows: Vec<Value> = w
             .calls
             .values()
             .filter(|c| {
-                let l = local(c.start);
+                let l = local(c.start, tz);
                 l >= from && l <= till
             })
-            .map(|c| call_row(&w, c))
+            .map(|c| call_row(&w, c, tz))
             .collect();
         let sample = call_row(
             &w,
@@ -551,6 +579,7 @@ fn calls_report(sim: &Sim, params: &Map<String, Value>) -> Result<(Vec<Value>, u
                 utm: Default::default(),
                 has_record: false,
             },
+            tz,
         );
         (rows, sample)
     };
@@ -923,16 +952,15 @@ fn eval_filter(f: &Value, row: &Value) -> bool {
     }
 }
 
-/// The Moscow wall-clock string of a UTC instant, as this fake renders it.
-pub fn render_time(ts: chrono::DateTime<chrono::Utc>) -> String {
-    fmt_local(ts)
+/// The wall-clock string in `tz` of a UTC instant, as this fake renders it.
+pub fn render_time(ts: chrono::DateTime<chrono::Utc>, tz: Tz) -> String {
+    fmt_local(ts, tz)
 }
 
-/// Parses a Moscow wall-clock string back into UTC (inverse of [`render_time`]).
-pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+/// Parses a wall-clock string in `tz` back into UTC (inverse of [`render_time`]).
+pub fn parse_time(s: &str, tz: Tz) -> Option<chrono::DateTime<chrono::Utc>> {
     let n = NaiveDateTime::parse_from_str(s, DT_FMT).ok()?;
-    Moscow
-        .from_local_datetime(&n)
+    tz.from_local_datetime(&n)
         .earliest()
         .map(|t| t.with_timezone(&chrono::Utc))
 }

@@ -2,8 +2,10 @@
 //!
 //! `calls()` reads `get.calls_report` in windows of at most 89 days (3 months), pages with `limit=10000`,
 //! and when the offset would pass the API's 100 000 cap it restarts the window at the start time
-//! of the last row it got. Times are the account's local wall clock and are converted with the
-//! tenant's time zone. The points budget in `metadata.limits` is respected: when
+//! of the last row it got. The API's date-times (`start_time`, `date_from`, `date_till`) carry no
+//! offset: they are the account's wall clock. The account's zone is read from `get.account`
+//! (once, then again every [`ZONE_REFRESH`]), unless the config names one; the tenant's zone is
+//! the last resort, used only while the account has not said (or says nothing). The points budget in `metadata.limits` is respected: when
 //! `minute_remaining` reaches 0 the client pauses until `minute_reset`.
 
 use std::collections::BTreeMap;
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{NaiveDateTime, TimeZone};
+use chrono::{NaiveDateTime, TimeZone, Timelike};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -36,6 +38,38 @@ const MAX_WINDOW_DAYS: i64 = 89;
 const MAX_ATTEMPTS: u32 = 5;
 /// How far back a notified call is looked for when it is confirmed.
 const CONFIRM_DAYS: i64 = 3;
+/// How long the account's zone, once read, is trusted before `get.account` is asked again
+/// (accounts change zone rarely; a daily read costs one point).
+pub const ZONE_REFRESH: Duration = Duration::from_secs(24 * 3600);
+
+/// Where the zone of the API's date-times comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZoneSource {
+    /// `telephony.timezone` in the config.
+    Config,
+    /// `get.account` → `timezone`.
+    Account,
+    /// The tenant's zone: the account has not been asked yet, or named no zone.
+    Tenant,
+}
+
+impl std::fmt::Display for ZoneSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ZoneSource::Config => "telephony.timezone in the config",
+            ZoneSource::Account => "the CoMagic account's zone",
+            ZoneSource::Tenant => "the tenant's zone; the account named none",
+        })
+    }
+}
+
+/// The zone in use, and when the account was last asked for it.
+#[derive(Debug, Clone, Copy)]
+struct Zone {
+    tz: Tz,
+    source: ZoneSource,
+    read_at: Option<Instant>,
+}
 
 const CALL_FIELDS: &[&str] = &[
     "id",
@@ -65,7 +99,12 @@ pub struct Comagic {
     http: reqwest::Client,
     url: String,
     token: Secret,
-    tz: Tz,
+    /// The zone the API's date-times are read and written in (see [`Comagic::zone`]).
+    zone: Mutex<Zone>,
+    /// How long the account's zone is trusted once read.
+    zone_refresh: Duration,
+    /// The tenant's zone: the last resort when the account names none.
+    tenant_tz: Tz,
     seq: AtomicU64,
     /// Do not send before this instant (spent minute budget).
     pause_until: Mutex<Option<Instant>>,
@@ -78,12 +117,28 @@ pub struct Comagic {
 }
 
 impl Comagic {
-    pub fn new(cfg: &ComagicConfig, tz: Tz) -> Self {
+    /// A client for the account of `cfg`; `tenant_tz` is used only until the account names its
+    /// zone (or when it names none), and never when the config sets `timezone`.
+    pub fn new(cfg: &ComagicConfig, tenant_tz: Tz) -> Self {
+        let zone = match cfg.timezone_override() {
+            Some(tz) => Zone {
+                tz,
+                source: ZoneSource::Config,
+                read_at: None,
+            },
+            None => Zone {
+                tz: tenant_tz,
+                source: ZoneSource::Tenant,
+                read_at: None,
+            },
+        };
         Comagic {
             http: http::client(Duration::from_secs(120)),
             url: cfg.base_url.trim_end_matches('/').to_string(),
             token: cfg.access_token.clone().unwrap_or_default(),
-            tz,
+            zone: Mutex::new(zone),
+            zone_refresh: ZONE_REFRESH,
+            tenant_tz,
             seq: AtomicU64::new(1),
             pause_until: Mutex::new(None),
             max_wait: Duration::from_secs(65),
@@ -96,6 +151,13 @@ impl Comagic {
     /// Ends every wait of this client, and the paging, once `stop` is cancelled.
     pub fn with_stop(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
+        self
+    }
+
+    /// Overrides how long the account's zone is trusted (tests exercise the re-read this way).
+    #[doc(hidden)]
+    pub fn with_zone_refresh(mut self, every: Duration) -> Self {
+        self.zone_refresh = every;
         self
     }
 
@@ -278,16 +340,88 @@ impl Comagic {
         err
     }
 
-    fn to_local(&self, ts: Ts) -> NaiveDateTime {
-        ts.with_timezone(&self.tz).naive_local()
+    fn current_zone(&self) -> Zone {
+        *self.zone.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn parse_local(&self, s: &str) -> Option<Ts> {
-        let n = NaiveDateTime::parse_from_str(s.trim(), DT_FMT).ok()?;
-        self.tz
-            .from_local_datetime(&n)
-            .earliest()
-            .and_then(bounds::in_range_utc)
+    /// The zone the API's date-times are in, and where it comes from. Asks `get.account` when
+    /// the config sets no zone and the account's was never read or was read more than
+    /// [`ZONE_REFRESH`] ago. When that read fails, a zone read before is kept (with a warning);
+    /// with none read yet the error is returned, so no call is stored or asked for in a zone
+    /// that may be wrong.
+    pub async fn zone(&self) -> Result<(Tz, ZoneSource)> {
+        let z = self.current_zone();
+        let fresh = z.read_at.is_some_and(|t| t.elapsed() < self.zone_refresh);
+        if z.source == ZoneSource::Config || fresh {
+            return Ok((z.tz, z.source));
+        }
+        let read = match self.read_account().await {
+            Ok(acc) => self.account_zone(&acc),
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(read) => Ok(self.set_account_zone(read)),
+            Err(e) if z.read_at.is_some() => {
+                tracing::warn!(system = SYSTEM, zone = %z.tz, error = %e, "cannot re-read the account's time zone; keeping the one read before");
+                Ok((z.tz, z.source))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records what `get.account` said about the zone (`None`: it named none).
+    fn set_account_zone(&self, read: Option<Tz>) -> (Tz, ZoneSource) {
+        let mut z = self.zone.lock().unwrap_or_else(|e| e.into_inner());
+        let (tz, source) = match read {
+            Some(tz) => (tz, ZoneSource::Account),
+            None => (self.tenant_tz, ZoneSource::Tenant),
+        };
+        if (tz, source) != (z.tz, z.source) || z.read_at.is_none() {
+            if source == ZoneSource::Tenant {
+                tracing::warn!(system = SYSTEM, zone = %tz, "get.account names no time zone; call times are read in the tenant's zone (set telephony.timezone if that is wrong)");
+            } else {
+                tracing::info!(system = SYSTEM, zone = %tz, "call times are read in the CoMagic account's time zone");
+            }
+        }
+        *z = Zone {
+            tz,
+            source,
+            read_at: Some(Instant::now()),
+        };
+        (tz, source)
+    }
+
+    /// The account object of `get.account` (`result.data[0]`; a bare object is accepted too).
+    async fn read_account(&self) -> Result<Value> {
+        let r = self.rpc("get.account", json!({})).await?;
+        Ok(match r.get("data") {
+            Some(Value::Array(a)) => a.first().cloned().unwrap_or(Value::Null),
+            Some(other) => other.clone(),
+            None => Value::Null,
+        })
+    }
+
+    /// The zone an account object names: `Ok(None)` when it names none, an error naming the
+    /// value when it is not an IANA zone (the docs promise "Формат IANA zoneinfo").
+    // The error is the crate's one HTTP error type, large like everywhere it is returned.
+    #[allow(clippy::result_large_err)]
+    fn account_zone(&self, acc: &Value) -> Result<Option<Tz>> {
+        match acc.get("timezone") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => s.trim().parse::<Tz>().map(Some).map_err(|_| {
+                self.err(
+                    ErrorKind::Permanent,
+                    "get.account",
+                    format!("the account's timezone `{s}` is not an IANA time zone; set telephony.timezone in the config to the account's zone"),
+                )
+            }),
+            Some(other) => Err(self.err(
+                ErrorKind::Decode,
+                "get.account",
+                format!("timezone must be a string, got {other}"),
+            )),
+        }
     }
 
     fn record_host(&self) -> &'static str {
@@ -302,7 +436,17 @@ impl Comagic {
 
     /// Maps one `get.calls_report` row; `Err((call id, reason))` when it is unusable. The
     /// notification receiver maps pushed calls through it too, so both paths agree.
+    /// Times are read in the zone in use now (see [`Comagic::zone`]).
     pub fn map_call(&self, row: &Value) -> std::result::Result<Call, (String, &'static str)> {
+        self.map_call_in(row, self.current_zone().tz)
+    }
+
+    /// [`Comagic::map_call`] with `start_time` read in `tz`.
+    fn map_call_in(
+        &self,
+        row: &Value,
+        tz: Tz,
+    ) -> std::result::Result<Call, (String, &'static str)> {
         let id = match row.get("id") {
             Some(Value::Number(n)) => n.to_string(),
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -312,7 +456,7 @@ impl Comagic {
         let started_at = row
             .get("start_time")
             .and_then(Value::as_str)
-            .and_then(|s| self.parse_local(s))
+            .and_then(|s| parse_local(s, tz))
             .ok_or_else(|| bad("start_time missing, unparsable or outside 2000-2099"))?;
         let direction = match row.get("direction").and_then(Value::as_str) {
             Some("in") => Direction::In,
@@ -398,9 +542,10 @@ impl Comagic {
         let Ok(numeric) = id.parse::<u64>() else {
             return Ok(None);
         };
+        let (tz, _) = self.zone().await?;
         let params = json!({
-            "date_from": self.to_local(now - chrono::Duration::days(CONFIRM_DAYS)).format(DT_FMT).to_string(),
-            "date_till": self.to_local(now + chrono::Duration::minutes(1)).format(DT_FMT).to_string(),
+            "date_from": to_local(now - chrono::Duration::days(CONFIRM_DAYS), tz).format(DT_FMT).to_string(),
+            "date_till": to_local(now + chrono::Duration::minutes(1), tz).format(DT_FMT).to_string(),
             "fields": CALL_FIELDS,
             "filter": {"field": "id", "operator": "=", "value": numeric},
             "limit": 10,
@@ -419,7 +564,7 @@ impl Comagic {
         else {
             return Ok(None);
         };
-        match self.map_call(row) {
+        match self.map_call_in(row, tz) {
             Ok(c) => Ok(Some(c)),
             Err((id, why)) => {
                 tracing::warn!(system = SYSTEM, call_id = %id, reason = why, "call refused");
@@ -428,11 +573,13 @@ impl Comagic {
         }
     }
 
-    /// Every call in one window of at most 89 days (`[from, till)`), into `out`.
+    /// Every call in one window of at most 89 days (`[from, till)`), into `out`; the window is
+    /// asked for, and the rows read, in the account's zone `tz`.
     async fn calls_window(
         &self,
         from: Ts,
         till: Ts,
+        tz: Tz,
         out: &mut BTreeMap<String, Call>,
     ) -> Result<()> {
         // The API takes whole seconds, both ends inclusive: the last second that starts
@@ -442,8 +589,8 @@ impl Comagic {
         } else {
             till - chrono::Duration::seconds(1)
         };
-        let till_s = self.to_local(last).format(DT_FMT).to_string();
-        let mut start = self.to_local(from);
+        let till_s = to_local(last, tz).format(DT_FMT).to_string();
+        let mut start = to_local(from, tz);
         let mut offset = 0u64;
         loop {
             let params = json!({
@@ -471,7 +618,7 @@ impl Comagic {
                 {
                     last_start = Some(last_start.map_or(n, |l: NaiveDateTime| l.max(n)));
                 }
-                match self.map_call(row) {
+                match self.map_call_in(row, tz) {
                     Ok(c) => {
                         if c.started_at >= from && c.started_at < till {
                             // Window restarts re-read rows on purpose; the newest copy wins.
@@ -510,6 +657,22 @@ impl Comagic {
             }
         }
     }
+}
+
+/// The account's wall clock at `ts`, in whole seconds (the API takes no fractions).
+fn to_local(ts: Ts, tz: Tz) -> NaiveDateTime {
+    let n = ts.with_timezone(&tz).naive_local();
+    n.with_nanosecond(0).unwrap_or(n)
+}
+
+/// An API date-time (`YYYY-MM-DD hh:mm:ss`, the account's wall clock) as an instant. A time
+/// that occurs twice (clocks put back) is taken as the earlier; one that never occurs (clocks
+/// put forward) is refused.
+fn parse_local(s: &str, tz: Tz) -> Option<Ts> {
+    let n = NaiveDateTime::parse_from_str(s.trim(), DT_FMT).ok()?;
+    tz.from_local_datetime(&n)
+        .earliest()
+        .and_then(bounds::in_range_utc)
 }
 
 fn as_bool(v: Option<&Value>) -> Option<bool> {
@@ -554,16 +717,29 @@ impl Telephony for Comagic {
             .unwrap_or_else(|| "comagic".into())
     }
 
+    /// Names the account and the zone its call times are read in, with the time now in that
+    /// zone: the API reports no current time, so ops compare this with the account's own call
+    /// list (a call made just now must show about this time there).
     async fn ping(&self) -> Result<String> {
-        let r = self.rpc("get.account", json!({})).await?;
-        let data = r.get("data").cloned().unwrap_or(Value::Null);
-        let acc = match &data {
-            Value::Array(a) => a.first().cloned().unwrap_or(Value::Null),
-            other => other.clone(),
-        };
+        let acc = self.read_account().await?;
         let name = text(acc.get("name")).unwrap_or_else(|| "account".into());
         let app = id_str(acc.get("app_id")).unwrap_or_else(|| "?".into());
-        Ok(format!("CoMagic {name} (app_id {app})"))
+        let (tz, source) = if self.current_zone().source == ZoneSource::Config {
+            (self.current_zone().tz, ZoneSource::Config)
+        } else {
+            self.set_account_zone(self.account_zone(&acc)?)
+        };
+        let now = to_local(chrono::Utc::now(), tz).format("%Y-%m-%d %H:%M");
+        let mut out = format!(
+            "CoMagic {name} (app_id {app}); call times in {tz} ({source}), now {now} there"
+        );
+        if source == ZoneSource::Config
+            && let Ok(Some(acc_tz)) = self.account_zone(&acc)
+            && acc_tz != tz
+        {
+            out.push_str(&format!("; the account itself says {acc_tz}"));
+        }
+        Ok(out)
     }
 
     async fn employees(&self) -> Result<Vec<Employee>> {
@@ -609,10 +785,12 @@ impl Telephony for Comagic {
 
     async fn calls(&self, from: Ts, till: Ts) -> Result<Vec<Call>> {
         let mut out = BTreeMap::new();
+        // One zone for the whole read, so its windows meet exactly.
+        let (tz, _) = self.zone().await?;
         let mut start = from;
         while start < till {
             let end = (start + chrono::Duration::days(MAX_WINDOW_DAYS)).min(till);
-            self.calls_window(start, end, &mut out).await?;
+            self.calls_window(start, end, tz, &mut out).await?;
             start = end;
         }
         let mut calls: Vec<Call> = out.into_values().collect();
@@ -632,6 +810,7 @@ mod tests {
                 base_url: "http://127.0.0.1:1/v2.0".into(),
                 access_token: Some(Secret::new("t")),
                 access_token_file: None,
+                timezone: None,
                 employees: Default::default(),
             },
             chrono_tz::Europe::Moscow,
@@ -654,6 +833,7 @@ mod tests {
                 base_url: "https://dataapi.uiscom.ru/v2.0".into(),
                 access_token: None,
                 access_token_file: None,
+                timezone: None,
                 employees: Default::default(),
             },
             chrono_tz::Europe::Moscow,
@@ -694,6 +874,7 @@ pub mod fuzzing {
                 base_url: "http://127.0.0.1:9".into(),
                 access_token: None,
                 access_token_file: None,
+                timezone: None,
                 employees: Default::default(),
             },
             chrono_tz::Europe::Moscow,
