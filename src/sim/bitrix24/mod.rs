@@ -126,6 +126,8 @@ pub struct State {
     call_stats: Mutex<Vec<Map<String, Value>>>,
     /// Scopes the webhook or application was granted (`None`: every scope).
     scopes: Mutex<Option<BTreeSet<String>>>,
+    /// Methods refused with a given error, like a webhook whose user lacks a right.
+    refused: Mutex<HashMap<String, ApiError>>,
     drain_per_sec: f64,
     threshold: f64,
 }
@@ -184,6 +186,7 @@ impl State {
             flag_name: Mutex::new(None),
             call_stats: Mutex::new(Vec::new()),
             scopes: Mutex::new(None),
+            refused: Mutex::new(HashMap::new()),
             drain_per_sec: drain,
             threshold,
         }
@@ -192,6 +195,14 @@ impl State {
     /// Grants only `scopes` from now on, like a webhook created with some boxes unticked.
     pub fn limit_scopes(&self, scopes: &[&str]) {
         *lock(&self.scopes) = Some(scopes.iter().map(|s| s.to_string()).collect());
+    }
+
+    /// Answers every later call of `method` (direct or inside a batch) with this error.
+    pub fn refuse_method(&self, method: &str, status: u16, code: &str, description: &str) {
+        lock(&self.refused).insert(
+            method.to_ascii_lowercase(),
+            ApiError::new(status, code, description),
+        );
     }
 
     /// The granted scopes, as the `scope` method lists them (basic is never listed).
@@ -631,6 +642,9 @@ fn run_one(
         }
     }
     sim.b24.check_scope(auth, method)?;
+    if let Some(e) = lock(&sim.b24.refused).get(method) {
+        return Err(e.clone());
+    }
     let out = methods::call(sim, auth, method, params)?;
     let cost = COST_BASE + COST_PER_ROW * out.rows as f64;
     sim.b24.charge(method, cost);
