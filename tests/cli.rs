@@ -481,3 +481,33 @@ async fn once_exits_3_when_an_action_failed() {
     assert!(!o.contains("ERROR"), "the sources were read:\n{o}");
     h.stop().await;
 }
+
+/// `check` with a webhook created without the `task` scope (bitrix24/b24restdocs
+/// `api-reference/common/system/scope.md`): the bitrix24 row fails and names the scope and the
+/// rules it blocks, instead of passing and leaving the first sync to fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_missing_bitrix24_scope() {
+    let h = common::small_sim(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path());
+    let cfg = write(
+        dir.path(),
+        "s.toml",
+        &tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db, "ru"),
+    );
+    h.sim.b24.limit_scopes(&["crm", "user", "telephony"]);
+    let out = dozor_async(vec!["--config".into(), cfg, "check".into()]).await;
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "stdout:\n{o}\nstderr:\n{e}");
+    let b24 = o.lines().find(|l| l.contains("bitrix24")).unwrap();
+    assert!(
+        b24.contains("FAIL") && b24.contains("scopes missing"),
+        "{o}"
+    );
+    assert!(
+        b24.contains("no `task` scope") && b24.contains("deal_without_task"),
+        "{o}"
+    );
+    assert!(!b24.contains("no `crm` scope"), "{o}");
+    h.stop().await;
+}

@@ -17,6 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 mod map;
+mod scope;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -85,6 +86,8 @@ pub struct Bitrix24 {
     queue: std::sync::Mutex<Vec<Queued>>,
     /// Cancelled when dozor stops: every wait (rate limit, backoff, operating budget) ends.
     stop: CancellationToken,
+    /// Kinds the last change probe was refused for lack of a scope, with the refusal.
+    refused: std::sync::Mutex<Vec<(EntityKind, Error)>>,
 }
 
 /// A single-record call waiting for the next `batch`.
@@ -254,6 +257,7 @@ impl Bitrix24 {
             default_stage: tokio::sync::Mutex::new(None),
             queue: std::sync::Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
+            refused: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -957,10 +961,23 @@ impl Bitrix24 {
         let (results, errors) = self.batch(&cmds).await?;
         let mut out = Vec::new();
         for (kind, cursor, spec, mine) in &plan {
-            let (page, first_rows) =
-                self.parse_pages(*kind, spec, cursor, mine, &results, &errors)?;
-            if first_rows > 0 {
-                out.push((*kind, page));
+            match self.parse_pages(*kind, spec, cursor, mine, &results, &errors) {
+                Ok((page, first_rows)) => {
+                    if first_rows > 0 {
+                        out.push((*kind, page));
+                    }
+                }
+                // One kind the credentials may not read must not keep the others out of the
+                // mirror: it is set aside and reported by the sync (see `Crm::refused_kinds`).
+                Err(e) if scope::is_refusal(&e) => {
+                    let e = scope::kind_refused(*kind, e);
+                    tracing::warn!(system = SYSTEM, entity = kind.as_str(), error = %e, "kind not readable with these credentials");
+                    self.refused
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((*kind, e));
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
@@ -1110,7 +1127,19 @@ impl Crm for Bitrix24 {
             return Err(self.decode("profile", "profile answer has no ID"));
         }
         let name = format!("{} {}", get("NAME"), get("LAST_NAME"));
-        Ok(format!("{} (id {id})", name.trim()))
+        let who = format!("{} (id {id})", name.trim());
+        // `profile` answers whatever the scopes: ask which ones were granted, so a webhook
+        // without `task` fails here and not at the first sync.
+        let env = self.call("scope", &json!({})).await?;
+        let granted: Vec<String> = env["result"]
+            .as_array()
+            .map(|a| a.iter().filter_map(text).collect())
+            .unwrap_or_default();
+        let url = self.shown_url("scope");
+        scope::verdict(&who, &granted).map_err(|m| {
+            self.err(ErrorKind::Auth, "scope", &url, m)
+                .code("insufficient_scope")
+        })
     }
 
     async fn users(&self) -> Result<Vec<User>> {
@@ -1336,6 +1365,10 @@ impl Crm for Bitrix24 {
         &self,
         cursors: &[(EntityKind, Cursor)],
     ) -> Result<Vec<(EntityKind, Page)>> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let mut out = Vec::new();
         for chunk in cursors.chunks(MAX_BATCH) {
             let mut attempt = 0;
@@ -1357,6 +1390,13 @@ impl Crm for Bitrix24 {
             }
         }
         Ok(out)
+    }
+
+    fn refused_kinds(&self) -> Vec<(EntityKind, Error)> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn existing_ids(&self, entity: EntityKind) -> Result<Option<Vec<String>>> {
