@@ -17,6 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 mod map;
+pub mod moved;
 mod scope;
 
 use std::collections::HashMap;
@@ -88,6 +89,8 @@ pub struct Bitrix24 {
     stop: CancellationToken,
     /// Kinds the last change probe was refused for lack of a scope, with the refusal.
     refused: std::sync::Mutex<Vec<(EntityKind, Error)>>,
+    /// The portal's current origin when it moved from the configured one (see [`moved`]).
+    moved: std::sync::Mutex<Option<String>>,
 }
 
 /// A single-record call waiting for the next `batch`.
@@ -234,6 +237,10 @@ impl Bitrix24 {
                 host,
             )
         };
+        let moved = moved::load(tokens.as_ref(), tenant).await;
+        if let Some(to) = &moved {
+            tracing::info!(tenant, from = %host, to = %host_of(to), "bitrix24 portal moved earlier: using its new address");
+        }
         let (rate, burst) = match cfg.plan {
             Bitrix24Plan::Standard => (2, 50),
             Bitrix24Plan::Enterprise => (5, 250),
@@ -258,6 +265,7 @@ impl Bitrix24 {
             queue: std::sync::Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
             refused: std::sync::Mutex::new(Vec::new()),
+            moved: std::sync::Mutex::new(moved),
         })
     }
 
@@ -380,6 +388,41 @@ impl Bitrix24 {
         e
     }
 
+    /// `url` on the portal's current address.
+    fn current(&self, url: &str) -> String {
+        match &*self.moved.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(to) => moved::rebase(url, to),
+            None => url.to_string(),
+        }
+    }
+
+    /// After a redirect from `from` to `to`: when the origin changed, use the new one from now
+    /// on and store it, saying so once.
+    async fn remember_move(&self, from: &str, to: &str) {
+        let (Some(old), Some(new)) = (moved::origin(from), moved::origin(to)) else {
+            return;
+        };
+        if old == new {
+            return;
+        }
+        {
+            let mut m = self.moved.lock().unwrap_or_else(|e| e.into_inner());
+            if m.as_deref() == Some(new.as_str()) {
+                return;
+            }
+            *m = Some(new.clone());
+        }
+        tracing::warn!(
+            tenant = %self.tenant,
+            from = %host_of(&old),
+            to = %host_of(&new),
+            "bitrix24 portal address moved: dozor uses the new address from now on; update crm.webhook_url (or portal_url) in the config"
+        );
+        if let Err(e) = moved::save(self.tokens.as_ref(), &self.tenant, &old, &new).await {
+            tracing::warn!(tenant = %self.tenant, error = %e, "cannot store the moved bitrix24 address; it is learnt again after a restart");
+        }
+    }
+
     /// Sends one request and interprets the answer (no retries).
     async fn send_once(&self, method: &str, url: &str, shown: &str, body: &Value) -> Result<Value> {
         // A renamed portal answers 3xx; re-POST to the new address (a followed redirect
@@ -403,10 +446,10 @@ impl Bitrix24 {
                 .and_then(|l| url::Url::parse(&target).ok()?.join(l).ok());
             match location {
                 Some(next) if resp.status().is_redirection() && hops < 3 => {
-                    tracing::warn!(
+                    tracing::debug!(
                         from = %host_of(&target),
                         to = %host_of(next.as_str()),
-                        "bitrix24 portal address moved; update the configured address"
+                        "bitrix24 portal redirects"
                     );
                     target = next.to_string();
                     hops += 1;
@@ -414,6 +457,9 @@ impl Bitrix24 {
                 _ => break resp,
             }
         };
+        if hops > 0 {
+            self.remember_move(url, &target).await;
+        }
         let status = resp.status().as_u16();
         let bytes = http::read_body(resp, http::MAX_BODY, SYSTEM, method, shown).await?;
         let parsed: Value = match serde_json::from_slice(&bytes) {
@@ -574,9 +620,11 @@ impl Bitrix24 {
         params: &Value,
     ) -> Result<(String, Value, Option<String>)> {
         match &self.auth {
-            Auth::Webhook { base } => {
-                Ok((format!("{}{method}", base.expose()), params.clone(), None))
-            }
+            Auth::Webhook { base } => Ok((
+                self.current(&format!("{}{method}", base.expose())),
+                params.clone(),
+                None,
+            )),
             Auth::OAuth(o) => {
                 let current = o.state.lock().await.clone();
                 let set = match current {
@@ -617,7 +665,7 @@ impl Bitrix24 {
                 let token = set.access_token.expose().to_string();
                 body.insert("auth".into(), Value::String(token.clone()));
                 Ok((
-                    format!("{endpoint}{method}"),
+                    self.current(&format!("{endpoint}{method}")),
                     Value::Object(body),
                     Some(token),
                 ))
@@ -1127,7 +1175,13 @@ impl Crm for Bitrix24 {
             return Err(self.decode("profile", "profile answer has no ID"));
         }
         let name = format!("{} {}", get("NAME"), get("LAST_NAME"));
-        let who = format!("{} (id {id})", name.trim());
+        let mut who = format!("{} (id {id})", name.trim());
+        if let Some(to) = self.moved.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            who = format!(
+                "{who}; the portal moved to {}: update crm.webhook_url (or portal_url) in the config",
+                host_of(&to)
+            );
+        }
         // `profile` answers whatever the scopes: ask which ones were granted, so a webhook
         // without `task` fails here and not at the first sync.
         let env = self.call("scope", &json!({})).await?;
