@@ -556,13 +556,14 @@ async fn rest(
     };
     let auth = match webhook {
         Some((user, secret)) => {
+            // `_includes/system-errors.md`: no active webhook with this user and secret.
             if user != sim.creds.b24_webhook_user.to_string()
                 || secret != sim.creds.b24_webhook_secret
             {
                 return error_response(&ApiError::new(
                     401,
-                    "NO_AUTH_FOUND",
-                    "Wrong authorization data",
+                    "INVALID_CREDENTIALS",
+                    "Invalid request credentials",
                 ));
             }
             AuthKind::Webhook
@@ -714,8 +715,16 @@ fn batch(sim: &Sim, auth: AuthKind, params: &Value, order: &[String]) -> Result<
         let method = normalize_method(m);
         let mut p = php_query::parse(q);
         let start = unix_now();
-        let outcome = substitute(&mut p, &result)
-            .map_err(|r| ApiError::method(&format!("Unresolved reference {r}")))
+        // A method outside the granted scopes is refused before its parameters are looked at
+        // (batch.md: a chained command whose reference cannot resolve still says
+        // insufficient_scope).
+        let outcome = sim
+            .b24
+            .check_scope(auth, &method)
+            .and_then(|()| {
+                substitute(&mut p, &result)
+                    .map_err(|r| ApiError::method(&format!("Unresolved reference {r}")))
+            })
             .and_then(|()| run_one(sim, auth, &method, &p, start));
         match outcome {
             Ok((out, time)) => {
