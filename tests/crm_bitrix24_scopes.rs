@@ -185,3 +185,23 @@ async fn a_write_refused_for_scope_is_the_same_error_alone_and_in_a_batch() {
     assert!(batches.unwrap_or(0) >= 1, "the pair went out as one batch");
     h.stop().await;
 }
+
+/// Without `user` the employees cannot be read (`user.get`): the error names the scope and
+/// what it blocks rather than the bare refusal.
+#[tokio::test]
+async fn a_missing_user_scope_is_named() {
+    let h = common::small_sim(8).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&common::sqlite_url(dir.path()), 2)
+        .await
+        .unwrap();
+    let c = client(&h).await;
+    h.sim.b24.limit_scopes(&["crm", "task"]);
+    let err = sync_crm(&store, "t1", &c, SyncOptions::default())
+        .await
+        .expect_err("users refused");
+    let m = err.to_string();
+    assert!(m.contains("users") && m.contains("`user` scope"), "{m}");
+    assert!(m.contains("managers cannot be named"), "{m}");
+    h.stop().await;
+}

@@ -1205,7 +1205,14 @@ impl Crm for Bitrix24 {
                     "user.get",
                     &json!({"sort": "ID", "order": "ASC", "start": start}),
                 )
-                .await?;
+                .await
+                .map_err(|e| {
+                    if scope::is_refusal(&e) {
+                        scope::refused_for("user", e)
+                    } else {
+                        e
+                    }
+                })?;
             let Some(rows) = env["result"].as_array() else {
                 return Err(self.decode("user.get", "result is not an array"));
             };

@@ -96,14 +96,19 @@ pub(super) fn of_kind(kind: EntityKind) -> &'static str {
     }
 }
 
-/// `e` (a refused list command of `kind`) reworded for the operator: the kind, the scope, what it blocks.
-pub(super) fn kind_refused(kind: EntityKind, mut e: Error) -> Error {
-    let scope = of_kind(kind);
+/// `e` (a refused list command of `kind`) reworded for the operator: the kind, the scope, what
+/// it blocks.
+pub(super) fn kind_refused(kind: EntityKind, e: Error) -> Error {
+    refused_for(of_kind(kind), e)
+}
+
+/// `e` (a call refused for lack of `scope`) reworded for the operator: the scope and what it
+/// blocks. What was refused is named by the caller (the sync names the kind).
+pub(super) fn refused_for(scope: &str, mut e: Error) -> Error {
     let blocks = NEEDS
         .iter()
         .find(|n| n.scope == scope)
         .map_or("", |n| n.blocks);
-    // The kind is named by the sync's error; kinds of one scope share this text.
     e.message = format!(
         "not mirrored: the credentials lack the `{scope}` scope ({}); {blocks}; {FIX}",
         e.message
