@@ -447,3 +447,67 @@ async fn secrets_never_appear_in_output_even_at_trace_level() {
     }
     h.stop().await;
 }
+
+/// `once` with a CRM that refuses every task write: the sync is fine, the writes fail, and the
+/// exit status says so (3) with the count in the summary. The refusal is a method-level error
+/// in the `{"error","error_description"}` shape of bitrix24/b24restdocs `_includes/error-info.md`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_exits_3_when_an_action_failed() {
+    let h = sim::start(SimOptions::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path());
+    let cfg = write(
+        dir.path(),
+        "f.toml",
+        &common::only_rules(
+            tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db, "ru"),
+            &["deal_without_task"],
+        ),
+    );
+    h.sim
+        .b24
+        .refuse_method("tasks.task.add", 400, "", "Access denied.");
+    let out = dozor_async(vec!["--config".into(), cfg, "once".into()]).await;
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "stdout:\n{o}\nstderr:\n{e}");
+    let line = o
+        .lines()
+        .find(|l| l.contains("actions failed:"))
+        .unwrap_or_else(|| panic!("no count of failed actions:\n{o}"));
+    let n: usize = line.rsplit(' ').next().unwrap().trim().parse().unwrap();
+    assert!(n > 0, "{o}");
+    assert!(!o.contains("ERROR"), "the sources were read:\n{o}");
+    h.stop().await;
+}
+
+/// `check` with a webhook created without the `task` scope (bitrix24/b24restdocs
+/// `api-reference/common/system/scope.md`): the bitrix24 row fails and names the scope and the
+/// rules it blocks, instead of passing and leaving the first sync to fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_missing_bitrix24_scope() {
+    let h = common::small_sim(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path());
+    let cfg = write(
+        dir.path(),
+        "s.toml",
+        &tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db, "ru"),
+    );
+    h.sim.b24.limit_scopes(&["crm", "user", "telephony"]);
+    let out = dozor_async(vec!["--config".into(), cfg, "check".into()]).await;
+    let (o, e) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "stdout:\n{o}\nstderr:\n{e}");
+    let b24 = o.lines().find(|l| l.contains("bitrix24")).unwrap();
+    assert!(
+        b24.contains("FAIL") && b24.contains("scopes missing"),
+        "{o}"
+    );
+    assert!(
+        b24.contains("no `task` scope") && b24.contains("deal_without_task"),
+        "{o}"
+    );
+    assert!(!b24.contains("no `crm` scope"), "{o}");
+    h.stop().await;
+}

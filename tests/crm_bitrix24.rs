@@ -637,6 +637,74 @@ async fn renamed_portal_is_followed_without_losing_the_body() {
     assert_eq!(recs.len(), 3);
 }
 
+/// bitrix24/b24restdocs `settings/how-to-call-rest-api/change-domen.md`: the old address
+/// answers 302 with `Location` = the new address plus the method path; the client re-posts
+/// the body there, keeps the new address ("retain endpoint on your side") in the store, and
+/// goes there directly from then on, after a restart too; `check` says so.
+#[tokio::test]
+async fn renamed_portal_is_remembered_across_requests_and_restarts() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let h = start_world(contact_world(3)).await;
+    let target = h.b24_webhook_url();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let seen = hits.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let t = target.clone();
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let method = uri.path().rsplit('/').next().unwrap_or("").to_string();
+            (
+                axum::http::StatusCode::FOUND,
+                [(axum::http::header::LOCATION, format!("{t}{method}"))],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let old = format!(
+        "http://{addr}/b24/rest/1/{}/",
+        h.sim.creds.b24_webhook_secret
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&common::sqlite_url(dir.path()), 2)
+        .await
+        .unwrap();
+    let tokens: Arc<dyn TokenStore> = Arc::new(store.clone());
+    let c = Bitrix24::new("t1", &webhook_cfg(&old), tokens.clone())
+        .await
+        .unwrap();
+    let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
+    assert_eq!(recs.len(), 3);
+    let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
+    assert_eq!(recs.len(), 3);
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "the old address is asked once"
+    );
+
+    // A restart: the stored address is used at once, and `check` names it.
+    let again = Bitrix24::new("t1", &webhook_cfg(&old), tokens)
+        .await
+        .unwrap();
+    let who = again.ping().await.unwrap();
+    let new_host = url::Url::parse(&h.b24_webhook_url()).unwrap();
+    let new_host = format!(
+        "{}:{}",
+        new_host.host_str().unwrap(),
+        new_host.port().unwrap()
+    );
+    assert!(
+        who.contains(&format!("the portal moved to {new_host}")),
+        "{who}"
+    );
+    assert!(!who.contains(&h.sim.creds.b24_webhook_secret), "{who}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "{who}");
+}
+
 #[tokio::test]
 async fn crm_todos_arrive_as_tasks() {
     let h = sim::start(opts(), "127.0.0.1:0".parse().unwrap())

@@ -346,9 +346,11 @@ async fn auth_errors_and_unknown_method() {
         json!({}),
     )
     .await;
+    // bitrix24/b24restdocs `_includes/system-errors.md`: "No active webhook with the specified
+    // user identifier and secret code was found".
     assert_eq!(st, 401);
-    assert_eq!(v["error"], json!("NO_AUTH_FOUND"));
-    assert_eq!(v["error_description"], json!("Wrong authorization data"));
+    assert_eq!(v["error"], json!("INVALID_CREDENTIALS"));
+    assert_eq!(v["error_description"], json!("Invalid request credentials"));
     let (st, v) = post(
         &format!("{}/b24/rest/profile", h.base_url()),
         json!({"auth": "nope"}),
@@ -666,4 +668,63 @@ async fn operating_time_limit_and_deletions() {
     );
     let (_, v) = wh(&h, "crm.lead.list", json!({"start": 0})).await;
     assert_eq!(v["total"], json!(before - 1));
+}
+
+/// bitrix24/b24restdocs `api-reference/common/system/scope.md`: `scope` lists the granted
+/// scopes (the page's example answer: department, entity, log, user), `full` every scope of
+/// the portal. `settings/how-to-call-rest-api/batch.md`, "Error Example (halt = 0)" and
+/// "(halt = 1)": the documented request refused per command, answers transcribed from the page.
+#[tokio::test]
+async fn limited_scopes_answer_as_the_docs_show() {
+    let h = start(false).await;
+    h.sim
+        .b24
+        .limit_scopes(&["department", "entity", "log", "user"]);
+    let (st, v) = wh(&h, "scope", json!({})).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["result"], json!(["department", "entity", "log", "user"]));
+    let (_, v) = wh(&h, "scope", json!({"full": true})).await;
+    assert!(
+        v["result"].as_array().unwrap().contains(&json!("crm")),
+        "{v}"
+    );
+
+    h.sim.b24.limit_scopes(&["crm"]);
+    let cmd = json!({
+        "get_user": "user.current",
+        "get_department": "department.get?ID=$result[get_user][UF_DEPARTMENT][0]"
+    });
+    let (st, v) = wh(&h, "batch", json!({"halt": 0, "cmd": cmd})).await;
+    assert_eq!(st, 200, "a batch is answered 200 whatever its commands did");
+    let refused = json!({"error": "insufficient_scope", "error_description": ""});
+    assert_eq!(v["result"]["result"], json!([]));
+    assert_eq!(
+        v["result"]["result_error"],
+        json!({"get_user": refused, "get_department": refused})
+    );
+    for k in ["result_total", "result_next", "result_time"] {
+        assert_eq!(v["result"][k], json!([]), "{k}");
+    }
+    // The body as the page writes it: commands in this order (json! would sort the keys).
+    let body = r#"{"halt": 1, "cmd": {"get_user": "user.current", "get_department": "department.get?ID=$result[get_user][UF_DEPARTMENT][0]"}}"#;
+    let v: Value = reqwest::Client::new()
+        .post(format!("{}batch", h.b24_webhook_url()))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["result"]["result_error"], json!({"get_user": refused}));
+
+    // The same method called directly: HTTP 401 and the text of system-errors.md.
+    let (st, v) = wh(&h, "user.current", json!({})).await;
+    assert_eq!(st, 401);
+    assert_eq!(v["error"], json!("insufficient_scope"));
+    assert_eq!(
+        v["error_description"],
+        json!("The request requires higher privileges than provided by the webhook token")
+    );
 }

@@ -709,3 +709,49 @@ fn webhook_tokens_are_validated_and_read_from_files() {
         assert_eq!(config::permission_warning(&path), None);
     }
 }
+
+/// A renamed portal posts its events from the new address (`auth[domain]`, with the event
+/// shape of bitrix24/b24restdocs `_includes/auth-params-in-events.md`); once dozor has learnt
+/// the move from the portal's redirect (`settings/how-to-call-rest-api/change-domen.md`),
+/// they are accepted, the application token authenticating them. Before, and from any
+/// other address, they stay refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_the_moved_portal_address_are_accepted() {
+    let f = fixture().await;
+    let c = reqwest::Client::new();
+    let post = |domain: &str, id: &str| {
+        c.post(format!("{}/hooks/bitrix24/acme", f.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                b24_form(B24_TOKEN, "ONCRMDEALUPDATE", id, "1724140800")
+                    .replace("example.bitrix24.ru", domain),
+            )
+            .send()
+    };
+    assert_eq!(
+        post("renamed.bitrix24.ru", "662").await.unwrap().status(),
+        403
+    );
+    dozor::crm::bitrix24::moved::save(
+        &f.store,
+        "acme",
+        "https://example.bitrix24.ru",
+        "https://renamed.bitrix24.ru",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        post("renamed.bitrix24.ru", "663").await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        post("example.bitrix24.ru", "664").await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        post("other.bitrix24.ru", "665").await.unwrap().status(),
+        403
+    );
+    assert_eq!(f.deliveries().await, 2);
+    f.sim.stop().await;
+}

@@ -19,6 +19,10 @@ struct Row {
 
 /// What to do about a failed credential check, per system.
 fn hint(system: &str, e: &Error) -> String {
+    // The message names each missing scope, what it blocks and where to tick it.
+    if e.code.as_deref() == Some("insufficient_scope") {
+        return format!("scopes missing — {e}");
+    }
     let fix = match (e.kind, system) {
         (ErrorKind::Auth, "bitrix24") => {
             "credentials refused: check crm.webhook_url (recreate the inbound webhook if its secret changed) or re-install the OAuth app"

@@ -2,8 +2,10 @@
 //!
 //! Every command returns an exit code: 0 success, 1 a runtime failure (a system unreachable, a
 //! cycle with errors), 2 a configuration or usage error, or a data_dir or database an operator
-//! must act on (unusable data_dir, damaged or replaced database). Errors are printed as one
-//! readable message on stderr, never as a panic.
+//! must act on (unusable data_dir, damaged or replaced database), 3 (`once`) every source was
+//! read but at least one action failed (refused, dead, or waiting for a retry after a transient
+//! error; the summary counts them). Errors are printed as one readable message on stderr, never
+//! as a panic.
 
 mod backup;
 mod check;
@@ -55,7 +57,8 @@ pub enum Command {
     /// Run the daemon: scheduled sync, rules and reports, plus the health, metrics and webhook
     /// server. Stops cleanly on SIGTERM or SIGINT.
     Run,
-    /// Run one full sync and rules cycle for every tenant, print a summary and exit.
+    /// Run one full sync and rules cycle for every tenant, print a summary and exit (3 when an
+    /// action failed).
     Once(OnceArgs),
     /// Validate the config and try every configured system's credentials; prints a table of
     /// system, account, status, latency and a hint. Exits 1 if any system failed.

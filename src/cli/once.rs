@@ -68,6 +68,10 @@ pub(crate) fn print_summary(s: &CycleSummary, dry_run: bool) {
     if s.actions.is_empty() {
         println!("  rules: none ran");
     }
+    let failed = failed_actions(s);
+    if failed > 0 {
+        println!("  actions failed: {failed}");
+    }
     for a in &s.actions {
         let verb = if dry_run { "would do" } else { "done" };
         println!(
@@ -90,6 +94,7 @@ pub async fn once(cli: &Cli, a: &OnceArgs) -> CmdResult {
         sync: sync_options(&loaded.config),
     };
     let mut failed = false;
+    let mut actions_failed = 0;
     for t in tenants {
         let tenant = tenant::connect(t, &store)
             .await
@@ -97,12 +102,38 @@ pub async fn once(cli: &Cli, a: &OnceArgs) -> CmdResult {
         let s = engine::run_cycle(&store, &tenant, opts).await;
         print_summary(&s, a.dry_run);
         failed |= !s.ok();
+        actions_failed += failed_actions(&s);
     }
-    Ok(if failed {
+    if actions_failed > 0 {
+        println!("{actions_failed} action(s) failed this cycle: see `dozor audit` (exit status 3)");
+    }
+    Ok(once_exit(failed, actions_failed))
+}
+
+/// Actions of a cycle that did not get done: refused for good, parked dead, or waiting for a
+/// retry after a transient error. A cron job must see them, not a clean exit.
+pub(crate) fn failed_actions(s: &CycleSummary) -> usize {
+    s.applied
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.outcome,
+                Outcome::Failed(_) | Outcome::Retry(_) | Outcome::Dead(_)
+            )
+        })
+        .count()
+}
+
+/// Exit status of `once`: 1 when a source failed (the cycle itself is incomplete), else 3 when
+/// any action failed, else 0.
+fn once_exit(source_failed: bool, actions_failed: usize) -> ExitCode {
+    if source_failed {
         ExitCode::from(1)
+    } else if actions_failed > 0 {
+        ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 pub(crate) fn sync_options(c: &Config) -> crate::sync::SyncOptions {

@@ -151,6 +151,13 @@ pub trait Crm: Send + Sync {
         Ok(out)
     }
 
+    /// Kinds the last [`Crm::fetch_changes`] could not read because the credentials lack a
+    /// permission (a Bitrix24 scope), each with the refusal. They were left out of its answer;
+    /// the sync mirrors every other kind and then reports these.
+    fn refused_kinds(&self) -> Vec<(EntityKind, crate::http::Error)> {
+        Vec::new()
+    }
+
     /// Every id of `entity` that still exists, for CRMs without a deletion feed (the sync marks
     /// the rest of the mirror deleted). `None`: deletions arrive in [`Page::deleted`] instead.
     async fn existing_ids(&self, _entity: EntityKind) -> Result<Option<Vec<String>>> {

@@ -445,6 +445,16 @@ fn bitrix24_delivery(f: &BTreeMap<String, String>) -> Result<Delivery, Reject> {
     })
 }
 
+/// Whether `domain` is where the tenant's portal moved (as the connector learnt from the
+/// portal's redirect): a renamed portal posts its events from the new address, and the
+/// application token, checked before, is what authenticates them.
+async fn moved_to(store: &crate::store::Store, tenant: &str, domain: &str) -> bool {
+    crate::crm::bitrix24::moved::load(store, tenant)
+        .await
+        .and_then(|o| host_port(&o))
+        .is_some_and(|h| h.eq_ignore_ascii_case(domain))
+}
+
 async fn bitrix24(
     State(s): State<ServerState>,
     Path(tenant): Path<String>,
@@ -458,6 +468,7 @@ async fn bitrix24(
         check_secret(f.get("auth[application_token]").map(String::as_str), token)?;
         if let (Some(expected), Some(domain)) = (&h.b24_domain, f.get("auth[domain]"))
             && !domain.eq_ignore_ascii_case(expected)
+            && !moved_to(&s.store, &tenant, domain).await
         {
             return Err(Reject::Forbidden(
                 "auth[domain] is not this tenant's portal",

@@ -233,6 +233,7 @@ async fn sync_crm_inner(
         .fetch_changes(&cursors)
         .await
         .map_err(remote_err(source, "changes"))?;
+    let refused = crm.refused_kinds();
     for (kind, first) in &changes {
         let cursor = cursors
             .iter()
@@ -252,6 +253,7 @@ async fn sync_crm_inner(
     // the next probe does not look further back than it must.
     for (kind, cursor) in &cursors {
         if changes.iter().any(|(k, _)| k == kind)
+            || refused.iter().any(|(k, _)| k == kind)
             || cursor.position.is_some()
             || cursor.since.is_none()
         {
@@ -274,6 +276,9 @@ async fn sync_crm_inner(
     // Deletion sweep for CRMs that report deletions only by absence.
     for kind in EntityKind::ALL {
         check(stop, source)?;
+        if refused.iter().any(|(k, _)| *k == kind) {
+            continue;
+        }
         let key = format!("sweep:{}", kind.as_str());
         let last = store
             .cursor(tenant, source, &key)
@@ -310,7 +315,31 @@ async fn sync_crm_inner(
         }
         mark_done(store, tenant, source, &key, now).await?;
     }
+    refused_error(source, refused)?;
     Ok(items)
+}
+
+/// The kinds the CRM refused to list, as one error naming each kind and its refusal: every
+/// other kind is mirrored by now, and the failed run keeps the source marked stale.
+#[allow(clippy::result_large_err)]
+fn refused_error(
+    source: &str,
+    refused: Vec<(EntityKind, crate::http::Error)>,
+) -> Result<(), SyncError> {
+    let mut refused = refused.into_iter();
+    let Some((kind, mut error)) = refused.next() else {
+        return Ok(());
+    };
+    let mut entity = kind.as_str().to_string();
+    let mut said = vec![error.message.clone()];
+    for (k, e) in refused {
+        entity = format!("{entity}, {}", k.as_str());
+        if !said.contains(&e.message) {
+            error.message = format!("{}; {}", error.message, e.message);
+            said.push(e.message);
+        }
+    }
+    Err(remote_err(source, &entity)(error))
 }
 
 /// Whether the periodic step `name` last ran longer than `every` ago (or never).

@@ -1066,6 +1066,19 @@ pub fn call(sim: &Sim, auth: AuthKind, method: &str, p: &Value) -> Result<Out, A
                 rows: n,
             })
         }
+        // api-reference/common/system/scope.md: the granted scopes, or with `full` every
+        // scope of the portal; basic is never listed.
+        "scope" => {
+            let full = list::param(p, &["full", "FULL"])
+                .map(list::scalar)
+                .is_some_and(|f| matches!(f.as_str(), "1" | "true" | "Y"));
+            let scopes: Vec<String> = if full {
+                super::ALL_SCOPES.iter().map(|s| s.to_string()).collect()
+            } else {
+                sim.b24.granted_scopes()
+            };
+            Ok(single(json!(scopes)))
+        }
         "profile" => {
             let uid = match auth {
                 AuthKind::Webhook => sim.creds.b24_webhook_user,

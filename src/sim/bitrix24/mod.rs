@@ -124,8 +124,34 @@ pub struct State {
     flag_name: Mutex<Option<String>>,
     /// Finished external calls as `voximplant.statistic.get` rows.
     call_stats: Mutex<Vec<Map<String, Value>>>,
+    /// Scopes the webhook or application was granted (`None`: every scope).
+    scopes: Mutex<Option<BTreeSet<String>>>,
+    /// Methods refused with a given error, like a webhook whose user lacks a right.
+    refused: Mutex<HashMap<String, ApiError>>,
     drain_per_sec: f64,
     threshold: f64,
+}
+
+/// Every scope the fake portal has (what `scope` with `full: true` answers).
+pub const ALL_SCOPES: [&str; 5] = ["crm", "task", "user", "telephony", "department"];
+
+/// The scope a method belongs to (`None`: basic methods every caller may use). From the
+/// method pages of bitrix24/b24restdocs ("> Scope: ..." at the top of each page).
+pub fn scope_of(method: &str) -> Option<&'static str> {
+    let m = method.to_ascii_lowercase();
+    if m.starts_with("crm.") {
+        Some("crm")
+    } else if m.starts_with("tasks.") || m.starts_with("task.") {
+        Some("task")
+    } else if m.starts_with("telephony.") || m.starts_with("voximplant.") {
+        Some("telephony")
+    } else if m.starts_with("user.") {
+        Some("user")
+    } else if m.starts_with("department.") {
+        Some("department")
+    } else {
+        None
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -159,9 +185,55 @@ impl State {
             todos: Mutex::new(BTreeSet::new()),
             flag_name: Mutex::new(None),
             call_stats: Mutex::new(Vec::new()),
+            scopes: Mutex::new(None),
+            refused: Mutex::new(HashMap::new()),
             drain_per_sec: drain,
             threshold,
         }
+    }
+
+    /// Grants only `scopes` from now on, like a webhook created with some boxes unticked.
+    pub fn limit_scopes(&self, scopes: &[&str]) {
+        *lock(&self.scopes) = Some(scopes.iter().map(|s| s.to_string()).collect());
+    }
+
+    /// Answers every later call of `method` (direct or inside a batch) with this error.
+    pub fn refuse_method(&self, method: &str, status: u16, code: &str, description: &str) {
+        lock(&self.refused).insert(
+            method.to_ascii_lowercase(),
+            ApiError::new(status, code, description),
+        );
+    }
+
+    /// The granted scopes, as the `scope` method lists them (basic is never listed).
+    pub fn granted_scopes(&self) -> Vec<String> {
+        match &*lock(&self.scopes) {
+            Some(s) => s.iter().cloned().collect(),
+            None => ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// `insufficient_scope` when `method` needs a scope not granted
+    /// (`_includes/system-errors.md`: HTTP 401, text naming the webhook or the access token).
+    fn check_scope(&self, auth: AuthKind, method: &str) -> Result<(), ApiError> {
+        let Some(needed) = scope_of(method) else {
+            return Ok(());
+        };
+        if lock(&self.scopes)
+            .as_ref()
+            .is_none_or(|s| s.contains(needed))
+        {
+            return Ok(());
+        }
+        let by = match auth {
+            AuthKind::Webhook => "webhook token",
+            AuthKind::OAuth => "access token",
+        };
+        Err(ApiError::new(
+            401,
+            "insufficient_scope",
+            &format!("The request requires higher privileges than provided by the {by}"),
+        ))
     }
 
     /// The refresh token the fake currently accepts.
@@ -484,13 +556,14 @@ async fn rest(
     };
     let auth = match webhook {
         Some((user, secret)) => {
+            // `_includes/system-errors.md`: no active webhook with this user and secret.
             if user != sim.creds.b24_webhook_user.to_string()
                 || secret != sim.creds.b24_webhook_secret
             {
                 return error_response(&ApiError::new(
                     401,
-                    "NO_AUTH_FOUND",
-                    "Wrong authorization data",
+                    "INVALID_CREDENTIALS",
+                    "Invalid request credentials",
                 ));
             }
             AuthKind::Webhook
@@ -569,6 +642,10 @@ fn run_one(
             ));
         }
     }
+    sim.b24.check_scope(auth, method)?;
+    if let Some(e) = lock(&sim.b24.refused).get(method) {
+        return Err(e.clone());
+    }
     let out = methods::call(sim, auth, method, params)?;
     let cost = COST_BASE + COST_PER_ROW * out.rows as f64;
     sim.b24.charge(method, cost);
@@ -638,8 +715,16 @@ fn batch(sim: &Sim, auth: AuthKind, params: &Value, order: &[String]) -> Result<
         let method = normalize_method(m);
         let mut p = php_query::parse(q);
         let start = unix_now();
-        let outcome = substitute(&mut p, &result)
-            .map_err(|r| ApiError::method(&format!("Unresolved reference {r}")))
+        // A method outside the granted scopes is refused before its parameters are looked at
+        // (batch.md: a chained command whose reference cannot resolve still says
+        // insufficient_scope).
+        let outcome = sim
+            .b24
+            .check_scope(auth, &method)
+            .and_then(|()| {
+                substitute(&mut p, &result)
+                    .map_err(|r| ApiError::method(&format!("Unresolved reference {r}")))
+            })
             .and_then(|()| run_one(sim, auth, &method, &p, start));
         match outcome {
             Ok((out, time)) => {
@@ -652,7 +737,12 @@ fn batch(sim: &Sim, auth: AuthKind, params: &Value, order: &[String]) -> Result<
                 }
                 times.insert(key, time);
             }
-            Err(e) => {
+            Err(mut e) => {
+                // settings/how-to-call-rest-api/batch.md: a refused scope inside a batch comes
+                // back with an empty description.
+                if e.code == "insufficient_scope" {
+                    e.description.clear();
+                }
                 errors.insert(key, e.body());
                 if halt {
                     break;

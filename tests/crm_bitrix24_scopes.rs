@@ -1,0 +1,207 @@
+//! Bitrix24 credentials with some scopes missing: `check` names them and what they block, the
+//! sync mirrors every kind it may read and reports the others, and a refusal is classified the
+//! same inside a `batch` as on a direct call. Against the simulator over loopback HTTP, with a
+//! real SQLite file.
+//!
+//! Docs (bitrix24/b24restdocs): `api-reference/common/system/scope.md` (the `scope` method and
+//! its answer), `settings/how-to-call-rest-api/batch.md` ("Error Example (halt = 0)": each
+//! refused command in `result_error` as `{"error":"insufficient_scope","error_description":""}`),
+//! `_includes/system-errors.md` (`insufficient_scope`, HTTP 401, "The request requires higher
+//! privileges than provided by the webhook token").
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use dozor::config::{Bitrix24Config, Bitrix24Plan, Secret};
+use dozor::crm::bitrix24::Bitrix24;
+use dozor::crm::{Crm, NewTask};
+use dozor::domain::{EntityKind, EntityRef};
+use dozor::http::ErrorKind;
+use dozor::sim::SimHandle;
+use dozor::store::Store;
+use dozor::sync::{SyncError, SyncOptions, sync_crm};
+
+fn cfg(h: &SimHandle) -> Bitrix24Config {
+    Bitrix24Config {
+        webhook_url: Some(Secret::new(h.b24_webhook_url())),
+        webhook_url_file: None,
+        portal_url: None,
+        client_id: None,
+        client_secret: None,
+        client_secret_file: None,
+        refresh_token: None,
+        refresh_token_file: None,
+        oauth_url: "https://oauth.bitrix.info".into(),
+        plan: Bitrix24Plan::Enterprise,
+        operating_budget_secs: 480.0,
+        flag_field: None,
+    }
+}
+
+async fn client(h: &SimHandle) -> Bitrix24 {
+    Bitrix24::new("t1", &cfg(h), Arc::new(common::MemTokens::default()))
+        .await
+        .unwrap()
+}
+
+/// The scope-method example of `scope.md` lists `department, entity, log, user`: a webhook
+/// created like that passes `profile` but lacks crm and task; `ping` (what `check` runs) says so.
+#[tokio::test]
+async fn ping_names_every_missing_scope() {
+    let h = common::small_sim(5).await;
+    let c = client(&h).await;
+    let who = c.ping().await.unwrap();
+    assert!(!who.contains("warning"), "{who}");
+
+    h.sim
+        .b24
+        .limit_scopes(&["department", "entity", "log", "user"]);
+    let e = c.ping().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Auth, "{e}");
+    assert_eq!(e.code.as_deref(), Some("insufficient_scope"));
+    let m = e.to_string();
+    assert!(
+        m.contains("no `crm` scope") && m.contains("no `task` scope"),
+        "{m}"
+    );
+    assert!(
+        m.contains("deal_without_task") && m.contains("overdue_tasks"),
+        "{m}"
+    );
+    assert!(
+        !m.contains(&h.sim.creds.b24_webhook_secret),
+        "secret leaked: {m}"
+    );
+
+    // telephony is optional: a warning naming what falls back.
+    h.sim.b24.limit_scopes(&["crm", "task", "user"]);
+    let who = c.ping().await.unwrap();
+    assert!(who.contains("warning: no `telephony` scope"), "{who}");
+    h.stop().await;
+}
+
+/// A webhook without `task`: every other kind is mirrored, tasks are reported as a source
+/// error naming the kind, the scope and the rules it blocks; the run is recorded failed, so
+/// the stale-source self-check sees it. Once the scope is ticked, tasks arrive.
+#[tokio::test]
+async fn sync_mirrors_every_permitted_kind_and_reports_the_refused_one() {
+    let h = common::small_sim(6).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&common::sqlite_url(dir.path()), 2)
+        .await
+        .unwrap();
+    let c = client(&h).await;
+    h.sim
+        .b24
+        .limit_scopes(&["crm", "user", "department", "telephony"]);
+    let err = sync_crm(&store, "t1", &c, SyncOptions::default())
+        .await
+        .expect_err("tasks refused");
+    let SyncError::Remote { entity, error, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(entity, "task", "{err}");
+    assert_eq!(error.code.as_deref(), Some("insufficient_scope"), "{err}");
+    let m = err.to_string();
+    assert!(
+        m.contains("`task` scope") && m.contains("deal_without_task"),
+        "{m}"
+    );
+    assert!(
+        !m.contains(&h.sim.creds.b24_webhook_secret),
+        "secret leaked: {m}"
+    );
+    assert!(
+        !store.deals("t1").await.unwrap().is_empty(),
+        "deals not mirrored"
+    );
+    assert!(
+        store
+            .tasks("t1")
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.id.starts_with("todo-"))
+    );
+    let runs = store.last_sync_runs("t1").await.unwrap();
+    let run = runs.iter().find(|r| r.source == "bitrix24").unwrap();
+    assert!(
+        !run.ok && run.error.as_deref().is_some_and(|e| e.contains("task")),
+        "{run:?}"
+    );
+
+    h.sim
+        .b24
+        .limit_scopes(&["crm", "task", "user", "department", "telephony"]);
+    sync_crm(&store, "t1", &c, SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .tasks("t1")
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| !t.id.starts_with("todo-")),
+        "tasks mirrored once the scope is granted"
+    );
+    h.stop().await;
+}
+
+/// The same `insufficient_scope` refusal of `tasks.task.add` is one error whether the write
+/// went out alone (HTTP 401) or inside a batch with others (`result_error`, empty text).
+#[tokio::test]
+async fn a_write_refused_for_scope_is_the_same_error_alone_and_in_a_batch() {
+    let h = common::small_sim(7).await;
+    let c = client(&h).await;
+    let (deal, resp) = {
+        let w = h.sim.world();
+        let d = w.deals.values().next().unwrap();
+        (d.id, d.responsible_id)
+    };
+    h.sim.b24.limit_scopes(&["crm", "user"]);
+    let task = |n: u32| NewTask {
+        title: format!("Позвонить клиенту {n}"),
+        description: format!("[dozor:k{n}]"),
+        responsible_id: resp.to_string(),
+        deadline: Utc.with_ymd_and_hms(2026, 3, 3, 15, 0, 0).unwrap(),
+        entity: Some(EntityRef::new(EntityKind::Deal, deal.to_string())),
+    };
+    let alone = c.create_task(&task(0)).await.unwrap_err();
+    let (t1, t2) = (task(1), task(2));
+    let (a, b) = tokio::join!(c.create_task(&t1), c.create_task(&t2));
+    for inside in [a.unwrap_err(), b.unwrap_err()] {
+        assert_eq!(inside.kind, alone.kind, "{inside} vs {alone}");
+        assert_eq!(inside.code, alone.code);
+    }
+    assert_eq!(alone.kind, ErrorKind::Auth, "{alone}");
+    assert_eq!(alone.code.as_deref(), Some("insufficient_scope"));
+    let batches = h.sim.stats()[&dozor::sim::System::Bitrix24]
+        .by_method
+        .get("batch")
+        .copied();
+    assert!(batches.unwrap_or(0) >= 1, "the pair went out as one batch");
+    h.stop().await;
+}
+
+/// Without `user` the employees cannot be read (`user.get`): the error names the scope and
+/// what it blocks rather than the bare refusal.
+#[tokio::test]
+async fn a_missing_user_scope_is_named() {
+    let h = common::small_sim(8).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&common::sqlite_url(dir.path()), 2)
+        .await
+        .unwrap();
+    let c = client(&h).await;
+    h.sim.b24.limit_scopes(&["crm", "task"]);
+    let err = sync_crm(&store, "t1", &c, SyncOptions::default())
+        .await
+        .expect_err("users refused");
+    let m = err.to_string();
+    assert!(m.contains("users") && m.contains("`user` scope"), "{m}");
+    assert!(m.contains("managers cannot be named"), "{m}");
+    h.stop().await;
+}
