@@ -41,7 +41,13 @@ const RETRY_AT_ONCE: &str = "[ledger]\nretry_first_secs = 1\nretry_max_secs = 1\
 async fn setup(seed: u64, crm: CrmKind) -> (SimHandle, tempfile::TempDir, String) {
     let h = common::small_sim(seed).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(&h, crm, dir.path(), &common::sqlite_url(dir.path()), RETRY_AT_ONCE);
+    let cfg = write_config(
+        &h,
+        crm,
+        dir.path(),
+        &common::sqlite_url(dir.path()),
+        RETRY_AT_ONCE,
+    );
     (h, dir, cfg)
 }
 
