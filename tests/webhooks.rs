@@ -837,6 +837,17 @@ fn amocrm_documented_webhook_shapes_are_accepted() {
                 .to_string(),
             "task:delete:56982,task:update:56981",
         ),
+        // A note added to a lead (the page lists it among the events; its fields are nested
+        // once more under `note`, the lead in `element_id`).
+        (
+            with_account(
+                "leads[note][0][note][id]=71009&leads[note][0][note][element_id]=25399013\
+                 &leads[note][0][note][element_type]=2&leads[note][0][note][note_type]=4\
+                 &leads[note][0][note][text]=%D0%9F%D0%B5%D1%80%D0%B5%D0%B7%D0%B2%D0%BE%D0%BD%D0%B8%D1%82%D1%8C\
+                 &leads[note][0][note][created_at]=1413554372",
+            ),
+            "leads:note:25399013",
+        ),
         // Unsorted: keyed by uid; the contact nested in `data` is not an entity of its own.
         (
             with_account(
@@ -884,6 +895,10 @@ fn amocrm_documented_webhook_shapes_are_accepted() {
         (
             "leads[status][0][id]=1e3",
             "`leads[status][0][id]` must be a number",
+        ),
+        (
+            "leads[note][0][note][id]=5&leads[note][0][note][element_id]=x",
+            "`leads[note][0][note][element_id]` must be a number",
         ),
     ];
     for (body, why) in refused {

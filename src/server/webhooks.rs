@@ -549,8 +549,14 @@ fn amo_item(f: &BTreeMap<String, String>, k: &str, v: &str) -> Result<Option<Str
         return Ok(None);
     };
     let parts: Vec<&str> = rest.split(['[', ']']).filter(|p| !p.is_empty()).collect();
-    let [group, action, n] = parts.as_slice() else {
-        return Ok(None);
+    // A note added to an entity nests the note once more (`leads[note][0][note][id]`, with the
+    // entity in `[element_id]`): it names that entity.
+    let (group, action, n, note) = match parts.as_slice() {
+        [group, action, n] => (group, action, n, false),
+        [group, action, n, last] if *action == "note" && *last == "note" => {
+            (group, action, n, true)
+        }
+        _ => return Ok(None),
     };
     if !AMO_GROUPS.contains(group) || !n.chars().all(|c| c.is_ascii_digit()) {
         return Ok(None);
@@ -568,6 +574,24 @@ fn amo_item(f: &BTreeMap<String, String>, k: &str, v: &str) -> Result<Option<Str
         _ => return Ok(None),
     }
     let prefix = format!("{group}[{action}][{n}]");
+    if note {
+        if v.is_empty() || !v.chars().all(|c| c.is_ascii_digit()) {
+            return Err(bad(format!("field `{k}` must be a number")));
+        }
+        let entity = f
+            .get(&format!("{prefix}[note][element_id]"))
+            .map_or(v, String::as_str);
+        if entity.is_empty() || !entity.chars().all(|c| c.is_ascii_digit()) {
+            return Err(bad(format!(
+                "field `{prefix}[note][element_id]` must be a number"
+            )));
+        }
+        let ts = f
+            .get(&format!("{prefix}[note][created_at]"))
+            .or_else(|| f.get(&format!("{prefix}[note][date_create]")))
+            .map_or("", String::as_str);
+        return Ok(Some(format!("{group}:note:{entity}@{ts}")));
+    }
     let action = if *group == "unsorted" && *action == "delete" {
         match f.get(&format!("{prefix}[action]")) {
             None => "delete",
