@@ -891,3 +891,156 @@ async fn rate_limit_storm_is_waited_out_and_the_sync_completes() {
     assert!(stats.throttled >= 3 && stats.throttled <= 4, "{stats:?}");
     assert!(started.elapsed() >= Duration::from_millis(20 * stats.throttled));
 }
+
+/// Per the API "Неразобранное" page (https://www.amocrm.ru/developers/content/crm_platform/unsorted-api)
+/// every unsorted item holds its lead from creation, in the pipeline's unsorted status, until
+/// it is accepted (the lead moves on) or declined (removed). The client reads each item's lead:
+/// pending items stay open (the lead reaction rules see them), accepted ones are converted.
+#[tokio::test]
+async fn unsorted_items_are_pending_until_accepted() {
+    let h = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        .await
+        .unwrap();
+    let state_of = |records: &[Record]| -> std::collections::BTreeMap<String, Semantics> {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Lead(l) => Some((l.id.clone(), l.semantics)),
+                _ => None,
+            })
+            .collect()
+    };
+    let (records, _, _) = full_pass(&c, EntityKind::Lead, Cursor::default()).await;
+    let seen = state_of(&records);
+    let mut pending = Vec::new();
+    {
+        let w = h.sim.world();
+        let has_deal: std::collections::HashSet<u64> =
+            w.deals.values().filter_map(|d| d.lead_id).collect();
+        for l in w.leads.values().filter(|l| l.status != LeadStatus::Junk) {
+            let uid = format!("unsorted-{}", l.id);
+            let expect = match l.status {
+                LeadStatus::Converted if has_deal.contains(&l.id) => Semantics::Won,
+                // The generated world converts some items without a deal: no lead to read.
+                LeadStatus::Converted => continue,
+                _ => Semantics::Open,
+            };
+            assert_eq!(seen.get(&uid), Some(&expect), "{uid} ({:?})", l.status);
+            if expect == Semantics::Open {
+                pending.push(uid);
+            }
+        }
+    }
+    assert!(pending.len() >= 2, "the world has pending items");
+
+    // Each pending item holds a lead in the unsorted status, readable as any lead.
+    let http = reqwest::Client::new();
+    let token = h.sim.creds.amo_long_lived_token.clone();
+    let base = h.amo_url();
+    let item: serde_json::Value = http
+        .get(format!(
+            "{base}/api/v4/leads/unsorted?filter[uid]={}",
+            pending[0]
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lead_id = item["_embedded"]["unsorted"][0]["_embedded"]["leads"][0]["id"]
+        .as_u64()
+        .expect("a pending item holds its lead");
+    let lead: serde_json::Value = http
+        .get(format!("{base}/api/v4/leads/{lead_id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pipelines: serde_json::Value = http
+        .get(format!("{base}/api/v4/leads/pipelines"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let unsorted_column = pipelines["_embedded"]["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["_embedded"]["statuses"].as_array().unwrap().clone())
+        .find(|s| s["type"] == 1 && s["pipeline_id"] == lead["pipeline_id"])
+        .unwrap();
+    assert_eq!(lead["status_id"], unsorted_column["id"]);
+
+    // Accept the first: the same lead moves on, the item is converted on the next read.
+    let r = http
+        .post(format!(
+            "{base}/api/v4/leads/unsorted/{}/accept",
+            pending[0]
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"user_id": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let accepted: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(accepted["_embedded"]["leads"][0]["id"], lead_id);
+    let lead: serde_json::Value = http
+        .get(format!("{base}/api/v4/leads/{lead_id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(lead["status_id"], unsorted_column["id"]);
+
+    // Decline the second: it leaves the list and its lead is gone.
+    let declined = &pending[1];
+    let lead2 = http
+        .get(format!(
+            "{base}/api/v4/leads/unsorted?filter[uid]={declined}"
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["_embedded"]["unsorted"][0]["_embedded"]["leads"][0]["id"]
+        .as_u64()
+        .unwrap();
+    let r = http
+        .delete(format!("{base}/api/v4/leads/unsorted/{declined}/decline"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .get(format!("{base}/api/v4/leads/{lead2}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    let (records, _, _) = full_pass(&c, EntityKind::Lead, Cursor::default()).await;
+    let seen = state_of(&records);
+    assert_eq!(seen.get(&pending[0]), Some(&Semantics::Won));
+    assert!(!seen.contains_key(declined));
+    for uid in &pending[2..] {
+        assert_eq!(seen.get(uid), Some(&Semantics::Open), "{uid}");
+    }
+}

@@ -743,13 +743,15 @@ async fn unsorted_items_and_actions() {
     assert!(lead["closed_at"].is_null());
 
     // Decline another pending item: it leaves the list.
-    let other = items
-        .iter()
-        .find(|i| i["_embedded"]["leads"].as_array().unwrap().is_empty())
-        .unwrap()["uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let other = {
+        let w = h.sim.world();
+        let l = w
+            .leads
+            .values()
+            .find(|l| matches!(l.status, LeadStatus::New | LeadStatus::InProcess))
+            .unwrap();
+        format!("unsorted-{}", l.id)
+    };
     let token = h.sim.creds.amo_long_lived_token.clone();
     let r = req(
         &h,

@@ -471,8 +471,13 @@ async fn receivers_refuse_bad_tokens_bodies_and_duplicates() {
         ),
         (
             c.post(format!("{}/hooks/amocrm/acme/{AMO_SECRET}", f.base))
-                .body("leads[add][0][id]=1"),
-            "`account[subdomain]`",
+                .body("leads[add][0][name]=1"),
+            "`leads[add][0][id]`",
+        ),
+        (
+            c.post(format!("{}/hooks/amocrm/acme/{AMO_SECRET}", f.base))
+                .body("unsorted[add][0][uid]=a%20b&account[subdomain]=acme"),
+            "`unsorted[add][0][uid]`",
         ),
         (
             c.post(format!("{}/hooks/amocrm/acme/{AMO_SECRET}", f.base))
@@ -552,6 +557,22 @@ async fn receivers_refuse_bad_tokens_bodies_and_duplicates() {
         assert_eq!(r.status(), 200);
         assert_eq!(r.json::<Value>().await.unwrap()["status"], expect);
         assert_eq!(f.woken().await, expect == "accepted");
+    }
+    // The docs' own lead example carries no account block; an unsorted item accepted in the
+    // interface arrives as a deletion keyed by uid: both are taken.
+    for body in [AMO_DOC_LEAD_STATUS, AMO_DOC_UNSORTED_ACCEPT] {
+        for expect in ["accepted", "duplicate"] {
+            let r = c
+                .post(format!("{}/hooks/amocrm/acme/{AMO_SECRET}", f.base))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.json::<Value>().await.unwrap()["status"], expect);
+            assert_eq!(f.woken().await, expect == "accepted");
+        }
     }
     for expect in ["accepted", "duplicate"] {
         let r = c
@@ -639,7 +660,8 @@ async fn receivers_refuse_bad_tokens_bodies_and_duplicates() {
     );
     assert_eq!(f.store.calls("acme").await.unwrap().len(), 1);
 
-    assert_eq!(f.deliveries().await, 5);
+    // Two more amoCRM deliveries than before: the docs' lead example and an accepted unsorted item.
+    assert_eq!(f.deliveries().await, 7);
     let counts = f.hooks.counts();
     let n = |src: &str, outcome: &str| {
         counts
@@ -754,4 +776,179 @@ async fn events_from_the_moved_portal_address_are_accepted() {
     );
     assert_eq!(f.deliveries().await, 2);
     f.sim.stop().await;
+}
+
+// amoCRM webhook bodies as the webhooks format page describes them
+// (https://www.amocrm.ru/developers/content/crm_platform/webhooks-format): form-urlencoded,
+// `{entity: {action: {0: {fields}}}}` for additions and changes, `{entity: {delete: [{id}]}}` for
+// deletions, unsorted items keyed by `uid` with the accept / decline action on deletion.
+
+/// The page's lead status example (ids, fields and custom fields as printed there), without
+/// the account block, as the page prints it.
+const AMO_DOC_LEAD_STATUS: &str = "leads%5Bstatus%5D%5B0%5D%5Bid%5D=25399013\
+    &leads%5Bstatus%5D%5B0%5D%5Bname%5D=Lead+title\
+    &leads%5Bstatus%5D%5B0%5D%5Bold_status_id%5D=7039101\
+    &leads%5Bstatus%5D%5B0%5D%5Bstatus_id%5D=142\
+    &leads%5Bstatus%5D%5B0%5D%5Bprice%5D=0\
+    &leads%5Bstatus%5D%5B0%5D%5Bresponsible_user_id%5D=123123\
+    &leads%5Bstatus%5D%5B0%5D%5Blast_modified%5D=1413554372\
+    &leads%5Bstatus%5D%5B0%5D%5Bmodified_user_id%5D=123123\
+    &leads%5Bstatus%5D%5B0%5D%5Bcreated_user_id%5D=123123\
+    &leads%5Bstatus%5D%5B0%5D%5Bdate_create%5D=1413554349\
+    &leads%5Bstatus%5D%5B0%5D%5Baccount_id%5D=7039099\
+    &leads%5Bstatus%5D%5B0%5D%5Bcustom_fields%5D%5B0%5D%5Bid%5D=427183\
+    &leads%5Bstatus%5D%5B0%5D%5Bcustom_fields%5D%5B0%5D%5Bname%5D=Checkbox+custom+field\
+    &leads%5Bstatus%5D%5B0%5D%5Bcustom_fields%5D%5B0%5D%5Bvalues%5D%5B0%5D=1\
+    &leads%5Bstatus%5D%5B0%5D%5Bcustom_fields%5D%5B1%5D%5Bid%5D=427271\
+    &leads%5Bstatus%5D%5B0%5D%5Bcustom_fields%5D%5B1%5D%5Bname%5D=Date+custom+field\
+    &leads%5Bstatus%5D%5B0%5D%5Bcustom_fields%5D%5B1%5D%5Bvalues%5D%5B0%5D=1412380800\
+    &leads%5Bstatus%5D%5B0%5D%5Bcustom_fields%5D%5B2%5D%5Bid%5D=427661\
+    &leads%5Bstatus%5D%5B0%5D%5Bcustom_fields%5D%5B2%5D%5Bname%5D=Text+custom+field\
+    &leads%5Bstatus%5D%5B0%5D%5Bcustom_fields%5D%5B2%5D%5Bvalues%5D%5B0%5D=%D0%92%D0%B0%D0%BB%D0%B5%D1%80%D0%B0";
+
+/// An unsorted item accepted in the interface: a deletion keyed by `uid`, with the action and
+/// the lead it became (the uid is the one on the unsorted API page's list example).
+const AMO_DOC_UNSORTED_ACCEPT: &str = "unsorted[delete][0][action]=accept\
+    &unsorted[delete][0][uid]=98fb033cefde74f5de1a5d3980a2a2d108037\
+    &unsorted[delete][0][category]=sip\
+    &unsorted[delete][0][created_at]=1592989616\
+    &unsorted[delete][0][modified_user_id]=504141\
+    &unsorted[delete][0][accept_result][leads][0]=25399013\
+    &account[subdomain]=acme&account[id]=7039099\
+    &account[_links][self]=https%3A%2F%2Facme.amocrm.ru";
+
+#[test]
+fn amocrm_documented_webhook_shapes_are_accepted() {
+    use dozor::server::webhooks::fuzzing::amocrm;
+    let account = "&account[subdomain]=acme&account[id]=7039099\
+                   &account[_links][self]=https%3A%2F%2Facme.amocrm.ru";
+    let with_account = |b: &str| format!("{b}{account}");
+    let cases: Vec<(String, &str)> = vec![
+        (AMO_DOC_LEAD_STATUS.to_string(), "leads:status:25399013"),
+        (with_account(AMO_DOC_LEAD_STATUS), "leads:status:25399013"),
+        (
+            with_account(
+                "leads[add][0][id]=25399014&leads[add][0][name]=Lead&leads[add][0][status_id]=7039101\
+                 &leads[add][0][pipeline_id]=3104455&leads[add][0][date_create]=1413554349\
+                 &leads[add][0][created_at]=1413554349&leads[add][0][account_id]=7039099",
+            ),
+            "leads:add:25399014",
+        ),
+        (
+            "leads[update][0][id]=25399013&leads[update][0][status_id]=142\
+             &leads[update][0][old_status_id]=7039101&leads[update][0][updated_at]=1413554372\
+             &leads[update][0][custom_fields][0][id]=427183\
+             &leads[update][0][custom_fields][0][values][0][value]=1\
+             &leads[update][0][custom_fields][0][values][0][enum]=1240656"
+                .to_string(),
+            "leads:update:25399013",
+        ),
+        // Deletions: only the id (and for leads where it was).
+        (
+            "leads[delete][0][id]=25399013&leads[delete][0][status_id]=142\
+             &leads[delete][0][pipeline_id]=3104455&contacts[delete][0][id]=7044\
+             &contacts[delete][0][type]=contact"
+                .to_string(),
+            "contacts:delete:7044,leads:delete:25399013",
+        ),
+        (
+            with_account(
+                "contacts[add][0][id]=7044&contacts[add][0][name]=Ivan&contacts[add][0][type]=contact\
+                 &contacts[add][0][responsible_user_id]=123123&contacts[add][0][date_create]=1413554349\
+                 &contacts[add][0][custom_fields][0][id]=66192&contacts[add][0][custom_fields][0][code]=PHONE\
+                 &contacts[add][0][custom_fields][0][values][0][value]=%2B79991234567\
+                 &contacts[add][0][custom_fields][0][values][0][enum]=193200\
+                 &contacts[add][0][linked_leads_id][25399013]=25399013",
+            ),
+            "contacts:add:7044",
+        ),
+        (
+            "contacts[update][0][id]=7044&contacts[update][0][type]=company\
+             &contacts[update][0][last_modified]=1413554372"
+                .to_string(),
+            "contacts:update:7044",
+        ),
+        (
+            with_account(
+                "task[add][0][id]=56981&task[add][0][element_id]=25399013&task[add][0][element_type]=2\
+                 &task[add][0][task_type]=1&task[add][0][text]=%D0%9F%D0%B5%D1%80%D0%B5%D0%B7%D0%B2%D0%BE%D0%BD%D0%B8%D1%82%D1%8C\
+                 &task[add][0][status]=0&task[add][0][complete_till]=1575910423\
+                 &task[add][0][responsible_user_id]=123123&task[add][0][date_create]=1575910123",
+            ),
+            "task:add:56981",
+        ),
+        (
+            "task[update][0][id]=56981&task[update][0][status]=1&task[update][0][action_close]=1\
+             &task[update][0][last_modified]=1576767989&task[delete][0][id]=56982"
+                .to_string(),
+            "task:delete:56982,task:update:56981",
+        ),
+        // A note added to a lead (the page lists it among the events; its fields are nested
+        // once more under `note`, the lead in `element_id`).
+        (
+            with_account(
+                "leads[note][0][note][id]=71009&leads[note][0][note][element_id]=25399013\
+                 &leads[note][0][note][element_type]=2&leads[note][0][note][note_type]=4\
+                 &leads[note][0][note][text]=%D0%9F%D0%B5%D1%80%D0%B5%D0%B7%D0%B2%D0%BE%D0%BD%D0%B8%D1%82%D1%8C\
+                 &leads[note][0][note][created_at]=1413554372",
+            ),
+            "leads:note:25399013",
+        ),
+        // Unsorted: keyed by uid; the contact nested in `data` is not an entity of its own.
+        (
+            with_account(
+                "unsorted[add][0][uid]=98fb033cefde74f5de1a5d3980a2a2d108037\
+                 &unsorted[add][0][source]=sip&unsorted[add][0][source_uid]=a1fee7c0fc436088e64ba2e8822ba2b3\
+                 &unsorted[add][0][category]=sip&unsorted[add][0][source_data][from]=79991234567\
+                 &unsorted[add][0][source_data][service]=sip.telephony&unsorted[add][0][date_create]=1592989616\
+                 &unsorted[add][0][data][contacts][0][id]=7044&unsorted[add][0][pipeline_id]=3104455\
+                 &unsorted[add][0][lead_id]=25399013&unsorted[add][0][account_id]=7039099",
+            ),
+            "unsorted:add:98fb033cefde74f5de1a5d3980a2a2d108037",
+        ),
+        (
+            "unsorted[update][0][uid]=98fb033cefde74f5de1a5d3980a2a2d108037\
+             &unsorted[update][0][category]=sip&unsorted[update][0][date_create]=1592989616"
+                .to_string(),
+            "unsorted:update:98fb033cefde74f5de1a5d3980a2a2d108037",
+        ),
+        (
+            AMO_DOC_UNSORTED_ACCEPT.to_string(),
+            "unsorted:accept:98fb033cefde74f5de1a5d3980a2a2d108037",
+        ),
+        (
+            "unsorted[delete][0][action]=decline&unsorted[delete][0][uid]=98fb033cefde74f5de1a5d3980a2a2d108037\
+             &unsorted[delete][0][category]=forms&unsorted[delete][0][created_at]=1592989616\
+             &unsorted[delete][0][modified_user_id]=504141\
+             &unsorted[delete][0][decline_result][leads][0]=25399013"
+                .to_string(),
+            "unsorted:decline:98fb033cefde74f5de1a5d3980a2a2d108037",
+        ),
+    ];
+    for (body, expect) in cases {
+        assert_eq!(amocrm(body.as_bytes()).as_deref(), Ok(expect), "{body}");
+    }
+    // Still refused: another account, no entity at all, a non-numeric id.
+    let refused = [
+        (
+            "leads[add][0][id]=1&account[subdomain]=other",
+            "not this tenant's account",
+        ),
+        (
+            "account[subdomain]=acme&account[id]=1",
+            "no entity in the body",
+        ),
+        (
+            "leads[status][0][id]=1e3",
+            "`leads[status][0][id]` must be a number",
+        ),
+        (
+            "leads[note][0][note][id]=5&leads[note][0][note][element_id]=x",
+            "`leads[note][0][note][element_id]` must be a number",
+        ),
+    ];
+    for (body, why) in refused {
+        let e = amocrm(body.as_bytes()).expect_err(body);
+        assert!(e.contains(why), "`{e}` does not say {why}");
+    }
 }

@@ -367,8 +367,6 @@ pub struct WireUnsorted {
 #[derive(Debug, Deserialize, Default)]
 pub struct UnsortedEmbedded {
     #[serde(default)]
-    pub leads: Option<Vec<Ref>>,
-    #[serde(default)]
     pub contacts: Option<Vec<WireUnsortedContact>>,
     #[serde(default)]
     pub companies: Option<Vec<Ref>>,
@@ -382,9 +380,56 @@ pub struct WireUnsortedContact {
     pub custom_fields_values: Option<Vec<CustomField>>,
 }
 
-/// Unsorted statuses as a pseudo pipeline (`leads`): waiting, accepted into a deal.
+/// Unsorted statuses as a pseudo pipeline (`leads`): waiting, accepted into a deal, declined.
 pub const UNSORTED_OPEN: &str = "unsorted";
 pub const UNSORTED_ACCEPTED: &str = "accepted";
+pub const UNSORTED_DECLINED: &str = "declined";
+
+/// Where an unsorted item stands. The API "Неразобранное" page: every item holds its lead
+/// (`_embedded.leads`, one object) from creation, in the pipeline's unsorted status (the status
+/// of `type` 1); «Принять» moves that lead to the next status, «Отклонить» removes it from the
+/// pipeline. So holding a lead says nothing: the lead's status does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsortedState {
+    Pending,
+    Accepted,
+    Declined,
+}
+
+/// The id of the lead an unsorted item holds.
+pub fn unsorted_lead_id(v: &Value) -> Option<u64> {
+    v["_embedded"]["leads"]
+        .as_array()?
+        .iter()
+        .find_map(|l| l["id"].as_u64())
+}
+
+/// The state an item's lead tells: still in an unsorted status (`unsorted_statuses`, the
+/// statuses of `type` 1 in `/api/v4/leads/pipelines`) is pending, any other status accepted,
+/// a lead the API no longer returns declined.
+pub fn unsorted_state(
+    lead: Option<&Value>,
+    unsorted_statuses: &std::collections::HashSet<u64>,
+) -> UnsortedState {
+    match lead.map(|l| l["status_id"].as_u64()) {
+        None => UnsortedState::Declined,
+        Some(Some(s)) if !unsorted_statuses.contains(&s) => UnsortedState::Accepted,
+        Some(_) => UnsortedState::Pending,
+    }
+}
+
+/// The statuses of `type` 1 (the unsorted column) in a `/api/v4/leads/pipelines` answer.
+pub fn unsorted_statuses(pipelines: &Value) -> std::collections::HashSet<u64> {
+    let none = Vec::new();
+    pipelines["_embedded"]["pipelines"]
+        .as_array()
+        .unwrap_or(&none)
+        .iter()
+        .flat_map(|p| p["_embedded"]["statuses"].as_array().unwrap_or(&none))
+        .filter(|s| s["type"].as_u64() == Some(1))
+        .filter_map(|s| s["id"].as_u64())
+        .collect()
+}
 
 pub fn lead_pipeline() -> Pipeline {
     let stage = |id: &str, name: &str, sort, semantics| Stage {
@@ -401,6 +446,7 @@ pub fn lead_pipeline() -> Pipeline {
         stages: vec![
             stage(UNSORTED_OPEN, "Неразобранное", 10, Semantics::Open),
             stage(UNSORTED_ACCEPTED, "Принято", 20, Semantics::Won),
+            stage(UNSORTED_DECLINED, "Отклонено", 30, Semantics::Lost),
         ],
     }
 }
@@ -412,7 +458,13 @@ pub fn unsorted_updated(v: &Value) -> Option<i64> {
         .or_else(|| v["created_at"].as_i64())
 }
 
+/// An unsorted item as listed: its lead in the unsorted status, so pending.
 pub fn unsorted(v: &Value) -> MapResult<Lead> {
+    unsorted_in(v, UnsortedState::Pending)
+}
+
+/// An unsorted item whose state its lead told.
+pub fn unsorted_in(v: &Value, state: UnsortedState) -> MapResult<Lead> {
     let u: WireUnsorted = decode(v)?;
     let m = &u.metadata;
     let s = |k: &str| match &m[k] {
@@ -421,10 +473,6 @@ pub fn unsorted(v: &Value) -> MapResult<Lead> {
         _ => None,
     };
     let emb = u.embedded.unwrap_or_default();
-    let accepted = emb
-        .leads
-        .as_ref()
-        .is_some_and(|l| l.iter().any(|x| x.id.is_some()));
     let mut phones: Vec<String> = s("phone").into_iter().collect();
     let mut emails = Vec::new();
     for c in emb.contacts.iter().flatten() {
@@ -464,16 +512,16 @@ pub fn unsorted(v: &Value) -> MapResult<Lead> {
     Ok(Lead {
         id: u.uid.clone(),
         title,
-        status_id: if accepted {
-            UNSORTED_ACCEPTED
-        } else {
-            UNSORTED_OPEN
+        status_id: match state {
+            UnsortedState::Pending => UNSORTED_OPEN,
+            UnsortedState::Accepted => UNSORTED_ACCEPTED,
+            UnsortedState::Declined => UNSORTED_DECLINED,
         }
         .into(),
-        semantics: if accepted {
-            Semantics::Won
-        } else {
-            Semantics::Open
+        semantics: match state {
+            UnsortedState::Pending => Semantics::Open,
+            UnsortedState::Accepted => Semantics::Won,
+            UnsortedState::Declined => Semantics::Lost,
         },
         responsible_id: responsible,
         source: Some(
@@ -604,5 +652,90 @@ mod tests {
     fn missing_id_is_a_decode_error() {
         let err = contact(&json!({"name": "x", "created_at": 1, "updated_at": 2})).unwrap_err();
         assert!(err.contains("id"), "{err}");
+    }
+
+    /// An item of the list example on the API "Неразобранное" / "Incoming leads" page
+    /// (https://www.amocrm.ru/developers/content/crm_platform/unsorted-api,
+    /// https://www.amocrm.com/developers/content/api_v4/incoming-leads/): it holds its lead
+    /// (236768) from creation. Where it stands is what that lead's status says, with the
+    /// unsorted column read from a pipelines answer shaped as on the pipelines page
+    /// (https://www.amocrm.ru/developers/content/crm_platform/leads_pipelines: `type` 1).
+    #[test]
+    fn documented_unsorted_item_is_pending_until_its_lead_moves_on() {
+        let item = json!({
+            "uid": "5af9dedb6f2c6a29eaac6ee37fc75ffbb66e139e4603bdd0e14e39d4b319",
+            "source_uid": null, "source_name": null, "category": "forms",
+            "pipeline_id": 6950551, "created_at": 1686819152,
+            "metadata": {"form_id": "1115559", "form_name": "Form #1686818993",
+                "form_page": "Site request #1115559 from form «Form #1686818993»",
+                "ip": "212.46.197.210", "form_sent_at": "1686819152",
+                "referer": "https://devteam.kommo.com/", "visitor_uid": null},
+            "account_id": 31361463, "_links": {"self": {"href": "LINK"}},
+            "_embedded": {
+                "contacts": [{"id": 583338, "_links": {"self": {"href": "https://devteam.kommo.com/api/v4/contacts/583338"}}}],
+                "leads": [{"id": 236768, "_links": {"self": {"href": "https://devteam.kommo.com/api/v4/leads/236768"}}}],
+                "companies": []
+            }
+        });
+        let pipelines = json!({"_total_items": 1, "_embedded": {"pipelines": [{
+            "id": 6950551, "name": "Воронка", "sort": 1, "is_main": true, "is_unsorted_on": true,
+            "is_archive": false, "account_id": 31361463,
+            "_embedded": {"statuses": [
+                {"id": 58560479, "name": "Неразобранное", "sort": 10, "is_editable": false,
+                 "pipeline_id": 6950551, "color": "#c1c1c1", "type": 1, "account_id": 31361463},
+                {"id": 58560483, "name": "Первичный контакт", "sort": 20, "is_editable": true,
+                 "pipeline_id": 6950551, "color": "#99ccff", "type": 0, "account_id": 31361463},
+                {"id": 142, "name": "Успешно реализовано", "sort": 10000, "is_editable": false,
+                 "pipeline_id": 6950551, "color": "#CCFF66", "type": 0, "account_id": 31361463},
+                {"id": 143, "name": "Закрыто и не реализовано", "sort": 11000,
+                 "is_editable": false, "pipeline_id": 6950551, "color": "#D5D8DB", "type": 0,
+                 "account_id": 31361463}
+            ]}
+        }]}});
+        let column = unsorted_statuses(&pipelines);
+        assert_eq!(column, [58560479].into_iter().collect());
+        assert_eq!(unsorted_lead_id(&item), Some(236768));
+        let lead = |status: u64| json!({"id": 236768, "status_id": status, "pipeline_id": 6950551});
+
+        // Listed, holding a lead: pending, not won.
+        let l = unsorted(&item).unwrap();
+        assert_eq!(
+            (l.status_id.as_str(), l.semantics),
+            (UNSORTED_OPEN, Semantics::Open)
+        );
+        assert_eq!(l.contact_id.as_deref(), Some("583338"));
+        assert_eq!(l.source.as_deref(), Some("WEB"));
+        let pending = unsorted_state(Some(&lead(58560479)), &column);
+        assert_eq!(pending, UnsortedState::Pending);
+        assert_eq!(
+            unsorted_in(&item, pending).unwrap().semantics,
+            Semantics::Open
+        );
+
+        // Accepted: the lead moved on (to the next status, or later to won or lost).
+        for status in [58560483, 142, 143] {
+            let s = unsorted_state(Some(&lead(status)), &column);
+            assert_eq!(s, UnsortedState::Accepted, "status {status}");
+            let l = unsorted_in(&item, s).unwrap();
+            assert_eq!(
+                (l.status_id.as_str(), l.semantics),
+                (UNSORTED_ACCEPTED, Semantics::Won)
+            );
+        }
+
+        // Declined: the lead is no longer there.
+        let s = unsorted_state(None, &column);
+        assert_eq!(s, UnsortedState::Declined);
+        let l = unsorted_in(&item, s).unwrap();
+        assert_eq!(
+            (l.status_id.as_str(), l.semantics),
+            (UNSORTED_DECLINED, Semantics::Lost)
+        );
+        assert!(
+            lead_pipeline()
+                .stages
+                .iter()
+                .any(|st| st.id == UNSORTED_DECLINED)
+        );
     }
 }

@@ -362,6 +362,42 @@ impl AmoCrm {
         Ok((items, has_next))
     }
 
+    /// The state of each lead the unsorted `items` hold, read from the leads themselves (two
+    /// requests for a page with leads, none for a page without): an item's lead stays in the
+    /// pipeline's unsorted status until the item is accepted or declined.
+    async fn unsorted_states(
+        &self,
+        items: &[&Value],
+    ) -> Result<std::collections::HashMap<u64, map::UnsortedState>> {
+        let ids: Vec<u64> = items
+            .iter()
+            .filter_map(|v| map::unsorted_lead_id(v))
+            .collect();
+        let mut out = std::collections::HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let pipelines = self.get("/api/v4/leads/pipelines", &[]).await?;
+        let unsorted = pipelines
+            .as_ref()
+            .map(map::unsorted_statuses)
+            .unwrap_or_default();
+        let mut q: Vec<(String, String)> = ids
+            .iter()
+            .map(|id| ("filter[id][]".to_string(), id.to_string()))
+            .collect();
+        q.push(("limit".to_string(), PAGE_LIMIT.to_string()));
+        let (leads, _) = self.list_page("/api/v4/leads", "leads", &q).await?;
+        let by_id: std::collections::HashMap<u64, &Value> = leads
+            .iter()
+            .filter_map(|l| l["id"].as_u64().map(|id| (id, l)))
+            .collect();
+        for id in ids {
+            out.insert(id, map::unsorted_state(by_id.get(&id).copied(), &unsorted));
+        }
+        Ok(out)
+    }
+
     /// An item of a list page that cannot be read (a date in year 9999, a field of the wrong
     /// shape) is refused alone, with a warning naming it: one poisoned record must not stop the
     /// sync of every other. Without an id it cannot be named or skipped, so the page fails.
@@ -695,13 +731,20 @@ impl Crm for AmoCrm {
                 ];
                 let (items, more) = self.list_page(path, "unsorted", &q).await?;
                 let since = cursor.since.map(|s| s.timestamp());
-                let records = items
+                let changed: Vec<&Value> = items
                     .iter()
                     .filter(|v| {
                         since.is_none_or(|s| map::unsorted_updated(v).is_none_or(|u| u >= s))
                     })
+                    .collect();
+                let states = self.unsorted_states(&changed).await?;
+                let records = changed
+                    .into_iter()
                     .map(|v| {
-                        map::unsorted(v)
+                        let state = map::unsorted_lead_id(v)
+                            .and_then(|id| states.get(&id).copied())
+                            .unwrap_or(map::UnsortedState::Pending);
+                        map::unsorted_in(v, state)
                             .map(|l| Some(Record::Lead(l)))
                             .or_else(|e| self.refuse(path, v, e))
                     })

@@ -19,6 +19,10 @@ pub const WON: u64 = 142;
 pub const LOST: u64 = 143;
 /// Status id of a pipeline's "Неразобранное" column: base + world pipeline id.
 pub const UNSORTED_STATUS_BASE: u64 = 6_000_000;
+/// Lead id an unsorted item holds while pending: base + world lead id. The API "Неразобранное"
+/// page: the item's lead exists from creation, in the pipeline's unsorted status; accepting
+/// moves that same lead on, declining removes it.
+pub const PENDING_LEAD_BASE: u64 = 700_000_000;
 /// Note ids of common notes (world comments have no id): base + index in `world.comments`.
 pub const COMMENT_NOTE_BASE: u64 = 800_000_000;
 pub const PHONE_FIELD_ID: u64 = 101;
@@ -811,7 +815,10 @@ fn unsorted_json(
                "ip": "127.0.0.1", "form_sent_at": ts(l.created_at),
                "referer": format!("https://example.ru/?{}", referer.finish())})
     };
-    let accepted: Vec<Value> = if l.status == LeadStatus::Converted {
+    let held: Vec<Value> = if is_pending(l) {
+        let id = PENDING_LEAD_BASE + l.id;
+        vec![json!({"id": id, "_links": self_link(base, "leads", id)})]
+    } else if l.status == LeadStatus::Converted {
         by_lead
             .get(&l.id)
             .into_iter()
@@ -840,7 +847,7 @@ fn unsorted_json(
         "responsible_user_id": l.responsible_id,
         "metadata": metadata, "account_id": ACCOUNT_ID,
         "_links": {"self": {"href": format!("{base}/api/v4/leads/unsorted/{}", unsorted_uid(l.id))}},
-        "_embedded": {"leads": accepted, "contacts": contacts,
+        "_embedded": {"leads": held, "contacts": contacts,
                       "companies": l.company_id.map(|c| vec![json!({"id": c})]).unwrap_or_default()},
     })
 }
@@ -935,9 +942,60 @@ fn deal_filter(name: &str, list: &[String], _v: &Value, d: &&SimDeal) -> bool {
     }
 }
 
+fn is_pending(l: &SimLead) -> bool {
+    matches!(l.status, LeadStatus::New | LeadStatus::InProcess)
+}
+
+/// The pending unsorted item whose lead has this id.
+fn pending_of(w: &World, id: u64) -> Option<&SimLead> {
+    let lead = id.checked_sub(PENDING_LEAD_BASE)?;
+    w.leads.get(&lead).filter(|l| is_pending(l))
+}
+
+/// The lead a pending unsorted item holds: in the default pipeline's unsorted status.
+fn pending_lead_json(w: &World, l: &SimLead, base: &str) -> Value {
+    let p = default_pipeline(w);
+    let id = PENDING_LEAD_BASE + l.id;
+    json!({
+        "id": id, "name": l.title, "price": 0, "responsible_user_id": l.responsible_id,
+        "group_id": 0, "status_id": UNSORTED_STATUS_BASE + p, "pipeline_id": AMO_PIPELINE_BASE + p,
+        "loss_reason_id": null, "source_id": null, "created_by": 0, "updated_by": 0,
+        "created_at": ts(l.created_at), "updated_at": ts(l.updated_at), "closed_at": null,
+        "closest_task_at": null, "is_deleted": false, "custom_fields_values": null,
+        "score": null, "account_id": ACCOUNT_ID, "labor_cost": null,
+        "_links": self_link(base, "leads", id), "_embedded": {"tags": [], "companies": []},
+    })
+}
+
 pub fn leads(sim: &Sim, req: &Req) -> Reply {
     let with = with(req);
     let w = sim.world();
+    // Leads held by pending unsorted items are leads like any other when asked for by id.
+    let ids: Vec<u64> = req
+        .query
+        .get("filter")
+        .and_then(|f| f.get("id"))
+        .map(|v| {
+            filter_list(v)
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if ids.iter().any(|id| pending_of(&w, *id).is_some()) {
+        let items: Vec<Value> = ids
+            .iter()
+            .filter_map(|id| match w.deals.get(id) {
+                Some(d) => Some(deal_json(&w, d, &req.base, &with, sim)),
+                None => pending_of(&w, *id).map(|l| pending_lead_json(&w, l, &req.base)),
+            })
+            .collect();
+        return Reply::Hal(
+            StatusCode::OK,
+            json!({"_page": 1, "_links": {"self": {"href": format!("{}/api/v4/leads", req.base)}},
+                   "_embedded": {"leads": items}}),
+        );
+    }
     let render = |d: &&SimDeal| deal_json(&w, d, &req.base, &with, sim);
     list_typed(
         req,
@@ -955,9 +1013,10 @@ pub fn leads(sim: &Sim, req: &Req) -> Reply {
 
 pub fn lead_one(sim: &Sim, req: &Req, id: u64) -> Reply {
     let w = sim.world();
-    match w.deals.get(&id) {
-        Some(d) => Reply::Hal(StatusCode::OK, deal_json(&w, d, &req.base, &with(req), sim)),
-        None => Reply::Empty,
+    match (w.deals.get(&id), pending_of(&w, id)) {
+        (Some(d), _) => Reply::Hal(StatusCode::OK, deal_json(&w, d, &req.base, &with(req), sim)),
+        (None, Some(l)) => Reply::Hal(StatusCode::OK, pending_lead_json(&w, l, &req.base)),
+        (None, None) => Reply::Empty,
     }
 }
 

@@ -607,7 +607,12 @@ pub fn create_notes(sim: &Sim, req: &Req, entity: &str, path_id: Option<u64>) ->
                 "This value should not be blank.",
             );
         };
-        if !(exists(&w, owner, eid) || (owner == Owner::Deal && w.leads.contains_key(&eid))) {
+        let held = eid
+            .checked_sub(super::render::PENDING_LEAD_BASE)
+            .is_some_and(|item| w.leads.contains_key(&item));
+        if !(exists(&w, owner, eid)
+            || (owner == Owner::Deal && (held || w.leads.contains_key(&eid))))
+        {
             return validation(&r, "NotFound", "entity_id", "The entity does not exist.");
         }
         match it["note_type"].as_str() {
@@ -629,9 +634,14 @@ pub fn create_notes(sim: &Sim, req: &Req, entity: &str, path_id: Option<u64>) ->
     let now = Utc::now();
     let mut out = Vec::new();
     for (i, it) in items.iter().enumerate() {
-        let eid = path_id.or_else(|| uint(&it["entity_id"])).unwrap_or(0);
-        // A lead id of an unsorted item: the note belongs to that item.
+        let mut eid = path_id.or_else(|| uint(&it["entity_id"])).unwrap_or(0);
+        // The lead a pending unsorted item holds: the note belongs to that item.
         let owner = if owner == Owner::Deal && !w.deals.contains_key(&eid) {
+            if let Some(item) = eid.checked_sub(super::render::PENDING_LEAD_BASE)
+                && w.leads.contains_key(&item)
+            {
+                eid = item;
+            }
             Owner::Lead
         } else {
             owner
@@ -931,7 +941,8 @@ pub fn unsorted_create(sim: &Sim, req: &Req, category: &str) -> Reply {
         );
         out.push(
             json!({"uid": format!("unsorted-{id}"), "request_id": rid(it, i),
-                        "_embedded": {"leads": [{"id": id}], "contacts": []}}),
+                        "_embedded": {"leads": [{"id": super::render::PENDING_LEAD_BASE + id}],
+                                      "contacts": []}}),
         );
     }
     Reply::Hal(
@@ -1125,7 +1136,8 @@ pub fn unsorted_accept(sim: &Sim, req: &Req, uid: &str) -> Reply {
         },
     };
     let now = Utc::now();
-    let deal_id = w.next_id();
+    // The lead the item held from creation moves on (same id), out of the unsorted status.
+    let deal_id = super::render::PENDING_LEAD_BASE + id;
     let Some(l) = w.leads.get_mut(&id) else {
         return not_found(uid);
     };
