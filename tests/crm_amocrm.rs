@@ -891,3 +891,84 @@ async fn rate_limit_storm_is_waited_out_and_the_sync_completes() {
     assert!(stats.throttled >= 3 && stats.throttled <= 4, "{stats:?}");
     assert!(started.elapsed() >= Duration::from_millis(20 * stats.throttled));
 }
+
+/// Incremental reads on both kinds of account. The filters page
+/// (https://www.amocrm.ru/developers/content/crm_platform/filters-api) makes `filter[updated_at]`
+/// an alpha add-on; `GET /api/v4/account?with=is_api_filter_enabled` (account parameters page,
+/// https://www.amocrm.com/developers/content/api_v4/account-parameters/) says which kind this
+/// is. Without it changes are read newest first and the pass ends at the cursor: the cost stays
+/// the changes, not the whole list. The flag is read once, and again after a directory refresh.
+#[tokio::test]
+async fn incremental_reads_with_and_without_the_filter_add_on() {
+    for add_on in [true, false] {
+        let h = start_world(deals_world(600)).await;
+        h.sim.amo.set_api_filter(add_on);
+        let dir = tempfile::tempdir().unwrap();
+        let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+            .await
+            .unwrap();
+        let (all, pages, cursor) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
+        assert_eq!((all.len(), pages), (600, 3), "add-on {add_on}");
+        let since = cursor.since.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let change = |ids: Vec<u64>| {
+            let mut w = h.sim.world();
+            for id in &ids {
+                w.deals.get_mut(id).unwrap().updated_at = Utc::now();
+            }
+            ids
+        };
+        let ids: Vec<u64> = h.sim.world().deals.keys().copied().collect();
+        let changed = change(vec![ids[10], ids[400]]);
+        h.sim.reset_stats();
+        let (delta, pages, next) = full_pass(&c, EntityKind::Deal, cursor).await;
+        assert_eq!(pages, 1, "add-on {add_on}");
+        for id in &changed {
+            assert!(
+                delta.iter().any(|r| r.id() == id.to_string()),
+                "{id} missed"
+            );
+        }
+        // The changes, plus the record exactly at the watermark (`from` is inclusive).
+        assert!(
+            delta
+                .iter()
+                .all(|r| changed.iter().any(|id| r.id() == id.to_string())
+                    || r.updated_at() == since),
+            "add-on {add_on}: {} records",
+            delta.len()
+        );
+        let stats = h.sim.stats()[&System::Amocrm].clone();
+        assert_eq!(stats.by_method["GET /api/v4/account"], 1, "{stats:?}");
+        assert_eq!(stats.by_method["GET /api/v4/leads"], 1, "{stats:?}");
+
+        // The flag is cached: the next read costs its page alone. Many changes newest first
+        // span pages and still stop at the cursor.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let many = change(ids[100..400].to_vec());
+        h.sim.reset_stats();
+        let (delta, pages, next) = full_pass(&c, EntityKind::Deal, next).await;
+        let ids: std::collections::BTreeSet<String> =
+            delta.iter().map(|r| r.id().to_string()).collect();
+        for id in &many {
+            assert!(ids.contains(&id.to_string()), "{id} missed");
+        }
+        assert!(ids.len() <= 302, "add-on {add_on}: {} read", ids.len());
+        assert_eq!(pages, 2, "add-on {add_on}");
+        let stats = h.sim.stats()[&System::Amocrm].clone();
+        assert!(
+            !stats.by_method.contains_key("GET /api/v4/account"),
+            "{stats:?}"
+        );
+        assert_eq!(stats.by_method["GET /api/v4/leads"], 2, "{stats:?}");
+
+        // A directory refresh reads the flag again before the next incremental read.
+        c.pipelines().await.unwrap();
+        h.sim.amo.set_api_filter(!add_on);
+        h.sim.reset_stats();
+        let (delta, _, _) = full_pass(&c, EntityKind::Deal, next).await;
+        assert!(delta.len() <= 300, "{}", delta.len());
+        let stats = h.sim.stats()[&System::Amocrm].clone();
+        assert_eq!(stats.by_method["GET /api/v4/account"], 1, "{stats:?}");
+    }
+}

@@ -265,6 +265,54 @@ async fn paging_limits_and_empty_pages() {
     assert_eq!(get(&h, "/api/v4/leads?page=0").await.status, 400);
 }
 
+/// The filters page (https://www.amocrm.ru/developers/content/crm_platform/filters-api): filtering
+/// leads, contacts and companies is an alpha "available to a limited list of accounts"; the
+/// account parameters page (https://www.amocrm.com/developers/content/api_v4/account-parameters/)
+/// lists `is_api_filter_enabled` among the fields that need `with=`. An account without the
+/// add-on answers the list unfiltered; `order` and `filter[id]` still apply.
+#[tokio::test]
+async fn accounts_with_and_without_the_filter_add_on() {
+    let h = start_world(deals_world(30), false).await;
+    let v = get(&h, "/api/v4/account").await.json();
+    assert!(v.get("is_api_filter_enabled").is_none(), "only with with=");
+    let v = get(&h, "/api/v4/account?with=is_api_filter_enabled")
+        .await
+        .json();
+    assert_eq!(v["is_api_filter_enabled"], json!(true));
+    let from = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 20)
+        .unwrap()
+        .timestamp();
+    let filtered = format!("/api/v4/leads?filter[updated_at][from]={from}&order[updated_at]=desc");
+    let count = |v: &Value| v["_embedded"]["leads"].as_array().map_or(0, Vec::len);
+    assert_eq!(count(&get(&h, &filtered).await.json()), 11);
+
+    h.sim.amo.set_api_filter(false);
+    let v = get(&h, "/api/v4/account?with=amojo_id,is_api_filter_enabled")
+        .await
+        .json();
+    assert_eq!(v["is_api_filter_enabled"], json!(false));
+    let r = get(&h, &filtered).await;
+    assert_eq!(r.status, 200, "the filter is not refused");
+    let v = r.json();
+    assert_eq!(count(&v), 30, "the filter is not applied");
+    let times: Vec<i64> = v["_embedded"]["leads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["updated_at"].as_i64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "still ordered");
+    let id = *h.sim.world().deals.keys().next().unwrap();
+    let v = get(&h, &format!("/api/v4/leads?filter[id]={id}"))
+        .await
+        .json();
+    assert_eq!(count(&v), 1, "filter[id] still applies");
+    // Tasks are filtered on their own page, add-on or not.
+    let r = get(&h, "/api/v4/tasks?filter[updated_at][from]=4102444800").await;
+    assert_eq!(r.status, 204);
+}
+
 #[tokio::test]
 async fn filters_and_ordering() {
     let h = start_world(deals_world(30), false).await;
