@@ -480,6 +480,17 @@ async fn query_search_and_events() {
         .await
         .json();
     assert_eq!(v["_embedded"]["events"].as_array().unwrap().len(), 1);
+    // The type filter as an array, as the events page
+    // (https://www.amocrm.ru/developers/content/crm_platform/events-and-notes) allows.
+    let v = get(
+        &h,
+        "/api/v4/events?filter[type][]=contact_deleted&filter[type][]=lead_deleted&limit=100",
+    )
+    .await
+    .json();
+    let events = v["_embedded"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "lead_deleted");
     let now = Utc::now().timestamp() + 3600;
     assert_eq!(
         get(&h, &format!("/api/v4/events?filter[created_at]={now}"))
