@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use dozor::config::{AmocrmConfig, Secret};
 use dozor::crm::amocrm::AmoCrm;
-use dozor::crm::{Crm, Cursor, NewTask};
-use dozor::domain::{EntityKind, EntityRef, Record, Semantics};
+use dozor::crm::{CallRecord, Crm, Cursor, NewTask};
+use dozor::domain::{Direction, EntityKind, EntityRef, Record, Semantics};
 use dozor::http::ErrorKind;
 use dozor::sim::world::{
     ActivityType, LeadStatus, Owner, Role, SimDeal, SimPipeline, SimStage, SimUser, StageKind,
@@ -971,4 +971,53 @@ async fn incremental_reads_with_and_without_the_filter_add_on() {
         let stats = h.sim.stats()[&System::Amocrm].clone();
         assert_eq!(stats.by_method["GET /api/v4/account"], 1, "{stats:?}");
     }
+}
+
+/// `query` "will be deprecated soon" (filters page,
+/// https://www.amocrm.ru/developers/content/crm_platform/filters-api). Once the account refuses
+/// it (a 400 with `validation-errors` naming `query`, the error shape of the errors page
+/// https://www.amocrm.com/developers/content/api/errors), a number lookup finds
+/// nothing instead of failing (the mirror's phone index answers first) and logging a call still
+/// works: amoCRM finds the number's owners itself.
+#[tokio::test]
+async fn a_refused_query_search_fails_no_lookup_and_no_call() {
+    let h = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        .await
+        .unwrap();
+    let (contact, phone) = {
+        let w = h.sim.world();
+        let ct = w.contacts.values().next().unwrap();
+        (ct.id, ct.phones[0].clone())
+    };
+    let e164 = dozor::domain::phone::normalize(&phone).unwrap();
+    h.sim.amo.set_query_search(false);
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v4/contacts?query=123", h.amo_url()))
+        .bearer_auth(&h.sim.creds.amo_long_lived_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["validation-errors"][0]["errors"][0]["path"], "query");
+
+    assert_eq!(c.find_by_phone(&e164).await.unwrap(), vec![]);
+    let call = CallRecord {
+        external_id: "cm-refused-query-1".into(),
+        direction: Direction::In,
+        phone: e164.clone(),
+        started_at: Utc::now() - chrono::Duration::minutes(5),
+        duration_s: 42,
+        answered: true,
+        responsible_id: None,
+        recording_url: None,
+        entity: Some(EntityRef::new(EntityKind::Contact, contact.to_string())),
+    };
+    let id = c.register_call(&call).await.unwrap();
+    assert!(!id.is_empty());
+    h.sim.amo.set_query_search(true);
+    let found = c.find_by_phone(&e164).await.unwrap();
+    assert!(found.contains(&EntityRef::new(EntityKind::Contact, contact.to_string())));
 }

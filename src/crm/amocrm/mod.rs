@@ -443,6 +443,26 @@ impl AmoCrm {
         Ok(on)
     }
 
+    /// A `query=` search page, or `None` once the account refuses `query` (the filters page,
+    /// https://www.amocrm.ru/developers/content/crm_platform/filters-api, says it "will be
+    /// deprecated soon"). The mirror's phone index is asked first; this search only finds
+    /// records the mirror has not seen yet, so its end costs freshness, not correctness.
+    async fn search_page(
+        &self,
+        path: &str,
+        key: &str,
+        query: &[(String, String)],
+    ) -> Result<Option<(Vec<Value>, bool)>> {
+        match self.list_page(path, key, query).await {
+            Ok(page) => Ok(Some(page)),
+            Err(e) if search_refused(&e) => {
+                tracing::warn!(system = SYSTEM, path, error = %e, "amoCRM refused the query search; numbers are looked up in the mirror only");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn currency(&self) -> String {
         self.currency
             .lock()
@@ -621,6 +641,12 @@ fn problem_error(c: &AmoCrm, status: u16, label: &str, url: &str, body: &[u8]) -
         e = e.code(code);
     }
     e
+}
+
+/// A refusal of the request itself (400, 404, 422: the parameter is gone), not of the
+/// credentials, the rate or the server.
+fn search_refused(e: &Error) -> bool {
+    e.kind == ErrorKind::Permanent && matches!(e.status, Some(400 | 404 | 405 | 422))
 }
 
 fn page_of(cursor: &Cursor) -> u32 {
@@ -874,7 +900,9 @@ impl Crm for AmoCrm {
                 ("query".to_string(), needle.clone()),
                 ("limit".to_string(), "50".to_string()),
             ];
-            let (items, _) = self.list_page(path, key, &q).await?;
+            let Some((items, _)) = self.search_page(path, key, &q).await? else {
+                break;
+            };
             for v in &items {
                 let rec: map::WirePerson = map::decode(v).map_err(|e| self.decode_err(path, e))?;
                 let hit = map::field_values(&rec.custom_fields_values, "PHONE")

@@ -384,7 +384,11 @@ impl AmoCrm {
             if kind == EntityKind::Contact {
                 q.push(("with".into(), "leads".into()));
             }
-            let (items, _) = self.list_page(path, key, &q).await?;
+            // Without search the call is still logged: amoCRM itself finds the number's
+            // owners when it logs a call; only the duplicate check is narrower.
+            let Some((items, _)) = self.search_page(path, key, &q).await? else {
+                break;
+            };
             for v in &items {
                 let rec: map::WirePerson = map::decode(v).map_err(|e| self.decode_err(path, e))?;
                 let hit = map::field_values(&rec.custom_fields_values, "PHONE")

@@ -52,6 +52,8 @@ pub struct State {
     log: Mutex<Vec<Logged>>,
     /// Whether the account has the API filtering add-on (`is_api_filter_enabled`).
     api_filter: std::sync::atomic::AtomicBool,
+    /// Whether `query=` search is still served (the filters page says it will be deprecated).
+    query_search: std::sync::atomic::AtomicBool,
 }
 
 /// Id of the first loss reason.
@@ -111,6 +113,7 @@ impl State {
             reasons: Mutex::new(BTreeMap::new()),
             log: Mutex::new(Vec::new()),
             api_filter: std::sync::atomic::AtomicBool::new(true),
+            query_search: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -121,6 +124,14 @@ impl State {
     pub fn set_api_filter(&self, enabled: bool) {
         self.api_filter
             .store(enabled, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Serves `query=` search or refuses it. The filters page marks `query` "will be deprecated
+    /// soon" without saying how its end will look; the fake refuses it the way the API refuses
+    /// any parameter it does not know: a 400 with `validation-errors` naming it.
+    pub fn set_query_search(&self, served: bool) {
+        self.query_search
+            .store(served, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether the account has the API filtering add-on.
@@ -623,6 +634,20 @@ fn dispatch(sim: &Sim, req: &Req) -> Reply {
     let Some(rest) = segs.strip_prefix(&["api", "v4"]) else {
         return problem(StatusCode::NOT_FOUND, "Not found");
     };
+    if req.method == Method::GET
+        && req.query.get("query").is_some()
+        && !sim
+            .amo
+            .query_search
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return validation(
+            "0",
+            "NotSupported",
+            "query",
+            "This parameter is not supported",
+        );
+    }
     let m = &req.method;
     let id = |s: &str| s.parse::<u64>().ok();
     match (m.as_str(), rest) {
