@@ -917,3 +917,49 @@ async fn writes_leads_tasks_notes() {
     let v = get(&h, "/api/v4/contacts?query=9001112233").await.json();
     assert_eq!(v["_embedded"]["contacts"][0]["id"], cid);
 }
+
+/// The unsorted page's "add call" example is accepted as printed; a call without `uniq` is
+/// refused with the field's path.
+#[tokio::test]
+async fn unsorted_call_example_from_the_docs() {
+    let h = start(false).await;
+    // As printed on the unsorted page
+    // (https://www.amocrm.ru/developers/content/crm_platform/unsorted-api#unsorted-add-sip).
+    let example = json!([{
+        "source_name": "ООО Деппа",
+        "source_uid": "a1fee7c0fc436088e64ba2e8822ba2b3",
+        "created_at": 1510261200,
+        "_embedded": {
+            "leads": [{"name": "Тех обслуживание", "price": 5000}],
+            "contacts": [{"name": "Контакт для примера"}],
+            "companies": [{"name": "ООО Деппа"}]
+        },
+        "metadata": {
+            "is_call_event_needed": true,
+            "uniq": "a1fe231cc88e64ba2e8822ba2b3ewrw",
+            "duration": 54,
+            "service_code": "CkAvbEwPam6sad",
+            "link": "https://deppa.ru",
+            "phone": 79998888888u64,
+            "called_at": 1510261200,
+            "from": "onlinePBX"
+        }
+    }]);
+    assert_eq!(
+        post(&h, "/api/v4/leads/unsorted/sip", example.clone())
+            .await
+            .status,
+        200
+    );
+    let mut no_uniq = example;
+    no_uniq[0]["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("uniq");
+    let r2 = post(&h, "/api/v4/leads/unsorted/sip", no_uniq).await;
+    assert_eq!(r2.status, 400);
+    assert_eq!(
+        r2.json()["validation-errors"][0]["errors"][0]["path"],
+        "metadata.uniq"
+    );
+}

@@ -121,9 +121,12 @@ impl AmoCrm {
             contact["custom_fields_values"] = phone_field(p);
         }
         let metadata = if sip {
+            // Every field of the unsorted page's "add call" example
+            // (https://www.amocrm.ru/developers/content/crm_platform/unsorted-api#unsorted-add-sip);
+            // `is_call_event_needed` puts the call into the card's feed.
             let mut m = json!({"from": phone, "phone": phone, "called_at": now, "duration": 0,
                                "link": "", "service_code": "dozor", "uniq": uniq,
-                               "is_call_event_needed": false});
+                               "is_call_event_needed": true});
             if let Some(r) = responsible {
                 m["call_responsible"] = json!(r);
             }
