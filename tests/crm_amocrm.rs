@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use dozor::config::{AmocrmConfig, Secret};
 use dozor::crm::amocrm::AmoCrm;
-use dozor::crm::{Crm, Cursor, NewTask};
-use dozor::domain::{EntityKind, EntityRef, Record, Semantics};
+use dozor::crm::{CallRecord, Crm, Cursor, NewTask};
+use dozor::domain::{Direction, EntityKind, EntityRef, Record, Semantics};
 use dozor::http::ErrorKind;
 use dozor::sim::world::{
     ActivityType, LeadStatus, Owner, Role, SimDeal, SimPipeline, SimStage, SimUser, StageKind,
@@ -1043,4 +1043,134 @@ async fn unsorted_items_are_pending_until_accepted() {
     for uid in &pending[2..] {
         assert_eq!(seen.get(uid), Some(&Semantics::Open), "{uid}");
     }
+}
+
+/// Incremental reads on both kinds of account. The filters page
+/// (https://www.amocrm.ru/developers/content/crm_platform/filters-api) makes `filter[updated_at]`
+/// an alpha add-on; `GET /api/v4/account?with=is_api_filter_enabled` (account parameters page,
+/// https://www.amocrm.com/developers/content/api_v4/account-parameters/) says which kind this
+/// is. Without it changes are read newest first and the pass ends at the cursor: the cost stays
+/// the changes, not the whole list. The flag is read once, and again after a directory refresh.
+#[tokio::test]
+async fn incremental_reads_with_and_without_the_filter_add_on() {
+    for add_on in [true, false] {
+        let h = start_world(deals_world(600)).await;
+        h.sim.amo.set_api_filter(add_on);
+        let dir = tempfile::tempdir().unwrap();
+        let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+            .await
+            .unwrap();
+        let (all, pages, cursor) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
+        assert_eq!((all.len(), pages), (600, 3), "add-on {add_on}");
+        let since = cursor.since.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let change = |ids: Vec<u64>| {
+            let mut w = h.sim.world();
+            for id in &ids {
+                w.deals.get_mut(id).unwrap().updated_at = Utc::now();
+            }
+            ids
+        };
+        let ids: Vec<u64> = h.sim.world().deals.keys().copied().collect();
+        let changed = change(vec![ids[10], ids[400]]);
+        h.sim.reset_stats();
+        let (delta, pages, next) = full_pass(&c, EntityKind::Deal, cursor).await;
+        assert_eq!(pages, 1, "add-on {add_on}");
+        for id in &changed {
+            assert!(
+                delta.iter().any(|r| r.id() == id.to_string()),
+                "{id} missed"
+            );
+        }
+        // The changes, plus the record exactly at the watermark (`from` is inclusive).
+        assert!(
+            delta
+                .iter()
+                .all(|r| changed.iter().any(|id| r.id() == id.to_string())
+                    || r.updated_at() == since),
+            "add-on {add_on}: {} records",
+            delta.len()
+        );
+        let stats = h.sim.stats()[&System::Amocrm].clone();
+        assert_eq!(stats.by_method["GET /api/v4/account"], 1, "{stats:?}");
+        assert_eq!(stats.by_method["GET /api/v4/leads"], 1, "{stats:?}");
+
+        // The flag is cached: the next read costs its page alone. Many changes newest first
+        // span pages and still stop at the cursor.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let many = change(ids[100..400].to_vec());
+        h.sim.reset_stats();
+        let (delta, pages, next) = full_pass(&c, EntityKind::Deal, next).await;
+        let ids: std::collections::BTreeSet<String> =
+            delta.iter().map(|r| r.id().to_string()).collect();
+        for id in &many {
+            assert!(ids.contains(&id.to_string()), "{id} missed");
+        }
+        assert!(ids.len() <= 302, "add-on {add_on}: {} read", ids.len());
+        assert_eq!(pages, 2, "add-on {add_on}");
+        let stats = h.sim.stats()[&System::Amocrm].clone();
+        assert!(
+            !stats.by_method.contains_key("GET /api/v4/account"),
+            "{stats:?}"
+        );
+        assert_eq!(stats.by_method["GET /api/v4/leads"], 2, "{stats:?}");
+
+        // A directory refresh reads the flag again before the next incremental read.
+        c.pipelines().await.unwrap();
+        h.sim.amo.set_api_filter(!add_on);
+        h.sim.reset_stats();
+        let (delta, _, _) = full_pass(&c, EntityKind::Deal, next).await;
+        assert!(delta.len() <= 300, "{}", delta.len());
+        let stats = h.sim.stats()[&System::Amocrm].clone();
+        assert_eq!(stats.by_method["GET /api/v4/account"], 1, "{stats:?}");
+    }
+}
+
+/// `query` "will be deprecated soon" (filters page,
+/// https://www.amocrm.ru/developers/content/crm_platform/filters-api). Once the account refuses
+/// it (a 400 with `validation-errors` naming `query`, the error shape of the errors page
+/// https://www.amocrm.com/developers/content/api/errors), a number lookup finds
+/// nothing instead of failing (the mirror's phone index answers first) and logging a call still
+/// works: amoCRM finds the number's owners itself.
+#[tokio::test]
+async fn a_refused_query_search_fails_no_lookup_and_no_call() {
+    let h = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        .await
+        .unwrap();
+    let (contact, phone) = {
+        let w = h.sim.world();
+        let ct = w.contacts.values().next().unwrap();
+        (ct.id, ct.phones[0].clone())
+    };
+    let e164 = dozor::domain::phone::normalize(&phone).unwrap();
+    h.sim.amo.set_query_search(false);
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v4/contacts?query=123", h.amo_url()))
+        .bearer_auth(&h.sim.creds.amo_long_lived_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["validation-errors"][0]["errors"][0]["path"], "query");
+
+    assert_eq!(c.find_by_phone(&e164).await.unwrap(), vec![]);
+    let call = CallRecord {
+        external_id: "cm-refused-query-1".into(),
+        direction: Direction::In,
+        phone: e164.clone(),
+        started_at: Utc::now() - chrono::Duration::minutes(5),
+        duration_s: 42,
+        answered: true,
+        responsible_id: None,
+        recording_url: None,
+        entity: Some(EntityRef::new(EntityKind::Contact, contact.to_string())),
+    };
+    let id = c.register_call(&call).await.unwrap();
+    assert!(!id.is_empty());
+    h.sim.amo.set_query_search(true);
+    let found = c.find_by_phone(&e164).await.unwrap();
+    assert!(found.contains(&EntityRef::new(EntityKind::Contact, contact.to_string())));
 }

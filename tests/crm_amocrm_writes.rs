@@ -427,7 +427,17 @@ async fn change_probe_costs_one_request_when_idle() {
     assert_eq!(out[0].0, EntityKind::Contact);
     assert!(out[0].1.records.iter().any(|r| r.id() == cid.to_string()));
     assert!(out[0].1.done);
-    assert_eq!(requests(&h), 2, "events + one contacts page");
+    // The first incremental read also asks once whether the account filters by `updated_at`
+    // (`GET /api/v4/account?with=is_api_filter_enabled`); later reads use the answer.
+    assert_eq!(
+        requests(&h),
+        3,
+        "events + the account's filtering flag + one contacts page"
+    );
+    assert_eq!(
+        h.sim.stats()[&System::Amocrm].by_method["GET /api/v4/account"],
+        1
+    );
 
     // A deal is deleted: it arrives in Page::deleted of the deals.
     let did = {

@@ -265,6 +265,54 @@ async fn paging_limits_and_empty_pages() {
     assert_eq!(get(&h, "/api/v4/leads?page=0").await.status, 400);
 }
 
+/// The filters page (https://www.amocrm.ru/developers/content/crm_platform/filters-api): filtering
+/// leads, contacts and companies is an alpha "available to a limited list of accounts"; the
+/// account parameters page (https://www.amocrm.com/developers/content/api_v4/account-parameters/)
+/// lists `is_api_filter_enabled` among the fields that need `with=`. An account without the
+/// add-on answers the list unfiltered; `order` and `filter[id]` still apply.
+#[tokio::test]
+async fn accounts_with_and_without_the_filter_add_on() {
+    let h = start_world(deals_world(30), false).await;
+    let v = get(&h, "/api/v4/account").await.json();
+    assert!(v.get("is_api_filter_enabled").is_none(), "only with with=");
+    let v = get(&h, "/api/v4/account?with=is_api_filter_enabled")
+        .await
+        .json();
+    assert_eq!(v["is_api_filter_enabled"], json!(true));
+    let from = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 20)
+        .unwrap()
+        .timestamp();
+    let filtered = format!("/api/v4/leads?filter[updated_at][from]={from}&order[updated_at]=desc");
+    let count = |v: &Value| v["_embedded"]["leads"].as_array().map_or(0, Vec::len);
+    assert_eq!(count(&get(&h, &filtered).await.json()), 11);
+
+    h.sim.amo.set_api_filter(false);
+    let v = get(&h, "/api/v4/account?with=amojo_id,is_api_filter_enabled")
+        .await
+        .json();
+    assert_eq!(v["is_api_filter_enabled"], json!(false));
+    let r = get(&h, &filtered).await;
+    assert_eq!(r.status, 200, "the filter is not refused");
+    let v = r.json();
+    assert_eq!(count(&v), 30, "the filter is not applied");
+    let times: Vec<i64> = v["_embedded"]["leads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["updated_at"].as_i64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "still ordered");
+    let id = *h.sim.world().deals.keys().next().unwrap();
+    let v = get(&h, &format!("/api/v4/leads?filter[id]={id}"))
+        .await
+        .json();
+    assert_eq!(count(&v), 1, "filter[id] still applies");
+    // Tasks are filtered on their own page, add-on or not.
+    let r = get(&h, "/api/v4/tasks?filter[updated_at][from]=4102444800").await;
+    assert_eq!(r.status, 204);
+}
+
 #[tokio::test]
 async fn filters_and_ordering() {
     let h = start_world(deals_world(30), false).await;
@@ -432,6 +480,17 @@ async fn query_search_and_events() {
         .await
         .json();
     assert_eq!(v["_embedded"]["events"].as_array().unwrap().len(), 1);
+    // The type filter as an array, as the events page
+    // (https://www.amocrm.ru/developers/content/crm_platform/events-and-notes) allows.
+    let v = get(
+        &h,
+        "/api/v4/events?filter[type][]=contact_deleted&filter[type][]=lead_deleted&limit=100",
+    )
+    .await
+    .json();
+    let events = v["_embedded"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "lead_deleted");
     let now = Utc::now().timestamp() + 3600;
     assert_eq!(
         get(&h, &format!("/api/v4/events?filter[created_at]={now}"))
@@ -859,4 +918,50 @@ async fn writes_leads_tasks_notes() {
     let cid = r.json()["_embedded"]["contacts"][0]["id"].as_u64().unwrap();
     let v = get(&h, "/api/v4/contacts?query=9001112233").await.json();
     assert_eq!(v["_embedded"]["contacts"][0]["id"], cid);
+}
+
+/// The unsorted page's "add call" example is accepted as printed; a call without `uniq` is
+/// refused with the field's path.
+#[tokio::test]
+async fn unsorted_call_example_from_the_docs() {
+    let h = start(false).await;
+    // As printed on the unsorted page
+    // (https://www.amocrm.ru/developers/content/crm_platform/unsorted-api#unsorted-add-sip).
+    let example = json!([{
+        "source_name": "ООО Деппа",
+        "source_uid": "a1fee7c0fc436088e64ba2e8822ba2b3",
+        "created_at": 1510261200,
+        "_embedded": {
+            "leads": [{"name": "Тех обслуживание", "price": 5000}],
+            "contacts": [{"name": "Контакт для примера"}],
+            "companies": [{"name": "ООО Деппа"}]
+        },
+        "metadata": {
+            "is_call_event_needed": true,
+            "uniq": "a1fe231cc88e64ba2e8822ba2b3ewrw",
+            "duration": 54,
+            "service_code": "CkAvbEwPam6sad",
+            "link": "https://deppa.ru",
+            "phone": 79998888888u64,
+            "called_at": 1510261200,
+            "from": "onlinePBX"
+        }
+    }]);
+    assert_eq!(
+        post(&h, "/api/v4/leads/unsorted/sip", example.clone())
+            .await
+            .status,
+        200
+    );
+    let mut no_uniq = example;
+    no_uniq[0]["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("uniq");
+    let r2 = post(&h, "/api/v4/leads/unsorted/sip", no_uniq).await;
+    assert_eq!(r2.status, 400);
+    assert_eq!(
+        r2.json()["validation-errors"][0]["errors"][0]["path"],
+        "metadata.uniq"
+    );
 }

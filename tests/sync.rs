@@ -62,8 +62,16 @@ fn requests(h: &SimHandle, system: System) -> u64 {
 }
 
 async fn idle_cycle_costs_one_request(crm: CrmKind, system: System) {
+    idle_cycle_on(crm, system, true).await;
+}
+
+/// `filter_add_on`: whether an amoCRM account has the API filtering add-on (without it
+/// `filter[updated_at]` is not applied, see the filters page
+/// https://www.amocrm.ru/developers/content/crm_platform/filters-api).
+async fn idle_cycle_on(crm: CrmKind, system: System, filter_add_on: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (h, store, c) = setup(crm, dir.path()).await;
+    h.sim.amo.set_api_filter(filter_add_on);
     let opts = SyncOptions::default();
     let first = sync_crm(&store, "demo", c.as_ref(), opts).await.unwrap();
     assert!(first.total() > 500, "{:?}", first.items);
@@ -102,6 +110,12 @@ async fn idle_cycle_costs_one_request(crm: CrmKind, system: System) {
     let deals = store.deals("demo").await.unwrap();
     let d = deals.iter().find(|d| d.id == deal_id.to_string()).unwrap();
     assert_eq!(d.title, "Изменённая сделка");
+    if crm == CrmKind::Amocrm {
+        // The change alone is read (and the record at the watermark), not the whole list.
+        assert!(changed.items["deal"] <= 2, "{:?}", changed.items);
+        let stats = h.sim.stats()[&system].clone();
+        assert!(stats.by_method["GET /api/v4/leads"] <= 1, "{stats:?}");
+    }
     h.stop().await;
 }
 
@@ -113,6 +127,11 @@ async fn bitrix24_idle_cycle_is_one_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amocrm_idle_cycle_is_one_events_query() {
     idle_cycle_costs_one_request(CrmKind::Amocrm, System::Amocrm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amocrm_idle_cycle_is_one_events_query_without_the_filter_add_on() {
+    idle_cycle_on(CrmKind::Amocrm, System::Amocrm, false).await;
 }
 
 async fn deletions_reach_the_mirror(crm: CrmKind) {

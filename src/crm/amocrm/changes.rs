@@ -7,7 +7,7 @@
 //! of the last read is taken as already seen, so an idle account stays at one request; a change
 //! made in that same second after the read waits for the kind's next change). Deletions
 //! (`lead_deleted`, `contact_deleted`, `company_deleted`, `task_deleted`) at or after `since`
-//! go into [`Page::deleted`].
+//! go into [`Page::deleted`]. Types are filtered with `filter[type][]`, as an array.
 
 use std::collections::{HashMap, HashSet};
 
@@ -22,7 +22,15 @@ use crate::domain::EntityKind;
 /// a query for deletion events only.
 pub const MAX_EVENT_PAGES: u32 = 30;
 const EVENTS_LIMIT: u32 = 100;
-const DELETION_TYPES: &str = "lead_deleted,contact_deleted,company_deleted,task_deleted";
+/// Sent as `filter[type][]`, one per type: the events page
+/// (https://www.amocrm.ru/developers/content/crm_platform/events-and-notes) takes the type filter
+/// as a single type or an array.
+const DELETION_TYPES: [&str; 4] = [
+    "lead_deleted",
+    "contact_deleted",
+    "company_deleted",
+    "task_deleted",
+];
 
 /// The kind a deletion event removes.
 fn deleted_kind(kind: &str) -> Option<EntityKind> {
@@ -124,14 +132,14 @@ impl AmoCrm {
     async fn events_pages(
         &self,
         from: i64,
-        types: Option<&str>,
+        types: &[&str],
         probe: &mut Probe,
         since: &HashMap<EntityKind, i64>,
     ) -> Result<bool> {
         for page in 1..=MAX_EVENT_PAGES {
             let mut q = vec![("filter[created_at][from]".to_string(), from.to_string())];
-            if let Some(t) = types {
-                q.push(("filter[type]".into(), t.into()));
+            for t in types {
+                q.push(("filter[type][]".into(), (*t).into()));
             }
             q.push(("limit".into(), EVENTS_LIMIT.to_string()));
             if page > 1 {
@@ -155,7 +163,7 @@ impl AmoCrm {
         };
         let since = HashMap::from([(kind, from)]);
         let mut probe = Probe::default();
-        self.events_pages(from, Some(types), &mut probe, &since)
+        self.events_pages(from, &[types], &mut probe, &since)
             .await?;
         Ok(probe
             .deleted
@@ -174,10 +182,10 @@ impl AmoCrm {
             .collect();
         let mut probe = Probe::default();
         if let Some(oldest) = since.values().min().copied() {
-            let complete = self.events_pages(oldest, None, &mut probe, &since).await?;
+            let complete = self.events_pages(oldest, &[], &mut probe, &since).await?;
             if !complete {
                 probe.all = true;
-                self.events_pages(oldest, Some(DELETION_TYPES), &mut probe, &since)
+                self.events_pages(oldest, &DELETION_TYPES, &mut probe, &since)
                     .await?;
             }
         }

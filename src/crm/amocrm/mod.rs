@@ -6,6 +6,15 @@
 //! contacts, companies and tasks with the run it belongs to, see [`paging`]: records deleted
 //! between two pages would otherwise hide the record at the next page boundary).
 //!
+//! Accounts without the API filtering add-on: the filters page
+//! (https://www.amocrm.ru/developers/content/crm_platform/filters-api) says filtering leads,
+//! contacts and companies is an alpha open to a limited list of accounts, and
+//! `GET /api/v4/account?with=is_api_filter_enabled` tells whether this account is one of them.
+//! Without it `filter[updated_at]` is not applied and every read would be the whole list, so
+//! deals, contacts and companies are read newest first (`order[updated_at]=desc`) and the pass
+//! ends at the first record older than the cursor. The flag is read once and again after each
+//! directory refresh. Tasks and notes are filtered on their own pages and keep the filter.
+//!
 //! Why `id` and not `updated_at` order: with page-number paging, a record that changes during a
 //! pass moves to the end of an `updated_at`-ordered list, every later record shifts back by one
 //! and the record at the page boundary is never read — and since the next pass starts at the
@@ -97,6 +106,9 @@ pub struct AmoCrm {
     currency: Mutex<String>,
     /// Page boundaries of the passes under way (where to go back to after a deletion).
     traces: Traces,
+    /// `is_api_filter_enabled` of the account, once read; `None` until then and after a
+    /// directory refresh.
+    api_filter: Mutex<Option<bool>>,
     /// Cancelled when dozor stops: every wait (429 pause, lock-out, backoff) ends.
     stop: CancellationToken,
 }
@@ -163,6 +175,7 @@ impl AmoCrm {
             paused_until: Mutex::new(None),
             currency: Mutex::new("RUB".into()),
             traces: Traces::default(),
+            api_filter: Mutex::new(None),
             stop: CancellationToken::new(),
         })
     }
@@ -440,6 +453,52 @@ impl AmoCrm {
         Ok(out)
     }
 
+    /// Whether the account filters leads, contacts and companies by `updated_at` (the
+    /// filtering add-on, `is_api_filter_enabled`); read once and cached until the next
+    /// directory refresh. An account that does not say is taken as one without it: reading
+    /// newest first is right on both kinds, only slower on the other.
+    async fn api_filter_enabled(&self) -> Result<bool> {
+        if let Some(on) = *self.api_filter.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(on);
+        }
+        let path = "/api/v4/account";
+        let q = [("with".to_string(), "is_api_filter_enabled".to_string())];
+        let v = self.get(path, &q).await?;
+        let on = v
+            .as_ref()
+            .and_then(|v| v["is_api_filter_enabled"].as_bool())
+            .unwrap_or(false);
+        if !on {
+            tracing::info!(
+                system = SYSTEM,
+                "the account has no API filtering add-on: changes of deals, contacts and \
+                 companies are read newest first up to the last sync"
+            );
+        }
+        *self.api_filter.lock().unwrap_or_else(|e| e.into_inner()) = Some(on);
+        Ok(on)
+    }
+
+    /// A `query=` search page, or `None` once the account refuses `query` (the filters page,
+    /// https://www.amocrm.ru/developers/content/crm_platform/filters-api, says it "will be
+    /// deprecated soon"). The mirror's phone index is asked first; this search only finds
+    /// records the mirror has not seen yet, so its end costs freshness, not correctness.
+    async fn search_page(
+        &self,
+        path: &str,
+        key: &str,
+        query: &[(String, String)],
+    ) -> Result<Option<(Vec<Value>, bool)>> {
+        match self.list_page(path, key, query).await {
+            Ok(page) => Ok(Some(page)),
+            Err(e) if search_refused(&e) => {
+                tracing::warn!(system = SYSTEM, path, error = %e, "amoCRM refused the query search; numbers are looked up in the mirror only");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn currency(&self) -> String {
         self.currency
             .lock()
@@ -464,6 +523,37 @@ impl AmoCrm {
             ));
         }
         q.push((format!("order[{order}]"), "asc".into()));
+        self.read_page_with(path, key, q, extra, page).await
+    }
+
+    /// One page newest first, without the `updated_at` filter (an account without the
+    /// filtering add-on). Items older than `since` are dropped and end the pass: everything
+    /// after them is older still.
+    async fn read_newest_first(
+        &self,
+        path: &str,
+        key: &str,
+        extra: &[(&str, &str)],
+        since: i64,
+        page: u32,
+    ) -> Result<(Vec<Value>, bool)> {
+        let q = vec![("order[updated_at]".to_string(), "desc".to_string())];
+        let (mut items, more) = self.read_page_with(path, key, q, extra, page).await?;
+        let before = items.len();
+        // An item without a readable `updated_at` is kept: the mapper refuses it by name.
+        items.retain(|v| v["updated_at"].as_i64().is_none_or(|u| u >= since));
+        let reached_cursor = items.len() < before;
+        Ok((items, more && !reached_cursor))
+    }
+
+    async fn read_page_with(
+        &self,
+        path: &str,
+        key: &str,
+        mut q: Vec<(String, String)>,
+        extra: &[(&str, &str)],
+        page: u32,
+    ) -> Result<(Vec<Value>, bool)> {
         q.push(("limit".into(), PAGE_LIMIT.to_string()));
         q.push(("page".into(), page.to_string()));
         for (k, v) in extra {
@@ -492,7 +582,10 @@ impl AmoCrm {
             if new.is_empty() {
                 return Ok(None);
             }
-            t.restart_page(&new).map(Some).ok_or(new.len())
+            // Newest first, ids say nothing of where a record sat: back to the first page.
+            t.restart_page(&new)
+                .map(|p| Some(if pos.newest_first { 1 } else { p }))
+                .ok_or(new.len())
         });
         match restart {
             Ok(Some(page)) => {
@@ -506,6 +599,7 @@ impl AmoCrm {
                     page,
                     first: page,
                     started: Some(checked_at),
+                    newest_first: pos.newest_first,
                 }))
             }
             Ok(None) => Ok(None),
@@ -585,6 +679,12 @@ fn problem_error(c: &AmoCrm, status: u16, label: &str, url: &str, body: &[u8]) -
     e
 }
 
+/// A refusal of the request itself (400, 404, 422: the parameter is gone), not of the
+/// credentials, the rate or the server.
+fn search_refused(e: &Error) -> bool {
+    e.kind == ErrorKind::Permanent && matches!(e.status, Some(400 | 404 | 405 | 422))
+}
+
 fn page_of(cursor: &Cursor) -> u32 {
     cursor
         .position
@@ -657,6 +757,9 @@ impl Crm for AmoCrm {
     }
 
     async fn pipelines(&self) -> Result<Vec<Pipeline>> {
+        // A directory refresh: the filtering add-on may have been switched since; read the
+        // flag again before the next incremental read.
+        *self.api_filter.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let path = "/api/v4/leads/pipelines";
         let v = self.get(path, &[]).await?;
         let items = v
@@ -683,16 +786,34 @@ impl Crm for AmoCrm {
                     EntityKind::Company => ("/api/v4/companies", "companies", "id", &[]),
                     _ => ("/api/v4/tasks", "tasks", "id", &[]),
                 };
+                let since = cursor.since.map(|s| s.timestamp());
+                let newest_first = match since {
+                    Some(_) if entity != EntityKind::Task => !self.api_filter_enabled().await?,
+                    _ => false,
+                };
                 let pos = match cursor.position.as_deref().and_then(PagePos::parse) {
-                    Some(pos) => pos,
-                    None => {
+                    // A pass begun in the other order (the add-on switched) starts over.
+                    Some(pos) if pos.newest_first == newest_first => pos,
+                    _ => {
                         self.traces.reset(entity);
-                        PagePos::start(chrono::Utc::now().timestamp())
+                        let now = chrono::Utc::now().timestamp();
+                        if newest_first {
+                            PagePos::start_newest_first(now)
+                        } else {
+                            PagePos::start(now)
+                        }
                     }
                 };
-                let (items, more) = self
-                    .read_page(path, key, order, extra, cursor, pos.page)
-                    .await?;
+                let (items, more) = match since.filter(|_| newest_first) {
+                    Some(since) => {
+                        self.read_newest_first(path, key, extra, since, pos.page)
+                            .await?
+                    }
+                    None => {
+                        self.read_page(path, key, order, extra, cursor, pos.page)
+                            .await?
+                    }
+                };
                 self.traces.with(entity, |t| {
                     t.saw_page(pos.page, items.iter().filter_map(|v| v["id"].as_u64()))
                 });
@@ -822,7 +943,9 @@ impl Crm for AmoCrm {
                 ("query".to_string(), needle.clone()),
                 ("limit".to_string(), "50".to_string()),
             ];
-            let (items, _) = self.list_page(path, key, &q).await?;
+            let Some((items, _)) = self.search_page(path, key, &q).await? else {
+                break;
+            };
             for v in &items {
                 let rec: map::WirePerson = map::decode(v).map_err(|e| self.decode_err(path, e))?;
                 let hit = map::field_values(&rec.custom_fields_values, "PHONE")

@@ -16,6 +16,11 @@
 //!
 //! The position in the cursor carries the page, the first page of the current run and the run's
 //! start, so a pass resumed after a restart still checks (without a trace it goes back to page 1).
+//!
+//! An account without the API filtering add-on reads its changes newest first (see
+//! `super::AmoCrm::fetch_page`); such a pass is marked `n` in its position, and a deletion sends
+//! it back to page 1: ids say nothing about where a record sits in that order, and the pass is
+//! short (it ends at the cursor).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -34,6 +39,8 @@ pub struct PagePos {
     pub first: u32,
     /// `None` for a position written before runs were tracked (plain page number).
     pub started: Option<i64>,
+    /// A pass newest first by `updated_at` (an account without the filtering add-on).
+    pub newest_first: bool,
 }
 
 impl PagePos {
@@ -43,11 +50,24 @@ impl PagePos {
             page: 1,
             first: 1,
             started: Some(now),
+            newest_first: false,
         }
     }
 
-    /// Reads `PAGE/FIRST@STARTED`, or a bare page number; `None` for anything else.
+    /// The first page of a fresh pass newest first.
+    pub fn start_newest_first(now: i64) -> Self {
+        PagePos {
+            newest_first: true,
+            ..Self::start(now)
+        }
+    }
+
+    /// Reads `[n]PAGE/FIRST@STARTED`, or a bare page number; `None` for anything else.
     pub fn parse(s: &str) -> Option<Self> {
+        let (newest_first, s) = match s.strip_prefix('n') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
         let (pages, started) = match s.split_once('@') {
             Some((p, t)) => (p, Some(t.parse::<i64>().ok()?)),
             None => (s, None),
@@ -60,6 +80,7 @@ impl PagePos {
             page,
             first,
             started,
+            newest_first,
         })
     }
 
@@ -78,6 +99,9 @@ impl PagePos {
 
 impl std::fmt::Display for PagePos {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.newest_first {
+            f.write_str("n")?;
+        }
         match self.started {
             Some(t) => write!(f, "{}/{}@{t}", self.page, self.first),
             None => write!(f, "{}/{}", self.page, self.first),
@@ -159,17 +183,22 @@ mod tests {
             page: 3,
             first: 2,
             started: Some(1_700_000_000),
+            newest_first: false,
         };
         assert_eq!(PagePos::parse(&p.to_string()), Some(p));
+        let n = PagePos::start_newest_first(1_700_000_000).next_page();
+        assert_eq!(n.to_string(), "n2/1@1700000000");
+        assert_eq!(PagePos::parse(&n.to_string()), Some(n));
         assert_eq!(
             PagePos::parse("4"),
             Some(PagePos {
                 page: 4,
                 first: 1,
-                started: None
+                started: None,
+                newest_first: false,
             })
         );
-        for bad in ["0", "x", "2/3@1", "2/1@x", ""] {
+        for bad in ["0", "x", "2/3@1", "2/1@x", "", "n", "nn1"] {
             assert_eq!(PagePos::parse(bad), None, "{bad:?}");
         }
         assert!(!PagePos::start(1).spans_pages());

@@ -30,6 +30,37 @@ fn uniq_of(parts: &[&str]) -> String {
     format!("dozor-{h:016x}")
 }
 
+/// The refused items of a `POST /api/v4/calls` answer in words: `item R: CODE detail` for each
+/// entry of `errors` (top level or under `_embedded`), with the field path when one is given.
+/// A 400 with `validation-errors` never gets here: the transport reads it (with paths) itself.
+fn call_errors(v: &Value) -> String {
+    let lists = [&v["errors"], &v["_embedded"]["errors"]];
+    let parts: Vec<String> = lists
+        .iter()
+        .filter_map(|l| l.as_array())
+        .flatten()
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or("").trim().to_string();
+            let rid = match &e["request_id"] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => "?".into(),
+            };
+            let what = [text("code"), text("path"), text("detail"), text("title")]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("item {rid}: {what}")
+        })
+        .collect();
+    if parts.is_empty() {
+        "the answer lists no created call and no error".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
 impl AmoCrm {
     fn bad(&self, label: &str, path: &str, msg: impl Into<String>) -> Error {
         self.err(
@@ -121,9 +152,12 @@ impl AmoCrm {
             contact["custom_fields_values"] = phone_field(p);
         }
         let metadata = if sip {
+            // Every field of the unsorted page's "add call" example
+            // (https://www.amocrm.ru/developers/content/crm_platform/unsorted-api#unsorted-add-sip);
+            // `is_call_event_needed` puts the call into the card's feed.
             let mut m = json!({"from": phone, "phone": phone, "called_at": now, "duration": 0,
                                "link": "", "service_code": "dozor", "uniq": uniq,
-                               "is_call_event_needed": false});
+                               "is_call_event_needed": true});
             if let Some(r) = responsible {
                 m["call_responsible"] = json!(r);
             }
@@ -384,7 +418,11 @@ impl AmoCrm {
             if kind == EntityKind::Contact {
                 q.push(("with".into(), "leads".into()));
             }
-            let (items, _) = self.list_page(path, key, &q).await?;
+            // Without search the call is still logged: amoCRM itself finds the number's
+            // owners when it logs a call; only the duplicate check is narrower.
+            let Some((items, _)) = self.search_page(path, key, &q).await? else {
+                break;
+            };
             for v in &items {
                 let rec: map::WirePerson = map::decode(v).map_err(|e| self.decode_err(path, e))?;
                 let hit = map::field_values(&rec.custom_fields_values, "PHONE")
@@ -528,10 +566,7 @@ impl AmoCrm {
                 })
                 .await?;
             } else {
-                let detail = v
-                    .as_ref()
-                    .map(|v| v["_embedded"]["errors"].to_string())
-                    .unwrap_or_default();
+                let detail = v.as_ref().map(call_errors).unwrap_or_default();
                 return Err(self.bad(
                     &label,
                     path,
@@ -540,5 +575,27 @@ impl AmoCrm {
             }
         }
         Err(self.bad(&label, path, "amoCRM did not log the call"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_calls_are_named_by_item_code_and_detail() {
+        let v = json!({"_total_items": 0, "_embedded": {"calls": [], "errors": [
+            {"request_id": "0", "code": "EntityNotFound",
+             "detail": "No contact or company has this phone number"}]}});
+        assert_eq!(
+            call_errors(&v),
+            "item 0: EntityNotFound No contact or company has this phone number"
+        );
+        let v = json!({"errors": [{"request_id": 2, "path": "phone", "title": "Bad phone"}]});
+        assert_eq!(call_errors(&v), "item 2: phone Bad phone");
+        assert_eq!(
+            call_errors(&json!({"_embedded": {"calls": []}})),
+            "the answer lists no created call and no error"
+        );
     }
 }

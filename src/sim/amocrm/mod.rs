@@ -50,6 +50,10 @@ pub struct State {
     reasons: Mutex<BTreeMap<String, u64>>,
     /// Precise events logged by writes through this fake (see `render::events`).
     log: Mutex<Vec<Logged>>,
+    /// Whether the account has the API filtering add-on (`is_api_filter_enabled`).
+    api_filter: std::sync::atomic::AtomicBool,
+    /// Whether `query=` search is still served (the filters page says it will be deprecated).
+    query_search: std::sync::atomic::AtomicBool,
 }
 
 /// Id of the first loss reason.
@@ -108,7 +112,31 @@ impl State {
             lockout: Mutex::new(Duration::from_secs(2)),
             reasons: Mutex::new(BTreeMap::new()),
             log: Mutex::new(Vec::new()),
+            api_filter: std::sync::atomic::AtomicBool::new(true),
+            query_search: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Gives the account the API filtering add-on or takes it away. The filters page
+    /// (https://www.amocrm.ru/developers/content/crm_platform/filters-api) calls the feature an
+    /// alpha open to a limited list of accounts; without it the fake ignores the filters the
+    /// page lists for leads, contacts and companies, as such accounts do.
+    pub fn set_api_filter(&self, enabled: bool) {
+        self.api_filter
+            .store(enabled, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Serves `query=` search or refuses it. The filters page marks `query` "will be deprecated
+    /// soon" without saying how its end will look; the fake refuses it the way the API refuses
+    /// any parameter it does not know: a 400 with `validation-errors` naming it.
+    pub fn set_query_search(&self, served: bool) {
+        self.query_search
+            .store(served, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the account has the API filtering add-on.
+    pub fn api_filter(&self) -> bool {
+        self.api_filter.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The id of a loss reason, registering the name on first use.
@@ -576,15 +604,54 @@ fn oauth(sim: &Sim, req: &Req) -> Reply {
     }
 }
 
+/// Filters of the filters page that an account without the add-on does not apply: it answers
+/// as if they were not there (the whole list), it does not refuse them.
+const ALPHA_FILTERS: [&str; 3] = ["updated_at", "created_at", "closed_at"];
+
+/// `req` as an account without the API filtering add-on reads it.
+fn unfiltered(sim: &Sim, req: &Req) -> Req {
+    let mut query = req.query.clone();
+    if !sim.amo.api_filter()
+        && let Some(f) = query.get_mut("filter").and_then(Value::as_object_mut)
+    {
+        for name in ALPHA_FILTERS {
+            f.remove(name);
+        }
+    }
+    Req {
+        method: req.method.clone(),
+        segs: req.segs.clone(),
+        query,
+        raw_query: req.raw_query.clone(),
+        base: req.base.clone(),
+        path: req.path.clone(),
+        body: req.body.clone(),
+    }
+}
+
 fn dispatch(sim: &Sim, req: &Req) -> Reply {
     let segs: Vec<&str> = req.segs.iter().map(String::as_str).collect();
     let Some(rest) = segs.strip_prefix(&["api", "v4"]) else {
         return problem(StatusCode::NOT_FOUND, "Not found");
     };
+    if req.method == Method::GET
+        && req.query.get("query").is_some()
+        && !sim
+            .amo
+            .query_search
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return validation(
+            "0",
+            "NotSupported",
+            "query",
+            "This parameter is not supported",
+        );
+    }
     let m = &req.method;
     let id = |s: &str| s.parse::<u64>().ok();
     match (m.as_str(), rest) {
-        ("GET", ["account"]) => render::account(sim),
+        ("GET", ["account"]) => render::account(sim, req),
         ("GET", ["users"]) => render::users(sim, req),
         ("GET", ["leads", "pipelines"]) => render::pipelines(sim, req),
         ("GET", ["leads", "unsorted"]) => render::unsorted(sim, req),
@@ -595,7 +662,7 @@ fn dispatch(sim: &Sim, req: &Req) -> Reply {
         ("POST", ["leads", "loss_reasons"]) => write::create_loss_reasons(sim, req),
         ("POST", ["leads", "unsorted", uid, "accept"]) => write::unsorted_accept(sim, req, uid),
         ("DELETE", ["leads", "unsorted", uid, "decline"]) => write::unsorted_decline(sim, uid),
-        ("GET", ["leads"]) => render::leads(sim, req),
+        ("GET", ["leads"]) => render::leads(sim, &unfiltered(sim, req)),
         ("POST", ["leads"]) => write::create_leads(sim, req),
         ("PATCH", ["leads"]) => write::update_leads(sim, req, None),
         ("GET", [ent @ ("leads" | "contacts" | "companies"), "notes"]) => {
@@ -612,7 +679,7 @@ fn dispatch(sim: &Sim, req: &Req) -> Reply {
         }
         ("GET", ["leads", n]) if id(n).is_some() => render::lead_one(sim, req, id(n).unwrap_or(0)),
         ("PATCH", ["leads", n]) if id(n).is_some() => write::update_leads(sim, req, id(n)),
-        ("GET", ["contacts"]) => render::contacts(sim, req),
+        ("GET", ["contacts"]) => render::contacts(sim, &unfiltered(sim, req)),
         ("POST", ["contacts"]) => write::create_contacts(sim, req),
         ("GET", ["contacts", n]) if id(n).is_some() => {
             render::contact_one(sim, req, id(n).unwrap_or(0))
@@ -621,7 +688,7 @@ fn dispatch(sim: &Sim, req: &Req) -> Reply {
         ("PATCH", [ent @ ("contacts" | "companies"), n]) if id(n).is_some() => {
             write::update_people(sim, req, ent, id(n))
         }
-        ("GET", ["companies"]) => render::companies(sim, req),
+        ("GET", ["companies"]) => render::companies(sim, &unfiltered(sim, req)),
         ("GET", ["companies", n]) if id(n).is_some() => {
             render::company_one(sim, req, id(n).unwrap_or(0))
         }

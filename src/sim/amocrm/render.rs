@@ -852,17 +852,21 @@ fn unsorted_json(
     })
 }
 
-pub fn account(_sim: &Sim) -> Reply {
-    Reply::Hal(
-        StatusCode::OK,
-        json!({"id": ACCOUNT_ID, "name": ACCOUNT_NAME, "subdomain": SUBDOMAIN,
+/// `GET /api/v4/account`; `is_api_filter_enabled` only when asked for with `with=` (the account
+/// parameters page, https://www.amocrm.com/developers/content/api_v4/account-parameters/,
+/// marks it "GET parameter with is required").
+pub fn account(sim: &Sim, req: &Req) -> Reply {
+    let mut v = json!({"id": ACCOUNT_ID, "name": ACCOUNT_NAME, "subdomain": SUBDOMAIN,
                "created_at": 1_600_000_000, "created_by": 0, "updated_at": 1_600_000_000,
                "updated_by": 0, "current_user_id": 1, "country": "RU", "currency": "RUB",
                "currency_symbol": "₽", "customers_mode": "disabled", "is_unsorted_on": true,
                "mobile_feature_version": 0, "is_loss_reason_enabled": true,
                "is_helpbot_enabled": false, "is_technical_account": false,
-               "contact_name_display_order": 1, "_links": {"self": {"href": "/api/v4/account"}}}),
-    )
+               "contact_name_display_order": 1, "_links": {"self": {"href": "/api/v4/account"}}});
+    if with(req).iter().any(|w| w == "is_api_filter_enabled") {
+        v["is_api_filter_enabled"] = json!(sim.amo.api_filter());
+    }
+    Reply::Hal(StatusCode::OK, v)
 }
 
 pub fn users(sim: &Sim, req: &Req) -> Reply {

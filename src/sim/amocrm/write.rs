@@ -845,6 +845,33 @@ fn first_field(item: &Value, code: &str) -> Option<String> {
     field_values(item, code).into_iter().next()
 }
 
+/// The first call metadata field of the unsorted page's "add call" example
+/// (https://www.amocrm.ru/developers/content/crm_platform/unsorted-api#unsorted-add-sip) that
+/// is missing or blank. `link` may be left out (a call without a recording); the phone may be a
+/// number, as in the example.
+fn missing_call_metadata(m: &Value) -> Option<&'static str> {
+    let blank = |v: &Value| match v {
+        Value::String(s) => s.trim().is_empty(),
+        Value::Number(_) => false,
+        _ => true,
+    };
+    [
+        ("from", "metadata.from"),
+        ("phone", "metadata.phone"),
+        ("called_at", "metadata.called_at"),
+        ("duration", "metadata.duration"),
+        ("service_code", "metadata.service_code"),
+        ("uniq", "metadata.uniq"),
+    ]
+    .into_iter()
+    .find(|(k, _)| blank(&m[*k]))
+    .map(|(_, path)| path)
+    .or_else(|| {
+        (!m["is_call_event_needed"].is_null() && !m["is_call_event_needed"].is_boolean())
+            .then_some("metadata.is_call_event_needed")
+    })
+}
+
 /// `POST /api/v4/leads/unsorted/{sip|forms}`: one world lead per item. The item's
 /// `_embedded.leads[0]` gives the title, responsible and UTM fields (`UTM_SOURCE`,
 /// `UTM_MEDIUM`, `UTM_CAMPAIGN`), `_embedded.contacts[0]` the person's name and phone.
@@ -864,16 +891,11 @@ pub fn unsorted_create(sim: &Sim, req: &Req, category: &str) -> Reply {
                 "This value should not be blank.",
             );
         }
-        if sip
-            && it["metadata"]["phone"].as_str().is_none()
-            && it["metadata"]["phone"].as_u64().is_none()
+        if let Some(path) = sip
+            .then(|| missing_call_metadata(&it["metadata"]))
+            .flatten()
         {
-            return validation(
-                &r,
-                "NotBlank",
-                "metadata.phone",
-                "This value should not be blank.",
-            );
+            return validation(&r, "NotBlank", path, "This value should not be blank.");
         }
         if !sip && it["metadata"]["form_id"].as_str().is_none_or(str::is_empty) {
             return validation(
