@@ -939,39 +939,23 @@ async fn unsorted_items_are_pending_until_accepted() {
     let http = reqwest::Client::new();
     let token = h.sim.creds.amo_long_lived_token.clone();
     let base = h.amo_url();
-    let item: serde_json::Value = http
-        .get(format!(
-            "{base}/api/v4/leads/unsorted?filter[uid]={}",
-            pending[0]
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get_json = |path: String| {
+        let req = http.get(format!("{base}{path}")).bearer_auth(&token);
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let item = get_json(format!("/api/v4/leads/unsorted?filter[uid]={}", pending[0])).await;
     let lead_id = item["_embedded"]["unsorted"][0]["_embedded"]["leads"][0]["id"]
         .as_u64()
         .expect("a pending item holds its lead");
-    let lead: serde_json::Value = http
-        .get(format!("{base}/api/v4/leads/{lead_id}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let pipelines: serde_json::Value = http
-        .get(format!("{base}/api/v4/leads/pipelines"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lead = get_json(format!("/api/v4/leads/{lead_id}")).await;
+    let pipelines = get_json("/api/v4/leads/pipelines".into()).await;
     let unsorted_column = pipelines["_embedded"]["pipelines"]
         .as_array()
         .unwrap()
@@ -995,30 +979,13 @@ async fn unsorted_items_are_pending_until_accepted() {
     assert_eq!(r.status(), 200);
     let accepted: serde_json::Value = r.json().await.unwrap();
     assert_eq!(accepted["_embedded"]["leads"][0]["id"], lead_id);
-    let lead: serde_json::Value = http
-        .get(format!("{base}/api/v4/leads/{lead_id}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lead = get_json(format!("/api/v4/leads/{lead_id}")).await;
     assert_ne!(lead["status_id"], unsorted_column["id"]);
 
     // Decline the second: it leaves the list and its lead is gone.
     let declined = &pending[1];
-    let lead2 = http
-        .get(format!(
-            "{base}/api/v4/leads/unsorted?filter[uid]={declined}"
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap()["_embedded"]["unsorted"][0]["_embedded"]["leads"][0]["id"]
+    let lead2 = get_json(format!("/api/v4/leads/unsorted?filter[uid]={declined}")).await
+        ["_embedded"]["unsorted"][0]["_embedded"]["leads"][0]["id"]
         .as_u64()
         .unwrap();
     let r = http
