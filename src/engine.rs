@@ -213,18 +213,9 @@ async fn report_dead(store: &Store, tenant: &Tenant, summary: &mut CycleSummary)
         crm: tenant.crm.as_ref(),
         telegram: tenant.telegram.as_ref(),
     };
-    let label = if tenant.cfg.name.is_empty() {
-        tenant.id()
-    } else {
-        tenant.cfg.name.as_str()
-    };
     let to = ledger::dead::Audience {
-        chat: crate::notify::route(
-            tenant.cfg.telegram.as_ref(),
-            crate::notify::MessageKind::SelfCheck,
-        )
-        .map(|r| r.chat),
-        label,
+        chat: tenant.ops_chat(),
+        label: tenant.label(),
         lang: tenant.cfg.lang,
     };
     match ledger::dead::report(store, tenant.id(), &to, &sinks).await {

@@ -31,6 +31,24 @@ impl Tenant {
     pub fn tz(&self) -> chrono_tz::Tz {
         self.calendar.tz
     }
+
+    /// The tenant as people call it: its `name`, else its id.
+    pub fn label(&self) -> &str {
+        if self.cfg.name.is_empty() {
+            self.id()
+        } else {
+            &self.cfg.name
+        }
+    }
+
+    /// The chat operational messages go to: `ops_chat`, else the owner chat.
+    pub fn ops_chat(&self) -> Option<i64> {
+        crate::notify::route(
+            self.cfg.telegram.as_ref(),
+            crate::notify::MessageKind::SelfCheck,
+        )
+        .map(|r| r.chat)
+    }
 }
 
 /// Builds the clients of `cfg`. Building makes no request except where a connector must load

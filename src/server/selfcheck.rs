@@ -407,23 +407,6 @@ async fn save_state(
     Ok(())
 }
 
-/// The chat self-checks go to: `ops_chat`, else the owner chat.
-fn ops_chat(tenant: &Tenant) -> Option<i64> {
-    crate::notify::route(
-        tenant.cfg.telegram.as_ref(),
-        crate::notify::MessageKind::SelfCheck,
-    )
-    .map(|r| r.chat)
-}
-
-fn tenant_label(tenant: &Tenant) -> String {
-    if tenant.cfg.name.is_empty() {
-        esc(tenant.id())
-    } else {
-        esc(&tenant.cfg.name)
-    }
-}
-
 /// Evaluates the checks of `tenant` after `summary` (plus `extra` problems found elsewhere,
 /// e.g. [`Problem::webhooks_stopped`]) and sends what changed to the ops chat. Never fails the
 /// cycle: errors are logged.
@@ -463,8 +446,8 @@ pub async fn notify(
         crm: tenant.crm.as_ref(),
         telegram: tenant.telegram.as_ref(),
     };
-    let chat = ops_chat(tenant);
-    let name = tenant_label(tenant);
+    let chat = tenant.ops_chat();
+    let name = esc(tenant.label());
     let mut out = Vec::new();
 
     let mut changes: Vec<(String, bool, i64, String, String)> = Vec::new();
