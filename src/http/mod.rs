@@ -84,13 +84,13 @@ impl Error {
         self
     }
 
-    /// Worth retrying automatically.
     /// The request was never sent (a client refused it locally, e.g. while the service is
     /// known to be down): a retry may follow, and this did not count as an attempt.
     pub fn not_sent(&self) -> bool {
         self.code.as_deref() == Some(NOT_SENT)
     }
 
+    /// Worth retrying automatically.
     pub fn is_retryable(&self) -> bool {
         matches!(self.kind, ErrorKind::RateLimited | ErrorKind::Transient)
     }

@@ -513,45 +513,34 @@ pub fn personal_report(rep: &report::Report, user_id: &str, lang: Lang) -> Strin
             rep.period_to.format("%d.%m.%Y")
         )
     };
-    let talk_min = Some(m.talk_s.max(0) as f64 / 60.0);
+    let talk = num1(Some(m.talk_s.max(0) as f64 / 60.0), lang);
+    let revenue = money(m.revenue, lang);
+    let plan = pct(m.plan_pct, lang);
     let who = if m.name.is_empty() {
         String::new()
     } else {
         format!(", {}", escape_html(&m.name))
     };
+    let report::metrics::ManagerFigures {
+        calls_in,
+        calls_out,
+        missed,
+        called_back,
+        leads,
+        won,
+        lost,
+        open_deals,
+        deals_without_task,
+        overdue_tasks,
+        ..
+    } = m;
     if ru {
         format!(
-            "<b>Ваши показатели{who}</b>\nПериод: {period}\nЗвонков: входящих {}, исходящих {}, пропущено {} (перезвонили {})\nРазговоры: {} мин\nНовых лидов: {}\nСделок выиграно: {}, проиграно: {}\nВыручка: {}\nПлан: {}\nОткрытых сделок: {}\nСделок без задачи: {}\nПросроченных задач: {}",
-            m.calls_in,
-            m.calls_out,
-            m.missed,
-            m.called_back,
-            num1(talk_min, lang),
-            m.leads,
-            m.won,
-            m.lost,
-            money(m.revenue, lang),
-            pct(m.plan_pct, lang),
-            m.open_deals,
-            m.deals_without_task,
-            m.overdue_tasks
+            "<b>Ваши показатели{who}</b>\nПериод: {period}\nЗвонков: входящих {calls_in}, исходящих {calls_out}, пропущено {missed} (перезвонили {called_back})\nРазговоры: {talk} мин\nНовых лидов: {leads}\nСделок выиграно: {won}, проиграно: {lost}\nВыручка: {revenue}\nПлан: {plan}\nОткрытых сделок: {open_deals}\nСделок без задачи: {deals_without_task}\nПросроченных задач: {overdue_tasks}"
         )
     } else {
         format!(
-            "<b>Your figures{who}</b>\nPeriod: {period}\nCalls: in {}, out {}, missed {} (called back {})\nTalk time: {} min\nNew leads: {}\nDeals won: {}, lost: {}\nRevenue: {}\nPlan: {}\nOpen deals: {}\nDeals without a task: {}\nOverdue tasks: {}",
-            m.calls_in,
-            m.calls_out,
-            m.missed,
-            m.called_back,
-            num1(talk_min, lang),
-            m.leads,
-            m.won,
-            m.lost,
-            money(m.revenue, lang),
-            pct(m.plan_pct, lang),
-            m.open_deals,
-            m.deals_without_task,
-            m.overdue_tasks
+            "<b>Your figures{who}</b>\nPeriod: {period}\nCalls: in {calls_in}, out {calls_out}, missed {missed} (called back {called_back})\nTalk time: {talk} min\nNew leads: {leads}\nDeals won: {won}, lost: {lost}\nRevenue: {revenue}\nPlan: {plan}\nOpen deals: {open_deals}\nDeals without a task: {deals_without_task}\nOverdue tasks: {overdue_tasks}"
         )
     }
 }
@@ -578,7 +567,11 @@ pub async fn answer_for(
     Ok(match cmd {
         Command::Help => Reply::text(help(lang)),
         Command::Report(kind) => {
-            let actions = report_actions(store, &cfg.id).await?;
+            // dozor's own actions appear only in the full report a team chat gets.
+            let actions = match access {
+                Access::All => report_actions(store, &cfg.id).await?,
+                Access::Own(_) => Vec::new(),
+            };
             let rep = report::build(store, cfg, *kind, None, now, &actions).await?;
             match access {
                 Access::All => Reply {

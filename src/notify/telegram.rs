@@ -481,13 +481,12 @@ impl Telegram {
                     Err(e) => e.status,
                 },
             );
-            let limit = self.max_attempts;
             match result {
                 Ok(v) => {
                     *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     return Ok(v);
                 }
-                Err(e) if e.is_retryable() && attempt + 1 < limit => {
+                Err(e) if e.is_retryable() && attempt + 1 < self.max_attempts => {
                     let wait = e
                         .retry_after
                         .unwrap_or_else(|| http::backoff(attempt))
