@@ -297,32 +297,26 @@ impl OAuth {
 
     async fn post_token(&self, c: &AmoCrm, body: &Value) -> Result<Value> {
         let url = self.token_url(c);
+        let method = format!("POST {TOKEN_PATH}");
         let mut attempt = 0u32;
         loop {
-            let stopped = |s: crate::http::Stopped| {
-                s.error(SYSTEM, format!("POST {TOKEN_PATH}"), redact_url(&url))
-            };
-            c.limiter.acquire(&c.stop).await.map_err(stopped)?;
+            c.limiter
+                .acquire(&c.stop)
+                .await
+                .map_err(|s| s.error(SYSTEM, method.as_str(), redact_url(&url)))?;
             let resp = match c
                 .http
                 .post(&url)
                 .json(body)
                 .send()
                 .await
-                .observe(SYSTEM, &format!("POST {TOKEN_PATH}"))
+                .observe(SYSTEM, &method)
             {
                 Ok(r) => r,
                 Err(e) => {
-                    let err = Error::transport(
-                        SYSTEM,
-                        format!("POST {TOKEN_PATH}"),
-                        redact_url(&url),
-                        &e,
-                    );
+                    let err = Error::transport(SYSTEM, method.as_str(), redact_url(&url), &e);
                     if err.is_retryable() && attempt + 1 < MAX_ATTEMPTS {
-                        crate::http::pause(backoff(attempt), &c.stop)
-                            .await
-                            .map_err(stopped)?;
+                        c.wait(backoff(attempt), &method, &url).await?;
                         attempt += 1;
                         continue;
                     }
@@ -332,7 +326,6 @@ impl OAuth {
             let status = resp.status().as_u16();
             // An answer that cannot be read whole is not retried: the CRM may already have
             // retired the refresh token it was sent.
-            let method = format!("POST {TOKEN_PATH}");
             let bytes = crate::http::read_body(
                 resp,
                 crate::http::MAX_BODY,
@@ -361,7 +354,7 @@ impl OAuth {
                     } else {
                         backoff(attempt)
                     };
-                    crate::http::pause(wait, &c.stop).await.map_err(stopped)?;
+                    c.wait(wait, &method, &url).await?;
                     attempt += 1;
                     continue;
                 }

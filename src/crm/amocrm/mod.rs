@@ -109,6 +109,9 @@ pub struct AmoCrm {
     /// `is_api_filter_enabled` of the account, once read; `None` until then and after a
     /// directory refresh.
     api_filter: Mutex<Option<bool>>,
+    /// The pipelines' "unsorted" statuses (`type` 1), from the last pipelines answer: every
+    /// page of unsorted items is judged against them without asking again.
+    unsorted_statuses: Mutex<Option<std::collections::HashSet<u64>>>,
     /// Cancelled when dozor stops: every wait (429 pause, lock-out, backoff) ends.
     stop: CancellationToken,
 }
@@ -176,6 +179,7 @@ impl AmoCrm {
             currency: Mutex::new("RUB".into()),
             traces: Traces::default(),
             api_filter: Mutex::new(None),
+            unsorted_statuses: Mutex::new(None),
             stop: CancellationToken::new(),
         })
     }
@@ -390,11 +394,7 @@ impl AmoCrm {
         if ids.is_empty() {
             return Ok(out);
         }
-        let pipelines = self.get("/api/v4/leads/pipelines", &[]).await?;
-        let unsorted = pipelines
-            .as_ref()
-            .map(map::unsorted_statuses)
-            .unwrap_or_default();
+        let unsorted = self.unsorted_statuses().await?;
         let mut q: Vec<(String, String)> = ids
             .iter()
             .map(|id| ("filter[id][]".to_string(), id.to_string()))
@@ -411,10 +411,43 @@ impl AmoCrm {
         Ok(out)
     }
 
-    /// An item of a list page that cannot be read (a date in year 9999, a field of the wrong
-    /// shape) is refused alone, with a warning naming it: one poisoned record must not stop the
+    /// The "unsorted" statuses, read with the pipelines once and kept until the next
+    /// directory refresh (see [`Crm::pipelines`]).
+    async fn unsorted_statuses(&self) -> Result<std::collections::HashSet<u64>> {
+        let cached = self
+            .unsorted_statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(statuses) = cached {
+            return Ok(statuses);
+        }
+        let pipelines = self.get("/api/v4/leads/pipelines", &[]).await?;
+        Ok(self.keep_unsorted_statuses(pipelines.as_ref()))
+    }
+
+    fn keep_unsorted_statuses(&self, pipelines: Option<&Value>) -> std::collections::HashSet<u64> {
+        let statuses = pipelines.map(map::unsorted_statuses).unwrap_or_default();
+        *self
+            .unsorted_statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(statuses.clone());
+        statuses
+    }
+
+    /// What an item of a list page mapped to. An item that cannot be read (a date in year
+    /// 9999, a field of the wrong shape) is refused alone (`None`), with a warning naming it: one poisoned record must not stop the
     /// sync of every other. Without an id it cannot be named or skipped, so the page fails.
-    fn refuse<T>(&self, path: &str, item: &Value, why: String) -> Result<Option<T>> {
+    fn readable<T>(
+        &self,
+        path: &str,
+        item: &Value,
+        mapped: std::result::Result<T, String>,
+    ) -> Result<Option<T>> {
+        let why = match mapped {
+            Ok(record) => return Ok(Some(record)),
+            Err(why) => why,
+        };
         let id = match &item["id"] {
             Value::Number(n) => Some(n.to_string()),
             _ => item["uid"].as_str().map(str::to_string),
@@ -762,6 +795,7 @@ impl Crm for AmoCrm {
         *self.api_filter.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let path = "/api/v4/leads/pipelines";
         let v = self.get(path, &[]).await?;
+        self.keep_unsorted_statuses(v.as_ref());
         let items = v
             .as_ref()
             .and_then(|v| v["_embedded"]["pipelines"].as_array())
@@ -819,20 +853,16 @@ impl Crm for AmoCrm {
                 });
                 let records = items
                     .iter()
-                    .map(|v| {
-                        match entity {
+                    .filter_map(|v| {
+                        let mapped = match entity {
                             EntityKind::Deal => map::deal(v, &currency).map(Record::Deal),
                             EntityKind::Contact => map::contact(v).map(Record::Contact),
                             EntityKind::Company => map::company(v).map(Record::Company),
                             _ => map::task(v).map(Record::Task),
-                        }
-                        .map(Some)
-                        .or_else(|e| self.refuse(path, v, e))
+                        };
+                        self.readable(path, v, mapped).transpose()
                     })
-                    .collect::<Result<Vec<_>>>()?
-                    .into_iter()
-                    .flatten()
-                    .collect();
+                    .collect::<Result<Vec<_>>>()?;
                 let next = if more {
                     Some(pos.next_page())
                 } else {
@@ -861,18 +891,14 @@ impl Crm for AmoCrm {
                 let states = self.unsorted_states(&changed).await?;
                 let records = changed
                     .into_iter()
-                    .map(|v| {
+                    .filter_map(|v| {
                         let state = map::unsorted_lead_id(v)
                             .and_then(|id| states.get(&id).copied())
                             .unwrap_or(map::UnsortedState::Pending);
-                        map::unsorted_in(v, state)
-                            .map(|l| Some(Record::Lead(l)))
-                            .or_else(|e| self.refuse(path, v, e))
+                        let mapped = map::unsorted_in(v, state).map(Record::Lead);
+                        self.readable(path, v, mapped).transpose()
                     })
-                    .collect::<Result<Vec<_>>>()?
-                    .into_iter()
-                    .flatten()
-                    .collect();
+                    .collect::<Result<Vec<_>>>()?;
                 (records, more.then(|| (page + 1).to_string()))
             }
             EntityKind::Activity => {
@@ -896,14 +922,8 @@ impl Crm for AmoCrm {
                     .await?;
                 let mut records = Vec::new();
                 for v in &items {
-                    let note = match map::call_note(v, ent) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            self.refuse::<()>(&path, v, e)?;
-                            None
-                        }
-                    };
-                    if let Some(a) = note {
+                    // Notes of other types map to `None`: not mirrored.
+                    if let Some(Some(a)) = self.readable(&path, v, map::call_note(v, ent))? {
                         records.push(Record::Activity(a));
                     }
                 }
