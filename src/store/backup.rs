@@ -23,9 +23,8 @@ impl Store {
         if !overwrite && dest.exists() {
             return Err(exists(dest));
         }
-        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.is_dir()
-        {
+        let dir = files::parent_dir(dest);
+        if !dir.is_dir() {
             return Err(backup_error(
                 dest,
                 format!(

@@ -262,7 +262,7 @@ impl Store {
             Backend::Postgres => None,
         };
         if let Some(db) = &sqlite_file {
-            files::ensure_dir(parent_dir(db), o.key)?;
+            files::ensure_dir(files::parent_dir(db), o.key)?;
         }
         let marker = marker_file(o, backend, sqlite_file.as_deref())?;
         let file_id = match &marker {
@@ -358,7 +358,7 @@ fn marker_file(
         return Ok(None);
     }
     match (sqlite_file, &o.data_dir) {
-        (Some(db), _) => Ok(Some(MarkerFile::in_dir(parent_dir(db)))),
+        (Some(db), _) => Ok(Some(MarkerFile::in_dir(files::parent_dir(db)))),
         (None, Some(dir)) if backend == Backend::Postgres => {
             files::ensure_dir(dir, "data_dir")?;
             Ok(Some(MarkerFile::in_dir(dir)))
@@ -517,13 +517,6 @@ fn move_aside(path: &Path, key: &'static str) -> Result<PathBuf> {
         cause: format!("cannot create it ({e})"),
     })?;
     Ok(aside)
-}
-
-/// The directory of a database file (`.` for a bare file name).
-fn parent_dir(path: &Path) -> &Path {
-    path.parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
 }
 
 /// `url` with `mode=rwc` for SQLite, so a missing file is created.
