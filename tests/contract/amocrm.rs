@@ -1,0 +1,1 @@
+//! Contract: amocrm. Filled in below.

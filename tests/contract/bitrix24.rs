@@ -1,0 +1,1 @@
+//! Contract: bitrix24. Filled in below.

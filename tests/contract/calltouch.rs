@@ -1,0 +1,1 @@
+//! Contract: calltouch. Filled in below.

@@ -1,0 +1,1 @@
+//! Contract: comagic. Filled in below.

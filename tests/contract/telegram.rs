@@ -1,0 +1,1 @@
+//! Contract: telegram. Filled in below.
