@@ -9,6 +9,9 @@
 //! Pages are cited by repository path (bitrix24/b24restdocs, comagic/comagic.github.io) or by URL
 //! (amoCRM developer docs, Calltouch API pages, Telegram Bot API).
 
+// The docs' answers are transcribed whole; the longest outgrow `json!`'s default depth.
+#![recursion_limit = "512"]
+
 mod common;
 
 mod contract {

@@ -171,7 +171,11 @@ async fn rpc(AxState(sim): AxState<Arc<Sim>>, body: Bytes) -> Response {
         Ok(v) => v,
         Err(_) => {
             sim.on_request(System::Comagic, "<parse_error>").await;
-            let e = err(-32700, "parse_error", "Parse error");
+            let e = err(
+                -32700,
+                "parse_error",
+                "Invalid JSON was received by the server.",
+            );
             return json_response(StatusCode::OK, &error_body(&Value::Null, e), false);
         }
     };
@@ -181,10 +185,10 @@ async fn rpc(AxState(sim): AxState<Arc<Sim>>, body: Bytes) -> Response {
             err(
                 -32099,
                 "batch_opreations_not_supported",
-                "Batch operations are not supported",
+                "Batch operations not supported",
             )
         } else {
-            err(-32600, "invalid_request", "Invalid Request")
+            err(-32600, "invalid_request", INVALID_REQUEST)
         };
         return json_response(StatusCode::OK, &error_body(&Value::Null, e), false);
     };
@@ -198,17 +202,21 @@ async fn rpc(AxState(sim): AxState<Arc<Sim>>, body: Bytes) -> Response {
         let e = err(
             -32099,
             "notifications_not_supported",
-            "Notifications are not supported",
+            "Notifications not supported",
         );
         return json_response(StatusCode::OK, &error_body(&Value::Null, e), false);
     };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") || method == "<none>" {
-        let e = err(-32600, "invalid_request", "Invalid Request");
+        let e = err(-32600, "invalid_request", INVALID_REQUEST);
         return json_response(StatusCode::OK, &error_body(&id, e), false);
     }
     match injected {
         Injected::Http5xx => {
-            let e = err(-32603, "internal_error", "Internal error");
+            let e = err(
+                -32603,
+                "internal_error",
+                "Internal error, contact the support service",
+            );
             return json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &error_body(&id, e),
@@ -219,7 +227,7 @@ async fn rpc(AxState(sim): AxState<Arc<Sim>>, body: Bytes) -> Response {
             let mut e = err(
                 -32029,
                 "limit_exceeded",
-                "Limit per minute has been exceeded. Try again later.",
+                &limit_message("minute", MINUTE_LIMIT),
             );
             e.data["metadata"] = json!({"limits": {"minute_reset": 1, "minute_remaining": 0}});
             return json_response(StatusCode::OK, &error_body(&id, e), false);
@@ -267,7 +275,11 @@ fn handle(sim: &Sim, method: &str, params: &Map<String, Value>) -> Result<Value,
         ],
         "get.account" => &["access_token", "user_id"],
         _ => {
-            return Err(err(-32601, "method_not_found", "Method not found"));
+            return Err(err(
+                -32601,
+                "method_not_found",
+                "The method does not exist / is not available",
+            ));
         }
     };
     if sim.take_expire_tokens(System::Comagic) {
@@ -279,14 +291,22 @@ fn handle(sim: &Sim, method: &str, params: &Map<String, Value>) -> Result<Value,
                 "required_parameter_missed",
                 "access_token",
                 Value::Null,
-                "Required parameter missed",
+                REQUIRED_MISSED,
             ));
         }
         Some(t) if t != sim.creds.comagic_access_token => {
-            return Err(err(-32001, "access_token_invalid", "Invalid access token"));
+            return Err(err(
+                -32001,
+                "access_token_invalid",
+                "Access token is invalid",
+            ));
         }
         Some(_) if sim.comagic.expired.load(Ordering::SeqCst) => {
-            return Err(err(-32001, "access_token_expired", "Access token expired"));
+            return Err(err(
+                -32001,
+                "access_token_expired",
+                "Access token has been expired",
+            ));
         }
         Some(_) => {}
     }
@@ -295,7 +315,7 @@ fn handle(sim: &Sim, method: &str, params: &Map<String, Value>) -> Result<Value,
             "unexpected_parameters",
             k,
             Value::String(k.clone()),
-            "Unexpected parameters",
+            UNEXPECTED,
         ));
     }
     // Points: a successful call costs one; refuse when the minute or day budget is spent.
@@ -306,16 +326,12 @@ fn handle(sim: &Sim, method: &str, params: &Map<String, Value>) -> Result<Value,
         if sim.comagic.enforce && (b.minute_used >= ml || b.day_used >= dl) {
             drop(b);
             sim.count_throttled(System::Comagic);
-            let kind = if limits["minute_remaining"] == 0 {
-                "minute"
+            let (kind, max) = if limits["minute_remaining"] == 0 {
+                ("minute", ml)
             } else {
-                "day"
+                ("day", dl)
             };
-            let mut e = err(
-                -32029,
-                "limit_exceeded",
-                &format!("Limit per {kind} has been exceeded. Try again later."),
-            );
+            let mut e = err(-32029, "limit_exceeded", &limit_message(kind, max));
             e.data["metadata"] = json!({ "limits": limits });
             return Err(e);
         }
@@ -348,19 +364,12 @@ fn parse_dt(params: &Map<String, Value>, field: &str) -> Result<NaiveDateTime, R
             "required_parameter_missed",
             field,
             Value::Null,
-            "Required parameter missed",
+            REQUIRED_MISSED,
         )
     })?;
     v.as_str()
         .and_then(|s| NaiveDateTime::parse_from_str(s, DT_FMT).ok())
-        .ok_or_else(|| {
-            param_err(
-                "invalid_parameter_value",
-                field,
-                v.clone(),
-                "Invalid parameter value",
-            )
-        })
+        .ok_or_else(|| param_err("invalid_parameter_value", field, v.clone(), INVALID_VALUE))
 }
 
 /// Wall time in `tz` of a UTC instant, truncated to seconds.
@@ -373,52 +382,160 @@ fn fmt_local(ts: chrono::DateTime<chrono::Utc>, tz: Tz) -> String {
     local(ts, tz).format(DT_FMT).to_string()
 }
 
-/// Columns returned only when asked for.
-const NON_DEFAULT_FIELDS: &[&str] = &[
-    "communication_page_url",
-    "voice_mail_records",
-    "sale_date",
-    "sale_cost",
-];
-
-/// Columns that can be filtered on.
-const FILTERABLE: &[&str] = &[
+/// Columns `get.calls_report` returns when `fields` is not given: those
+/// data_api/report/get_calls_report/index.html marks "Ответ по умолчанию: да".
+const CALLS_DEFAULT_FIELDS: &[&str] = &[
     "id",
     "start_time",
     "finish_time",
-    "direction",
-    "is_lost",
     "finish_reason",
-    "wait_duration",
-    "talk_duration",
-    "total_duration",
-    "contact_phone_number",
-    "virtual_phone_number",
-    "communication_id",
+    "direction",
+    "cpn_region_id",
+    "cpn_region_name",
+    "cpn_country_name",
+    "cpn_country_id",
     "source",
-    "site_id",
-    "campaign_id",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "first_answered_employee_id",
-    "last_answered_employee_id",
-    "full_name",
-    "status",
+    "is_lost",
+    "contact_phone_number",
+    "communication_id",
+    "communication_type",
+    "wait_duration",
+    "total_wait_duration",
+    "talk_duration",
+    "clean_talk_duration",
+    "total_duration",
+    "call_records",
+    "wav_call_records",
+    "full_record_file_link",
+    "virtual_phone_number",
 ];
 
-const SORTABLE: &[&str] = &[
-    "id",
+/// Columns that cannot be filtered on (no "Фильтрация: да" on the method's page: the calls
+/// report's and the employees' list; every other column can).
+const NOT_FILTERABLE: &[&str] = &[
     "start_time",
-    "direction",
-    "is_lost",
+    "finish_time",
+    "communication_page_url",
+    "communication_type",
+    "call_records",
+    "wav_call_records",
+    "full_record_file_link",
+    "voice_mail_records",
+    "ua_client_id",
+    "ym_client_id",
+    "ymclid",
+    "properties",
+    "visit_other_campaign",
+    "patronymic",
+    "operator",
+];
+
+/// Columns that can be sorted on ("Сортировка: да" on get_calls_report and get_employees).
+const SORTABLE: &[&str] = &[
+    "start_time",
     "finish_reason",
-    "virtual_phone_number",
+    "direction",
+    "cpn_region_id",
+    "cpn_region_name",
+    "cpn_country_name",
+    "cpn_country_id",
     "source",
-    "wait_duration",
-    "talk_duration",
-    "total_duration",
+    "is_lost",
+    "communication_number",
+    "lost_call_processing_duration",
+    "virtual_phone_number",
+    "sale_date",
+    "sale_cost",
+    "is_transfer",
+    "scenario_id",
+    "site_id",
+    "campaign_id",
+    "auto_call_campaign_name",
+    "visitor_id",
+    "visitor_type",
+    "visitor_device",
+    "source_id",
+    "source_name",
+    "source_new",
+    "channel_new",
+    "channel_code",
+    "ext_id",
+    "login",
+    "first_name",
+    "last_name",
+    "patronymic",
     "full_name",
+    "calls_available",
+];
+
+// Message texts of data_api/index.html "Обработка ошибок".
+const INVALID_REQUEST: &str = "Invalid Request The JSON sent is not a valid Request object";
+const REQUIRED_MISSED: &str = "The required parameter has been missed";
+const INVALID_VALUE: &str = "Invalid parameter value";
+const UNEXPECTED: &str = "Unexpected method parameter(s)";
+const WRONG_TYPE: &str = "Data supplied is of wrong type";
+
+/// The `limit_exceeded` message: "Limit per {limit_type} has been exceeded. Value of current
+/// limit per {limit_type} is {limit_max_value}".
+fn limit_message(kind: &str, max: u32) -> String {
+    format!("Limit per {kind} has been exceeded. Value of current limit per {kind} is {max}")
+}
+
+/// `limit` / `offset` ("Постраничный вывод"): a number within `range`, `default` when absent.
+fn paging_param(
+    params: &Map<String, Value>,
+    name: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, RpcError> {
+    match params.get(name) {
+        None => Ok(default),
+        Some(v) if !v.is_number() => Err(param_err("data_type_error", name, v.clone(), WRONG_TYPE)),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| param_err("invalid_parameter_value", name, v.clone(), INVALID_VALUE)),
+    }
+}
+
+/// Columns of get_calls_report/index.html the world does not model: always null.
+const UNMODELLED_NULL_COLUMNS: &[&str] = &[
+    "cpn_region_id",
+    "cpn_region_name",
+    "cpn_country_name",
+    "cpn_country_id",
+    "properties",
+    "ua_client_id",
+    "ym_client_id",
+    "search_engine",
+    "referrer_domain",
+    "ef_id",
+    "auto_call_campaign_name",
+    "visitor_type",
+    "visitor_session_id",
+    "visits_count",
+    "visitor_first_campaign_id",
+    "visitor_first_campaign_name",
+    "visitor_city",
+    "visitor_region",
+    "visitor_country",
+    "visitor_device",
+    "call_api_request_id",
+    "call_api_external_id",
+    "openstat_ad",
+    "openstat_campaign",
+    "openstat_service",
+    "openstat_source",
+    "eq_utm_term",
+    "eq_utm_content",
+    "eq_utm_referrer",
+    "eq_utm_expid",
+    "source_id",
+    "source_name",
+    "source_new",
+    "channel_new",
+    "channel_code",
+    "ext_id",
 ];
 
 /// One call session in the wire shape of `get.calls_report` (every column, default or not),
@@ -499,7 +616,7 @@ pub fn call_row(w: &World, c: &SimCall, tz: Tz) -> Value {
         "site_domain_name": "example-shop.ru",
         "campaign_id": 9101,
         "campaign_name": "Основная кампания",
-        "channel": if c.utm.source.is_some() { "ad" } else { "direct" },
+        "channel": if c.utm.source.is_some() { "paid" } else { "direct" },
         "utm_source": opt(&c.utm.source),
         "utm_medium": opt(&c.utm.medium),
         "utm_campaign": opt(&c.utm.campaign),
@@ -521,7 +638,23 @@ pub fn call_row(w: &World, c: &SimCall, tz: Tz) -> Value {
         "sale_date": Value::Null,
         "sale_cost": Value::Null,
     });
-    for m in [more, rest] {
+    // The rest of the response structure of get_calls_report/index.html: columns the world
+    // does not model, empty the way the docs say empty columns come back (null, [], false).
+    let mut unmodelled = json!({
+        "scenario_operations": [],
+        "visit_other_campaign": false,
+        "visitor_custom_properties": [],
+        "segments": [],
+        "eq_utm_source": opt(&c.utm.source),
+        "eq_utm_medium": opt(&c.utm.medium),
+        "eq_utm_campaign": opt(&c.utm.campaign),
+    });
+    if let Some(o) = unmodelled.as_object_mut() {
+        for k in UNMODELLED_NULL_COLUMNS {
+            o.insert((*k).to_string(), Value::Null);
+        }
+    }
+    for m in [more, rest, unmodelled] {
         if let (Some(a), Value::Object(b)) = (out.as_object_mut(), m) {
             a.extend(b);
         }
@@ -537,7 +670,7 @@ fn calls_report(sim: &Sim, params: &Map<String, Value>) -> Result<(Vec<Value>, u
             "invalid_parameters_combination",
             "date_till",
             json!(till.format(DT_FMT).to_string()),
-            "date_till is earlier than date_from",
+            "The combination of parameters is not permitted",
         ));
     }
     if from
@@ -548,7 +681,7 @@ fn calls_report(sim: &Sim, params: &Map<String, Value>) -> Result<(Vec<Value>, u
             "date_interval_limit_reached",
             "date_till",
             json!(till.format(DT_FMT).to_string()),
-            "The period between date_from and date_till must not exceed 3 months",
+            "Max value of requested date interval is 3 months",
         ));
     }
     let tz = sim.comagic.timezone();
@@ -588,7 +721,13 @@ fn calls_report(sim: &Sim, params: &Map<String, Value>) -> Result<(Vec<Value>, u
         .map(|o| o.keys().cloned().collect())
         .unwrap_or_default();
     let offset_zero = params.get("offset").and_then(Value::as_u64).unwrap_or(0) == 0;
-    let (mut data, total) = report(&mut rows, params, &known, ("start_time", "id"))?;
+    let (mut data, total) = report(
+        &mut rows,
+        params,
+        &known,
+        Some(CALLS_DEFAULT_FIELDS),
+        ("start_time", "id"),
+    )?;
     if offset_zero {
         let extra = sim
             .comagic
@@ -611,22 +750,35 @@ fn employees(sim: &Sim, params: &Map<String, Value>) -> Result<(Vec<Value>, u64)
                 let first = parts.next().unwrap_or_default();
                 let last = parts.next().unwrap_or_default();
                 let active = w.user(e.user_id).is_none_or(|u| u.active);
+                // The response structure of data_api/employee/get_employees/index.html.
                 json!({
                     "id": e.id,
+                    "login": format!("employee{}", e.id),
                     "full_name": e.full_name,
                     "first_name": first,
                     "last_name": last,
                     "patronymic": Value::Null,
-                    "status": if active { "available" } else { "not_available" },
+                    "email": Value::Null,
+                    "status": if active { "available" } else { "not_at_work" },
+                    "calls_available": active,
+                    "allowed_in_call_types": ["internal", "external"],
+                    "in_external_allowed_call_directions": ["in", "out"],
+                    "in_internal_allowed_call_directions": ["in", "out"],
+                    "allowed_out_call_types": ["internal", "external"],
+                    "out_external_allowed_call_directions": ["in", "out"],
+                    "out_internal_allowed_call_directions": ["in", "out"],
+                    "groups": [],
+                    "call_recording": "all",
+                    "schedule_id": Value::Null,
+                    "schedule_name": Value::Null,
+                    "coach": {},
+                    "phone_numbers": [],
                     "extension": {
                         "extension_phone_number": e.extension,
-                        "extension_id": e.id + 1_000,
+                        "extension_voice_mail_enabled": false,
+                        "extension_queue_enabled": false,
                     },
-                    "phone_numbers": [],
-                    "email": Value::Null,
-                    "groups": [],
-                    "calls_available": active,
-                    "is_in_call_queue": false,
+                    "operator": {},
                 })
             })
             .collect()
@@ -636,20 +788,22 @@ fn employees(sim: &Sim, params: &Map<String, Value>) -> Result<(Vec<Value>, u64)
         .and_then(Value::as_object)
         .map(|o| o.keys().cloned().collect())
         .unwrap_or_else(|| vec!["id".into(), "full_name".into(), "extension".into()]);
-    report(&mut rows, params, &known, ("id", "id"))
+    report(&mut rows, params, &known, None, ("id", "id"))
 }
 
-/// Filter, sort, page and project a report's rows the way every `get.*` method does.
+/// Filter, sort, page and project a report's rows the way every `get.*` method does; without
+/// `fields` the method's `defaults` (every column when `None`) are returned.
 fn report(
     rows: &mut Vec<Value>,
     params: &Map<String, Value>,
     known: &[String],
+    defaults: Option<&[&str]>,
     default_sort: (&str, &str),
 ) -> Result<(Vec<Value>, u64), RpcError> {
     let fields: Vec<String> = match params.get("fields") {
         None | Some(Value::Null) => known
             .iter()
-            .filter(|f| !NON_DEFAULT_FIELDS.contains(&f.as_str()))
+            .filter(|f| defaults.is_none_or(|d| d.contains(&f.as_str())))
             .cloned()
             .collect(),
         Some(Value::Array(a)) => {
@@ -660,7 +814,7 @@ fn report(
                         "unexpected_parameters",
                         "fields",
                         f.clone(),
-                        "Unexpected parameters",
+                        UNEXPECTED,
                     ));
                 };
                 out.push(name.to_string());
@@ -672,35 +826,12 @@ fn report(
                 "data_type_error",
                 "fields",
                 other.clone(),
-                "fields must be an array",
+                WRONG_TYPE,
             ));
         }
     };
-    let limit = match params.get("limit") {
-        None => 1000,
-        Some(v) => v
-            .as_u64()
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| {
-                param_err(
-                    "invalid_parameter_value",
-                    "limit",
-                    v.clone(),
-                    "limit must be 1..10000",
-                )
-            })?,
-    };
-    let offset = match params.get("offset") {
-        None => 0,
-        Some(v) => v.as_u64().filter(|n| *n <= 100_000).ok_or_else(|| {
-            param_err(
-                "invalid_parameter_value",
-                "offset",
-                v.clone(),
-                "offset must be 0..100000",
-            )
-        })?,
-    };
+    let limit = paging_param(params, "limit", 1000, 1..=10_000)?;
+    let offset = paging_param(params, "offset", 0, 0..=100_000)?;
     if let Some(f) = params.get("filter").filter(|f| !f.is_null()) {
         check_filter(f, known)?;
         rows.retain(|r| eval_filter(f, r));
@@ -716,10 +847,10 @@ fn report(
                 let field = s.get("field").and_then(Value::as_str).unwrap_or_default();
                 if !known.iter().any(|k| k == field) {
                     return Err(param_err(
-                        "invalid_parameter_value",
+                        "unexpected_parameters",
                         "sort.field",
                         json!(field),
-                        "Unknown sort field",
+                        UNEXPECTED,
                     ));
                 }
                 if !SORTABLE.contains(&field) {
@@ -727,7 +858,7 @@ fn report(
                         "sort_prohibited",
                         "sort.field",
                         json!(field),
-                        "Sorting by this field is prohibited",
+                        "Sort by parameter is prohibited",
                     ));
                 }
                 let asc = match s.get("order").and_then(Value::as_str) {
@@ -738,7 +869,7 @@ fn report(
                             "invalid_parameter_value",
                             "sort.order",
                             json!(o),
-                            "order must be asc or desc",
+                            INVALID_VALUE,
                         ));
                     }
                 };
@@ -751,7 +882,7 @@ fn report(
                 "data_type_error",
                 "sort",
                 other.clone(),
-                "sort must be an array",
+                WRONG_TYPE,
             ));
         }
     }
@@ -822,7 +953,7 @@ fn check_filter(f: &Value, known: &[String]) -> Result<(), RpcError> {
                 "data_type_error",
                 "filter.filters",
                 list.clone(),
-                "filters must be an array",
+                WRONG_TYPE,
             ));
         };
         match f.get("condition").and_then(Value::as_str) {
@@ -832,7 +963,7 @@ fn check_filter(f: &Value, known: &[String]) -> Result<(), RpcError> {
                     "invalid_parameter_value",
                     "filter.condition",
                     json!(c),
-                    "condition must be and / or",
+                    INVALID_VALUE,
                 ));
             }
         }
@@ -844,18 +975,18 @@ fn check_filter(f: &Value, known: &[String]) -> Result<(), RpcError> {
     let field = f.get("field").and_then(Value::as_str).unwrap_or_default();
     if !known.iter().any(|k| k == field) {
         return Err(param_err(
-            "invalid_parameter_value",
+            "unexpected_parameters",
             "filter.field",
             json!(field),
-            "Unknown filter field",
+            UNEXPECTED,
         ));
     }
-    if !FILTERABLE.contains(&field) {
+    if NOT_FILTERABLE.contains(&field) {
         return Err(param_err(
             "filter_prohibited",
             "filter.field",
             json!(field),
-            "Filtering by this field is prohibited",
+            "Filter by parameter is prohibited",
         ));
     }
     let op = f
@@ -867,7 +998,7 @@ fn check_filter(f: &Value, known: &[String]) -> Result<(), RpcError> {
             "invalid_parameter_value",
             "filter.operator",
             json!(op),
-            "Unsupported operator",
+            INVALID_VALUE,
         ));
     }
     if matches!(op, "in" | "not_in") && !f.get("value").is_some_and(Value::is_array) {
@@ -875,7 +1006,7 @@ fn check_filter(f: &Value, known: &[String]) -> Result<(), RpcError> {
             "data_type_error",
             "filter.value",
             f.get("value").cloned().unwrap_or(Value::Null),
-            "in / not_in need an array",
+            WRONG_TYPE,
         ));
     }
     Ok(())
