@@ -6,7 +6,7 @@
 //! Docs (bitrix24/b24restdocs): `api-reference/common/system/scope.md` (the `scope` method and
 //! its answer), `settings/how-to-call-rest-api/batch.md` ("Error Example (halt = 0)": each
 //! refused command in `result_error` as `{"error":"insufficient_scope","error_description":""}`),
-//! `_includes/system-errors.md` (`insufficient_scope`, HTTP 401, "The request requires higher
+//! `_includes/system-errors.md` (`insufficient_scope`, HTTP 403, "The request requires higher
 //! privileges than provided by the webhook token").
 
 mod common;
@@ -151,7 +151,7 @@ async fn sync_mirrors_every_permitted_kind_and_reports_the_refused_one() {
 }
 
 /// The same `insufficient_scope` refusal of `tasks.task.add` is one error whether the write
-/// went out alone (HTTP 401) or inside a batch with others (`result_error`, empty text).
+/// went out alone (HTTP 403) or inside a batch with others (`result_error`, empty text).
 #[tokio::test]
 async fn a_write_refused_for_scope_is_the_same_error_alone_and_in_a_batch() {
     let h = common::small_sim(7).await;
