@@ -6,7 +6,7 @@
 //! Docs (bitrix24/b24restdocs): `api-reference/common/system/scope.md` (the `scope` method and
 //! its answer), `settings/how-to-call-rest-api/batch.md` ("Error Example (halt = 0)": each
 //! refused command in `result_error` as `{"error":"insufficient_scope","error_description":""}`),
-//! `_includes/system-errors.md` (`insufficient_scope`, HTTP 401, "The request requires higher
+//! `_includes/system-errors.md` (`insufficient_scope`, HTTP 403, "The request requires higher
 //! privileges than provided by the webhook token").
 
 mod common;
@@ -151,7 +151,7 @@ async fn sync_mirrors_every_permitted_kind_and_reports_the_refused_one() {
 }
 
 /// The same `insufficient_scope` refusal of `tasks.task.add` is one error whether the write
-/// went out alone (HTTP 401) or inside a batch with others (`result_error`, empty text).
+/// went out alone (HTTP 403) or inside a batch with others (`result_error`, empty text).
 #[tokio::test]
 async fn a_write_refused_for_scope_is_the_same_error_alone_and_in_a_batch() {
     let h = common::small_sim(7).await;
@@ -186,22 +186,122 @@ async fn a_write_refused_for_scope_is_the_same_error_alone_and_in_a_batch() {
     h.stop().await;
 }
 
-/// Without `user` the employees cannot be read (`user.get`): the error names the scope and
-/// what it blocks rather than the bare refusal.
+/// A webhook without `user` (nor `user_basic`, `user_brief`): `check` names the scope and what
+/// it blocks; the sync mirrors every kind and the stages, reports the users as not mirrored
+/// (the scope, what it blocks, the fix) and records the run failed. The messages that name
+/// managers still build from the empty users table and say "сотрудник N", never a bare id.
+/// Once the scope is ticked the users arrive at the next sync, without waiting for the
+/// directory refresh interval.
 #[tokio::test]
-async fn a_missing_user_scope_is_named() {
+async fn a_missing_user_scope_leaves_the_rest_mirrored() {
     let h = common::small_sim(8).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&common::sqlite_url(dir.path()), 2)
-        .await
-        .unwrap();
+    let db = common::sqlite_url(dir.path());
+    let store = Store::open(&db, 2).await.unwrap();
+    let text = dozor::sim::tenant_config::tenant_config(
+        &h,
+        dozor::domain::CrmKind::Bitrix24,
+        dozor::domain::TelephonyKind::Comagic,
+        &db,
+        "ru",
+    );
+    let cfg = dozor::config::parse(&text, None, None).unwrap().config;
+    let t = &cfg.tenants[0];
     let c = client(&h).await;
-    h.sim.b24.limit_scopes(&["crm", "task"]);
-    let err = sync_crm(&store, "t1", &c, SyncOptions::default())
+    h.sim.b24.limit_scopes(&["crm", "task", "telephony"]);
+
+    let e = c.ping().await.unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.contains("no `user` scope") && m.contains("сотрудник N"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("no `crm` scope") && !m.contains("no `task` scope"),
+        "{m}"
+    );
+
+    let err = sync_crm(&store, &t.id, &c, SyncOptions::default())
         .await
         .expect_err("users refused");
+    let SyncError::Remote { entity, error, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(entity, "users", "{err}");
+    assert_eq!(error.kind, ErrorKind::Auth, "{err}");
     let m = err.to_string();
-    assert!(m.contains("users") && m.contains("`user` scope"), "{m}");
+    assert!(
+        m.contains("not mirrored") && m.contains("`user` scope"),
+        "{m}"
+    );
     assert!(m.contains("managers cannot be named"), "{m}");
+    assert!(m.contains("tick the scope"), "{m}");
+    assert!(
+        !m.contains(&h.sim.creds.b24_webhook_secret),
+        "secret leaked: {m}"
+    );
+    assert!(store.users(&t.id).await.unwrap().is_empty());
+    assert!(
+        !store.deals(&t.id).await.unwrap().is_empty(),
+        "deals not mirrored"
+    );
+    assert!(
+        !store.leads(&t.id).await.unwrap().is_empty(),
+        "leads not mirrored"
+    );
+    assert!(
+        store
+            .tasks(&t.id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| !t.id.starts_with("todo-")),
+        "tasks not mirrored"
+    );
+    assert!(
+        !store.stages(&t.id).await.unwrap().is_empty(),
+        "stages not mirrored"
+    );
+    let runs = store.last_sync_runs(&t.id).await.unwrap();
+    let run = runs.iter().find(|r| r.source == "bitrix24").unwrap();
+    assert!(
+        !run.ok && run.error.as_deref().is_some_and(|e| e.contains("users")),
+        "{run:?}"
+    );
+
+    // Names degrade to "сотрудник N": the overdue list and the daily report.
+    let now = Utc::now();
+    let snap = dozor::store::Snapshot::load(&store, &t.id).await.unwrap();
+    let overdue = dozor::notify::bot::overdue(
+        &snap,
+        dozor::config::Lang::Ru,
+        chrono_tz::Europe::Moscow,
+        now,
+    );
+    if snap.tasks.iter().any(|t| t.is_overdue(now)) {
+        assert!(overdue.contains("сотрудник "), "{overdue}");
+    }
+    let mut named = 0;
+    for day in 0..3 {
+        let on = (now - chrono::Duration::days(day)).date_naive();
+        let rep = dozor::report::build(&store, t, dozor::report::Kind::Daily, Some(on), now, &[])
+            .await
+            .unwrap();
+        for m in &rep.figures.managers {
+            assert_eq!(m.name, format!("сотрудник {}", m.user_id), "{m:?}");
+            named += 1;
+        }
+        assert!(!rep.html.contains(">сотрудник 1.<"), "{}", rep.html);
+    }
+    assert!(named > 0, "no manager line in three daily reports");
+
+    // The scope ticked: the users arrive at once.
+    h.sim
+        .b24
+        .limit_scopes(&["crm", "task", "user", "telephony"]);
+    sync_crm(&store, &t.id, &c, SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(!store.users(&t.id).await.unwrap().is_empty());
     h.stop().await;
 }

@@ -346,11 +346,11 @@ async fn auth_errors_and_unknown_method() {
         json!({}),
     )
     .await;
-    // bitrix24/b24restdocs `_includes/system-errors.md`: "No active webhook with the specified
-    // user identifier and secret code was found".
+    // bitrix24/b24restdocs `_includes/system-errors.md`: `NO_AUTH_FOUND`, 401, "Wrong
+    // authorization data" (an invalid access token or webhook code).
     assert_eq!(st, 401);
-    assert_eq!(v["error"], json!("INVALID_CREDENTIALS"));
-    assert_eq!(v["error_description"], json!("Invalid request credentials"));
+    assert_eq!(v["error"], json!("NO_AUTH_FOUND"));
+    assert_eq!(v["error_description"], json!("Wrong authorization data"));
     let (st, v) = post(
         &format!("{}/b24/rest/profile", h.base_url()),
         json!({"auth": "nope"}),
@@ -719,9 +719,9 @@ async fn limited_scopes_answer_as_the_docs_show() {
         .unwrap();
     assert_eq!(v["result"]["result_error"], json!({"get_user": refused}));
 
-    // The same method called directly: HTTP 401 and the text of system-errors.md.
+    // The same method called directly: HTTP 403 and the text of system-errors.md.
     let (st, v) = wh(&h, "user.current", json!({})).await;
-    assert_eq!(st, 401);
+    assert_eq!(st, 403);
     assert_eq!(v["error"], json!("insufficient_scope"));
     assert_eq!(
         v["error_description"],

@@ -158,6 +158,13 @@ pub trait Crm: Send + Sync {
         Vec::new()
     }
 
+    /// Whether `e` (from [`Crm::users`] or [`Crm::pipelines`]) refuses the call because the
+    /// credentials lack a permission (a Bitrix24 scope). The sync then mirrors everything else
+    /// and reports it, as for [`Crm::refused_kinds`]; any other error stops the sync.
+    fn is_refusal(&self, _e: &crate::http::Error) -> bool {
+        false
+    }
+
     /// Every id of `entity` that still exists, for CRMs without a deletion feed (the sync marks
     /// the rest of the mirror deleted). `None`: deletions arrive in [`Page::deleted`] instead.
     async fn existing_ids(&self, _entity: EntityKind) -> Result<Option<Vec<String>>> {

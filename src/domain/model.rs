@@ -109,6 +109,48 @@ pub struct User {
     pub active: bool,
 }
 
+impl User {
+    /// How a message names user `id` when the mirror has no name for it: the CRM's users could
+    /// not be read (a Bitrix24 webhook without the `user` scope) or not yet, or the user has no
+    /// name. Never the bare id: the reader sees "сотрудник 17", not "17".
+    pub fn unnamed(id: &str, ru: bool) -> String {
+        match (ru, id.trim().is_empty()) {
+            (true, false) => format!("сотрудник {}", id.trim()),
+            (true, true) => "сотрудник".into(),
+            (false, false) => format!("employee {}", id.trim()),
+            (false, true) => "employee".into(),
+        }
+    }
+
+    /// The name of user `id` from `names` (id → name), else [`User::unnamed`].
+    pub fn name_in<'a, M>(names: &'a M, id: &str, ru: bool) -> String
+    where
+        M: NameLookup<'a>,
+    {
+        match names.name_of(id) {
+            Some(n) if !n.trim().is_empty() => n.to_string(),
+            _ => Self::unnamed(id, ru),
+        }
+    }
+}
+
+/// An id → name map of users (the maps messages build from the mirror's users).
+pub trait NameLookup<'a> {
+    fn name_of(&self, id: &str) -> Option<&'a str>;
+}
+
+impl<'a> NameLookup<'a> for std::collections::HashMap<&'a str, &'a str> {
+    fn name_of(&self, id: &str) -> Option<&'a str> {
+        self.get(id).copied()
+    }
+}
+
+impl<'a> NameLookup<'a> for std::collections::BTreeMap<&'a str, &'a str> {
+    fn name_of(&self, id: &str) -> Option<&'a str> {
+        self.get(id).copied()
+    }
+}
+
 /// Where a stage sits in the funnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -192,7 +192,7 @@ pub fn overdue(snap: &Snapshot, lang: Lang, tz: chrono_tz::Tz, now: Ts) -> Strin
         let who = t
             .responsible_id
             .as_deref()
-            .map(|id| names.get(id).copied().unwrap_or(id).to_string())
+            .map(|id| crate::domain::User::name_in(&names, id, ru))
             .unwrap_or_else(|| {
                 if ru {
                     "без ответственного"

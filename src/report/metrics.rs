@@ -127,6 +127,16 @@ fn e164(raw: &str) -> Option<String> {
     phone::normalize(raw).ok()
 }
 
+/// Gives every manager line whose user the mirror has no name for (the CRM's users could not
+/// be read) a readable one, "сотрудник 17" rather than the bare id.
+pub fn name_unnamed(f: &mut Figures, ru: bool) {
+    for m in &mut f.managers {
+        if m.name.trim().is_empty() || m.name == m.user_id {
+            m.name = crate::domain::User::unnamed(&m.user_id, ru);
+        }
+    }
+}
+
 /// The figures line of manager `id`, created on first use.
 fn slot<'a>(
     per: &'a mut BTreeMap<String, ManagerFigures>,

@@ -231,7 +231,7 @@ async fn month_to_date(
         .into_iter()
         .filter(|(id, _)| !id.is_empty())
         .map(|(id, revenue)| metrics::ManagerFigures {
-            name: names.get(id.as_str()).copied().unwrap_or(&id).to_string(),
+            name: crate::domain::User::name_in(&names, &id, t.lang == Lang::Ru),
             user_id: id,
             revenue,
             ..metrics::ManagerFigures::default()
@@ -302,14 +302,20 @@ pub async fn daily(
     today.idle_clients = store
         .flagged_clients(&t.id, crate::rules::no_activity::FLAG)
         .await?;
-    let previous = metrics::period_figures(&snap, &Period::day(day - Duration::days(1), tz), &ctx);
-    let week_ago = metrics::period_figures(&snap, &Period::day(day - Duration::days(7), tz), &ctx);
+    let mut previous =
+        metrics::period_figures(&snap, &Period::day(day - Duration::days(1), tz), &ctx);
+    let mut week_ago =
+        metrics::period_figures(&snap, &Period::day(day - Duration::days(7), tz), &ctx);
     let sync: Vec<(String, bool, i64, Option<String>)> = store
         .last_sync_runs(&t.id)
         .await?
         .into_iter()
         .map(|r| (r.source, r.ok, r.items, r.error))
         .collect();
+    let ru = t.lang == Lang::Ru;
+    for f in [&mut today, &mut previous, &mut week_ago] {
+        metrics::name_unnamed(f, ru);
+    }
     let html = render::daily_html(&DailyInput {
         tenant_name: &t.name,
         lang: t.lang,
@@ -362,7 +368,10 @@ pub async fn weekly(
     // Plans are monthly: plan % is the month's revenue up to the week's last day.
     let month = month_to_date(store, t, sunday, &snap).await?;
     metrics::apply_plans(&mut week, &month, &t.reports.plans);
-    let previous = metrics::period_figures(&snap, &period.previous(), &ctx);
+    let mut previous = metrics::period_figures(&snap, &period.previous(), &ctx);
+    for f in [&mut week, &mut previous] {
+        metrics::name_unnamed(f, t.lang == Lang::Ru);
+    }
     let funnel = metrics::funnel(&snap, &period);
     let open_by_stage = store.open_deals_by_stage(&t.id).await?;
     let html = render_period::weekly_html(&render_period::WeeklyInput {
@@ -428,11 +437,14 @@ pub async fn monthly(
     );
     let whole_month = month.clone();
     metrics::apply_plans(&mut month, &whole_month, &t.reports.plans);
-    let previous = metrics::period_figures(
+    let mut previous = metrics::period_figures(
         &snap,
         &Period::days(prev_first, first - Duration::days(1), tz),
         &ctx,
     );
+    for f in [&mut month, &mut previous] {
+        metrics::name_unnamed(f, t.lang == Lang::Ru);
+    }
     // ABC/XYZ over the twelve months that end with this one.
     let months: Vec<NaiveDate> = (0..ABC_MONTHS as i32)
         .rev()

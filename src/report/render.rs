@@ -495,6 +495,21 @@ pub fn short_name(name: &str, width: usize) -> String {
     if name.chars().count() <= width {
         return name.to_string();
     }
+    // "сотрудник 1234" (a user the mirror has no name for) keeps its number whole: an initial
+    // of it would name another employee.
+    if let Some((word, number)) = name.rsplit_once(' ')
+        && !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit())
+    {
+        let abbr: String = word.chars().take(4).collect();
+        let candidate = format!("{abbr}. {number}");
+        if candidate.chars().count() <= width {
+            return candidate;
+        }
+        if number.chars().count() < width {
+            return format!("№{number}");
+        }
+    }
     let mut words = name.split_whitespace();
     if let (Some(first), Some(second)) = (words.next(), words.next()) {
         let initial: String = second.chars().take(1).collect();
@@ -510,6 +525,14 @@ pub fn short_name(name: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unnamed_employee_keeps_the_number_in_a_narrow_column() {
+        assert_eq!(short_name("сотрудник 17", 10), "сотр. 17");
+        assert_eq!(short_name("employee 1234", 10), "empl. 1234");
+        assert_eq!(short_name("сотрудник 123456", 10), "№123456");
+        assert_eq!(short_name("Анна Петрова", 10), "Анна П.");
+    }
 
     #[test]
     fn numbers_follow_the_locale() {

@@ -103,15 +103,31 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
                     .to_string()
             })
             .unwrap_or_default();
+        // The previous owner by name: the note is read in the CRM by people, not by dozor.
+        let previous = owner
+            .as_deref()
+            .map(|id| {
+                let name = ctx
+                    .mirror
+                    .users
+                    .iter()
+                    .find(|u| u.id == id)
+                    .map(|u| u.name.as_str());
+                match name {
+                    Some(n) if !n.trim().is_empty() => n.to_string(),
+                    _ => crate::domain::User::unnamed(id, ru),
+                }
+            })
+            .unwrap_or_else(|| "—".into());
         let note = if ru {
             format!(
                 "Клиент передан менеджеру по реактивации: нет заказов с {last}, открытых сделок нет. Предыдущий ответственный: {}.",
-                owner.as_deref().unwrap_or("—")
+                previous
             )
         } else {
             format!(
                 "Client handed to the reactivation manager: no orders since {last}, no open deals. Previous owner: {}.",
-                owner.as_deref().unwrap_or("—")
+                previous
             )
         };
         out.push(Proposal {

@@ -135,12 +135,12 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
         let who = l
             .responsible_id
             .as_deref()
-            .map(|id| names.get(id).copied().unwrap_or(id))
-            .unwrap_or("—");
+            .map(|id| crate::domain::User::name_in(&names, id, ru))
+            .unwrap_or_else(|| "—".into());
         html.push_str(&format!(
             "• {} — {} ({m} {})\n",
             esc(&l.title),
-            esc(who),
+            esc(&who),
             if ru { "мин" } else { "min" }
         ));
     }

@@ -132,10 +132,10 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
                 .with_timezone(&ctx.calendar.tz)
                 .format("%d.%m %H:%M");
             let due = due.with_timezone(&ctx.calendar.tz).format("%d.%m %H:%M");
-            let who = names.get(who.as_str()).copied().unwrap_or(who.as_str());
+            let who = crate::domain::User::name_in(&names, who, ru);
             html.push_str(&format!(
                 "• {p} ({at}) — {} — {} {due}\n",
-                esc(who),
+                esc(&who),
                 if ru { "срок" } else { "due" }
             ));
         }

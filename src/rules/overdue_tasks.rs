@@ -86,16 +86,16 @@ fn digest(ctx: &RuleContext, tasks: &[&Task], escalation: bool) -> String {
         .iter()
         .map(|u| (u.id.as_str(), u.name.as_str()))
         .collect();
+    let ru = ctx.lang == Lang::Ru;
     let mut by_manager: BTreeMap<String, Vec<&Task>> = BTreeMap::new();
     for t in tasks {
         let who = t
             .responsible_id
             .as_deref()
-            .map(|id| names.get(id).copied().unwrap_or(id).to_string())
+            .map(|id| crate::domain::User::name_in(&names, id, ru))
             .unwrap_or_else(|| "—".into());
         by_manager.entry(who).or_default().push(t);
     }
-    let ru = ctx.lang == Lang::Ru;
     let mut s = match (escalation, ru) {
         (false, true) => format!("<b>⏰ Просроченные задачи: {}</b>\n", tasks.len()),
         (false, false) => format!("<b>⏰ Overdue tasks: {}</b>\n", tasks.len()),

@@ -191,6 +191,9 @@ async fn sync_crm_inner(
     check(stop, source)?;
     let now = Utc::now();
     let mut items = BTreeMap::new();
+    // Directories the credentials may not read (a webhook without the `user` scope): the rest
+    // is mirrored and they are reported with the refused kinds at the end.
+    let mut refused_dirs: Vec<(&str, crate::http::Error)> = Vec::new();
     if due(
         store,
         tenant,
@@ -201,25 +204,42 @@ async fn sync_crm_inner(
     )
     .await?
     {
-        let users = crm.users().await.map_err(remote_err(source, "users"))?;
-        store
-            .upsert_users(tenant, &users)
-            .await
-            .map_err(store_err(source, "users"))?;
-        items.insert("users".to_string(), users.len());
-        let pipelines = crm
-            .pipelines()
-            .await
-            .map_err(remote_err(source, "stages"))?;
-        store
-            .upsert_pipelines(tenant, &pipelines)
-            .await
-            .map_err(store_err(source, "stages"))?;
-        items.insert(
-            "stages".to_string(),
-            pipelines.iter().map(|p| p.stages.len()).sum(),
-        );
-        mark_done(store, tenant, source, "directories", now).await?;
+        match crm.users().await {
+            Ok(users) => {
+                store
+                    .upsert_users(tenant, &users)
+                    .await
+                    .map_err(store_err(source, "users"))?;
+                items.insert("users".to_string(), users.len());
+            }
+            Err(e) if crm.is_refusal(&e) => {
+                tracing::warn!(tenant, source, error = %e, "users not readable with these credentials");
+                refused_dirs.push(("users", e));
+            }
+            Err(e) => return Err(remote_err(source, "users")(e)),
+        }
+        match crm.pipelines().await {
+            Ok(pipelines) => {
+                store
+                    .upsert_pipelines(tenant, &pipelines)
+                    .await
+                    .map_err(store_err(source, "stages"))?;
+                items.insert(
+                    "stages".to_string(),
+                    pipelines.iter().map(|p| p.stages.len()).sum(),
+                );
+            }
+            Err(e) if crm.is_refusal(&e) => {
+                tracing::warn!(tenant, source, error = %e, "stages not readable with these credentials");
+                refused_dirs.push(("stages", e));
+            }
+            Err(e) => return Err(remote_err(source, "stages")(e)),
+        }
+        // A refused directory is asked again next cycle: once the scope is ticked it arrives
+        // without waiting for the refresh interval.
+        if refused_dirs.is_empty() {
+            mark_done(store, tenant, source, "directories", now).await?;
+        }
     }
 
     // One probe for every kind (an idle cycle ends here), then each changed kind to its end.
@@ -315,25 +335,29 @@ async fn sync_crm_inner(
         }
         mark_done(store, tenant, source, &key, now).await?;
     }
+    let refused = refused_dirs
+        .into_iter()
+        .chain(refused.into_iter().map(|(k, e)| (k.as_str(), e)));
     refused_error(source, refused)?;
     Ok(items)
 }
 
-/// The kinds the CRM refused to list, as one error naming each kind and its refusal: every
-/// other kind is mirrored by now, and the failed run keeps the source marked stale.
+/// The directories and kinds the CRM refused to list, as one error naming each and its
+/// refusal: everything else is mirrored by now, and the failed run keeps the source marked
+/// stale.
 #[allow(clippy::result_large_err)]
-fn refused_error(
+fn refused_error<'a>(
     source: &str,
-    refused: Vec<(EntityKind, crate::http::Error)>,
+    refused: impl IntoIterator<Item = (&'a str, crate::http::Error)>,
 ) -> Result<(), SyncError> {
     let mut refused = refused.into_iter();
     let Some((kind, mut error)) = refused.next() else {
         return Ok(());
     };
-    let mut entity = kind.as_str().to_string();
+    let mut entity = kind.to_string();
     let mut said = vec![error.message.clone()];
     for (k, e) in refused {
-        entity = format!("{entity}, {}", k.as_str());
+        entity = format!("{entity}, {k}");
         if !said.contains(&e.message) {
             error.message = format!("{}; {}", error.message, e.message);
             said.push(e.message);

@@ -1252,7 +1252,12 @@ impl Crm for Bitrix24 {
                 "crm.status.list"
             };
             let url = self.shown_url(m);
-            return Err(self.classify(m, &url, None, e));
+            let e = self.classify(m, &url, None, e);
+            return Err(if scope::is_refusal(&e) {
+                scope::refused_for("crm", e)
+            } else {
+                e
+            });
         }
         let cats = res
             .get("cats")
@@ -1458,6 +1463,10 @@ impl Crm for Bitrix24 {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    fn is_refusal(&self, e: &Error) -> bool {
+        scope::is_refusal(e)
     }
 
     async fn existing_ids(&self, entity: EntityKind) -> Result<Option<Vec<String>>> {

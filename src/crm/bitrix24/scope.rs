@@ -37,7 +37,7 @@ const NEEDS: [Need; 4] = [
         scope: "user",
         or: &["user_basic", "user_brief"],
         required: true,
-        blocks: "employees are not read: managers cannot be named in messages nor matched with telephony employees",
+        blocks: "employees are not read: managers cannot be named in reports and messages (each is shown as «сотрудник N»), the per-manager report and /manager cannot find them by name, and telephony employees are matched to users only through the configured `employees` map",
     },
     Need {
         scope: "telephony",

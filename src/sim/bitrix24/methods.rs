@@ -171,8 +171,10 @@ fn lead_row(l: &SimLead) -> Row {
         "SECOND_NAME": null,
         "LAST_NAME": last,
         "COMPANY_TITLE": null,
-        "COMPANY_ID": id_or_null(l.company_id),
-        "CONTACT_ID": id_or_null(l.contact_id),
+        // crm-lead-list.md: a lead without a company answers "0" (and, by the same rule, one
+        // without a contact).
+        "COMPANY_ID": l.company_id.unwrap_or(0).to_string(),
+        "CONTACT_ID": l.contact_id.unwrap_or(0).to_string(),
         "IS_RETURN_CUSTOMER": yn(l.contact_id.is_some() || l.company_id.is_some()),
         "BIRTHDATE": "",
         "SOURCE_ID": l.source,
@@ -206,6 +208,9 @@ fn lead_row(l: &SimLead) -> Row {
         "UTM_CAMPAIGN": opt_str(&l.utm.campaign),
         "UTM_CONTENT": null,
         "UTM_TERM": null,
+        // crm-lead-list.md: who touched the lead last, and when.
+        "LAST_ACTIVITY_BY": l.responsible_id.to_string(),
+        "LAST_ACTIVITY_TIME": iso(&l.updated_at),
         "PHONE": multi(l.id, &phones, "PHONE"),
         "EMAIL": multi(l.id, &emails, "EMAIL"),
         }),
@@ -382,6 +387,8 @@ fn activity_row(a: &SimActivity) -> Row {
         "PROVIDER_ID": provider,
         "PROVIDER_TYPE_ID": provider_type,
         "PROVIDER_GROUP_ID": null,
+        "PROVIDER_PARAMS": [],
+        "PROVIDER_DATA": null,
         "ASSOCIATED_ENTITY_ID": "0",
         "SUBJECT": a.subject,
         "CREATED": iso(&a.created_at),
@@ -428,6 +435,8 @@ fn todo_row(t: &SimTask) -> Row {
         "PROVIDER_ID": "CRM_TODO",
         "PROVIDER_TYPE_ID": "TODO",
         "PROVIDER_GROUP_ID": null,
+        "PROVIDER_PARAMS": [],
+        "PROVIDER_DATA": null,
         "ASSOCIATED_ENTITY_ID": "0",
         "SUBJECT": t.title,
         "CREATED": iso(&t.created_at),
@@ -972,6 +981,9 @@ pub fn call(sim: &Sim, auth: AuthKind, method: &str, p: &Value) -> Result<Out, A
                             "sort": 100 * (i as i64 + 1),
                             "entityTypeId": 2,
                             "isDefault": yn(pl.is_default),
+                            // crm-category-list.md: external ids, "" when none.
+                            "originId": "",
+                            "originatorId": "",
                         })
                     })
                     .collect()

@@ -214,7 +214,7 @@ impl State {
     }
 
     /// `insufficient_scope` when `method` needs a scope not granted
-    /// (`_includes/system-errors.md`: HTTP 401, text naming the webhook or the access token).
+    /// (`_includes/system-errors.md`: HTTP 403, text naming the webhook or the access token).
     fn check_scope(&self, auth: AuthKind, method: &str) -> Result<(), ApiError> {
         let Some(needed) = scope_of(method) else {
             return Ok(());
@@ -230,7 +230,7 @@ impl State {
             AuthKind::OAuth => "access token",
         };
         Err(ApiError::new(
-            401,
+            403,
             "insufficient_scope",
             &format!("The request requires higher privileges than provided by the {by}"),
         ))
@@ -560,10 +560,12 @@ async fn rest(
             if user != sim.creds.b24_webhook_user.to_string()
                 || secret != sim.creds.b24_webhook_secret
             {
+                // `_includes/system-errors.md`: an unknown webhook code is NO_AUTH_FOUND, 401
+                // (INVALID_CREDENTIALS, 403, is a known user lacking permissions).
                 return error_response(&ApiError::new(
                     401,
-                    "INVALID_CREDENTIALS",
-                    "Invalid request credentials",
+                    "NO_AUTH_FOUND",
+                    "Wrong authorization data",
                 ));
             }
             AuthKind::Webhook
