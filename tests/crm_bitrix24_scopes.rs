@@ -305,3 +305,21 @@ async fn a_missing_user_scope_leaves_the_rest_mirrored() {
     assert!(!store.users(&t.id).await.unwrap().is_empty());
     h.stop().await;
 }
+
+/// `api-reference/user/user-get.md` ("Scope: user, user_brief, user_basic"): a webhook granted only
+/// the narrower `user_basic` reads the users; `check` passes it and the users are listed.
+#[tokio::test]
+async fn user_basic_is_enough_to_read_users() {
+    let h = common::small_sim(5).await;
+    let c = client(&h).await;
+    h.sim
+        .b24
+        .limit_scopes(&["crm", "task", "user_basic", "telephony"]);
+    let who = c.ping().await.unwrap();
+    assert!(!who.contains("warning"), "{who}");
+    let users = c.users().await.unwrap();
+    assert!(!users.is_empty());
+    h.sim.b24.limit_scopes(&["crm", "task", "telephony"]);
+    let e = c.users().await.unwrap_err();
+    assert_eq!(e.code.as_deref(), Some("insufficient_scope"), "{e}");
+}

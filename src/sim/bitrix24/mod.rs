@@ -219,9 +219,16 @@ impl State {
         let Some(needed) = scope_of(method) else {
             return Ok(());
         };
+        // `user.get` also serves the narrower `user_basic` and `user_brief` scopes
+        // (`api-reference/user/user-get.md`, "Scope: user, user_brief, user_basic").
+        let narrower: &[&str] = if needed == "user" {
+            &["user_basic", "user_brief"]
+        } else {
+            &[]
+        };
         if lock(&self.scopes)
             .as_ref()
-            .is_none_or(|s| s.contains(needed))
+            .is_none_or(|s| s.contains(needed) || narrower.iter().any(|n| s.contains(*n)))
         {
             return Ok(());
         }
