@@ -1009,6 +1009,7 @@ async fn client_reads_telephony_externalcall_register() {
             }));
         }
         match m.as_str() {
+            // `voximplant-statistic-get.md`: no row has this EXTERNAL_CALL_ID yet.
             "voximplant.statistic.get" => Answer::json(json!({"result": [], "total": 0})),
             "telephony.externalcall.register" => Answer::json(json!({
                 "result": {
@@ -1029,12 +1030,7 @@ async fn client_reads_telephony_externalcall_register() {
                     "operating": 0.22185301780700684
                 }
             })),
-            "telephony.externalcall.finish" => Answer::json(json!({
-                "result": {
-                    "CALL_ID": "externalCall.716f1cb73def9700a23842adf9c4c568.1773130779",
-                    "CRM_ACTIVITY_ID": "7401"
-                }
-            })),
+            "telephony.externalcall.finish" => Answer::json(docs_external_call_finish()),
             other => panic!("unexpected method {other}"),
         }
     })
@@ -1069,7 +1065,7 @@ async fn client_reads_telephony_externalcall_register() {
         })
         .await
         .unwrap();
-    assert_eq!(id, "7401");
+    assert_eq!(id, "7943");
     let asked = docs.asked();
     let reg = asked
         .iter()
@@ -1087,6 +1083,153 @@ async fn client_reads_telephony_externalcall_register() {
     assert_eq!(
         fin.json()["CALL_ID"],
         json!("externalCall.716f1cb73def9700a23842adf9c4c568.1773130779")
+    );
+}
+
+/// The answer of `api-reference/telephony/telephony-external-call-finish.md` ("Response
+/// Handling"), verbatim: `CRM_ACTIVITY_ID` is a number there.
+fn docs_external_call_finish() -> serde_json::Value {
+    json!({
+        "result": {
+            "CALL_ID": "externalCall.716f1cb73def9700a23842adf9c4c568.1773130779",
+            "EXTERNAL_CALL_ID": null,
+            "PORTAL_USER_ID": 1269,
+            "PHONE_NUMBER": "19062195047",
+            "PORTAL_NUMBER": "3",
+            "INCOMING": "2",
+            "CALL_DURATION": 95,
+            "CALL_START_DATE": {},
+            "CALL_STATUS": 1,
+            "CALL_VOTE": 5,
+            "COST": 0,
+            "COST_CURRENCY": "",
+            "CALL_FAILED_CODE": "200",
+            "CALL_FAILED_REASON": "",
+            "REST_APP_ID": "3",
+            "REST_APP_NAME": "REST API Documentation",
+            "CRM_ACTIVITY_ID": 7943,
+            "COMMENT": null,
+            "CRM_ENTITY_TYPE": "CONTACT",
+            "CRM_ENTITY_ID": 797,
+            "ID": 7
+        },
+        "time": {
+            "start": 1773132478,
+            "finish": 1773132480.301376,
+            "duration": 2.3013761043548584,
+            "processing": 2,
+            "date_start": "2026-03-10T11:47:58+01:00",
+            "date_finish": "2026-03-10T11:48:00+01:00",
+            "operating_reset_at": 1773133078,
+            "operating": 1.4118058681488037
+        }
+    })
+}
+
+/// `api-reference/telephony/voximplant/voximplant-statistic-get.md` ("Response Handling"), its
+/// second row, with `EXTERNAL_CALL_ID` filled in with the id dozor registered the call under: a
+/// call registered before a crash is found by that id and not registered again.
+#[tokio::test]
+async fn client_finds_a_registered_call_in_voximplant_statistic_get() {
+    let base = Arc::new(std::sync::OnceLock::<String>::new());
+    let endpoint = base.clone();
+    let docs = Docs::start(move |a| {
+        if a.path().starts_with("/oauth/token") {
+            return Answer::json(json!({
+                "access_token": "s1morf609228iwyjjpvfv6wsvuja4p8u",
+                "expires_in": 3600,
+                "client_endpoint": format!("{}/rest/", endpoint.get().unwrap()),
+                "refresh_token": "4s386p3q0tr8dy89xvmt96234v3dljg8"
+            }));
+        }
+        match method_of(a).to_ascii_lowercase().as_str() {
+            "voximplant.statistic.get" => Answer::json(json!({
+                "result": [{
+                    "ID": "7",
+                    "PORTAL_USER_ID": "1269",
+                    "PORTAL_NUMBER": "3",
+                    "PHONE_NUMBER": "19061234568",
+                    "CALL_ID": "externalCall.716f1cb73def9700a23842adf9c4c568.1773130779",
+                    "EXTERNAL_CALL_ID": "comagic-1",
+                    "CALL_CATEGORY": "external",
+                    "CALL_LOG": null,
+                    "CALL_DURATION": "95",
+                    "CALL_START_DATE": "2026-03-10T11:19:38+01:00",
+                    "CALL_RECORD_URL": null,
+                    "CALL_VOTE": "5",
+                    "COST": "0.0000",
+                    "COST_CURRENCY": "",
+                    "CALL_FAILED_CODE": "200",
+                    "CALL_FAILED_REASON": "",
+                    "CRM_ENTITY_TYPE": "CONTACT",
+                    "CRM_ENTITY_ID": "797",
+                    "CRM_ACTIVITY_ID": "7943",
+                    "REST_APP_ID": "3",
+                    "REST_APP_NAME": "REST API Documentation",
+                    "TRANSCRIPT_ID": "1",
+                    "TRANSCRIPT_PENDING": "N",
+                    "SESSION_ID": null,
+                    "REDIAL_ATTEMPT": null,
+                    "COMMENT": null,
+                    "RECORD_DURATION": null,
+                    "RECORD_FILE_ID": 9079,
+                    "CALL_TYPE": "2"
+                }],
+                "total": 1,
+                "time": {
+                    "start": 1773141841,
+                    "finish": 1773141841.595178,
+                    "duration": 0.5951778888702393,
+                    "processing": 0,
+                    "date_start": "2026-03-10T14:24:01+01:00",
+                    "date_finish": "2026-03-10T14:24:01+01:00",
+                    "operating_reset_at": 1773142441,
+                    "operating": 0
+                }
+            })),
+            other => panic!("a registered call is not registered again: {other}"),
+        }
+    })
+    .await;
+    base.set(docs.base.clone()).unwrap();
+    let c = Bitrix24::new(
+        "t1",
+        &Bitrix24Config {
+            webhook_url: None,
+            portal_url: Some(docs.base.clone()),
+            client_id: Some("local.app".into()),
+            client_secret: Some(Secret::new("secret")),
+            refresh_token: Some(Secret::new("4s386p3q0tr8dy89xvmt96234v3dljg8")),
+            oauth_url: docs.base.clone(),
+            ..cfg("")
+        },
+        Arc::new(common::MemTokens::default()),
+    )
+    .await
+    .unwrap();
+    let id = c
+        .register_call(&dozor::crm::CallRecord {
+            external_id: "comagic-1".into(),
+            phone: "+79991234567".into(),
+            direction: dozor::domain::Direction::In,
+            started_at: Utc.with_ymd_and_hms(2026, 3, 10, 8, 19, 38).unwrap(),
+            duration_s: 95,
+            answered: true,
+            responsible_id: Some("1269".into()),
+            entity: Some(EntityRef::new(EntityKind::Contact, "797")),
+            recording_url: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(id, "7943");
+    let stat = docs
+        .asked()
+        .into_iter()
+        .find(|a| method_of(&a).eq_ignore_ascii_case("voximplant.statistic.get"))
+        .expect("statistic asked");
+    assert_eq!(
+        stat.json()["FILTER"]["EXTERNAL_CALL_ID"],
+        json!("comagic-1")
     );
 }
 
@@ -1278,6 +1421,47 @@ async fn post(url: &str, body: Value) -> (u16, Value) {
 
 async fn wh(h: &SimHandle, method: &str, body: Value) -> (u16, Value) {
     post(&format!("{}{method}", h.b24_webhook_url()), body).await
+}
+
+/// `api-reference/telephony/telephony-external-call-register.md` and
+/// `telephony-external-call-finish.md`: an application registers and finishes a call; the
+/// finish answer has the page's fields and types (`CALL_VOTE` null: no vote was sent).
+#[tokio::test]
+async fn sim_answers_telephony_externalcall_finish() {
+    let h = sim().await;
+    let c = h.sim.creds.clone();
+    let t: Value = reqwest::get(format!(
+        "{}/b24/oauth/token/?grant_type=refresh_token&client_id={}&client_secret={}&refresh_token={}",
+        h.base_url(),
+        c.b24_client_id,
+        c.b24_client_secret,
+        c.b24_refresh_token
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let access = t["access_token"].as_str().unwrap().to_string();
+    let ep = t["client_endpoint"].as_str().unwrap().to_string();
+    let contact = h.sim.world().contacts.values().next().unwrap().clone();
+    let (st, v) = post(
+        &format!("{ep}telephony.externalCall.register"),
+        json!({"auth": access, "USER_ID": contact.responsible_id, "PHONE_NUMBER": contact.phones[0],
+               "TYPE": 2, "CALL_START_DATE": "2026-03-10T11:19:38+03:00", "EXTERNAL_CALL_ID": "comagic-1"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = post(
+        &format!("{ep}telephony.externalCall.finish"),
+        json!({"auth": access, "CALL_ID": v["result"]["CALL_ID"], "USER_ID": contact.responsible_id,
+               "DURATION": 95, "STATUS_CODE": "200"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let mut docs = docs_external_call_finish();
+    docs["result"]["CALL_VOTE"] = Value::Null;
+    assert_same_shape(&docs["result"], &v["result"], "result");
 }
 
 /// `api-reference/common/users/profile.md` and `api-reference/common/system/scope.md`.

@@ -1914,6 +1914,10 @@ fn call_finish(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
         ),
         None => (Value::Null, Value::Null),
     };
+    let eid_num = match pending.owner {
+        Some((_, id)) => json!(id),
+        None => Value::Null,
+    };
     let stat_id = w.next_id();
     drop(w);
     sim.b24.push_call_stat(to_row(json!({
@@ -1937,17 +1941,30 @@ fn call_finish(sim: &Sim, p: &Value, now: Ts) -> Result<Out, ApiError> {
         "CRM_ACTIVITY_ID": activity_id.as_u64().map(|a| a.to_string()),
         "COMMENT": null,
     })));
+    // The answer of `api-reference/telephony/telephony-external-call-finish.md`: numbers where
+    // the page has numbers, and `CALL_START_DATE` as the empty object the page shows (a date
+    // object serialised without its fields).
     Ok(single(json!({
         "CALL_ID": call_id,
         "EXTERNAL_CALL_ID": pending.external_id,
-        "PORTAL_USER_ID": pending.user_id.to_string(),
+        "PORTAL_USER_ID": pending.user_id,
         "PHONE_NUMBER": pending.phone,
-        "CALL_DURATION": duration.to_string(),
-        "CALL_START_DATE": iso(&pending.start),
-        "CALL_FAILED_CODE": status,
-        "CALL_TYPE": if pending.incoming { "2" } else { "1" },
-        "CRM_ACTIVITY_ID": activity_id,
-        "COST": "0.0000",
+        "PORTAL_NUMBER": "REST_APP",
+        "INCOMING": if pending.incoming { "2" } else { "1" },
+        "CALL_DURATION": duration,
+        "CALL_START_DATE": {},
+        "CALL_STATUS": 1,
+        "CALL_VOTE": null,
+        "COST": 0,
         "COST_CURRENCY": "RUB",
+        "CALL_FAILED_CODE": status,
+        "CALL_FAILED_REASON": if status == "200" { "" } else { "Missed call" },
+        "REST_APP_ID": "1",
+        "REST_APP_NAME": "dozor",
+        "CRM_ACTIVITY_ID": activity_id,
+        "COMMENT": null,
+        "CRM_ENTITY_TYPE": ety,
+        "CRM_ENTITY_ID": eid_num,
+        "ID": stat_id,
     })))
 }
