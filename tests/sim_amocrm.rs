@@ -275,6 +275,12 @@ async fn accounts_with_and_without_the_filter_add_on() {
     let h = start_world(deals_world(30), false).await;
     let v = get(&h, "/api/v4/account").await.json();
     assert!(v.get("is_api_filter_enabled").is_none(), "only with with=");
+    // Off unless given: the add-on is open to a limited list of accounts.
+    let v = get(&h, "/api/v4/account?with=is_api_filter_enabled")
+        .await
+        .json();
+    assert_eq!(v["is_api_filter_enabled"], json!(false));
+    h.sim.amo.set_api_filter(true);
     let v = get(&h, "/api/v4/account?with=is_api_filter_enabled")
         .await
         .json();
@@ -316,6 +322,7 @@ async fn accounts_with_and_without_the_filter_add_on() {
 #[tokio::test]
 async fn filters_and_ordering() {
     let h = start_world(deals_world(30), false).await;
+    h.sim.amo.set_api_filter(true);
     let from = Utc
         .with_ymd_and_hms(2026, 1, 1, 0, 0, 20)
         .unwrap()
@@ -740,12 +747,13 @@ async fn calls_endpoint_skips_unknown_numbers() {
 #[tokio::test]
 async fn unsorted_items_and_actions() {
     let h = start(false).await;
+    // The list holds the items awaiting a decision only.
     let pending = h
         .sim
         .world()
         .leads
         .values()
-        .filter(|l| l.status != LeadStatus::Junk)
+        .filter(|l| matches!(l.status, LeadStatus::New | LeadStatus::InProcess))
         .count();
     let v = get(&h, "/api/v4/leads/unsorted?limit=250").await.json();
     let items = v["_embedded"]["unsorted"].as_array().unwrap();
@@ -800,6 +808,12 @@ async fn unsorted_items_and_actions() {
     let lead = get(&h, &format!("/api/v4/leads/{deal}")).await.json();
     assert_eq!(lead["id"], deal);
     assert!(lead["closed_at"].is_null());
+    // Accepted, the item leaves the list.
+    let v = get(&h, "/api/v4/leads/unsorted?limit=250").await.json();
+    assert_eq!(
+        v["_embedded"]["unsorted"].as_array().unwrap().len(),
+        pending
+    );
 
     // Decline another pending item: it leaves the list.
     let other = {
@@ -824,7 +838,7 @@ async fn unsorted_items_and_actions() {
     let v = get(&h, "/api/v4/leads/unsorted?limit=250").await.json();
     assert_eq!(
         v["_embedded"]["unsorted"].as_array().unwrap().len(),
-        pending
+        pending - 1
     );
 }
 

@@ -961,6 +961,37 @@ pub fn unsorted_create(sim: &Sim, req: &Req, category: &str) -> Reply {
                 closed_at: None,
             },
         );
+        // The unsorted page's metadata table: `is_call_event_needed` "is not returned by the
+        // API but may be passed; when true, an incoming call event is added to the card" — the
+        // card of the item's lead, which keeps it once accepted (same id).
+        if sip && m["is_call_event_needed"].as_bool() == Some(true) {
+            let note = w.next_id();
+            let card = super::render::PENDING_LEAD_BASE + id;
+            let duration = m["duration"].as_i64().unwrap_or(0).max(0);
+            let at = time(&m["called_at"]).unwrap_or(now);
+            let phone = w.leads.get(&id).and_then(|l| l.phone.clone());
+            w.activities.insert(
+                note,
+                SimActivity {
+                    id: note,
+                    kind: ActivityType::Call,
+                    direction: Dir::In,
+                    subject: "Входящий звонок".into(),
+                    owner: (Owner::Deal, card),
+                    responsible_id: resp,
+                    phone,
+                    duration_s: duration,
+                    completed: true,
+                    external_id: m["uniq"]
+                        .as_str()
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_string),
+                    start: at,
+                    created_at: now,
+                    updated_at: now,
+                },
+            );
+        }
         out.push(
             json!({"uid": format!("unsorted-{id}"), "request_id": rid(it, i),
                         "_embedded": {"leads": [{"id": super::render::PENDING_LEAD_BASE + id}],
