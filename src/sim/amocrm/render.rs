@@ -626,9 +626,15 @@ fn deal_json(w: &World, d: &SimDeal, base: &str, with: &[String], sim: &Sim) -> 
         .flatten();
     let mut emb = serde_json::Map::new();
     emb.insert("tags".into(), tags(&d.tags));
+    // Companies with their links, as in the one-lead example of the leads page.
     emb.insert(
         "companies".into(),
-        Value::Array(d.company_id.map(|c| json!({"id": c})).into_iter().collect()),
+        Value::Array(
+            d.company_id
+                .map(|c| json!({"id": c, "_links": self_link(base, "companies", c)}))
+                .into_iter()
+                .collect(),
+        ),
     );
     if with.iter().any(|x| x == "contacts") {
         emb.insert(
@@ -811,9 +817,12 @@ fn unsorted_json(
         if let Some(s) = &l.utm.campaign {
             referer.append_pair("utm_campaign", s);
         }
+        // The keys and types of the forms item on the unsorted page: `form_sent_at` is a
+        // string there, `visitor_uid` present (null when unknown).
         json!({"form_id": "sim-form", "form_name": l.title, "form_page": "https://example.ru/",
-               "ip": "127.0.0.1", "form_sent_at": ts(l.created_at),
-               "referer": format!("https://example.ru/?{}", referer.finish())})
+               "ip": "127.0.0.1", "form_sent_at": ts(l.created_at).to_string(),
+               "referer": format!("https://example.ru/?{}", referer.finish()),
+               "visitor_uid": null})
     };
     let held: Vec<Value> = if is_pending(l) {
         let id = PENDING_LEAD_BASE + l.id;
