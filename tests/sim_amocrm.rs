@@ -1010,9 +1010,12 @@ async fn unsorted_call_puts_the_call_on_the_lead_card() {
     assert_eq!(notes[0]["params"]["uniq"], "call-1");
     assert_eq!(notes[0]["params"]["duration"], 54);
     // The flag is not echoed in the item.
-    let v = get(&h, "/api/v4/leads/unsorted?limit=250&filter[category][]=sip")
-        .await
-        .json();
+    let v = get(
+        &h,
+        "/api/v4/leads/unsorted?limit=250&filter[category][]=sip",
+    )
+    .await
+    .json();
     assert!(
         v["_embedded"]["unsorted"]
             .as_array()
