@@ -212,10 +212,11 @@ async fn full_fetch_matches_the_world() {
         .filter(|a| a.kind == ActivityType::Call && a.owner.0 != Owner::Lead)
         .count();
     assert_eq!(counts[&EntityKind::Activity], calls);
+    // The unsorted list holds the items awaiting a decision only.
     let unsorted = w
         .leads
         .values()
-        .filter(|l| l.status != LeadStatus::Junk)
+        .filter(|l| matches!(l.status, LeadStatus::New | LeadStatus::InProcess))
         .count();
     assert_eq!(counts[&EntityKind::Lead], unsorted);
 
@@ -321,10 +322,12 @@ async fn paging_edge_cases() {
         let (records, pages, cursor) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
         assert_eq!(records.len(), n, "n={n}");
         assert_eq!(pages, pages_expected, "n={n}");
-        // A pass of several pages ends with one query for deletions made while it ran.
+        // A pass of several pages ends with one query for deletions made while it ran; the
+        // first page with leads asks once for the pipelines' unsorted statuses (leads in them
+        // belong to pending unsorted items, not to deals).
         assert_eq!(
             h.sim.stats()[&System::Amocrm].requests,
-            pages_expected as u64 + u64::from(pages_expected > 1)
+            pages_expected as u64 + u64::from(pages_expected > 1) + u64::from(n > 0)
         );
         if n == 0 {
             assert!(cursor.since.is_none());
@@ -539,7 +542,9 @@ async fn rate_limit_is_respected_with_limits_on() {
             .await
             .unwrap(),
     );
-    // 14 calls from 4 tasks: the client's own limiter keeps under 7 rps.
+    // The unsorted statuses come with the pipelines (a directory read), once.
+    c.pipelines().await.unwrap();
+    // 16 calls from 4 tasks: the client's own limiter keeps under 7 rps.
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let c = c.clone();
@@ -555,7 +560,7 @@ async fn rate_limit_is_respected_with_limits_on() {
         t.await.unwrap();
     }
     let stats = &h.sim.stats()[&System::Amocrm];
-    assert_eq!(stats.requests - stats.throttled, 16);
+    assert_eq!(stats.requests - stats.throttled, 17);
     assert!(stats.throttled <= 2, "throttled {}", stats.throttled);
 }
 
@@ -893,9 +898,11 @@ async fn rate_limit_storm_is_waited_out_and_the_sync_completes() {
 }
 
 /// Per the API "Неразобранное" page (https://www.amocrm.ru/developers/content/crm_platform/unsorted-api)
-/// every unsorted item holds its lead from creation, in the pipeline's unsorted status, until
-/// it is accepted (the lead moves on) or declined (removed). The client reads each item's lead:
-/// pending items stay open (the lead reaction rules see them), accepted ones are converted.
+/// unsorted is a system status of the pipeline: every item holds its lead from creation, in the
+/// pipeline's unsorted status (listed by `GET /api/v4/leads` like any lead), until it is
+/// accepted («Принять» moves the lead to the next status) or declined («Отклонить» deletes it).
+/// The unsorted list holds only items awaiting a decision, so the client reads their outcome
+/// from the leads they hold.
 #[tokio::test]
 async fn unsorted_items_are_pending_until_accepted() {
     let h = start().await;
@@ -903,73 +910,76 @@ async fn unsorted_items_are_pending_until_accepted() {
     let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
         .await
         .unwrap();
-    let state_of = |records: &[Record]| -> std::collections::BTreeMap<String, Semantics> {
+    let leads_of = |records: Vec<Record>| -> Vec<dozor::domain::Lead> {
         records
-            .iter()
+            .into_iter()
             .filter_map(|r| match r {
-                Record::Lead(l) => Some((l.id.clone(), l.semantics)),
+                Record::Lead(l) => Some(l),
                 _ => None,
             })
             .collect()
     };
     let (records, _, _) = full_pass(&c, EntityKind::Lead, Cursor::default()).await;
-    let seen = state_of(&records);
-    let mut pending = Vec::new();
-    {
+    let open = leads_of(records);
+    let pending: Vec<String> = {
         let w = h.sim.world();
-        let has_deal: std::collections::HashSet<u64> =
-            w.deals.values().filter_map(|d| d.lead_id).collect();
-        for l in w.leads.values().filter(|l| l.status != LeadStatus::Junk) {
-            let uid = format!("unsorted-{}", l.id);
-            let expect = match l.status {
-                LeadStatus::Converted if has_deal.contains(&l.id) => Semantics::Won,
-                // The generated world converts some items without a deal: no lead to read.
-                LeadStatus::Converted => continue,
-                _ => Semantics::Open,
-            };
-            assert_eq!(seen.get(&uid), Some(&expect), "{uid} ({:?})", l.status);
-            if expect == Semantics::Open {
-                pending.push(uid);
-            }
-        }
-    }
-    assert!(pending.len() >= 2, "the world has pending items");
+        w.leads
+            .values()
+            .filter(|l| matches!(l.status, LeadStatus::New | LeadStatus::InProcess))
+            .map(|l| format!("unsorted-{}", l.id))
+            .collect()
+    };
+    assert!(pending.len() >= 3, "the world has pending items");
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(open.iter().map(|l| l.id.clone()).collect()),
+        sorted(pending.clone())
+    );
+    assert!(open.iter().all(|l| l.semantics == Semantics::Open));
+    assert!(
+        open.iter().all(|l| l.deal_id.is_some()),
+        "each holds its lead"
+    );
+    // Nothing decided yet.
+    assert!(c.lead_outcomes(&open).await.unwrap().is_empty());
 
-    // Each pending item holds a lead in the unsorted status, readable as any lead.
+    // The leads of pending items are listed with the other leads, in the unsorted status, and
+    // are not mirrored as deals.
+    let (deals, _, _) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
+    let held: Vec<String> = open.iter().filter_map(|l| l.deal_id.clone()).collect();
+    assert!(
+        deals.iter().all(|d| !held.contains(&d.id().to_string())),
+        "pending leads are not deals"
+    );
     let http = reqwest::Client::new();
     let token = h.sim.creds.amo_long_lived_token.clone();
     let base = h.amo_url();
-    let get_json = |path: String| {
-        let req = http.get(format!("{base}{path}")).bearer_auth(&token);
-        async move {
-            req.send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
-    };
-    let item = get_json(format!("/api/v4/leads/unsorted?filter[uid]={}", pending[0])).await;
-    let lead_id = item["_embedded"]["unsorted"][0]["_embedded"]["leads"][0]["id"]
-        .as_u64()
-        .expect("a pending item holds its lead");
-    let lead = get_json(format!("/api/v4/leads/{lead_id}")).await;
-    let pipelines = get_json("/api/v4/leads/pipelines".into()).await;
-    let unsorted_column = pipelines["_embedded"]["pipelines"]
-        .as_array()
+    let listed: serde_json::Value = http
+        .get(format!(
+            "{base}/api/v4/leads?limit=250&filter[id][]={}",
+            held[0]
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
         .unwrap()
-        .iter()
-        .flat_map(|p| p["_embedded"]["statuses"].as_array().unwrap().clone())
-        .find(|s| s["type"] == 1 && s["pipeline_id"] == lead["pipeline_id"])
+        .json()
+        .await
         .unwrap();
-    assert_eq!(lead["status_id"], unsorted_column["id"]);
+    assert_eq!(
+        listed["_embedded"]["leads"][0]["id"].to_string(),
+        held[0],
+        "{listed}"
+    );
 
-    // Accept the first: the same lead moves on, the item is converted on the next read.
+    // Accept the first, decline the second: both leave the unsorted list.
     let r = http
         .post(format!(
             "{base}/api/v4/leads/unsorted/{}/accept",
-            pending[0]
+            open[0].id
         ))
         .bearer_auth(&token)
         .json(&json!({"user_id": 1}))
@@ -978,38 +988,164 @@ async fn unsorted_items_are_pending_until_accepted() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let accepted: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(accepted["_embedded"]["leads"][0]["id"], lead_id);
-    let lead = get_json(format!("/api/v4/leads/{lead_id}")).await;
-    assert_ne!(lead["status_id"], unsorted_column["id"]);
-
-    // Decline the second: it leaves the list and its lead is gone.
-    let declined = &pending[1];
-    let lead2 = get_json(format!("/api/v4/leads/unsorted?filter[uid]={declined}")).await
-        ["_embedded"]["unsorted"][0]["_embedded"]["leads"][0]["id"]
-        .as_u64()
-        .unwrap();
+    assert_eq!(
+        accepted["_embedded"]["leads"][0]["id"].to_string(),
+        held[0],
+        "the same lead moves on"
+    );
     let r = http
-        .delete(format!("{base}/api/v4/leads/unsorted/{declined}/decline"))
+        .delete(format!(
+            "{base}/api/v4/leads/unsorted/{}/decline",
+            open[1].id
+        ))
         .bearer_auth(&token)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let (records, _, _) = full_pass(&c, EntityKind::Lead, Cursor::default()).await;
+    let still: Vec<String> = leads_of(records).into_iter().map(|l| l.id).collect();
+    let left: Vec<String> = pending
+        .iter()
+        .filter(|u| **u != open[0].id && **u != open[1].id)
+        .cloned()
+        .collect();
+    assert_eq!(sorted(still), sorted(left));
+
+    // Their outcome comes from the leads they held.
+    let decided = c.lead_outcomes(&open).await.unwrap();
+    assert_eq!(decided.len(), 2, "{decided:?}");
+    let won = decided.iter().find(|l| l.id == open[0].id).unwrap();
+    assert_eq!(won.semantics, Semantics::Won);
+    assert_eq!(won.deal_id.as_deref(), Some(held[0].as_str()));
+    assert!(won.closed_at.is_some());
+    let lost = decided.iter().find(|l| l.id == open[1].id).unwrap();
+    assert_eq!(lost.semantics, Semantics::Lost);
+    assert!(lost.closed_at.is_some());
+
+    // The accepted lead now reads as a deal.
+    let (deals, _, _) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
+    assert!(deals.iter().any(|d| d.id() == held[0]));
+}
+
+/// The unsorted lifecycle through the sync: a pending item is an open lead (not a deal); once
+/// accepted in amoCRM the next sync marks the lead accepted and mirrors its deal, once declined
+/// the lead is lost; cycles with nothing changed stay at one request.
+#[tokio::test]
+async fn the_sync_follows_unsorted_items_to_their_outcome() {
+    use dozor::sync::{SyncOptions, sync_crm};
+    let h = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(&dir).await;
+    let c = AmoCrm::new("t1", &long_lived(&h), st.clone())
+        .await
+        .unwrap();
+    let opts = SyncOptions {
+        overlap: Duration::from_secs(0),
+        ..SyncOptions::default()
+    };
+    sync_crm(&st, "t1", &c, opts).await.unwrap();
+    let lead = |id: &str| {
+        let st = st.clone();
+        let id = id.to_string();
+        async move {
+            st.leads("t1")
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|l| l.id == id)
+                .unwrap()
+        }
+    };
+    let open = st.open_leads("t1").await.unwrap();
+    assert!(open.len() >= 2);
+    let (a, d) = (open[0].clone(), open[1].clone());
+    let a_deal = a.deal_id.clone().unwrap();
+    let deals = st.deals("t1").await.unwrap();
+    assert!(
+        deals
+            .iter()
+            .all(|x| Some(&x.id) != a.deal_id.as_ref() && Some(&x.id) != d.deal_id.as_ref()),
+        "pending leads are not mirrored as deals"
+    );
+
+    // Idle: one request.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sync_crm(&st, "t1", &c, opts).await.unwrap();
+    h.sim.reset_stats();
+    sync_crm(&st, "t1", &c, opts).await.unwrap();
+    assert_eq!(
+        h.sim.stats()[&System::Amocrm].requests,
+        1,
+        "{:?}",
+        h.sim.stats()
+    );
+
+    // Accepted in amoCRM.
+    let http = reqwest::Client::new();
+    let token = h.sim.creds.amo_long_lived_token.clone();
+    let base = h.amo_url();
     let r = http
-        .get(format!("{base}/api/v4/leads/{lead2}"))
+        .post(format!("{base}/api/v4/leads/unsorted/{}/accept", a.id))
+        .bearer_auth(&token)
+        .json(&json!({"user_id": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let report = sync_crm(&st, "t1", &c, opts).await.unwrap();
+    let l = lead(&a.id).await;
+    assert_eq!(
+        (l.status_id.as_str(), l.semantics),
+        ("accepted", Semantics::Won),
+        "{:?}",
+        report.items
+    );
+    assert_eq!(l.deal_id.as_deref(), Some(a_deal.as_str()));
+    let deal = st
+        .deals("t1")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|x| x.id == a_deal)
+        .expect("the accepted lead is mirrored as a deal");
+    assert_eq!(deal.semantics, Semantics::Open);
+    assert_eq!(
+        lead(&d.id).await.semantics,
+        Semantics::Open,
+        "the other waits"
+    );
+
+    // Declined in amoCRM.
+    let r = http
+        .delete(format!("{base}/api/v4/leads/unsorted/{}/decline", d.id))
         .bearer_auth(&token)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sync_crm(&st, "t1", &c, opts).await.unwrap();
+    let l = lead(&d.id).await;
+    assert_eq!(
+        (l.status_id.as_str(), l.semantics),
+        ("declined", Semantics::Lost)
+    );
+    // Written once: the accepted lead keeps its outcome.
+    assert_eq!(lead(&a.id).await.semantics, Semantics::Won);
 
-    let (records, _, _) = full_pass(&c, EntityKind::Lead, Cursor::default()).await;
-    let seen = state_of(&records);
-    assert_eq!(seen.get(&pending[0]), Some(&Semantics::Won));
-    assert!(!seen.contains_key(declined));
-    for uid in &pending[2..] {
-        assert_eq!(seen.get(uid), Some(&Semantics::Open), "{uid}");
-    }
+    // And idle again: one request.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sync_crm(&st, "t1", &c, opts).await.unwrap();
+    h.sim.reset_stats();
+    sync_crm(&st, "t1", &c, opts).await.unwrap();
+    assert_eq!(
+        h.sim.stats()[&System::Amocrm].requests,
+        1,
+        "{:?}",
+        h.sim.stats()
+    );
 }
 
 /// Incremental reads on both kinds of account. The filters page

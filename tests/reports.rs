@@ -111,6 +111,7 @@ fn lead(id: &str, phone: &str, created: Ts) -> Record {
         created_at: created,
         updated_at: created,
         closed_at: None,
+        deal_id: None,
     })
 }
 

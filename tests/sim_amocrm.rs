@@ -275,6 +275,12 @@ async fn accounts_with_and_without_the_filter_add_on() {
     let h = start_world(deals_world(30), false).await;
     let v = get(&h, "/api/v4/account").await.json();
     assert!(v.get("is_api_filter_enabled").is_none(), "only with with=");
+    // Off unless given: the add-on is open to a limited list of accounts.
+    let v = get(&h, "/api/v4/account?with=is_api_filter_enabled")
+        .await
+        .json();
+    assert_eq!(v["is_api_filter_enabled"], json!(false));
+    h.sim.amo.set_api_filter(true);
     let v = get(&h, "/api/v4/account?with=is_api_filter_enabled")
         .await
         .json();
@@ -316,6 +322,7 @@ async fn accounts_with_and_without_the_filter_add_on() {
 #[tokio::test]
 async fn filters_and_ordering() {
     let h = start_world(deals_world(30), false).await;
+    h.sim.amo.set_api_filter(true);
     let from = Utc
         .with_ymd_and_hms(2026, 1, 1, 0, 0, 20)
         .unwrap()
@@ -740,12 +747,13 @@ async fn calls_endpoint_skips_unknown_numbers() {
 #[tokio::test]
 async fn unsorted_items_and_actions() {
     let h = start(false).await;
+    // The list holds the items awaiting a decision only.
     let pending = h
         .sim
         .world()
         .leads
         .values()
-        .filter(|l| l.status != LeadStatus::Junk)
+        .filter(|l| matches!(l.status, LeadStatus::New | LeadStatus::InProcess))
         .count();
     let v = get(&h, "/api/v4/leads/unsorted?limit=250").await.json();
     let items = v["_embedded"]["unsorted"].as_array().unwrap();
@@ -800,6 +808,12 @@ async fn unsorted_items_and_actions() {
     let lead = get(&h, &format!("/api/v4/leads/{deal}")).await.json();
     assert_eq!(lead["id"], deal);
     assert!(lead["closed_at"].is_null());
+    // Accepted, the item leaves the list.
+    let v = get(&h, "/api/v4/leads/unsorted?limit=250").await.json();
+    assert_eq!(
+        v["_embedded"]["unsorted"].as_array().unwrap().len(),
+        pending
+    );
 
     // Decline another pending item: it leaves the list.
     let other = {
@@ -824,7 +838,7 @@ async fn unsorted_items_and_actions() {
     let v = get(&h, "/api/v4/leads/unsorted?limit=250").await.json();
     assert_eq!(
         v["_embedded"]["unsorted"].as_array().unwrap().len(),
-        pending
+        pending - 1
     );
 }
 
@@ -964,4 +978,57 @@ async fn unsorted_call_example_from_the_docs() {
         r2.json()["validation-errors"][0]["errors"][0]["path"],
         "metadata.uniq"
     );
+}
+
+/// The unsorted page's call metadata: `is_call_event_needed` "is not returned by the API but
+/// may be passed; when true, an incoming call event is added to the card"
+/// (https://www.amocrm.ru/developers/content/crm_platform/unsorted-api, «Добавление
+/// неразобранного типа звонок»). The call lands on the card of the item's lead, which keeps it
+/// once accepted; without the flag no call is added.
+#[tokio::test]
+async fn unsorted_call_puts_the_call_on_the_lead_card() {
+    let h = start_world(deals_world(1), false).await;
+    let item = |uniq: &str, flag: Option<bool>| {
+        let mut m = json!({"from": "onlinePBX", "phone": 79998888888u64,
+                           "called_at": 1700000000, "duration": 54,
+                           "service_code": "CkAvbEwPam6sad", "uniq": uniq,
+                           "link": "https://example.com"});
+        if let Some(f) = flag {
+            m["is_call_event_needed"] = json!(f);
+        }
+        json!([{"source_uid": uniq, "source_name": "АТС", "metadata": m}])
+    };
+    let r = post(&h, "/api/v4/leads/unsorted/sip", item("call-1", Some(true))).await;
+    assert_eq!(r.status, 200);
+    let lead = r.json()["_embedded"]["unsorted"][0]["_embedded"]["leads"][0]["id"]
+        .as_u64()
+        .unwrap();
+    let notes = get(&h, &format!("/api/v4/leads/{lead}/notes")).await.json();
+    let notes = notes["_embedded"]["notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0]["note_type"], "call_in");
+    assert_eq!(notes[0]["params"]["uniq"], "call-1");
+    assert_eq!(notes[0]["params"]["duration"], 54);
+    // The flag is not echoed in the item.
+    let v = get(
+        &h,
+        "/api/v4/leads/unsorted?limit=250&filter[category][]=sip",
+    )
+    .await
+    .json();
+    assert!(
+        v["_embedded"]["unsorted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["metadata"].get("is_call_event_needed").is_none())
+    );
+
+    let r = post(&h, "/api/v4/leads/unsorted/sip", item("call-2", None)).await;
+    assert_eq!(r.status, 200);
+    let lead = r.json()["_embedded"]["unsorted"][0]["_embedded"]["leads"][0]["id"]
+        .as_u64()
+        .unwrap();
+    let r = get(&h, &format!("/api/v4/leads/{lead}/notes")).await;
+    assert_eq!(r.status, 204, "no call without the flag");
 }

@@ -275,6 +275,7 @@ async fn generate(store: &Store, deals: usize) -> anyhow::Result<()> {
             created_at: created,
             updated_at: created,
             closed_at: None,
+            deal_id: None,
         }));
         if rng.gen_bool(0.9) {
             let t = created + chrono::Duration::minutes(rng.gen_range(1..600));

@@ -9,7 +9,7 @@ pub mod bitrix24;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, Ts, User};
+use crate::domain::{CrmKind, EntityKind, EntityRef, Lead, Pipeline, Record, Ts, User};
 
 pub type Result<T> = std::result::Result<T, crate::http::Error>;
 
@@ -169,6 +169,21 @@ pub trait Crm: Send + Sync {
     /// the rest of the mirror deleted). `None`: deletions arrive in [`Page::deleted`] instead.
     async fn existing_ids(&self, _entity: EntityKind) -> Result<Option<Vec<String>>> {
         Ok(None)
+    }
+
+    /// Whether a lead leaves the CRM's lead list once it is decided, so that reading the list
+    /// never shows the outcome (amoCRM: an unsorted item leaves `/api/v4/leads/unsorted` when it
+    /// is accepted or declined). The sync then asks [`Crm::lead_outcomes`] about the leads the
+    /// mirror holds open, in cycles where deals or leads changed.
+    fn leads_leave_their_list(&self) -> bool {
+        false
+    }
+
+    /// The leads of `open` (open in the mirror) that the CRM now reports decided, each with its
+    /// new status, semantics and close time; leads still pending are left out. Only called
+    /// when [`Crm::leads_leave_their_list`] says so.
+    async fn lead_outcomes(&self, _open: &[Lead]) -> Result<Vec<Lead>> {
+        Ok(Vec::new())
     }
 
     /// Creates a lead (Bitrix24 lead; amoCRM unsorted item); returns its id.

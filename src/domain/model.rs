@@ -230,6 +230,11 @@ pub struct Lead {
     pub created_at: Ts,
     pub updated_at: Ts,
     pub closed_at: Option<Ts>,
+    /// The CRM's deal record this lead lives in or became, when the CRM keeps one from the
+    /// start (amoCRM: the lead an unsorted item holds, in the pipeline's unsorted status until
+    /// the item is accepted); `None` where leads are records of their own (Bitrix24).
+    #[serde(default)]
+    pub deal_id: Option<String>,
 }
 
 /// A deal (Bitrix24 deal, amoCRM "lead").

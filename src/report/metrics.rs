@@ -699,6 +699,7 @@ mod tests {
             created_at: created,
             updated_at: created,
             closed_at: None,
+            deal_id: None,
         }
     }
 

@@ -401,6 +401,7 @@ mod tests {
             created_at: c.started_at + Duration::minutes(5),
             updated_at: c.started_at + Duration::minutes(5),
             closed_at: None,
+            deal_id: None,
         });
         let p = fx.run(&mirror);
         assert_eq!(p.len(), 1, "{p:?}");

@@ -444,6 +444,47 @@ impl Store {
         .await
     }
 
+    /// The leads still open (not yet taken into a deal or rejected), oldest first.
+    pub async fn open_leads(&self, tenant: &str) -> Result<Vec<Lead>> {
+        self.load_json(
+            "SELECT data FROM leads WHERE tenant = $1 AND semantics = 'open' AND deleted = FALSE ORDER BY created_at",
+            tenant,
+            "lead",
+        )
+        .await
+    }
+
+    /// Records the outcome of leads the CRM decided where its lead list no longer shows them
+    /// (see `Crm::lead_outcomes`): the status columns and the stored record, in one transaction,
+    /// and only for rows still open, so the same outcome is written once and a repeat changes
+    /// nothing. Returns how many rows changed.
+    pub async fn settle_leads(&self, tenant: &str, decided: &[Lead]) -> Result<usize> {
+        if decided.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool().begin().await.op("starting a transaction")?;
+        let mut changed = 0usize;
+        for l in decided {
+            let done = sqlx::query(
+                "UPDATE leads SET status_id = $3, semantics = $4, closed_at = $5, updated_at = $6, data = $7 \
+                 WHERE tenant = $1 AND id = $2 AND semantics = 'open'",
+            )
+            .bind(tenant)
+            .bind(l.id.clone())
+            .bind(l.status_id.clone())
+            .bind(l.semantics.as_str())
+            .bind(l.closed_at.map(to_secs))
+            .bind(to_secs(l.updated_at))
+            .bind(json(l))
+            .execute(&mut *tx)
+            .await
+            .op("recording the outcome of a lead")?;
+            changed += done.rows_affected() as usize;
+        }
+        tx.commit().await.op("committing lead outcomes")?;
+        Ok(changed)
+    }
+
     pub async fn deals(&self, tenant: &str) -> Result<Vec<Deal>> {
         self.load_json(
             "SELECT data FROM deals WHERE tenant = $1 AND deleted = FALSE ORDER BY created_at",

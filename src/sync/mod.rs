@@ -269,6 +269,35 @@ async fn sync_crm_inner(
         let n = run_pass(store, tenant, crm, &pass, cursor, Some(first.clone())).await?;
         items.insert(kind.as_str().to_string(), n);
     }
+    // Leads decided where the CRM's lead list no longer shows them (amoCRM: an accepted or
+    // declined unsorted item leaves its list): asked about only in cycles where deals or leads
+    // changed (an accept moves a deal, a decline deletes one), so an idle cycle stays one
+    // request, and only for the leads the mirror still holds open.
+    if crm.leads_leave_their_list()
+        && changes
+            .iter()
+            .any(|(k, _)| matches!(k, EntityKind::Deal | EntityKind::Lead))
+    {
+        check(stop, source)?;
+        let open = store
+            .open_leads(tenant)
+            .await
+            .map_err(store_err(source, "leads"))?;
+        if !open.is_empty() {
+            let decided = crm
+                .lead_outcomes(&open)
+                .await
+                .map_err(remote_err(source, "leads"))?;
+            let settled = store
+                .settle_leads(tenant, &decided)
+                .await
+                .map_err(store_err(source, "leads"))?;
+            if settled > 0 {
+                tracing::info!(tenant, source, settled, "leads decided in the CRM");
+                items.insert("lead outcomes".to_string(), settled);
+            }
+        }
+    }
     // Kinds the probe found unchanged are up to date as of the probe: move their watermark so
     // the next probe does not look further back than it must.
     for (kind, cursor) in &cursors {

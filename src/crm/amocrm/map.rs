@@ -463,6 +463,42 @@ pub fn unsorted(v: &Value) -> MapResult<Lead> {
     unsorted_in(v, UnsortedState::Pending)
 }
 
+fn state_status(state: UnsortedState) -> (&'static str, Semantics) {
+    match state {
+        UnsortedState::Pending => (UNSORTED_OPEN, Semantics::Open),
+        UnsortedState::Accepted => (UNSORTED_ACCEPTED, Semantics::Won),
+        UnsortedState::Declined => (UNSORTED_DECLINED, Semantics::Lost),
+    }
+}
+
+/// A mirrored pending lead once its item was decided: accepted, its lead (`lead`, as
+/// `GET /api/v4/leads` returns it) is now a deal with the same id, closed as a lead when that
+/// lead last changed; declined, the lead is gone (`None`), closed `now`.
+pub fn decided(
+    pending: &Lead,
+    state: UnsortedState,
+    lead: Option<&Value>,
+    now: Ts,
+) -> MapResult<Lead> {
+    let (status, semantics) = state_status(state);
+    let at = match lead.and_then(|l| l["updated_at"].as_i64()) {
+        Some(secs) => ts(secs)?,
+        None => now,
+    }
+    .max(pending.updated_at);
+    Ok(Lead {
+        status_id: status.into(),
+        semantics,
+        closed_at: (state != UnsortedState::Pending).then_some(at),
+        updated_at: at,
+        deal_id: match state {
+            UnsortedState::Declined => None,
+            _ => pending.deal_id.clone(),
+        },
+        ..pending.clone()
+    })
+}
+
 /// An unsorted item whose state its lead told.
 pub fn unsorted_in(v: &Value, state: UnsortedState) -> MapResult<Lead> {
     let u: WireUnsorted = decode(v)?;
@@ -509,20 +545,12 @@ pub fn unsorted_in(v: &Value, state: UnsortedState) -> MapResult<Lead> {
         _ => None,
     });
     let created = ts(u.created_at)?;
+    let (status, semantics) = state_status(state);
     Ok(Lead {
         id: u.uid.clone(),
         title,
-        status_id: match state {
-            UnsortedState::Pending => UNSORTED_OPEN,
-            UnsortedState::Accepted => UNSORTED_ACCEPTED,
-            UnsortedState::Declined => UNSORTED_DECLINED,
-        }
-        .into(),
-        semantics: match state {
-            UnsortedState::Pending => Semantics::Open,
-            UnsortedState::Accepted => Semantics::Won,
-            UnsortedState::Declined => Semantics::Lost,
-        },
+        status_id: status.into(),
+        semantics,
         responsible_id: responsible,
         source: Some(
             match category.as_str() {
@@ -553,6 +581,7 @@ pub fn unsorted_in(v: &Value, state: UnsortedState) -> MapResult<Lead> {
         created_at: created,
         updated_at: opt_ts(u.updated_at)?.unwrap_or(created),
         closed_at: None,
+        deal_id: unsorted_lead_id(v).map(|id| id.to_string()),
     })
 }
 

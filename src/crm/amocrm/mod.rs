@@ -51,7 +51,7 @@ use serde_json::{Value, json};
 
 use crate::config::AmocrmConfig;
 use crate::crm::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page, Result};
-use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, Ts, User, phone};
+use crate::domain::{CrmKind, EntityKind, EntityRef, Lead, Pipeline, Record, Ts, User, phone};
 use crate::http::{Error, ErrorKind, Limiter, MAX_BODY, Throttle, backoff, read_body, redact_url};
 use crate::server::metrics::Observe as _;
 use crate::store::TokenStore;
@@ -379,34 +379,63 @@ impl AmoCrm {
         Ok((items, has_next))
     }
 
-    /// The state of each lead the unsorted `items` hold, read from the leads themselves (two
-    /// requests for a page with leads, none for a page without): an item's lead stays in the
-    /// pipeline's unsorted status until the item is accepted or declined.
-    async fn unsorted_states(
-        &self,
-        items: &[&Value],
-    ) -> Result<std::collections::HashMap<u64, map::UnsortedState>> {
-        let ids: Vec<u64> = items
+    /// The open leads (unsorted items) of `open` whose item was accepted or declined, read from
+    /// the leads the items hold: `GET /api/v4/leads?filter[id][]=…`, up to [`PAGE_LIMIT`] ids a
+    /// request. The unsorted page (https://www.amocrm.ru/developers/content/crm_platform/unsorted-api):
+    /// «Принять» moves the item's lead to the next status, «Отклонить» deletes it from the
+    /// pipeline; a lead still in an unsorted status (`type` 1) is pending and left out.
+    async fn do_lead_outcomes(&self, open: &[Lead]) -> Result<Vec<Lead>> {
+        let held: Vec<(u64, &Lead)> = open
             .iter()
-            .filter_map(|v| map::unsorted_lead_id(v))
+            .filter(|l| l.semantics == crate::domain::Semantics::Open)
+            .filter_map(|l| Some((l.deal_id.as_deref()?.parse::<u64>().ok()?, l)))
             .collect();
-        let mut out = std::collections::HashMap::new();
-        if ids.is_empty() {
+        let mut out = Vec::new();
+        if held.is_empty() {
             return Ok(out);
         }
         let unsorted = self.unsorted_statuses().await?;
-        let mut q: Vec<(String, String)> = ids
-            .iter()
-            .map(|id| ("filter[id][]".to_string(), id.to_string()))
-            .collect();
-        q.push(("limit".to_string(), PAGE_LIMIT.to_string()));
-        let (leads, _) = self.list_page("/api/v4/leads", "leads", &q).await?;
-        let by_id: std::collections::HashMap<u64, &Value> = leads
-            .iter()
-            .filter_map(|l| l["id"].as_u64().map(|id| (id, l)))
-            .collect();
-        for id in ids {
-            out.insert(id, map::unsorted_state(by_id.get(&id).copied(), &unsorted));
+        let path = "/api/v4/leads";
+        for chunk in held.chunks(PAGE_LIMIT as usize) {
+            let mut q: Vec<(String, String)> = chunk
+                .iter()
+                .map(|(id, _)| ("filter[id][]".to_string(), id.to_string()))
+                .collect();
+            q.push(("limit".to_string(), PAGE_LIMIT.to_string()));
+            let (leads, _) = self.list_page(path, "leads", &q).await?;
+            let asked: std::collections::HashSet<u64> = chunk.iter().map(|(id, _)| *id).collect();
+            let mut by_id: std::collections::HashMap<u64, Value> = leads
+                .into_iter()
+                .filter_map(|l| l["id"].as_u64().map(|id| (id, l)))
+                .collect();
+            if by_id.keys().any(|id| !asked.contains(id)) {
+                // The account ignored the id filter: a lead missing from this answer says
+                // nothing, so each is read by id instead.
+                tracing::warn!(
+                    system = SYSTEM,
+                    "the account ignored filter[id]; reading the leads of unsorted items one by one"
+                );
+                by_id.clear();
+                for (id, _) in chunk {
+                    if let Some(l) = self.get(&format!("{path}/{id}"), &[]).await? {
+                        by_id.insert(*id, l);
+                    }
+                }
+            }
+            let now = chrono::Utc::now();
+            for (id, lead) in chunk {
+                let found = by_id.get(id);
+                let state = map::unsorted_state(found, &unsorted);
+                if state == map::UnsortedState::Pending {
+                    continue;
+                }
+                match map::decided(lead, state, found, now) {
+                    Ok(l) => out.push(l),
+                    Err(why) => {
+                        tracing::warn!(system = SYSTEM, lead = %lead.id, reason = %why, "outcome of an unsorted item refused")
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -851,8 +880,22 @@ impl Crm for AmoCrm {
                 self.traces.with(entity, |t| {
                     t.saw_page(pos.page, items.iter().filter_map(|v| v["id"].as_u64()))
                 });
+                // Leads in an unsorted status are the leads of pending unsorted items (the
+                // unsorted page: the status is a system status of the pipeline, its leads
+                // listed as any other): mirrored as leads, not as open deals. Once accepted
+                // they move on and come back here as deals.
+                let pending = if entity == EntityKind::Deal && !items.is_empty() {
+                    self.unsorted_statuses().await?
+                } else {
+                    Default::default()
+                };
                 let records = items
                     .iter()
+                    .filter(|v| {
+                        v["status_id"]
+                            .as_u64()
+                            .is_none_or(|s| !pending.contains(&s))
+                    })
                     .filter_map(|v| {
                         let mapped = match entity {
                             EntityKind::Deal => map::deal(v, &currency).map(Record::Deal),
@@ -888,14 +931,12 @@ impl Crm for AmoCrm {
                         since.is_none_or(|s| map::unsorted_updated(v).is_none_or(|u| u >= s))
                     })
                     .collect();
-                let states = self.unsorted_states(&changed).await?;
+                // The list holds only items awaiting a decision: each is pending. Accepted and
+                // declined ones leave it and are told by `lead_outcomes`.
                 let records = changed
                     .into_iter()
                     .filter_map(|v| {
-                        let state = map::unsorted_lead_id(v)
-                            .and_then(|id| states.get(&id).copied())
-                            .unwrap_or(map::UnsortedState::Pending);
-                        let mapped = map::unsorted_in(v, state).map(Record::Lead);
+                        let mapped = map::unsorted(v).map(Record::Lead);
                         self.readable(path, v, mapped).transpose()
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -1043,6 +1084,14 @@ impl Crm for AmoCrm {
         cursors: &[(EntityKind, Cursor)],
     ) -> Result<Vec<(EntityKind, Page)>> {
         self.do_fetch_changes(cursors).await
+    }
+
+    fn leads_leave_their_list(&self) -> bool {
+        true
+    }
+
+    async fn lead_outcomes(&self, open: &[Lead]) -> Result<Vec<Lead>> {
+        self.do_lead_outcomes(open).await
     }
 
     async fn create_lead(&self, lead: &NewLead) -> Result<String> {

@@ -258,6 +258,7 @@ fn lead(row: &Value) -> Result<Lead, String> {
         created_at,
         updated_at,
         closed_at: ts(row, "DATE_CLOSED"),
+        deal_id: None,
         id,
     })
 }

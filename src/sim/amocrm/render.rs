@@ -626,9 +626,15 @@ fn deal_json(w: &World, d: &SimDeal, base: &str, with: &[String], sim: &Sim) -> 
         .flatten();
     let mut emb = serde_json::Map::new();
     emb.insert("tags".into(), tags(&d.tags));
+    // Companies with their links, as in the one-lead example of the leads page.
     emb.insert(
         "companies".into(),
-        Value::Array(d.company_id.map(|c| json!({"id": c})).into_iter().collect()),
+        Value::Array(
+            d.company_id
+                .map(|c| json!({"id": c, "_links": self_link(base, "companies", c)}))
+                .into_iter()
+                .collect(),
+        ),
     );
     if with.iter().any(|x| x == "contacts") {
         emb.insert(
@@ -799,7 +805,7 @@ fn unsorted_json(
     let metadata = if sip {
         json!({"from": l.name, "phone": l.phone, "called_at": ts(l.created_at), "duration": 0,
                "link": null, "service_code": "sim-telephony", "uniq": format!("sim-call-{}", l.id),
-               "call_responsible": l.responsible_id, "is_call_event_needed": true})
+               "call_responsible": l.responsible_id})
     } else {
         let mut referer = url::form_urlencoded::Serializer::new(String::new());
         if let Some(s) = &l.utm.source {
@@ -811,9 +817,12 @@ fn unsorted_json(
         if let Some(s) = &l.utm.campaign {
             referer.append_pair("utm_campaign", s);
         }
+        // The keys and types of the forms item on the unsorted page: `form_sent_at` is a
+        // string there, `visitor_uid` present (null when unknown).
         json!({"form_id": "sim-form", "form_name": l.title, "form_page": "https://example.ru/",
-               "ip": "127.0.0.1", "form_sent_at": ts(l.created_at),
-               "referer": format!("https://example.ru/?{}", referer.finish())})
+               "ip": "127.0.0.1", "form_sent_at": ts(l.created_at).to_string(),
+               "referer": format!("https://example.ru/?{}", referer.finish()),
+               "visitor_uid": null})
     };
     let held: Vec<Value> = if is_pending(l) {
         let id = PENDING_LEAD_BASE + l.id;
@@ -956,10 +965,31 @@ fn pending_of(w: &World, id: u64) -> Option<&SimLead> {
     w.leads.get(&lead).filter(|l| is_pending(l))
 }
 
-/// The lead a pending unsorted item holds: in the default pipeline's unsorted status.
-fn pending_lead_json(w: &World, l: &SimLead, base: &str) -> Value {
+/// The lead a pending unsorted item holds: in the default pipeline's unsorted status, with
+/// `_embedded` as any lead has it (contacts and loss reason only when asked for).
+fn pending_lead_json(w: &World, l: &SimLead, base: &str, with: &[String]) -> Value {
     let p = default_pipeline(w);
     let id = PENDING_LEAD_BASE + l.id;
+    let mut emb = serde_json::Map::new();
+    emb.insert("tags".into(), json!([]));
+    emb.insert(
+        "companies".into(),
+        Value::Array(l.company_id.map(|c| json!({"id": c})).into_iter().collect()),
+    );
+    if with.iter().any(|x| x == "contacts") {
+        emb.insert(
+            "contacts".into(),
+            Value::Array(
+                l.contact_id
+                    .map(|c| json!({"id": c, "is_main": true, "_links": self_link(base, "contacts", c)}))
+                    .into_iter()
+                    .collect(),
+            ),
+        );
+    }
+    if with.iter().any(|x| x == "loss_reason") {
+        emb.insert("loss_reason".into(), json!([]));
+    }
     json!({
         "id": id, "name": l.title, "price": 0, "responsible_user_id": l.responsible_id,
         "group_id": 0, "status_id": UNSORTED_STATUS_BASE + p, "pipeline_id": AMO_PIPELINE_BASE + p,
@@ -967,49 +997,74 @@ fn pending_lead_json(w: &World, l: &SimLead, base: &str) -> Value {
         "created_at": ts(l.created_at), "updated_at": ts(l.updated_at), "closed_at": null,
         "closest_task_at": null, "is_deleted": false, "custom_fields_values": null,
         "score": null, "account_id": ACCOUNT_ID, "labor_cost": null,
-        "_links": self_link(base, "leads", id), "_embedded": {"tags": [], "companies": []},
+        "_links": self_link(base, "leads", id), "_embedded": emb,
     })
 }
 
+/// A record of `GET /api/v4/leads`: a deal, or the lead a pending unsorted item holds.
+#[derive(Clone, Copy)]
+enum AmoLead<'a> {
+    Deal(&'a SimDeal),
+    /// The item and the amoCRM id of the pipeline its lead sits in.
+    Pending(&'a SimLead, u64),
+}
+
+impl AmoLead<'_> {
+    fn meta(&self) -> Meta {
+        match self {
+            AmoLead::Deal(d) => deal_meta(d),
+            AmoLead::Pending(l, _) => Meta {
+                id: PENDING_LEAD_BASE + l.id,
+                created: ts(l.created_at),
+                updated: ts(l.updated_at),
+            },
+        }
+    }
+}
+
+/// Deals and the leads of pending unsorted items, merged in id order (both come sorted).
+fn all_leads(w: &World) -> impl Iterator<Item = AmoLead<'_>> {
+    let dp = AMO_PIPELINE_BASE + default_pipeline(w);
+    let mut deals = w.deals.values().peekable();
+    let mut pending = w.leads.values().filter(|l| is_pending(l)).peekable();
+    std::iter::from_fn(move || match (deals.peek(), pending.peek()) {
+        (Some(d), Some(l)) if PENDING_LEAD_BASE + l.id < d.id => {
+            pending.next().map(|l| AmoLead::Pending(l, dp))
+        }
+        (Some(_), _) => deals.next().map(AmoLead::Deal),
+        (None, _) => pending.next().map(|l| AmoLead::Pending(l, dp)),
+    })
+}
+
+/// `GET /api/v4/leads`. The unsorted status is a system status of every pipeline (the
+/// unsorted page, https://www.amocrm.ru/developers/content/crm_platform/unsorted-api), so the
+/// leads of pending unsorted items are listed with the others, in that status.
 pub fn leads(sim: &Sim, req: &Req) -> Reply {
     let with = with(req);
     let w = sim.world();
-    // Leads held by pending unsorted items are leads like any other when asked for by id.
-    let ids: Vec<u64> = req
-        .query
-        .get("filter")
-        .and_then(|f| f.get("id"))
-        .map(|v| {
-            filter_list(v)
-                .iter()
-                .filter_map(|s| s.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    if ids.iter().any(|id| pending_of(&w, *id).is_some()) {
-        let items: Vec<Value> = ids
-            .iter()
-            .filter_map(|id| match w.deals.get(id) {
-                Some(d) => Some(deal_json(&w, d, &req.base, &with, sim)),
-                None => pending_of(&w, *id).map(|l| pending_lead_json(&w, l, &req.base)),
-            })
-            .collect();
-        return Reply::Hal(
-            StatusCode::OK,
-            json!({"_page": 1, "_links": {"self": {"href": format!("{}/api/v4/leads", req.base)}},
-                   "_embedded": {"leads": items}}),
-        );
-    }
-    let render = |d: &&SimDeal| deal_json(&w, d, &req.base, &with, sim);
+    let render = |l: &AmoLead| match l {
+        AmoLead::Deal(d) => deal_json(&w, d, &req.base, &with, sim),
+        AmoLead::Pending(l, _) => pending_lead_json(&w, l, &req.base, &with),
+    };
     list_typed(
         req,
         &LEADS,
-        w.deals.values(),
+        all_leads(&w),
         &Typed {
-            meta: &deal_meta,
+            meta: &|l: &AmoLead| l.meta(),
             keys: &["responsible_user_id", "pipeline_id"],
-            extra: &deal_filter,
-            query: Some(&|d: &&SimDeal, n: &Needle| n.person(&d.title, &[], &[])),
+            extra: &|name, list, v, l: &AmoLead| match l {
+                AmoLead::Deal(d) => deal_filter(name, list, v, d),
+                AmoLead::Pending(p, pipeline) => match name {
+                    "responsible_user_id" => in_list(list, p.responsible_id),
+                    "pipeline_id" => in_list(list, *pipeline),
+                    _ => true,
+                },
+            },
+            query: Some(&|l: &AmoLead, n: &Needle| match l {
+                AmoLead::Deal(d) => n.person(&d.title, &[], &[]),
+                AmoLead::Pending(p, _) => n.person(&p.title, &[], &[]),
+            }),
             render: &render,
         },
     )
@@ -1019,7 +1074,10 @@ pub fn lead_one(sim: &Sim, req: &Req, id: u64) -> Reply {
     let w = sim.world();
     match (w.deals.get(&id), pending_of(&w, id)) {
         (Some(d), _) => Reply::Hal(StatusCode::OK, deal_json(&w, d, &req.base, &with(req), sim)),
-        (None, Some(l)) => Reply::Hal(StatusCode::OK, pending_lead_json(&w, l, &req.base)),
+        (None, Some(l)) => Reply::Hal(
+            StatusCode::OK,
+            pending_lead_json(&w, l, &req.base, &with(req)),
+        ),
         (None, None) => Reply::Empty,
     }
 }
@@ -1250,7 +1308,9 @@ pub fn unsorted(sim: &Sim, req: &Req) -> Reply {
         }
     }
     let dp = default_pipeline(&w);
-    let items = w.leads.values().filter(|l| l.status != LeadStatus::Junk);
+    // Only items awaiting a decision: an accepted or declined item leaves the list (the
+    // unsorted page: the list is what managers still have to sort out).
+    let items = w.leads.values().filter(|l| is_pending(l));
     let render = |l: &&SimLead| unsorted_json(l, &req.base, dp, &by_lead);
     if req.query.get("order").is_none() {
         // The default order is by uid (a string): the general path keeps it exact.

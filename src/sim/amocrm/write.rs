@@ -830,8 +830,12 @@ pub fn calls(sim: &Sim, req: &Req) -> Reply {
             },
         );
         touch(&mut w, owner.0, owner.1, now);
+        // The answer parameters of the "add calls" page
+        // (https://developers.kommo.com/reference/add-calls): the note id, the entity it went
+        // to, the account, the request id and the entity model under `_embedded`.
         created.push(json!({"id": id, "entity_id": owner.1,
-                            "entity_type": entity_plural(owner.0), "request_id": r}));
+                            "entity_type": entity_plural(owner.0), "account_id": super::ACCOUNT_ID,
+                            "request_id": r, "_embedded": {"entity": {"id": owner.1}}}));
     }
     Reply::Hal(
         StatusCode::OK,
@@ -961,6 +965,37 @@ pub fn unsorted_create(sim: &Sim, req: &Req, category: &str) -> Reply {
                 closed_at: None,
             },
         );
+        // The unsorted page's metadata table: `is_call_event_needed` "is not returned by the
+        // API but may be passed; when true, an incoming call event is added to the card" — the
+        // card of the item's lead, which keeps it once accepted (same id).
+        if sip && m["is_call_event_needed"].as_bool() == Some(true) {
+            let note = w.next_id();
+            let card = super::render::PENDING_LEAD_BASE + id;
+            let duration = m["duration"].as_i64().unwrap_or(0).max(0);
+            let at = time(&m["called_at"]).unwrap_or(now);
+            let phone = w.leads.get(&id).and_then(|l| l.phone.clone());
+            w.activities.insert(
+                note,
+                SimActivity {
+                    id: note,
+                    kind: ActivityType::Call,
+                    direction: Dir::In,
+                    subject: "Входящий звонок".into(),
+                    owner: (Owner::Deal, card),
+                    responsible_id: resp,
+                    phone,
+                    duration_s: duration,
+                    completed: true,
+                    external_id: m["uniq"]
+                        .as_str()
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_string),
+                    start: at,
+                    created_at: now,
+                    updated_at: now,
+                },
+            );
+        }
         out.push(
             json!({"uid": format!("unsorted-{id}"), "request_id": rid(it, i),
                         "_embedded": {"leads": [{"id": super::render::PENDING_LEAD_BASE + id}],
@@ -1194,6 +1229,11 @@ pub fn unsorted_accept(sim: &Sim, req: &Req, uid: &str) -> Reply {
 
 pub fn unsorted_decline(sim: &Sim, uid: &str) -> Reply {
     let mut w = sim.world();
+    let pipeline = AMO_PIPELINE_BASE
+        + w.pipelines
+            .iter()
+            .find(|p| p.is_default)
+            .map_or(0, |p| p.id);
     let Some(l) = uid_to_id(uid).and_then(|id| {
         w.leads
             .get_mut(&id)
@@ -1205,8 +1245,19 @@ pub fn unsorted_decline(sim: &Sim, uid: &str) -> Reply {
     l.status = LeadStatus::Junk;
     l.closed_at = Some(now);
     l.updated_at = now;
+    // The answer of the "declining incoming leads" page
+    // (https://developers.kommo.com/reference/declining-incoming-leads): the item with its
+    // category, pipeline, creation time and the contacts, companies and lead it held.
+    let category = if l.source == "CALL" { "sip" } else { "forms" };
+    let created = l.created_at.timestamp();
+    let contacts: Vec<Value> = l.contact_id.map(|c| json!({"id": c})).into_iter().collect();
+    let companies: Vec<Value> = l.company_id.map(|c| json!({"id": c})).into_iter().collect();
+    let lead = super::render::PENDING_LEAD_BASE + l.id;
     Reply::Hal(
         StatusCode::OK,
-        json!({"uid": uid, "account_id": super::ACCOUNT_ID, "_embedded": {}}),
+        json!({"uid": uid, "category": category, "pipeline_id": pipeline,
+               "created_at": created, "account_id": super::ACCOUNT_ID,
+               "_embedded": {"contacts": contacts, "companies": companies,
+                             "leads": [{"id": lead}]}}),
     )
 }
