@@ -131,11 +131,7 @@ pub fn parse(
     let config: Config = serde_path_to_error::deserialize(built).map_err(|e| {
         let path = e.path().to_string();
         let path = (path != "." && !path.is_empty()).then_some(path);
-        let inner = e.into_inner().to_string();
-        match missing_field(&inner) {
-            Some(field) => missing_key_error(text, &table, path.as_deref(), field, &err),
-            None => err(path, clean_serde_message(&inner)),
-        }
+        schema_error(text, &table, path, &e.into_inner().to_string(), &err)
     })?;
     let mut config = config;
     validate(&mut config).map_err(|(key, msg)| err(Some(key), msg))?;
@@ -165,6 +161,45 @@ pub(super) fn env_override_keys(
             (k, var)
         })
         .collect())
+}
+
+/// The error for a value the schema refuses at `path`: a required key left out, an unknown key
+/// (named with its own path, so the line is the misspelt key's), or a value of the wrong kind.
+fn schema_error(
+    text: &str,
+    table: &toml::Table,
+    path: Option<String>,
+    inner: &str,
+    err: &dyn Fn(Option<String>, String) -> ConfigError,
+) -> ConfigError {
+    if let Some(field) = missing_field(inner) {
+        return missing_key_error(text, table, path.as_deref(), field, err);
+    }
+    let Some(field) = unknown_field(inner) else {
+        return err(path, clean_serde_message(inner));
+    };
+    let key = match &path {
+        Some(p) if p == field || p.ends_with(&format!(".{field}")) => p.clone(),
+        Some(p) => format!("{p}.{field}"),
+        None => field.to_string(),
+    };
+    let parent = key.strip_suffix(field).and_then(|p| p.strip_suffix('.'));
+    let message = match parent.map(|p| p.rsplit('.').collect::<Vec<_>>()) {
+        // `tenants[0].rules.missed_cal` or `tenants[0].rules.missed_call.sla_minuts`.
+        Some(segs) if segs.first() == Some(&"rules") => {
+            RulesConfig::unknown_key_message(None, field)
+        }
+        Some(segs) if segs.get(1) == Some(&"rules") => {
+            RulesConfig::unknown_key_message(Some(segs[0]), field)
+        }
+        _ => clean_serde_message(inner),
+    };
+    err(Some(key), message)
+}
+
+/// The key of an "unknown field `x`, expected …" error.
+fn unknown_field(msg: &str) -> Option<&str> {
+    msg.strip_prefix("unknown field `")?.split('`').next()
 }
 
 /// The field of a "missing configuration field" error from the config crate, which writes the
@@ -303,6 +338,9 @@ pub(super) fn locate_key(text: &str, key: &str) -> Option<usize> {
         ),
         None => (0, usize::MAX),
     };
+    if let Some(line) = key_in_parent_table(text, key, last, from, to) {
+        return Some(line);
+    }
     // A table is found by its header, written without the list indexes: `[tenants.crm]`.
     let header = format!("[{}]", strip_indexes(key));
     text.lines()
@@ -316,6 +354,25 @@ pub(super) fn locate_key(text: &str, key: &str) -> Option<usize> {
                 || t.trim_end() == header
         })
         .map(|(n, _)| n + 1)
+}
+
+/// The line of `last = …` inside the table that holds `key` (`[tenants.rules.dormant]` for
+/// `tenants[0].rules.dormant.top_days`), so that a key several tables share (`top_days`) is
+/// found in the right one. `None` when the table has no header of its own in the file.
+fn key_in_parent_table(text: &str, key: &str, last: &str, from: usize, to: usize) -> Option<usize> {
+    let parent = key.strip_suffix(last)?.strip_suffix('.')?;
+    let header = format!("[{}]", strip_indexes(parent));
+    let lines: Vec<&str> = text.lines().collect();
+    let start = (from..to.min(lines.len())).find(|&n| lines[n].trim() == header)?;
+    lines[start + 1..to.min(lines.len())]
+        .iter()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(last)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|n| start + 1 + n + 1)
 }
 
 /// `tenants[0].crm` → `tenants.crm`.

@@ -1,9 +1,13 @@
-//! The rules' settings.
+//! The rules' settings: one struct per rule, each with the settings every rule has (`mode`,
+//! `pipelines`, `stages`) and its own numbers, defaults from the methodology (DESIGN.md).
+//!
+//! Each struct denies unknown keys, so `sla_minuts = 15` under `[tenants.rules.missed_call]` is
+//! an error naming the file, the key and its line, never a silently ignored setting; and a rule
+//! reads its numbers as fields, so a misspelt name in the code does not compile.
 
-use std::collections::BTreeMap;
+use serde::{Deserialize, Deserializer, Serialize};
 
-use serde::{Deserialize, Serialize};
-
+/// Whether a rule acts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleMode {
@@ -15,118 +19,247 @@ pub enum RuleMode {
     On,
 }
 
-/// Settings every rule has.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    pub mode: RuleMode,
-    /// Pipelines the rule applies to (empty = all).
-    #[serde(default)]
-    pub pipelines: Vec<String>,
-    /// Stages the rule applies to (empty = all).
-    #[serde(default)]
-    pub stages: Vec<String>,
-    /// Rule-specific numbers (minutes, hours, days), see the example config.
-    #[serde(flatten)]
-    pub params: BTreeMap<String, f64>,
-}
-
-impl RuleConfig {
-    fn with(mode: RuleMode, params: &[(&str, f64)]) -> Self {
-        RuleConfig {
-            mode,
-            pipelines: Vec::new(),
-            stages: Vec::new(),
-            params: params.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        }
-    }
-
-    /// A number of this rule, or the built-in default when unset.
-    pub fn param(&self, name: &str) -> f64 {
-        self.params.get(name).copied().unwrap_or(0.0)
-    }
-}
-
 /// The largest number a rule setting takes.
 pub const MAX_RULE_PARAM: f64 = 1_000_000.0;
 
-/// Every rule with the methodology's defaults (DESIGN.md). Omitted rules keep their defaults;
-/// a rule's omitted numbers keep theirs.
-#[derive(Debug, Clone)]
-pub struct RulesConfig(pub BTreeMap<String, RuleConfig>);
+/// What every rule's settings offer, whatever its own numbers are.
+pub trait RuleSettings: std::fmt::Debug {
+    fn mode(&self) -> RuleMode;
+    fn set_mode(&mut self, mode: RuleMode);
+    /// Pipelines the rule applies to (empty = all).
+    fn pipelines(&self) -> &[String];
+    /// Stages the rule applies to (empty = all).
+    fn stages(&self) -> &[String];
+    /// The rule's own numbers by name, in the order they are declared.
+    fn params(&self) -> Vec<(&'static str, f64)>;
+}
 
-/// Rule names, default modes and default numbers.
-///
-/// Every rule that writes (CRM changes or Telegram messages) starts in `shadow`: a first install
-/// with no `[tenants.rules.*]` sections must only report what it would do, never change a
-/// client's CRM before someone has reviewed the shadow output and switched a rule `on`.
-/// `client_without_deal` creates deals for every active client, so it stays `off` until asked.
-pub fn rule_defaults() -> BTreeMap<String, RuleConfig> {
-    use RuleMode::*;
-    [
-        (
-            "unknown_caller",
-            RuleConfig::with(
-                Shadow,
-                &[("lookback_hours", 24.0), ("first_task_minutes", 15.0)],
-            ),
-        ),
-        (
-            "call_not_in_crm",
-            RuleConfig::with(Shadow, &[("lookback_hours", 24.0)]),
-        ),
-        (
-            "lead_without_deal",
-            RuleConfig::with(Shadow, &[("after_minutes", 15.0), ("lookback_hours", 72.0)]),
-        ),
-        (
-            "missed_call",
-            RuleConfig::with(Shadow, &[("sla_minutes", 15.0), ("lookback_hours", 24.0)]),
-        ),
-        (
-            "lead_reaction",
-            RuleConfig::with(Shadow, &[("yellow_minutes", 15.0), ("alert_minutes", 30.0)]),
-        ),
-        ("deal_without_task", RuleConfig::with(Shadow, &[])),
-        (
-            "overdue_tasks",
-            RuleConfig::with(Shadow, &[("realert_hours", 4.0), ("escalate_days", 3.0)]),
-        ),
-        (
-            "no_activity",
-            RuleConfig::with(Shadow, &[("top_days", 30.0), ("other_days", 90.0)]),
-        ),
-        (
-            "dormant",
-            RuleConfig::with(
-                Shadow,
-                &[
-                    ("top_days", 60.0),
-                    ("other_days", 180.0),
-                    ("one_time_days", 90.0),
-                ],
-            ),
-        ),
-        ("client_without_deal", RuleConfig::with(Off, &[])),
-        ("unpaid_invoice", RuleConfig::with(Shadow, &[("days", 2.0)])),
-        (
-            "three_unanswered",
-            RuleConfig::with(Shadow, &[("attempts", 3.0)]),
-        ),
-        ("manager_notify", RuleConfig::with(Shadow, &[])),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+/// A rule number: minutes, hours, days or a count. Bounded, because numbers far beyond any real
+/// setting would overflow the time arithmetic the rules do with them.
+fn rule_number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let n = f64::deserialize(d)?;
+    if n.is_finite() && (0.0..=MAX_RULE_PARAM).contains(&n) {
+        Ok(n)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "must be a number from 0 to {MAX_RULE_PARAM}, got {n}"
+        )))
+    }
+}
+
+/// One rule's settings struct: the common keys, the rule's numbers with their defaults, and
+/// its [`RuleSettings`] implementation.
+macro_rules! rule_settings {
+    ($(#[$doc:meta])* $name:ident, mode = $mode:ident { $($(#[$fdoc:meta])* $field:ident = $default:expr),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            pub mode: RuleMode,
+            /// Pipelines the rule applies to (empty = all).
+            pub pipelines: Vec<String>,
+            /// Stages the rule applies to (empty = all).
+            pub stages: Vec<String>,
+            $($(#[$fdoc])* #[serde(deserialize_with = "rule_number")] pub $field: f64,)*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    mode: RuleMode::$mode,
+                    pipelines: Vec::new(),
+                    stages: Vec::new(),
+                    $($field: $default,)*
+                }
+            }
+        }
+
+        impl RuleSettings for $name {
+            fn mode(&self) -> RuleMode {
+                self.mode
+            }
+            fn set_mode(&mut self, mode: RuleMode) {
+                self.mode = mode;
+            }
+            fn pipelines(&self) -> &[String] {
+                &self.pipelines
+            }
+            fn stages(&self) -> &[String] {
+                &self.stages
+            }
+            fn params(&self) -> Vec<(&'static str, f64)> {
+                vec![$((stringify!($field), self.$field)),*]
+            }
+        }
+    };
+}
+
+// Every rule that writes (CRM changes or Telegram messages) starts in `shadow`: a first install
+// with no `[tenants.rules.*]` sections must only report what it would do, never change a
+// client's CRM before someone has reviewed the shadow output and switched a rule `on`.
+// `client_without_deal` creates deals for every active client, so it stays `off` until asked.
+
+rule_settings! {
+    /// A call from a number not in the CRM: a lead for it, then a first task.
+    UnknownCallerConfig, mode = Shadow {
+        /// How far back calls are looked at.
+        lookback_hours = 24.0,
+        /// Deadline of the first task on the new lead.
+        first_task_minutes = 15.0,
+    }
+}
+
+rule_settings! {
+    /// A call missing from the CRM timeline: registered there.
+    CallNotInCrmConfig, mode = Shadow {
+        lookback_hours = 24.0,
+    }
+}
+
+rule_settings! {
+    /// A lead left without a deal: a deal and a first task.
+    LeadWithoutDealConfig, mode = Shadow {
+        /// A lead this old with no deal and no owner action gets one.
+        after_minutes = 15.0,
+        /// Leads older than this are left alone.
+        lookback_hours = 72.0,
+    }
+}
+
+rule_settings! {
+    /// An unanswered incoming call: a callback task within the SLA (business minutes).
+    MissedCallConfig, mode = Shadow {
+        sla_minutes = 15.0,
+        lookback_hours = 24.0,
+    }
+}
+
+rule_settings! {
+    /// A new lead with no call or activity by its owner: yellow, then an alert to the head of sales.
+    LeadReactionConfig, mode = Shadow {
+        yellow_minutes = 15.0,
+        alert_minutes = 30.0,
+    }
+}
+
+rule_settings! {
+    /// An open deal with no open future task: a "next step" task.
+    DealWithoutTaskConfig, mode = Shadow {}
+}
+
+rule_settings! {
+    /// Overdue tasks: a digest per head of sales, re-alerted and escalated.
+    OverdueTasksConfig, mode = Shadow {
+        realert_hours = 4.0,
+        escalate_days = 3.0,
+    }
+}
+
+rule_settings! {
+    /// A client with no activity for N days (TOP clients sooner): flagged, listed, a task.
+    NoActivityConfig, mode = Shadow {
+        top_days = 30.0,
+        other_days = 90.0,
+    }
+}
+
+rule_settings! {
+    /// A client with no order for N days: handed to the reactivation manager.
+    DormantConfig, mode = Shadow {
+        top_days = 60.0,
+        other_days = 180.0,
+        /// Days after the only order of a one-time buyer.
+        one_time_days = 90.0,
+    }
+}
+
+rule_settings! {
+    /// An active client with no open deal: a repeat-order deal.
+    ClientWithoutDealConfig, mode = Off {}
+}
+
+rule_settings! {
+    /// A deal in the invoice stage for N days: a task to the manager.
+    UnpaidInvoiceConfig, mode = Shadow {
+        days = 2.0,
+    }
+}
+
+rule_settings! {
+    /// N outgoing attempts with no answer: the deal is closed and the client goes to marketing.
+    ThreeUnansweredConfig, mode = Shadow {
+        attempts = 3.0,
+    }
+}
+
+rule_settings! {
+    /// Personal Telegram messages announcing the tasks dozor created.
+    ManagerNotifyConfig, mode = Shadow {}
+}
+
+/// Every rule's settings struct, by name; the names are listed in alphabetical order, the
+/// order logs and summaries show them in.
+macro_rules! rules_config {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        /// Every rule with the methodology's defaults (DESIGN.md). Omitted rules keep their
+        /// defaults; a rule's omitted numbers keep theirs.
+        #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct RulesConfig {
+            $(pub $field: $ty,)*
+        }
+
+        impl RulesConfig {
+            /// Every rule's name, in name order.
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// Every rule's settings with its name, in name order.
+            pub fn iter(&self) -> Vec<(&'static str, &dyn RuleSettings)> {
+                vec![$((stringify!($field), &self.$field as &dyn RuleSettings)),*]
+            }
+
+            /// A rule's settings by name.
+            pub fn get(&self, name: &str) -> Option<&dyn RuleSettings> {
+                match name {
+                    $(stringify!($field) => Some(&self.$field),)*
+                    _ => None,
+                }
+            }
+
+            /// A rule's settings by name, to change.
+            pub fn get_mut(&mut self, name: &str) -> Option<&mut dyn RuleSettings> {
+                match name {
+                    $(stringify!($field) => Some(&mut self.$field),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+rules_config! {
+    call_not_in_crm: CallNotInCrmConfig,
+    client_without_deal: ClientWithoutDealConfig,
+    deal_without_task: DealWithoutTaskConfig,
+    dormant: DormantConfig,
+    lead_reaction: LeadReactionConfig,
+    lead_without_deal: LeadWithoutDealConfig,
+    manager_notify: ManagerNotifyConfig,
+    missed_call: MissedCallConfig,
+    no_activity: NoActivityConfig,
+    overdue_tasks: OverdueTasksConfig,
+    three_unanswered: ThreeUnansweredConfig,
+    unknown_caller: UnknownCallerConfig,
+    unpaid_invoice: UnpaidInvoiceConfig,
 }
 
 impl RulesConfig {
     /// The names of the rules in `mode`, in name order.
-    pub fn in_mode(&self, mode: RuleMode) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(_, r)| r.mode == mode)
-            .map(|(n, _)| n.as_str())
+    pub fn in_mode(&self, mode: RuleMode) -> Vec<&'static str> {
+        self.iter()
+            .into_iter()
+            .filter(|(_, r)| r.mode() == mode)
+            .map(|(n, _)| n)
             .collect()
     }
 
@@ -152,69 +285,26 @@ impl RulesConfig {
         }
         line
     }
-}
 
-impl Default for RulesConfig {
-    fn default() -> Self {
-        RulesConfig(rule_defaults())
-    }
-}
-
-impl<'de> Deserialize<'de> for RulesConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        // No deny_unknown_fields here: serde cannot combine it with flatten, so unknown keys land
-        // in `params` and are refused below with the list of allowed ones.
-        #[derive(Deserialize)]
-        struct Partial {
-            mode: Option<RuleMode>,
-            #[serde(default)]
-            pipelines: Vec<String>,
-            #[serde(default)]
-            stages: Vec<String>,
-            #[serde(flatten)]
-            params: BTreeMap<String, serde_json::Value>,
-        }
-        let given: BTreeMap<String, Partial> = BTreeMap::deserialize(d)?;
-        let mut rules = rule_defaults();
-        for (name, p) in given {
-            let Some(rule) = rules.get_mut(&name) else {
-                let known = rule_defaults().into_keys().collect::<Vec<_>>().join(", ");
-                return Err(D::Error::custom(format!(
-                    "unknown rule `{name}`; known rules: {known}"
-                )));
-            };
-            for (k, v) in p.params {
-                if !rule.params.contains_key(&k) {
-                    let allowed: Vec<String> = rule.params.keys().cloned().collect();
-                    return Err(D::Error::custom(format!(
-                        "rule `{name}` has no setting `{k}`; allowed: mode, pipelines, stages{}{}",
-                        if allowed.is_empty() { "" } else { ", " },
-                        allowed.join(", ")
-                    )));
-                }
-                let n = v
-                    .as_f64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()));
-                match n {
-                    // Bounded: minutes, hours, days and counts far beyond any real setting
-                    // would overflow the time arithmetic the rules do with them.
-                    Some(n) if n.is_finite() && (0.0..=MAX_RULE_PARAM).contains(&n) => {
-                        rule.params.insert(k, n);
-                    }
-                    _ => {
-                        return Err(D::Error::custom(format!(
-                            "rule `{name}` setting `{k}` must be a number from 0 to {MAX_RULE_PARAM}, got {v}"
-                        )));
-                    }
-                }
+    /// The message for an unknown key under `rules` (`parent` is the rule's name, or `None`
+    /// for a rule name itself), in the words of the old free-form settings: what is allowed.
+    pub fn unknown_key_message(rule: Option<&str>, key: &str) -> String {
+        let defaults = RulesConfig::default();
+        match rule.and_then(|r| defaults.get(r).map(|s| (r, s))) {
+            None => format!(
+                "unknown rule `{key}`; known rules: {}",
+                RulesConfig::NAMES.join(", ")
+            ),
+            Some((name, settings)) => {
+                let allowed: Vec<&str> = ["mode", "pipelines", "stages"]
+                    .into_iter()
+                    .chain(settings.params().into_iter().map(|(p, _)| p))
+                    .collect();
+                format!(
+                    "rule `{name}` has no setting `{key}`; allowed: {}",
+                    allowed.join(", ")
+                )
             }
-            if let Some(m) = p.mode {
-                rule.mode = m;
-            }
-            rule.pipelines = p.pipelines;
-            rule.stages = p.stages;
         }
-        Ok(RulesConfig(rules))
     }
 }

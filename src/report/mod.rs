@@ -286,10 +286,10 @@ pub async fn daily(
     let month = month_to_date(store, t, day, &snap).await?;
     metrics::apply_plans(&mut today, &month, &t.reports.plans);
     // The discipline state the rules act on, as of now, over the leads of the window.
-    let reaction = &t.rules.0["lead_reaction"];
+    let reaction = &t.rules.lead_reaction;
     let (yellow, red) = (
-        reaction.param("yellow_minutes") as i64,
-        reaction.param("alert_minutes") as i64,
+        reaction.yellow_minutes as i64,
+        reaction.alert_minutes as i64,
     );
     let contacts = crate::rules::lead_reaction::Contacts::new(&snap);
     for l in &snap.leads {
