@@ -49,3 +49,31 @@ pub(super) fn key_label(key: &Option<String>, line: &Option<usize>) -> String {
         (None, None) => String::new(),
     }
 }
+
+/// A value the schema accepts but dozor cannot use: the dotted key it is under and what is wrong
+/// with it. Validation returns it; loading turns it into a [`ConfigError`] with the file and line
+/// (or the environment variable the value came from).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key `{key}`: {message}")]
+pub struct Invalid {
+    pub key: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same problem with its key placed under a table: `calendar.work_hours` checked for
+    /// one tenant becomes `tenants[0].calendar.work_hours`.
+    pub fn under(self, place: impl Fn(&str) -> String) -> Self {
+        Invalid {
+            key: place(&self.key),
+            message: self.message,
+        }
+    }
+}

@@ -134,8 +134,8 @@ pub fn parse(
         schema_error(text, &table, path, &e.into_inner().to_string(), &err)
     })?;
     let mut config = config;
-    validate(&mut config).map_err(|(key, msg)| err(Some(key), msg))?;
-    let warnings = insecure_http_check(&config).map_err(|(key, msg)| err(Some(key), msg))?;
+    validate(&mut config).map_err(|e| err(Some(e.key), e.message))?;
+    let warnings = insecure_http_check(&config).map_err(|e| err(Some(e.key), e.message))?;
     Ok(Loaded {
         config,
         file: None,

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::Invalid;
+
 /// A secret value: never printed by `Debug` or `Display`.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(transparent)]
@@ -107,22 +109,22 @@ pub(super) fn secret(
     inline: &mut Option<Secret>,
     file: &Option<PathBuf>,
     key: &str,
-) -> Result<(), (String, String)> {
+) -> Result<(), Invalid> {
     match (inline.as_ref(), file) {
-        (Some(_), Some(_)) => Err((
+        (Some(_), Some(_)) => Err(Invalid::new(
             key.to_string(),
             format!("set either `{key}` or `{key}_file`, not both"),
         )),
         (None, Some(f)) => {
             let s = std::fs::read_to_string(f).map_err(|e| {
-                (
+                Invalid::new(
                     format!("{key}_file"),
                     format!("cannot read secret file {}: {e}", f.display()),
                 )
             })?;
             let s = s.trim().to_string();
             if s.is_empty() {
-                return Err((
+                return Err(Invalid::new(
                     format!("{key}_file"),
                     format!("secret file {} is empty", f.display()),
                 ));

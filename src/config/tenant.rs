@@ -28,6 +28,10 @@ pub struct TenantConfig {
     pub telegram: Option<TelegramConfig>,
     #[serde(default)]
     pub calendar: CalendarConfig,
+    /// `timezone` and `calendar` as one business calendar, built when the config is loaded
+    /// (Moscow's 09:00-18:00, Monday to Friday, for a config not loaded through [`parse`]).
+    #[serde(skip, default = "BusinessCalendar::moscow_default")]
+    pub business_calendar: BusinessCalendar,
     #[serde(default)]
     pub reports: ReportsConfig,
     #[serde(default)]
@@ -127,19 +131,19 @@ pub struct RoutingConfig {
 impl RoutingConfig {
     /// Checks the routes and brings their keys to the form calls are compared in (E.164,
     /// lowercase). Errors name the key under `routing` that is wrong.
-    pub(super) fn normalize(&mut self) -> Result<(), (String, String)> {
+    pub(super) fn normalize(&mut self) -> Result<(), Invalid> {
         let mut numbers = BTreeMap::new();
         for (raw, user) in &self.virtual_numbers {
             let key = format!("routing.virtual_numbers.\"{raw}\"");
             let e164 = crate::domain::phone::normalize(raw).map_err(|e| {
-                (
+                Invalid::new(
                     key.clone(),
                     format!("`{raw}` is not a phone number ({e}); write the virtual number as the client dials it, e.g. \"+7 495 123-45-67\""),
                 )
             })?;
             check_user(&key, user)?;
             if numbers.insert(e164.clone(), user.clone()).is_some() {
-                return Err((
+                return Err(Invalid::new(
                     key,
                     format!("{e164} is routed twice (two spellings of one number)"),
                 ));
@@ -151,11 +155,11 @@ impl RoutingConfig {
             let key = format!("routing.sources.\"{raw}\"");
             let source = raw.trim().to_lowercase();
             if source.is_empty() {
-                return Err((key, "the source must not be empty".into()));
+                return Err(Invalid::new(key, "the source must not be empty"));
             }
             check_user(&key, user)?;
             if sources.insert(source.clone(), user.clone()).is_some() {
-                return Err((
+                return Err(Invalid::new(
                     key,
                     format!(
                         "source `{source}` is routed twice (sources are compared case-insensitively)"
@@ -173,9 +177,9 @@ impl RoutingConfig {
     }
 }
 
-pub(super) fn check_user(key: &str, user: &str) -> Result<(), (String, String)> {
+pub(super) fn check_user(key: &str, user: &str) -> Result<(), Invalid> {
     if user.trim().is_empty() {
-        return Err((key.into(), "the CRM user id must not be empty".into()));
+        return Err(Invalid::new(key, "the CRM user id must not be empty"));
     }
     Ok(())
 }
@@ -235,15 +239,15 @@ pub(super) fn parse_hm(s: &str) -> Option<NaiveTime> {
 }
 
 /// The tenant's business calendar, or the key that is wrong.
-pub fn calendar_of(t: &TenantConfig) -> Result<BusinessCalendar, (String, String)> {
+pub fn calendar_of(t: &TenantConfig) -> Result<BusinessCalendar, Invalid> {
     let tz: chrono_tz::Tz = t.timezone.parse().map_err(|_| {
-        (
+        Invalid::new(
             "timezone".to_string(),
             format!("unknown time zone `{}`", t.timezone),
         )
     })?;
     let bad_hours = || {
-        (
+        Invalid::new(
             "calendar.work_hours".to_string(),
             format!(
                 "`{}`: expected HH:MM-HH:MM with start before end",
@@ -266,7 +270,7 @@ pub fn calendar_of(t: &TenantConfig) -> Result<BusinessCalendar, (String, String
     let mut work_days = Vec::new();
     for (i, d) in t.calendar.work_days.iter().enumerate() {
         let wd: Weekday = d.parse().map_err(|_| {
-            (
+            Invalid::new(
                 format!("calendar.work_days[{i}]"),
                 format!("`{d}`: use mon, tue, wed, thu, fri, sat, sun"),
             )
@@ -274,15 +278,15 @@ pub fn calendar_of(t: &TenantConfig) -> Result<BusinessCalendar, (String, String
         work_days.push(wd);
     }
     if work_days.is_empty() {
-        return Err((
-            "calendar.work_days".into(),
-            "at least one working day is needed".into(),
+        return Err(Invalid::new(
+            "calendar.work_days",
+            "at least one working day is needed",
         ));
     }
     let mut holidays = Vec::new();
     for (i, h) in t.calendar.holidays.iter().enumerate() {
         holidays.push(NaiveDate::parse_from_str(h, "%Y-%m-%d").map_err(|_| {
-            (
+            Invalid::new(
                 format!("calendar.holidays[{i}]"),
                 format!("`{h}`: expected YYYY-MM-DD"),
             )

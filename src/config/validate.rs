@@ -3,29 +3,25 @@
 use super::*;
 
 /// Fails naming every `(key, present)` that is absent: "`what` (missing: a, b)".
-pub(super) fn require_all(
-    key: &str,
-    what: &str,
-    keys: &[(&str, bool)],
-) -> Result<(), (String, String)> {
+pub(super) fn require_all(key: &str, what: &str, keys: &[(&str, bool)]) -> Result<(), Invalid> {
     let missing: Vec<&str> = keys.iter().filter(|(_, ok)| !ok).map(|(n, _)| *n).collect();
     if missing.is_empty() {
         Ok(())
     } else {
-        Err((
+        Err(Invalid::new(
             key.to_string(),
             format!("{what} (missing: {})", missing.join(", ")),
         ))
     }
 }
 
-pub(super) fn require_url(value: &str, key: &str) -> Result<(), (String, String)> {
+pub(super) fn require_url(value: &str, key: &str) -> Result<(), Invalid> {
     check_url(value, key, false)
 }
 
 /// Like [`require_url`] for a URL that is itself a secret (a Bitrix24 webhook URL): an error
 /// never echoes it, since config errors end up in terminals, tickets and journald.
-pub(super) fn require_secret_url(value: &str, key: &str) -> Result<(), (String, String)> {
+pub(super) fn require_secret_url(value: &str, key: &str) -> Result<(), Invalid> {
     check_url(value, key, true)
 }
 
@@ -44,7 +40,7 @@ pub(super) fn webhook_shape_ok(value: &str) -> bool {
     })
 }
 
-pub(super) fn check_url(value: &str, key: &str, secret: bool) -> Result<(), (String, String)> {
+pub(super) fn check_url(value: &str, key: &str, secret: bool) -> Result<(), Invalid> {
     let shown = || {
         // `user:password@` would be a secret in any URL.
         if secret || value.contains('@') {
@@ -55,16 +51,16 @@ pub(super) fn check_url(value: &str, key: &str, secret: bool) -> Result<(), (Str
     };
     match url::Url::parse(value) {
         Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Ok(()),
-        Ok(u) => Err((
-            key.into(),
+        Ok(u) => Err(Invalid::new(
+            key,
             format!("must be an http(s) URL, got scheme `{}`", u.scheme()),
         )),
-        Err(e) => Err((key.into(), format!("not a URL ({e}){}", shown()))),
+        Err(e) => Err(Invalid::new(key, format!("not a URL ({e}){}", shown()))),
     }
 }
 
 /// The server's connection cap and its /metrics token (inline or from its file).
-pub(super) fn validate_server(s: &mut ServerConfig) -> Result<(), (String, String)> {
+pub(super) fn validate_server(s: &mut ServerConfig) -> Result<(), Invalid> {
     secret(
         &mut s.metrics_token,
         &s.metrics_token_file,
@@ -74,14 +70,14 @@ pub(super) fn validate_server(s: &mut ServerConfig) -> Result<(), (String, Strin
         .as_ref()
         .is_some_and(|t| t.expose().trim().is_empty())
     {
-        return Err((
-            "server.metrics_token".into(),
-            "is empty: set a token (e.g. `openssl rand -hex 32`) or remove the key".into(),
+        return Err(Invalid::new(
+            "server.metrics_token",
+            "is empty: set a token (e.g. `openssl rand -hex 32`) or remove the key",
         ));
     }
     if !(1..=ServerConfig::MAX_CONNECTIONS).contains(&s.max_connections) {
-        return Err((
-            "server.max_connections".into(),
+        return Err(Invalid::new(
+            "server.max_connections",
             format!(
                 "must be 1 to {}, got {}",
                 ServerConfig::MAX_CONNECTIONS,
@@ -150,7 +146,7 @@ pub(super) fn plain_http_host(url: &str) -> Option<String> {
 /// Refuses a secret-bearing URL that is plain `http://` to another host, where anyone on the
 /// path can read the secret, unless the tenant says `allow_insecure_http = true`; then it is
 /// accepted with a warning for the log and `dozor check`.
-pub(super) fn insecure_http_check(c: &Config) -> Result<Vec<String>, (String, String)> {
+pub(super) fn insecure_http_check(c: &Config) -> Result<Vec<String>, Invalid> {
     let mut warnings = Vec::new();
     for (i, t) in c.tenants.iter().enumerate() {
         for (key, url, what) in secret_bearing_urls(t) {
@@ -159,7 +155,7 @@ pub(super) fn insecure_http_check(c: &Config) -> Result<Vec<String>, (String, St
             };
             let key = format!("tenants[{i}].{key}");
             if !t.allow_insecure_http {
-                return Err((
+                return Err(Invalid::new(
                     key,
                     format!(
                         "plain http:// to {host} would send {what} unencrypted: use https://, or, only if the network to {host} is trusted (a VPN, the same LAN), set `allow_insecure_http = true` in this tenant's [[tenants]] block"
@@ -174,8 +170,20 @@ pub(super) fn insecure_http_check(c: &Config) -> Result<Vec<String>, (String, St
     Ok(warnings)
 }
 
-/// Semantic checks that types alone cannot express, and secret files resolved.
-pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
+/// Semantic checks that types alone cannot express, secret files resolved, and the values other
+/// modules need in parsed form (calendars, time zones) stored in the config: nothing re-parses
+/// them later.
+pub(super) fn validate(c: &mut Config) -> Result<(), Invalid> {
+    validate_settings(c)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, t) in c.tenants.iter_mut().enumerate() {
+        validate_tenant(i, t, &mut seen)?;
+    }
+    Ok(())
+}
+
+/// The process-wide sections: database, server, ledger, cluster and sync.
+fn validate_settings(c: &mut Config) -> Result<(), Invalid> {
     secret(&mut c.database.url, &c.database.url_file, "database.url")?;
     if let Some(u) = &c.database.url {
         let u = u.expose();
@@ -183,22 +191,22 @@ pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
             || u.starts_with("postgres://")
             || u.starts_with("postgresql://"))
         {
-            return Err((
-                "database.url".into(),
-                "must start with sqlite:, postgres:// or postgresql://".into(),
+            return Err(Invalid::new(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://",
             ));
         }
     }
     if c.database.max_connections == 0 {
-        return Err((
-            "database.max_connections".into(),
-            "must be at least 1".into(),
+        return Err(Invalid::new(
+            "database.max_connections",
+            "must be at least 1",
         ));
     }
     validate_server(&mut c.server)?;
     if c.server.listen.parse::<std::net::SocketAddr>().is_err() {
-        return Err((
-            "server.listen".into(),
+        return Err(Invalid::new(
+            "server.listen",
             format!(
                 "must be IP:PORT (e.g. 127.0.0.1:9187), got `{}`",
                 c.server.listen
@@ -206,232 +214,270 @@ pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
         ));
     }
     if !(1..=100).contains(&c.ledger.max_attempts) {
-        return Err((
-            "ledger.max_attempts".into(),
+        return Err(Invalid::new(
+            "ledger.max_attempts",
             format!("must be 1 to 100, got {}", c.ledger.max_attempts),
         ));
     }
     if !(1..=86_400).contains(&c.ledger.retry_first_secs)
         || !(c.ledger.retry_first_secs..=7 * 86_400).contains(&c.ledger.retry_max_secs)
     {
-        return Err((
-            "ledger.retry_first_secs".into(),
-            "retry_first_secs must be 1 s to 1 day and retry_max_secs from retry_first_secs to 7 days"
-                .into(),
+        return Err(Invalid::new(
+            "ledger.retry_first_secs",
+            "retry_first_secs must be 1 s to 1 day and retry_max_secs from retry_first_secs to 7 days",
         ));
     }
     if c.cluster.lease_ttl_secs < 3 {
-        return Err((
-            "cluster.lease_ttl_secs".into(),
-            "must be at least 3 seconds".into(),
+        return Err(Invalid::new(
+            "cluster.lease_ttl_secs",
+            "must be at least 3 seconds",
         ));
     }
     if let Some(id) = &c.cluster.instance_id
         && id.trim().is_empty()
     {
-        return Err((
-            "cluster.instance_id".into(),
-            "must not be empty (leave it out for HOSTNAME:PID)".into(),
+        return Err(Invalid::new(
+            "cluster.instance_id",
+            "must not be empty (leave it out for HOSTNAME:PID)",
         ));
     }
     if c.sync.interval_secs < 10 {
-        return Err((
-            "sync.interval_secs".into(),
-            "must be at least 10 seconds".into(),
+        return Err(Invalid::new(
+            "sync.interval_secs",
+            "must be at least 10 seconds",
         ));
     }
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, t) in c.tenants.iter_mut().enumerate() {
-        let k = |s: &str| format!("tenants[{i}].{s}");
-        if !valid_tenant_id(&t.id) {
-            let who = match t.name.as_str() {
-                "" => format!("tenant #{}", i + 1),
-                name => format!("tenant #{} (name \"{name}\")", i + 1),
-            };
-            return Err((
-                k("id"),
-                format!(
-                    "{who}: `{}` is not a valid id: use lowercase letters, digits, `-` and `_`, e.g. `id = \"{}\"`",
-                    t.id,
-                    id_from_name(&t.id)
-                        .or_else(|| id_from_name(&t.name))
-                        .unwrap_or_else(|| "sales".into())
-                ),
+    Ok(())
+}
+
+/// One tenant: its id, zone, calendar, routing, report schedules and connectors.
+fn validate_tenant(
+    i: usize,
+    t: &mut TenantConfig,
+    seen: &mut std::collections::BTreeSet<String>,
+) -> Result<(), Invalid> {
+    let k = |s: &str| format!("tenants[{i}].{s}");
+    if !valid_tenant_id(&t.id) {
+        let who = match t.name.as_str() {
+            "" => format!("tenant #{}", i + 1),
+            name => format!("tenant #{} (name \"{name}\")", i + 1),
+        };
+        return Err(Invalid::new(
+            k("id"),
+            format!(
+                "{who}: `{}` is not a valid id: use lowercase letters, digits, `-` and `_`, e.g. `id = \"{}\"`",
+                t.id,
+                id_from_name(&t.id)
+                    .or_else(|| id_from_name(&t.name))
+                    .unwrap_or_else(|| "sales".into())
+            ),
+        ));
+    }
+    if !seen.insert(t.id.clone()) {
+        return Err(Invalid::new(
+            k("id"),
+            format!("`{}` is used by two tenants", t.id),
+        ));
+    }
+    if t.name.is_empty() {
+        t.name = t.id.clone();
+    }
+    if t.timezone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(Invalid::new(
+            k("timezone"),
+            format!(
+                "`{}` is not an IANA time zone (e.g. Europe/Moscow)",
+                t.timezone
+            ),
+        ));
+    }
+    t.business_calendar = calendar_of(t).map_err(|e| e.under(k))?;
+    t.routing.normalize().map_err(|e| e.under(k))?;
+    for (name, expr) in [
+        ("daily", &t.reports.daily),
+        ("weekly", &t.reports.weekly),
+        ("monthly", &t.reports.monthly),
+    ] {
+        if let Err(e) = expr.parse::<cron::Schedule>() {
+            return Err(Invalid::new(
+                k(&format!("reports.{name}")),
+                format!("`{expr}` is not a cron expression (sec min hour day month weekday): {e}"),
             ));
         }
-        if !seen.insert(t.id.clone()) {
-            return Err((k("id"), format!("`{}` is used by two tenants", t.id)));
+    }
+    validate_crm(&mut t.crm, &k)?;
+    validate_telephony(&mut t.telephony, &k)?;
+    validate_webhooks(&mut t.webhooks, &k)?;
+    validate_telegram(&mut t.telegram, &k)?;
+    Ok(())
+}
+
+/// The CRM connector: its secrets resolved, and either a webhook or a complete OAuth set.
+fn validate_crm(crm: &mut CrmConfig, k: &dyn Fn(&str) -> String) -> Result<(), Invalid> {
+    match crm {
+        CrmConfig::Bitrix24(b) => {
+            secret(
+                &mut b.webhook_url,
+                &b.webhook_url_file,
+                &k("crm.webhook_url"),
+            )?;
+            secret(
+                &mut b.client_secret,
+                &b.client_secret_file,
+                &k("crm.client_secret"),
+            )?;
+            secret(
+                &mut b.refresh_token,
+                &b.refresh_token_file,
+                &k("crm.refresh_token"),
+            )?;
+            if let Some(w) = &b.webhook_url {
+                require_secret_url(w.expose(), &k("crm.webhook_url"))?;
+                if !webhook_shape_ok(w.expose()) {
+                    return Err(Invalid::new(
+                        k("crm.webhook_url"),
+                        "must look like https://PORTAL/rest/USER_ID/SECRET/ with a numeric USER_ID, as Bitrix24 shows it for the inbound webhook (the value is not shown, as it holds a secret)",
+                    ));
+                }
+            } else {
+                require_all(
+                    &k("crm"),
+                    "Bitrix24 needs `webhook_url`, or an OAuth application",
+                    &[
+                        ("portal_url", b.portal_url.is_some()),
+                        ("client_id", b.client_id.is_some()),
+                        ("client_secret", b.client_secret.is_some()),
+                        ("refresh_token", b.refresh_token.is_some()),
+                    ],
+                )?;
+                require_url(
+                    b.portal_url.as_deref().unwrap_or_default(),
+                    &k("crm.portal_url"),
+                )?;
+            }
+            require_url(&b.oauth_url, &k("crm.oauth_url"))?;
+            if b.operating_budget_secs.is_nan() || b.operating_budget_secs <= 0.0 {
+                return Err(Invalid::new(
+                    k("crm.operating_budget_secs"),
+                    "must be positive",
+                ));
+            }
         }
-        if t.name.is_empty() {
-            t.name = t.id.clone();
+        CrmConfig::Amocrm(a) => {
+            require_url(&a.base_url, &k("crm.base_url"))?;
+            secret(
+                &mut a.long_lived_token,
+                &a.long_lived_token_file,
+                &k("crm.long_lived_token"),
+            )?;
+            secret(
+                &mut a.client_secret,
+                &a.client_secret_file,
+                &k("crm.client_secret"),
+            )?;
+            secret(
+                &mut a.refresh_token,
+                &a.refresh_token_file,
+                &k("crm.refresh_token"),
+            )?;
+            if a.long_lived_token.is_none() {
+                require_all(
+                    &k("crm"),
+                    "amoCRM needs `long_lived_token`, or OAuth",
+                    &[
+                        ("client_id", a.client_id.is_some()),
+                        ("client_secret", a.client_secret.is_some()),
+                        ("redirect_uri", a.redirect_uri.is_some()),
+                        ("refresh_token", a.refresh_token.is_some()),
+                    ],
+                )?;
+            }
+            if a.rate_per_sec == 0 || a.rate_per_sec > 7 {
+                return Err(Invalid::new(
+                    k("crm.rate_per_sec"),
+                    format!("must be 1..=7 (amoCRM's limit), got {}", a.rate_per_sec),
+                ));
+            }
         }
-        if t.timezone.parse::<chrono_tz::Tz>().is_err() {
-            return Err((
-                k("timezone"),
-                format!(
-                    "`{}` is not an IANA time zone (e.g. Europe/Moscow)",
-                    t.timezone
-                ),
-            ));
-        }
-        calendar_of(t).map_err(|(key, m)| (k(&key), m))?;
-        t.routing.normalize().map_err(|(key, m)| (k(&key), m))?;
-        for (name, expr) in [
-            ("daily", &t.reports.daily),
-            ("weekly", &t.reports.weekly),
-            ("monthly", &t.reports.monthly),
-        ] {
-            if let Err(e) = expr.parse::<cron::Schedule>() {
-                return Err((
-                    k(&format!("reports.{name}")),
+    }
+    Ok(())
+}
+
+/// The telephony connector, if any: its URL, its secret and (CoMagic) its zone override.
+fn validate_telephony(
+    telephony: &mut Option<TelephonyConfig>,
+    k: &dyn Fn(&str) -> String,
+) -> Result<(), Invalid> {
+    match telephony {
+        Some(TelephonyConfig::Comagic(m)) => {
+            require_url(&m.base_url, &k("telephony.base_url"))?;
+            secret(
+                &mut m.access_token,
+                &m.access_token_file,
+                &k("telephony.access_token"),
+            )?;
+            if m.access_token.is_none() {
+                return Err(Invalid::new(
+                    k("telephony.access_token"),
+                    "CoMagic needs an access token",
+                ));
+            }
+            if let Some(z) = &m.timezone
+                && z.trim().parse::<chrono_tz::Tz>().is_err()
+            {
+                return Err(Invalid::new(
+                    k("telephony.timezone"),
                     format!(
-                        "`{expr}` is not a cron expression (sec min hour day month weekday): {e}"
+                        "`{z}` is not an IANA time zone (e.g. Asia/Yekaterinburg); leave it out to use the CoMagic account's own zone"
                     ),
                 ));
             }
         }
-        match &mut t.crm {
-            CrmConfig::Bitrix24(b) => {
-                secret(
-                    &mut b.webhook_url,
-                    &b.webhook_url_file,
-                    &k("crm.webhook_url"),
-                )?;
-                secret(
-                    &mut b.client_secret,
-                    &b.client_secret_file,
-                    &k("crm.client_secret"),
-                )?;
-                secret(
-                    &mut b.refresh_token,
-                    &b.refresh_token_file,
-                    &k("crm.refresh_token"),
-                )?;
-                if let Some(w) = &b.webhook_url {
-                    require_secret_url(w.expose(), &k("crm.webhook_url"))?;
-                    if !webhook_shape_ok(w.expose()) {
-                        return Err((
-                            k("crm.webhook_url"),
-                            "must look like https://PORTAL/rest/USER_ID/SECRET/ with a numeric USER_ID, as Bitrix24 shows it for the inbound webhook (the value is not shown, as it holds a secret)".into(),
-                        ));
-                    }
-                } else {
-                    require_all(
-                        &k("crm"),
-                        "Bitrix24 needs `webhook_url`, or an OAuth application",
-                        &[
-                            ("portal_url", b.portal_url.is_some()),
-                            ("client_id", b.client_id.is_some()),
-                            ("client_secret", b.client_secret.is_some()),
-                            ("refresh_token", b.refresh_token.is_some()),
-                        ],
-                    )?;
-                    require_url(
-                        b.portal_url.as_deref().unwrap_or_default(),
-                        &k("crm.portal_url"),
-                    )?;
-                }
-                require_url(&b.oauth_url, &k("crm.oauth_url"))?;
-                if b.operating_budget_secs.is_nan() || b.operating_budget_secs <= 0.0 {
-                    return Err((k("crm.operating_budget_secs"), "must be positive".into()));
-                }
-            }
-            CrmConfig::Amocrm(a) => {
-                require_url(&a.base_url, &k("crm.base_url"))?;
-                secret(
-                    &mut a.long_lived_token,
-                    &a.long_lived_token_file,
-                    &k("crm.long_lived_token"),
-                )?;
-                secret(
-                    &mut a.client_secret,
-                    &a.client_secret_file,
-                    &k("crm.client_secret"),
-                )?;
-                secret(
-                    &mut a.refresh_token,
-                    &a.refresh_token_file,
-                    &k("crm.refresh_token"),
-                )?;
-                if a.long_lived_token.is_none() {
-                    require_all(
-                        &k("crm"),
-                        "amoCRM needs `long_lived_token`, or OAuth",
-                        &[
-                            ("client_id", a.client_id.is_some()),
-                            ("client_secret", a.client_secret.is_some()),
-                            ("redirect_uri", a.redirect_uri.is_some()),
-                            ("refresh_token", a.refresh_token.is_some()),
-                        ],
-                    )?;
-                }
-                if a.rate_per_sec == 0 || a.rate_per_sec > 7 {
-                    return Err((
-                        k("crm.rate_per_sec"),
-                        format!("must be 1..=7 (amoCRM's limit), got {}", a.rate_per_sec),
-                    ));
-                }
-            }
-        }
-        match &mut t.telephony {
-            Some(TelephonyConfig::Comagic(m)) => {
-                require_url(&m.base_url, &k("telephony.base_url"))?;
-                secret(
-                    &mut m.access_token,
-                    &m.access_token_file,
-                    &k("telephony.access_token"),
-                )?;
-                if m.access_token.is_none() {
-                    return Err((
-                        k("telephony.access_token"),
-                        "CoMagic needs an access token".into(),
-                    ));
-                }
-                if let Some(z) = &m.timezone
-                    && z.trim().parse::<chrono_tz::Tz>().is_err()
-                {
-                    return Err((
-                        k("telephony.timezone"),
-                        format!(
-                            "`{z}` is not an IANA time zone (e.g. Asia/Yekaterinburg); leave it out to use the CoMagic account's own zone"
-                        ),
-                    ));
-                }
-            }
-            Some(TelephonyConfig::Calltouch(m)) => {
-                require_url(&m.base_url, &k("telephony.base_url"))?;
-                secret(
-                    &mut m.client_api_id,
-                    &m.client_api_id_file,
-                    &k("telephony.client_api_id"),
-                )?;
-                if m.client_api_id.is_none() {
-                    return Err((
-                        k("telephony.client_api_id"),
-                        "Calltouch needs clientApiId".into(),
-                    ));
-                }
-            }
-            None => {}
-        }
-        validate_webhooks(&mut t.webhooks, &k)?;
-        if let Some(tg) = &mut t.telegram {
-            require_url(&tg.api_url, &k("telegram.api_url"))?;
+        Some(TelephonyConfig::Calltouch(m)) => {
+            require_url(&m.base_url, &k("telephony.base_url"))?;
             secret(
-                &mut tg.bot_token,
-                &tg.bot_token_file,
-                &k("telegram.bot_token"),
+                &mut m.client_api_id,
+                &m.client_api_id_file,
+                &k("telephony.client_api_id"),
             )?;
-            match &tg.bot_token {
-                None => return Err((k("telegram.bot_token"), "a bot token is required".into())),
-                Some(tok) if !tok.expose().contains(':') => {
-                    return Err((
-                        k("telegram.bot_token"),
-                        "does not look like a bot token (expected 123456:ABC...)".into(),
-                    ));
-                }
-                _ => {}
+            if m.client_api_id.is_none() {
+                return Err(Invalid::new(
+                    k("telephony.client_api_id"),
+                    "Calltouch needs clientApiId",
+                ));
             }
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// The Telegram connector, if any: its URL and a bot token of the right shape.
+fn validate_telegram(
+    telegram: &mut Option<TelegramConfig>,
+    k: &dyn Fn(&str) -> String,
+) -> Result<(), Invalid> {
+    if let Some(tg) = telegram {
+        require_url(&tg.api_url, &k("telegram.api_url"))?;
+        secret(
+            &mut tg.bot_token,
+            &tg.bot_token_file,
+            &k("telegram.bot_token"),
+        )?;
+        match &tg.bot_token {
+            None => {
+                return Err(Invalid::new(
+                    k("telegram.bot_token"),
+                    "a bot token is required",
+                ));
+            }
+            Some(tok) if !tok.expose().contains(':') => {
+                return Err(Invalid::new(
+                    k("telegram.bot_token"),
+                    "does not look like a bot token (expected 123456:ABC...)",
+                ));
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -442,7 +488,7 @@ pub(super) fn validate(c: &mut Config) -> Result<(), (String, String)> {
 pub(super) fn validate_webhooks(
     w: &mut WebhooksConfig,
     k: &dyn Fn(&str) -> String,
-) -> Result<(), (String, String)> {
+) -> Result<(), Invalid> {
     secret(
         &mut w.bitrix24_token,
         &w.bitrix24_token_file,
@@ -470,7 +516,10 @@ pub(super) fn validate_webhooks(
     if let Some(t) = &w.bitrix24_token
         && t.expose().trim().is_empty()
     {
-        return Err((k("webhooks.bitrix24_token"), "must not be empty".into()));
+        return Err(Invalid::new(
+            k("webhooks.bitrix24_token"),
+            "must not be empty",
+        ));
     }
     for (name, value) in [
         ("amocrm_secret", &w.amocrm_secret),
@@ -479,18 +528,18 @@ pub(super) fn validate_webhooks(
         if let Some(v) = value
             && (v.expose().len() < 16 || v.expose().len() > 256 || !token_chars(v.expose()))
         {
-            return Err((
+            return Err(Invalid::new(
                 k(&format!("webhooks.{name}")),
-                "must be 16-256 characters of A-Z a-z 0-9 _ - (it is part of a URL); generate one with `openssl rand -hex 24`".into(),
+                "must be 16-256 characters of A-Z a-z 0-9 _ - (it is part of a URL); generate one with `openssl rand -hex 24`",
             ));
         }
     }
     if let Some(v) = &w.telegram_secret
         && (v.expose().is_empty() || v.expose().len() > 256 || !token_chars(v.expose()))
     {
-        return Err((
+        return Err(Invalid::new(
             k("webhooks.telegram_secret"),
-            "must be 1-256 characters of A-Z a-z 0-9 _ - (Telegram's secret_token rules)".into(),
+            "must be 1-256 characters of A-Z a-z 0-9 _ - (Telegram's secret_token rules)",
         ));
     }
     Ok(())

@@ -283,7 +283,7 @@ pub async fn build(
     t: &crate::config::TenantConfig,
     date: NaiveDate,
 ) -> Result<CallsReport, StoreError> {
-    let tz: chrono_tz::Tz = t.timezone.parse().unwrap_or(chrono_tz::Europe::Moscow);
+    let tz = t.business_calendar.tz;
     let m = Snapshot::load(store, &t.id).await?;
     let (from, _) = day_bounds(date, tz);
     let actions: HashMap<String, String> = store

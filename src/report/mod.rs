@@ -133,9 +133,9 @@ impl Report {
     }
 }
 
-/// The tenant's time zone (validated at config load; Moscow if it somehow is not).
+/// The tenant's time zone (parsed when the config was loaded).
 pub fn tz_of(t: &TenantConfig) -> Tz {
-    t.timezone.parse().unwrap_or(chrono_tz::Europe::Moscow)
+    t.business_calendar.tz
 }
 
 /// The local date of `now` in the tenant's time zone.
@@ -169,8 +169,7 @@ struct Inputs {
 impl Inputs {
     fn of(t: &TenantConfig) -> Self {
         Inputs {
-            cal: crate::config::calendar_of(t)
-                .unwrap_or_else(|_| BusinessCalendar::moscow_default()),
+            cal: t.business_calendar.clone(),
             employees: t
                 .telephony
                 .as_ref()
