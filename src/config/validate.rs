@@ -315,90 +315,97 @@ fn validate_tenant(
 /// The CRM connector: its secrets resolved, and either a webhook or a complete OAuth set.
 fn validate_crm(crm: &mut CrmConfig, k: &dyn Fn(&str) -> String) -> Result<(), Invalid> {
     match crm {
-        CrmConfig::Bitrix24(b) => {
-            secret(
-                &mut b.webhook_url,
-                &b.webhook_url_file,
-                &k("crm.webhook_url"),
-            )?;
-            secret(
-                &mut b.client_secret,
-                &b.client_secret_file,
-                &k("crm.client_secret"),
-            )?;
-            secret(
-                &mut b.refresh_token,
-                &b.refresh_token_file,
-                &k("crm.refresh_token"),
-            )?;
-            if let Some(w) = &b.webhook_url {
-                require_secret_url(w.expose(), &k("crm.webhook_url"))?;
-                if !webhook_shape_ok(w.expose()) {
-                    return Err(Invalid::new(
-                        k("crm.webhook_url"),
-                        "must look like https://PORTAL/rest/USER_ID/SECRET/ with a numeric USER_ID, as Bitrix24 shows it for the inbound webhook (the value is not shown, as it holds a secret)",
-                    ));
-                }
-            } else {
-                require_all(
-                    &k("crm"),
-                    "Bitrix24 needs `webhook_url`, or an OAuth application",
-                    &[
-                        ("portal_url", b.portal_url.is_some()),
-                        ("client_id", b.client_id.is_some()),
-                        ("client_secret", b.client_secret.is_some()),
-                        ("refresh_token", b.refresh_token.is_some()),
-                    ],
-                )?;
-                require_url(
-                    b.portal_url.as_deref().unwrap_or_default(),
-                    &k("crm.portal_url"),
-                )?;
-            }
-            require_url(&b.oauth_url, &k("crm.oauth_url"))?;
-            if b.operating_budget_secs.is_nan() || b.operating_budget_secs <= 0.0 {
-                return Err(Invalid::new(
-                    k("crm.operating_budget_secs"),
-                    "must be positive",
-                ));
-            }
+        CrmConfig::Bitrix24(b) => validate_bitrix24(b, k),
+        CrmConfig::Amocrm(a) => validate_amocrm(a, k),
+    }
+}
+
+/// Bitrix24: an inbound webhook of the documented shape, or a complete OAuth application.
+fn validate_bitrix24(b: &mut Bitrix24Config, k: &dyn Fn(&str) -> String) -> Result<(), Invalid> {
+    secret(
+        &mut b.webhook_url,
+        &b.webhook_url_file,
+        &k("crm.webhook_url"),
+    )?;
+    secret(
+        &mut b.client_secret,
+        &b.client_secret_file,
+        &k("crm.client_secret"),
+    )?;
+    secret(
+        &mut b.refresh_token,
+        &b.refresh_token_file,
+        &k("crm.refresh_token"),
+    )?;
+    if let Some(w) = &b.webhook_url {
+        require_secret_url(w.expose(), &k("crm.webhook_url"))?;
+        if !webhook_shape_ok(w.expose()) {
+            return Err(Invalid::new(
+                k("crm.webhook_url"),
+                "must look like https://PORTAL/rest/USER_ID/SECRET/ with a numeric USER_ID, as Bitrix24 shows it for the inbound webhook (the value is not shown, as it holds a secret)",
+            ));
         }
-        CrmConfig::Amocrm(a) => {
-            require_url(&a.base_url, &k("crm.base_url"))?;
-            secret(
-                &mut a.long_lived_token,
-                &a.long_lived_token_file,
-                &k("crm.long_lived_token"),
-            )?;
-            secret(
-                &mut a.client_secret,
-                &a.client_secret_file,
-                &k("crm.client_secret"),
-            )?;
-            secret(
-                &mut a.refresh_token,
-                &a.refresh_token_file,
-                &k("crm.refresh_token"),
-            )?;
-            if a.long_lived_token.is_none() {
-                require_all(
-                    &k("crm"),
-                    "amoCRM needs `long_lived_token`, or OAuth",
-                    &[
-                        ("client_id", a.client_id.is_some()),
-                        ("client_secret", a.client_secret.is_some()),
-                        ("redirect_uri", a.redirect_uri.is_some()),
-                        ("refresh_token", a.refresh_token.is_some()),
-                    ],
-                )?;
-            }
-            if a.rate_per_sec == 0 || a.rate_per_sec > 7 {
-                return Err(Invalid::new(
-                    k("crm.rate_per_sec"),
-                    format!("must be 1..=7 (amoCRM's limit), got {}", a.rate_per_sec),
-                ));
-            }
-        }
+    } else {
+        require_all(
+            &k("crm"),
+            "Bitrix24 needs `webhook_url`, or an OAuth application",
+            &[
+                ("portal_url", b.portal_url.is_some()),
+                ("client_id", b.client_id.is_some()),
+                ("client_secret", b.client_secret.is_some()),
+                ("refresh_token", b.refresh_token.is_some()),
+            ],
+        )?;
+        require_url(
+            b.portal_url.as_deref().unwrap_or_default(),
+            &k("crm.portal_url"),
+        )?;
+    }
+    require_url(&b.oauth_url, &k("crm.oauth_url"))?;
+    if b.operating_budget_secs.is_nan() || b.operating_budget_secs <= 0.0 {
+        return Err(Invalid::new(
+            k("crm.operating_budget_secs"),
+            "must be positive",
+        ));
+    }
+    Ok(())
+}
+
+/// amoCRM: a long-lived token or a complete OAuth set, and a rate within amoCRM's limit.
+fn validate_amocrm(a: &mut AmocrmConfig, k: &dyn Fn(&str) -> String) -> Result<(), Invalid> {
+    require_url(&a.base_url, &k("crm.base_url"))?;
+    secret(
+        &mut a.long_lived_token,
+        &a.long_lived_token_file,
+        &k("crm.long_lived_token"),
+    )?;
+    secret(
+        &mut a.client_secret,
+        &a.client_secret_file,
+        &k("crm.client_secret"),
+    )?;
+    secret(
+        &mut a.refresh_token,
+        &a.refresh_token_file,
+        &k("crm.refresh_token"),
+    )?;
+    if a.long_lived_token.is_none() {
+        require_all(
+            &k("crm"),
+            "amoCRM needs `long_lived_token`, or OAuth",
+            &[
+                ("client_id", a.client_id.is_some()),
+                ("client_secret", a.client_secret.is_some()),
+                ("redirect_uri", a.redirect_uri.is_some()),
+                ("refresh_token", a.refresh_token.is_some()),
+            ],
+        )?;
+    }
+    if a.rate_per_sec == 0 || a.rate_per_sec > 7 {
+        return Err(Invalid::new(
+            k("crm.rate_per_sec"),
+            format!("must be 1..=7 (amoCRM's limit), got {}", a.rate_per_sec),
+        ));
     }
     Ok(())
 }
