@@ -286,8 +286,8 @@ impl RulesConfig {
         line
     }
 
-    /// The message for an unknown key under `rules` (`parent` is the rule's name, or `None`
-    /// for a rule name itself), in the words of the old free-form settings: what is allowed.
+    /// The message for an unknown key under `rules`: `rule` is the rule whose table holds
+    /// `key`, or `None` when `key` is itself meant as a rule's name. It says what is allowed.
     pub fn unknown_key_message(rule: Option<&str>, key: &str) -> String {
         let defaults = RulesConfig::default();
         match rule.and_then(|r| defaults.get(r).map(|s| (r, s))) {
