@@ -308,7 +308,7 @@ async fn apply_rules(
         if stop.is_cancelled() {
             return Ok(());
         }
-        let Some((cfg, mode)) = rules::effective(&tenant.cfg.rules, rule.name, opts.dry_run) else {
+        let Some((_, mode)) = rules::effective(&tenant.cfg.rules, rule.name, opts.dry_run) else {
             continue;
         };
         if mode == crate::config::RuleMode::Off {
@@ -322,22 +322,21 @@ async fn apply_rules(
         // concurrent writes (Bitrix24 `batch`) and their rate limiters keep the pace.
         // A rule that panics on a record it did not expect costs this rule's proposals for
         // this cycle, not the cycle nor the process.
-        let proposals = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (rule.propose)(&ctx, cfg)
-        })) {
-            Ok(p) => p,
-            Err(_) => {
-                tracing::error!(
-                    tenant = tenant.id(),
-                    rule = rule.name,
-                    "rule panicked while proposing; its actions are skipped this cycle"
-                );
-                summary
-                    .errors
-                    .push(format!("rule {} panicked while proposing", rule.name));
-                continue;
-            }
-        };
+        let proposals =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (rule.propose)(&ctx))) {
+                Ok(p) => p,
+                Err(_) => {
+                    tracing::error!(
+                        tenant = tenant.id(),
+                        rule = rule.name,
+                        "rule panicked while proposing; its actions are skipped this cycle"
+                    );
+                    summary
+                        .errors
+                        .push(format!("rule {} panicked while proposing", rule.name));
+                    continue;
+                }
+            };
         // A stop takes no new action; those already running finish (the ledger has them).
         let results: Vec<_> = futures::stream::iter(proposals.into_iter().map(|p| {
             let sinks = &sinks;

@@ -64,8 +64,7 @@ pub async fn connect_until(
     store: &Store,
     stop: CancellationToken,
 ) -> Result<Tenant, crate::http::Error> {
-    let calendar =
-        crate::config::calendar_of(cfg).expect("calendar validated when the config was loaded");
+    let calendar = cfg.business_calendar.clone();
     let tokens: Arc<dyn TokenStore> = Arc::new(store.clone());
     let crm: Arc<dyn Crm> = match &cfg.crm {
         CrmConfig::Bitrix24(b) => Arc::new(

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use dozor::config::{self, ConfigError, CrmConfig, RuleMode, TelephonyConfig, load, rule_defaults};
+use dozor::config::{self, ConfigError, CrmConfig, RuleMode, RulesConfig, TelephonyConfig, load};
 
 fn example_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dozor.example.toml")
@@ -80,19 +80,22 @@ fn example_loads_and_validates() {
 #[test]
 fn example_rule_values_equal_the_defaults() {
     let c = load(&example_path()).unwrap().config;
-    let rules = &c.tenants[0].rules.0;
-    for (name, default) in rule_defaults() {
-        let r = &rules[&name];
+    let rules = &c.tenants[0].rules;
+    let defaults = RulesConfig::default();
+    for (name, default) in defaults.iter() {
+        let r = rules.get(name).unwrap();
         assert_eq!(
-            r.mode, default.mode,
+            r.mode(),
+            default.mode(),
             "rule {name}: example mode differs from default"
         );
         assert_eq!(
-            r.params, default.params,
+            r.params(),
+            default.params(),
             "rule {name}: example numbers differ"
         );
     }
-    assert_eq!(rules["client_without_deal"].mode, RuleMode::Off);
+    assert_eq!(rules.client_without_deal.mode, RuleMode::Off);
 }
 
 /// A careless first install must not write: every rule that writes defaults to shadow, in the
@@ -100,15 +103,16 @@ fn example_rule_values_equal_the_defaults() {
 #[test]
 fn every_writing_rule_ships_in_shadow() {
     let example = load(&example_path()).unwrap().config;
-    for (name, default) in rule_defaults() {
+    for (name, default) in RulesConfig::default().iter() {
         let expected = if name == "client_without_deal" {
             RuleMode::Off
         } else {
             RuleMode::Shadow
         };
-        assert_eq!(default.mode, expected, "built-in default of {name}");
+        assert_eq!(default.mode(), expected, "built-in default of {name}");
         assert_eq!(
-            example.tenants[0].rules.0[&name].mode, expected,
+            example.tenants[0].rules.get(name).unwrap().mode(),
+            expected,
             "example's mode of {name}"
         );
     }
@@ -121,7 +125,7 @@ fn every_writing_rule_ships_in_shadow() {
 #[test]
 fn example_mentions_every_rule_and_its_numbers() {
     let text = example_text();
-    for (name, rule) in rule_defaults() {
+    for (name, rule) in RulesConfig::default().iter() {
         let header = format!("[tenants.rules.{name}]");
         let start = text
             .find(&header)
@@ -132,7 +136,7 @@ fn example_mentions_every_rule_and_its_numbers() {
             section.contains("mode = "),
             "rule `{name}` has no mode line"
         );
-        for param in rule.params.keys() {
+        for (param, _) in rule.params() {
             assert!(
                 section.contains(&format!("\n{param} = ")),
                 "rule `{name}`: setting `{param}` is not shown"

@@ -31,7 +31,7 @@ fn config(h: &SimHandle, dir: &Path, db: &str, mode: &str) -> PathBuf {
         "data_dir = \"{}\"\n[server]\nenabled = false\n[sync]\ninterval_secs = 10\n{tenant}",
         dir.display(),
     );
-    for rule in dozor::config::rule_defaults().keys() {
+    for rule in dozor::config::RulesConfig::NAMES {
         cfg.push_str(&format!("\n[tenants.rules.{rule}]\nmode = \"{mode}\"\n"));
     }
     let path = dir.join("dozor.toml");

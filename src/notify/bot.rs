@@ -173,7 +173,7 @@ pub fn help(lang: Lang) -> String {
 }
 
 fn tz_of(cfg: &TenantConfig) -> chrono_tz::Tz {
-    cfg.timezone.parse().unwrap_or(chrono_tz::Europe::Moscow)
+    cfg.business_calendar.tz
 }
 
 fn user_names(snap: &Snapshot) -> BTreeMap<&str, &str> {
@@ -364,8 +364,7 @@ fn own_manager(snap: &Snapshot, cfg: &TenantConfig, user_id: &str, query: &str, 
 fn manager_card(snap: &Snapshot, cfg: &TenantConfig, u: &crate::domain::User, now: Ts) -> String {
     let ru = cfg.lang == Lang::Ru;
     let tz = tz_of(cfg);
-    let cal = crate::config::calendar_of(cfg)
-        .unwrap_or_else(|_| crate::domain::calendar::BusinessCalendar::moscow_default());
+    let cal = cfg.business_calendar.clone();
     let today = report::local_date(cfg, now);
     let period = report::metrics::Period::day(today, tz);
     let f = report::metrics::compute(snap, &period, now, &cal);

@@ -210,11 +210,7 @@ pub fn reconcile(
         }
     }
     let count = |by: FoundBy| found.values().filter(|f| **f == by).count();
-    let mode = rules
-        .0
-        .get("call_not_in_crm")
-        .map(|r| r.mode)
-        .unwrap_or(RuleMode::Off);
+    let mode = rules.call_not_in_crm.mode;
     let book = PhoneBook::new(m);
     let missing = calls
         .iter()
@@ -287,7 +283,7 @@ pub async fn build(
     t: &crate::config::TenantConfig,
     date: NaiveDate,
 ) -> Result<CallsReport, StoreError> {
-    let tz: chrono_tz::Tz = t.timezone.parse().unwrap_or(chrono_tz::Europe::Moscow);
+    let tz = t.business_calendar.tz;
     let m = Snapshot::load(store, &t.id).await?;
     let (from, _) = day_bounds(date, tz);
     let actions: HashMap<String, String> = store
@@ -403,8 +399,10 @@ mod tests {
         };
         let day = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
         let mut rules = RulesConfig::default();
-        for r in rules.0.values_mut() {
-            r.mode = crate::config::RuleMode::On;
+        for name in RulesConfig::NAMES {
+            if let Some(r) = rules.get_mut(name) {
+                r.set_mode(crate::config::RuleMode::On);
+            }
         }
         let actions: HashMap<String, String> = [(
             "call_not_in_crm:t:comagic:e".to_string(),

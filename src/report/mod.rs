@@ -133,9 +133,9 @@ impl Report {
     }
 }
 
-/// The tenant's time zone (validated at config load; Moscow if it somehow is not).
+/// The tenant's time zone (parsed when the config was loaded).
 pub fn tz_of(t: &TenantConfig) -> Tz {
-    t.timezone.parse().unwrap_or(chrono_tz::Europe::Moscow)
+    t.business_calendar.tz
 }
 
 /// The local date of `now` in the tenant's time zone.
@@ -169,8 +169,7 @@ struct Inputs {
 impl Inputs {
     fn of(t: &TenantConfig) -> Self {
         Inputs {
-            cal: crate::config::calendar_of(t)
-                .unwrap_or_else(|_| BusinessCalendar::moscow_default()),
+            cal: t.business_calendar.clone(),
             employees: t
                 .telephony
                 .as_ref()
@@ -286,10 +285,10 @@ pub async fn daily(
     let month = month_to_date(store, t, day, &snap).await?;
     metrics::apply_plans(&mut today, &month, &t.reports.plans);
     // The discipline state the rules act on, as of now, over the leads of the window.
-    let reaction = &t.rules.0["lead_reaction"];
+    let reaction = &t.rules.lead_reaction;
     let (yellow, red) = (
-        reaction.param("yellow_minutes") as i64,
-        reaction.param("alert_minutes") as i64,
+        reaction.yellow_minutes as i64,
+        reaction.alert_minutes as i64,
     );
     let contacts = crate::rules::lead_reaction::Contacts::new(&snap);
     for l in &snap.leads {

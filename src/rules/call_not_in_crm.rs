@@ -9,11 +9,11 @@ use std::collections::HashSet;
 
 use super::RuleContext;
 use super::calls::{PhoneBook, employee_user, number, recent};
-use crate::config::RuleConfig;
+use crate::config::CallNotInCrmConfig;
 use crate::crm::CallRecord;
 use crate::ledger::{Effect, Proposal};
 
-pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
+pub fn propose(ctx: &RuleContext, cfg: &CallNotInCrmConfig) -> Vec<Proposal> {
     let book = PhoneBook::with_links(ctx.mirror, ctx.calls);
     let known: HashSet<&str> = ctx
         .mirror
@@ -21,7 +21,7 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
         .iter()
         .filter_map(|a| a.external_id.as_deref())
         .collect();
-    recent(ctx.mirror, ctx.now, cfg.param("lookback_hours"))
+    recent(ctx.mirror, ctx.now, cfg.lookback_hours)
         .filter(|c| !known.contains(c.id.as_str()))
         .filter_map(|c| {
             let p = number(c)?;

@@ -353,12 +353,21 @@ pub async fn links(
     m: &Snapshot,
     now: Ts,
 ) -> CallLinks {
-    let lookback = ["unknown_caller", "call_not_in_crm", "missed_call"]
-        .iter()
-        .filter_map(|r| rules.0.get(*r))
-        .filter(|c| c.mode != RuleMode::Off)
-        .map(|c| c.param("lookback_hours"))
-        .fold(0.0, f64::max);
+    let lookback = [
+        (
+            rules.unknown_caller.mode,
+            rules.unknown_caller.lookback_hours,
+        ),
+        (
+            rules.call_not_in_crm.mode,
+            rules.call_not_in_crm.lookback_hours,
+        ),
+        (rules.missed_call.mode, rules.missed_call.lookback_hours),
+    ]
+    .into_iter()
+    .filter(|(mode, _)| *mode != RuleMode::Off)
+    .map(|(_, hours)| hours)
+    .fold(0.0, f64::max);
     // The employee list costs a request: read it only when recent calls name an employee.
     let asks = lookback > 0.0 && recent(m, now, lookback).any(|c| c.employee_id.is_some());
     let mut links = CallLinks {

@@ -13,14 +13,14 @@ use chrono::Duration;
 
 use super::RuleContext;
 use super::clients::{Client, clients, open_tasks};
-use crate::config::{Lang, RuleConfig};
+use crate::config::{DormantConfig, Lang};
 use crate::crm::NewTask;
 use crate::domain::abc::Abc;
 use crate::domain::{EntityKind, EntityRef, Semantics, Ts};
 use crate::ledger::{Effect, Proposal};
 
 /// Whether `c` is dormant at `now` under `cfg` (the dormant rule's numbers).
-pub fn is_dormant(c: &Client, cfg: &RuleConfig, now: Ts) -> bool {
+pub fn is_dormant(c: &Client, cfg: &DormantConfig, now: Ts) -> bool {
     let Some(last) = c.last_order() else {
         return false; // never ordered: a prospect, not a dormant client
     };
@@ -28,16 +28,16 @@ pub fn is_dormant(c: &Client, cfg: &RuleConfig, now: Ts) -> bool {
         return false;
     }
     let days = if c.class == Abc::A {
-        cfg.param("top_days")
+        cfg.top_days
     } else if c.orders.len() == 1 {
-        cfg.param("one_time_days")
+        cfg.one_time_days
     } else {
-        cfg.param("other_days")
+        cfg.other_days
     };
     now - last > Duration::hours((days * 24.0) as i64)
 }
 
-pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
+pub fn propose(ctx: &RuleContext, cfg: &DormantConfig) -> Vec<Proposal> {
     let Some(reactivation) = ctx.roles.reactivation_manager.clone() else {
         return Vec::new();
     };

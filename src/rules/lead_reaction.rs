@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::Timelike;
 
 use super::RuleContext;
-use crate::config::{Lang, RuleConfig};
+use crate::config::{Lang, LeadReactionConfig};
 use crate::domain::{Direction, EntityKind, Lead, Semantics, phone};
 use crate::ledger::{Effect, Proposal};
 use crate::notify::{MessageKind, route};
@@ -96,11 +96,11 @@ fn is_first_status(mirror: &crate::store::Snapshot, lead: &Lead) -> bool {
     }
 }
 
-pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
+pub fn propose(ctx: &RuleContext, cfg: &LeadReactionConfig) -> Vec<Proposal> {
     let Some(to) = route(ctx.telegram, MessageKind::Alert) else {
         return Vec::new();
     };
-    let alert = cfg.param("alert_minutes") as i64;
+    let alert = cfg.alert_minutes as i64;
     let contacts = Contacts::new(ctx.mirror);
     let mut late: Vec<(&Lead, i64)> = ctx
         .mirror

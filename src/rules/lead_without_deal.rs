@@ -10,20 +10,20 @@ use std::collections::HashSet;
 use chrono::Duration;
 
 use super::RuleContext;
-use crate::config::{Lang, RuleConfig};
+use crate::config::{Lang, LeadWithoutDealConfig};
 use crate::crm::NewDeal;
 use crate::domain::{EntityKind, EntityRef, Semantics};
 use crate::ledger::{Effect, Proposal};
 
-pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
+pub fn propose(ctx: &RuleContext, cfg: &LeadWithoutDealConfig) -> Vec<Proposal> {
     let m = ctx.mirror;
     let with_deal: HashSet<&str> = m
         .deals
         .iter()
         .filter_map(|d| d.lead_id.as_deref())
         .collect();
-    let after = Duration::minutes(cfg.param("after_minutes") as i64);
-    let lookback = Duration::minutes((cfg.param("lookback_hours") * 60.0) as i64);
+    let after = Duration::minutes(cfg.after_minutes as i64);
+    let lookback = Duration::minutes((cfg.lookback_hours * 60.0) as i64);
     let ru = ctx.lang == Lang::Ru;
     m.leads
         .iter()

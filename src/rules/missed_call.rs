@@ -11,7 +11,7 @@ use chrono::{Datelike, Timelike};
 
 use super::RuleContext;
 use super::calls::{PhoneBook, employee_user, number, recent};
-use crate::config::{Lang, RuleConfig};
+use crate::config::{Lang, MissedCallConfig};
 use crate::crm::NewTask;
 use crate::domain::{Call, Direction, Ts};
 use crate::ledger::{Effect, Proposal};
@@ -30,13 +30,13 @@ pub fn callback(ctx: &RuleContext, c: &Call, e164: &str) -> Option<Ts> {
         .min()
 }
 
-pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
+pub fn propose(ctx: &RuleContext, cfg: &MissedCallConfig) -> Vec<Proposal> {
     let book = PhoneBook::with_links(ctx.mirror, ctx.calls);
     let ru = ctx.lang == Lang::Ru;
-    let sla = cfg.param("sla_minutes") as i64;
+    let sla = cfg.sla_minutes as i64;
     let mut out = Vec::new();
     let mut late = Vec::new();
-    for c in recent(ctx.mirror, ctx.now, cfg.param("lookback_hours")) {
+    for c in recent(ctx.mirror, ctx.now, cfg.lookback_hours) {
         if c.direction != Direction::In || c.answered {
             continue;
         }
@@ -232,7 +232,7 @@ mod tests {
             unfinished: &Default::default(),
             calls: &Default::default(),
         };
-        let p = propose(&ctx, &rules.0["missed_call"]);
+        let p = propose(&ctx, &rules.missed_call);
         assert_eq!(p.len(), 1, "{p:?}");
         let Effect::CreateTask(t) = &p[0].effect else {
             panic!("{p:?}")

@@ -16,7 +16,7 @@ pub mod three_unanswered;
 pub mod unknown_caller;
 
 use crate::config::{
-    Lang, MarketingConfig, RolesConfig, RoutingConfig, RuleConfig, RuleMode, RulesConfig,
+    Lang, MarketingConfig, RolesConfig, RoutingConfig, RuleMode, RuleSettings, RulesConfig,
     TelegramConfig,
 };
 use crate::domain::calendar::BusinessCalendar;
@@ -59,53 +59,54 @@ pub struct Handover {
     pub at: Ts,
 }
 
-/// A rule: a name and a function from the mirror to proposals.
+/// A rule: a name and a function from the mirror to proposals (each rule reads its own typed
+/// settings from `RuleContext::rules`).
 pub struct Rule {
     pub name: &'static str,
-    pub propose: fn(&RuleContext, &RuleConfig) -> Vec<Proposal>,
+    pub propose: fn(&RuleContext) -> Vec<Proposal>,
 }
 
 /// Every implemented rule, in the order they run.
 pub const RULES: &[Rule] = &[
     Rule {
         name: "unknown_caller",
-        propose: unknown_caller::propose,
+        propose: |ctx| unknown_caller::propose(ctx, &ctx.rules.unknown_caller),
     },
     Rule {
         name: "call_not_in_crm",
-        propose: call_not_in_crm::propose,
+        propose: |ctx| call_not_in_crm::propose(ctx, &ctx.rules.call_not_in_crm),
     },
     Rule {
         name: "missed_call",
-        propose: missed_call::propose,
+        propose: |ctx| missed_call::propose(ctx, &ctx.rules.missed_call),
     },
     Rule {
         name: "three_unanswered",
-        propose: three_unanswered::propose,
+        propose: |ctx| three_unanswered::propose(ctx, &ctx.rules.three_unanswered),
     },
     Rule {
         name: "lead_without_deal",
-        propose: lead_without_deal::propose,
+        propose: |ctx| lead_without_deal::propose(ctx, &ctx.rules.lead_without_deal),
     },
     Rule {
         name: "deal_without_task",
-        propose: deal_without_task::propose,
+        propose: |ctx| deal_without_task::propose(ctx, &ctx.rules.deal_without_task),
     },
     Rule {
         name: "lead_reaction",
-        propose: lead_reaction::propose,
+        propose: |ctx| lead_reaction::propose(ctx, &ctx.rules.lead_reaction),
     },
     Rule {
         name: "overdue_tasks",
-        propose: overdue_tasks::propose,
+        propose: |ctx| overdue_tasks::propose(ctx, &ctx.rules.overdue_tasks),
     },
     Rule {
         name: "no_activity",
-        propose: no_activity::propose,
+        propose: |ctx| no_activity::propose(ctx, &ctx.rules.no_activity),
     },
     Rule {
         name: "dormant",
-        propose: dormant::propose,
+        propose: |ctx| dormant::propose(ctx, &ctx.rules.dormant),
     },
 ];
 
@@ -114,9 +115,9 @@ pub fn effective<'a>(
     rules: &'a RulesConfig,
     name: &str,
     dry_run: bool,
-) -> Option<(&'a RuleConfig, RuleMode)> {
-    let cfg = rules.0.get(name)?;
-    let mode = match (cfg.mode, dry_run) {
+) -> Option<(&'a dyn RuleSettings, RuleMode)> {
+    let cfg = rules.get(name)?;
+    let mode = match (cfg.mode(), dry_run) {
         (RuleMode::On, true) => RuleMode::Shadow,
         (m, _) => m,
     };
@@ -124,7 +125,7 @@ pub fn effective<'a>(
 }
 
 /// Whether a deal is in the rule's pipeline/stage scope (empty lists = everything).
-pub fn in_scope(cfg: &RuleConfig, deal: &Deal) -> bool {
-    (cfg.pipelines.is_empty() || cfg.pipelines.contains(&deal.pipeline_id))
-        && (cfg.stages.is_empty() || cfg.stages.contains(&deal.stage_id))
+pub fn in_scope(cfg: &dyn RuleSettings, deal: &Deal) -> bool {
+    (cfg.pipelines().is_empty() || cfg.pipelines().contains(&deal.pipeline_id))
+        && (cfg.stages().is_empty() || cfg.stages().contains(&deal.stage_id))
 }

@@ -11,7 +11,7 @@ use chrono::Duration;
 use super::RuleContext;
 use super::clients::clients;
 use super::dormant::is_dormant;
-use crate::config::{Lang, RuleConfig};
+use crate::config::{Lang, NoActivityConfig};
 use crate::crm::NewTask;
 use crate::domain::EntityKind;
 use crate::domain::abc::Abc;
@@ -20,8 +20,8 @@ use crate::ledger::{Effect, Proposal};
 /// The flag dozor puts on idle clients.
 pub const FLAG: &str = "dozor:нет активности";
 
-pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
-    let dormant_cfg = ctx.rules.0.get("dormant");
+pub fn propose(ctx: &RuleContext, cfg: &NoActivityConfig) -> Vec<Proposal> {
+    let dormant_cfg = &ctx.rules.dormant;
     let tags_of = |kind: EntityKind, id: &str| -> Vec<String> {
         match kind {
             EntityKind::Contact => ctx
@@ -42,15 +42,14 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
     };
     let mut out = Vec::new();
     for c in clients(ctx.mirror) {
-        if dormant_cfg
-            .is_some_and(|d| d.mode != crate::config::RuleMode::Off && is_dormant(&c, d, ctx.now))
+        if dormant_cfg.mode != crate::config::RuleMode::Off && is_dormant(&c, dormant_cfg, ctx.now)
         {
             continue;
         }
         let days = if c.class == Abc::A {
-            cfg.param("top_days")
+            cfg.top_days
         } else {
-            cfg.param("other_days")
+            cfg.other_days
         };
         let since = c.last_activity.unwrap_or(c.created_at);
         let idle = ctx.now - since > Duration::hours((days * 24.0) as i64);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{Duration, Timelike};
 
 use super::RuleContext;
-use crate::config::{Lang, RuleConfig};
+use crate::config::{Lang, OverdueTasksConfig};
 use crate::domain::Task;
 use crate::ledger::{Effect, Proposal};
 use crate::notify::{MessageKind, route};
@@ -20,7 +20,7 @@ use crate::report::render::esc;
 /// Telegram messages stay far below the 4096-character limit: the rest is summarised.
 const MAX_LINES: usize = 40;
 
-pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
+pub fn propose(ctx: &RuleContext, cfg: &OverdueTasksConfig) -> Vec<Proposal> {
     let Some(tg) = ctx.telegram else {
         return Vec::new();
     };
@@ -35,7 +35,7 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
     }
     let local = ctx.now.with_timezone(&ctx.calendar.tz);
     let day = local.date_naive();
-    let realert = cfg.param("realert_hours").max(1.0) as u32;
+    let realert = cfg.realert_hours.max(1.0) as u32;
     let window = local.hour() / realert;
     let mut out = Vec::new();
     if let Some(to) = route(Some(tg), MessageKind::Digest) {
@@ -54,7 +54,7 @@ pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
             },
         });
     }
-    let escalate_after = Duration::hours((cfg.param("escalate_days") * 24.0) as i64);
+    let escalate_after = Duration::hours((cfg.escalate_days * 24.0) as i64);
     let old: Vec<&Task> = overdue
         .iter()
         .copied()

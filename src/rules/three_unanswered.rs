@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use super::RuleContext;
 use super::calls::number;
-use crate::config::{Lang, RuleConfig};
+use crate::config::{Lang, ThreeUnansweredConfig};
 use crate::domain::{Direction, EntityKind, EntityRef, Semantics, phone};
 use crate::ledger::{Effect, Proposal};
 use crate::notify::{MessageKind, route};
@@ -17,9 +17,9 @@ use crate::report::render::esc;
 /// The loss reason dozor writes.
 pub const REASON_RU: &str = "не дозвонились";
 
-pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
+pub fn propose(ctx: &RuleContext, cfg: &ThreeUnansweredConfig) -> Vec<Proposal> {
     let m = ctx.mirror;
-    let attempts = cfg.param("attempts").max(1.0) as usize;
+    let attempts = cfg.attempts.max(1.0) as usize;
     let ru = ctx.lang == Lang::Ru;
     let mut out = Vec::new();
     for d in m

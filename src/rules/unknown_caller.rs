@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use super::RuleContext;
 use super::calls::{PhoneBook, employee_user, number, recent};
-use crate::config::{Lang, OnDutyPick, RuleConfig, RuleMode};
+use crate::config::{Lang, OnDutyPick, RuleMode, UnknownCallerConfig};
 use crate::crm::{NewLead, NewTask};
 use crate::domain::{Call, Direction, EntityKind, EntityRef, Semantics, phone};
 use crate::ledger::{Effect, Proposal};
@@ -32,7 +32,7 @@ fn lead_key(tenant: &str, e164: &str) -> String {
     format!("unknown_caller:{tenant}:phone:{e164}")
 }
 
-pub fn propose(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
+pub fn propose(ctx: &RuleContext, cfg: &UnknownCallerConfig) -> Vec<Proposal> {
     let mut out = leads(ctx, cfg);
     out.extend(first_tasks(ctx, cfg));
     out
@@ -56,11 +56,11 @@ fn routed(ctx: &RuleContext, c: &Call) -> Option<String> {
         .or_else(|| employee_user(ctx.mirror, ctx.calls, c))
 }
 
-fn leads(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
+fn leads(ctx: &RuleContext, cfg: &UnknownCallerConfig) -> Vec<Proposal> {
     let book = PhoneBook::with_links(ctx.mirror, ctx.calls);
     let mut first: BTreeMap<String, &Call> = BTreeMap::new();
-    for c in recent(ctx.mirror, ctx.now, cfg.param("lookback_hours"))
-        .filter(|c| c.direction == Direction::In)
+    for c in
+        recent(ctx.mirror, ctx.now, cfg.lookback_hours).filter(|c| c.direction == Direction::In)
     {
         let Some(p) = number(c) else { continue };
         let unknown =
@@ -156,15 +156,11 @@ fn leads(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
 
 /// A first task for each lead this rule made that the mirror now shows open, due
 /// `first_task_minutes` of business time after the lead was created.
-fn first_tasks(ctx: &RuleContext, cfg: &RuleConfig) -> Vec<Proposal> {
+fn first_tasks(ctx: &RuleContext, cfg: &UnknownCallerConfig) -> Vec<Proposal> {
     let prefix = format!("unknown_caller:{}:phone:", ctx.tenant);
-    let lookback = chrono::Duration::minutes((cfg.param("lookback_hours") * 60.0) as i64);
-    let sla = cfg.param("first_task_minutes") as i64;
-    let missed_rule_on = ctx
-        .rules
-        .0
-        .get("missed_call")
-        .is_some_and(|r| r.mode != RuleMode::Off);
+    let lookback = chrono::Duration::minutes((cfg.lookback_hours * 60.0) as i64);
+    let sla = cfg.first_task_minutes as i64;
+    let missed_rule_on = ctx.rules.missed_call.mode != RuleMode::Off;
     let ru = ctx.lang == Lang::Ru;
     let mut made: Vec<(&str, &String)> = ctx
         .done
@@ -305,7 +301,7 @@ mod tests {
                 unfinished: &self.unfinished,
                 calls: &self.links,
             };
-            propose(&ctx, &self.rules.0["unknown_caller"])
+            propose(&ctx, &self.rules.unknown_caller)
         }
     }
 

@@ -2,7 +2,7 @@
 //! what `dozor sim` users can copy.
 
 use super::SimHandle;
-use crate::config::{RuleMode, rule_defaults};
+use crate::config::{RuleMode, RulesConfig};
 use crate::domain::{CrmKind, TelephonyKind};
 
 /// Chats the simulated tenant reports to (the Telegram fake accepts any chat id).
@@ -108,11 +108,12 @@ pub fn with_rule_mode(text: &str, rule: &str, mode: RuleMode) -> String {
 /// `text` with every rule that is not `off` by default switched `on`. A real install starts
 /// them in shadow; the simulator is no client's CRM, so the demo lets them act.
 pub fn rules_on(text: &str) -> String {
-    rule_defaults()
+    RulesConfig::default()
+        .iter()
         .into_iter()
-        .filter(|(_, r)| r.mode != RuleMode::Off)
+        .filter(|(_, r)| r.mode() != RuleMode::Off)
         .fold(text.to_string(), |t, (name, _)| {
-            with_rule_mode(&t, &name, RuleMode::On)
+            with_rule_mode(&t, name, RuleMode::On)
         })
 }
 
@@ -151,9 +152,9 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let rules = &parsed.config.tenants[0].rules;
-        assert_eq!(rules.0["missed_call"].mode, RuleMode::On);
-        assert_eq!(rules.0["missed_call"].param("sla_minutes"), 5.0);
-        assert_eq!(rules.0["client_without_deal"].mode, RuleMode::Off);
+        assert_eq!(rules.missed_call.mode, RuleMode::On);
+        assert_eq!(rules.missed_call.sla_minutes, 5.0);
+        assert_eq!(rules.client_without_deal.mode, RuleMode::Off);
         assert!(rules.in_mode(RuleMode::Shadow).is_empty());
     }
 }

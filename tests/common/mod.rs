@@ -62,10 +62,10 @@ pub fn sqlite_url(dir: &Path) -> String {
 pub fn only_rules(config: String, keep: &[&str]) -> String {
     use dozor::config::RuleMode;
     use dozor::sim::tenant_config::with_rule_mode;
-    dozor::config::rule_defaults()
-        .keys()
+    dozor::config::RulesConfig::NAMES
+        .iter()
         .fold(config, |text, rule| {
-            let mode = if keep.contains(&rule.as_str()) {
+            let mode = if keep.contains(rule) {
                 RuleMode::On
             } else {
                 RuleMode::Off
