@@ -1225,7 +1225,7 @@ async fn client_finds_a_registered_call_in_voximplant_statistic_get() {
     let stat = docs
         .asked()
         .into_iter()
-        .find(|a| method_of(&a).eq_ignore_ascii_case("voximplant.statistic.get"))
+        .find(|a| method_of(a).eq_ignore_ascii_case("voximplant.statistic.get"))
         .expect("statistic asked");
     assert_eq!(
         stat.json()["FILTER"]["EXTERNAL_CALL_ID"],
