@@ -987,84 +987,15 @@ async fn client_reads_crm_duplicate_findbycomm() {
 /// call with it (`telephony-external-call-finish.md` answer, `CRM_ACTIVITY_ID`).
 #[tokio::test]
 async fn client_reads_telephony_externalcall_register() {
-    // The token answer's `client_endpoint` placeholder is filled in with the stand-in's own.
-    let base = Arc::new(std::sync::OnceLock::<String>::new());
-    let endpoint = base.clone();
-    let docs = Docs::start(move |a| {
-        let m = method_of(a).to_ascii_lowercase();
-        if a.path().starts_with("/oauth/token") {
-            // `settings/oauth/index.md`: the token answer.
-            return Answer::json(json!({
-                "access_token": "s1morf609228iwyjjpvfv6wsvuja4p8u",
-                "expires": 1731764501,
-                "expires_in": 3600,
-                "scope": "app",
-                "domain": "oauth.bitrix.info",
-                "server_endpoint": "https://oauth.bitrix.info/rest/",
-                "status": "L",
-                "client_endpoint": format!("{}/rest/", endpoint.get().unwrap()),
-                "member_id": "bc8ad33e5fb0e3b2d4c1e75e5f7ae4e3",
-                "user_id": 1,
-                "refresh_token": "4s386p3q0tr8dy89xvmt96234v3dljg8"
-            }));
-        }
-        match m.as_str() {
-            // `voximplant-statistic-get.md`: no row has this EXTERNAL_CALL_ID yet.
-            "voximplant.statistic.get" => Answer::json(json!({"result": [], "total": 0})),
-            "telephony.externalcall.register" => Answer::json(json!({
-                "result": {
-                    "CALL_ID": "externalCall.716f1cb73def9700a23842adf9c4c568.1773130779",
-                    "CRM_CREATED_LEAD": null,
-                    "CRM_CREATED_ENTITIES": [],
-                    "CRM_ENTITY_TYPE": "CONTACT",
-                    "CRM_ENTITY_ID": 797
-                },
-                "time": {
-                    "start": 1773130778,
-                    "finish": 1773130779.120838,
-                    "duration": 1.120837926864624,
-                    "processing": 1,
-                    "date_start": "2026-03-10T11:19:38+03:00",
-                    "date_finish": "2026-03-10T11:19:39+03:00",
-                    "operating_reset_at": 1773131378,
-                    "operating": 0.22185301780700684
-                }
-            })),
-            "telephony.externalcall.finish" => Answer::json(docs_external_call_finish()),
-            other => panic!("unexpected method {other}"),
-        }
+    let (docs, c) = app_client(|method| match method {
+        // `voximplant-statistic-get.md`: no row has this EXTERNAL_CALL_ID yet.
+        "voximplant.statistic.get" => Answer::json(json!({"result": [], "total": 0})),
+        "telephony.externalcall.register" => Answer::json(docs_external_call_register()),
+        "telephony.externalcall.finish" => Answer::json(docs_external_call_finish()),
+        other => panic!("unexpected method {other}"),
     })
     .await;
-    base.set(docs.base.clone()).unwrap();
-    let c = Bitrix24::new(
-        "t1",
-        &Bitrix24Config {
-            webhook_url: None,
-            portal_url: Some(docs.base.clone()),
-            client_id: Some("local.app".into()),
-            client_secret: Some(Secret::new("secret")),
-            refresh_token: Some(Secret::new("4s386p3q0tr8dy89xvmt96234v3dljg8")),
-            oauth_url: docs.base.clone(),
-            ..cfg("")
-        },
-        Arc::new(common::MemTokens::default()),
-    )
-    .await
-    .unwrap();
-    let id = c
-        .register_call(&dozor::crm::CallRecord {
-            external_id: "comagic-1".into(),
-            phone: "+79991234567".into(),
-            direction: dozor::domain::Direction::In,
-            started_at: Utc.with_ymd_and_hms(2026, 3, 10, 8, 19, 38).unwrap(),
-            duration_s: 42,
-            answered: true,
-            responsible_id: Some("1".into()),
-            entity: Some(EntityRef::new(EntityKind::Contact, "797")),
-            recording_url: None,
-        })
-        .await
-        .unwrap();
+    let id = c.register_call(&docs_call()).await.unwrap();
     assert_eq!(id, "7943");
     let asked = docs.asked();
     let reg = asked
@@ -1084,6 +1015,88 @@ async fn client_reads_telephony_externalcall_register() {
         fin.json()["CALL_ID"],
         json!("externalCall.716f1cb73def9700a23842adf9c4c568.1773130779")
     );
+}
+
+/// An application (OAuth) client on a stand-in: the token answer of `settings/oauth/index.md`,
+/// its `client_endpoint` placeholder filled in with the stand-in's own address; every REST
+/// method (lower-cased) answered by `answer`.
+async fn app_client(answer: fn(&str) -> Answer) -> (Docs, Bitrix24) {
+    let base = Arc::new(std::sync::OnceLock::<String>::new());
+    let endpoint = base.clone();
+    let docs = Docs::start(move |a| {
+        if a.path().starts_with("/oauth/token") {
+            return Answer::json(json!({
+                "access_token": "s1morf609228iwyjjpvfv6wsvuja4p8u",
+                "expires": 1731764501,
+                "expires_in": 3600,
+                "scope": "app",
+                "domain": "oauth.bitrix.info",
+                "server_endpoint": "https://oauth.bitrix.info/rest/",
+                "status": "L",
+                "client_endpoint": format!("{}/rest/", endpoint.get().unwrap()),
+                "member_id": "bc8ad33e5fb0e3b2d4c1e75e5f7ae4e3",
+                "user_id": 1,
+                "refresh_token": "4s386p3q0tr8dy89xvmt96234v3dljg8"
+            }));
+        }
+        answer(&method_of(a).to_ascii_lowercase())
+    })
+    .await;
+    base.set(docs.base.clone()).unwrap();
+    let c = Bitrix24::new(
+        "t1",
+        &Bitrix24Config {
+            webhook_url: None,
+            portal_url: Some(docs.base.clone()),
+            client_id: Some("local.app".into()),
+            client_secret: Some(Secret::new("secret")),
+            refresh_token: Some(Secret::new("4s386p3q0tr8dy89xvmt96234v3dljg8")),
+            oauth_url: docs.base.clone(),
+            ..cfg("")
+        },
+        Arc::new(common::MemTokens::default()),
+    )
+    .await
+    .unwrap();
+    (docs, c)
+}
+
+/// The call of the telephony pages' examples: incoming, 95 s, contact 797, manager 1269.
+fn docs_call() -> dozor::crm::CallRecord {
+    dozor::crm::CallRecord {
+        external_id: "comagic-1".into(),
+        phone: "+79991234567".into(),
+        direction: dozor::domain::Direction::In,
+        started_at: Utc.with_ymd_and_hms(2026, 3, 10, 8, 19, 38).unwrap(),
+        duration_s: 95,
+        answered: true,
+        responsible_id: Some("1269".into()),
+        entity: Some(EntityRef::new(EntityKind::Contact, "797")),
+        recording_url: None,
+    }
+}
+
+/// The answer of `api-reference/telephony/telephony-external-call-register.md`.
+fn docs_external_call_register() -> serde_json::Value {
+    json!({
+        "result": {
+            "CALL_ID": "externalCall.716f1cb73def9700a23842adf9c4c568.1773130779",
+            "CRM_CREATED_LEAD": null,
+            "CRM_CREATED_ENTITIES": [],
+            "CRM_ENTITY_TYPE": "CONTACT",
+            "CRM_ENTITY_ID": 797
+        },
+        "time": {
+            "start": 1773130778,
+            "finish": 1773130779.120838,
+            "duration": 1.120837926864624,
+            "processing": 1,
+            "date_start": "2026-03-10T11:19:38+03:00",
+            "date_finish": "2026-03-10T11:19:39+03:00",
+            "operating_reset_at": 1773131378,
+            "operating": 0.22185301780700684
+        }
+    })
 }
 
 /// The answer of `api-reference/telephony/telephony-external-call-finish.md` ("Response
@@ -1131,96 +1144,55 @@ fn docs_external_call_finish() -> serde_json::Value {
 /// call registered before a crash is found by that id and not registered again.
 #[tokio::test]
 async fn client_finds_a_registered_call_in_voximplant_statistic_get() {
-    let base = Arc::new(std::sync::OnceLock::<String>::new());
-    let endpoint = base.clone();
-    let docs = Docs::start(move |a| {
-        if a.path().starts_with("/oauth/token") {
-            return Answer::json(json!({
-                "access_token": "s1morf609228iwyjjpvfv6wsvuja4p8u",
-                "expires_in": 3600,
-                "client_endpoint": format!("{}/rest/", endpoint.get().unwrap()),
-                "refresh_token": "4s386p3q0tr8dy89xvmt96234v3dljg8"
-            }));
-        }
-        match method_of(a).to_ascii_lowercase().as_str() {
-            "voximplant.statistic.get" => Answer::json(json!({
-                "result": [{
-                    "ID": "7",
-                    "PORTAL_USER_ID": "1269",
-                    "PORTAL_NUMBER": "3",
-                    "PHONE_NUMBER": "19061234568",
-                    "CALL_ID": "externalCall.716f1cb73def9700a23842adf9c4c568.1773130779",
-                    "EXTERNAL_CALL_ID": "comagic-1",
-                    "CALL_CATEGORY": "external",
-                    "CALL_LOG": null,
-                    "CALL_DURATION": "95",
-                    "CALL_START_DATE": "2026-03-10T11:19:38+01:00",
-                    "CALL_RECORD_URL": null,
-                    "CALL_VOTE": "5",
-                    "COST": "0.0000",
-                    "COST_CURRENCY": "",
-                    "CALL_FAILED_CODE": "200",
-                    "CALL_FAILED_REASON": "",
-                    "CRM_ENTITY_TYPE": "CONTACT",
-                    "CRM_ENTITY_ID": "797",
-                    "CRM_ACTIVITY_ID": "7943",
-                    "REST_APP_ID": "3",
-                    "REST_APP_NAME": "REST API Documentation",
-                    "TRANSCRIPT_ID": "1",
-                    "TRANSCRIPT_PENDING": "N",
-                    "SESSION_ID": null,
-                    "REDIAL_ATTEMPT": null,
-                    "COMMENT": null,
-                    "RECORD_DURATION": null,
-                    "RECORD_FILE_ID": 9079,
-                    "CALL_TYPE": "2"
-                }],
-                "total": 1,
-                "time": {
-                    "start": 1773141841,
-                    "finish": 1773141841.595178,
-                    "duration": 0.5951778888702393,
-                    "processing": 0,
-                    "date_start": "2026-03-10T14:24:01+01:00",
-                    "date_finish": "2026-03-10T14:24:01+01:00",
-                    "operating_reset_at": 1773142441,
-                    "operating": 0
-                }
-            })),
-            other => panic!("a registered call is not registered again: {other}"),
-        }
+    let (docs, c) = app_client(|method| match method {
+        "voximplant.statistic.get" => Answer::json(json!({
+            "result": [{
+                "ID": "7",
+                "PORTAL_USER_ID": "1269",
+                "PORTAL_NUMBER": "3",
+                "PHONE_NUMBER": "19061234568",
+                "CALL_ID": "externalCall.716f1cb73def9700a23842adf9c4c568.1773130779",
+                "EXTERNAL_CALL_ID": "comagic-1",
+                "CALL_CATEGORY": "external",
+                "CALL_LOG": null,
+                "CALL_DURATION": "95",
+                "CALL_START_DATE": "2026-03-10T11:19:38+01:00",
+                "CALL_RECORD_URL": null,
+                "CALL_VOTE": "5",
+                "COST": "0.0000",
+                "COST_CURRENCY": "",
+                "CALL_FAILED_CODE": "200",
+                "CALL_FAILED_REASON": "",
+                "CRM_ENTITY_TYPE": "CONTACT",
+                "CRM_ENTITY_ID": "797",
+                "CRM_ACTIVITY_ID": "7943",
+                "REST_APP_ID": "3",
+                "REST_APP_NAME": "REST API Documentation",
+                "TRANSCRIPT_ID": "1",
+                "TRANSCRIPT_PENDING": "N",
+                "SESSION_ID": null,
+                "REDIAL_ATTEMPT": null,
+                "COMMENT": null,
+                "RECORD_DURATION": null,
+                "RECORD_FILE_ID": 9079,
+                "CALL_TYPE": "2"
+            }],
+            "total": 1,
+            "time": {
+                "start": 1773141841,
+                "finish": 1773141841.595178,
+                "duration": 0.5951778888702393,
+                "processing": 0,
+                "date_start": "2026-03-10T14:24:01+01:00",
+                "date_finish": "2026-03-10T14:24:01+01:00",
+                "operating_reset_at": 1773142441,
+                "operating": 0
+            }
+        })),
+        other => panic!("a registered call is not registered again: {other}"),
     })
     .await;
-    base.set(docs.base.clone()).unwrap();
-    let c = Bitrix24::new(
-        "t1",
-        &Bitrix24Config {
-            webhook_url: None,
-            portal_url: Some(docs.base.clone()),
-            client_id: Some("local.app".into()),
-            client_secret: Some(Secret::new("secret")),
-            refresh_token: Some(Secret::new("4s386p3q0tr8dy89xvmt96234v3dljg8")),
-            oauth_url: docs.base.clone(),
-            ..cfg("")
-        },
-        Arc::new(common::MemTokens::default()),
-    )
-    .await
-    .unwrap();
-    let id = c
-        .register_call(&dozor::crm::CallRecord {
-            external_id: "comagic-1".into(),
-            phone: "+79991234567".into(),
-            direction: dozor::domain::Direction::In,
-            started_at: Utc.with_ymd_and_hms(2026, 3, 10, 8, 19, 38).unwrap(),
-            duration_s: 95,
-            answered: true,
-            responsible_id: Some("1269".into()),
-            entity: Some(EntityRef::new(EntityKind::Contact, "797")),
-            recording_url: None,
-        })
-        .await
-        .unwrap();
+    let id = c.register_call(&docs_call()).await.unwrap();
     assert_eq!(id, "7943");
     let stat = docs
         .asked()
