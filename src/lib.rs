@@ -19,4 +19,5 @@ pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod telephony;
+pub mod telemetry;
 pub mod tenant;

@@ -342,7 +342,7 @@ async fn selfcheck_reauth_raised_once_and_cleared_once_across_restarts() {
     let msgs = ops_messages();
     assert_eq!(msgs.len(), 2, "{msgs:?}");
     assert!(msgs[1].contains("устранено"), "{msgs:?}");
-    assert!(dozor::server::metrics::reauth_required("demo").is_empty());
+    assert!(dozor::telemetry::reauth_required("demo").is_empty());
     h.stop().await;
 }
 

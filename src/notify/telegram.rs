@@ -473,7 +473,7 @@ impl Telegram {
         let mut attempt = 0;
         loop {
             let result = send().await;
-            crate::server::metrics::record_request(
+            crate::telemetry::record_request(
                 SYSTEM,
                 method,
                 match &result {

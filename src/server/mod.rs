@@ -208,7 +208,7 @@ async fn metrics(State(s): State<ServerState>) -> impl IntoResponse {
             }
         }
     }
-    metrics::render_process(&mut out);
+    crate::telemetry::render_process(&mut out);
     metrics::render_store(&s.store, &s.tenants, &mut out).await;
     ([("content-type", "text/plain; version=0.0.4")], out)
 }

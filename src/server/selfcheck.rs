@@ -197,13 +197,13 @@ pub async fn evaluate(
         "amocrm" => "amocrm",
         _ => "bitrix24",
     };
-    let reauth = metrics::reauth_required(tid).contains(&crm_static)
+    let reauth = crate::telemetry::reauth_required(tid).contains(&crm_static)
         || summary.auth_failed.contains(&crm_static);
     // Keep the metric in step with what the cycle saw (webhook or long-lived token refused).
     if summary.auth_failed.contains(&crm_static) {
-        metrics::set_reauth_required(tid, crm_static, true);
+        crate::telemetry::set_reauth_required(tid, crm_static, true);
     } else if summary.errors.is_empty() || summary.synced.iter().any(|r| r.source == crm) {
-        metrics::set_reauth_required(tid, crm_static, false);
+        crate::telemetry::set_reauth_required(tid, crm_static, false);
     }
     let n = esc(system_name(crm));
     if reauth {
