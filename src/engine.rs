@@ -433,3 +433,16 @@ async fn handovers(
         })
         .collect())
 }
+
+/// The sync options of the config's `[sync]` section.
+pub fn sync_options(c: &crate::config::Config) -> crate::sync::SyncOptions {
+    crate::sync::SyncOptions {
+        overlap: std::time::Duration::from_secs(c.sync.overlap_secs),
+        telephony_initial: std::time::Duration::from_secs(
+            u64::from(c.sync.telephony_initial_days) * 86_400,
+        ),
+        directory_refresh: std::time::Duration::from_secs(c.sync.directory_refresh_secs),
+        deletion_sweep: std::time::Duration::from_secs(c.sync.deletion_sweep_secs),
+        telephony_overlap: std::time::Duration::from_secs(c.sync.telephony_overlap_secs),
+    }
+}

@@ -448,7 +448,8 @@ async fn pushed_updates_are_answered_once_by_id_whatever_the_order() {
     let h = &s.h;
     let b = fast_bot(&s);
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stop_tx = stop.clone();
     let task = tokio::spawn(b.run_pushed(rx, stop));
     let update = |id: i64| -> dozor::notify::telegram::Update {
         serde_json::from_value(json!({
@@ -481,7 +482,7 @@ async fn pushed_updates_are_answered_once_by_id_whatever_the_order() {
         "one answer per distinct update: {answers:?}"
     );
     assert!(answers.iter().all(|m| visible(m).contains("/report")));
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     task.await.unwrap();
     // Polling would go on from the last update taken, as getUpdates requires.
     let again = Bot::new(&s.cfg, s.store.clone()).unwrap();

@@ -9,11 +9,11 @@
 
 mod backup;
 mod check;
-mod daemon;
 mod demo;
 mod once;
 mod report_calls;
 mod retry;
+mod run;
 mod sim;
 
 use std::path::PathBuf;
@@ -372,7 +372,7 @@ fn store_options(cli: &Cli, c: &config::Config) -> OpenOptions {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match &cli.command {
-        Command::Run => daemon::run(&cli).await,
+        Command::Run => run::run(&cli).await,
         Command::Once(a) => once::once(&cli, a).await,
         Command::Check => check::check(&cli).await,
         Command::Report(a) => once::report(&cli, a).await,

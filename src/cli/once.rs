@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use chrono::{Duration, Utc};
+use chrono::Utc;
 
 use super::{
     AuditArgs, Cli, CmdResult, OnceArgs, ReportArgs, ReportFormat, ReportKind, load_config,
@@ -12,8 +12,8 @@ use super::{
 use crate::config::{Config, ConfigError, TenantConfig};
 use crate::engine::{self, CycleOptions, CycleSummary};
 use crate::ledger::{self, Effect, Outcome, Proposal};
-use crate::report::{self, render::ActionLine};
-use crate::store::Store;
+use crate::report;
+use crate::service::reports::{action_lines, send_report};
 use crate::tenant;
 
 /// The tenants a command acts on (`--tenant` or all), or a config error naming the unknown id.
@@ -91,7 +91,7 @@ pub async fn once(cli: &Cli, a: &OnceArgs) -> CmdResult {
     let store = open_store(cli, &loaded.config).await?;
     let opts = CycleOptions {
         dry_run: a.dry_run,
-        sync: sync_options(&loaded.config),
+        sync: engine::sync_options(&loaded.config),
     };
     let mut failed = false;
     let mut actions_failed = 0;
@@ -134,126 +134,6 @@ fn once_exit(source_failed: bool, actions_failed: usize) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
-}
-
-pub(crate) fn sync_options(c: &Config) -> crate::sync::SyncOptions {
-    crate::sync::SyncOptions {
-        overlap: std::time::Duration::from_secs(c.sync.overlap_secs),
-        telephony_initial: std::time::Duration::from_secs(
-            u64::from(c.sync.telephony_initial_days) * 86_400,
-        ),
-        directory_refresh: std::time::Duration::from_secs(c.sync.directory_refresh_secs),
-        deletion_sweep: std::time::Duration::from_secs(c.sync.deletion_sweep_secs),
-        telephony_overlap: std::time::Duration::from_secs(c.sync.telephony_overlap_secs),
-    }
-}
-
-/// Actions of the last 24 hours by rule, for reports.
-pub(crate) async fn action_lines(store: &Store, tenant: &str) -> anyhow::Result<Vec<ActionLine>> {
-    let rows = store
-        .actions_since(tenant, Utc::now() - Duration::days(1), 100_000)
-        .await?;
-    let mut by_rule: std::collections::BTreeMap<String, ActionLine> = Default::default();
-    // Reports are not rule actions, and `note` rows are bookkeeping (announced tasks).
-    for r in rows
-        .iter()
-        .filter(|r| r.rule != "report" && r.kind != "note")
-    {
-        let line = by_rule.entry(r.rule.clone()).or_insert_with(|| ActionLine {
-            rule: r.rule.clone(),
-            ..ActionLine::default()
-        });
-        match r.state.as_str() {
-            "done" => line.done += 1,
-            "shadow" => line.shadow += 1,
-            "failed" => line.failed += 1,
-            _ => {}
-        }
-    }
-    Ok(by_rule.into_values().collect())
-}
-
-/// The start of the ledger key of every `kind` report of `tenant`; the period's first day
-/// completes it (`report:demo:daily:2026-12-01`).
-pub(super) fn report_key_prefix(tenant: &str, kind: &str) -> String {
-    format!("report:{tenant}:{kind}:")
-}
-
-/// Sends a report to the owner chat through the ledger, so it goes out once per period: the
-/// text first, then each chart as a photo under its own key. The outcome is the text's.
-pub(crate) async fn send_report(
-    store: &Store,
-    tenant: &tenant::Tenant,
-    rep: &report::Report,
-) -> anyhow::Result<Outcome> {
-    use base64::Engine as _;
-    let tg_cfg = tenant
-        .cfg
-        .telegram
-        .as_ref()
-        .context("no [tenants.telegram] section: cannot send")?;
-    let to = crate::notify::route(Some(tg_cfg), crate::notify::MessageKind::Report)
-        .context("telegram.owner_chat is not set: nowhere to send the report")?;
-    let chat = to.chat;
-    let key = format!(
-        "{}{}",
-        report_key_prefix(tenant.id(), rep.kind),
-        rep.period_from
-    );
-    let sinks = ledger::Sinks {
-        crm: tenant.crm.as_ref(),
-        telegram: tenant.telegram.as_ref(),
-    };
-    let text = Proposal {
-        key: key.clone(),
-        rule: "report",
-        entity: None,
-        summary: format!("{} report {} to chat {chat}", rep.kind, rep.period_from),
-        effect: Effect::Telegram {
-            chat,
-            thread: to.thread,
-            html: rep.html.clone(),
-        },
-    };
-    let outcome = ledger::apply(
-        store,
-        tenant.id(),
-        &sinks,
-        &text,
-        crate::config::RuleMode::On,
-    )
-    .await?;
-    // Charts follow the text even when it failed for now: both are redelivered by later cycles,
-    // and a photo never recorded would be lost once the schedule has moved on.
-    for c in &rep.charts {
-        let photo = Proposal {
-            key: format!("{key}:chart:{}", c.name),
-            rule: "report",
-            entity: None,
-            summary: format!(
-                "{} report {} chart {} to chat {chat}",
-                rep.kind, rep.period_from, c.name
-            ),
-            effect: Effect::TelegramPhoto {
-                chat,
-                thread: to.thread,
-                caption: c.caption.clone(),
-                png_base64: base64::engine::general_purpose::STANDARD.encode(&c.png),
-            },
-        };
-        let o = ledger::apply(
-            store,
-            tenant.id(),
-            &sinks,
-            &photo,
-            crate::config::RuleMode::On,
-        )
-        .await?;
-        if let Outcome::Retry(e) | Outcome::Failed(e) = &o {
-            tracing::warn!(tenant = tenant.id(), chart = %c.name, error = %e, "report chart not sent");
-        }
-    }
-    Ok(outcome)
 }
 
 pub async fn report(cli: &Cli, a: &ReportArgs) -> CmdResult {

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::telegram::{Telegram, Update, escape_html};
 use crate::config::{Lang, TenantConfig};
@@ -825,12 +825,12 @@ impl Bot {
         Ok(())
     }
 
-    /// Answers the updates the Telegram webhook receiver (server::webhooks) pushes, instead of
+    /// Answers the updates the Telegram webhook receiver (service::server::webhooks) pushes, instead of
     /// polling: Telegram allows one or the other.
     pub async fn run_pushed(
         mut self,
         mut updates: tokio::sync::mpsc::Receiver<Update>,
-        mut stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) {
         loop {
             let u = tokio::select! {
@@ -838,7 +838,7 @@ impl Bot {
                     Some(u) => u,
                     None => return,
                 },
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
             };
             if self.username.is_none()
                 && let Err(e) = self.prepare().await
@@ -848,7 +848,7 @@ impl Bot {
             // An answer being built or sent when dozor stops is dropped: it is only a reply.
             let result = tokio::select! {
                 r = self.take(&u) => r,
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
             };
             if let Err(e) = result {
                 tracing::warn!(tenant = %self.cfg.id, update_id = u.update_id, error = %e, "update not handled");
@@ -908,12 +908,12 @@ impl Bot {
         Ok(())
     }
 
-    /// Polls until `stop` turns true. Errors are logged and retried with backoff; a token the
+    /// Polls until `stop` is cancelled. Errors are logged and retried with backoff; a token the
     /// API refuses stops the bot (nothing will change until the config does).
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, stop: CancellationToken) {
         let mut failures = 0u32;
         loop {
-            if *stop.borrow() {
+            if stop.is_cancelled() {
                 return;
             }
             let step = async {
@@ -924,7 +924,7 @@ impl Bot {
             };
             let result = tokio::select! {
                 r = step => r,
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
             };
             match result {
                 Ok(_) => failures = 0,
@@ -938,7 +938,7 @@ impl Bot {
                     tracing::warn!(tenant = %self.cfg.id, error = %e, wait_ms = wait.as_millis() as u64, "bot polling failed");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {},
-                        _ = stop.wait_for(|s| *s) => return,
+                        _ = stop.cancelled() => return,
                     }
                 }
             }
@@ -948,11 +948,11 @@ impl Bot {
 
 /// Starts the command handling of every tenant with a bot token: fed by the Telegram webhook
 /// where one is configured (`pushed` holds its queue), by long polling otherwise. The tasks stop
-/// when `stop` turns true.
+/// when `stop` is cancelled.
 pub fn spawn_all(
     tenants: &[TenantConfig],
     store: &Store,
-    stop: &watch::Receiver<bool>,
+    stop: &CancellationToken,
     mut pushed: std::collections::HashMap<String, tokio::sync::mpsc::Receiver<Update>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     tenants

@@ -421,7 +421,7 @@ async fn server_errors_are_retried() {
 #[test]
 fn webhook_deliveries_of_every_documented_update_are_accepted() {
     for u in documented_updates().as_array().unwrap() {
-        let got = dozor::server::webhooks::fuzzing::telegram(u.to_string().as_bytes());
+        let got = dozor::service::server::webhooks::fuzzing::telegram(u.to_string().as_bytes());
         assert_eq!(got, Ok(format!("update {}", u["update_id"])), "{u}");
     }
 }

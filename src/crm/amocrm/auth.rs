@@ -20,8 +20,8 @@ use super::{AmoCrm, MAX_ATTEMPTS, SYSTEM};
 use crate::config::Secret;
 use crate::crm::Result;
 use crate::http::{Error, ErrorKind, backoff, redact_url};
-use crate::telemetry::Observe as _;
 use crate::store::{TokenSet, TokenStore};
+use crate::telemetry::Observe as _;
 
 const TOKEN_PATH: &str = "/oauth2/access_token";
 

@@ -33,8 +33,8 @@ use super::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page
 use crate::config::{Bitrix24Config, Bitrix24Plan, Secret};
 use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, User};
 use crate::http::{self, Error, ErrorKind, Limiter, Throttle, backoff, php_query, redact_url};
-use crate::telemetry::Observe as _;
 use crate::store::{TokenSet, TokenStore};
+use crate::telemetry::Observe as _;
 use tokio_util::sync::CancellationToken;
 
 const SYSTEM: &str = "bitrix24";

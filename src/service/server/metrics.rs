@@ -132,4 +132,3 @@ pub async fn last_successful_syncs(
     .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
-

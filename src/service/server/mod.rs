@@ -19,7 +19,6 @@ use axum::routing::get;
 use crate::store::Store;
 
 pub mod metrics;
-pub mod selfcheck;
 
 /// What the daemon reports to the server as it runs.
 #[derive(Default)]
@@ -211,4 +210,24 @@ async fn metrics(State(s): State<ServerState>) -> impl IntoResponse {
     crate::telemetry::render_process(&mut out);
     metrics::render_store(&s.store, &s.tenants, &mut out).await;
     ([("content-type", "text/plain; version=0.0.4")], out)
+}
+
+/// Binds `config.server.listen` and serves the daemon's app on it until `stop` is cancelled.
+pub async fn start(
+    c: &crate::config::Config,
+    state: ServerState,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use anyhow::Context as _;
+    if let Some(w) = c.server.exposure_warning() {
+        tracing::warn!("{w}");
+    }
+    let nofile = listen::raise_nofile_limit();
+    let listener = tokio::net::TcpListener::bind(&c.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", c.server.listen))?;
+    tracing::info!(listen = %c.server.listen, max_connections = c.server.max_connections, open_files_limit = nofile, metrics_token = c.server.metrics_token.is_some(), "health and metrics server listening");
+    let app = app(state, c.server.metrics_token.clone());
+    let conns = Arc::new(listen::Connections::new(c.server.max_connections));
+    Ok(tokio::spawn(listen::serve(listener, app, conns, stop)))
 }
