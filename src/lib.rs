@@ -4,6 +4,7 @@
 //! rules read the mirror and propose actions, the ledger executes each action exactly once,
 //! and reports read the mirror and the ledger. See README.md for the operator's view.
 
+pub mod bot;
 pub mod cli;
 pub mod config;
 pub mod crm;

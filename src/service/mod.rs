@@ -72,8 +72,7 @@ pub async fn run(c: &Config, store: Store, shutdown: CancellationToken) -> anyho
         None
     };
     // Bot commands: one long-polling task per tenant with a bot token.
-    let bots =
-        crate::notify::bot::spawn_all(&c.tenants, &store, &shutdown, wiring.telegram_updates);
+    let bots = crate::bot::spawn_all(&c.tenants, &store, &shutdown, wiring.telegram_updates);
     tracing::info!(
         tenants = tenants.len(),
         interval_secs = c.sync.interval_secs,

@@ -256,7 +256,7 @@ async fn set_my_commands_sends_valid_bot_commands() {
     let docs = Docs::start(|_| ok(json!(true))).await;
     let tg = client(&docs);
     for lang in [Lang::Ru, Lang::En] {
-        tg.set_my_commands(&dozor::notify::bot::commands(lang))
+        tg.set_my_commands(&dozor::bot::commands(lang))
             .await
             .unwrap();
     }
