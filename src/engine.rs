@@ -271,7 +271,7 @@ async fn apply_rules(
         .collect();
     let now = Utc::now();
     let no_employees = Default::default();
-    let call_links = rules::calls::links(
+    let call_links = crate::matching::links(
         tenant.crm.as_ref(),
         tenant.telephony.as_deref(),
         tenant

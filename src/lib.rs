@@ -12,6 +12,7 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod ledger;
+pub mod matching;
 pub mod notify;
 pub mod report;
 pub mod rules;

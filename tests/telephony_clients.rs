@@ -604,7 +604,7 @@ async fn bad_records_are_logged_and_the_rest_of_the_batch_is_stored() {
 /// map `dozor check` prints says which, and config entries naming nobody are warned about.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn employees_map_to_crm_users_by_config_name_and_extension() {
-    use dozor::rules::calls::{MatchedBy, StaffMap, name_key};
+    use dozor::matching::{MatchedBy, StaffMap, name_key};
     let h = start(false).await;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("dozor.db").display());

@@ -10,11 +10,11 @@
 use chrono::{Datelike, Timelike};
 
 use super::RuleContext;
-use super::calls::{PhoneBook, employee_user, number, recent};
 use crate::config::{Lang, MissedCallConfig};
 use crate::crm::NewTask;
 use crate::domain::{Call, Direction, Ts};
 use crate::ledger::{Effect, Proposal};
+use crate::matching::{PhoneBook, employee_user, number, recent};
 use crate::notify::{MessageKind, route};
 use crate::report::render::esc;
 

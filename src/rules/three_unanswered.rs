@@ -7,10 +7,10 @@
 use std::collections::HashSet;
 
 use super::RuleContext;
-use super::calls::number;
 use crate::config::{Lang, ThreeUnansweredConfig};
 use crate::domain::{Direction, EntityKind, EntityRef, Semantics, phone};
 use crate::ledger::{Effect, Proposal};
+use crate::matching::number;
 use crate::notify::{MessageKind, route};
 use crate::report::render::esc;
 
