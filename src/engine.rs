@@ -14,8 +14,8 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::ledger::ActionLine;
 use crate::ledger::{self, Outcome};
-use crate::report::render::ActionLine;
 use crate::rules::{self, RuleContext};
 use crate::store::Store;
 use crate::sync::{self, SyncOptions, SyncReport};

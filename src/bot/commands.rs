@@ -200,15 +200,15 @@ pub async fn answer_for(
 async fn report_actions(
     store: &Store,
     tenant: &str,
-) -> Result<Vec<report::render::ActionLine>, StoreError> {
+) -> Result<Vec<crate::ledger::ActionLine>, StoreError> {
     let rows = store
         .actions_since(tenant, Utc::now() - chrono::Duration::days(1), 100_000)
         .await?;
-    let mut by: BTreeMap<String, report::render::ActionLine> = BTreeMap::new();
+    let mut by: BTreeMap<String, crate::ledger::ActionLine> = BTreeMap::new();
     for r in rows {
         let line = by
             .entry(r.rule.clone())
-            .or_insert_with(|| report::render::ActionLine {
+            .or_insert_with(|| crate::ledger::ActionLine {
                 rule: r.rule.clone(),
                 ..Default::default()
             });

@@ -11,8 +11,8 @@ use crate::config::{Lang, ThreeUnansweredConfig};
 use crate::domain::{Direction, EntityKind, EntityRef, Semantics, phone};
 use crate::ledger::{Effect, Proposal};
 use crate::matching::number;
+use crate::notify::telegram::escape_html as esc;
 use crate::notify::{MessageKind, route};
-use crate::report::render::esc;
 
 /// The loss reason dozor writes.
 pub const REASON_RU: &str = "не дозвонились";

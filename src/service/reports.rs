@@ -4,8 +4,9 @@
 use anyhow::Context;
 use chrono::{Duration, Utc};
 
+use crate::ledger::ActionLine;
 use crate::ledger::{self, Effect, Outcome, Proposal};
-use crate::report::{self, render::ActionLine};
+use crate::report;
 use crate::store::Store;
 use crate::tenant;
 
