@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Cli, CmdResult, load_config, open_store};
+use super::{Cli, CmdResult, load_config, log_rule_modes, open_store};
 use crate::service;
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -33,7 +33,7 @@ pub async fn shutdown_signal() {
 pub async fn run(cli: &Cli) -> CmdResult {
     let loaded = load_config(cli)?;
     let c = loaded.config;
-    super::log_rule_modes(&c.tenants.iter().collect::<Vec<_>>(), false);
+    log_rule_modes(&c.tenants.iter().collect::<Vec<_>>(), false);
     let store = open_store(cli, &c)
         .await?
         .with_holder(&c.cluster.instance_id());
