@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use super::{Cli, LogFormatArg};
 use crate::config::{self, Config, ConfigError, LogFormat, TenantConfig};
-use crate::store::{OpenOptions, Store};
+use crate::store::{OpenOptions, RetryPolicy, Store};
 
 /// Sets up tracing on stderr: human-readable or JSON; `RUST_LOG` overrides `level`.
 pub fn init_logging(format: LogFormat, level: &str) {
@@ -103,7 +103,7 @@ pub(super) async fn open_store(
 ) -> Result<Store, crate::store::StoreError> {
     Store::open_with(&c.database_url(), &store_options(cli, c))
         .await
-        .map(|s| s.with_retry(c.ledger.policy()))
+        .map(|s| s.with_retry(retry_policy(&c.ledger)))
 }
 
 fn store_options(cli: &Cli, c: &config::Config) -> OpenOptions {
@@ -146,5 +146,27 @@ pub(super) fn select<'a>(
                         .join(", ")
                 ),
             }),
+    }
+}
+
+/// The ledger's retry policy from `[ledger]`.
+pub(super) fn retry_policy(l: &config::LedgerConfig) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: l.max_attempts,
+        first_wait: std::time::Duration::from_secs(l.retry_first_secs),
+        max_wait: std::time::Duration::from_secs(l.retry_max_secs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_defaults_are_the_stores() {
+        assert_eq!(
+            retry_policy(&config::LedgerConfig::default()),
+            RetryPolicy::default()
+        );
     }
 }

@@ -67,23 +67,14 @@ pub struct LedgerConfig {
     pub retry_max_secs: u64,
 }
 
+/// The same as the store's `RetryPolicy::default()` (a test in `cli::common` holds them equal):
+/// the config is read below the store and does not import it.
 impl Default for LedgerConfig {
     fn default() -> Self {
-        let p = crate::store::RetryPolicy::default();
         LedgerConfig {
-            max_attempts: p.max_attempts,
-            retry_first_secs: p.first_wait.as_secs(),
-            retry_max_secs: p.max_wait.as_secs(),
-        }
-    }
-}
-
-impl LedgerConfig {
-    pub fn policy(&self) -> crate::store::RetryPolicy {
-        crate::store::RetryPolicy {
-            max_attempts: self.max_attempts,
-            first_wait: std::time::Duration::from_secs(self.retry_first_secs),
-            max_wait: std::time::Duration::from_secs(self.retry_max_secs),
+            max_attempts: 8,
+            retry_first_secs: 60,
+            retry_max_secs: 3600,
         }
     }
 }
