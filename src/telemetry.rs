@@ -1,42 +1,54 @@
 //! The process-wide metrics counters: low in the house, every layer may emit, none imports up.
 //!
 //! The request paths bump them as they run (requests by system, method and status, rate-limit
-//! waits, Bitrix24 operating time, the re-auth flag). They live in one `static` behind a mutex:
-//! every connector reaches them without threading a handle through its constructor, and a lock
-//! held for a map update costs nothing next to an HTTP request. The gauges read from the store
-//! at scrape time live with the server (`service::server::metrics`).
+//! waits, Bitrix24 operating time, the re-auth flag). They are `prometheus-client` families in
+//! one `static`: every connector reaches them without threading a handle through its
+//! constructor. /metrics registers them with the gauges read at scrape time
+//! (`service::server::metrics`) and encodes the lot as OpenMetrics text.
 //!
 //! Labels carry method names and paths with their ids replaced, never URLs, query strings or
 //! anything that could hold a secret.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 /// Systems whose OAuth tokens the store may hold.
 pub const OAUTH_SYSTEMS: [&str; 2] = ["amocrm", "bitrix24"];
 
-struct Inner {
+/// A series' labels, in the order they are written.
+pub type Labels = Vec<(&'static str, String)>;
+/// A counter of seconds.
+pub type SecondsCounter = Counter<f64, AtomicU64>;
+/// A gauge of a fractional value (seconds).
+pub type FloatGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Default)]
+struct Counters {
     /// (system, method, status) -> requests
-    requests: BTreeMap<(&'static str, String, String), u64>,
-    /// system -> (waits, seconds waited)
-    rate_limit_waits: BTreeMap<&'static str, (u64, f64)>,
+    requests: Family<Labels, Counter>,
+    /// system -> waits
+    rate_limit_waits: Family<Labels, Counter>,
+    /// system -> seconds waited
+    rate_limit_wait_seconds: Family<Labels, SecondsCounter>,
     /// (tenant, method) -> Bitrix24 `time.operating` last reported
-    operating: BTreeMap<(String, String), f64>,
-    /// (tenant, system) -> re-authorisation required
-    reauth: BTreeMap<(String, &'static str), bool>,
+    operating: Family<Labels, FloatGauge>,
 }
 
-static REGISTRY: Mutex<Inner> = Mutex::new(Inner {
-    requests: BTreeMap::new(),
-    rate_limit_waits: BTreeMap::new(),
-    operating: BTreeMap::new(),
-    reauth: BTreeMap::new(),
-});
+static COUNTERS: LazyLock<Counters> = LazyLock::new(Counters::default);
 
-fn registry() -> std::sync::MutexGuard<'static, Inner> {
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+/// (tenant, system) -> re-authorisation required. A map, not a gauge family: the self-checks
+/// read it back.
+static REAUTH: Mutex<BTreeMap<(String, &'static str), bool>> = Mutex::new(BTreeMap::new());
+
+fn reauth() -> std::sync::MutexGuard<'static, BTreeMap<(String, &'static str), bool>> {
+    REAUTH.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A method label safe for metrics: the query string dropped, numeric and long opaque path
@@ -61,10 +73,14 @@ pub fn method_label(method: &str) -> String {
 /// Counts one HTTP request: `status` is the HTTP status, or `error` when no answer came.
 pub fn record_request(system: &'static str, method: &str, status: Option<u16>) {
     let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
-    *registry()
+    COUNTERS
         .requests
-        .entry((system, method_label(method), status))
-        .or_default() += 1;
+        .get_or_create(&vec![
+            ("system", system.to_string()),
+            ("method", method_label(method)),
+            ("status", status),
+        ])
+        .inc();
 }
 
 /// Counts a request where it is sent: `client.get(url).send().await.observe(SYSTEM, method)`.
@@ -85,30 +101,33 @@ impl Observe for reqwest::Result<reqwest::Response> {
 
 /// Counts one wait for a rate limiter (or a server's Retry-After) and how long it took.
 pub fn record_rate_limit_wait(system: &'static str, waited: Duration) {
-    let mut r = registry();
-    let e = r.rate_limit_waits.entry(system).or_default();
-    e.0 += 1;
-    e.1 += waited.as_secs_f64();
+    let labels = vec![("system", system.to_string())];
+    COUNTERS.rate_limit_waits.get_or_create(&labels).inc();
+    COUNTERS
+        .rate_limit_wait_seconds
+        .get_or_create(&labels)
+        .inc_by(waited.as_secs_f64());
 }
 
 /// The operating time Bitrix24 reported for `method` in its current window.
 pub fn set_bitrix24_operating(tenant: &str, method: &str, seconds: f64) {
-    registry()
+    COUNTERS
         .operating
-        .insert((tenant.to_string(), method_label(method)), seconds);
+        .get_or_create(&vec![
+            ("tenant", tenant.to_string()),
+            ("method", method_label(method)),
+        ])
+        .set(seconds);
 }
 
 /// Marks whether `system` of `tenant` needs a person to re-authorise the integration.
 pub fn set_reauth_required(tenant: &str, system: &'static str, required: bool) {
-    registry()
-        .reauth
-        .insert((tenant.to_string(), system), required);
+    reauth().insert((tenant.to_string(), system), required);
 }
 
 /// Systems of `tenant` known to need re-authorisation now.
 pub fn reauth_required(tenant: &str) -> Vec<&'static str> {
-    registry()
-        .reauth
+    reauth()
         .iter()
         .filter(|((t, _), v)| t == tenant && **v)
         .map(|((_, s), _)| *s)
@@ -117,78 +136,58 @@ pub fn reauth_required(tenant: &str) -> Vec<&'static str> {
 
 /// Every (tenant, system) re-authorisation flag set so far.
 pub fn reauth_flags() -> BTreeMap<(String, &'static str), bool> {
-    registry().reauth.clone()
+    reauth().clone()
 }
 
-pub(crate) fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// Appends the in-process counters.
-pub fn render_process(out: &mut String) {
-    let r = registry();
-    header(
-        out,
-        "dozor_http_requests_total",
-        "counter",
-        "Requests to remote systems by system, method and HTTP status (error: no answer).",
+/// Registers the in-process counters with `registry` (they stay shared: later counts show).
+pub fn register(registry: &mut Registry) {
+    let c = &*COUNTERS;
+    registry.register(
+        "dozor_http_requests",
+        "Requests to remote systems by system, method and HTTP status (error: no answer)",
+        c.requests.clone(),
     );
-    for ((system, method, status), n) in &r.requests {
-        let _ = writeln!(
-            out,
-            "dozor_http_requests_total{{system=\"{system}\",method=\"{}\",status=\"{status}\"}} {n}",
-            label(method)
-        );
-    }
-    header(
-        out,
-        "dozor_rate_limit_waits_total",
-        "counter",
-        "Requests that had to wait for the rate limiter.",
+    registry.register(
+        "dozor_rate_limit_waits",
+        "Requests that had to wait for the rate limiter",
+        c.rate_limit_waits.clone(),
     );
-    for (system, (n, _)) in &r.rate_limit_waits {
-        let _ = writeln!(
-            out,
-            "dozor_rate_limit_waits_total{{system=\"{system}\"}} {n}"
-        );
-    }
-    header(
-        out,
-        "dozor_rate_limit_wait_seconds_total",
-        "counter",
-        "Seconds spent waiting for the rate limiter.",
+    registry.register(
+        "dozor_rate_limit_wait_seconds",
+        "Seconds spent waiting for the rate limiter",
+        c.rate_limit_wait_seconds.clone(),
     );
-    for (system, (_, secs)) in &r.rate_limit_waits {
-        let _ = writeln!(
-            out,
-            "dozor_rate_limit_wait_seconds_total{{system=\"{system}\"}} {secs:.3}"
-        );
-    }
-    header(
-        out,
+    registry.register(
         "dozor_bitrix24_operating_seconds",
-        "gauge",
-        "Bitrix24 time.operating of a method in its current 10-minute window.",
+        "Bitrix24 time.operating of a method in its current 10-minute window",
+        c.operating.clone(),
     );
-    for ((tenant, method), secs) in &r.operating {
-        let _ = writeln!(
-            out,
-            "dozor_bitrix24_operating_seconds{{tenant=\"{}\",method=\"{}\"}} {secs:.3}",
-            label(tenant),
-            label(method)
-        );
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_keep_their_names_in_the_openmetrics_text() {
+        record_rate_limit_wait("test-system", Duration::from_millis(1500));
+        record_request("test-system", "GET /x/123?page=2", Some(200));
+        set_bitrix24_operating("test-tenant", "crm.deal.list", 1.5);
+        let mut registry = Registry::default();
+        register(&mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        for line in [
+            "# TYPE dozor_rate_limit_waits counter",
+            "dozor_rate_limit_waits_total{system=\"test-system\"} 1",
+            "dozor_rate_limit_wait_seconds_total{system=\"test-system\"} 1.5",
+            "dozor_http_requests_total{system=\"test-system\",method=\"GET /x/{id}\",status=\"200\"} 1",
+            "dozor_bitrix24_operating_seconds{tenant=\"test-tenant\",method=\"crm.deal.list\"} 1.5",
+        ] {
+            assert!(out.contains(line), "{line}\n{out}");
+        }
+        assert!(out.ends_with("# EOF\n"), "{out}");
+    }
 
     #[test]
     fn method_labels_hide_ids_and_queries() {
