@@ -14,8 +14,8 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::ledger::ActionLine;
 use crate::ledger::{self, Outcome};
-use crate::report::render::ActionLine;
 use crate::rules::{self, RuleContext};
 use crate::store::Store;
 use crate::sync::{self, SyncOptions, SyncReport};
@@ -271,7 +271,7 @@ async fn apply_rules(
         .collect();
     let now = Utc::now();
     let no_employees = Default::default();
-    let call_links = rules::calls::links(
+    let call_links = crate::matching::links(
         tenant.crm.as_ref(),
         tenant.telephony.as_deref(),
         tenant
@@ -432,4 +432,17 @@ async fn handovers(
             }
         })
         .collect())
+}
+
+/// The sync options of the config's `[sync]` section.
+pub fn sync_options(c: &crate::config::Config) -> crate::sync::SyncOptions {
+    crate::sync::SyncOptions {
+        overlap: std::time::Duration::from_secs(c.sync.overlap_secs),
+        telephony_initial: std::time::Duration::from_secs(
+            u64::from(c.sync.telephony_initial_days) * 86_400,
+        ),
+        directory_refresh: std::time::Duration::from_secs(c.sync.directory_refresh_secs),
+        deletion_sweep: std::time::Duration::from_secs(c.sync.deletion_sweep_secs),
+        telephony_overlap: std::time::Duration::from_secs(c.sync.telephony_overlap_secs),
+    }
 }

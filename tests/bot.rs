@@ -6,11 +6,11 @@ mod common;
 
 use std::time::Duration;
 
+use dozor::bot::{self, Bot};
 use dozor::config::{self, TenantConfig};
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor::engine::{CycleOptions, run_cycle};
 use dozor::ledger::{self, Effect, Outcome, Proposal};
-use dozor::notify::bot::{self, Bot};
 use dozor::notify::telegram::{Telegram, escape_html};
 use dozor::notify::{MessageKind, Route, route};
 use dozor::sim::telegram::{SentMessage, parse_html};
@@ -215,7 +215,7 @@ async fn english_tenant_refuses_in_english_and_lists_candidates() {
     // Two managers share a letter: an ambiguous query lists candidates.
     let snap = Snapshot::load(&s.store, "demo").await.unwrap();
     let letter = snap.users[0].name.chars().next().unwrap().to_string();
-    let matching = dozor::notify::bot::match_users(&snap, &letter);
+    let matching = dozor::bot::match_users(&snap, &letter);
     h.sim
         .telegram
         .push_update(json!({"chat_id": STRANGER, "text": "/status", "from_id": 9}));
@@ -265,9 +265,9 @@ fn routes_follow_the_message_kind() {
     tg.ops_chat = Some(3);
     assert_eq!(route(Some(&tg), MessageKind::SelfCheck), r(3, None));
     assert_eq!(route(None, MessageKind::Report), None);
-    let allowed = dozor::notify::allowed_chats(&tg);
-    assert!(allowed.contains(&1) && allowed.contains(&3) && allowed.contains(&70));
-    assert!(!allowed.contains(&STRANGER));
+    let allowed = |chat| dozor::bot::access_of(&tg, chat).is_some();
+    assert!(allowed(1) && allowed(3) && allowed(70));
+    assert!(!allowed(STRANGER));
 }
 
 /// A report long enough for three parts.
@@ -448,7 +448,8 @@ async fn pushed_updates_are_answered_once_by_id_whatever_the_order() {
     let h = &s.h;
     let b = fast_bot(&s);
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stop_tx = stop.clone();
     let task = tokio::spawn(b.run_pushed(rx, stop));
     let update = |id: i64| -> dozor::notify::telegram::Update {
         serde_json::from_value(json!({
@@ -481,7 +482,7 @@ async fn pushed_updates_are_answered_once_by_id_whatever_the_order() {
         "one answer per distinct update: {answers:?}"
     );
     assert!(answers.iter().all(|m| visible(m).contains("/report")));
-    stop_tx.send(true).unwrap();
+    stop_tx.cancel();
     task.await.unwrap();
     // Polling would go on from the last update taken, as getUpdates requires.
     let again = Bot::new(&s.cfg, s.store.clone()).unwrap();

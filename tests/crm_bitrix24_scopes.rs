@@ -272,7 +272,7 @@ async fn a_missing_user_scope_leaves_the_rest_mirrored() {
     // Names degrade to "сотрудник N": the overdue list and the daily report.
     let now = Utc::now();
     let snap = dozor::store::Snapshot::load(&store, &t.id).await.unwrap();
-    let overdue = dozor::notify::bot::overdue(
+    let overdue = dozor::bot::overdue(
         &snap,
         dozor::config::Lang::Ru,
         chrono_tz::Europe::Moscow,

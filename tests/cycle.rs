@@ -228,7 +228,7 @@ async fn dry_run_writes_nothing_on_either_crm() {
 /// cycles and restarts follow; after re-authorisation one "resolved" message, then silence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selfcheck_reauth_raised_once_and_cleared_once_across_restarts() {
-    use dozor::server::selfcheck::{self, SelfCheckConfig};
+    use dozor::service::selfcheck::{self, SelfCheckConfig};
     use dozor::sim::tenant_config::OWNER_CHAT;
     use dozor::store::{TokenSet, TokenStore};
 
@@ -342,7 +342,7 @@ async fn selfcheck_reauth_raised_once_and_cleared_once_across_restarts() {
     let msgs = ops_messages();
     assert_eq!(msgs.len(), 2, "{msgs:?}");
     assert!(msgs[1].contains("устранено"), "{msgs:?}");
-    assert!(dozor::server::metrics::reauth_required("demo").is_empty());
+    assert!(dozor::telemetry::reauth_required("demo").is_empty());
     h.stop().await;
 }
 
@@ -350,7 +350,7 @@ async fn selfcheck_reauth_raised_once_and_cleared_once_across_restarts() {
 /// in the tenant's language (English here), each once, and cleared once when they recover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selfcheck_stale_source_and_backlog_in_english() {
-    use dozor::server::selfcheck::{self, Check, SelfCheckConfig};
+    use dozor::service::selfcheck::{self, Check, SelfCheckConfig};
     use dozor::store::cursors::SyncRun;
 
     let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
@@ -481,7 +481,7 @@ async fn selfcheck_stale_source_and_backlog_in_english() {
 }
 
 /// Each transition as (check id, raised).
-fn changes(tr: &[dozor::server::selfcheck::Transition]) -> Vec<(&str, bool)> {
+fn changes(tr: &[dozor::service::selfcheck::Transition]) -> Vec<(&str, bool)> {
     tr.iter().map(|t| (t.id.as_str(), t.raised)).collect()
 }
 
@@ -492,7 +492,7 @@ fn changes(tr: &[dozor::server::selfcheck::Transition]) -> Vec<(&str, bool)> {
 /// webhook deliveries stopped (the receiver's problem passed in).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selfcheck_telephony_token_age_disk_and_webhooks_raise_and_clear() {
-    use dozor::server::selfcheck::{self, Problem, SelfCheckConfig};
+    use dozor::service::selfcheck::{self, Problem, SelfCheckConfig};
     use dozor::sim::tenant_config::OWNER_CHAT;
     use dozor::store::TokenStore;
 

@@ -10,7 +10,7 @@ use chrono::Datelike;
 use dozor::crm::amocrm::fuzzing as amo;
 use dozor::crm::bitrix24::fuzzing as b24;
 use dozor::domain::{CrmKind, EntityKind, Record, TelephonyKind};
-use dozor::server::webhooks::fuzzing as hooks;
+use dozor::service::server::webhooks::fuzzing as hooks;
 use dozor::sim::tenant_config::tenant_config;
 use dozor::telephony::calltouch::fuzzing as calltouch;
 use dozor::telephony::comagic::fuzzing as comagic;

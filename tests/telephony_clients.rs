@@ -604,7 +604,7 @@ async fn bad_records_are_logged_and_the_rest_of_the_batch_is_stored() {
 /// map `dozor check` prints says which, and config entries naming nobody are warned about.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn employees_map_to_crm_users_by_config_name_and_extension() {
-    use dozor::rules::calls::{MatchedBy, StaffMap, name_key};
+    use dozor::matching::{MatchedBy, StaffMap, name_key};
     let h = start(false).await;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("dozor.db").display());
@@ -1125,7 +1125,7 @@ async fn comagic_zone_is_re_read_and_kept_when_the_re_read_fails() {
 /// stores the call at its true instant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notified_call_is_stored_at_the_instant_the_account_means() {
-    use dozor::server::{self, Health, ServerState, webhooks::Hooks};
+    use dozor::service::server::{self, Health, ServerState, webhooks::Hooks};
     const SECRET: &str = "comagic-hook-secret-0123456789";
     let at = Utc::now().with_nanosecond(0).unwrap() - Duration::minutes(3);
     let h = tiny_sim_in(at, YEKATERINBURG).await;

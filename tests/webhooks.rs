@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use chrono::{Timelike, Utc};
 use dozor::config;
 use dozor::domain::{CrmKind, TelephonyKind};
-use dozor::server::webhooks::Hooks;
-use dozor::server::{self, Health, ServerState};
+use dozor::service::server::webhooks::Hooks;
+use dozor::service::server::{self, Health, ServerState};
 use dozor::sim::world::{Dir, SimCall, World};
 use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
 use dozor::store::Store;
@@ -819,7 +819,7 @@ const AMO_DOC_UNSORTED_ACCEPT: &str = "unsorted[delete][0][action]=accept\
 
 #[test]
 fn amocrm_documented_webhook_shapes_are_accepted() {
-    use dozor::server::webhooks::fuzzing::amocrm;
+    use dozor::service::server::webhooks::fuzzing::amocrm;
     let account = "&account[subdomain]=acme&account[id]=7039099\
                    &account[_links][self]=https%3A%2F%2Facme.amocrm.ru";
     let with_account = |b: &str| format!("{b}{account}");

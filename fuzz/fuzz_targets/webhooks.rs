@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use dozor::server::webhooks::fuzzing;
+use dozor::service::server::webhooks::fuzzing;
 use dozor::telephony::comagic::Comagic;
 use libfuzzer_sys::fuzz_target;
 

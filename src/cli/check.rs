@@ -235,7 +235,7 @@ async fn staff_lines(
         .as_ref()
         .map(|t| t.employees().clone())
         .unwrap_or_default();
-    let map = crate::rules::calls::StaffMap::build(&employees, &users, &configured);
+    let map = crate::matching::StaffMap::build(&employees, &users, &configured);
     if map.links.is_empty() {
         return vec!["no employees yet".into()];
     }

@@ -13,13 +13,13 @@ use std::time::Instant;
 use anyhow::Context;
 use chrono::{Duration, Utc};
 
-use super::once::{action_lines, send_report};
 use super::{Cli, CmdResult, CrmArg, DemoArgs, LogFormatArg, TelephonyArg, init_logging};
 use crate::config::{self, Lang, LogFormat};
 use crate::domain::{CrmKind, TelephonyKind};
 use crate::engine::{self, CycleOptions};
 use crate::ledger::Outcome;
 use crate::report;
+use crate::service::reports::{action_lines, send_report};
 use crate::sim::tenant_config::{OWNER_CHAT, rules_on, tenant_config};
 use crate::sim::{self, SimOptions};
 use crate::store::Store;

@@ -7,22 +7,28 @@
 //! error; the summary counts them). Errors are printed as one readable message on stderr, never
 //! as a panic.
 
+mod audit;
 mod backup;
 mod check;
-mod daemon;
+mod common;
 mod demo;
 mod once;
+mod report;
 mod report_calls;
 mod retry;
+mod revert;
+mod run;
 mod sim;
+
+pub use common::{CmdResult, Failure, init_logging};
+use common::{load_config, log_rule_modes, open_store, select};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, ConfigError, Lang, LogFormat};
-use crate::store::{OpenOptions, Store};
+use crate::config::Lang;
 
 /// dozor keeps a sales department's CRM honest: it syncs Bitrix24 or amoCRM and the telephony
 /// (CoMagic, Calltouch), enforces the sales-discipline rules and reports to Telegram.
@@ -256,130 +262,17 @@ pub struct AuditArgs {
     pub json: bool,
 }
 
-/// Sets up tracing on stderr: human-readable or JSON; `RUST_LOG` overrides `level`.
-pub fn init_logging(format: LogFormat, level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-}
-
-/// A command's failure, already phrased for the user.
-#[derive(Debug)]
-pub enum Failure {
-    /// Bad config or usage: exit 2.
-    Config(ConfigError),
-    /// A path, a file or the database needs an operator (data_dir unusable, a damaged or
-    /// replaced database, an existing backup file): exit 2.
-    Operator(anyhow::Error),
-    /// Anything else: exit 1.
-    Runtime(anyhow::Error),
-}
-
-impl From<ConfigError> for Failure {
-    fn from(e: ConfigError) -> Self {
-        Failure::Config(e)
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Self {
-        Failure::Runtime(e)
-    }
-}
-
-impl From<crate::store::StoreError> for Failure {
-    fn from(e: crate::store::StoreError) -> Self {
-        if e.needs_operator() {
-            Failure::Operator(e.into())
-        } else {
-            Failure::Runtime(e.into())
-        }
-    }
-}
-
-pub type CmdResult = Result<ExitCode, Failure>;
-
-/// Loads the config named by `--config` (or found at a default path) and starts logging.
-pub(crate) fn load_config(cli: &Cli) -> Result<config::Loaded, ConfigError> {
-    let path = config::locate(cli.config.as_deref())?;
-    let loaded = config::load(&path)?;
-    let format = match cli.log_format {
-        Some(LogFormatArg::Json) => LogFormat::Json,
-        Some(LogFormatArg::Human) => LogFormat::Human,
-        None => loaded.config.log.format,
-    };
-    init_logging(format, &loaded.config.log.level);
-    if let Some(w) = config::permission_warning(&path) {
-        tracing::warn!("{w}");
-    }
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
-    if loaded.config.tenants.is_empty() {
-        return Err(ConfigError {
-            file: Some(path),
-            key: Some("tenants".into()),
-            line: None,
-            env_var: None,
-            message:
-                "no tenant configured: add a [[tenants]] section (see config/dozor.example.toml)"
-                    .into(),
-        });
-    }
-    Ok(loaded)
-}
-
-/// Logs, once per tenant, which rules write and which are in shadow: the first thing to know
-/// about a starting dozor is whether it will change the CRM.
-pub(crate) fn log_rule_modes(tenants: &[&config::TenantConfig], dry_run: bool) {
-    for t in tenants {
-        tracing::info!("{}", t.rules.summary(&t.id, dry_run));
-    }
-}
-
-/// Opens the configured database, with its install marker in data_dir.
-pub(crate) async fn open_store(
-    cli: &Cli,
-    c: &config::Config,
-) -> Result<Store, crate::store::StoreError> {
-    Store::open_with(&c.database_url(), &store_options(cli, c))
-        .await
-        .map(|s| s.with_retry(c.ledger.policy()))
-}
-
-fn store_options(cli: &Cli, c: &config::Config) -> OpenOptions {
-    OpenOptions {
-        max_connections: c.database.max_connections,
-        install_marker: true,
-        data_dir: Some(c.data_dir.clone()),
-        key: if c.database.url.is_some() {
-            "database.url"
-        } else {
-            "data_dir"
-        },
-        reinitialise: cli.reinitialise_database,
-    }
-}
-
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match &cli.command {
-        Command::Run => daemon::run(&cli).await,
+        Command::Run => run::run(&cli).await,
         Command::Once(a) => once::once(&cli, a).await,
         Command::Check => check::check(&cli).await,
-        Command::Report(a) => once::report(&cli, a).await,
+        Command::Report(a) => report::report(&cli, a).await,
         Command::Demo(a) => demo::demo(&cli, a).await,
         Command::Sim(a) => sim::sim(&cli, a).await,
-        Command::Audit(a) => once::audit(&cli, a).await,
-        Command::Revert(a) => once::revert(&cli, a).await,
+        Command::Audit(a) => audit::audit(&cli, a).await,
+        Command::Revert(a) => revert::revert(&cli, a).await,
         Command::Retry(a) => retry::retry(&cli, a).await,
         Command::Backup(a) => backup::backup(&cli, a).await,
     };

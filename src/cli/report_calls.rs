@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use chrono::{Duration, Utc};
 
-use super::{Cli, CmdResult, ReportArgs, ReportFormat, load_config, once::select, open_store};
+use super::{Cli, CmdResult, ReportArgs, ReportFormat, load_config, open_store, select};
 use crate::report;
 
 pub async fn report_calls(cli: &Cli, a: &ReportArgs) -> CmdResult {

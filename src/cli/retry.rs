@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::once::select;
+use super::select;
 use super::{Cli, CmdResult, RetryArgs, load_config, open_store};
 use crate::config::RuleMode;
 use crate::ledger::{self, Effect, Outcome, Proposal};

@@ -80,7 +80,7 @@ pub async fn sim(cli: &Cli, a: &SimArgs) -> CmdResult {
             w.calls.len()
         );
     }
-    super::daemon::shutdown_signal().await;
+    super::run::shutdown_signal().await;
     handle.stop().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -49,7 +49,7 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     /// Thresholds of the self-checks reported to the ops chat.
     #[serde(default)]
-    pub selfcheck: crate::server::selfcheck::SelfCheckConfig,
+    pub selfcheck: SelfCheckConfig,
     /// How failing actions are retried before they are parked as `dead`.
     #[serde(default)]
     pub ledger: LedgerConfig,
@@ -67,23 +67,14 @@ pub struct LedgerConfig {
     pub retry_max_secs: u64,
 }
 
+/// The same as the store's `RetryPolicy::default()` (a test in `cli::common` holds them equal):
+/// the config is read below the store and does not import it.
 impl Default for LedgerConfig {
     fn default() -> Self {
-        let p = crate::store::RetryPolicy::default();
         LedgerConfig {
-            max_attempts: p.max_attempts,
-            retry_first_secs: p.first_wait.as_secs(),
-            retry_max_secs: p.max_wait.as_secs(),
-        }
-    }
-}
-
-impl LedgerConfig {
-    pub fn policy(&self) -> crate::store::RetryPolicy {
-        crate::store::RetryPolicy {
-            max_attempts: self.max_attempts,
-            first_wait: std::time::Duration::from_secs(self.retry_first_secs),
-            max_wait: std::time::Duration::from_secs(self.retry_max_secs),
+            max_attempts: 8,
+            retry_first_secs: 60,
+            retry_max_secs: 3600,
         }
     }
 }
@@ -272,3 +263,34 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+
+/// Thresholds (`[selfcheck]` in the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfCheckConfig {
+    pub enabled: bool,
+    /// Warn when the stored refresh token is this many days old (amoCRM and Bitrix24 refresh
+    /// tokens expire after about 3 months without use).
+    pub token_warn_days: u32,
+    /// A source whose last this-many sync runs all failed is reported.
+    pub stale_cycles: u32,
+    /// Ledger intents without a final outcome above this are reported.
+    pub ledger_backlog: i64,
+    /// The disk holding `data_dir` is reported below this share of free space...
+    pub disk_min_free_percent: f64,
+    /// ...or below this many MiB free.
+    pub disk_min_free_mib: u64,
+}
+
+impl Default for SelfCheckConfig {
+    fn default() -> Self {
+        SelfCheckConfig {
+            enabled: true,
+            token_warn_days: 80,
+            stale_cycles: 3,
+            ledger_backlog: 100,
+            disk_min_free_percent: 5.0,
+            disk_min_free_mib: 500,
+        }
+    }
+}

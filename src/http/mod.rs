@@ -314,7 +314,7 @@ impl Limiter {
             _ = self.inner.until_ready() => {}
             _ = stop.cancelled() => return Err(Stopped),
         }
-        crate::server::metrics::record_rate_limit_wait(self.system, started.elapsed());
+        crate::telemetry::record_rate_limit_wait(self.system, started.elapsed());
         Ok(())
     }
 }

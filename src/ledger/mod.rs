@@ -25,6 +25,15 @@ use crate::http::ErrorKind;
 use crate::notify::telegram::Telegram;
 use crate::store::{ActionRow, Store, StoreError};
 
+/// Counts of actions by rule for reports and cycle summaries (done, shadow, failed).
+#[derive(Debug, Clone, Default)]
+pub struct ActionLine {
+    pub rule: String,
+    pub done: usize,
+    pub shadow: usize,
+    pub failed: usize,
+}
+
 /// What an action does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -1,6 +1,6 @@
-//! Where messages go: Telegram.
+//! Telegram transport: sending, splitting, pacing ([`telegram`]), and which chat a message goes
+//! to ([`route`]). The bot commands live above, in `crate::bot`.
 
-pub mod bot;
 pub mod telegram;
 
 use crate::config::TelegramConfig;
@@ -43,15 +43,4 @@ pub fn route(tg: Option<&TelegramConfig>, kind: MessageKind<'_>) -> Option<Route
         MessageKind::TaskNotice { manager } => plain(tg.managers.get(manager).copied()),
         MessageKind::SelfCheck => plain(tg.ops_chat.or(tg.owner_chat)),
     }
-}
-
-/// Chats allowed to use bot commands: every configured chat plus `allowed_chats`.
-pub fn allowed_chats(tg: &TelegramConfig) -> std::collections::BTreeSet<i64> {
-    tg.owner_chat
-        .into_iter()
-        .chain(tg.head_of_sales_chat)
-        .chain(tg.ops_chat)
-        .chain(tg.managers.values().copied())
-        .chain(tg.allowed_chats.iter().copied())
-        .collect()
 }

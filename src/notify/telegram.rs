@@ -273,21 +273,9 @@ impl Telegram {
                 }
                 out
             }
-            RequestError::InvalidJson { source, raw } => {
-                // A proxy's HTML error page (or a cut-off body) is not an answer from the Bot
-                // API: worth another try.
-                let kind = if raw.trim_start().starts_with('<') {
-                    ErrorKind::Transient
-                } else {
-                    ErrorKind::Decode
-                };
-                self.err(
-                    kind,
-                    method,
-                    format!("response is not a valid Bot API envelope: {source}"),
-                )
-            }
-            RequestError::Io(e) => self.err(ErrorKind::Transient, method, format!("I/O: {e}")),
+            // Bodies are decoded by `decode`, never by teloxide: its JSON and I/O errors do not
+            // reach here.
+            other => self.err(ErrorKind::Transient, method, self.redact(&other.to_string())),
         }
     }
 
@@ -473,7 +461,7 @@ impl Telegram {
         let mut attempt = 0;
         loop {
             let result = send().await;
-            crate::server::metrics::record_request(
+            crate::telemetry::record_request(
                 SYSTEM,
                 method,
                 match &result {

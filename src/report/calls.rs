@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::config::{RuleMode, RulesConfig};
 use crate::domain::{ActivityKind, Call, Direction, Ts, phone};
-use crate::rules::calls::PhoneBook;
+use crate::matching::PhoneBook;
 use crate::store::{Snapshot, Store, StoreError};
 
 /// How far apart a telephony call and a CRM call activity with the same number may start and

@@ -266,7 +266,7 @@ fn call_user<'a>(
     {
         return Some(user.as_str());
     }
-    let key = crate::rules::calls::name_key(c.employee_name.as_deref()?);
+    let key = crate::matching::name_key(c.employee_name.as_deref()?);
     by_name.get(&key).copied().flatten()
 }
 
@@ -287,7 +287,7 @@ pub fn period_figures(s: &Snapshot, period: &Period, ctx: &Context) -> Figures {
     let mut by_name: HashMap<String, Option<&str>> = HashMap::new();
     for u in &s.users {
         by_name
-            .entry(crate::rules::calls::name_key(&u.name))
+            .entry(crate::matching::name_key(&u.name))
             .and_modify(|v| *v = None)
             .or_insert(Some(u.id.as_str()));
     }

@@ -5,13 +5,8 @@ use chrono::{Datelike, NaiveDate};
 
 use super::metrics::{Figures, ManagerFigures, Period};
 use crate::config::Lang;
-
-/// Escapes text for Telegram HTML.
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
+pub use crate::ledger::ActionLine;
+pub use crate::notify::telegram::escape_html as esc;
 
 /// Strips tags and decodes the four entities: the terminal view of a Telegram HTML message.
 pub fn to_plain(html: &str) -> String {
@@ -247,15 +242,6 @@ fn labels(lang: Lang) -> &'static L {
         Lang::Ru => &RU,
         Lang::En => &EN,
     }
-}
-
-/// Counts of actions by rule for the report (done, shadow).
-#[derive(Debug, Clone, Default)]
-pub struct ActionLine {
-    pub rule: String,
-    pub done: usize,
-    pub shadow: usize,
-    pub failed: usize,
 }
 
 /// Everything a daily report shows.

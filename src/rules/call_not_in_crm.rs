@@ -8,10 +8,10 @@
 use std::collections::HashSet;
 
 use super::RuleContext;
-use super::calls::{PhoneBook, employee_user, number, recent};
 use crate::config::CallNotInCrmConfig;
 use crate::crm::CallRecord;
 use crate::ledger::{Effect, Proposal};
+use crate::matching::{PhoneBook, employee_user, number, recent};
 
 pub fn propose(ctx: &RuleContext, cfg: &CallNotInCrmConfig) -> Vec<Proposal> {
     let book = PhoneBook::with_links(ctx.mirror, ctx.calls);

@@ -15,8 +15,8 @@ use super::RuleContext;
 use crate::config::{Lang, LeadReactionConfig};
 use crate::domain::{Direction, EntityKind, Lead, Semantics, phone};
 use crate::ledger::{Effect, Proposal};
+use crate::notify::telegram::escape_html as esc;
 use crate::notify::{MessageKind, route};
-use crate::report::render::esc;
 
 /// Who was contacted since when: outgoing calls by number and activities by lead, indexed once
 /// so that checking every lead costs one lookup each, not a pass over all calls.

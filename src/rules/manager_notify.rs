@@ -12,8 +12,8 @@ use chrono::{Duration, Utc};
 use crate::config::{Lang, RuleMode, TelegramConfig};
 use crate::crm::NewTask;
 use crate::ledger::{self, Effect, Outcome, Proposal, Sinks};
+use crate::notify::telegram::escape_html as esc;
 use crate::notify::{MessageKind, route};
-use crate::report::render::esc;
 use crate::store::{ActionRow, Store, StoreError};
 
 /// FNV-1a: a stable hash (unlike std's, it never changes between Rust versions).

@@ -10,13 +10,13 @@
 use chrono::{Datelike, Timelike};
 
 use super::RuleContext;
-use super::calls::{PhoneBook, employee_user, number, recent};
 use crate::config::{Lang, MissedCallConfig};
 use crate::crm::NewTask;
 use crate::domain::{Call, Direction, Ts};
 use crate::ledger::{Effect, Proposal};
+use crate::matching::{PhoneBook, employee_user, number, recent};
+use crate::notify::telegram::escape_html as esc;
 use crate::notify::{MessageKind, route};
-use crate::report::render::esc;
 
 /// When the missed call `c` was called back, if it was.
 pub fn callback(ctx: &RuleContext, c: &Call, e164: &str) -> Option<Ts> {

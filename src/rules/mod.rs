@@ -2,7 +2,6 @@
 //! they run. A rule never writes anything itself and never knows which CRM is behind the mirror.
 
 pub mod call_not_in_crm;
-pub mod calls;
 pub mod clients;
 pub mod deal_without_task;
 pub mod dormant;
@@ -48,7 +47,7 @@ pub struct RuleContext<'a> {
     /// reconcile them by their marker.
     pub unfinished: &'a std::collections::HashSet<String>,
     /// Telephony employees ↔ CRM users, and CRM answers for numbers the mirror lacks.
-    pub calls: &'a calls::CallLinks,
+    pub calls: &'a crate::matching::CallLinks,
 }
 
 /// A done owner change of the dormant rule.

@@ -14,8 +14,8 @@ use super::RuleContext;
 use crate::config::{Lang, OverdueTasksConfig};
 use crate::domain::Task;
 use crate::ledger::{Effect, Proposal};
+use crate::notify::telegram::escape_html as esc;
 use crate::notify::{MessageKind, route};
-use crate::report::render::esc;
 
 /// Telegram messages stay far below the 4096-character limit: the rest is summarised.
 const MAX_LINES: usize = 40;

@@ -7,12 +7,12 @@
 use std::collections::HashSet;
 
 use super::RuleContext;
-use super::calls::number;
 use crate::config::{Lang, ThreeUnansweredConfig};
 use crate::domain::{Direction, EntityKind, EntityRef, Semantics, phone};
 use crate::ledger::{Effect, Proposal};
+use crate::matching::number;
+use crate::notify::telegram::escape_html as esc;
 use crate::notify::{MessageKind, route};
-use crate::report::render::esc;
 
 /// The loss reason dozor writes.
 pub const REASON_RU: &str = "не дозвонились";

@@ -21,11 +21,11 @@
 use std::collections::BTreeMap;
 
 use super::RuleContext;
-use super::calls::{PhoneBook, employee_user, number, recent};
 use crate::config::{Lang, OnDutyPick, RuleMode, UnknownCallerConfig};
 use crate::crm::{NewLead, NewTask};
 use crate::domain::{Call, Direction, EntityKind, EntityRef, Semantics, phone};
 use crate::ledger::{Effect, Proposal};
+use crate::matching::{PhoneBook, employee_user, number, recent};
 
 /// The key of the lead made for `e164`.
 fn lead_key(tenant: &str, e164: &str) -> String {
@@ -264,7 +264,7 @@ mod tests {
         marketing: MarketingConfig,
         done: HashMap<String, String>,
         unfinished: HashSet<String>,
-        links: super::super::calls::CallLinks,
+        links: crate::matching::CallLinks,
     }
 
     impl Fixture {

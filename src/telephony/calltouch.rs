@@ -19,7 +19,7 @@ use super::{Result, Telephony};
 use crate::config::{CalltouchConfig, Secret};
 use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm, bounds};
 use crate::http::{self, Error, ErrorKind, Limiter, redact_url};
-use crate::server::metrics::Observe as _;
+use crate::telemetry::Observe as _;
 use tokio_util::sync::CancellationToken;
 
 const SYSTEM: &str = "calltouch";

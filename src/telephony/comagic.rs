@@ -24,7 +24,7 @@ use super::{Result, Telephony};
 use crate::config::{ComagicConfig, Secret};
 use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm, bounds};
 use crate::http::{self, Error, ErrorKind, redact_url};
-use crate::server::metrics::Observe as _;
+use crate::telemetry::Observe as _;
 
 const SYSTEM: &str = "comagic";
 const DT_FMT: &str = "%Y-%m-%d %H:%M:%S";

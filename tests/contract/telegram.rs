@@ -256,7 +256,7 @@ async fn set_my_commands_sends_valid_bot_commands() {
     let docs = Docs::start(|_| ok(json!(true))).await;
     let tg = client(&docs);
     for lang in [Lang::Ru, Lang::En] {
-        tg.set_my_commands(&dozor::notify::bot::commands(lang))
+        tg.set_my_commands(&dozor::bot::commands(lang))
             .await
             .unwrap();
     }
@@ -421,7 +421,7 @@ async fn server_errors_are_retried() {
 #[test]
 fn webhook_deliveries_of_every_documented_update_are_accepted() {
     for u in documented_updates().as_array().unwrap() {
-        let got = dozor::server::webhooks::fuzzing::telegram(u.to_string().as_bytes());
+        let got = dozor::service::server::webhooks::fuzzing::telegram(u.to_string().as_bytes());
         assert_eq!(got, Ok(format!("update {}", u["update_id"])), "{u}");
     }
 }

@@ -20,8 +20,8 @@ use super::{AmoCrm, MAX_ATTEMPTS, SYSTEM};
 use crate::config::Secret;
 use crate::crm::Result;
 use crate::http::{Error, ErrorKind, backoff, redact_url};
-use crate::server::metrics::Observe as _;
 use crate::store::{TokenSet, TokenStore};
+use crate::telemetry::Observe as _;
 
 const TOKEN_PATH: &str = "/oauth2/access_token";
 
@@ -121,7 +121,7 @@ impl Auth {
 impl OAuth {
     /// Turns the client off until someone re-authorises; shown as `dozor_reauth_required`.
     fn mark_dead(&self, reason: String) {
-        crate::server::metrics::set_reauth_required(&self.tenant, SYSTEM, true);
+        crate::telemetry::set_reauth_required(&self.tenant, SYSTEM, true);
         *self.dead.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
     }
 
@@ -148,7 +148,7 @@ impl OAuth {
         }
         *self.dead.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        crate::server::metrics::set_reauth_required(&self.tenant, SYSTEM, false);
+        crate::telemetry::set_reauth_required(&self.tenant, SYSTEM, false);
         tracing::info!(system = SYSTEM, tenant = %self.tenant,
             "a new token was stored: the integration is re-authorised");
     }
@@ -266,7 +266,7 @@ impl OAuth {
         };
         let set = self.token_set(c, &answer)?;
         tracing::info!(system = SYSTEM, tenant = %self.tenant, "access token refreshed");
-        crate::server::metrics::set_reauth_required(&self.tenant, SYSTEM, false);
+        crate::telemetry::set_reauth_required(&self.tenant, SYSTEM, false);
         if let Err(e) = self.save(c, &set).await {
             *self.unsaved.lock().unwrap_or_else(|e| e.into_inner()) = Some(set);
             return Err(e);

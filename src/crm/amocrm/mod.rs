@@ -53,8 +53,8 @@ use crate::config::AmocrmConfig;
 use crate::crm::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page, Result};
 use crate::domain::{CrmKind, EntityKind, EntityRef, Lead, Pipeline, Record, Ts, User, phone};
 use crate::http::{Error, ErrorKind, Limiter, MAX_BODY, Throttle, backoff, read_body, redact_url};
-use crate::server::metrics::Observe as _;
 use crate::store::TokenStore;
+use crate::telemetry::Observe as _;
 use tokio_util::sync::CancellationToken;
 
 use auth::Auth;

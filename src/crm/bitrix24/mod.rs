@@ -33,8 +33,8 @@ use super::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page
 use crate::config::{Bitrix24Config, Bitrix24Plan, Secret};
 use crate::domain::{CrmKind, EntityKind, EntityRef, Pipeline, Record, User};
 use crate::http::{self, Error, ErrorKind, Limiter, Throttle, backoff, php_query, redact_url};
-use crate::server::metrics::Observe as _;
 use crate::store::{TokenSet, TokenStore};
+use crate::telemetry::Observe as _;
 use tokio_util::sync::CancellationToken;
 
 const SYSTEM: &str = "bitrix24";
@@ -324,7 +324,7 @@ impl Bitrix24 {
         let used = t.get("operating").and_then(Value::as_f64);
         let reset = reset_ts(t.get("operating_reset_at"));
         if let Some(used) = used {
-            crate::server::metrics::set_bitrix24_operating(&self.tenant, method, used);
+            crate::telemetry::set_bitrix24_operating(&self.tenant, method, used);
             self.operating
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -727,7 +727,7 @@ impl Bitrix24 {
                 if v.get("error").is_some_and(|e| !e.is_null()) || !(200..300).contains(&status) {
                     let mut e = self.classify(method, &shown, Some(status), &v);
                     if e.code.as_deref() == Some("invalid_grant") {
-                        crate::server::metrics::set_reauth_required(&self.tenant, SYSTEM, true);
+                        crate::telemetry::set_reauth_required(&self.tenant, SYSTEM, true);
                         e.kind = ErrorKind::Auth;
                         e.message = "the refresh token was refused (invalid_grant): the Bitrix24 application must be re-authorised".into();
                     }
@@ -780,7 +780,7 @@ impl Bitrix24 {
                     format!("cannot store the refreshed token: {e}"),
                 )
             })?;
-        crate::server::metrics::set_reauth_required(&self.tenant, SYSTEM, false);
+        crate::telemetry::set_reauth_required(&self.tenant, SYSTEM, false);
         *state = Some(set.clone());
         Ok(set)
     }

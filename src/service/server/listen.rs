@@ -26,7 +26,8 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// Time a client has to send a request's headers, and an idle connection is kept open.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -118,19 +119,19 @@ impl Connections {
     }
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then lets the requests in flight finish
+/// Serves `app` on `listener` until `stop` is cancelled, then lets the requests in flight finish
 /// (for at most a few seconds).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     conns: Arc<Connections>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => break,
+            _ = stop.cancelled() => break,
         };
         // Reap finished connection tasks so the set does not grow.
         while tasks.try_join_next().is_some() {}
@@ -169,12 +170,7 @@ pub async fn serve(
 
 /// Serves one connection until the client closes it, it idles past the header deadline, it is
 /// pushed out, or the server stops.
-async fn connection(
-    stream: TcpStream,
-    app: Router,
-    slot: &Arc<Slot>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn connection(stream: TcpStream, app: Router, slot: &Arc<Slot>, stop: CancellationToken) {
     let tracked = slot.clone();
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let app = app.clone();
@@ -201,7 +197,7 @@ async fn connection(
             return;
         }
         _ = slot.evict.notified() => {}
-        _ = stop.wait_for(|s| *s) => {}
+        _ = stop.cancelled() => {}
     }
     // Closes at once when idle; finishes the request in flight otherwise.
     conn.as_mut().graceful_shutdown();

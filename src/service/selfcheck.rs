@@ -18,50 +18,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use chrono::Utc;
-use serde::Deserialize;
+use futures::FutureExt as _;
 use sqlx::Row;
 
+pub use crate::config::SelfCheckConfig;
 use crate::config::{Lang, RuleMode};
 use crate::engine::CycleSummary;
 use crate::ledger::{self, Effect, Outcome, Proposal};
 use crate::notify::telegram::escape_html as esc;
-use crate::server::metrics;
+use crate::service::server::metrics;
 use crate::store::{Store, TokenStore};
 use crate::tenant::Tenant;
 
 /// The ledger rule name of self-check messages.
 pub const RULE: &str = "selfcheck";
-
-/// Thresholds (`[selfcheck]` in the config file).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SelfCheckConfig {
-    pub enabled: bool,
-    /// Warn when the stored refresh token is this many days old (amoCRM and Bitrix24 refresh
-    /// tokens expire after about 3 months without use).
-    pub token_warn_days: u32,
-    /// A source whose last this-many sync runs all failed is reported.
-    pub stale_cycles: u32,
-    /// Ledger intents without a final outcome above this are reported.
-    pub ledger_backlog: i64,
-    /// The disk holding `data_dir` is reported below this share of free space...
-    pub disk_min_free_percent: f64,
-    /// ...or below this many MiB free.
-    pub disk_min_free_mib: u64,
-}
-
-impl Default for SelfCheckConfig {
-    fn default() -> Self {
-        SelfCheckConfig {
-            enabled: true,
-            token_warn_days: 80,
-            stale_cycles: 3,
-            ledger_backlog: 100,
-            disk_min_free_percent: 5.0,
-            disk_min_free_mib: 500,
-        }
-    }
-}
 
 /// What a self-check looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -197,13 +167,13 @@ pub async fn evaluate(
         "amocrm" => "amocrm",
         _ => "bitrix24",
     };
-    let reauth = metrics::reauth_required(tid).contains(&crm_static)
+    let reauth = crate::telemetry::reauth_required(tid).contains(&crm_static)
         || summary.auth_failed.contains(&crm_static);
     // Keep the metric in step with what the cycle saw (webhook or long-lived token refused).
     if summary.auth_failed.contains(&crm_static) {
-        metrics::set_reauth_required(tid, crm_static, true);
+        crate::telemetry::set_reauth_required(tid, crm_static, true);
     } else if summary.errors.is_empty() || summary.synced.iter().any(|r| r.source == crm) {
-        metrics::set_reauth_required(tid, crm_static, false);
+        crate::telemetry::set_reauth_required(tid, crm_static, false);
     }
     let n = esc(system_name(crm));
     if reauth {
@@ -597,6 +567,35 @@ impl WebhookWatch {
             }
         }
         out
+    }
+}
+
+/// The self-checks after a complete cycle (webhook silence, sync failures, dead credentials).
+pub(crate) async fn after_cycle(
+    store: &crate::store::Store,
+    t: &Tenant,
+    s: &CycleSummary,
+    c: &crate::config::Config,
+    webhook_watch: &mut WebhookWatch,
+    hooks: &super::server::webhooks::Hooks,
+) {
+    let silent = webhook_watch.after_cycle(
+        &t.cfg,
+        s,
+        |source| hooks.last_delivery(t.id(), source),
+        Utc::now(),
+    );
+    // A panic in a check costs this round of checks, not the daemon.
+    let checks = run(store, t, s, &c.selfcheck, Some(&c.data_dir), &silent);
+    if std::panic::AssertUnwindSafe(checks)
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            tenant = t.id(),
+            "self-checks panicked; they run again after the next cycle"
+        );
     }
 }
 

@@ -1,12 +1,11 @@
 //! The HTTP server beside the daemon: /healthz (process alive), /readyz (database reachable and
-//! the last cycle fresh), /metrics (Prometheus text format), and the webhook receivers under /hooks/.
+//! the last cycle fresh), /metrics (OpenMetrics text), and the webhook receivers under /hooks/.
 //! It listens on loopback by default: metrics name tenants and should not be public.
 
 pub mod listen;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,6 @@ use axum::routing::get;
 use crate::store::Store;
 
 pub mod metrics;
-pub mod selfcheck;
 
 /// What the daemon reports to the server as it runs.
 #[derive(Default)]
@@ -140,75 +138,27 @@ async fn readyz(State(s): State<ServerState>) -> impl IntoResponse {
     (StatusCode::OK, "ready\n".to_string())
 }
 
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+async fn metrics(State(s): State<ServerState>) -> impl IntoResponse {
+    let out = metrics::render(&s.store, &s.health, &s.tenants).await;
+    ([("content-type", metrics::CONTENT_TYPE)], out)
 }
 
-async fn metrics(State(s): State<ServerState>) -> impl IntoResponse {
-    let mut out = String::new();
-    {
-        let h = s.health.inner.lock().unwrap_or_else(|e| e.into_inner());
-        out.push_str("# HELP dozor_cycles_total Finished cycles by tenant and outcome.\n# TYPE dozor_cycles_total counter\n");
-        for ((t, ok), n) in &h.cycles_total {
-            let _ = writeln!(
-                out,
-                "dozor_cycles_total{{tenant=\"{}\",ok=\"{ok}\"}} {n}",
-                label(t)
-            );
-        }
-        out.push_str("# HELP dozor_cycle_duration_seconds Duration of the last cycle.\n# TYPE dozor_cycle_duration_seconds gauge\n");
-        for (t, (_, _, d)) in &h.last_cycle {
-            let _ = writeln!(
-                out,
-                "dozor_cycle_duration_seconds{{tenant=\"{}\"}} {:.3}",
-                label(t),
-                d.as_secs_f64()
-            );
-        }
-        out.push_str("# HELP dozor_cycle_age_seconds Seconds since the last cycle finished.\n# TYPE dozor_cycle_age_seconds gauge\n");
-        for (t, (at, _, _)) in &h.last_cycle {
-            let _ = writeln!(
-                out,
-                "dozor_cycle_age_seconds{{tenant=\"{}\"}} {}",
-                label(t),
-                at.elapsed().as_secs()
-            );
-        }
-        out.push_str("# HELP dozor_synced_items_total Records saved to the mirror.\n# TYPE dozor_synced_items_total counter\n");
-        for ((t, src), n) in &h.synced_items {
-            let _ = writeln!(
-                out,
-                "dozor_synced_items_total{{tenant=\"{}\",source=\"{}\"}} {n}",
-                label(t),
-                label(src)
-            );
-        }
+/// Binds `config.server.listen` and serves the daemon's app on it until `stop` is cancelled.
+pub async fn start(
+    c: &crate::config::Config,
+    state: ServerState,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use anyhow::Context as _;
+    if let Some(w) = c.server.exposure_warning() {
+        tracing::warn!("{w}");
     }
-    out.push_str("# HELP dozor_last_sync_timestamp_seconds Start of the last sync run per source.\n# TYPE dozor_last_sync_timestamp_seconds gauge\n");
-    out.push_str("# HELP dozor_last_sync_ok Whether the last sync run per source succeeded.\n# TYPE dozor_last_sync_ok gauge\n");
-    for t in &s.tenants {
-        if let Ok(runs) = s.store.last_sync_runs(t).await {
-            for r in runs {
-                let _ = writeln!(
-                    out,
-                    "dozor_last_sync_timestamp_seconds{{tenant=\"{}\",source=\"{}\"}} {}",
-                    label(t),
-                    label(&r.source),
-                    r.started_at.timestamp()
-                );
-                let _ = writeln!(
-                    out,
-                    "dozor_last_sync_ok{{tenant=\"{}\",source=\"{}\"}} {}",
-                    label(t),
-                    label(&r.source),
-                    u8::from(r.ok)
-                );
-            }
-        }
-    }
-    metrics::render_process(&mut out);
-    metrics::render_store(&s.store, &s.tenants, &mut out).await;
-    ([("content-type", "text/plain; version=0.0.4")], out)
+    let nofile = listen::raise_nofile_limit();
+    let listener = tokio::net::TcpListener::bind(&c.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", c.server.listen))?;
+    tracing::info!(listen = %c.server.listen, max_connections = c.server.max_connections, open_files_limit = nofile, metrics_token = c.server.metrics_token.is_some(), "health and metrics server listening");
+    let app = app(state, c.server.metrics_token.clone());
+    let conns = Arc::new(listen::Connections::new(c.server.max_connections));
+    Ok(tokio::spawn(listen::serve(listener, app, conns, stop)))
 }

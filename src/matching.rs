@@ -1,5 +1,6 @@
-//! What the call rules share: which CRM record a phone number belongs to, who owns it, and
-//! which telephony employee is which CRM user.
+//! Call matching, shared by the call rules and the reports: which CRM record a phone number
+//! belongs to, who owns it, and which telephony employee is which CRM user. It reads the mirror
+//! and asks the CRM and the telephony, so it sits above them and below both rules and report.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
