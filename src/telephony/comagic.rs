@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Result, Telephony};
+use super::{Result, Telephony, lenient};
 use crate::config::{ComagicConfig, Secret};
 use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm, bounds};
 use crate::http::{self, Error, ErrorKind, redact_url};
@@ -463,7 +463,7 @@ impl Comagic {
             Some("out") => Direction::Out,
             _ => return Err(bad("unknown direction")),
         };
-        let is_lost = as_bool(row.get("is_lost")).ok_or_else(|| bad("missing is_lost"))?;
+        let is_lost = lenient::flag(row.get("is_lost")).ok_or_else(|| bad("missing is_lost"))?;
         let talk_s = bounds::call_seconds_field(row.get("talk_duration"))
             .ok_or_else(|| bad("talk_duration is not a duration of 0 s to 1 day"))?;
         let wait_s = bounds::call_seconds_field(row.get("wait_duration"))
@@ -479,32 +479,32 @@ impl Comagic {
             }
         };
         let (mut employee_id, mut employee_name) = (
-            id_str(row.get("first_answered_employee_id")),
-            text(row.get("first_answered_employee_full_name")),
+            lenient::id(row.get("first_answered_employee_id")),
+            lenient::text(row.get("first_answered_employee_full_name")),
         );
         if employee_id.is_none()
             && let Some(list) = row.get("employees").and_then(Value::as_array)
         {
             let pick = list
                 .iter()
-                .find(|e| as_bool(e.get("is_talked")) == Some(true))
+                .find(|e| lenient::flag(e.get("is_talked")) == Some(true))
                 .or_else(|| {
                     list.iter()
-                        .find(|e| as_bool(e.get("is_answered")) == Some(true))
+                        .find(|e| lenient::flag(e.get("is_answered")) == Some(true))
                 })
                 .or_else(|| list.first());
             if let Some(e) = pick {
-                employee_id = id_str(e.get("employee_id"));
-                employee_name = text(e.get("employee_full_name"));
+                employee_id = lenient::id(e.get("employee_id"));
+                employee_name = lenient::text(e.get("employee_full_name"));
             }
         }
-        let recording_url = text(row.get("full_record_file_link")).or_else(|| {
+        let recording_url = lenient::text(row.get("full_record_file_link")).or_else(|| {
             let rec = row
                 .get("call_records")
                 .and_then(Value::as_array)
                 .and_then(|a| a.first())
-                .and_then(|r| id_str(Some(r)))?;
-            let comm = id_str(row.get("communication_id")).unwrap_or_else(|| id.clone());
+                .and_then(|r| lenient::id(Some(r)))?;
+            let comm = lenient::id(row.get("communication_id")).unwrap_or_else(|| id.clone());
             Some(format!(
                 "https://{}/system/media/talk/{comm}/{rec}/",
                 self.record_host()
@@ -519,17 +519,17 @@ impl Comagic {
             talk_s,
             wait_s,
             client_phone,
-            virtual_number: text(row.get("virtual_phone_number")),
+            virtual_number: lenient::text(row.get("virtual_phone_number")),
             employee_id,
             employee_name,
             recording_url,
-            source: text(row.get("source")),
+            source: lenient::text(row.get("source")),
             utm: Utm {
-                source: text(row.get("utm_source")),
-                medium: text(row.get("utm_medium")),
-                campaign: text(row.get("utm_campaign")),
-                content: text(row.get("utm_content")),
-                term: text(row.get("utm_term")),
+                source: lenient::text(row.get("utm_source")),
+                medium: lenient::text(row.get("utm_medium")),
+                campaign: lenient::text(row.get("utm_campaign")),
+                content: lenient::text(row.get("utm_content")),
+                term: lenient::text(row.get("utm_term")),
             },
         })
     }
@@ -560,7 +560,7 @@ impl Comagic {
         // Only the row with this id counts, whatever else an answer carries.
         let Some(row) = rows
             .iter()
-            .find(|r| id_str(r.get("id")).as_deref() == Some(id))
+            .find(|r| lenient::id(r.get("id")).as_deref() == Some(id))
         else {
             return Ok(None);
         };
@@ -675,35 +675,6 @@ fn parse_local(s: &str, tz: Tz) -> Option<Ts> {
         .and_then(bounds::in_range_utc)
 }
 
-fn as_bool(v: Option<&Value>) -> Option<bool> {
-    match v? {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) => match s.to_ascii_lowercase().as_str() {
-            "true" | "1" => Some(true),
-            "false" | "0" => Some(false),
-            _ => None,
-        },
-        Value::Number(n) => n.as_i64().map(|n| n != 0),
-        _ => None,
-    }
-}
-
-fn id_str(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 #[async_trait]
 impl Telephony for Comagic {
     fn kind(&self) -> TelephonyKind {
@@ -722,8 +693,8 @@ impl Telephony for Comagic {
     /// list (a call made just now must show about this time there).
     async fn ping(&self) -> Result<String> {
         let acc = self.read_account().await?;
-        let name = text(acc.get("name")).unwrap_or_else(|| "account".into());
-        let app = id_str(acc.get("app_id")).unwrap_or_else(|| "?".into());
+        let name = lenient::text(acc.get("name")).unwrap_or_else(|| "account".into());
+        let app = lenient::id(acc.get("app_id")).unwrap_or_else(|| "?".into());
         let (tz, source) = if self.current_zone().source == ZoneSource::Config {
             (self.current_zone().tz, ZoneSource::Config)
         } else {
@@ -758,16 +729,16 @@ impl Telephony for Comagic {
                 .cloned()
                 .unwrap_or_default();
             for row in &rows {
-                let Some(id) = id_str(row.get("id")) else {
+                let Some(id) = lenient::id(row.get("id")) else {
                     tracing::warn!(system = SYSTEM, "skipping employee without id");
                     continue;
                 };
                 let extension = match row.get("extension") {
-                    Some(Value::Object(o)) => text(o.get("extension_phone_number")),
-                    other => text(other),
+                    Some(Value::Object(o)) => lenient::text(o.get("extension_phone_number")),
+                    other => lenient::text(other),
                 };
                 out.push(Employee {
-                    name: text(row.get("full_name")).unwrap_or_else(|| format!("#{id}")),
+                    name: lenient::text(row.get("full_name")).unwrap_or_else(|| format!("#{id}")),
                     id,
                     extension,
                 });
