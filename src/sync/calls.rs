@@ -1,14 +1,16 @@
 //! Telephony sync: calls read by time window from the end of the last window minus the
 //! overlap, keyed by the provider's id so the overlap never duplicates a call.
 
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
 use crate::domain::Ts;
 use crate::store::Store;
 use crate::store::cursors::SyncRun;
 use crate::telephony::Telephony;
-use chrono::Utc;
-use std::collections::BTreeMap;
-use std::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::{
     SyncError, SyncOptions, SyncReport, check, chrono_dur, remote_err, stopped_if, store_err,

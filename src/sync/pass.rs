@@ -1,12 +1,14 @@
 //! One pass over an entity kind: pages read from the stored cursor, each saved with the cursor
 //! that follows it in one transaction, and the pass recorded as done when it reaches the end.
 
+use std::time::Duration;
+
+use chrono::{Timelike, Utc};
+use tokio_util::sync::CancellationToken;
+
 use crate::crm::{Crm, Cursor};
 use crate::domain::{EntityKind, Ts};
 use crate::store::Store;
-use chrono::{Timelike, Utc};
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 use super::progress::Progress;
 use super::{SyncError, SyncOptions, chrono_dur, remote_err, store_err};

@@ -2,10 +2,11 @@
 //! a look for a call note already logged under the same identifier (a repeated write after a
 //! crash must not log the call twice).
 
-use crate::crm::{CallRecord, NewContact, Result};
-use crate::domain::{Direction, EntityKind};
 use reqwest::Method;
 use serde_json::{Value, json};
+
+use crate::crm::{CallRecord, NewContact, Result};
+use crate::domain::{Direction, EntityKind};
 
 use super::{AmoCrm, map};
 

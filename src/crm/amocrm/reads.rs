@@ -2,10 +2,11 @@
 //! accounts without the filtering add-on), the end-of-pass deletion check of [`super::paging`],
 //! the directory (users, pipelines), phone search and the outcome of open unsorted leads.
 
+use serde_json::Value;
+
 use crate::crm::{Cursor, Page, Result};
 use crate::domain::{EntityKind, EntityRef, Lead, Pipeline, Record, Ts, User, phone};
 use crate::http::{Error, ErrorKind};
-use serde_json::Value;
 
 use super::paging::{self, PagePos};
 use super::{AmoCrm, PAGE_LIMIT, SYSTEM, map};

@@ -2,12 +2,14 @@
 //! asks for (429, the 403 anti-abuse lock-out, 5xx), the token refresh on a 401, and the
 //! answer's problem details turned into an error that names method and URL.
 
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+
 use crate::crm::Result;
 use crate::http::{Error, ErrorKind, MAX_BODY, backoff, read_body, redact_url};
 use crate::server::metrics::Observe as _;
-use reqwest::Method;
-use serde_json::Value;
-use std::time::Duration;
 
 use super::{AmoCrm, MAX_ATTEMPTS, SYSTEM};
 

@@ -1,14 +1,16 @@
 //! Bitrix24 authentication: an inbound webhook URL, or an OAuth application whose tokens are
 //! refreshed single-flight and stored before use.
 
+use std::path::PathBuf;
+
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+
 use crate::config::{Bitrix24Config, Secret};
 use crate::crm::Result;
 use crate::http::{self, Error, ErrorKind, redact_url};
 use crate::server::metrics::Observe as _;
 use crate::store::{TokenSet, TokenStore};
-use chrono::Utc;
-use serde_json::{Map, Value, json};
-use std::path::PathBuf;
 
 use super::transport::retry_wait;
 use super::{Bitrix24, SYSTEM, config_error, host_of, text};

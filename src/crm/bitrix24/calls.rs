@@ -1,10 +1,11 @@
 //! Bitrix24 call registration: `telephony.externalcall.*` for an OAuth application, a call
 //! activity otherwise, each found again by its marker before it is written twice.
 
+use serde_json::json;
+
 use crate::crm::{CallRecord, Result};
 use crate::domain::EntityKind;
 use crate::http::ErrorKind;
-use serde_json::json;
 
 use super::auth::Auth;
 use super::write::{num, owner_type_id};

@@ -1,9 +1,10 @@
 //! Bitrix24 incremental reads: the change probe over several kinds in one `batch`, and the
 //! full id lists the sync compares against to find deletions.
 
+use serde_json::{Map, json};
+
 use crate::crm::{Cursor, Page, Result};
 use crate::domain::EntityKind;
-use serde_json::{Map, json};
 
 use super::transport::retry_wait;
 use super::{Bitrix24, MAX_BATCH, SYSTEM, map, scope};

@@ -2,11 +2,13 @@
 //! `batch` through `$result[...]` references, and the directory reads (users, pipelines,
 //! phone lookup).
 
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
 use crate::crm::{Cursor, Page, Result};
 use crate::domain::{EntityKind, EntityRef, Pipeline, Record, User};
 use crate::http::php_query;
-use serde_json::{Map, Value, json};
-use std::collections::HashMap;
 
 use super::transport::retry_wait;
 use super::{Bitrix24, MAX_BATCH, PAGE, PAGES_FULL, PAGES_INCREMENTAL, SYSTEM, map, scope, text};

@@ -2,12 +2,14 @@
 //! error classification, the portal's moved address, and single-record calls coalesced into
 //! one `batch`.
 
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+
 use crate::crm::Result;
 use crate::http::{self, Error, ErrorKind, backoff, redact_url};
 use crate::server::metrics::Observe as _;
-use chrono::Utc;
-use serde_json::{Map, Value, json};
-use std::time::Duration;
 
 use super::auth::Auth;
 use super::{Bitrix24, SYSTEM, as_map, host_of, moved, reset_ts, text};

@@ -1,10 +1,11 @@
 //! Bitrix24 writes: adds and updates of leads, deals, contacts, tasks, comments, responsible,
 //! stages and dozor's flags.
 
+use serde_json::{Map, Value, json};
+
 use crate::crm::{NewContact, NewDeal, NewLead, NewTask, Result};
 use crate::domain::{EntityKind, EntityRef, Pipeline};
 use crate::http::ErrorKind;
-use serde_json::{Map, Value, json};
 
 use super::paging::flag_values;
 use super::{Bitrix24, map, text};

@@ -1,11 +1,13 @@
 //! ABC (revenue share 80 / 15 / 5 %) and XYZ (variation of monthly revenue) classes of the
 //! clients who ordered, for the monthly report.
 
-use crate::domain::abc;
-use crate::store::WonRow;
+use std::collections::{BTreeMap, HashMap};
+
 use chrono::{Datelike, NaiveDate};
 use chrono_tz::Tz;
-use std::collections::{BTreeMap, HashMap};
+
+use crate::domain::abc;
+use crate::store::WonRow;
 
 /// A client's ABC/XYZ class over the analysis months.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -1,8 +1,9 @@
 //! The sales funnel of the period: the deals created in it, step by step through the stages
 //! of their most used pipeline.
 
-use crate::domain::*;
 use std::collections::{BTreeMap, HashMap};
+
+use crate::domain::*;
 
 use super::{Period, Snapshot};
 

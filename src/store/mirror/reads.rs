@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use sqlx::Row;
 
-use super::{MirrorCounts, decode_rows, sane_calls};
 use crate::domain::*;
 use crate::store::{Op, Result, Store, to_secs};
+
+use super::{MirrorCounts, decode_rows, sane_calls};
 
 impl Store {
     async fn load_json<T: DeserializeOwned>(

@@ -1,10 +1,11 @@
 //! CoMagic call rows (`get.calls_report`) to domain calls: the fields asked for, the answering
 //! employee, the recording link and the UTM marks.
 
-use crate::domain::{Call, Direction, TelephonyKind, Utm, bounds};
-use crate::telephony::lenient;
 use chrono_tz::Tz;
 use serde_json::Value;
+
+use crate::domain::{Call, Direction, TelephonyKind, Utm, bounds};
+use crate::telephony::lenient;
 
 use super::zone::parse_local;
 use super::{Comagic, SYSTEM};

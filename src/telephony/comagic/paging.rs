@@ -2,13 +2,15 @@
 //! restart of the window at the last row's time when the offset would pass the API's cap; and
 //! the look-up of one notified call.
 
-use crate::domain::{Call, Ts};
-use crate::http::ErrorKind;
-use crate::telephony::{Result, lenient};
+use std::collections::BTreeMap;
+
 use chrono::NaiveDateTime;
 use chrono_tz::Tz;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+
+use crate::domain::{Call, Ts};
+use crate::http::ErrorKind;
+use crate::telephony::{Result, lenient};
 
 use super::map::CALL_FIELDS;
 use super::zone::to_local;

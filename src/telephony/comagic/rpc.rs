@@ -2,13 +2,15 @@
 //! `metadata.limits` (a spent minute budget pauses the client until `minute_reset`), and the
 //! API's error objects turned into errors that say what to do.
 
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
 use crate::http::{self, Error, ErrorKind, redact_url};
 use crate::server::metrics::Observe as _;
 use crate::telephony::Result;
-use serde_json::{Value, json};
-use std::sync::atomic::Ordering;
-use std::time::Duration;
-use tokio::time::Instant;
 
 use super::{Comagic, SYSTEM};
 

@@ -2,14 +2,16 @@
 //! The zone comes from the config, else from `get.account` (re-read every [`ZONE_REFRESH`]),
 //! else the tenant's.
 
-use crate::domain::{Ts, bounds};
-use crate::http::ErrorKind;
-use crate::telephony::Result;
+use std::time::Duration;
+
 use chrono::{NaiveDateTime, TimeZone, Timelike};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
-use std::time::Duration;
 use tokio::time::Instant;
+
+use crate::domain::{Ts, bounds};
+use crate::http::ErrorKind;
+use crate::telephony::Result;
 
 use super::{Comagic, DT_FMT, SYSTEM};
 

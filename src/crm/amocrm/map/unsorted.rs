@@ -1,9 +1,10 @@
 //! amoCRM unsorted items («Неразобранное») as leads: their wire form, where each stands
 //! (pending, accepted into a deal, declined) and the lead it becomes.
 
-use crate::domain::{Lead, Pipeline, Semantics, Stage, Ts, Utm};
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::domain::{Lead, Pipeline, Semantics, Stage, Ts, Utm};
 
 use super::{CustomField, MapResult, Ref, decode, field_values, opt_ts, ts, uid};
 
