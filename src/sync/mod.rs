@@ -198,9 +198,69 @@ async fn sync_crm_inner(
     check(stop, source)?;
     let now = Utc::now();
     let mut items = BTreeMap::new();
-    // Directories the credentials may not read (a webhook without the `user` scope): the rest
-    // is mirrored and they are reported with the refused kinds at the end.
-    let mut refused_dirs: Vec<(&str, crate::http::Error)> = Vec::new();
+    let refused_dirs = refresh_directories(store, tenant, crm, opts, now, &mut items).await?;
+
+    // One probe for every kind (an idle cycle ends here), then each changed kind to its end.
+    let mut cursors = Vec::with_capacity(EntityKind::ALL.len());
+    for kind in EntityKind::ALL {
+        cursors.push((kind, load_cursor(store, tenant, source, kind).await?));
+    }
+    check(stop, source)?;
+    let pass_start = Utc::now();
+    let changes = crm
+        .fetch_changes(&cursors)
+        .await
+        .map_err(remote_err(source, "changes"))?;
+    let refused = crm.refused_kinds();
+    for (kind, first) in &changes {
+        let cursor = cursors
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default();
+        let pass = Pass {
+            entity: *kind,
+            opts,
+            pass_start,
+            stop,
+        };
+        let n = run_pass(store, tenant, crm, &pass, cursor, Some(first.clone())).await?;
+        items.insert(kind.as_str().to_string(), n);
+    }
+    // Only when deals or leads changed: see [`settle_lead_outcomes`].
+    if crm.leads_leave_their_list()
+        && changes
+            .iter()
+            .any(|(k, _)| matches!(k, EntityKind::Deal | EntityKind::Lead))
+    {
+        check(stop, source)?;
+        settle_lead_outcomes(store, tenant, crm, &mut items).await?;
+    }
+    advance_unchanged(
+        store, tenant, source, &cursors, &changes, &refused, pass_start, opts,
+    )
+    .await?;
+    sweep_deletions(store, tenant, crm, opts, now, &refused, stop).await?;
+    let refused = refused_dirs
+        .into_iter()
+        .chain(refused.into_iter().map(|(k, e)| (k.as_str(), e)));
+    refused_error(source, refused)?;
+    Ok(items)
+}
+
+/// Users and pipelines, when their refresh is due. Directories the credentials may not read (a
+/// webhook without the `user` scope) are returned, so the rest is mirrored and they are
+/// reported with the refused kinds at the end.
+async fn refresh_directories(
+    store: &Store,
+    tenant: &str,
+    crm: &dyn Crm,
+    opts: SyncOptions,
+    now: Ts,
+    items: &mut BTreeMap<String, usize>,
+) -> Result<Vec<(&'static str, crate::http::Error)>, SyncError> {
+    let source = crm.kind().as_str();
+    let mut refused_dirs: Vec<(&'static str, crate::http::Error)> = Vec::new();
     if due(
         store,
         tenant,
@@ -248,66 +308,55 @@ async fn sync_crm_inner(
             mark_done(store, tenant, source, "directories", now).await?;
         }
     }
+    Ok(refused_dirs)
+}
 
-    // One probe for every kind (an idle cycle ends here), then each changed kind to its end.
-    let mut cursors = Vec::with_capacity(EntityKind::ALL.len());
-    for kind in EntityKind::ALL {
-        cursors.push((kind, load_cursor(store, tenant, source, kind).await?));
-    }
-    check(stop, source)?;
-    let pass_start = Utc::now();
-    let changes = crm
-        .fetch_changes(&cursors)
+/// Leads decided where the CRM's lead list no longer shows them (amoCRM: an accepted or
+/// declined unsorted item leaves its list): asked about only in cycles where deals or leads
+/// changed (an accept moves a deal, a decline deletes one), so an idle cycle stays one
+/// request, and only for the leads the mirror still holds open.
+async fn settle_lead_outcomes(
+    store: &Store,
+    tenant: &str,
+    crm: &dyn Crm,
+    items: &mut BTreeMap<String, usize>,
+) -> Result<(), SyncError> {
+    let source = crm.kind().as_str();
+    let open = store
+        .open_leads(tenant)
         .await
-        .map_err(remote_err(source, "changes"))?;
-    let refused = crm.refused_kinds();
-    for (kind, first) in &changes {
-        let cursor = cursors
-            .iter()
-            .find(|(k, _)| k == kind)
-            .map(|(_, c)| c.clone())
-            .unwrap_or_default();
-        let pass = Pass {
-            entity: *kind,
-            opts,
-            pass_start,
-            stop,
-        };
-        let n = run_pass(store, tenant, crm, &pass, cursor, Some(first.clone())).await?;
-        items.insert(kind.as_str().to_string(), n);
-    }
-    // Leads decided where the CRM's lead list no longer shows them (amoCRM: an accepted or
-    // declined unsorted item leaves its list): asked about only in cycles where deals or leads
-    // changed (an accept moves a deal, a decline deletes one), so an idle cycle stays one
-    // request, and only for the leads the mirror still holds open.
-    if crm.leads_leave_their_list()
-        && changes
-            .iter()
-            .any(|(k, _)| matches!(k, EntityKind::Deal | EntityKind::Lead))
-    {
-        check(stop, source)?;
-        let open = store
-            .open_leads(tenant)
+        .map_err(store_err(source, "leads"))?;
+    if !open.is_empty() {
+        let decided = crm
+            .lead_outcomes(&open)
+            .await
+            .map_err(remote_err(source, "leads"))?;
+        let settled = store
+            .settle_leads(tenant, &decided)
             .await
             .map_err(store_err(source, "leads"))?;
-        if !open.is_empty() {
-            let decided = crm
-                .lead_outcomes(&open)
-                .await
-                .map_err(remote_err(source, "leads"))?;
-            let settled = store
-                .settle_leads(tenant, &decided)
-                .await
-                .map_err(store_err(source, "leads"))?;
-            if settled > 0 {
-                tracing::info!(tenant, source, settled, "leads decided in the CRM");
-                items.insert("lead outcomes".to_string(), settled);
-            }
+        if settled > 0 {
+            tracing::info!(tenant, source, settled, "leads decided in the CRM");
+            items.insert("lead outcomes".to_string(), settled);
         }
     }
-    // Kinds the probe found unchanged are up to date as of the probe: move their watermark so
-    // the next probe does not look further back than it must.
-    for (kind, cursor) in &cursors {
+    Ok(())
+}
+
+/// Kinds the probe found unchanged are up to date as of the probe: move their watermark so
+/// the next probe does not look further back than it must.
+#[allow(clippy::too_many_arguments)]
+async fn advance_unchanged(
+    store: &Store,
+    tenant: &str,
+    source: &str,
+    cursors: &[(EntityKind, Cursor)],
+    changes: &[(EntityKind, crate::crm::Page)],
+    refused: &[(EntityKind, crate::http::Error)],
+    pass_start: Ts,
+    opts: SyncOptions,
+) -> Result<(), SyncError> {
+    for (kind, cursor) in cursors {
         if changes.iter().any(|(k, _)| k == kind)
             || refused.iter().any(|(k, _)| k == kind)
             || cursor.position.is_some()
@@ -328,8 +377,20 @@ async fn sync_crm_inner(
                 .map_err(store_err(source, kind.as_str()))?;
         }
     }
+    Ok(())
+}
 
-    // Deletion sweep for CRMs that report deletions only by absence.
+/// Deletion sweep for CRMs that report deletions only by absence.
+async fn sweep_deletions(
+    store: &Store,
+    tenant: &str,
+    crm: &dyn Crm,
+    opts: SyncOptions,
+    now: Ts,
+    refused: &[(EntityKind, crate::http::Error)],
+    stop: &CancellationToken,
+) -> Result<(), SyncError> {
+    let source = crm.kind().as_str();
     for kind in EntityKind::ALL {
         check(stop, source)?;
         if refused.iter().any(|(k, _)| *k == kind) {
@@ -371,11 +432,7 @@ async fn sync_crm_inner(
         }
         mark_done(store, tenant, source, &key, now).await?;
     }
-    let refused = refused_dirs
-        .into_iter()
-        .chain(refused.into_iter().map(|(k, e)| (k.as_str(), e)));
-    refused_error(source, refused)?;
-    Ok(items)
+    Ok(())
 }
 
 /// The directories and kinds the CRM refused to list, as one error naming each and its
