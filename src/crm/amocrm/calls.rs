@@ -152,6 +152,8 @@ impl AmoCrm {
         Ok(None)
     }
 
+    // Long: one idempotent sequence (owners of the number, a look for the call already logged, the
+    // post and its answer) whose steps share the owners found first.
     pub(super) async fn do_register_call(&self, call: &CallRecord) -> Result<String> {
         let path = "/api/v4/calls";
         let label = format!("POST {path}");

@@ -382,6 +382,8 @@ impl AmoCrm {
         Ok(out)
     }
 
+    // Long: one arm per family of kinds (listed entities, call notes, unsorted items), each with its
+    // path, order and cursor handling; the arms read best side by side.
     pub(super) async fn do_fetch_page(&self, entity: EntityKind, cursor: &Cursor) -> Result<Page> {
         let currency = self.currency();
         let mut deleted = Vec::new();

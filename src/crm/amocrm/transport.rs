@@ -100,6 +100,8 @@ impl AmoCrm {
     }
 
     /// One API call with limits, retries and token handling. `Ok(None)` is a 204.
+    // Long: one retry loop whose arms are the fact sheet's answers (429, 403 lock-out, 401 refresh,
+    // 5xx, 204); the counters the arms share live in the loop.
     pub(super) async fn call(
         &self,
         method: Method,

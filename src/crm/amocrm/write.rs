@@ -74,6 +74,7 @@ impl AmoCrm {
             .ok_or_else(|| self.bad(&format!("GET {path}"), path, "no such record"))
     }
 
+    // Long: builds one unsorted item (lead, contact, UTM, metadata) as one JSON body and posts it.
     pub(super) async fn do_create_lead(&self, lead: &NewLead) -> Result<String> {
         let phone = lead.phone.as_deref().filter(|p| !p.is_empty());
         // Calls go to the "sip" category; forms and anything without a number to "forms".

@@ -183,6 +183,8 @@ impl Bitrix24 {
     /// found none). Refreshes are single-flight: the state lock is held throughout, and a task
     /// that waited for it takes the pair the previous holder obtained instead of spending the
     /// refresh token again.
+    // Long: the state lock is held from the freshness check to storing the new pair (single
+    // flight), so every step runs under the one guard.
     pub(super) async fn refresh(&self, o: &OAuth, stale: Option<&str>) -> Result<TokenSet> {
         let mut state = o.state.lock().await;
         if let Some(cur) = state.as_ref()

@@ -120,6 +120,8 @@ impl Bitrix24 {
 
     /// Turns the answers of [`Self::page_cmds`] into a page; also says how many rows the first
     /// command returned.
+    // Long: one walk over the chained pages that moves position, high water and end of list
+    // together.
     pub(super) fn parse_pages(
         &self,
         entity: EntityKind,
@@ -311,6 +313,8 @@ impl Bitrix24 {
         Ok(out)
     }
 
+    // Long: builds the pipelines from one batch answer (categories, the default one when missing,
+    // the stages of each); split, every step would pass the whole answer on.
     pub(super) async fn do_pipelines(&self) -> Result<Vec<Pipeline>> {
         let status = |entity: &str| {
             format!(

@@ -63,6 +63,7 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 /// Daily trend, one entry per local day: (date, new leads, deals won). Leads are bars, won
 /// deals a line over them; the x axis shows `dd.mm`.
+// Long: one plotters drawing (axes, bars, legend, labels) in drawing order on one chart context.
 pub fn trend_png(
     lang: Lang,
     title: &str,
@@ -222,6 +223,8 @@ fn fold_tail(lang: Lang, mut rows: Vec<(String, f64)>) -> Vec<(String, f64)> {
 }
 
 /// Horizontal bars with the labels on the left and `values` printed at the bar ends.
+// Long: labels and values are measured, then drawn on one chart context; the measurements set
+// the layout.
 fn hbars(
     root: &Area<'_>,
     lang: Lang,

@@ -279,6 +279,8 @@ fn call_user<'a>(
 /// The snapshot needs the users, the leads and deals created or closed in the period, the calls
 /// from the period's start to now (a callback may come after the period) and the activities on
 /// the period's leads.
+// Long: one pass over calls, then leads and deals, filling the same per-manager table; the
+// passes share the name and user look-ups built at the top.
 pub fn period_figures(s: &Snapshot, period: &Period, ctx: &Context) -> Figures {
     let mut f = Figures::default();
     let user_name: HashMap<&str, &str> = s

@@ -32,6 +32,8 @@ fn entity_cols(e: &Option<EntityRef>) -> (Option<String>, Option<String>) {
 }
 
 /// Builds the upsert for one record.
+// Long: one arm per table, each its SQL and binds; they read best side by side and change
+// together with the migrations.
 fn upsert(tenant: &str, r: &Record) -> Q<'static> {
     let t = tenant.to_string();
     match r {

@@ -52,6 +52,8 @@ impl Comagic {
     }
 
     /// [`Comagic::map_call`] with `start_time` read in `tz`.
+    // Long: one field of the call row after another, each with its own leniency; the row is refused
+    // with its id at the first bad field.
     pub(super) fn map_call_in(
         &self,
         row: &Value,

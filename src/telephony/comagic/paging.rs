@@ -71,6 +71,8 @@ impl Comagic {
 
     /// Every call in one window of at most 89 days (`[from, till)`), into `out`; the window is
     /// asked for, and the rows read, in the account's zone `tz`.
+    // Long: one paging loop whose restart at the offset cap moves the window start and the offset
+    // together.
     pub(super) async fn calls_window(
         &self,
         from: Ts,

@@ -162,6 +162,8 @@ pub fn decided(
 }
 
 /// An unsorted item whose state its lead told.
+// Long: one field of the item's metadata after another into one lead (phones, e-mails, title,
+// UTM from the referer).
 pub fn unsorted_in(v: &Value, state: UnsortedState) -> MapResult<Lead> {
     let u: WireUnsorted = decode(v)?;
     let m = &u.metadata;
