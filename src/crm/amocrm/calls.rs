@@ -44,28 +44,6 @@ pub(super) fn call_errors(v: &Value) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refused_calls_are_named_by_item_code_and_detail() {
-        let v = json!({"_total_items": 0, "_embedded": {"calls": [], "errors": [
-            {"request_id": "0", "code": "EntityNotFound",
-             "detail": "No contact or company has this phone number"}]}});
-        assert_eq!(
-            call_errors(&v),
-            "item 0: EntityNotFound No contact or company has this phone number"
-        );
-        let v = json!({"errors": [{"request_id": 2, "path": "phone", "title": "Bad phone"}]});
-        assert_eq!(call_errors(&v), "item 2: phone Bad phone");
-        assert_eq!(
-            call_errors(&json!({"_embedded": {"calls": []}})),
-            "the answer lists no created call and no error"
-        );
-    }
-}
-
 impl AmoCrm {
     /// Contacts and companies with this phone (contacts with their deals).
     pub(super) async fn phone_owners(
@@ -253,5 +231,27 @@ impl AmoCrm {
             }
         }
         Err(self.bad(&label, path, "amoCRM did not log the call"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_calls_are_named_by_item_code_and_detail() {
+        let v = json!({"_total_items": 0, "_embedded": {"calls": [], "errors": [
+            {"request_id": "0", "code": "EntityNotFound",
+             "detail": "No contact or company has this phone number"}]}});
+        assert_eq!(
+            call_errors(&v),
+            "item 0: EntityNotFound No contact or company has this phone number"
+        );
+        let v = json!({"errors": [{"request_id": 2, "path": "phone", "title": "Bad phone"}]});
+        assert_eq!(call_errors(&v), "item 2: phone Bad phone");
+        assert_eq!(
+            call_errors(&json!({"_embedded": {"calls": []}})),
+            "the answer lists no created call and no error"
+        );
     }
 }
