@@ -13,17 +13,24 @@
 //! stopped sync returns [`SyncError::Stopped`] with every page read so far saved with its cursor,
 //! so the next start resumes at the first page not saved.
 
+mod calls;
+mod pass;
+mod progress;
+
+pub use calls::{sync_telephony, sync_telephony_until};
+pub use pass::sync_entity;
+use pass::{Pass, advance, due, load_cursor, mark_done, run_pass};
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chrono::{Timelike, Utc};
+use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::crm::{Crm, Cursor};
 use crate::domain::{EntityKind, Ts};
 use crate::store::cursors::SyncRun;
 use crate::store::{Store, StoreError};
-use crate::telephony::Telephony;
 
 /// Why a sync stopped.
 #[derive(Debug, thiserror::Error)]
@@ -191,9 +198,69 @@ async fn sync_crm_inner(
     check(stop, source)?;
     let now = Utc::now();
     let mut items = BTreeMap::new();
-    // Directories the credentials may not read (a webhook without the `user` scope): the rest
-    // is mirrored and they are reported with the refused kinds at the end.
-    let mut refused_dirs: Vec<(&str, crate::http::Error)> = Vec::new();
+    let refused_dirs = refresh_directories(store, tenant, crm, opts, now, &mut items).await?;
+
+    // One probe for every kind (an idle cycle ends here), then each changed kind to its end.
+    let mut cursors = Vec::with_capacity(EntityKind::ALL.len());
+    for kind in EntityKind::ALL {
+        cursors.push((kind, load_cursor(store, tenant, source, kind).await?));
+    }
+    check(stop, source)?;
+    let pass_start = Utc::now();
+    let changes = crm
+        .fetch_changes(&cursors)
+        .await
+        .map_err(remote_err(source, "changes"))?;
+    let refused = crm.refused_kinds();
+    for (kind, first) in &changes {
+        let cursor = cursors
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default();
+        let pass = Pass {
+            entity: *kind,
+            opts,
+            pass_start,
+            stop,
+        };
+        let n = run_pass(store, tenant, crm, &pass, cursor, Some(first.clone())).await?;
+        items.insert(kind.as_str().to_string(), n);
+    }
+    // Only when deals or leads changed: see [`settle_lead_outcomes`].
+    if crm.leads_leave_their_list()
+        && changes
+            .iter()
+            .any(|(k, _)| matches!(k, EntityKind::Deal | EntityKind::Lead))
+    {
+        check(stop, source)?;
+        settle_lead_outcomes(store, tenant, crm, &mut items).await?;
+    }
+    advance_unchanged(
+        store, tenant, source, &cursors, &changes, &refused, pass_start, opts,
+    )
+    .await?;
+    sweep_deletions(store, tenant, crm, opts, now, &refused, stop).await?;
+    let refused = refused_dirs
+        .into_iter()
+        .chain(refused.into_iter().map(|(k, e)| (k.as_str(), e)));
+    refused_error(source, refused)?;
+    Ok(items)
+}
+
+/// Users and pipelines, when their refresh is due. Directories the credentials may not read (a
+/// webhook without the `user` scope) are returned, so the rest is mirrored and they are
+/// reported with the refused kinds at the end.
+async fn refresh_directories(
+    store: &Store,
+    tenant: &str,
+    crm: &dyn Crm,
+    opts: SyncOptions,
+    now: Ts,
+    items: &mut BTreeMap<String, usize>,
+) -> Result<Vec<(&'static str, crate::http::Error)>, SyncError> {
+    let source = crm.kind().as_str();
+    let mut refused_dirs: Vec<(&'static str, crate::http::Error)> = Vec::new();
     if due(
         store,
         tenant,
@@ -241,66 +308,55 @@ async fn sync_crm_inner(
             mark_done(store, tenant, source, "directories", now).await?;
         }
     }
+    Ok(refused_dirs)
+}
 
-    // One probe for every kind (an idle cycle ends here), then each changed kind to its end.
-    let mut cursors = Vec::with_capacity(EntityKind::ALL.len());
-    for kind in EntityKind::ALL {
-        cursors.push((kind, load_cursor(store, tenant, source, kind).await?));
-    }
-    check(stop, source)?;
-    let pass_start = Utc::now();
-    let changes = crm
-        .fetch_changes(&cursors)
+/// Leads decided where the CRM's lead list no longer shows them (amoCRM: an accepted or
+/// declined unsorted item leaves its list): asked about only in cycles where deals or leads
+/// changed (an accept moves a deal, a decline deletes one), so an idle cycle stays one
+/// request, and only for the leads the mirror still holds open.
+async fn settle_lead_outcomes(
+    store: &Store,
+    tenant: &str,
+    crm: &dyn Crm,
+    items: &mut BTreeMap<String, usize>,
+) -> Result<(), SyncError> {
+    let source = crm.kind().as_str();
+    let open = store
+        .open_leads(tenant)
         .await
-        .map_err(remote_err(source, "changes"))?;
-    let refused = crm.refused_kinds();
-    for (kind, first) in &changes {
-        let cursor = cursors
-            .iter()
-            .find(|(k, _)| k == kind)
-            .map(|(_, c)| c.clone())
-            .unwrap_or_default();
-        let pass = Pass {
-            entity: *kind,
-            opts,
-            pass_start,
-            stop,
-        };
-        let n = run_pass(store, tenant, crm, &pass, cursor, Some(first.clone())).await?;
-        items.insert(kind.as_str().to_string(), n);
-    }
-    // Leads decided where the CRM's lead list no longer shows them (amoCRM: an accepted or
-    // declined unsorted item leaves its list): asked about only in cycles where deals or leads
-    // changed (an accept moves a deal, a decline deletes one), so an idle cycle stays one
-    // request, and only for the leads the mirror still holds open.
-    if crm.leads_leave_their_list()
-        && changes
-            .iter()
-            .any(|(k, _)| matches!(k, EntityKind::Deal | EntityKind::Lead))
-    {
-        check(stop, source)?;
-        let open = store
-            .open_leads(tenant)
+        .map_err(store_err(source, "leads"))?;
+    if !open.is_empty() {
+        let decided = crm
+            .lead_outcomes(&open)
+            .await
+            .map_err(remote_err(source, "leads"))?;
+        let settled = store
+            .settle_leads(tenant, &decided)
             .await
             .map_err(store_err(source, "leads"))?;
-        if !open.is_empty() {
-            let decided = crm
-                .lead_outcomes(&open)
-                .await
-                .map_err(remote_err(source, "leads"))?;
-            let settled = store
-                .settle_leads(tenant, &decided)
-                .await
-                .map_err(store_err(source, "leads"))?;
-            if settled > 0 {
-                tracing::info!(tenant, source, settled, "leads decided in the CRM");
-                items.insert("lead outcomes".to_string(), settled);
-            }
+        if settled > 0 {
+            tracing::info!(tenant, source, settled, "leads decided in the CRM");
+            items.insert("lead outcomes".to_string(), settled);
         }
     }
-    // Kinds the probe found unchanged are up to date as of the probe: move their watermark so
-    // the next probe does not look further back than it must.
-    for (kind, cursor) in &cursors {
+    Ok(())
+}
+
+/// Kinds the probe found unchanged are up to date as of the probe: move their watermark so
+/// the next probe does not look further back than it must.
+#[allow(clippy::too_many_arguments)]
+async fn advance_unchanged(
+    store: &Store,
+    tenant: &str,
+    source: &str,
+    cursors: &[(EntityKind, Cursor)],
+    changes: &[(EntityKind, crate::crm::Page)],
+    refused: &[(EntityKind, crate::http::Error)],
+    pass_start: Ts,
+    opts: SyncOptions,
+) -> Result<(), SyncError> {
+    for (kind, cursor) in cursors {
         if changes.iter().any(|(k, _)| k == kind)
             || refused.iter().any(|(k, _)| k == kind)
             || cursor.position.is_some()
@@ -321,8 +377,20 @@ async fn sync_crm_inner(
                 .map_err(store_err(source, kind.as_str()))?;
         }
     }
+    Ok(())
+}
 
-    // Deletion sweep for CRMs that report deletions only by absence.
+/// Deletion sweep for CRMs that report deletions only by absence.
+async fn sweep_deletions(
+    store: &Store,
+    tenant: &str,
+    crm: &dyn Crm,
+    opts: SyncOptions,
+    now: Ts,
+    refused: &[(EntityKind, crate::http::Error)],
+    stop: &CancellationToken,
+) -> Result<(), SyncError> {
+    let source = crm.kind().as_str();
     for kind in EntityKind::ALL {
         check(stop, source)?;
         if refused.iter().any(|(k, _)| *k == kind) {
@@ -364,11 +432,7 @@ async fn sync_crm_inner(
         }
         mark_done(store, tenant, source, &key, now).await?;
     }
-    let refused = refused_dirs
-        .into_iter()
-        .chain(refused.into_iter().map(|(k, e)| (k.as_str(), e)));
-    refused_error(source, refused)?;
-    Ok(items)
+    Ok(())
 }
 
 /// The directories and kinds the CRM refused to list, as one error naming each and its
@@ -393,316 +457,4 @@ fn refused_error<'a>(
         }
     }
     Err(remote_err(source, &entity)(error))
-}
-
-/// Whether the periodic step `name` last ran longer than `every` ago (or never).
-async fn due(
-    store: &Store,
-    tenant: &str,
-    source: &str,
-    name: &str,
-    every: Duration,
-    now: Ts,
-) -> Result<bool, SyncError> {
-    let last = store
-        .cursor(tenant, source, name)
-        .await
-        .map_err(store_err(source, name))?
-        .and_then(|t| serde_json::from_str::<Ts>(&t).ok());
-    Ok(last.is_none_or(|t| now - t >= chrono_dur(every)))
-}
-
-async fn mark_done(
-    store: &Store,
-    tenant: &str,
-    source: &str,
-    name: &str,
-    now: Ts,
-) -> Result<(), SyncError> {
-    store
-        .put_cursor(
-            tenant,
-            source,
-            name,
-            &serde_json::to_string(&now).expect("time serialises"),
-        )
-        .await
-        .map_err(store_err(source, name))
-}
-
-async fn load_cursor(
-    store: &Store,
-    tenant: &str,
-    source: &str,
-    entity: EntityKind,
-) -> Result<Cursor, SyncError> {
-    let name = entity.as_str();
-    Ok(match store
-        .cursor(tenant, source, name)
-        .await
-        .map_err(store_err(source, name))?
-    {
-        Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
-            tracing::warn!(tenant, source, entity = name, error = %e, "stored cursor unreadable; reading everything again");
-            Cursor::default()
-        }),
-        None => Cursor::default(),
-    })
-}
-
-/// Reads one entity kind from its cursor to the end of the pass.
-pub async fn sync_entity(
-    store: &Store,
-    tenant: &str,
-    crm: &dyn Crm,
-    entity: EntityKind,
-    opts: SyncOptions,
-) -> Result<usize, SyncError> {
-    let cursor = load_cursor(store, tenant, crm.kind().as_str(), entity).await?;
-    let pass = Pass {
-        entity,
-        opts,
-        pass_start: Utc::now(),
-        stop: &CancellationToken::new(),
-    };
-    run_pass(store, tenant, crm, &pass, cursor, None).await
-}
-
-/// What one pass over an entity kind reads, and when it stops.
-struct Pass<'a> {
-    entity: EntityKind,
-    opts: SyncOptions,
-    pass_start: Ts,
-    stop: &'a CancellationToken,
-}
-
-/// The watermark after a complete pass that started at `pass_start`: everything modified before
-/// the pass started has been read, so the next pass starts there, less the overlap that absorbs
-/// clock skew between dozor and the CRM. Never moves backwards.
-fn advance(current: Option<Ts>, pass_start: Ts, opts: SyncOptions) -> Option<Ts> {
-    // CRM timestamps have whole seconds: a change in the same second as the pass start must
-    // still be newer than the watermark, so floor it and step one more second back.
-    let start = pass_start - chrono_dur(opts.overlap);
-    let candidate = start.with_nanosecond(0).unwrap_or(start) - chrono::Duration::seconds(1);
-    Some(current.map_or(candidate, |c| c.max(candidate)))
-}
-
-/// Saves `first` (when the probe already read it) and every following page of the pass, each
-/// page in one transaction with the cursor after it. Stops before a page once `pass.stop` is
-/// cancelled: the cursor saved with the last page is where the next start resumes.
-async fn run_pass(
-    store: &Store,
-    tenant: &str,
-    crm: &dyn Crm,
-    pass: &Pass<'_>,
-    mut cursor: Cursor,
-    mut first: Option<crate::crm::Page>,
-) -> Result<usize, SyncError> {
-    let Pass {
-        entity,
-        opts,
-        pass_start,
-        stop,
-    } = *pass;
-    let source = crm.kind().as_str();
-    let name = entity.as_str();
-    // A pass resumed from a stored mid-pass cursor began before this process: records changed
-    // behind its position since then are only covered by the newest change it saw.
-    let fresh = cursor.position.is_none();
-    let progress = Progress::new(source, name);
-    let mut saved = 0usize;
-    let mut pages = 0usize;
-    loop {
-        let page = match first.take() {
-            Some(p) => p,
-            None if stop.is_cancelled() => {
-                progress.finish(saved, pages);
-                tracing::info!(
-                    tenant,
-                    source,
-                    entity = name,
-                    saved,
-                    pages,
-                    "sync stopped between pages; it resumes here at the next start"
-                );
-                return Err(SyncError::Stopped {
-                    source_name: source.to_string(),
-                });
-            }
-            None => crm
-                .fetch_page(entity, &cursor)
-                .await
-                .map_err(remote_err(source, name))?,
-        };
-        pages += 1;
-        let next = if page.done {
-            let since = if fresh {
-                advance(cursor.since, pass_start, opts)
-            } else {
-                page.next
-                    .high_water
-                    .map(|h| h - chrono_dur(opts.overlap))
-                    .or(cursor.since)
-            };
-            Cursor {
-                since,
-                position: None,
-                high_water: None,
-            }
-        } else {
-            page.next.clone()
-        };
-        let text = serde_json::to_string(&next).expect("cursor serialises");
-        store
-            .save_page(tenant, source, entity, &page.records, &page.deleted, &text)
-            .await
-            .map_err(store_err(source, name))?;
-        saved += page.records.len();
-        progress.update(saved, pages);
-        if page.done {
-            break;
-        }
-        cursor = next;
-    }
-    progress.finish(saved, pages);
-    Ok(saved)
-}
-
-/// Progress of a long read: a live line on a terminal, a log line every 20 pages otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    source: &'static str,
-    entity: &'static str,
-}
-
-impl Progress {
-    fn new(source: &'static str, entity: &'static str) -> Self {
-        use std::io::IsTerminal;
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let b = indicatif::ProgressBar::new_spinner();
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} {prefix} {msg} [{elapsed}, {per_sec}]",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-            );
-            b.set_prefix(format!("{source} {entity}"));
-            b
-        });
-        Progress {
-            bar,
-            source,
-            entity,
-        }
-    }
-
-    fn update(&self, saved: usize, pages: usize) {
-        match &self.bar {
-            Some(b) => {
-                b.set_position(saved as u64);
-                b.set_message(format!("{saved} records, {pages} pages"));
-            }
-            None if pages.is_multiple_of(20) => {
-                tracing::info!(
-                    source = self.source,
-                    entity = self.entity,
-                    saved,
-                    pages,
-                    "sync in progress"
-                );
-            }
-            None => {}
-        }
-    }
-
-    fn finish(&self, saved: usize, pages: usize) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-        tracing::debug!(
-            source = self.source,
-            entity = self.entity,
-            saved,
-            pages,
-            "entity synced"
-        );
-    }
-}
-
-/// Reads new and updated calls of `tel` into the mirror.
-pub async fn sync_telephony(
-    store: &Store,
-    tenant: &str,
-    tel: &dyn Telephony,
-    opts: SyncOptions,
-    now: Ts,
-) -> Result<SyncReport, SyncError> {
-    sync_telephony_until(store, tenant, tel, opts, now, &CancellationToken::new()).await
-}
-
-/// [`sync_telephony`] that does not start once `stop` is cancelled. The client itself stops
-/// paging (its `stop` is the same token); the calls read so far are then read again at the
-/// next start (the cursor moves only after a complete read).
-pub async fn sync_telephony_until(
-    store: &Store,
-    tenant: &str,
-    tel: &dyn Telephony,
-    opts: SyncOptions,
-    now: Ts,
-    stop: &CancellationToken,
-) -> Result<SyncReport, SyncError> {
-    let source = tel.kind().as_str();
-    let started = Instant::now();
-    let started_at = Utc::now();
-    let result = async {
-        check(stop, source)?;
-        let from = match store
-            .cursor(tenant, source, "calls")
-            .await
-            .map_err(store_err(source, "calls"))?
-        {
-            Some(text) => serde_json::from_str::<Ts>(&text)
-                .map(|t| t - chrono_dur(opts.telephony_overlap))
-                .unwrap_or(now - chrono_dur(opts.telephony_initial)),
-            None => now - chrono_dur(opts.telephony_initial),
-        };
-        let calls = tel
-            .calls(from, now)
-            .await
-            .map_err(remote_err(source, "calls"))?;
-        store
-            .upsert_calls(tenant, &calls)
-            .await
-            .map_err(store_err(source, "calls"))?;
-        store
-            .put_cursor(
-                tenant,
-                source,
-                "calls",
-                &serde_json::to_string(&now).expect("time serialises"),
-            )
-            .await
-            .map_err(store_err(source, "calls"))?;
-        Ok::<usize, SyncError>(calls.len())
-    }
-    .await
-    .map_err(|e| stopped_if(e, source, stop));
-    let run = SyncRun {
-        source: source.to_string(),
-        started_at,
-        finished_at: Some(Utc::now()),
-        ok: result.is_ok(),
-        items: *result.as_ref().unwrap_or(&0) as i64,
-        error: result.as_ref().err().map(|e| e.to_string()),
-    };
-    store
-        .record_sync_run(tenant, &run)
-        .await
-        .map_err(store_err(source, "runs"))?;
-    let n = result?;
-    Ok(SyncReport {
-        source: source.to_string(),
-        items: BTreeMap::from([("calls".to_string(), n)]),
-        elapsed: started.elapsed(),
-    })
 }

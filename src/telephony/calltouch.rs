@@ -15,7 +15,7 @@ use chrono::{NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 use serde_json::Value;
 
-use super::{Result, Telephony};
+use super::{Result, Telephony, lenient};
 use crate::config::{CalltouchConfig, Secret};
 use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm, bounds};
 use crate::http::{self, Error, ErrorKind, Limiter, redact_url};
@@ -172,7 +172,7 @@ impl Calltouch {
             let (records, page_total) = match v {
                 Value::Array(a) => (a, 1),
                 Value::Object(mut o) => {
-                    let total = o.get("pageTotal").and_then(as_u64).unwrap_or(1);
+                    let total = o.get("pageTotal").and_then(lenient::uint).unwrap_or(1);
                     let recs = match o.remove("records") {
                         Some(Value::Array(a)) => a,
                         _ => Vec::new(),
@@ -211,7 +211,7 @@ impl Calltouch {
             _ => return Err(("?".into(), "missing callId")),
         };
         let bad = |why: &'static str| (id.clone(), why);
-        let started_at = match as_i64(r.get("timestamp")) {
+        let started_at = match lenient::int(r.get("timestamp")) {
             Some(ts) if ts > 0 => {
                 // Seconds, or milliseconds on some exports.
                 let secs = if ts > 100_000_000_000 { ts / 1000 } else { ts };
@@ -225,7 +225,11 @@ impl Calltouch {
                 .and_then(|s| self.parse_local(s))
         })
         .ok_or_else(|| bad("timestamp/date missing, unparsable or outside 2000-2099"))?;
-        let answered = as_bool(r.get("successful")).ok_or_else(|| bad("missing successful"))?;
+        // An empty `successful` is a call that did not succeed, not a broken row.
+        let answered = match r.get("successful") {
+            Some(Value::String(s)) if s.trim().is_empty() => false,
+            v => lenient::flag(v).ok_or_else(|| bad("missing successful"))?,
+        };
         let client_phone = match r.get("callerNumber") {
             Some(Value::String(s)) => s.trim().to_string(),
             Some(Value::Number(n)) => n.to_string(),
@@ -236,7 +240,7 @@ impl Calltouch {
                 String::new()
             }
         };
-        let manager = text(r.get("manager"));
+        let manager = lenient::text(r.get("manager"));
         Ok(Call {
             id: id.clone(),
             provider: TelephonyKind::Calltouch,
@@ -248,56 +252,19 @@ impl Calltouch {
             wait_s: bounds::call_seconds_field(r.get("waitingConnect"))
                 .ok_or_else(|| bad("waitingConnect is not a duration of 0 s to 1 day"))?,
             client_phone,
-            virtual_number: text(r.get("phoneNumber")),
+            virtual_number: lenient::text(r.get("phoneNumber")),
             employee_id: manager.clone(),
             employee_name: manager,
             recording_url: None,
-            source: text(r.get("source")),
+            source: lenient::text(r.get("source")),
             utm: Utm {
-                source: text(r.get("utmSource")),
-                medium: text(r.get("utmMedium")),
-                campaign: text(r.get("utmCampaign")),
-                content: text(r.get("utmContent")),
-                term: text(r.get("utmTerm")),
+                source: lenient::text(r.get("utmSource")),
+                medium: lenient::text(r.get("utmMedium")),
+                campaign: lenient::text(r.get("utmCampaign")),
+                content: lenient::text(r.get("utmContent")),
+                term: lenient::text(r.get("utmTerm")),
             },
         })
-    }
-}
-
-fn as_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn as_i64(v: Option<&Value>) -> Option<i64> {
-    match v? {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn as_bool(v: Option<&Value>) -> Option<bool> {
-    match v? {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => Some(true),
-            "false" | "0" | "no" | "" => Some(false),
-            _ => None,
-        },
-        Value::Number(n) => n.as_i64().map(|n| n != 0),
-        _ => None,
-    }
-}
-
-fn text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
     }
 }
 
@@ -316,7 +283,7 @@ impl Telephony for Calltouch {
         let url = self.url(today, 1, 1);
         let v = self.get(&url).await?;
         let n = match &v {
-            Value::Object(o) => o.get("recordsTotal").and_then(as_u64).unwrap_or(0),
+            Value::Object(o) => o.get("recordsTotal").and_then(lenient::uint).unwrap_or(0),
             Value::Array(a) => a.len() as u64,
             _ => 0,
         };

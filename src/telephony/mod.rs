@@ -2,6 +2,7 @@
 
 pub mod calltouch;
 pub mod comagic;
+mod lenient;
 
 use async_trait::async_trait;
 

@@ -1,19 +1,17 @@
-//! amoCRM writes: unsorted items, deals, contacts, responsible users, stages, loss, tags,
-//! task completion and call logging.
+//! amoCRM writes: unsorted items, deals, contacts, responsible users, stages, loss, tags and
+//! task completion (call logging is in [`super::calls`]).
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{AmoCrm, map};
-use crate::crm::{CallRecord, Crm, NewContact, NewDeal, NewLead, Result};
-use crate::domain::{Direction, EntityKind, EntityRef};
+use super::{AmoCrm, created_id, map};
+use crate::crm::{Crm, NewContact, NewDeal, NewLead, NewTask, Result};
+use crate::domain::{EntityKind, EntityRef};
 use crate::http::{Error, ErrorKind};
 
 /// Status id of "Закрыто и не реализовано" in every pipeline.
 const LOST: u64 = 143;
 const WON: u64 = 142;
-/// Entity ids per notes query when looking for an already logged call.
-const NOTE_IDS_PER_QUERY: usize = 50;
 
 fn phone_field(phone: &str) -> Value {
     json!([{"field_code": "PHONE", "values": [{"value": phone, "enum_code": "WORK"}]}])
@@ -30,39 +28,8 @@ fn uniq_of(parts: &[&str]) -> String {
     format!("dozor-{h:016x}")
 }
 
-/// The refused items of a `POST /api/v4/calls` answer in words: `item R: CODE detail` for each
-/// entry of `errors` (top level or under `_embedded`), with the field path when one is given.
-/// A 400 with `validation-errors` never gets here: the transport reads it (with paths) itself.
-fn call_errors(v: &Value) -> String {
-    let lists = [&v["errors"], &v["_embedded"]["errors"]];
-    let parts: Vec<String> = lists
-        .iter()
-        .filter_map(|l| l.as_array())
-        .flatten()
-        .map(|e| {
-            let text = |k: &str| e[k].as_str().unwrap_or("").trim().to_string();
-            let rid = match &e["request_id"] {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => "?".into(),
-            };
-            let what = [text("code"), text("path"), text("detail"), text("title")]
-                .into_iter()
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
-            format!("item {rid}: {what}")
-        })
-        .collect();
-    if parts.is_empty() {
-        "the answer lists no created call and no error".into()
-    } else {
-        parts.join("; ")
-    }
-}
-
 impl AmoCrm {
-    fn bad(&self, label: &str, path: &str, msg: impl Into<String>) -> Error {
+    pub(super) fn bad(&self, label: &str, path: &str, msg: impl Into<String>) -> Error {
         self.err(
             ErrorKind::Permanent,
             label,
@@ -71,7 +38,7 @@ impl AmoCrm {
         )
     }
 
-    fn num(&self, label: &str, what: &str, s: &str) -> Result<u64> {
+    pub(super) fn num(&self, label: &str, what: &str, s: &str) -> Result<u64> {
         s.trim().parse().map_err(|_| {
             self.bad(
                 label,
@@ -107,6 +74,7 @@ impl AmoCrm {
             .ok_or_else(|| self.bad(&format!("GET {path}"), path, "no such record"))
     }
 
+    // Long: builds one unsorted item (lead, contact, UTM, metadata) as one JSON body and posts it.
     pub(super) async fn do_create_lead(&self, lead: &NewLead) -> Result<String> {
         let phone = lead.phone.as_deref().filter(|p| !p.is_empty());
         // Calls go to the "sip" category; forms and anything without a number to "forms".
@@ -398,204 +366,65 @@ impl AmoCrm {
         )
         .await
     }
-
-    /// Contacts and companies with this phone (contacts with their deals).
-    async fn phone_owners(&self, e164: &str) -> Result<Vec<(EntityKind, u64, Vec<u64>)>> {
-        let digits: String = e164.chars().filter(char::is_ascii_digit).collect();
-        if digits.len() < 10 {
-            return Ok(Vec::new());
-        }
-        let needle = digits[digits.len() - 10..].to_string();
-        let mut out = Vec::new();
-        for (path, key, kind) in [
-            ("/api/v4/contacts", "contacts", EntityKind::Contact),
-            ("/api/v4/companies", "companies", EntityKind::Company),
-        ] {
-            let mut q = vec![
-                ("query".to_string(), needle.clone()),
-                ("limit".to_string(), "50".to_string()),
-            ];
-            if kind == EntityKind::Contact {
-                q.push(("with".into(), "leads".into()));
-            }
-            // Without search the call is still logged: amoCRM itself finds the number's
-            // owners when it logs a call; only the duplicate check is narrower.
-            let Some((items, _)) = self.search_page(path, key, &q).await? else {
-                break;
-            };
-            for v in &items {
-                let rec: map::WirePerson = map::decode(v).map_err(|e| self.decode_err(path, e))?;
-                let hit = map::field_values(&rec.custom_fields_values, "PHONE")
-                    .iter()
-                    .any(|p| {
-                        p.chars()
-                            .filter(char::is_ascii_digit)
-                            .collect::<String>()
-                            .ends_with(&needle)
-                    });
-                if hit {
-                    let leads = v["_embedded"]["leads"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|l| l["id"].as_u64())
-                        .collect();
-                    out.push((kind, rec.id, leads));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The id of a call note with `params.uniq == uniq` on any of these entities.
-    async fn find_call_note(&self, plural: &str, ids: &[u64], uniq: &str) -> Result<Option<u64>> {
-        let path = format!("/api/v4/{plural}/notes");
-        for chunk in ids.chunks(NOTE_IDS_PER_QUERY) {
-            for page in 1..=20u32 {
-                let mut q: Vec<(String, String)> = chunk
-                    .iter()
-                    .map(|id| ("filter[entity_id][]".to_string(), id.to_string()))
-                    .collect();
-                q.push(("filter[note_type][]".into(), "call_in".into()));
-                q.push(("filter[note_type][]".into(), "call_out".into()));
-                q.push(("limit".into(), "250".into()));
-                q.push(("page".into(), page.to_string()));
-                let (items, more) = self.list_page(&path, "notes", &q).await?;
-                if let Some(id) = items
-                    .iter()
-                    .find(|n| n["params"]["uniq"].as_str() == Some(uniq))
-                    .and_then(|n| n["id"].as_u64())
-                {
-                    return Ok(Some(id));
-                }
-                if !more {
-                    break;
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    pub(super) async fn do_register_call(&self, call: &CallRecord) -> Result<String> {
-        let path = "/api/v4/calls";
-        let label = format!("POST {path}");
-        let digits: String = call.phone.chars().filter(char::is_ascii_digit).collect();
-        if digits.is_empty() {
-            return Err(self.bad(
-                &label,
-                path,
-                "a call without a phone number cannot be logged",
-            ));
-        }
-        let responsible = match &call.responsible_id {
-            Some(r) => Some(self.num(&label, "responsible id", r)?),
-            None => None,
-        };
-        // Already logged? Look at the call notes of everything that owns the number.
-        let mut leads: Vec<u64> = Vec::new();
-        let mut contacts: Vec<u64> = Vec::new();
-        let mut companies: Vec<u64> = Vec::new();
-        if let Some(e) = &call.entity
-            && let Ok(id) = e.id.parse::<u64>()
-        {
-            match e.kind {
-                EntityKind::Deal => leads.push(id),
-                EntityKind::Contact => contacts.push(id),
-                EntityKind::Company => companies.push(id),
-                _ => {}
-            }
-        }
-        for (kind, id, deals) in self.phone_owners(&call.phone).await? {
-            match kind {
-                EntityKind::Contact => contacts.push(id),
-                _ => companies.push(id),
-            }
-            leads.extend(deals);
-        }
-        for (plural, ids) in [
-            ("leads", &mut leads),
-            ("contacts", &mut contacts),
-            ("companies", &mut companies),
-        ] {
-            ids.sort_unstable();
-            ids.dedup();
-            if !ids.is_empty()
-                && let Some(id) = self.find_call_note(plural, ids, &call.external_id).await?
-            {
-                return Ok(id.to_string());
-            }
-        }
-        let mut item = json!({
-            "direction": match call.direction { Direction::In => "inbound", Direction::Out => "outbound" },
-            "uniq": call.external_id, "duration": call.duration_s.max(0), "source": "dozor",
-            "phone": digits, "created_at": call.started_at.timestamp(),
-            "call_status": if call.answered { 4 } else { 6 },
-            "call_result": if call.answered { "Разговор состоялся" } else { "Не дозвонился" },
-            "request_id": "0",
-        });
-        if let Some(link) = &call.recording_url {
-            item["link"] = json!(link);
-        }
-        if let Some(r) = responsible {
-            item["call_responsible"] = json!(r);
-            item["responsible_user_id"] = json!(r);
-        }
-        let body = json!([item]);
-        for attempt in 0..2 {
-            let v = self.call(Method::POST, path, &[], Some(&body)).await?;
-            let created = v.as_ref().and_then(|v| {
-                v["_embedded"]["calls"]
-                    .as_array()?
-                    .iter()
-                    .find(|c| c["request_id"].as_str().is_none_or(|r| r == "0") && c["id"].is_u64())
-                    .and_then(|c| c["id"].as_u64())
-            });
-            if let Some(id) = created {
-                return Ok(id.to_string());
-            }
-            if attempt == 0 {
-                // amoCRM logs calls only for numbers that belong to a contact or company.
-                tracing::info!(
-                    system = super::SYSTEM,
-                    "call number unknown to amoCRM, creating a contact"
-                );
-                self.do_create_contact(&NewContact {
-                    name: call.phone.clone(),
-                    phone: call.phone.clone(),
-                    responsible_id: call.responsible_id.clone(),
-                })
-                .await?;
-            } else {
-                let detail = v.as_ref().map(call_errors).unwrap_or_default();
-                return Err(self.bad(
-                    &label,
-                    path,
-                    format!("amoCRM did not log the call: {detail}"),
-                ));
-            }
-        }
-        Err(self.bad(&label, path, "amoCRM did not log the call"))
-    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl AmoCrm {
+    pub(super) async fn do_create_task(&self, task: &NewTask) -> Result<String> {
+        let path = "/api/v4/tasks";
+        let url = format!("{}{path}", self.base);
+        let bad = |m: String| self.err(ErrorKind::Permanent, &format!("POST {path}"), &url, m);
+        let responsible: u64 = task.responsible_id.parse().map_err(|_| {
+            bad(format!(
+                "responsible id {:?} is not numeric",
+                task.responsible_id
+            ))
+        })?;
+        let text = if task.description.is_empty() {
+            task.title.clone()
+        } else {
+            format!("{}\n{}", task.title, task.description)
+        };
+        let mut item = json!({
+            "text": text, "complete_till": task.deadline.timestamp(), "task_type_id": 1,
+            "responsible_user_id": responsible, "request_id": "0",
+        });
+        if let Some(ent) = &task.entity
+            && let Some(plural) = map::entity_plural(ent.kind)
+        {
+            let id: u64 = ent
+                .id
+                .parse()
+                .map_err(|_| bad(format!("entity id {:?} is not numeric", ent.id)))?;
+            item["entity_type"] = json!(plural);
+            item["entity_id"] = json!(id);
+        }
+        let v = self
+            .call(Method::POST, path, &[], Some(&json!([item])))
+            .await?;
+        created_id(self, v.as_ref(), "tasks", path)
+    }
 
-    #[test]
-    fn refused_calls_are_named_by_item_code_and_detail() {
-        let v = json!({"_total_items": 0, "_embedded": {"calls": [], "errors": [
-            {"request_id": "0", "code": "EntityNotFound",
-             "detail": "No contact or company has this phone number"}]}});
-        assert_eq!(
-            call_errors(&v),
-            "item 0: EntityNotFound No contact or company has this phone number"
-        );
-        let v = json!({"errors": [{"request_id": 2, "path": "phone", "title": "Bad phone"}]});
-        assert_eq!(call_errors(&v), "item 2: phone Bad phone");
-        assert_eq!(
-            call_errors(&json!({"_embedded": {"calls": []}})),
-            "the answer lists no created call and no error"
-        );
+    pub(super) async fn do_add_comment(&self, entity: &EntityRef, text: &str) -> Result<String> {
+        let Some(plural) = map::entity_plural(entity.kind) else {
+            return Err(self.err(
+                ErrorKind::Permanent,
+                "POST notes",
+                &self.base,
+                format!("amoCRM has no notes on {}", entity.kind.as_str()),
+            ));
+        };
+        let path = format!("/api/v4/{plural}/notes");
+        let id: u64 = entity.id.parse().map_err(|_| {
+            self.err(
+                ErrorKind::Permanent,
+                &format!("POST {path}"),
+                &format!("{}{path}", self.base),
+                format!("entity id {:?} is not numeric", entity.id),
+            )
+        })?;
+        let body = json!([{"entity_id": id, "note_type": "common", "params": {"text": text},
+                           "request_id": "0"}]);
+        let v = self.call(Method::POST, &path, &[], Some(&body)).await?;
+        created_id(self, v.as_ref(), "notes", &path)
     }
 }
