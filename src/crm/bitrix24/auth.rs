@@ -9,10 +9,10 @@ use serde_json::{Map, Value, json};
 use crate::config::{Bitrix24Config, Secret};
 use crate::crm::Result;
 use crate::http::{self, Error, ErrorKind, redact_url};
-use crate::telemetry::Observe as _;
 use crate::store::{TokenSet, TokenStore};
+use crate::telemetry::Observe as _;
 
-use super::transport::retry_wait;
+use super::retry::retry_wait;
 use super::{Bitrix24, SYSTEM, config_error, host_of, text};
 
 pub(super) enum Auth {

@@ -6,7 +6,7 @@ use serde_json::{Map, json};
 use crate::crm::{Cursor, Page, Result};
 use crate::domain::EntityKind;
 
-use super::transport::retry_wait;
+use super::retry::retry_wait;
 use super::{Bitrix24, MAX_BATCH, SYSTEM, map, scope};
 
 impl Bitrix24 {

@@ -26,6 +26,7 @@ mod changes;
 mod map;
 pub mod moved;
 mod paging;
+mod retry;
 mod scope;
 mod transport;
 mod write;

@@ -10,7 +10,7 @@ use crate::crm::{Cursor, Page, Result};
 use crate::domain::{EntityKind, EntityRef, Pipeline, Record, User};
 use crate::http::php_query;
 
-use super::transport::retry_wait;
+use super::retry::retry_wait;
 use super::{Bitrix24, MAX_BATCH, PAGE, PAGES_FULL, PAGES_INCREMENTAL, SYSTEM, map, scope, text};
 
 /// Rows of a list answer (`result[]`, or `result.tasks[]` for wrapped lists).

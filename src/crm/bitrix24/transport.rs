@@ -8,14 +8,12 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use crate::crm::Result;
-use crate::http::{self, Error, ErrorKind, backoff, redact_url};
+use crate::http::{self, Error, ErrorKind, redact_url};
 use crate::telemetry::Observe as _;
 
 use super::auth::Auth;
+use super::retry::retry_wait;
 use super::{Bitrix24, SYSTEM, as_map, host_of, moved, reset_ts, text};
-
-/// Retries of transient failures before giving up (rate limits follow [`Throttle`]).
-pub(super) const MAX_RETRIES: u32 = 5;
 
 /// Longest wait for an operating-time reset.
 pub(super) const MAX_OPERATING_WAIT: Duration = Duration::from_secs(600);
@@ -37,25 +35,6 @@ pub(super) fn coalescible(method: &str) -> bool {
         && [".add", ".update", ".get", ".complete"]
             .iter()
             .any(|s| method.ends_with(s))
-}
-
-/// How long to wait before retrying after `e`; `None` when it must not be retried. Rate
-/// limits are waited out by `refusals` however many there are; other transient failures get
-/// [`MAX_RETRIES`] attempts with backoff.
-pub(super) fn retry_wait(
-    e: &Error,
-    attempt: &mut u32,
-    refusals: &mut http::Refusals,
-) -> Option<Duration> {
-    if e.kind == ErrorKind::RateLimited {
-        return refusals.next(e.retry_after);
-    }
-    if !e.is_retryable() || *attempt >= MAX_RETRIES {
-        return None;
-    }
-    let wait = e.retry_after.unwrap_or_else(|| backoff(*attempt));
-    *attempt += 1;
-    Some(wait)
 }
 
 impl Bitrix24 {
