@@ -15,7 +15,6 @@ pub mod notify;
 pub mod report;
 pub mod rules;
 pub mod server;
-pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod telephony;

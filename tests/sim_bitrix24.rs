@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{Duration, TimeZone, Utc};
-use dozor::sim::world::*;
-use dozor::sim::{self, Faults, Sim, SimHandle, SimOptions, System};
+use dozor_sim::world::*;
+use dozor_sim::{self as sim, Faults, Sim, SimHandle, SimOptions, System};
 use serde_json::{Value, json};
 
 fn opts(limits: bool) -> SimOptions {
