@@ -17,7 +17,6 @@ pub mod notify;
 pub mod report;
 pub mod rules;
 pub mod service;
-pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

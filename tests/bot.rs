@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::tenant_config;
 use dozor::bot::{self, Bot};
 use dozor::config::{self, TenantConfig};
 use dozor::domain::{CrmKind, TelephonyKind};
@@ -13,11 +14,11 @@ use dozor::engine::{CycleOptions, run_cycle};
 use dozor::ledger::{self, Effect, Outcome, Proposal};
 use dozor::notify::telegram::{Telegram, escape_html};
 use dozor::notify::{MessageKind, Route, route};
-use dozor::sim::telegram::{SentMessage, parse_html};
-use dozor::sim::tenant_config::{HEAD_OF_SALES_CHAT, OWNER_CHAT, tenant_config};
-use dozor::sim::{self, SimHandle, SimOptions};
 use dozor::store::{Snapshot, Store};
 use dozor::tenant::{self, Tenant};
+use dozor_sim::telegram::{SentMessage, parse_html};
+use dozor_sim::tenant_config::{HEAD_OF_SALES_CHAT, OWNER_CHAT};
+use dozor_sim::{self as sim, SimHandle, SimOptions};
 use serde_json::json;
 
 const STRANGER: i64 = 555_000_111;

@@ -10,14 +10,15 @@ mod common;
 use std::collections::BTreeMap;
 
 use chrono::{Duration, Utc};
+use common::tenant_config;
 use dozor::config;
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor::engine::{CycleOptions, run_cycle};
 use dozor::ledger::Outcome;
-use dozor::sim::world::{Dir, SimCall, StageKind, World};
-use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
 use dozor::store::Store;
 use dozor::tenant;
+use dozor_sim::world::{Dir, SimCall, StageKind, World};
+use dozor_sim::{self as sim, SimOptions};
 
 /// Round-the-clock business hours so SLA arithmetic does not depend on when the test runs.
 const ALWAYS_OPEN: &str = "\n[tenants.calendar]\nwork_hours = \"00:00-23:59\"\nwork_days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n";
@@ -391,7 +392,7 @@ async fn amocrm_asks_the_crm_before_creating_a_lead() {
 /// `dozor report calls`: a day's telephony calls against the CRM timeline. Calls that never
 /// reached the CRM are listed while `call_not_in_crm` is off, and gone once it has run.
 async fn reconciliation(crm: CrmKind, tel: TelephonyKind) {
-    use dozor::sim::world::{ActivityType, Owner, SimActivity};
+    use dozor_sim::world::{ActivityType, Owner, SimActivity};
     let opts = SimOptions {
         seed: 52,
         scale: 1,
@@ -645,7 +646,7 @@ fn answered_call(
 }
 
 /// Tasks in the CRM whose text carries the ledger marker of `key`.
-fn tasks_with_marker<'w>(w: &'w World, key: &str) -> Vec<&'w dozor::sim::world::SimTask> {
+fn tasks_with_marker<'w>(w: &'w World, key: &str) -> Vec<&'w dozor_sim::world::SimTask> {
     let mark = format!("[dozor:{key}]");
     w.tasks
         .values()
@@ -672,7 +673,7 @@ async fn unknown_caller_routing(crm: CrmKind, tel: TelephonyKind) {
     let mut managers = Vec::new();
     let (h, _dir, store, tenant) = setup(61, crm, tel, &["unknown_caller"], |w| {
         managers = w
-            .users_with(dozor::sim::world::Role::Manager)
+            .users_with(dozor_sim::world::Role::Manager)
             .map(|u| u.id)
             .collect();
         assert!(managers.len() >= 2, "{managers:?}");
@@ -754,7 +755,7 @@ async fn unknown_caller_routing(crm: CrmKind, tel: TelephonyKind) {
             if crm == CrmKind::Bitrix24 {
                 assert_eq!(
                     t.binding,
-                    Some((dozor::sim::world::Owner::Lead, leads[0].id)),
+                    Some((dozor_sim::world::Owner::Lead, leads[0].id)),
                     "bound to the lead"
                 );
             }
@@ -869,7 +870,7 @@ async fn amocrm_friday_night_missed_call_is_due_monday_morning() {
 /// An open lead with no deal after `after_minutes` gets exactly one deal, and (with
 /// deal_without_task on) that deal exactly one first task, over many cycles.
 async fn lead_without_deal(crm: CrmKind) {
-    use dozor::sim::world::{LeadStatus, SimLead};
+    use dozor_sim::world::{LeadStatus, SimLead};
     let (h, _dir, store, tenant) = setup(
         81,
         crm,
@@ -883,7 +884,7 @@ async fn lead_without_deal(crm: CrmKind) {
         let mut w = h.sim.world();
         let id = w.next_id();
         let owner = w
-            .users_with(dozor::sim::world::Role::Manager)
+            .users_with(dozor_sim::world::Role::Manager)
             .next()
             .unwrap()
             .id;
@@ -930,7 +931,7 @@ async fn lead_without_deal(crm: CrmKind) {
             .tasks
             .values()
             .filter(|t| {
-                t.binding == Some((dozor::sim::world::Owner::Deal, deals[0].id))
+                t.binding == Some((dozor_sim::world::Owner::Deal, deals[0].id))
                     && format!("{} {}", t.title, t.description).contains(&format!(
                         "[dozor:deal_without_task:demo:deal:{}:",
                         deals[0].id

@@ -11,9 +11,10 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::tenant_config;
 use dozor::domain::{CrmKind, TelephonyKind};
-use dozor::sim::world::{Owner, SimDeal, StageKind, World};
-use dozor::sim::{Faults, SimHandle, System, tenant_config::tenant_config};
+use dozor_sim::world::{Owner, SimDeal, StageKind, World};
+use dozor_sim::{Faults, SimHandle, System};
 
 fn outage_secs() -> u64 {
     std::env::var("DOZOR_CHAOS_OUTAGE_SECS")

@@ -6,8 +6,9 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::tenant_config;
 use dozor::domain::{CrmKind, TelephonyKind};
-use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
+use dozor_sim::{self as sim, SimOptions};
 
 fn dozor(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dozor"))

@@ -552,7 +552,7 @@ fn installed_config_loads() {
 }
 
 /// The shipped example with its systems pointed at the simulator `h` and its data in `dir`.
-fn example_for_sim(h: &dozor::sim::SimHandle, dir: &Path) -> String {
+fn example_for_sim(h: &dozor_sim::SimHandle, dir: &Path) -> String {
     let c = &h.sim.creds;
     let mut text = example_text();
     for (from, to) in [
@@ -589,7 +589,7 @@ fn example_for_sim(h: &dozor::sim::SimHandle, dir: &Path) -> String {
 /// Runs `dozor once` on the config at `path` as an operator would, against the simulator `h`,
 /// and checks it wrote nothing: the CRM world is unchanged, no rule sent a Telegram message, and
 /// the ledger holds only `shadow` rows (some: the rules did run). Returns what dozor logged.
-async fn first_run_writes_nothing(h: &dozor::sim::SimHandle, path: &Path, db: &Path) -> String {
+async fn first_run_writes_nothing(h: &dozor_sim::SimHandle, path: &Path, db: &Path) -> String {
     let world_before = serde_json::to_value(&*h.sim.world()).unwrap();
     let args = vec![
         "--config".to_string(),
@@ -678,7 +678,7 @@ async fn config_without_rules_writes_nothing() {
     let h = common::small_sim(13).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("dozor.db");
-    let text = dozor::sim::tenant_config::tenant_config(
+    let text = common::tenant_config(
         &h,
         CrmKind::Bitrix24,
         TelephonyKind::Comagic,
@@ -938,4 +938,34 @@ fn an_incomplete_table_is_reported_at_its_header() {
         .map(|i| i + 1);
     assert_eq!(e.line, header, "{e}");
     assert!(e.to_string().contains("missing: portal_url"), "{e}");
+}
+
+/// The test helpers' text edit of a rule's mode, read back through the product's parser.
+#[test]
+fn rule_mode_is_set_in_place_or_appended() {
+    let text = "[[tenants]]\nid = \"a\"\n[tenants.rules.missed_call]\nsla_minutes = 5\nmode = \"shadow\"\n[tenants.roles]\n";
+    let t = common::with_rule_mode(text, "missed_call", RuleMode::On);
+    assert_eq!(
+        t,
+        "[[tenants]]\nid = \"a\"\n[tenants.rules.missed_call]\nmode = \"on\"\nsla_minutes = 5\n[tenants.roles]\n"
+    );
+    let t = common::with_rule_mode(&t, "dormant", RuleMode::Off);
+    assert!(
+        t.ends_with("[tenants.rules.dormant]\nmode = \"off\"\n"),
+        "{t}"
+    );
+    let parsed = config::parse(
+        &format!(
+            "{}[tenants.crm]\nkind = \"bitrix24\"\nwebhook_url = \"https://a.bitrix24.ru/rest/1/s/\"\n",
+            common::rules_on(text.to_string()).replace("[tenants.roles]\n", "")
+        ),
+        None,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rules = &parsed.config.tenants[0].rules;
+    assert_eq!(rules.missed_call.mode, RuleMode::On);
+    assert_eq!(rules.missed_call.sla_minutes, 5.0);
+    assert_eq!(rules.client_without_deal.mode, RuleMode::Off);
+    assert!(rules.in_mode(RuleMode::Shadow).is_empty());
 }

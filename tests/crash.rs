@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::tenant_config;
 use dozor::domain::{CrmKind, TelephonyKind};
-use dozor::sim::world::Owner;
-use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
+use dozor_sim::world::Owner;
+use dozor_sim::{self as sim, SimOptions};
 use rand::{Rng, SeedableRng};
 
 async fn kill_and_restart(crm: CrmKind, trials: usize, seed: u64) {
@@ -158,8 +159,8 @@ async fn sigkill_50_times_amocrm() {
 /// used), reported and repaired by re-authorising, as a person would; any other broken chain
 /// fails the test.
 async fn kills_around_token_rotation(crm: CrmKind, seed: u64) {
-    use dozor::sim::{Faults, System};
     use dozor::store::{Store, TokenSet, TokenStore};
+    use dozor_sim::{Faults, System};
 
     let opts = SimOptions {
         seed: 5,

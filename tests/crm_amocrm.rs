@@ -9,12 +9,12 @@ use dozor::crm::amocrm::AmoCrm;
 use dozor::crm::{CallRecord, Crm, Cursor, NewTask};
 use dozor::domain::{Direction, EntityKind, EntityRef, Record, Semantics};
 use dozor::http::ErrorKind;
-use dozor::sim::world::{
+use dozor::store::{Store, TokenStore};
+use dozor_sim::world::{
     ActivityType, LeadStatus, Owner, Role, SimDeal, SimPipeline, SimStage, SimUser, StageKind,
     World,
 };
-use dozor::sim::{self, Faults, Sim, SimHandle, SimOptions, System};
-use dozor::store::{Store, TokenStore};
+use dozor_sim::{self as sim, Faults, Sim, SimHandle, SimOptions, System};
 use serde_json::json;
 
 const TOKEN_METHOD: &str = "POST /oauth2/access_token";

@@ -8,9 +8,9 @@ use dozor::config::{AmocrmConfig, Secret};
 use dozor::crm::amocrm::AmoCrm;
 use dozor::crm::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead};
 use dozor::domain::{Direction, EntityKind, EntityRef, Utm};
-use dozor::sim::world::{ActivityType, Deletion, LeadStatus, Owner, StageKind};
-use dozor::sim::{self, SimHandle, SimOptions, System};
 use dozor::store::Store;
+use dozor_sim::world::{ActivityType, Deletion, LeadStatus, Owner, StageKind};
+use dozor_sim::{self as sim, SimHandle, SimOptions, System};
 
 fn opts(scale: u32) -> SimOptions {
     SimOptions {

@@ -11,9 +11,9 @@ use dozor::crm::bitrix24::Bitrix24;
 use dozor::crm::{Crm, Cursor, NewTask};
 use dozor::domain::{ActivityKind, EntityKind, EntityRef, Record, Semantics};
 use dozor::http::ErrorKind;
-use dozor::sim::world::*;
-use dozor::sim::{self, Faults, Sim, SimHandle, SimOptions, System};
 use dozor::store::{Store, TokenStore};
+use dozor_sim::world::*;
+use dozor_sim::{self as sim, Faults, Sim, SimHandle, SimOptions, System};
 
 fn opts() -> SimOptions {
     SimOptions {

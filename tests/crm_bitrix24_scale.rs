@@ -14,8 +14,8 @@ use dozor::config::{Bitrix24Config, Bitrix24Plan, Secret};
 use dozor::crm::bitrix24::Bitrix24;
 use dozor::crm::{Crm, Cursor};
 use dozor::domain::EntityKind;
-use dozor::sim::world::*;
-use dozor::sim::{self, Sim, SimOptions, System};
+use dozor_sim::world::*;
+use dozor_sim::{self as sim, Sim, SimOptions, System};
 use serde_json::{Value, json};
 
 /// 50 chained `crm.deal.list` pages in one batch, as the connector sends them.

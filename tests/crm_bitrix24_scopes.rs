@@ -19,9 +19,9 @@ use dozor::crm::bitrix24::Bitrix24;
 use dozor::crm::{Crm, NewTask};
 use dozor::domain::{EntityKind, EntityRef};
 use dozor::http::ErrorKind;
-use dozor::sim::SimHandle;
 use dozor::store::Store;
 use dozor::sync::{SyncError, SyncOptions, sync_crm};
+use dozor_sim::SimHandle;
 
 fn cfg(h: &SimHandle) -> Bitrix24Config {
     Bitrix24Config {
@@ -178,7 +178,7 @@ async fn a_write_refused_for_scope_is_the_same_error_alone_and_in_a_batch() {
     }
     assert_eq!(alone.kind, ErrorKind::Auth, "{alone}");
     assert_eq!(alone.code.as_deref(), Some("insufficient_scope"));
-    let batches = h.sim.stats()[&dozor::sim::System::Bitrix24]
+    let batches = h.sim.stats()[&dozor_sim::System::Bitrix24]
         .by_method
         .get("batch")
         .copied();
@@ -198,7 +198,7 @@ async fn a_missing_user_scope_leaves_the_rest_mirrored() {
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
     let store = Store::open(&db, 2).await.unwrap();
-    let text = dozor::sim::tenant_config::tenant_config(
+    let text = common::tenant_config(
         &h,
         dozor::domain::CrmKind::Bitrix24,
         dozor::domain::TelephonyKind::Comagic,

@@ -11,8 +11,8 @@ use dozor::crm::bitrix24::Bitrix24;
 use dozor::crm::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead};
 use dozor::domain::{Direction, EntityKind, EntityRef, Record, Utm};
 use dozor::http::ErrorKind;
-use dozor::sim::world::*;
-use dozor::sim::{self, Sim, SimHandle, SimOptions, System};
+use dozor_sim::world::*;
+use dozor_sim::{self as sim, Sim, SimHandle, SimOptions, System};
 
 const FLAGS: &str = "UF_CRM_DOZOR_FLAGS";
 

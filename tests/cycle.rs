@@ -4,13 +4,14 @@
 mod common;
 
 use chrono::Utc;
+use common::tenant_config;
 use dozor::config;
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor::engine::{CycleOptions, run_cycle};
 use dozor::ledger::Outcome;
-use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
 use dozor::store::Store;
 use dozor::tenant;
+use dozor_sim::{self as sim, SimOptions};
 
 /// Reads 31 days of telephony: the generated calls span the 30 days before the simulator started.
 fn cycle_opts(dry_run: bool) -> CycleOptions {
@@ -74,7 +75,7 @@ async fn full_cycle(db_url: &str, crm: CrmKind, tel: TelephonyKind) {
         .world()
         .calls
         .values()
-        .filter(|c| tel == TelephonyKind::Comagic || c.direction == dozor::sim::world::Dir::In)
+        .filter(|c| tel == TelephonyKind::Comagic || c.direction == dozor_sim::world::Dir::In)
         .count() as i64;
     assert_eq!(
         counts["calls"], calls_in_world,
@@ -229,8 +230,8 @@ async fn dry_run_writes_nothing_on_either_crm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selfcheck_reauth_raised_once_and_cleared_once_across_restarts() {
     use dozor::service::selfcheck::{self, SelfCheckConfig};
-    use dozor::sim::tenant_config::OWNER_CHAT;
     use dozor::store::{TokenSet, TokenStore};
+    use dozor_sim::tenant_config::OWNER_CHAT;
 
     let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
         .await
@@ -456,7 +457,7 @@ async fn selfcheck_stale_source_and_backlog_in_english() {
         .telegram
         .messages()
         .into_iter()
-        .filter(|m| m.chat_id == dozor::sim::tenant_config::OWNER_CHAT)
+        .filter(|m| m.chat_id == dozor_sim::tenant_config::OWNER_CHAT)
         .filter_map(|m| m.text)
         .filter(|t| t.starts_with("⚠️") || t.starts_with("✅"))
         .collect();
@@ -493,8 +494,8 @@ fn changes(tr: &[dozor::service::selfcheck::Transition]) -> Vec<(&str, bool)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selfcheck_telephony_token_age_disk_and_webhooks_raise_and_clear() {
     use dozor::service::selfcheck::{self, Problem, SelfCheckConfig};
-    use dozor::sim::tenant_config::OWNER_CHAT;
     use dozor::store::TokenStore;
+    use dozor_sim::tenant_config::OWNER_CHAT;
 
     let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
         .await

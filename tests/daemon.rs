@@ -6,8 +6,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::tenant_config;
 use dozor::domain::{CrmKind, TelephonyKind};
-use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
+use dozor_sim::{self as sim, SimOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_serves_health_and_stops_on_sigterm() {
@@ -239,7 +240,7 @@ async fn daemon_sends_the_daily_report_missed_while_stopped() {
         .telegram
         .messages()
         .into_iter()
-        .filter(|m| m.chat_id == dozor::sim::tenant_config::OWNER_CHAT && m.kind == "message")
+        .filter(|m| m.chat_id == dozor_sim::tenant_config::OWNER_CHAT && m.kind == "message")
         .filter(|m| {
             m.text.as_deref().is_some_and(|t| {
                 t.contains(&(fired - Days::days(1)).format("%d.%m.%Y").to_string())

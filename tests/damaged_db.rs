@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::tenant_config;
 use dozor::domain::{CrmKind, TelephonyKind};
-use dozor::sim::tenant_config::tenant_config;
 use dozor::store::Store;
 
 /// Runs `dozor ARGS` under umask 022 (the usual login umask) and returns its output.
@@ -51,7 +51,7 @@ fn mode(p: &Path) -> u32 {
 
 /// A data_dir-based config (the installed layout: the database is data_dir/dozor.db) for the
 /// simulator behind `h`, written to `dir/dozor.toml`; returns the config path.
-fn write_config(h: &dozor::sim::SimHandle, dir: &Path, data_dir: &Path, extra: &str) -> String {
+fn write_config(h: &dozor_sim::SimHandle, dir: &Path, data_dir: &Path, extra: &str) -> String {
     let placeholder = "sqlite:///unused.db";
     let body = tenant_config(
         h,
@@ -74,7 +74,7 @@ fn write_config(h: &dozor::sim::SimHandle, dir: &Path, data_dir: &Path, extra: &
 }
 
 /// What the simulator has received: CRM tasks and Telegram messages.
-fn writes(h: &dozor::sim::SimHandle) -> (usize, usize) {
+fn writes(h: &dozor_sim::SimHandle) -> (usize, usize) {
     (h.sim.world().tasks.len(), h.sim.telegram.messages().len())
 }
 

@@ -7,11 +7,11 @@
 mod common;
 
 use chrono::Datelike;
+use common::tenant_config;
 use dozor::crm::amocrm::fuzzing as amo;
 use dozor::crm::bitrix24::fuzzing as b24;
 use dozor::domain::{CrmKind, EntityKind, Record, TelephonyKind};
 use dozor::service::server::webhooks::fuzzing as hooks;
-use dozor::sim::tenant_config::tenant_config;
 use dozor::telephony::calltouch::fuzzing as calltouch;
 use dozor::telephony::comagic::fuzzing as comagic;
 use proptest::prelude::*;

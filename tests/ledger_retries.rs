@@ -13,14 +13,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use common::tenant_config;
 use dozor::config::{self, Lang, RuleMode};
 use dozor::crm::{
     CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead, NewTask, Page, Result as CrmResult,
 };
 use dozor::domain::{CrmKind, EntityKind, EntityRef, Pipeline, TelephonyKind, User};
 use dozor::ledger::{self, Effect, Outcome, Proposal};
-use dozor::sim::tenant_config::{OWNER_CHAT, tenant_config};
 use dozor::store::{RetryPolicy, Store};
+use dozor_sim::tenant_config::OWNER_CHAT;
 
 /// The real client, except that `create_task` panics while `poisoned` is set.
 struct Poisoned {

@@ -12,9 +12,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use common::tenant_config;
 use dozor::domain::{CrmKind, TelephonyKind};
-use dozor::sim::tenant_config::{HEAD_OF_SALES_CHAT, OWNER_CHAT, tenant_config};
-use dozor::sim::{Faults, System};
+use dozor_sim::tenant_config::{HEAD_OF_SALES_CHAT, OWNER_CHAT};
+use dozor_sim::{Faults, System};
 use serde_json::{Value, json};
 
 const COMAGIC_SECRET: &str = "comagic-hook-secret-0123456789";
@@ -53,7 +54,7 @@ fn dead_keys(config: &Path) -> Vec<String> {
         .collect()
 }
 
-fn messages_with(h: &dozor::sim::SimHandle, chat: i64, text: &str) -> usize {
+fn messages_with(h: &dozor_sim::SimHandle, chat: i64, text: &str) -> usize {
     h.sim
         .telegram
         .messages()

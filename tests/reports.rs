@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use chrono::{Duration, NaiveDate, TimeZone, Utc};
+use common::tenant_config;
 use dozor::config;
 use dozor::domain::abc::{Abc, Xyz};
 use dozor::domain::*;
 use dozor::report::{self, Kind, metrics};
-use dozor::sim::tenant_config::{OWNER_CHAT, tenant_config};
 use dozor::store::{Snapshot, Store};
+use dozor_sim::tenant_config::OWNER_CHAT;
 
 /// The day the daily report covers: Monday 23 November 2026 (Moscow).
 fn day() -> NaiveDate {
@@ -311,7 +312,7 @@ async fn fill(store: &Store) {
         .unwrap();
 }
 
-fn config_text(db_url: &str, h: &dozor::sim::SimHandle) -> String {
+fn config_text(db_url: &str, h: &dozor_sim::SimHandle) -> String {
     let mut text = common::rules_on(tenant_config(
         h,
         CrmKind::Bitrix24,
@@ -599,13 +600,13 @@ async fn long_report_is_split_on_line_boundaries() {
         .collect();
     assert!(texts.len() >= 2, "{} parts", texts.len());
     for t in &texts {
-        let visible = dozor::sim::telegram::parse_html(t).unwrap();
+        let visible = dozor_sim::telegram::parse_html(t).unwrap();
         assert!(visible.chars().count() <= 4096);
         assert!(!t.starts_with('\n') && !t.ends_with(' '), "{t:?}");
     }
     let all: String = texts
         .iter()
-        .map(|t| dozor::sim::telegram::parse_html(t).unwrap())
+        .map(|t| dozor_sim::telegram::parse_html(t).unwrap())
         .collect::<Vec<_>>()
         .join("\n");
     for i in 100..300 {

@@ -6,15 +6,16 @@ mod common;
 use std::process::Command;
 
 use chrono::Utc;
+use common::tenant_config;
 use dozor::config;
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor::engine::{CycleOptions, run_cycle};
 use dozor::ledger::Outcome;
 use dozor::rules::no_activity::FLAG;
-use dozor::sim::world::{Owner, Role, SimDeal, StageKind};
-use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
 use dozor::store::Store;
 use dozor::tenant;
+use dozor_sim::world::{Owner, Role, SimDeal, StageKind};
+use dozor_sim::{self as sim, SimOptions};
 
 async fn client_rules(crm: CrmKind) {
     let opts = SimOptions {

@@ -7,9 +7,10 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::tenant_config;
 use dozor::domain::{CrmKind, TelephonyKind};
-use dozor::sim::{SimHandle, tenant_config::tenant_config};
 use dozor::store::{Lease, Store};
+use dozor_sim::SimHandle;
 
 const TTL_SECS: u64 = 3;
 

@@ -8,9 +8,10 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::tenant_config;
 use dozor::config;
 use dozor::domain::{CrmKind, TelephonyKind};
-use dozor::sim::{SimHandle, tenant_config::tenant_config};
+use dozor_sim::SimHandle;
 
 /// Idle connections the acceptance test holds: more than systemd's default 1024 descriptors.
 const IDLE: usize = 1_500;

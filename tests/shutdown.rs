@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::tenant_config;
 use dozor::domain::{CrmKind, TelephonyKind};
-use dozor::sim::{self, Faults, SimHandle, SimOptions, System, tenant_config::tenant_config};
+use dozor_sim::{self as sim, Faults, SimHandle, SimOptions, System};
 
 /// The stop time the daemon must keep (the unit allows 20 s).
 const STOP_WITHIN: Duration = Duration::from_secs(10);

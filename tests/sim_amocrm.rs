@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use dozor::sim::world::{
+use dozor_sim::world::{
     AMO_PIPELINE_BASE, LeadStatus, SimDeal, SimPipeline, SimStage, SimTask, SimUser, StageKind,
     World,
 };
-use dozor::sim::{self, Faults, Sim, SimHandle, SimOptions, System};
+use dozor_sim::{self as sim, Faults, Sim, SimHandle, SimOptions, System};
 use serde_json::{Value, json};
 
 fn opts(limits: bool) -> SimOptions {
@@ -35,7 +35,7 @@ fn deals_world(n: usize) -> World {
         last_name: "Петрова".into(),
         email: "a@example.ru".into(),
         extension: "101".into(),
-        role: dozor::sim::world::Role::Manager,
+        role: dozor_sim::world::Role::Manager,
         active: true,
     });
     let stage = |id, kind, sort| SimStage {
@@ -401,7 +401,7 @@ async fn filters_and_ordering() {
                     deadline: Some(now),
                     completed: done,
                     result: done.then(|| "ok".into()),
-                    binding: Some((dozor::sim::world::Owner::Deal, deal)),
+                    binding: Some((dozor_sim::world::Owner::Deal, deal)),
                     created_at: now,
                     updated_at: now,
                     closed_at: done.then_some(now),
@@ -477,8 +477,8 @@ async fn query_search_and_events() {
         let mut w = h.sim.world();
         let id = *w.deals.keys().next().unwrap();
         w.deals.remove(&id);
-        w.deletions.push(dozor::sim::world::Deletion {
-            owner: dozor::sim::world::Owner::Deal,
+        w.deletions.push(dozor_sim::world::Deletion {
+            owner: dozor_sim::world::Owner::Deal,
             id,
             at: Utc::now(),
         });

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{Duration, TimeZone, Utc};
-use dozor::sim::world::*;
-use dozor::sim::{self, Faults, Sim, SimHandle, SimOptions, System};
+use dozor_sim::world::*;
+use dozor_sim::{self as sim, Faults, Sim, SimHandle, SimOptions, System};
 use serde_json::{Value, json};
 
 fn opts(limits: bool) -> SimOptions {
@@ -726,5 +726,33 @@ async fn limited_scopes_answer_as_the_docs_show() {
     assert_eq!(
         v["error_description"],
         json!("The request requires higher privileges than provided by the webhook token")
+    );
+}
+
+/// What the Bitrix24 client writes, read back as PHP reads it: every list (`select[]`, lists of
+/// objects as `[0]`, `[1]`) arrives as a list, keys and values whole, numbers and booleans as
+/// PHP's strings.
+#[test]
+fn client_encoding_reads_back_as_php_reads_it() {
+    use dozor::http::php_query::build;
+    use dozor_sim::php_query::parse;
+    let sent = json!({
+        "filter": {">=DATE_MODIFY": "2024-01-15T10:00:00+03:00", "@ID": [1, 2, 3], "!STAGE_ID": "C1:WON"},
+        "order": {"ID": "ASC"},
+        "select": ["ID", "TITLE", "UF_*"],
+        "fields": {"PHONE": [{"VALUE": "+7 (912) 000-11-22", "VALUE_TYPE": "WORK"}],
+                   "COMMENTS": "a&b=c [d] 100%", "OPENED": true, "OPPORTUNITY": 1500.5},
+        "start": -1,
+    });
+    assert_eq!(
+        parse(&build(&sent)),
+        json!({
+            "filter": {">=DATE_MODIFY": "2024-01-15T10:00:00+03:00", "@ID": ["1", "2", "3"], "!STAGE_ID": "C1:WON"},
+            "order": {"ID": "ASC"},
+            "select": ["ID", "TITLE", "UF_*"],
+            "fields": {"PHONE": [{"VALUE": "+7 (912) 000-11-22", "VALUE_TYPE": "WORK"}],
+                       "COMMENTS": "a&b=c [d] 100%", "OPENED": "1", "OPPORTUNITY": "1500.5"},
+            "start": "-1",
+        })
     );
 }

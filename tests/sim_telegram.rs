@@ -1,6 +1,6 @@
 //! Raw HTTP conformance of the Telegram Bot API fake with the fact sheet.
 
-use dozor::sim::{self, Faults, SimHandle, SimOptions, System};
+use dozor_sim::{self as sim, Faults, SimHandle, SimOptions, System};
 use serde_json::{Value, json};
 
 async fn start(enforce: bool) -> SimHandle {

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Europe::Moscow;
-use dozor::sim::world::Dir;
-use dozor::sim::{self, Faults, SimHandle, SimOptions, System};
+use dozor_sim::world::Dir;
+use dozor_sim::{self as sim, Faults, SimHandle, SimOptions, System};
 use serde_json::{Value, json};
 
 fn anchor() -> DateTime<Utc> {
@@ -392,7 +392,7 @@ async fn comagic_employees_and_account() {
 async fn comagic_minute_limit_and_faults() {
     let h = start(true).await;
     let mut last_remaining = u64::MAX;
-    for _ in 0..dozor::sim::comagic::MINUTE_LIMIT {
+    for _ in 0..dozor_sim::comagic::MINUTE_LIMIT {
         let v = rpc(&h, "get.account", json!({"access_token": token(&h)})).await;
         let rem = v["result"]["metadata"]["limits"]["minute_remaining"]
             .as_u64()

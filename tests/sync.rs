@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use common::tenant_config;
 use dozor::config;
 use dozor::crm::Crm;
 use dozor::domain::{CrmKind, EntityKind, TelephonyKind};
-use dozor::sim::world::{Deletion, Owner};
-use dozor::sim::{self, Faults, Sim, SimHandle, SimOptions, System, tenant_config::tenant_config};
 use dozor::store::Store;
 use dozor::sync::{SyncOptions, sync_crm};
 use dozor::tenant;
+use dozor_sim::world::{Deletion, Owner};
+use dozor_sim::{self as sim, Faults, Sim, SimHandle, SimOptions, System};
 
 fn sim_opts() -> SimOptions {
     SimOptions {
@@ -277,7 +278,7 @@ async fn deletions_between_pages_of_the_first_sync(
     let dir = tempfile::tempdir().unwrap();
     // The generated firm padded to 600 deals: several amoCRM pages (250) and more deals than
     // the first Bitrix24 batch reads (7 chained pages of 50 beside the other kinds).
-    let mut world = dozor::sim::generate::generate(5, 1, Utc::now());
+    let mut world = dozor_sim::generate::generate(5, 1, Utc::now());
     let template = world.deals.values().next().unwrap().clone();
     while world.deals.len() < 600 {
         let id = world.next_id();

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use dozor::config::{Secret, TelegramConfig};
 use dozor::http::ErrorKind;
 use dozor::notify::telegram::{Telegram, escape_html};
-use dozor::sim::telegram::parse_html;
-use dozor::sim::{self, Faults, SimHandle, SimOptions, System};
+use dozor_sim::telegram::parse_html;
+use dozor_sim::{self as sim, Faults, SimHandle, SimOptions, System};
 use serde_json::json;
 
 async fn start(enforce: bool) -> SimHandle {
@@ -298,13 +298,7 @@ async fn endless_telegram_answer_keeps_memory_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("dozor.db").display());
     let cfg = dir.path().join("dozor.toml");
-    let text = dozor::sim::tenant_config::tenant_config(
-        &h,
-        CrmKind::Bitrix24,
-        TelephonyKind::Comagic,
-        &db,
-        "ru",
-    );
+    let text = common::tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db, "ru");
     std::fs::write(&cfg, text).unwrap();
     h.sim.set_faults(
         System::Telegram,

@@ -6,11 +6,11 @@ use chrono::{DateTime, Duration, TimeZone, Timelike, Utc};
 use dozor::config::{CalltouchConfig, ComagicConfig, Secret};
 use dozor::domain::{Direction, TelephonyKind};
 use dozor::http::ErrorKind;
-use dozor::sim::world::{Dir, SimCall, SimEmployee, SimUtm, World};
-use dozor::sim::{self, Faults, Sim, SimHandle, SimOptions, System};
 use dozor::telephony::Telephony;
 use dozor::telephony::calltouch::Calltouch;
 use dozor::telephony::comagic::Comagic;
+use dozor_sim::world::{Dir, SimCall, SimEmployee, SimUtm, World};
+use dozor_sim::{self as sim, Faults, Sim, SimHandle, SimOptions, System};
 use serde_json::json;
 
 const MOSCOW: chrono_tz::Tz = chrono_tz::Europe::Moscow;
@@ -608,10 +608,10 @@ async fn employees_map_to_crm_users_by_config_name_and_extension() {
     let h = start(false).await;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("dozor.db").display());
-    let text = dozor::sim::tenant_config::tenant_config(
+    let text = dozor_sim::tenant_config::tenant_config(
         &h,
-        dozor::domain::CrmKind::Bitrix24,
-        TelephonyKind::Comagic,
+        dozor_sim::tenant_config::CrmKind::Bitrix24,
+        dozor_sim::tenant_config::TelephonyKind::Comagic,
         &db,
         "ru",
     );
@@ -703,10 +703,10 @@ async fn check_prints_the_employee_map() {
         let w = h.sim.world();
         (w.employees[0].id, w.employees[0].user_id)
     };
-    let text = dozor::sim::tenant_config::tenant_config(
+    let text = dozor_sim::tenant_config::tenant_config(
         &h,
-        dozor::domain::CrmKind::Bitrix24,
-        TelephonyKind::Comagic,
+        dozor_sim::tenant_config::CrmKind::Bitrix24,
+        dozor_sim::tenant_config::TelephonyKind::Comagic,
         &db,
         "en",
     )
@@ -1033,10 +1033,10 @@ async fn check_prints_the_comagic_zone_and_refuses_an_unknown_one() {
     h.sim.comagic.set_timezone(YEKATERINBURG);
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("dozor.db").display());
-    let base = dozor::sim::tenant_config::tenant_config(
+    let base = dozor_sim::tenant_config::tenant_config(
         &h,
-        dozor::domain::CrmKind::Bitrix24,
-        TelephonyKind::Comagic,
+        dozor_sim::tenant_config::CrmKind::Bitrix24,
+        dozor_sim::tenant_config::TelephonyKind::Comagic,
         &db,
         "en",
     );

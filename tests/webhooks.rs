@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{Timelike, Utc};
+use common::tenant_config;
 use dozor::config;
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor::service::server::webhooks::Hooks;
 use dozor::service::server::{self, Health, ServerState};
-use dozor::sim::world::{Dir, SimCall, World};
-use dozor::sim::{self, SimOptions, tenant_config::tenant_config};
 use dozor::store::Store;
+use dozor_sim::world::{Dir, SimCall, World};
+use dozor_sim::{self as sim, SimOptions};
 use serde_json::{Value, json};
 
 const COMAGIC_SECRET: &str = "comagic-hook-secret-0123456789";
@@ -239,7 +240,7 @@ async fn lost_call_notification_becomes_a_callback_task_within_two_seconds() {
         "message": {
             "message_id": 11,
             "date": Utc::now().timestamp(),
-            "chat": {"id": dozor::sim::tenant_config::OWNER_CHAT, "type": "private"},
+            "chat": {"id": dozor_sim::tenant_config::OWNER_CHAT, "type": "private"},
             "from": {"id": 5_000_001, "is_bot": false, "first_name": "Owner"},
             "text": "/help"
         }
@@ -249,7 +250,7 @@ async fn lost_call_notification_becomes_a_callback_task_within_two_seconds() {
             .telegram
             .messages()
             .iter()
-            .filter(|m| m.chat_id == dozor::sim::tenant_config::OWNER_CHAT)
+            .filter(|m| m.chat_id == dozor_sim::tenant_config::OWNER_CHAT)
             .filter(|m| m.text.as_deref().is_some_and(|t| t.contains("/overdue")))
             .count()
     };

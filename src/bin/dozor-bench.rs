@@ -256,7 +256,7 @@ fn rate_rule(crm: CrmArg) -> &'static str {
 
 async fn build_crm(crm: CrmArg, sim: &str, store: &Store) -> anyhow::Result<Box<dyn Crm>> {
     let tokens: Arc<dyn dozor::store::TokenStore> = Arc::new(store.clone());
-    let creds = dozor::sim::Credentials::default();
+    let creds = dozor_sim::Credentials::default();
     Ok(match crm {
         CrmArg::Bitrix24 => {
             let cfg = Bitrix24Config {

@@ -14,16 +14,15 @@ use anyhow::Context;
 use chrono::{Duration, Utc};
 
 use super::{Cli, CmdResult, CrmArg, DemoArgs, LogFormatArg, TelephonyArg, init_logging};
-use crate::config::{self, Lang, LogFormat};
-use crate::domain::{CrmKind, TelephonyKind};
+use crate::config::{self, Lang, LogFormat, RuleMode};
 use crate::engine::{self, CycleOptions};
 use crate::ledger::Outcome;
 use crate::report;
 use crate::service::reports::{action_lines, send_report};
-use crate::sim::tenant_config::{OWNER_CHAT, rules_on, tenant_config};
-use crate::sim::{self, SimOptions};
 use crate::store::Store;
 use crate::tenant;
+use dozor_sim::tenant_config::{CrmKind, OWNER_CHAT, TelephonyKind, tenant_config};
+use dozor_sim::{self as sim, SimOptions};
 
 /// Removes the temporary demo directory when the demo ends, however it ends.
 struct TempDir(Option<PathBuf>);
@@ -79,15 +78,17 @@ pub async fn demo(cli: &Cli, a: &DemoArgs) -> CmdResult {
         TelephonyArg::Comagic => TelephonyKind::Comagic,
         TelephonyArg::Calltouch => TelephonyKind::Calltouch,
     };
+    let text = tenant_config(&h, crm, tel, &db_url, if ru { "ru" } else { "en" });
+    let mut loaded = config::parse(&text, None, None)?;
     // The simulator is nobody's CRM: the demo shows the rules acting, not in shadow.
-    let text = rules_on(&tenant_config(
-        &h,
-        crm,
-        tel,
-        &db_url,
-        if ru { "ru" } else { "en" },
-    ));
-    let loaded = config::parse(&text, None, None)?;
+    let rules = &mut loaded.config.tenants[0].rules;
+    for name in config::RulesConfig::NAMES {
+        if let Some(r) = rules.get_mut(name)
+            && r.mode() != RuleMode::Off
+        {
+            r.set_mode(RuleMode::On);
+        }
+    }
     let t = &loaded.config.tenants[0];
     let store = Store::open(&db_url, 4).await?;
     let tenant = tenant::connect(t, &store)
@@ -315,7 +316,7 @@ fn print_actions(s: &engine::CycleSummary, ru: bool) {
 
 /// Writes that landed twice in the simulated CRM: ledger markers found on more than one task,
 /// and telephony calls registered more than once. Counted from the CRM's side, not the ledger's.
-fn duplicates_in(w: &crate::sim::World) -> usize {
+fn duplicates_in(w: &sim::World) -> usize {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for t in w.tasks.values() {
         let text = format!("{} {}", t.title, t.description);

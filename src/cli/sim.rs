@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use super::{Cli, CmdResult, SimArgs, init_logging};
 use crate::config::LogFormat;
-use crate::sim::{self, SimOptions};
+use dozor_sim::{self as sim, SimOptions};
 
 pub async fn sim(cli: &Cli, a: &SimArgs) -> CmdResult {
     let format = match cli.log_format {

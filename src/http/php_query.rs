@@ -1,7 +1,9 @@
 //! PHP bracket syntax (`filter[>ID]=5&select[]=ID&order[ID]=ASC`) to and from JSON.
 //!
 //! Bitrix24 `batch` commands, Bitrix24 event deliveries and amoCRM webhooks and filters all use
-//! it, so both the connectors and the simulator read and write it through this one module.
+//! it, so the connectors read and write it through this one module. The simulator has its own
+//! reading, written from PHP's rules (crates/dozor-sim/src/php_query.rs), so a mistake here
+//! cannot be mirrored there.
 
 use serde_json::{Map, Value};
 

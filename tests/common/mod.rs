@@ -61,7 +61,6 @@ pub fn sqlite_url(dir: &Path) -> String {
 /// actions. Rules start in shadow by default: a test that expects writes says so here.
 pub fn only_rules(config: String, keep: &[&str]) -> String {
     use dozor::config::RuleMode;
-    use dozor::sim::tenant_config::with_rule_mode;
     dozor::config::RulesConfig::NAMES
         .iter()
         .fold(config, |text, rule| {
@@ -77,7 +76,70 @@ pub fn only_rules(config: String, keep: &[&str]) -> String {
 /// Switches `on` every rule that is not `off` by default (they start in shadow), for tests of
 /// the whole product acting on the simulator.
 pub fn rules_on(config: String) -> String {
-    dozor::sim::tenant_config::rules_on(&config)
+    use dozor::config::{RuleMode, RulesConfig};
+    RulesConfig::default()
+        .iter()
+        .into_iter()
+        .filter(|(_, r)| r.mode() != RuleMode::Off)
+        .fold(config, |t, (name, _)| {
+            with_rule_mode(&t, name, RuleMode::On)
+        })
+}
+
+/// `text` with `rule` in `mode`: the `mode` line of its `[tenants.rules.RULE]` section is
+/// replaced (or added under the header), else the section is appended. For configs of one
+/// tenant, as the simulator's `tenant_config` writes them.
+pub fn with_rule_mode(text: &str, rule: &str, mode: dozor::config::RuleMode) -> String {
+    use dozor::config::RuleMode;
+    let header = format!("[tenants.rules.{rule}]");
+    let name = match mode {
+        RuleMode::Off => "off",
+        RuleMode::Shadow => "shadow",
+        RuleMode::On => "on",
+    };
+    let mode_line = format!("mode = \"{name}\"");
+    let Some(at) = text.find(&header) else {
+        return format!("{text}\n{header}\n{mode_line}\n");
+    };
+    let body_start = at + header.len();
+    let body_end = text[body_start..]
+        .find("\n[")
+        .map_or(text.len(), |i| body_start + i);
+    // The header's own line end comes first; every other line but an old `mode` stays.
+    let kept: String = text[body_start..body_end]
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            !l.trim_start()
+                .strip_prefix("mode")
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|l| format!("\n{l}"))
+        .collect();
+    let after = &text[body_end..];
+    let end = if after.is_empty() { "\n" } else { "" };
+    format!("{}\n{mode_line}{kept}{end}{after}", &text[..body_start])
+}
+
+/// The simulator's tenant config for the product's CRM and telephony kinds.
+pub fn tenant_config(
+    h: &dozor_sim::SimHandle,
+    crm: dozor::domain::CrmKind,
+    tel: dozor::domain::TelephonyKind,
+    db_url: &str,
+    lang: &str,
+) -> String {
+    use dozor::domain::{CrmKind, TelephonyKind};
+    use dozor_sim::tenant_config as sim;
+    let crm = match crm {
+        CrmKind::Bitrix24 => sim::CrmKind::Bitrix24,
+        CrmKind::Amocrm => sim::CrmKind::Amocrm,
+    };
+    let tel = match tel {
+        TelephonyKind::Comagic => sim::TelephonyKind::Comagic,
+        TelephonyKind::Calltouch => sim::TelephonyKind::Calltouch,
+    };
+    sim::tenant_config(h, crm, tel, db_url, lang)
 }
 
 /// A token store in memory, for connector tests that are not about token persistence (those
@@ -118,7 +180,7 @@ impl dozor::store::TokenStore for MemTokens {
 
 /// CRM writes dozor made more than once in a simulated world: ledger markers in tasks, calls
 /// registered by provider id, leads created for unknown callers. Empty when nothing is doubled.
-pub fn written_twice(w: &dozor::sim::world::World) -> Vec<(String, usize)> {
+pub fn written_twice(w: &dozor_sim::world::World) -> Vec<(String, usize)> {
     let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
     for t in w.tasks.values() {
         let text = format!("{} {}", t.title, t.description);
@@ -144,7 +206,7 @@ pub fn written_twice(w: &dozor::sim::world::World) -> Vec<(String, usize)> {
 }
 
 /// Telegram messages the fake received more than once (same chat, same text), with a count.
-pub fn telegram_doubles(sim: &dozor::sim::Sim) -> Vec<(i64, String, usize)> {
+pub fn telegram_doubles(sim: &dozor_sim::Sim) -> Vec<(i64, String, usize)> {
     let mut seen: std::collections::BTreeMap<(i64, String), usize> = Default::default();
     for m in sim.telegram.messages() {
         // A photo is told apart by its caption and size (charts carry no caption).
@@ -165,8 +227,8 @@ pub fn telegram_doubles(sim: &dozor::sim::Sim) -> Vec<(i64, String, usize)> {
 
 /// Open deals of the world with no open task due now or later: the "no deal without a next
 /// step" rule's work not done, or lost.
-pub fn open_deals_without_task(w: &dozor::sim::world::World) -> std::collections::HashSet<u64> {
-    use dozor::sim::world::{Owner, StageKind};
+pub fn open_deals_without_task(w: &dozor_sim::world::World) -> std::collections::HashSet<u64> {
+    use dozor_sim::world::{Owner, StageKind};
     let now = chrono::Utc::now();
     let covered: std::collections::HashSet<u64> = w
         .tasks
@@ -190,15 +252,15 @@ pub fn open_deals_without_task(w: &dozor::sim::world::World) -> std::collections
 }
 
 /// A small simulated company (scale 1) with rate limits off, on a free loopback port.
-pub async fn small_sim(seed: u64) -> dozor::sim::SimHandle {
-    let opts = dozor::sim::SimOptions {
+pub async fn small_sim(seed: u64) -> dozor_sim::SimHandle {
+    let opts = dozor_sim::SimOptions {
         seed,
         scale: 1,
         anchor: None,
         enforce_limits: false,
         b24_enterprise: false,
     };
-    dozor::sim::start(opts, "127.0.0.1:0".parse().unwrap())
+    dozor_sim::start(opts, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap()
 }

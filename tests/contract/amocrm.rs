@@ -2,7 +2,7 @@
 //! transcribed from; values are the page's, apart from the stand-in's own base URL.
 //!
 //! Client half: a [`Docs`] stand-in answers what the page shows and records what dozor's
-//! client asked. Simulator half: the same request goes to `dozor::sim`, whose answer must have
+//! client asked. Simulator half: the same request goes to `dozor_sim`, whose answer must have
 //! every key of the page's answer with the same JSON type ([`assert_same_shape`]).
 
 use std::sync::Arc;
@@ -13,11 +13,11 @@ use dozor::crm::amocrm::{AmoCrm, Tuning};
 use dozor::crm::{CallRecord, Crm, Cursor, NewTask};
 use dozor::domain::{Direction, EntityKind, EntityRef, Record, Semantics};
 use dozor::http::ErrorKind;
-use dozor::sim::world::{
+use dozor::store::Store;
+use dozor_sim::world::{
     LeadStatus, Role, SimDeal, SimLead, SimPipeline, SimStage, SimUser, SimUtm, StageKind, World,
 };
-use dozor::sim::{self, Sim, SimHandle, SimOptions};
-use dozor::store::Store;
+use dozor_sim::{self as sim, Sim, SimHandle, SimOptions};
 use serde_json::{Value, json};
 
 use super::replay::{Answer, Asked, Docs, assert_same_shape};

@@ -21,7 +21,7 @@ use dozor::crm::bitrix24::Bitrix24;
 use dozor::crm::{Crm, Cursor, NewDeal, NewTask};
 use dozor::domain::{EntityKind, EntityRef, Record, Semantics};
 use dozor::http::{ErrorKind, Throttle};
-use dozor::sim::SimHandle;
+use dozor_sim::SimHandle;
 use serde_json::{Value, json};
 
 use super::replay::{Answer, Asked, Docs, assert_same_shape};

@@ -26,9 +26,9 @@ use chrono::{TimeZone, Utc};
 use dozor::config::{CalltouchConfig, Secret};
 use dozor::domain::{Direction, TelephonyKind};
 use dozor::http::ErrorKind;
-use dozor::sim::SimHandle;
 use dozor::telephony::Telephony;
 use dozor::telephony::calltouch::Calltouch;
+use dozor_sim::SimHandle;
 use serde_json::{Value, json};
 
 use super::replay::{Answer, Asked, Docs, assert_same_shape};
@@ -339,7 +339,7 @@ fn busy_date(h: &SimHandle) -> String {
     let w = h.sim.world();
     let mut days: std::collections::BTreeMap<String, usize> = Default::default();
     for c in w.calls.values() {
-        if c.direction == dozor::sim::world::Dir::In {
+        if c.direction == dozor_sim::world::Dir::In {
             *days
                 .entry(
                     c.start

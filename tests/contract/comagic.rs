@@ -20,9 +20,9 @@ use chrono::{TimeZone, Utc};
 use dozor::config::{ComagicConfig, Secret};
 use dozor::domain::{Direction, TelephonyKind};
 use dozor::http::ErrorKind;
-use dozor::sim::SimHandle;
 use dozor::telephony::Telephony;
 use dozor::telephony::comagic::Comagic;
+use dozor_sim::SimHandle;
 use serde_json::{Value, json};
 
 use super::replay::{Answer, Asked, Docs, assert_same_shape};
@@ -1242,8 +1242,8 @@ async fn sim_get_employees_has_the_documented_shape() {
 /// meta-parameters of the error.
 #[tokio::test]
 async fn sim_limit_exceeded_has_the_documented_text() {
-    let h = dozor::sim::start(
-        dozor::sim::SimOptions {
+    let h = dozor_sim::start(
+        dozor_sim::SimOptions {
             seed: 31,
             scale: 1,
             anchor: None,
@@ -1255,7 +1255,7 @@ async fn sim_limit_exceeded_has_the_documented_text() {
     .await
     .unwrap();
     let token = h.sim.creds.comagic_access_token.clone();
-    let limit = dozor::sim::comagic::MINUTE_LIMIT;
+    let limit = dozor_sim::comagic::MINUTE_LIMIT;
     let mut refused = None;
     for _ in 0..=limit {
         let v = call(&h, "get.account", json!({"access_token": token})).await;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use dozor::config::{Lang, Secret, TelegramConfig};
 use dozor::http::ErrorKind;
 use dozor::notify::telegram::Telegram;
-use dozor::sim::SimHandle;
+use dozor_sim::SimHandle;
 use serde_json::{Value, json};
 
 use super::replay::{Answer, Asked, Docs, assert_same_shape};

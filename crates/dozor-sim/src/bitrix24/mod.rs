@@ -7,7 +7,7 @@
 //! * the real envelope (`result`, `total`, `next`, `time`), 50-row pages, `batch` with
 //!   `$result[...]` references, the leaky bucket and per-method operating time when limits are on.
 //!
-//! [`World`]: crate::sim::World
+//! [`World`]: crate::World
 
 mod list;
 mod methods;
@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{Credentials, Injected, Sim, SimOptions, System};
-use crate::http::php_query;
+use crate::php_query;
 
 pub use methods::iso;
 

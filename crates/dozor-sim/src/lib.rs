@@ -19,6 +19,7 @@ pub mod bitrix24;
 pub mod calltouch;
 pub mod comagic;
 pub mod generate;
+pub mod php_query;
 pub mod telegram;
 pub mod tenant_config;
 pub mod world;

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde_json::{Map, Value};
 
-use crate::http::php_query::as_list;
+use crate::php_query::as_list;
 
 pub const PAGE: usize = 50;
 

@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{ACCOUNT_ID, ACCOUNT_NAME, Reply, Req, SUBDOMAIN, problem, validation};
-use crate::http::php_query;
-use crate::sim::Sim;
-use crate::sim::world::{
+use crate::Sim;
+use crate::php_query;
+use crate::world::{
     AMO_PIPELINE_BASE, ActivityType, Dir, LeadStatus, Owner, SimActivity, SimCompany, SimContact,
     SimDeal, SimLead, SimTask, StageKind, World,
 };
@@ -885,7 +885,7 @@ pub fn users(sim: &Sim, req: &Req) -> Reply {
             .iter()
             .map(|u| {
                 json!({"id": u.id, "name": u.full_name(), "email": u.email, "lang": "ru",
-                       "rights": {"is_admin": u.role == crate::sim::world::Role::Owner,
+                       "rights": {"is_admin": u.role == crate::world::Role::Owner,
                                   "is_free": false, "is_active": u.active,
                                   "group_id": null, "role_id": null},
                        "_links": self_link(&req.base, "users", u.id)})
@@ -1212,7 +1212,7 @@ pub fn tasks(sim: &Sim, req: &Req) -> Reply {
 #[derive(Clone, Copy)]
 enum NoteRef<'a> {
     Call(&'a SimActivity),
-    Comment(usize, &'a (Owner, u64, String, crate::sim::world::Ts)),
+    Comment(usize, &'a (Owner, u64, String, crate::world::Ts)),
 }
 
 impl NoteRef<'_> {

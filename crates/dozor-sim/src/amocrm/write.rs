@@ -10,8 +10,8 @@ use super::render::{
     uid_to_id,
 };
 use super::{Reply, Req, problem, validation};
-use crate::sim::Sim;
-use crate::sim::world::{
+use crate::Sim;
+use crate::world::{
     AMO_PIPELINE_BASE, ActivityType, Dir, LeadStatus, Owner, SimActivity, SimContact, SimDeal,
     SimTask, StageKind, World,
 };
@@ -944,7 +944,7 @@ pub fn unsorted_create(sim: &Sim, req: &Req, category: &str) -> Reply {
             });
         w.leads.insert(
             id,
-            crate::sim::world::SimLead {
+            crate::world::SimLead {
                 id,
                 title,
                 name,
@@ -955,7 +955,7 @@ pub fn unsorted_create(sim: &Sim, req: &Req, category: &str) -> Reply {
                 responsible_id: resp,
                 contact_id: None,
                 company_id: None,
-                utm: crate::sim::world::SimUtm {
+                utm: crate::world::SimUtm {
                     source: first_field(lead, "UTM_SOURCE"),
                     medium: first_field(lead, "UTM_MEDIUM"),
                     campaign: first_field(lead, "UTM_CAMPAIGN"),

@@ -25,7 +25,7 @@ use axum::routing::any;
 use serde_json::{Value, json};
 
 use super::{Credentials, Injected, Sim, SimOptions, System};
-use crate::http::php_query;
+use crate::php_query;
 
 /// The account the fake pretends to be.
 pub const ACCOUNT_ID: u64 = 31_337_001;

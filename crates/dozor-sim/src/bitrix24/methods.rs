@@ -8,9 +8,9 @@ use serde_json::{Map, Value, json};
 
 use super::list::{self, Row, param, parse_date, scalar};
 use super::{ApiError, AuthKind, Out, PendingCall};
-use crate::http::php_query::as_list;
-use crate::sim::Sim;
-use crate::sim::world::*;
+use crate::Sim;
+use crate::php_query::as_list;
+use crate::world::*;
 
 type Ts = DateTime<Utc>;
 
