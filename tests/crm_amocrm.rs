@@ -1,10 +1,11 @@
 //! The amoCRM connector against the simulator over real HTTP.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use dozor::config::{AmocrmConfig, Secret};
 use dozor::crm::amocrm::AmoCrm;
 use dozor::crm::{CallRecord, Crm, Cursor, NewTask};
 use dozor::domain::{Direction, EntityKind, EntityRef, Record, Semantics};
@@ -14,31 +15,21 @@ use dozor_sim::world::{
     ActivityType, LeadStatus, Owner, Role, SimDeal, SimPipeline, SimStage, SimUser, StageKind,
     World,
 };
-use dozor_sim::{self as sim, Faults, Sim, SimHandle, SimOptions, System};
+use dozor_sim::{Faults, SimHandle, SimOptions, System};
 use serde_json::json;
 
 const TOKEN_METHOD: &str = "POST /oauth2/access_token";
 
 fn opts() -> SimOptions {
-    SimOptions {
-        seed: 3,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    }
+    common::sim_opts(3)
 }
 
 async fn start() -> SimHandle {
-    sim::start(opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    common::start_sim(opts()).await
 }
 
 async fn start_world(w: World) -> SimHandle {
-    sim::start_with(Sim::with_world(opts(), w), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    common::serve_world(opts(), w).await
 }
 
 fn deals_world(n: usize) -> World {
@@ -98,37 +89,6 @@ fn deals_world(n: usize) -> World {
     w
 }
 
-fn long_lived(h: &SimHandle) -> AmocrmConfig {
-    AmocrmConfig {
-        base_url: h.amo_url(),
-        long_lived_token: Some(Secret::new(h.sim.creds.amo_long_lived_token.clone())),
-        long_lived_token_file: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_file: None,
-        redirect_uri: None,
-        refresh_token: None,
-        refresh_token_file: None,
-        rate_per_sec: 7,
-    }
-}
-
-fn oauth(h: &SimHandle, refresh: &str) -> AmocrmConfig {
-    let c = &h.sim.creds;
-    AmocrmConfig {
-        base_url: h.amo_url(),
-        long_lived_token: None,
-        long_lived_token_file: None,
-        client_id: Some(c.amo_client_id.clone()),
-        client_secret: Some(Secret::new(c.amo_client_secret.clone())),
-        client_secret_file: None,
-        redirect_uri: Some(c.amo_redirect_uri.clone()),
-        refresh_token: Some(Secret::new(refresh)),
-        refresh_token_file: None,
-        rate_per_sec: 7,
-    }
-}
-
 async fn store(dir: &tempfile::TempDir) -> Arc<Store> {
     let path = dir.path().join("dozor.db");
     Arc::new(
@@ -168,7 +128,7 @@ async fn full_pass(c: &AmoCrm, entity: EntityKind, from: Cursor) -> (Vec<Record>
 async fn full_fetch_matches_the_world() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+    let c = AmoCrm::new("t1", &common::amo_sim(&h), store(&dir).await)
         .await
         .unwrap();
     h.sim.reset_stats();
@@ -272,7 +232,7 @@ async fn full_fetch_matches_the_world() {
 async fn incremental_pass_sees_only_changes() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+    let c = AmoCrm::new("t1", &common::amo_sim(&h), store(&dir).await)
         .await
         .unwrap();
     let (all, _, cursor) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
@@ -315,7 +275,7 @@ async fn paging_edge_cases() {
     for (n, pages_expected) in [(0usize, 1usize), (250, 1), (251, 2)] {
         let h = start_world(deals_world(n)).await;
         let dir = tempfile::tempdir().unwrap();
-        let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        let c = AmoCrm::new("t1", &common::amo_sim(&h), store(&dir).await)
             .await
             .unwrap();
         h.sim.reset_stats();
@@ -350,7 +310,7 @@ async fn refresh_race_single_flight() {
     let st = store(&dir).await;
     let initial = h.sim.creds.amo_refresh_token.clone();
     let c = Arc::new(
-        AmoCrm::new("t1", &oauth(&h, &initial), st.clone())
+        AmoCrm::new("t1", &common::amo_oauth(&h, &initial), st.clone())
             .await
             .unwrap(),
     );
@@ -389,7 +349,7 @@ async fn token_expiry_mid_sync_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let c = AmoCrm::new(
         "t1",
-        &oauth(&h, &h.sim.creds.amo_refresh_token),
+        &common::amo_oauth(&h, &h.sim.creds.amo_refresh_token),
         store(&dir).await,
     )
     .await
@@ -422,7 +382,7 @@ async fn rotated_token_is_persisted_before_use() {
     let initial = h.sim.creds.amo_refresh_token.clone();
     {
         let st = store(&dir).await;
-        let c = AmoCrm::new("t1", &oauth(&h, &initial), st.clone())
+        let c = AmoCrm::new("t1", &common::amo_oauth(&h, &initial), st.clone())
             .await
             .unwrap();
         c.ping().await.unwrap();
@@ -439,9 +399,13 @@ async fn rotated_token_is_persisted_before_use() {
     // after the server forgot every access token: it refreshes with the stored token.
     h.sim.amo.expire_access_tokens();
     let st = store(&dir).await;
-    let c = AmoCrm::new("t1", &oauth(&h, "def50200-stale-from-config"), st.clone())
-        .await
-        .unwrap();
+    let c = AmoCrm::new(
+        "t1",
+        &common::amo_oauth(&h, "def50200-stale-from-config"),
+        st.clone(),
+    )
+    .await
+    .unwrap();
     assert_eq!(c.ping().await.unwrap(), "Dozor Sim (dozorsim)");
     assert_eq!(token_calls(&h), 2);
     let saved = st.load_token("t1", "amocrm").await.unwrap().unwrap();
@@ -471,7 +435,7 @@ async fn revoked_refresh_stops_the_client() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let c = AmoCrm::new("t1", &oauth(&h, &initial), store(&dir).await)
+    let c = AmoCrm::new("t1", &common::amo_oauth(&h, &initial), store(&dir).await)
         .await
         .unwrap();
     let e = c.ping().await.unwrap_err();
@@ -498,7 +462,7 @@ async fn revoked_refresh_stops_the_client() {
 async fn throttling_and_server_errors_are_retried() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+    let c = AmoCrm::new("t1", &common::amo_sim(&h), store(&dir).await)
         .await
         .unwrap();
     h.sim.set_faults(
@@ -530,15 +494,10 @@ async fn throttling_and_server_errors_are_retried() {
 async fn rate_limit_is_respected_with_limits_on() {
     let mut o = opts();
     o.enforce_limits = true;
-    let h = sim::start_with(
-        Sim::with_world(o, deals_world(3)),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let h = common::serve_world(o, deals_world(3)).await;
     let dir = tempfile::tempdir().unwrap();
     let c = Arc::new(
-        AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        AmoCrm::new("t1", &common::amo_sim(&h), store(&dir).await)
             .await
             .unwrap(),
     );
@@ -568,7 +527,7 @@ async fn rate_limit_is_respected_with_limits_on() {
 async fn malformed_json_is_a_decode_error_without_secrets() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+    let c = AmoCrm::new("t1", &common::amo_sim(&h), store(&dir).await)
         .await
         .unwrap();
     h.sim.set_faults(
@@ -597,7 +556,7 @@ async fn malformed_json_is_a_decode_error_without_secrets() {
     // Same with OAuth: neither token nor client secret shows up.
     let oc = AmoCrm::new(
         "t2",
-        &oauth(&h, &h.sim.creds.amo_refresh_token),
+        &common::amo_oauth(&h, &h.sim.creds.amo_refresh_token),
         store(&dir).await,
     )
     .await
@@ -621,7 +580,7 @@ async fn malformed_json_is_a_decode_error_without_secrets() {
 async fn writes_and_phone_lookup() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+    let c = AmoCrm::new("t1", &common::amo_sim(&h), store(&dir).await)
         .await
         .unwrap();
     let (deal, resp, contact, phone) = {
@@ -685,12 +644,7 @@ async fn writes_and_phone_lookup() {
 async fn lockout_403_is_waited_out() {
     let mut o = opts();
     o.enforce_limits = true;
-    let h = sim::start_with(
-        Sim::with_world(o, deals_world(3)),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let h = common::serve_world(o, deals_world(3)).await;
     h.sim.amo.set_lockout(Duration::from_millis(1500));
     // Another program on the same account hammers until the account is locked.
     let http = reqwest::Client::new();
@@ -710,7 +664,7 @@ async fn lockout_403_is_waited_out() {
     }
     assert!(locked);
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+    let c = AmoCrm::new("t1", &common::amo_sim(&h), store(&dir).await)
         .await
         .unwrap();
     let page = c
@@ -724,7 +678,7 @@ async fn lockout_403_is_waited_out() {
 async fn changes_during_a_pass_leave_no_gaps() {
     let h = start_world(deals_world(300)).await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+    let c = AmoCrm::new("t1", &common::amo_sim(&h), store(&dir).await)
         .await
         .unwrap();
     let p1 = c
@@ -762,7 +716,7 @@ async fn changes_during_a_pass_leave_no_gaps() {
 async fn deletions_between_pages_skip_nothing() {
     let h = start_world(deals_world(600)).await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+    let c = AmoCrm::new("t1", &common::amo_sim(&h), store(&dir).await)
         .await
         .unwrap();
     // Once page 2 has been read, three of its deals are deleted: every later deal moves back
@@ -848,7 +802,7 @@ async fn rate_limit_storm_is_waited_out_and_the_sync_completes() {
         },
         ..dozor::crm::amocrm::Tuning::default()
     };
-    let c = AmoCrm::new("t1", &long_lived(&h), st.clone())
+    let c = AmoCrm::new("t1", &common::amo_sim(&h), st.clone())
         .await
         .unwrap()
         .with_tuning(tuning);
@@ -907,7 +861,7 @@ async fn rate_limit_storm_is_waited_out_and_the_sync_completes() {
 async fn unsorted_items_are_pending_until_accepted() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+    let c = AmoCrm::new("t1", &common::amo_sim(&h), store(&dir).await)
         .await
         .unwrap();
     let leads_of = |records: Vec<Record>| -> Vec<dozor::domain::Lead> {
@@ -1037,7 +991,7 @@ async fn the_sync_follows_unsorted_items_to_their_outcome() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
     let st = store(&dir).await;
-    let c = AmoCrm::new("t1", &long_lived(&h), st.clone())
+    let c = AmoCrm::new("t1", &common::amo_sim(&h), st.clone())
         .await
         .unwrap();
     let opts = SyncOptions {
@@ -1160,7 +1114,7 @@ async fn incremental_reads_with_and_without_the_filter_add_on() {
         let h = start_world(deals_world(600)).await;
         h.sim.amo.set_api_filter(add_on);
         let dir = tempfile::tempdir().unwrap();
-        let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+        let c = AmoCrm::new("t1", &common::amo_sim(&h), store(&dir).await)
             .await
             .unwrap();
         let (all, pages, cursor) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
@@ -1239,7 +1193,7 @@ async fn incremental_reads_with_and_without_the_filter_add_on() {
 async fn a_refused_query_search_fails_no_lookup_and_no_call() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
+    let c = AmoCrm::new("t1", &common::amo_sim(&h), store(&dir).await)
         .await
         .unwrap();
     let (contact, phone) = {

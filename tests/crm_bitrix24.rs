@@ -6,64 +6,30 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
-use dozor::config::{Bitrix24Config, Bitrix24Plan, Secret};
+use dozor::config::{Bitrix24Config, Bitrix24Plan};
 use dozor::crm::bitrix24::Bitrix24;
 use dozor::crm::{Crm, Cursor, NewTask};
 use dozor::domain::{ActivityKind, EntityKind, EntityRef, Record, Semantics};
 use dozor::http::ErrorKind;
 use dozor::store::{Store, TokenStore};
 use dozor_sim::world::*;
-use dozor_sim::{self as sim, Faults, Sim, SimHandle, SimOptions, System};
+use dozor_sim::{Faults, SimHandle, SimOptions, System};
 
 fn opts() -> SimOptions {
-    SimOptions {
-        seed: 11,
-        scale: 1,
-        anchor: Some(Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap()),
-        enforce_limits: false,
-        b24_enterprise: false,
-    }
-}
-
-fn webhook_cfg(url: &str) -> Bitrix24Config {
-    Bitrix24Config {
-        webhook_url: Some(Secret::new(url)),
-        webhook_url_file: None,
-        portal_url: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_file: None,
-        refresh_token: None,
-        refresh_token_file: None,
-        oauth_url: "https://oauth.bitrix.info".into(),
-        plan: Bitrix24Plan::Enterprise,
-        operating_budget_secs: 480.0,
-        flag_field: None,
-    }
+    common::anchored(11, common::march_noon())
 }
 
 fn oauth_cfg(h: &SimHandle, refresh: &str) -> Bitrix24Config {
-    let c = &h.sim.creds;
     Bitrix24Config {
-        webhook_url: None,
-        webhook_url_file: None,
-        portal_url: Some(h.b24_portal_url()),
-        client_id: Some(c.b24_client_id.clone()),
-        client_secret: Some(Secret::new(c.b24_client_secret.clone())),
-        client_secret_file: None,
-        refresh_token: Some(Secret::new(refresh)),
-        refresh_token_file: None,
-        oauth_url: format!("{}/b24", h.base_url()),
         plan: Bitrix24Plan::Standard,
-        operating_budget_secs: 480.0,
-        flag_field: None,
+        ..common::b24_oauth(h, refresh)
     }
 }
 
 async fn client(h: &SimHandle) -> Bitrix24 {
     Bitrix24::new(
         "t1",
-        &webhook_cfg(&h.b24_webhook_url()),
+        &common::b24_webhook(h.b24_webhook_url()),
         Arc::new(common::MemTokens::default()),
     )
     .await
@@ -137,16 +103,12 @@ fn owner_ref((o, id): (Owner, u64)) -> EntityRef {
 }
 
 async fn start_world(w: World) -> SimHandle {
-    sim::start_with(Sim::with_world(opts(), w), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    common::serve_world(opts(), w).await
 }
 
 #[tokio::test]
 async fn full_fetch_matches_world_and_counts_requests() {
-    let h = sim::start(opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts()).await;
     let c = client(&h).await;
     assert_eq!(c.account(), h.addr.to_string());
     h.sim.reset_stats();
@@ -276,9 +238,7 @@ async fn full_fetch_matches_world_and_counts_requests() {
 
 #[tokio::test]
 async fn incremental_fetch_returns_only_the_change() {
-    let h = sim::start(opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts()).await;
     let c = client(&h).await;
     let (_, cur) = fetch_all(&c, EntityKind::Deal, None).await;
     let since = cur.high_water.unwrap() + Duration::seconds(1);
@@ -408,9 +368,7 @@ async fn find_by_phone_in_any_shape() {
 
 #[tokio::test]
 async fn create_task_lands_with_binding_and_marker() {
-    let h = sim::start(opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts()).await;
     let c = client(&h).await;
     let (deal_id, resp) = {
         let w = h.sim.world();
@@ -555,7 +513,7 @@ async fn malformed_json_and_wrong_secret_give_safe_errors() {
     let bad = format!("{}/b24/rest/1/notTheSecret42/", h.base_url());
     let c = Bitrix24::new(
         "t1",
-        &webhook_cfg(&bad),
+        &common::b24_webhook(&bad),
         Arc::new(common::MemTokens::default()),
     )
     .await
@@ -572,13 +530,8 @@ async fn malformed_json_and_wrong_secret_give_safe_errors() {
 async fn client_limiter_keeps_under_the_portal_bucket() {
     let mut o = opts();
     o.enforce_limits = true;
-    let h = sim::start_with(
-        Sim::with_world(o, contact_world(3)),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let mut cfg = webhook_cfg(&h.b24_webhook_url());
+    let h = common::serve_world(o, contact_world(3)).await;
+    let mut cfg = common::b24_webhook(h.b24_webhook_url());
     cfg.plan = Bitrix24Plan::Standard;
     let c = Arc::new(
         Bitrix24::new("t1", &cfg, Arc::new(common::MemTokens::default()))
@@ -627,7 +580,7 @@ async fn renamed_portal_is_followed_without_losing_the_body() {
     );
     let c = Bitrix24::new(
         "t1",
-        &webhook_cfg(&old),
+        &common::b24_webhook(&old),
         Arc::new(common::MemTokens::default()),
     )
     .await
@@ -673,7 +626,7 @@ async fn renamed_portal_is_remembered_across_requests_and_restarts() {
         .await
         .unwrap();
     let tokens: Arc<dyn TokenStore> = Arc::new(store.clone());
-    let c = Bitrix24::new("t1", &webhook_cfg(&old), tokens.clone())
+    let c = Bitrix24::new("t1", &common::b24_webhook(&old), tokens.clone())
         .await
         .unwrap();
     let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
@@ -687,7 +640,7 @@ async fn renamed_portal_is_remembered_across_requests_and_restarts() {
     );
 
     // A restart: the stored address is used at once, and `check` names it.
-    let again = Bitrix24::new("t1", &webhook_cfg(&old), tokens)
+    let again = Bitrix24::new("t1", &common::b24_webhook(&old), tokens)
         .await
         .unwrap();
     let who = again.ping().await.unwrap();
@@ -707,9 +660,7 @@ async fn renamed_portal_is_remembered_across_requests_and_restarts() {
 
 #[tokio::test]
 async fn crm_todos_arrive_as_tasks() {
-    let h = sim::start(opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts()).await;
     let c = client(&h).await;
     let deal_id = *h.sim.world().deals.keys().next().unwrap();
     let v: serde_json::Value = reqwest::Client::new()
@@ -960,12 +911,7 @@ async fn rate_limit_storm_is_waited_out_and_the_sync_completes() {
 async fn operating_budget_pauses_the_method_instead_of_being_refused() {
     let mut o = opts();
     o.enforce_limits = true;
-    let h = sim::start_with(
-        Sim::with_world(o, contact_world(60)),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let h = common::serve_world(o, contact_world(60)).await;
     let c = client(&h).await;
     // 470 s of the 480 s budget, spent 597 s ago: they leave the 10-minute window in 3 s.
     h.sim

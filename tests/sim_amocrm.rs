@@ -1,5 +1,7 @@
 //! Conformance of the amoCRM fake with the API fact sheet, over real HTTP.
 
+mod common;
+
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
@@ -7,23 +9,18 @@ use dozor_sim::world::{
     AMO_PIPELINE_BASE, LeadStatus, SimDeal, SimPipeline, SimStage, SimTask, SimUser, StageKind,
     World,
 };
-use dozor_sim::{self as sim, Faults, Sim, SimHandle, SimOptions, System};
+use dozor_sim::{Faults, SimHandle, SimOptions, System};
 use serde_json::{Value, json};
 
 fn opts(limits: bool) -> SimOptions {
     SimOptions {
-        seed: 7,
-        scale: 1,
-        anchor: None,
         enforce_limits: limits,
-        b24_enterprise: false,
+        ..common::sim_opts(7)
     }
 }
 
 async fn start(limits: bool) -> SimHandle {
-    sim::start(opts(limits), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    common::start_sim(opts(limits)).await
 }
 
 /// A world with one pipeline and `n` deals updated one second apart.
@@ -86,12 +83,7 @@ fn deals_world(n: usize) -> World {
 }
 
 async fn start_world(w: World, limits: bool) -> SimHandle {
-    sim::start_with(
-        Sim::with_world(opts(limits), w),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap()
+    common::serve_world(opts(limits), w).await
 }
 
 struct Resp {

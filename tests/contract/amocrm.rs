@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dozor::config::{AmocrmConfig, Secret};
+use dozor::config::AmocrmConfig;
 use dozor::crm::amocrm::{AmoCrm, Tuning};
 use dozor::crm::{CallRecord, Crm, Cursor, NewTask};
 use dozor::domain::{Direction, EntityKind, EntityRef, Record, Semantics};
@@ -17,10 +17,11 @@ use dozor::store::Store;
 use dozor_sim::world::{
     LeadStatus, Role, SimDeal, SimLead, SimPipeline, SimStage, SimUser, SimUtm, StageKind, World,
 };
-use dozor_sim::{self as sim, Sim, SimHandle, SimOptions};
+use dozor_sim::{SimHandle, SimOptions};
 use serde_json::{Value, json};
 
 use super::replay::{Answer, Asked, Docs, assert_same_shape};
+use crate::common;
 
 const TOKEN: &str = "docs-long-lived-token";
 
@@ -176,16 +177,8 @@ fn problem(status: u16, v: Value) -> Answer {
 
 fn config(base: &str) -> AmocrmConfig {
     AmocrmConfig {
-        base_url: base.to_string(),
-        long_lived_token: Some(Secret::new(TOKEN.to_string())),
-        long_lived_token_file: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_file: None,
-        redirect_uri: None,
-        refresh_token: None,
-        refresh_token_file: None,
         rate_per_sec: 50,
+        ..common::amo_long_lived(base, TOKEN)
     }
 }
 
@@ -227,22 +220,11 @@ fn bearer(a: &Asked) -> bool {
 }
 
 fn sim_opts() -> SimOptions {
-    SimOptions {
-        seed: 3,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    }
+    common::sim_opts(3)
 }
 
 async fn sim_world(w: World) -> SimHandle {
-    sim::start_with(
-        Sim::with_world(sim_opts(), w),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap()
+    common::serve_world(sim_opts(), w).await
 }
 
 /// A small world: one pipeline, one user, one deal with a company, one pending web request.
