@@ -39,15 +39,7 @@ fn big_world() -> World {
         next_id: 1000,
         ..World::default()
     };
-    w.users.push(SimUser {
-        id: 1,
-        first_name: "Анна".into(),
-        last_name: "Петрова".into(),
-        email: "a@example.ru".into(),
-        extension: "101".into(),
-        role: Role::Owner,
-        active: true,
-    });
+    w.users.push(common::anna(Role::Owner));
     let stage = |id, code: &str, kind| SimStage {
         id,
         code: code.into(),

@@ -573,15 +573,7 @@ async fn change_probe_pages_continue_with_fetch_page() {
         next_id: 100,
         ..World::default()
     };
-    w.users.push(SimUser {
-        id: 1,
-        first_name: "Анна".into(),
-        last_name: "Петрова".into(),
-        email: "a@example.ru".into(),
-        extension: "101".into(),
-        role: Role::Owner,
-        active: true,
-    });
+    w.users.push(common::anna(Role::Owner));
     let t0 = Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap();
     for i in 0..500 {
         let id = w.next_id();

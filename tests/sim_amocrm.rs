@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use dozor_sim::world::{
-    AMO_PIPELINE_BASE, LeadStatus, SimDeal, SimPipeline, SimStage, SimTask, SimUser, StageKind,
-    World,
+    AMO_PIPELINE_BASE, LeadStatus, SimDeal, SimPipeline, SimStage, SimTask, StageKind, World,
 };
 use dozor_sim::{Faults, SimHandle, SimOptions, System};
 use serde_json::{Value, json};
@@ -26,15 +25,7 @@ async fn start(limits: bool) -> SimHandle {
 /// A world with one pipeline and `n` deals updated one second apart.
 fn deals_world(n: usize) -> World {
     let mut w = World::default();
-    w.users.push(SimUser {
-        id: 1,
-        first_name: "Анна".into(),
-        last_name: "Петрова".into(),
-        email: "a@example.ru".into(),
-        extension: "101".into(),
-        role: dozor_sim::world::Role::Manager,
-        active: true,
-    });
+    w.users.push(common::anna(dozor_sim::world::Role::Manager));
     let stage = |id, kind, sort| SimStage {
         id,
         code: format!("S{id}"),

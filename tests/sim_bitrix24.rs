@@ -45,15 +45,7 @@ fn contacts_world(n: usize) -> World {
         next_id: 100,
         ..World::default()
     };
-    w.users.push(SimUser {
-        id: 1,
-        first_name: "Анна".into(),
-        last_name: "Петрова".into(),
-        email: "a@example.ru".into(),
-        extension: "101".into(),
-        role: Role::Owner,
-        active: true,
-    });
+    w.users.push(common::anna(Role::Owner));
     for i in 0..n {
         let id = w.next_id();
         w.contacts.insert(

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod config;
+pub mod crm;
 pub mod wait;
 pub mod world;
 

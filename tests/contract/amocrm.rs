@@ -14,9 +14,7 @@ use dozor::crm::{CallRecord, Crm, Cursor, NewTask};
 use dozor::domain::{Direction, EntityKind, EntityRef, Record, Semantics};
 use dozor::http::ErrorKind;
 use dozor::store::Store;
-use dozor_sim::world::{
-    LeadStatus, Role, SimDeal, SimLead, SimPipeline, SimStage, SimUser, SimUtm, StageKind, World,
-};
+use dozor_sim::world::{LeadStatus, Role, SimDeal, SimLead, SimUtm, World};
 use dozor_sim::{SimHandle, SimOptions};
 use serde_json::{Value, json};
 
@@ -230,32 +228,8 @@ async fn sim_world(w: World) -> SimHandle {
 /// A small world: one pipeline, one user, one deal with a company, one pending web request.
 fn small_world() -> World {
     let mut w = World::default();
-    w.users.push(SimUser {
-        id: 1,
-        first_name: "Анна".into(),
-        last_name: "Петрова".into(),
-        email: "a@example.ru".into(),
-        extension: "101".into(),
-        role: Role::Manager,
-        active: true,
-    });
-    let stage = |id, kind| SimStage {
-        id,
-        code: format!("S{id}"),
-        name: format!("Этап {id}"),
-        sort: id as i64,
-        kind,
-    };
-    w.pipelines.push(SimPipeline {
-        id: 0,
-        name: "Продажи".into(),
-        is_default: true,
-        stages: vec![
-            stage(1001, StageKind::Open),
-            stage(1002, StageKind::Won),
-            stage(1003, StageKind::Lost),
-        ],
-    });
+    w.users.push(crate::common::anna(Role::Manager));
+    w.pipelines.push(crate::common::sales_pipeline());
     w.reserve_id(10_000);
     let at = chrono::Utc::now() - chrono::Duration::hours(1);
     let id = w.next_id();
