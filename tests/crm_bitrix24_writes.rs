@@ -569,30 +569,8 @@ async fn idle_change_probe_is_one_request() {
 #[tokio::test]
 async fn change_probe_pages_continue_with_fetch_page() {
     // 500 contacts and nothing else: a first pass over every kind.
-    let mut w = World {
-        next_id: 100,
-        ..World::default()
-    };
-    w.users.push(common::anna(Role::Owner));
     let t0 = Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap();
-    for i in 0..500 {
-        let id = w.next_id();
-        w.contacts.insert(
-            id,
-            SimContact {
-                id,
-                first_name: format!("C{i}"),
-                last_name: "Test".into(),
-                phones: vec![],
-                emails: vec![],
-                company_id: None,
-                responsible_id: 1,
-                tags: vec![],
-                created_at: t0,
-                updated_at: t0 + Duration::seconds(i),
-            },
-        );
-    }
+    let w = common::contacts_world(500);
     let h = common::serve_world(opts(), w).await;
     let c = client(&h, None).await;
     h.sim.reset_stats();
