@@ -44,18 +44,7 @@ struct Setup {
 /// A simulator, a tenant with every rule off (so only the messages under test are sent), and
 /// a store synced by one cycle.
 async fn setup(lang: &str) -> Setup {
-    let h = sim::start(
-        SimOptions {
-            seed: 11,
-            scale: 1,
-            anchor: None,
-            enforce_limits: false,
-            b24_enterprise: false,
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let h = common::start_sim(common::sim_opts(11)).await;
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
     let text = common::only_rules(
@@ -375,15 +364,11 @@ async fn daemon_answers_commands() {
     use std::process::{Command, Stdio};
     use std::time::Instant;
 
-    let h = sim::start(
-        SimOptions {
-            enforce_limits: false,
-            ..SimOptions::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let h = common::start_sim(SimOptions {
+        enforce_limits: false,
+        ..SimOptions::default()
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "[server]\nlisten = \"127.0.0.1:{}\"\n[sync]\ninterval_secs = 600\n{}",

@@ -28,16 +28,8 @@ fn phone_key(p: &str) -> String {
 }
 
 async fn call_rules(crm: CrmKind, tel: TelephonyKind) {
-    let opts = SimOptions {
-        seed: 33,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    };
-    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let opts = common::sim_opts(33);
+    let h = common::start_sim(opts).await;
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
     // The calendar table must belong to the tenant: insert it before the CRM section.
@@ -266,16 +258,8 @@ async fn bitrix24_with_calltouch() {
 /// A contact created in the CRM after the last sync calls in: the CRM is asked before the
 /// caller is treated as unknown, so no duplicate lead appears and the call lands on the contact.
 async fn contact_after_sync(crm: CrmKind, tel: TelephonyKind) {
-    let opts = SimOptions {
-        seed: 41,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    };
-    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let opts = common::sim_opts(41);
+    let h = common::start_sim(opts).await;
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
     let text = common::rules_on(tenant_config(&h, crm, tel, &db, "ru"));
@@ -393,16 +377,8 @@ async fn amocrm_asks_the_crm_before_creating_a_lead() {
 /// reached the CRM are listed while `call_not_in_crm` is off, and gone once it has run.
 async fn reconciliation(crm: CrmKind, tel: TelephonyKind) {
     use dozor_sim::world::{ActivityType, Owner, SimActivity};
-    let opts = SimOptions {
-        seed: 52,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    };
-    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let opts = common::sim_opts(52);
+    let h = common::start_sim(opts).await;
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
     let base = tenant_config(&h, crm, tel, &db, "ru");
@@ -603,9 +579,7 @@ async fn setup(
         enforce_limits: false,
         b24_enterprise: false,
     };
-    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts).await;
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
     let (before, roles) = tables(&h.sim.world());

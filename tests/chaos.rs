@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::tenant_config;
 use dozor::domain::{CrmKind, TelephonyKind};
@@ -117,15 +117,6 @@ fn spawn_daemon(cfg: &str) -> Child {
         .unwrap()
 }
 
-async fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "{what}: not reached in {limit:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    start.elapsed()
-}
-
 fn assert_clean(h: &SimHandle, what: &str) {
     let w = h.sim.world();
     let twice = common::written_twice(&w);
@@ -152,7 +143,7 @@ async fn crm_outage_then_back() {
             "[server]\nenabled = false\n[sync]\ninterval_secs = 10\n",
         );
         let mut daemon = spawn_daemon(&cfg);
-        wait_for(Duration::from_secs(90), "first cycle's work", || {
+        common::wait_for(Duration::from_secs(90), "first cycle's work", || {
             common::open_deals_without_task(&h.sim.world()).is_empty()
         })
         .await;
@@ -170,16 +161,17 @@ async fn crm_outage_then_back() {
             "the daemon died during the outage"
         );
         set_down(&h, system, false);
-        let caught_up = wait_for(Duration::from_secs(90), "backlog after the outage", || {
-            let w = h.sim.world();
-            w.tasks
-                .values()
-                .any(|t| t.binding == Some((Owner::Deal, deal)) && !t.completed)
-        })
-        .await;
+        let caught_up =
+            common::wait_for(Duration::from_secs(90), "backlog after the outage", || {
+                let w = h.sim.world();
+                w.tasks
+                    .values()
+                    .any(|t| t.binding == Some((Owner::Deal, deal)) && !t.completed)
+            })
+            .await;
         // Leads that aged past the lead-without-deal threshold during a long outage get their
         // deals in the first cycle after it, and those deals their tasks in the next one.
-        wait_for(
+        common::wait_for(
             Duration::from_secs(60),
             "follow-ups after the outage",
             || common::open_deals_without_task(&h.sim.world()).is_empty(),

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use common::tenant_config;
 use dozor::domain::{CrmKind, TelephonyKind};
-use dozor_sim::{self as sim, SimOptions};
+use dozor_sim::SimOptions;
 
 fn dozor(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dozor"))
@@ -165,9 +165,7 @@ fn environment_and_tenant_errors_exit_2_and_say_where() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_every_system_and_names_the_failing_one() {
-    let h = sim::start(SimOptions::default(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(SimOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
     let good = write(
@@ -237,9 +235,7 @@ async fn check_reports_every_system_and_names_the_failing_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_dry_run_then_report_and_audit() {
-    let h = sim::start(SimOptions::default(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(SimOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
     let cfg = write(
@@ -330,9 +326,7 @@ async fn secrets_never_appear_in_output_even_at_trace_level() {
         enforce_limits: false,
         ..SimOptions::default()
     };
-    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts).await;
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
     let hooks = "\n[tenants.webhooks]\nbitrix24_token = \"hooktok-b24-application-5501\"\n\
@@ -454,9 +448,7 @@ async fn secrets_never_appear_in_output_even_at_trace_level() {
 /// in the `{"error","error_description"}` shape of bitrix24/b24restdocs `_includes/error-info.md`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_exits_3_when_an_action_failed() {
-    let h = sim::start(SimOptions::default(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(SimOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
     let cfg = write(

@@ -10,20 +10,11 @@ use std::time::Duration;
 use common::tenant_config;
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor_sim::world::Owner;
-use dozor_sim::{self as sim, SimOptions};
 use rand::{Rng, SeedableRng};
 
 async fn kill_and_restart(crm: CrmKind, trials: usize, seed: u64) {
-    let opts = SimOptions {
-        seed: 11,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    };
-    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let opts = common::sim_opts(11);
+    let h = common::start_sim(opts).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg_text = common::rules_on(tenant_config(
         &h,
@@ -162,16 +153,8 @@ async fn kills_around_token_rotation(crm: CrmKind, seed: u64) {
     use dozor::store::{Store, TokenSet, TokenStore};
     use dozor_sim::{Faults, System};
 
-    let opts = SimOptions {
-        seed: 5,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    };
-    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let opts = common::sim_opts(5);
+    let h = common::start_sim(opts).await;
     let dir = tempfile::tempdir().unwrap();
     let db_url = common::sqlite_url(dir.path());
     let mut cfg_text = common::only_rules(

@@ -1,132 +1,32 @@
 //! The amoCRM connector against the simulator over real HTTP.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
-use dozor::config::{AmocrmConfig, Secret};
+use chrono::Utc;
 use dozor::crm::amocrm::AmoCrm;
 use dozor::crm::{CallRecord, Crm, Cursor, NewTask};
 use dozor::domain::{Direction, EntityKind, EntityRef, Record, Semantics};
 use dozor::http::ErrorKind;
 use dozor::store::{Store, TokenStore};
-use dozor_sim::world::{
-    ActivityType, LeadStatus, Owner, Role, SimDeal, SimPipeline, SimStage, SimUser, StageKind,
-    World,
-};
-use dozor_sim::{self as sim, Faults, Sim, SimHandle, SimOptions, System};
+use dozor_sim::world::{ActivityType, LeadStatus, Owner, StageKind, World};
+use dozor_sim::{Faults, SimHandle, SimOptions, System};
 use serde_json::json;
 
 const TOKEN_METHOD: &str = "POST /oauth2/access_token";
 
 fn opts() -> SimOptions {
-    SimOptions {
-        seed: 3,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    }
+    common::sim_opts(3)
 }
 
 async fn start() -> SimHandle {
-    sim::start(opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    common::start_sim(opts()).await
 }
 
 async fn start_world(w: World) -> SimHandle {
-    sim::start_with(Sim::with_world(opts(), w), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-}
-
-fn deals_world(n: usize) -> World {
-    let mut w = World::default();
-    w.users.push(SimUser {
-        id: 1,
-        first_name: "Анна".into(),
-        last_name: "Петрова".into(),
-        email: "a@example.ru".into(),
-        extension: "101".into(),
-        role: Role::Manager,
-        active: true,
-    });
-    let stage = |id, kind| SimStage {
-        id,
-        code: format!("S{id}"),
-        name: format!("Этап {id}"),
-        sort: id as i64,
-        kind,
-    };
-    w.pipelines.push(SimPipeline {
-        id: 0,
-        name: "Продажи".into(),
-        is_default: true,
-        stages: vec![
-            stage(1001, StageKind::Open),
-            stage(1002, StageKind::Won),
-            stage(1003, StageKind::Lost),
-        ],
-    });
-    w.reserve_id(10_000);
-    let base = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-    for i in 0..n {
-        let id = w.next_id();
-        let at = base + chrono::Duration::seconds(i as i64);
-        w.deals.insert(
-            id,
-            SimDeal {
-                id,
-                title: format!("Сделка {i}"),
-                pipeline_id: 0,
-                stage_id: 1001,
-                amount: 100.0,
-                responsible_id: 1,
-                contact_id: None,
-                company_id: None,
-                lead_id: None,
-                source: "WEB".into(),
-                tags: vec![],
-                loss_reason: None,
-                created_at: at,
-                updated_at: at,
-                closed_at: None,
-            },
-        );
-    }
-    w
-}
-
-fn long_lived(h: &SimHandle) -> AmocrmConfig {
-    AmocrmConfig {
-        base_url: h.amo_url(),
-        long_lived_token: Some(Secret::new(h.sim.creds.amo_long_lived_token.clone())),
-        long_lived_token_file: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_file: None,
-        redirect_uri: None,
-        refresh_token: None,
-        refresh_token_file: None,
-        rate_per_sec: 7,
-    }
-}
-
-fn oauth(h: &SimHandle, refresh: &str) -> AmocrmConfig {
-    let c = &h.sim.creds;
-    AmocrmConfig {
-        base_url: h.amo_url(),
-        long_lived_token: None,
-        long_lived_token_file: None,
-        client_id: Some(c.amo_client_id.clone()),
-        client_secret: Some(Secret::new(c.amo_client_secret.clone())),
-        client_secret_file: None,
-        redirect_uri: Some(c.amo_redirect_uri.clone()),
-        refresh_token: Some(Secret::new(refresh)),
-        refresh_token_file: None,
-        rate_per_sec: 7,
-    }
+    common::serve_world(opts(), w).await
 }
 
 async fn store(dir: &tempfile::TempDir) -> Arc<Store> {
@@ -138,6 +38,13 @@ async fn store(dir: &tempfile::TempDir) -> Arc<Store> {
     )
 }
 
+/// The connector with the simulator's long-lived token, its tokens in a store in `dir`.
+async fn client(h: &SimHandle, dir: &tempfile::TempDir) -> AmoCrm {
+    AmoCrm::new("t1", &common::amo_sim(h), store(dir).await)
+        .await
+        .unwrap()
+}
+
 fn token_calls(h: &SimHandle) -> u64 {
     h.sim
         .stats()
@@ -146,31 +53,11 @@ fn token_calls(h: &SimHandle) -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads every page of `entity`; returns the records, the number of pages and the final cursor.
-async fn full_pass(c: &AmoCrm, entity: EntityKind, from: Cursor) -> (Vec<Record>, usize, Cursor) {
-    let mut cursor = from;
-    let mut out = Vec::new();
-    let mut pages = 0;
-    loop {
-        let page = c.fetch_page(entity, &cursor).await.unwrap();
-        pages += 1;
-        out.extend(page.records);
-        cursor = page.next;
-        if page.done {
-            break;
-        }
-        assert!(pages < 100, "runaway paging");
-    }
-    (out, pages, cursor)
-}
-
 #[tokio::test]
 async fn full_fetch_matches_the_world() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
-        .await
-        .unwrap();
+    let c = client(&h, &dir).await;
     h.sim.reset_stats();
     assert_eq!(c.ping().await.unwrap(), "Dozor Sim (dozorsim)");
     assert!(c.account().starts_with("127.0.0.1:"));
@@ -179,7 +66,7 @@ async fn full_fetch_matches_the_world() {
     let mut counts = std::collections::BTreeMap::new();
     let mut all = Vec::new();
     for kind in EntityKind::ALL {
-        let (records, _, cursor) = full_pass(&c, kind, Cursor::default()).await;
+        let (records, _, cursor) = common::crm::full_pass(&c, kind, Cursor::default()).await;
         assert!(records.iter().all(|r| r.entity_kind() == kind));
         assert!(cursor.position.is_none());
         counts.insert(kind, records.len());
@@ -272,10 +159,8 @@ async fn full_fetch_matches_the_world() {
 async fn incremental_pass_sees_only_changes() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
-        .await
-        .unwrap();
-    let (all, _, cursor) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
+    let c = client(&h, &dir).await;
+    let (all, _, cursor) = common::crm::full_pass(&c, EntityKind::Deal, Cursor::default()).await;
     assert_eq!(all.len(), h.sim.world().deals.len());
     let since = cursor.since.expect("watermark after a full pass");
     assert_eq!(cursor.high_water, Some(since));
@@ -287,7 +172,7 @@ async fn incremental_pass_sees_only_changes() {
         d.updated_at = Utc::now();
         d.id
     };
-    let (delta, pages, next) = full_pass(&c, EntityKind::Deal, cursor).await;
+    let (delta, pages, next) = common::crm::full_pass(&c, EntityKind::Deal, cursor).await;
     assert_eq!(pages, 1);
     // The change, plus records exactly at the old watermark (the `from` bound is inclusive).
     for r in &delta {
@@ -313,13 +198,12 @@ async fn incremental_pass_sees_only_changes() {
 #[tokio::test]
 async fn paging_edge_cases() {
     for (n, pages_expected) in [(0usize, 1usize), (250, 1), (251, 2)] {
-        let h = start_world(deals_world(n)).await;
+        let h = start_world(common::deals_world(n)).await;
         let dir = tempfile::tempdir().unwrap();
-        let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
-            .await
-            .unwrap();
+        let c = client(&h, &dir).await;
         h.sim.reset_stats();
-        let (records, pages, cursor) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
+        let (records, pages, cursor) =
+            common::crm::full_pass(&c, EntityKind::Deal, Cursor::default()).await;
         assert_eq!(records.len(), n, "n={n}");
         assert_eq!(pages, pages_expected, "n={n}");
         // A pass of several pages ends with one query for deletions made while it ran; the
@@ -350,7 +234,7 @@ async fn refresh_race_single_flight() {
     let st = store(&dir).await;
     let initial = h.sim.creds.amo_refresh_token.clone();
     let c = Arc::new(
-        AmoCrm::new("t1", &oauth(&h, &initial), st.clone())
+        AmoCrm::new("t1", &common::amo_oauth(&h, &initial), st.clone())
             .await
             .unwrap(),
     );
@@ -385,11 +269,11 @@ async fn refresh_race_single_flight() {
 
 #[tokio::test]
 async fn token_expiry_mid_sync_recovers() {
-    let h = start_world(deals_world(600)).await;
+    let h = start_world(common::deals_world(600)).await;
     let dir = tempfile::tempdir().unwrap();
     let c = AmoCrm::new(
         "t1",
-        &oauth(&h, &h.sim.creds.amo_refresh_token),
+        &common::amo_oauth(&h, &h.sim.creds.amo_refresh_token),
         store(&dir).await,
     )
     .await
@@ -422,7 +306,7 @@ async fn rotated_token_is_persisted_before_use() {
     let initial = h.sim.creds.amo_refresh_token.clone();
     {
         let st = store(&dir).await;
-        let c = AmoCrm::new("t1", &oauth(&h, &initial), st.clone())
+        let c = AmoCrm::new("t1", &common::amo_oauth(&h, &initial), st.clone())
             .await
             .unwrap();
         c.ping().await.unwrap();
@@ -439,9 +323,13 @@ async fn rotated_token_is_persisted_before_use() {
     // after the server forgot every access token: it refreshes with the stored token.
     h.sim.amo.expire_access_tokens();
     let st = store(&dir).await;
-    let c = AmoCrm::new("t1", &oauth(&h, "def50200-stale-from-config"), st.clone())
-        .await
-        .unwrap();
+    let c = AmoCrm::new(
+        "t1",
+        &common::amo_oauth(&h, "def50200-stale-from-config"),
+        st.clone(),
+    )
+    .await
+    .unwrap();
     assert_eq!(c.ping().await.unwrap(), "Dozor Sim (dozorsim)");
     assert_eq!(token_calls(&h), 2);
     let saved = st.load_token("t1", "amocrm").await.unwrap().unwrap();
@@ -471,7 +359,7 @@ async fn revoked_refresh_stops_the_client() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let c = AmoCrm::new("t1", &oauth(&h, &initial), store(&dir).await)
+    let c = AmoCrm::new("t1", &common::amo_oauth(&h, &initial), store(&dir).await)
         .await
         .unwrap();
     let e = c.ping().await.unwrap_err();
@@ -498,9 +386,7 @@ async fn revoked_refresh_stops_the_client() {
 async fn throttling_and_server_errors_are_retried() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
-        .await
-        .unwrap();
+    let c = client(&h, &dir).await;
     h.sim.set_faults(
         System::Amocrm,
         Faults {
@@ -530,18 +416,9 @@ async fn throttling_and_server_errors_are_retried() {
 async fn rate_limit_is_respected_with_limits_on() {
     let mut o = opts();
     o.enforce_limits = true;
-    let h = sim::start_with(
-        Sim::with_world(o, deals_world(3)),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let h = common::serve_world(o, common::deals_world(3)).await;
     let dir = tempfile::tempdir().unwrap();
-    let c = Arc::new(
-        AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
-            .await
-            .unwrap(),
-    );
+    let c = Arc::new(client(&h, &dir).await);
     // The unsorted statuses come with the pipelines (a directory read), once.
     c.pipelines().await.unwrap();
     // 16 calls from 4 tasks: the client's own limiter keeps under 7 rps.
@@ -568,9 +445,7 @@ async fn rate_limit_is_respected_with_limits_on() {
 async fn malformed_json_is_a_decode_error_without_secrets() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
-        .await
-        .unwrap();
+    let c = client(&h, &dir).await;
     h.sim.set_faults(
         System::Amocrm,
         Faults {
@@ -597,7 +472,7 @@ async fn malformed_json_is_a_decode_error_without_secrets() {
     // Same with OAuth: neither token nor client secret shows up.
     let oc = AmoCrm::new(
         "t2",
-        &oauth(&h, &h.sim.creds.amo_refresh_token),
+        &common::amo_oauth(&h, &h.sim.creds.amo_refresh_token),
         store(&dir).await,
     )
     .await
@@ -621,9 +496,7 @@ async fn malformed_json_is_a_decode_error_without_secrets() {
 async fn writes_and_phone_lookup() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
-        .await
-        .unwrap();
+    let c = client(&h, &dir).await;
     let (deal, resp, contact, phone) = {
         let w = h.sim.world();
         let d = w.deals.values().next().unwrap();
@@ -670,7 +543,7 @@ async fn writes_and_phone_lookup() {
     );
     assert!(c.find_by_phone("+79000000001").await.unwrap().is_empty());
     // Writes show up in the next read: the task comes back with its marker.
-    let (tasks, _, _) = full_pass(&c, EntityKind::Task, Cursor::default()).await;
+    let (tasks, _, _) = common::crm::full_pass(&c, EntityKind::Task, Cursor::default()).await;
     let t = tasks.iter().find(|r| r.id() == id).unwrap();
     match t {
         Record::Task(t) => {
@@ -685,12 +558,7 @@ async fn writes_and_phone_lookup() {
 async fn lockout_403_is_waited_out() {
     let mut o = opts();
     o.enforce_limits = true;
-    let h = sim::start_with(
-        Sim::with_world(o, deals_world(3)),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let h = common::serve_world(o, common::deals_world(3)).await;
     h.sim.amo.set_lockout(Duration::from_millis(1500));
     // Another program on the same account hammers until the account is locked.
     let http = reqwest::Client::new();
@@ -710,9 +578,7 @@ async fn lockout_403_is_waited_out() {
     }
     assert!(locked);
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
-        .await
-        .unwrap();
+    let c = client(&h, &dir).await;
     let page = c
         .fetch_page(EntityKind::Deal, &Cursor::default())
         .await
@@ -722,11 +588,9 @@ async fn lockout_403_is_waited_out() {
 
 #[tokio::test]
 async fn changes_during_a_pass_leave_no_gaps() {
-    let h = start_world(deals_world(300)).await;
+    let h = start_world(common::deals_world(300)).await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
-        .await
-        .unwrap();
+    let c = client(&h, &dir).await;
     let p1 = c
         .fetch_page(EntityKind::Deal, &Cursor::default())
         .await
@@ -750,7 +614,7 @@ async fn changes_during_a_pass_leave_no_gaps() {
         .collect();
     assert_eq!(seen.len(), 300, "every deal read once at least");
     // The changes made behind the pass are picked up by the next one.
-    let (next_pass, _, _) = full_pass(&c, EntityKind::Deal, p2.next.clone()).await;
+    let (next_pass, _, _) = common::crm::full_pass(&c, EntityKind::Deal, p2.next.clone()).await;
     let changed: Vec<&str> = p1.records.iter().take(5).map(|r| r.id()).collect();
     for id in &changed {
         assert!(next_pass.iter().any(|r| r.id() == *id), "{id} missed");
@@ -760,11 +624,9 @@ async fn changes_during_a_pass_leave_no_gaps() {
 
 #[tokio::test]
 async fn deletions_between_pages_skip_nothing() {
-    let h = start_world(deals_world(600)).await;
+    let h = start_world(common::deals_world(600)).await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
-        .await
-        .unwrap();
+    let c = client(&h, &dir).await;
     // Once page 2 has been read, three of its deals are deleted: every later deal moves back
     // three places, and page 3 by number starts three deals too late.
     let gone: Vec<u64> = h
@@ -830,71 +692,9 @@ async fn deletions_between_pages_skip_nothing() {
     // whole seconds: wait for the next one so the old deletions are not seen as new.)
     tokio::time::sleep(Duration::from_millis(1100)).await;
     h.sim.reset_stats();
-    let (records, pages, _) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
+    let (records, pages, _) = common::crm::full_pass(&c, EntityKind::Deal, Cursor::default()).await;
     assert_eq!((records.len(), pages), (597, 3));
     assert_eq!(h.sim.stats()[&System::Amocrm].requests, 4);
-}
-
-#[tokio::test]
-async fn rate_limit_storm_is_waited_out_and_the_sync_completes() {
-    let h = start_world(deals_world(600)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let st = store(&dir).await;
-    let tuning = dozor::crm::amocrm::Tuning {
-        throttle: dozor::http::Throttle {
-            first: Duration::from_millis(20),
-            cap: Duration::from_millis(160),
-            budget: Duration::from_secs(60),
-        },
-        ..dozor::crm::amocrm::Tuning::default()
-    };
-    let c = AmoCrm::new("t1", &long_lived(&h), st.clone())
-        .await
-        .unwrap()
-        .with_tuning(tuning);
-    // Twenty 429s in a row.
-    h.sim.set_faults(
-        System::Amocrm,
-        Faults {
-            throttle: 20,
-            ..Faults::default()
-        },
-    );
-    h.sim.reset_stats();
-    let started = std::time::Instant::now();
-    let report = dozor::sync::sync_crm(&st, "t1", &c, dozor::sync::SyncOptions::default())
-        .await
-        .unwrap();
-    let elapsed = started.elapsed();
-    assert_eq!(report.items["deal"], 600);
-    assert_eq!(st.deals("t1").await.unwrap().len(), 600);
-    let stats = h.sim.stats()[&System::Amocrm].clone();
-    assert_eq!(stats.throttled, 20);
-    // 20 + 40 + 80 + 17 × 160 ms of pauses at least.
-    assert!(elapsed >= Duration::from_millis(2800), "{elapsed:?}");
-    println!(
-        "storm of 20: {} requests ({} refused), {elapsed:?}",
-        stats.requests, stats.throttled
-    );
-
-    // Half of all requests refused for a while: the pass completes, one extra request per
-    // refusal, each after a pause.
-    h.sim.set_faults(
-        System::Amocrm,
-        Faults {
-            throttle_percent: 50,
-            ..Faults::default()
-        },
-    );
-    h.sim.reset_stats();
-    let started = std::time::Instant::now();
-    let (records, pages, _) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
-    assert_eq!((records.len(), pages), (600, 3));
-    let stats = h.sim.stats()[&System::Amocrm].clone();
-    // Three pages and the deletion query answered.
-    assert_eq!(stats.requests - stats.throttled, 4, "{stats:?}");
-    assert!(stats.throttled >= 3 && stats.throttled <= 4, "{stats:?}");
-    assert!(started.elapsed() >= Duration::from_millis(20 * stats.throttled));
 }
 
 /// Per the API "Неразобранное" page (https://www.amocrm.ru/developers/content/crm_platform/unsorted-api)
@@ -907,9 +707,7 @@ async fn rate_limit_storm_is_waited_out_and_the_sync_completes() {
 async fn unsorted_items_are_pending_until_accepted() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
-        .await
-        .unwrap();
+    let c = client(&h, &dir).await;
     let leads_of = |records: Vec<Record>| -> Vec<dozor::domain::Lead> {
         records
             .into_iter()
@@ -919,7 +717,7 @@ async fn unsorted_items_are_pending_until_accepted() {
             })
             .collect()
     };
-    let (records, _, _) = full_pass(&c, EntityKind::Lead, Cursor::default()).await;
+    let (records, _, _) = common::crm::full_pass(&c, EntityKind::Lead, Cursor::default()).await;
     let open = leads_of(records);
     let pending: Vec<String> = {
         let w = h.sim.world();
@@ -948,7 +746,7 @@ async fn unsorted_items_are_pending_until_accepted() {
 
     // The leads of pending items are listed with the other leads, in the unsorted status, and
     // are not mirrored as deals.
-    let (deals, _, _) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
+    let (deals, _, _) = common::crm::full_pass(&c, EntityKind::Deal, Cursor::default()).await;
     let held: Vec<String> = open.iter().filter_map(|l| l.deal_id.clone()).collect();
     assert!(
         deals.iter().all(|d| !held.contains(&d.id().to_string())),
@@ -1003,7 +801,7 @@ async fn unsorted_items_are_pending_until_accepted() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let (records, _, _) = full_pass(&c, EntityKind::Lead, Cursor::default()).await;
+    let (records, _, _) = common::crm::full_pass(&c, EntityKind::Lead, Cursor::default()).await;
     let still: Vec<String> = leads_of(records).into_iter().map(|l| l.id).collect();
     let left: Vec<String> = pending
         .iter()
@@ -1024,7 +822,7 @@ async fn unsorted_items_are_pending_until_accepted() {
     assert!(lost.closed_at.is_some());
 
     // The accepted lead now reads as a deal.
-    let (deals, _, _) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
+    let (deals, _, _) = common::crm::full_pass(&c, EntityKind::Deal, Cursor::default()).await;
     assert!(deals.iter().any(|d| d.id() == held[0]));
 }
 
@@ -1037,7 +835,7 @@ async fn the_sync_follows_unsorted_items_to_their_outcome() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
     let st = store(&dir).await;
-    let c = AmoCrm::new("t1", &long_lived(&h), st.clone())
+    let c = AmoCrm::new("t1", &common::amo_sim(&h), st.clone())
         .await
         .unwrap();
     let opts = SyncOptions {
@@ -1157,13 +955,12 @@ async fn the_sync_follows_unsorted_items_to_their_outcome() {
 #[tokio::test]
 async fn incremental_reads_with_and_without_the_filter_add_on() {
     for add_on in [true, false] {
-        let h = start_world(deals_world(600)).await;
+        let h = start_world(common::deals_world(600)).await;
         h.sim.amo.set_api_filter(add_on);
         let dir = tempfile::tempdir().unwrap();
-        let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
-            .await
-            .unwrap();
-        let (all, pages, cursor) = full_pass(&c, EntityKind::Deal, Cursor::default()).await;
+        let c = client(&h, &dir).await;
+        let (all, pages, cursor) =
+            common::crm::full_pass(&c, EntityKind::Deal, Cursor::default()).await;
         assert_eq!((all.len(), pages), (600, 3), "add-on {add_on}");
         let since = cursor.since.unwrap();
         tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -1177,7 +974,7 @@ async fn incremental_reads_with_and_without_the_filter_add_on() {
         let ids: Vec<u64> = h.sim.world().deals.keys().copied().collect();
         let changed = change(vec![ids[10], ids[400]]);
         h.sim.reset_stats();
-        let (delta, pages, next) = full_pass(&c, EntityKind::Deal, cursor).await;
+        let (delta, pages, next) = common::crm::full_pass(&c, EntityKind::Deal, cursor).await;
         assert_eq!(pages, 1, "add-on {add_on}");
         for id in &changed {
             assert!(
@@ -1203,7 +1000,7 @@ async fn incremental_reads_with_and_without_the_filter_add_on() {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let many = change(ids[100..400].to_vec());
         h.sim.reset_stats();
-        let (delta, pages, next) = full_pass(&c, EntityKind::Deal, next).await;
+        let (delta, pages, next) = common::crm::full_pass(&c, EntityKind::Deal, next).await;
         let ids: std::collections::BTreeSet<String> =
             delta.iter().map(|r| r.id().to_string()).collect();
         for id in &many {
@@ -1222,7 +1019,7 @@ async fn incremental_reads_with_and_without_the_filter_add_on() {
         c.pipelines().await.unwrap();
         h.sim.amo.set_api_filter(!add_on);
         h.sim.reset_stats();
-        let (delta, _, _) = full_pass(&c, EntityKind::Deal, next).await;
+        let (delta, _, _) = common::crm::full_pass(&c, EntityKind::Deal, next).await;
         assert!(delta.len() <= 300, "{}", delta.len());
         let stats = h.sim.stats()[&System::Amocrm].clone();
         assert_eq!(stats.by_method["GET /api/v4/account"], 1, "{stats:?}");
@@ -1239,9 +1036,7 @@ async fn incremental_reads_with_and_without_the_filter_add_on() {
 async fn a_refused_query_search_fails_no_lookup_and_no_call() {
     let h = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let c = AmoCrm::new("t1", &long_lived(&h), store(&dir).await)
-        .await
-        .unwrap();
+    let c = client(&h, &dir).await;
     let (contact, phone) = {
         let w = h.sim.world();
         let ct = w.contacts.values().next().unwrap();

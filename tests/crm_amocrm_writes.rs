@@ -1,16 +1,18 @@
 //! amoCRM connector writes and the change probe, against the simulator over real HTTP.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
-use dozor::config::{AmocrmConfig, Secret};
+use dozor::config::AmocrmConfig;
 use dozor::crm::amocrm::AmoCrm;
 use dozor::crm::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead};
 use dozor::domain::{Direction, EntityKind, EntityRef, Utm};
 use dozor::store::Store;
 use dozor_sim::world::{ActivityType, Deletion, LeadStatus, Owner, StageKind};
-use dozor_sim::{self as sim, SimHandle, SimOptions, System};
+use dozor_sim::{SimHandle, SimOptions, System};
 
 fn opts(scale: u32) -> SimOptions {
     SimOptions {
@@ -25,16 +27,8 @@ fn opts(scale: u32) -> SimOptions {
 
 async fn client(h: &SimHandle, dir: &tempfile::TempDir) -> AmoCrm {
     let cfg = AmocrmConfig {
-        base_url: h.amo_url(),
-        long_lived_token: Some(Secret::new(h.sim.creds.amo_long_lived_token.clone())),
-        long_lived_token_file: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_file: None,
-        redirect_uri: None,
-        refresh_token: None,
-        refresh_token_file: None,
         rate_per_sec: 1000,
+        ..common::amo_sim(h)
     };
     let path = dir.path().join("dozor.db");
     let store = Arc::new(
@@ -51,9 +45,7 @@ fn requests(h: &SimHandle) -> u64 {
 
 #[tokio::test]
 async fn every_write_changes_the_world() {
-    let h = sim::start(opts(1), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts(1)).await;
     let dir = tempfile::tempdir().unwrap();
     let c = client(&h, &dir).await;
     let (user_a, user_b, open_stage, pipeline, other_stage) = {
@@ -310,9 +302,7 @@ async fn every_write_changes_the_world() {
 
 #[tokio::test]
 async fn register_call_creates_the_contact_and_never_logs_twice() {
-    let h = sim::start(opts(1), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts(1)).await;
     let dir = tempfile::tempdir().unwrap();
     let c = client(&h, &dir).await;
     let phone = "+79997770011";
@@ -371,9 +361,7 @@ async fn register_call_creates_the_contact_and_never_logs_twice() {
 
 #[tokio::test]
 async fn change_probe_costs_one_request_when_idle() {
-    let h = sim::start(opts(1), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts(1)).await;
     let dir = tempfile::tempdir().unwrap();
     let c = client(&h, &dir).await;
     let t0 = Utc::now();
@@ -522,9 +510,7 @@ async fn change_probe_costs_one_request_when_idle() {
 #[tokio::test]
 #[ignore = "builds a 100k-record world; run with --ignored (release recommended)"]
 async fn big_world_page_latency() {
-    let h = sim::start(opts(500), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts(500)).await;
     {
         let w = h.sim.world();
         eprintln!(

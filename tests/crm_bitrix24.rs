@@ -6,64 +6,30 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
-use dozor::config::{Bitrix24Config, Bitrix24Plan, Secret};
+use dozor::config::{Bitrix24Config, Bitrix24Plan};
 use dozor::crm::bitrix24::Bitrix24;
 use dozor::crm::{Crm, Cursor, NewTask};
 use dozor::domain::{ActivityKind, EntityKind, EntityRef, Record, Semantics};
 use dozor::http::ErrorKind;
 use dozor::store::{Store, TokenStore};
 use dozor_sim::world::*;
-use dozor_sim::{self as sim, Faults, Sim, SimHandle, SimOptions, System};
+use dozor_sim::{Faults, SimHandle, SimOptions, System};
 
 fn opts() -> SimOptions {
-    SimOptions {
-        seed: 11,
-        scale: 1,
-        anchor: Some(Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap()),
-        enforce_limits: false,
-        b24_enterprise: false,
-    }
-}
-
-fn webhook_cfg(url: &str) -> Bitrix24Config {
-    Bitrix24Config {
-        webhook_url: Some(Secret::new(url)),
-        webhook_url_file: None,
-        portal_url: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_file: None,
-        refresh_token: None,
-        refresh_token_file: None,
-        oauth_url: "https://oauth.bitrix.info".into(),
-        plan: Bitrix24Plan::Enterprise,
-        operating_budget_secs: 480.0,
-        flag_field: None,
-    }
+    common::anchored(11, common::march_noon())
 }
 
 fn oauth_cfg(h: &SimHandle, refresh: &str) -> Bitrix24Config {
-    let c = &h.sim.creds;
     Bitrix24Config {
-        webhook_url: None,
-        webhook_url_file: None,
-        portal_url: Some(h.b24_portal_url()),
-        client_id: Some(c.b24_client_id.clone()),
-        client_secret: Some(Secret::new(c.b24_client_secret.clone())),
-        client_secret_file: None,
-        refresh_token: Some(Secret::new(refresh)),
-        refresh_token_file: None,
-        oauth_url: format!("{}/b24", h.base_url()),
         plan: Bitrix24Plan::Standard,
-        operating_budget_secs: 480.0,
-        flag_field: None,
+        ..common::b24_oauth(h, refresh)
     }
 }
 
 async fn client(h: &SimHandle) -> Bitrix24 {
     Bitrix24::new(
         "t1",
-        &webhook_cfg(&h.b24_webhook_url()),
+        &common::b24_webhook(h.b24_webhook_url()),
         Arc::new(common::MemTokens::default()),
     )
     .await
@@ -90,42 +56,6 @@ async fn fetch_all(c: &Bitrix24, kind: EntityKind, since: Option<Ts>) -> (Vec<Re
     panic!("no end of pass");
 }
 
-fn contact_world(n: usize) -> World {
-    let t0 = Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap();
-    let mut w = World {
-        next_id: 100,
-        ..World::default()
-    };
-    w.users.push(SimUser {
-        id: 1,
-        first_name: "Анна".into(),
-        last_name: "Петрова".into(),
-        email: "a@example.ru".into(),
-        extension: "101".into(),
-        role: Role::Owner,
-        active: true,
-    });
-    for i in 0..n {
-        let id = w.next_id();
-        w.contacts.insert(
-            id,
-            SimContact {
-                id,
-                first_name: format!("C{i}"),
-                last_name: "Test".into(),
-                phones: vec![format!("+7999{:07}", i)],
-                emails: vec![],
-                company_id: None,
-                responsible_id: 1,
-                tags: vec![],
-                created_at: t0,
-                updated_at: t0 + Duration::seconds(i as i64),
-            },
-        );
-    }
-    w
-}
-
 fn owner_ref((o, id): (Owner, u64)) -> EntityRef {
     let k = match o {
         Owner::Lead => EntityKind::Lead,
@@ -137,16 +67,12 @@ fn owner_ref((o, id): (Owner, u64)) -> EntityRef {
 }
 
 async fn start_world(w: World) -> SimHandle {
-    sim::start_with(Sim::with_world(opts(), w), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    common::serve_world(opts(), w).await
 }
 
 #[tokio::test]
 async fn full_fetch_matches_world_and_counts_requests() {
-    let h = sim::start(opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts()).await;
     let c = client(&h).await;
     assert_eq!(c.account(), h.addr.to_string());
     h.sim.reset_stats();
@@ -276,9 +202,7 @@ async fn full_fetch_matches_world_and_counts_requests() {
 
 #[tokio::test]
 async fn incremental_fetch_returns_only_the_change() {
-    let h = sim::start(opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts()).await;
     let c = client(&h).await;
     let (_, cur) = fetch_all(&c, EntityKind::Deal, None).await;
     let since = cur.high_water.unwrap() + Duration::seconds(1);
@@ -320,7 +244,7 @@ async fn incremental_fetch_returns_only_the_change() {
 #[tokio::test]
 async fn paging_edges() {
     for n in [0usize, 50, 51, 2600] {
-        let h = start_world(contact_world(n)).await;
+        let h = start_world(common::contacts_world(n)).await;
         let c = client(&h).await;
         h.sim.reset_stats();
         let (recs, cur) = fetch_all(&c, EntityKind::Contact, None).await;
@@ -334,7 +258,7 @@ async fn paging_edges() {
         assert_eq!(requests, expected, "requests for {n} contacts");
     }
     // A pass resumes from the stored position.
-    let h = start_world(contact_world(2600)).await;
+    let h = start_world(common::contacts_world(2600)).await;
     let c = client(&h).await;
     let first = c
         .fetch_page(EntityKind::Contact, &Cursor::default())
@@ -354,7 +278,7 @@ async fn paging_edges() {
 
 #[tokio::test]
 async fn find_by_phone_in_any_shape() {
-    let mut w = contact_world(3);
+    let mut w = common::contacts_world(3);
     let t0 = Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap();
     let cid = *w.contacts.keys().next().unwrap();
     w.contacts.get_mut(&cid).unwrap().phones = vec!["8 (912) 345-67-89".into()];
@@ -408,9 +332,7 @@ async fn find_by_phone_in_any_shape() {
 
 #[tokio::test]
 async fn create_task_lands_with_binding_and_marker() {
-    let h = sim::start(opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts()).await;
     let c = client(&h).await;
     let (deal_id, resp) = {
         let w = h.sim.world();
@@ -438,7 +360,7 @@ async fn create_task_lands_with_binding_and_marker() {
 
 #[tokio::test]
 async fn oauth_refresh_persists_rotated_tokens() {
-    let h = start_world(contact_world(60)).await;
+    let h = start_world(common::contacts_world(60)).await;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("dozor.db").display());
     let store: Arc<dyn TokenStore> = Arc::new(Store::open(&url, 4).await.unwrap());
@@ -504,7 +426,7 @@ async fn oauth_refresh_persists_rotated_tokens() {
 
 #[tokio::test]
 async fn injected_5xx_and_throttle_are_retried() {
-    let h = start_world(contact_world(70)).await;
+    let h = start_world(common::contacts_world(70)).await;
     let c = client(&h).await;
     h.sim.set_faults(
         System::Bitrix24,
@@ -523,7 +445,7 @@ async fn injected_5xx_and_throttle_are_retried() {
 
 #[tokio::test]
 async fn malformed_json_and_wrong_secret_give_safe_errors() {
-    let h = start_world(contact_world(5)).await;
+    let h = start_world(common::contacts_world(5)).await;
     let c = client(&h).await;
     h.sim.set_faults(
         System::Bitrix24,
@@ -555,7 +477,7 @@ async fn malformed_json_and_wrong_secret_give_safe_errors() {
     let bad = format!("{}/b24/rest/1/notTheSecret42/", h.base_url());
     let c = Bitrix24::new(
         "t1",
-        &webhook_cfg(&bad),
+        &common::b24_webhook(&bad),
         Arc::new(common::MemTokens::default()),
     )
     .await
@@ -572,13 +494,8 @@ async fn malformed_json_and_wrong_secret_give_safe_errors() {
 async fn client_limiter_keeps_under_the_portal_bucket() {
     let mut o = opts();
     o.enforce_limits = true;
-    let h = sim::start_with(
-        Sim::with_world(o, contact_world(3)),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let mut cfg = webhook_cfg(&h.b24_webhook_url());
+    let h = common::serve_world(o, common::contacts_world(3)).await;
+    let mut cfg = common::b24_webhook(h.b24_webhook_url());
     cfg.plan = Bitrix24Plan::Standard;
     let c = Arc::new(
         Bitrix24::new("t1", &cfg, Arc::new(common::MemTokens::default()))
@@ -601,50 +518,10 @@ async fn client_limiter_keeps_under_the_portal_bucket() {
     assert!(stats.throttled <= 2, "{stats:?}");
 }
 
-#[tokio::test]
-async fn renamed_portal_is_followed_without_losing_the_body() {
-    let h = start_world(contact_world(3)).await;
-    let target = h.b24_webhook_url();
-    // The old address answers 302 to the new one, like a renamed portal.
-    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-        let t = target.clone();
-        async move {
-            let method = uri.path().rsplit('/').next().unwrap_or("").to_string();
-            (
-                axum::http::StatusCode::FOUND,
-                [(axum::http::header::LOCATION, format!("{t}{method}"))],
-            )
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let old = format!(
-        "http://{addr}/b24/rest/1/{}/",
-        h.sim.creds.b24_webhook_secret
-    );
-    let c = Bitrix24::new(
-        "t1",
-        &webhook_cfg(&old),
-        Arc::new(common::MemTokens::default()),
-    )
-    .await
-    .unwrap();
-    // A batch POST: its parameters must arrive at the new address.
-    let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
-    assert_eq!(recs.len(), 3);
-}
-
-/// bitrix24/b24restdocs `settings/how-to-call-rest-api/change-domen.md`: the old address
-/// answers 302 with `Location` = the new address plus the method path; the client re-posts
-/// the body there, keeps the new address ("retain endpoint on your side") in the store, and
-/// goes there directly from then on, after a restart too; `check` says so.
-#[tokio::test]
-async fn renamed_portal_is_remembered_across_requests_and_restarts() {
+/// A renamed portal: a server whose every request is answered 302 to the same method at the
+/// simulator's webhook address. Returns its webhook URL and a count of the requests it had.
+async fn renamed_portal(h: &SimHandle) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let h = start_world(contact_world(3)).await;
     let target = h.b24_webhook_url();
     let hits = Arc::new(AtomicUsize::new(0));
     let seen = hits.clone();
@@ -668,12 +545,40 @@ async fn renamed_portal_is_remembered_across_requests_and_restarts() {
         "http://{addr}/b24/rest/1/{}/",
         h.sim.creds.b24_webhook_secret
     );
+    (old, hits)
+}
+
+#[tokio::test]
+async fn renamed_portal_is_followed_without_losing_the_body() {
+    let h = start_world(common::contacts_world(3)).await;
+    let (old, _) = renamed_portal(&h).await;
+    let c = Bitrix24::new(
+        "t1",
+        &common::b24_webhook(&old),
+        Arc::new(common::MemTokens::default()),
+    )
+    .await
+    .unwrap();
+    // A batch POST: its parameters must arrive at the new address.
+    let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
+    assert_eq!(recs.len(), 3);
+}
+
+/// bitrix24/b24restdocs `settings/how-to-call-rest-api/change-domen.md`: the old address
+/// answers 302 with `Location` = the new address plus the method path; the client re-posts
+/// the body there, keeps the new address ("retain endpoint on your side") in the store, and
+/// goes there directly from then on, after a restart too; `check` says so.
+#[tokio::test]
+async fn renamed_portal_is_remembered_across_requests_and_restarts() {
+    use std::sync::atomic::Ordering;
+    let h = start_world(common::contacts_world(3)).await;
+    let (old, hits) = renamed_portal(&h).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&common::sqlite_url(dir.path()), 2)
         .await
         .unwrap();
     let tokens: Arc<dyn TokenStore> = Arc::new(store.clone());
-    let c = Bitrix24::new("t1", &webhook_cfg(&old), tokens.clone())
+    let c = Bitrix24::new("t1", &common::b24_webhook(&old), tokens.clone())
         .await
         .unwrap();
     let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
@@ -687,7 +592,7 @@ async fn renamed_portal_is_remembered_across_requests_and_restarts() {
     );
 
     // A restart: the stored address is used at once, and `check` names it.
-    let again = Bitrix24::new("t1", &webhook_cfg(&old), tokens)
+    let again = Bitrix24::new("t1", &common::b24_webhook(&old), tokens)
         .await
         .unwrap();
     let who = again.ping().await.unwrap();
@@ -707,9 +612,7 @@ async fn renamed_portal_is_remembered_across_requests_and_restarts() {
 
 #[tokio::test]
 async fn crm_todos_arrive_as_tasks() {
-    let h = sim::start(opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts()).await;
     let c = client(&h).await;
     let deal_id = *h.sim.world().deals.keys().next().unwrap();
     let v: serde_json::Value = reqwest::Client::new()
@@ -753,7 +656,7 @@ async fn crm_todos_arrive_as_tasks() {
 async fn deletions_between_pages_skip_nothing() {
     // `>ID` paging continues after the last id read, not at an offset: records deleted behind
     // the pass move nothing it has still to read.
-    let h = start_world(contact_world(2600)).await;
+    let h = start_world(common::contacts_world(2600)).await;
     let c = client(&h).await;
     let gone: Vec<u64> = h
         .sim
@@ -806,7 +709,7 @@ fn by_method(h: &SimHandle, method: &str) -> u64 {
 
 #[tokio::test]
 async fn oauth_refresh_races_from_two_tasks_are_single_flight() {
-    let h = start_world(contact_world(60)).await;
+    let h = start_world(common::contacts_world(60)).await;
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_tokens(&dir).await;
     let c = Bitrix24::new(
@@ -848,7 +751,7 @@ async fn oauth_refresh_races_from_two_tasks_are_single_flight() {
 
 #[tokio::test]
 async fn oauth_token_near_expiry_is_refreshed_before_use() {
-    let h = start_world(contact_world(60)).await;
+    let h = start_world(common::contacts_world(60)).await;
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_tokens(&dir).await;
     let cfg = oauth_cfg(&h, &h.sim.creds.b24_refresh_token);
@@ -891,81 +794,11 @@ async fn oauth_token_near_expiry_is_refreshed_before_use() {
     assert_eq!(h.sim.b24.refresh_count(), 2);
 }
 
-fn quick_throttle() -> dozor::http::Throttle {
-    dozor::http::Throttle {
-        first: std::time::Duration::from_millis(20),
-        cap: std::time::Duration::from_millis(160),
-        budget: std::time::Duration::from_secs(60),
-    }
-}
-
-#[tokio::test]
-async fn rate_limit_storm_is_waited_out_and_the_sync_completes() {
-    let h = start_world(contact_world(2600)).await;
-    let c = client(&h).await.with_throttle(quick_throttle());
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("dozor.db").display());
-    let store = Store::open(&url, 4).await.unwrap();
-    // Twenty QUERY_LIMIT_EXCEEDED in a row: far more than a fixed retry count survives.
-    h.sim.set_faults(
-        System::Bitrix24,
-        Faults {
-            throttle: 20,
-            ..Faults::default()
-        },
-    );
-    h.sim.reset_stats();
-    let started = std::time::Instant::now();
-    let report = dozor::sync::sync_crm(&store, "t1", &c, dozor::sync::SyncOptions::default())
-        .await
-        .unwrap();
-    let elapsed = started.elapsed();
-    assert_eq!(report.items["contact"], 2600);
-    assert_eq!(store.contacts("t1").await.unwrap().len(), 2600);
-    let stats = h.sim.stats()[&System::Bitrix24].clone();
-    assert_eq!(stats.throttled, 20);
-    // Waits doubled to their cap: 20 + 40 + 80 + 17 × 160 ms; a client that did not back off
-    // would have gone through the refusals at once.
-    assert!(
-        elapsed >= std::time::Duration::from_millis(2800),
-        "{elapsed:?}"
-    );
-    println!(
-        "storm of 20: {} requests ({} refused), {elapsed:?}",
-        stats.requests, stats.throttled
-    );
-
-    // Then half of all requests refused for a while: every pass still completes, and each
-    // refusal costs exactly one more request.
-    h.sim.set_faults(
-        System::Bitrix24,
-        Faults {
-            throttle_percent: 50,
-            ..Faults::default()
-        },
-    );
-    h.sim.reset_stats();
-    let started = std::time::Instant::now();
-    for _ in 0..5 {
-        let (recs, _) = fetch_all(&c, EntityKind::Contact, None).await;
-        assert_eq!(recs.len(), 2600);
-    }
-    let stats = h.sim.stats()[&System::Bitrix24].clone();
-    assert_eq!(stats.requests - stats.throttled, 10, "{stats:?}");
-    assert!(stats.throttled >= 9 && stats.throttled <= 10, "{stats:?}");
-    assert!(started.elapsed() >= std::time::Duration::from_millis(20 * stats.throttled));
-}
-
 #[tokio::test]
 async fn operating_budget_pauses_the_method_instead_of_being_refused() {
     let mut o = opts();
     o.enforce_limits = true;
-    let h = sim::start_with(
-        Sim::with_world(o, contact_world(60)),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let h = common::serve_world(o, common::contacts_world(60)).await;
     let c = client(&h).await;
     // 470 s of the 480 s budget, spent 597 s ago: they leave the 10-minute window in 3 s.
     h.sim

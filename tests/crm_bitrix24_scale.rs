@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{Duration, TimeZone, Utc};
-use dozor::config::{Bitrix24Config, Bitrix24Plan, Secret};
 use dozor::crm::bitrix24::Bitrix24;
 use dozor::crm::{Crm, Cursor};
 use dozor::domain::EntityKind;
@@ -40,15 +39,7 @@ fn big_world() -> World {
         next_id: 1000,
         ..World::default()
     };
-    w.users.push(SimUser {
-        id: 1,
-        first_name: "Анна".into(),
-        last_name: "Петрова".into(),
-        email: "a@example.ru".into(),
-        extension: "101".into(),
-        role: Role::Owner,
-        active: true,
-    });
+    w.users.push(common::anna(Role::Owner));
     let stage = |id, code: &str, kind| SimStage {
         id,
         code: code.into(),
@@ -189,20 +180,7 @@ async fn scale_500_batches_are_fast_and_a_full_sync_fits_the_budget() {
     }
 
     // A full first sync of every kind with the real client.
-    let cfg = Bitrix24Config {
-        webhook_url: Some(Secret::new(h.b24_webhook_url())),
-        webhook_url_file: None,
-        portal_url: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_file: None,
-        refresh_token: None,
-        refresh_token_file: None,
-        oauth_url: "https://oauth.bitrix.info".into(),
-        plan: Bitrix24Plan::Enterprise,
-        operating_budget_secs: 480.0,
-        flag_field: None,
-    };
+    let cfg = common::b24_webhook(h.b24_webhook_url());
     let c = Bitrix24::new("t1", &cfg, Arc::new(common::MemTokens::default()))
         .await
         .unwrap();

@@ -14,7 +14,7 @@ mod common;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use dozor::config::{Bitrix24Config, Bitrix24Plan, Secret};
+use dozor::config::Bitrix24Config;
 use dozor::crm::bitrix24::Bitrix24;
 use dozor::crm::{Crm, NewTask};
 use dozor::domain::{EntityKind, EntityRef};
@@ -24,20 +24,7 @@ use dozor::sync::{SyncError, SyncOptions, sync_crm};
 use dozor_sim::SimHandle;
 
 fn cfg(h: &SimHandle) -> Bitrix24Config {
-    Bitrix24Config {
-        webhook_url: Some(Secret::new(h.b24_webhook_url())),
-        webhook_url_file: None,
-        portal_url: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_file: None,
-        refresh_token: None,
-        refresh_token_file: None,
-        oauth_url: "https://oauth.bitrix.info".into(),
-        plan: Bitrix24Plan::Enterprise,
-        operating_budget_secs: 480.0,
-        flag_field: None,
-    }
+    common::b24_webhook(h.b24_webhook_url())
 }
 
 async fn client(h: &SimHandle) -> Bitrix24 {

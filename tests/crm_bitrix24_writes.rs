@@ -6,65 +6,33 @@ mod common;
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
-use dozor::config::{Bitrix24Config, Bitrix24Plan, Secret};
+use dozor::config::Bitrix24Config;
 use dozor::crm::bitrix24::Bitrix24;
 use dozor::crm::{CallRecord, Crm, Cursor, NewContact, NewDeal, NewLead};
 use dozor::domain::{Direction, EntityKind, EntityRef, Record, Utm};
 use dozor::http::ErrorKind;
 use dozor_sim::world::*;
-use dozor_sim::{self as sim, Sim, SimHandle, SimOptions, System};
+use dozor_sim::{SimHandle, SimOptions, System};
 
 const FLAGS: &str = "UF_CRM_DOZOR_FLAGS";
 
 fn opts() -> SimOptions {
-    SimOptions {
-        seed: 11,
-        scale: 1,
-        anchor: Some(Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap()),
-        enforce_limits: false,
-        b24_enterprise: false,
-    }
+    common::anchored(11, common::march_noon())
 }
 
 fn webhook_cfg(h: &SimHandle, flag_field: Option<&str>) -> Bitrix24Config {
     Bitrix24Config {
-        webhook_url: Some(Secret::new(h.b24_webhook_url())),
-        webhook_url_file: None,
-        portal_url: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_file: None,
-        refresh_token: None,
-        refresh_token_file: None,
-        oauth_url: "https://oauth.bitrix.info".into(),
-        plan: Bitrix24Plan::Enterprise,
-        operating_budget_secs: 480.0,
         flag_field: flag_field.map(str::to_string),
+        ..common::b24_webhook(h.b24_webhook_url())
     }
 }
 
 fn oauth_cfg(h: &SimHandle) -> Bitrix24Config {
-    let c = &h.sim.creds;
-    Bitrix24Config {
-        webhook_url: None,
-        webhook_url_file: None,
-        portal_url: Some(h.b24_portal_url()),
-        client_id: Some(c.b24_client_id.clone()),
-        client_secret: Some(Secret::new(c.b24_client_secret.clone())),
-        client_secret_file: None,
-        refresh_token: Some(Secret::new(c.b24_refresh_token.clone())),
-        refresh_token_file: None,
-        oauth_url: format!("{}/b24", h.base_url()),
-        plan: Bitrix24Plan::Enterprise,
-        operating_budget_secs: 480.0,
-        flag_field: None,
-    }
+    common::b24_oauth(h, &h.sim.creds.b24_refresh_token)
 }
 
 async fn start() -> SimHandle {
-    sim::start(opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    common::start_sim(opts()).await
 }
 
 async fn client(h: &SimHandle, flag_field: Option<&str>) -> Bitrix24 {
@@ -601,41 +569,9 @@ async fn idle_change_probe_is_one_request() {
 #[tokio::test]
 async fn change_probe_pages_continue_with_fetch_page() {
     // 500 contacts and nothing else: a first pass over every kind.
-    let mut w = World {
-        next_id: 100,
-        ..World::default()
-    };
-    w.users.push(SimUser {
-        id: 1,
-        first_name: "Анна".into(),
-        last_name: "Петрова".into(),
-        email: "a@example.ru".into(),
-        extension: "101".into(),
-        role: Role::Owner,
-        active: true,
-    });
     let t0 = Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap();
-    for i in 0..500 {
-        let id = w.next_id();
-        w.contacts.insert(
-            id,
-            SimContact {
-                id,
-                first_name: format!("C{i}"),
-                last_name: "Test".into(),
-                phones: vec![],
-                emails: vec![],
-                company_id: None,
-                responsible_id: 1,
-                tags: vec![],
-                created_at: t0,
-                updated_at: t0 + Duration::seconds(i),
-            },
-        );
-    }
-    let h = sim::start_with(Sim::with_world(opts(), w), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let w = common::contacts_world(500);
+    let h = common::serve_world(opts(), w).await;
     let c = client(&h, None).await;
     h.sim.reset_stats();
     let changes = c.fetch_changes(&all_cursors(None)).await.unwrap();

@@ -11,7 +11,7 @@ use dozor::engine::{CycleOptions, run_cycle};
 use dozor::ledger::Outcome;
 use dozor::store::Store;
 use dozor::tenant;
-use dozor_sim::{self as sim, SimOptions};
+use dozor_sim::SimOptions;
 
 /// Reads 31 days of telephony: the generated calls span the 30 days before the simulator started.
 fn cycle_opts(dry_run: bool) -> CycleOptions {
@@ -31,19 +31,11 @@ fn only_deal_without_task(config: String) -> String {
 }
 
 fn sim_opts() -> SimOptions {
-    SimOptions {
-        seed: 7,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    }
+    common::sim_opts(7)
 }
 
 async fn full_cycle(db_url: &str, crm: CrmKind, tel: TelephonyKind) {
-    let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(sim_opts()).await;
     let text = only_deal_without_task(tenant_config(&h, crm, tel, db_url, "ru"));
     let cfg = config::parse(&text, None, None).unwrap().config;
     let t = &cfg.tenants[0];
@@ -130,9 +122,7 @@ async fn full_cycle(db_url: &str, crm: CrmKind, tel: TelephonyKind) {
 }
 
 async fn dry_run_writes_nothing(db_url: &str, crm: CrmKind) {
-    let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(sim_opts()).await;
     let text = only_deal_without_task(tenant_config(&h, crm, TelephonyKind::Comagic, db_url, "en"));
     let cfg = config::parse(&text, None, None).unwrap().config;
     let store = Store::open(db_url, 4).await.unwrap();
@@ -233,9 +223,7 @@ async fn selfcheck_reauth_raised_once_and_cleared_once_across_restarts() {
     use dozor::store::{TokenSet, TokenStore};
     use dozor_sim::tenant_config::OWNER_CHAT;
 
-    let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(sim_opts()).await;
     let dir = tempfile::tempdir().unwrap();
     let db_url = common::sqlite_url(dir.path());
     let text = common::only_rules(
@@ -360,9 +348,7 @@ async fn selfcheck_stale_source_and_backlog_in_english() {
     use dozor::service::selfcheck::{self, Check, SelfCheckConfig};
     use dozor::store::cursors::SyncRun;
 
-    let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(sim_opts()).await;
     let dir = tempfile::tempdir().unwrap();
     let db_url = common::sqlite_url(dir.path());
     let text = common::only_rules(
@@ -506,9 +492,7 @@ async fn selfcheck_telephony_token_age_disk_and_webhooks_raise_and_clear() {
     use dozor::store::TokenStore;
     use dozor_sim::tenant_config::OWNER_CHAT;
 
-    let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(sim_opts()).await;
     let dir = tempfile::tempdir().unwrap();
     let db_url = common::sqlite_url(dir.path());
     let good = common::only_rules(

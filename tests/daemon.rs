@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::tenant_config;
 use dozor::domain::{CrmKind, TelephonyKind};
-use dozor_sim::{self as sim, SimOptions};
+use dozor_sim::SimOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_serves_health_and_stops_on_sigterm() {
@@ -16,9 +16,7 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
         enforce_limits: false,
         ..SimOptions::default()
     };
-    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts).await;
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let cfg = format!(
@@ -47,18 +45,7 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let start = Instant::now();
-    let mut ready = false;
-    while start.elapsed() < Duration::from_secs(60) {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(ready, "/readyz never became ready");
+    common::wait_ready(&client, &base).await;
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert!(health.status().is_success());
     let metrics = client

@@ -15,19 +15,10 @@ use dozor::rules::no_activity::FLAG;
 use dozor::store::Store;
 use dozor::tenant;
 use dozor_sim::world::{Owner, Role, SimDeal, StageKind};
-use dozor_sim::{self as sim, SimOptions};
 
 async fn client_rules(crm: CrmKind) {
-    let opts = SimOptions {
-        seed: 21,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    };
-    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let opts = common::sim_opts(21);
+    let h = common::start_sim(opts).await;
     let dir = tempfile::tempdir().unwrap();
     let db = common::sqlite_url(dir.path());
     let text = common::only_rules(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::tenant_config;
 use dozor::domain::{CrmKind, TelephonyKind};
-use dozor_sim::{self as sim, Faults, SimHandle, SimOptions, System};
+use dozor_sim::{Faults, SimHandle, SimOptions, System};
 
 /// The stop time the daemon must keep (the unit allows 20 s).
 const STOP_WITHIN: Duration = Duration::from_secs(10);
@@ -75,15 +75,6 @@ async fn sigterm(child: &mut Child) -> (std::process::ExitStatus, Duration) {
     }
 }
 
-/// Waits until `cond` holds, polling every 50 ms; panics with `what` after `limit`.
-async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let at = Instant::now();
-    while !cond() {
-        assert!(at.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn read(log: &Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()
 }
@@ -130,7 +121,7 @@ fn writes(h: &SimHandle) -> u64 {
 /// Runs `dozor run` until its first cycle has finished, then stops it; returns its log.
 async fn run_one_cycle(cfg: &Path, log: &Path) -> String {
     let mut child = spawn(cfg, log, &["run"]);
-    wait_for(Duration::from_secs(120), "the cycle finishes", || {
+    common::wait_for(Duration::from_secs(120), "the cycle finishes", || {
         read(log).contains("cycle finished")
     })
     .await;
@@ -158,9 +149,7 @@ async fn sigterm_during_the_first_sync_stops_within_10_s_and_the_next_start_resu
         scale: 4,
         ..SimOptions::default()
     };
-    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts).await;
     let dir = tempfile::tempdir().unwrap();
 
     // What a complete first sync reads, in a data dir of its own, rules off (nothing written).
@@ -188,7 +177,7 @@ async fn sigterm_during_the_first_sync_stops_within_10_s_and_the_next_start_resu
     let log = dir.path().join("run1.log");
     let mut child = spawn(&cfg, &log, &["run"]);
     // Past the probe (users, pipelines, the first page of each kind), inside the passes.
-    wait_for(
+    common::wait_for(
         Duration::from_secs(60),
         "the first sync reads pages",
         || list_reads(&h) >= full / 2,
@@ -236,14 +225,12 @@ async fn sigterm_during_the_rule_phase_stops_within_10_s_without_losing_the_leas
         seed: 23,
         ..SimOptions::default()
     };
-    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&h, dir.path(), &common::sqlite_url(dir.path()), "on");
     let log = dir.path().join("run1.log");
     let mut child = spawn(&cfg, &log, &["run"]);
-    wait_for(Duration::from_secs(120), "the rules start writing", || {
+    common::wait_for(Duration::from_secs(120), "the rules start writing", || {
         writes(&h) > 0
     })
     .await;

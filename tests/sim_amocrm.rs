@@ -1,43 +1,31 @@
 //! Conformance of the amoCRM fake with the API fact sheet, over real HTTP.
 
+mod common;
+
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use dozor_sim::world::{
-    AMO_PIPELINE_BASE, LeadStatus, SimDeal, SimPipeline, SimStage, SimTask, SimUser, StageKind,
-    World,
+    AMO_PIPELINE_BASE, LeadStatus, SimDeal, SimPipeline, SimStage, SimTask, StageKind, World,
 };
-use dozor_sim::{self as sim, Faults, Sim, SimHandle, SimOptions, System};
+use dozor_sim::{Faults, SimHandle, SimOptions, System};
 use serde_json::{Value, json};
 
 fn opts(limits: bool) -> SimOptions {
     SimOptions {
-        seed: 7,
-        scale: 1,
-        anchor: None,
         enforce_limits: limits,
-        b24_enterprise: false,
+        ..common::sim_opts(7)
     }
 }
 
 async fn start(limits: bool) -> SimHandle {
-    sim::start(opts(limits), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    common::start_sim(opts(limits)).await
 }
 
 /// A world with one pipeline and `n` deals updated one second apart.
 fn deals_world(n: usize) -> World {
     let mut w = World::default();
-    w.users.push(SimUser {
-        id: 1,
-        first_name: "Анна".into(),
-        last_name: "Петрова".into(),
-        email: "a@example.ru".into(),
-        extension: "101".into(),
-        role: dozor_sim::world::Role::Manager,
-        active: true,
-    });
+    w.users.push(common::anna(dozor_sim::world::Role::Manager));
     let stage = |id, kind, sort| SimStage {
         id,
         code: format!("S{id}"),
@@ -86,12 +74,7 @@ fn deals_world(n: usize) -> World {
 }
 
 async fn start_world(w: World, limits: bool) -> SimHandle {
-    sim::start_with(
-        Sim::with_world(opts(limits), w),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap()
+    common::serve_world(opts(limits), w).await
 }
 
 struct Resp {

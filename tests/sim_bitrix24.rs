@@ -1,5 +1,7 @@
 //! Conformance of the Bitrix24 fake with the fact sheet, over real HTTP.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use chrono::{Duration, TimeZone, Utc};
@@ -9,18 +11,13 @@ use serde_json::{Value, json};
 
 fn opts(limits: bool) -> SimOptions {
     SimOptions {
-        seed: 7,
-        scale: 1,
-        anchor: Some(Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap()),
         enforce_limits: limits,
-        b24_enterprise: false,
+        ..common::anchored(7, common::march_noon())
     }
 }
 
 async fn start(limits: bool) -> SimHandle {
-    sim::start(opts(limits), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    common::start_sim(opts(limits)).await
 }
 
 async fn post(url: &str, body: Value) -> (u16, Value) {
@@ -48,15 +45,7 @@ fn contacts_world(n: usize) -> World {
         next_id: 100,
         ..World::default()
     };
-    w.users.push(SimUser {
-        id: 1,
-        first_name: "Анна".into(),
-        last_name: "Петрова".into(),
-        email: "a@example.ru".into(),
-        extension: "101".into(),
-        role: Role::Owner,
-        active: true,
-    });
+    w.users.push(common::anna(Role::Owner));
     for i in 0..n {
         let id = w.next_id();
         w.contacts.insert(

@@ -1,21 +1,16 @@
 //! Raw HTTP conformance of the Telegram Bot API fake with the fact sheet.
 
-use dozor_sim::{self as sim, Faults, SimHandle, SimOptions, System};
+mod common;
+
+use dozor_sim::{Faults, SimHandle, SimOptions, System};
 use serde_json::{Value, json};
 
 async fn start(enforce: bool) -> SimHandle {
-    sim::start(
-        SimOptions {
-            seed: 3,
-            scale: 1,
-            anchor: None,
-            enforce_limits: enforce,
-            b24_enterprise: false,
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
+    common::start_sim(SimOptions {
+        enforce_limits: enforce,
+        ..common::sim_opts(3)
+    })
     .await
-    .unwrap()
 }
 
 fn url(h: &SimHandle, method: &str) -> String {

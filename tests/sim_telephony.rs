@@ -1,5 +1,7 @@
 //! Raw HTTP conformance of the CoMagic and Calltouch fakes with the API fact sheets.
 
+mod common;
+
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Europe::Moscow;
 use dozor_sim::world::Dir;
@@ -13,11 +15,8 @@ fn anchor() -> DateTime<Utc> {
 async fn start(enforce: bool) -> SimHandle {
     sim::start(
         SimOptions {
-            seed: 7,
-            scale: 1,
-            anchor: Some(anchor()),
             enforce_limits: enforce,
-            b24_enterprise: false,
+            ..common::anchored(7, anchor())
         },
         "127.0.0.1:0".parse().unwrap(),
     )

@@ -16,22 +16,14 @@ use dozor::store::Store;
 use dozor::sync::{SyncOptions, sync_crm};
 use dozor::tenant;
 use dozor_sim::world::{Deletion, Owner};
-use dozor_sim::{self as sim, Faults, Sim, SimHandle, SimOptions, System};
+use dozor_sim::{Faults, SimHandle, SimOptions, System};
 
 fn sim_opts() -> SimOptions {
-    SimOptions {
-        seed: 5,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    }
+    common::sim_opts(5)
 }
 
 async fn setup(crm: CrmKind, dir: &std::path::Path) -> (SimHandle, Store, Arc<dyn Crm>) {
-    let h = sim::start(sim_opts(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(sim_opts()).await;
     connect(h, crm, dir).await
 }
 
@@ -287,12 +279,7 @@ async fn deletions_between_pages_of_the_first_sync(
         d.title = format!("Сделка {id}");
         world.deals.insert(id, d);
     }
-    let h = sim::start_with(
-        Sim::with_world(sim_opts(), world),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let h = common::serve_world(sim_opts(), world).await;
     // The first deals by id are on the first page either CRM returns.
     let gone: Vec<u64> = h.sim.world().deals.keys().take(4).copied().collect();
     h.sim.after_requests(

@@ -9,22 +9,15 @@ use dozor::config::{Secret, TelegramConfig};
 use dozor::http::ErrorKind;
 use dozor::notify::telegram::{Telegram, escape_html};
 use dozor_sim::telegram::parse_html;
-use dozor_sim::{self as sim, Faults, SimHandle, SimOptions, System};
+use dozor_sim::{Faults, SimHandle, SimOptions, System};
 use serde_json::json;
 
 async fn start(enforce: bool) -> SimHandle {
-    sim::start(
-        SimOptions {
-            seed: 5,
-            scale: 1,
-            anchor: None,
-            enforce_limits: enforce,
-            b24_enterprise: false,
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
+    common::start_sim(SimOptions {
+        enforce_limits: enforce,
+        ..common::sim_opts(5)
+    })
     .await
-    .unwrap()
 }
 
 fn client(h: &SimHandle, token: &str) -> Telegram {

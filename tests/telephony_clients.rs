@@ -1,5 +1,7 @@
 //! The CoMagic and Calltouch clients against the simulator.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Timelike, Utc};
@@ -21,31 +23,17 @@ fn anchor() -> DateTime<Utc> {
 
 fn opts(enforce: bool) -> SimOptions {
     SimOptions {
-        seed: 11,
-        scale: 1,
-        anchor: Some(anchor()),
         enforce_limits: enforce,
-        b24_enterprise: false,
+        ..common::anchored(11, anchor())
     }
 }
 
 async fn start(enforce: bool) -> SimHandle {
-    sim::start(opts(enforce), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    common::start_sim(opts(enforce)).await
 }
 
 fn comagic(h: &SimHandle, token: &str) -> Comagic {
-    Comagic::new(
-        &ComagicConfig {
-            base_url: h.comagic_url(),
-            access_token: Some(Secret::new(token)),
-            access_token_file: None,
-            timezone: None,
-            employees: Default::default(),
-        },
-        MOSCOW,
-    )
+    Comagic::new(&common::comagic_config(h.comagic_url(), token), MOSCOW)
 }
 
 fn calltouch(h: &SimHandle, site_id: u64, token: &str) -> Calltouch {
@@ -758,11 +746,8 @@ const YEKATERINBURG: chrono_tz::Tz = chrono_tz::Asia::Yekaterinburg;
 fn comagic_in(h: &SimHandle, zone: &str) -> Comagic {
     Comagic::new(
         &ComagicConfig {
-            base_url: h.comagic_url(),
-            access_token: Some(Secret::new(&h.sim.creds.comagic_access_token)),
-            access_token_file: None,
             timezone: Some(zone.into()),
-            employees: Default::default(),
+            ..common::comagic_config(h.comagic_url(), &h.sim.creds.comagic_access_token)
         },
         MOSCOW,
     )
@@ -913,16 +898,7 @@ async fn docs_server(answer: fn(&str) -> serde_json::Value) -> String {
 }
 
 fn docs_client(url: String) -> Comagic {
-    Comagic::new(
-        &ComagicConfig {
-            base_url: url,
-            access_token: Some(Secret::new("docs-token")),
-            access_token_file: None,
-            timezone: None,
-            employees: Default::default(),
-        },
-        MOSCOW,
-    )
+    Comagic::new(&common::comagic_config(url, "docs-token"), MOSCOW)
 }
 
 /// The `get.account` answer of https://github.com/comagic/comagic.github.io

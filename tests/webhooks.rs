@@ -34,19 +34,6 @@ impl Drop for Daemon {
     }
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(60) {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("/readyz never became ready");
-}
-
 async fn cycles(client: &reqwest::Client, base: &str) -> String {
     let m = client
         .get(format!("{base}/metrics"))
@@ -68,9 +55,7 @@ async fn lost_call_notification_becomes_a_callback_task_within_two_seconds() {
         enforce_limits: false,
         ..SimOptions::default()
     };
-    let h = sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let h = common::start_sim(opts).await;
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let tenant = tenant_config(
@@ -122,7 +107,7 @@ async fn lost_call_notification_becomes_a_callback_task_within_two_seconds() {
     let daemon = Daemon(child);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    wait_ready(&client, &base).await;
+    common::wait_ready(&client, &base).await;
     assert!(
         cycles(&client, &base).await.ends_with(" 1"),
         "one cycle at start"

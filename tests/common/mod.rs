@@ -6,6 +6,18 @@
 
 #![allow(dead_code)]
 
+pub mod config;
+pub mod crm;
+pub mod wait;
+pub mod world;
+
+#[allow(unused_imports)]
+pub use config::*;
+#[allow(unused_imports)]
+pub use wait::*;
+#[allow(unused_imports)]
+pub use world::*;
+
 use std::path::Path;
 
 use sqlx::Connection;
@@ -249,20 +261,6 @@ pub fn open_deals_without_task(w: &dozor_sim::world::World) -> std::collections:
         .filter(|d| !covered.contains(&d.id))
         .map(|d| d.id)
         .collect()
-}
-
-/// A small simulated company (scale 1) with rate limits off, on a free loopback port.
-pub async fn small_sim(seed: u64) -> dozor_sim::SimHandle {
-    let opts = dozor_sim::SimOptions {
-        seed,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    };
-    dozor_sim::start(opts, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
 }
 
 /// A loopback TCP port free at the time of the call, for a server a test starts.

@@ -8,19 +8,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dozor::config::{AmocrmConfig, Secret};
+use dozor::config::AmocrmConfig;
 use dozor::crm::amocrm::{AmoCrm, Tuning};
 use dozor::crm::{CallRecord, Crm, Cursor, NewTask};
 use dozor::domain::{Direction, EntityKind, EntityRef, Record, Semantics};
 use dozor::http::ErrorKind;
 use dozor::store::Store;
-use dozor_sim::world::{
-    LeadStatus, Role, SimDeal, SimLead, SimPipeline, SimStage, SimUser, SimUtm, StageKind, World,
-};
-use dozor_sim::{self as sim, Sim, SimHandle, SimOptions};
+use dozor_sim::world::{LeadStatus, Role, SimDeal, SimLead, SimUtm, World};
+use dozor_sim::{SimHandle, SimOptions};
 use serde_json::{Value, json};
 
 use super::replay::{Answer, Asked, Docs, assert_same_shape};
+use crate::common;
 
 const TOKEN: &str = "docs-long-lived-token";
 
@@ -176,16 +175,8 @@ fn problem(status: u16, v: Value) -> Answer {
 
 fn config(base: &str) -> AmocrmConfig {
     AmocrmConfig {
-        base_url: base.to_string(),
-        long_lived_token: Some(Secret::new(TOKEN.to_string())),
-        long_lived_token_file: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_file: None,
-        redirect_uri: None,
-        refresh_token: None,
-        refresh_token_file: None,
         rate_per_sec: 50,
+        ..common::amo_long_lived(base, TOKEN)
     }
 }
 
@@ -227,53 +218,18 @@ fn bearer(a: &Asked) -> bool {
 }
 
 fn sim_opts() -> SimOptions {
-    SimOptions {
-        seed: 3,
-        scale: 1,
-        anchor: None,
-        enforce_limits: false,
-        b24_enterprise: false,
-    }
+    common::sim_opts(3)
 }
 
 async fn sim_world(w: World) -> SimHandle {
-    sim::start_with(
-        Sim::with_world(sim_opts(), w),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap()
+    common::serve_world(sim_opts(), w).await
 }
 
 /// A small world: one pipeline, one user, one deal with a company, one pending web request.
 fn small_world() -> World {
     let mut w = World::default();
-    w.users.push(SimUser {
-        id: 1,
-        first_name: "Анна".into(),
-        last_name: "Петрова".into(),
-        email: "a@example.ru".into(),
-        extension: "101".into(),
-        role: Role::Manager,
-        active: true,
-    });
-    let stage = |id, kind| SimStage {
-        id,
-        code: format!("S{id}"),
-        name: format!("Этап {id}"),
-        sort: id as i64,
-        kind,
-    };
-    w.pipelines.push(SimPipeline {
-        id: 0,
-        name: "Продажи".into(),
-        is_default: true,
-        stages: vec![
-            stage(1001, StageKind::Open),
-            stage(1002, StageKind::Won),
-            stage(1003, StageKind::Lost),
-        ],
-    });
+    w.users.push(crate::common::anna(Role::Manager));
+    w.pipelines.push(crate::common::sales_pipeline());
     w.reserve_id(10_000);
     let at = chrono::Utc::now() - chrono::Duration::hours(1);
     let id = w.next_id();

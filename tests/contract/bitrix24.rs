@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use dozor::config::{Bitrix24Config, Bitrix24Plan, Secret};
+use dozor::config::{Bitrix24Config, Secret};
 use dozor::crm::bitrix24::Bitrix24;
 use dozor::crm::{Crm, Cursor, NewDeal, NewTask};
 use dozor::domain::{EntityKind, EntityRef, Record, Semantics};
@@ -360,20 +360,7 @@ fn batch_answer(asked: &Asked, result_of: impl Fn(&str) -> Value) -> Answer {
 // Client helpers.
 
 fn cfg(url: &str) -> Bitrix24Config {
-    Bitrix24Config {
-        webhook_url: Some(Secret::new(url)),
-        webhook_url_file: None,
-        portal_url: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_file: None,
-        refresh_token: None,
-        refresh_token_file: None,
-        oauth_url: "https://oauth.bitrix.info".into(),
-        plan: Bitrix24Plan::Enterprise,
-        operating_budget_secs: 480.0,
-        flag_field: None,
-    }
+    common::b24_webhook(url)
 }
 
 async fn client(docs: &Docs) -> Bitrix24 {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
-use dozor::config::{ComagicConfig, Secret};
+use dozor::config::ComagicConfig;
 use dozor::domain::{Direction, TelephonyKind};
 use dozor::http::ErrorKind;
 use dozor::telephony::Telephony;
@@ -343,11 +343,8 @@ fn error(asked: &Asked, code: i64, message: &str, data: Value) -> Answer {
 fn client(docs: &Docs) -> Comagic {
     Comagic::new(
         &ComagicConfig {
-            base_url: format!("{}/v2.0", docs.base),
-            access_token: Some(Secret::new(TOKEN)),
-            access_token_file: None,
             timezone: Some("Europe/Moscow".into()),
-            employees: Default::default(),
+            ..crate::common::comagic_config(format!("{}/v2.0", docs.base), TOKEN)
         },
         chrono_tz::Europe::Moscow,
     )
@@ -1242,18 +1239,11 @@ async fn sim_get_employees_has_the_documented_shape() {
 /// meta-parameters of the error.
 #[tokio::test]
 async fn sim_limit_exceeded_has_the_documented_text() {
-    let h = dozor_sim::start(
-        dozor_sim::SimOptions {
-            seed: 31,
-            scale: 1,
-            anchor: None,
-            enforce_limits: true,
-            b24_enterprise: false,
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let h = crate::common::start_sim(dozor_sim::SimOptions {
+        enforce_limits: true,
+        ..crate::common::sim_opts(31)
+    })
+    .await;
     let token = h.sim.creds.comagic_access_token.clone();
     let limit = dozor_sim::comagic::MINUTE_LIMIT;
     let mut refused = None;
