@@ -14,7 +14,7 @@
 //!   refuses extensions written `доб.` / `вн.`, and accepts `123` as `+7123`;
 //! - with its validation on top: 2,955 differ, 1,513 of them Russian-shaped. Most of those are
 //!   generated area codes no operator holds, which validation is for; but it also refuses what
-//!   it mangled above (`8 800 …`) and the `+7 000…` / `+7 900 000…` numbers of test tenants, and
+//!   it mangled above (`8 800 …`) and test numbers such as `+7 000 000-00-01`, and
 //!   a number in a range allotted after the metadata was cut would stop matching its calls.
 //!
 //! Keeping our rules on top would mean undoing most of what it does. Cost per number over 10⁶
