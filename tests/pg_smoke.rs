@@ -26,7 +26,6 @@ const TABLES: &[&str] = &[
     "sync_runs",
     "tokens",
     "actions",
-    "audit_log",
 ];
 
 fn migration_files() -> i64 {

@@ -13,6 +13,10 @@
 //! a retry sends only what is missing. A transient failure (network, 5xx, 429 beyond the
 //! client's retry budget) leaves the row at `intent`, and every later cycle first calls
 //! [`redeliver_telegram`], which finishes such messages once.
+//!
+//! The ledger's `actions` table is dozor's audit trail: every side effect it proposed or made is
+//! a row there (rule, entity, mode, attempts, outcome, error, times), shadow runs included, and
+//! `dozor audit` reads it. There is no second log to keep in step with it.
 
 pub mod dead;
 

@@ -5,7 +5,6 @@
 //! Times are stored as UTC unix seconds.
 
 mod actions;
-mod audit;
 mod backup;
 pub mod cursors;
 mod error;
@@ -18,7 +17,6 @@ mod report_rows;
 mod tokens;
 
 pub use actions::ActionRow;
-pub use audit::AuditEntry;
 use error::Op;
 pub use error::{Result, StoreError};
 pub use install::MARKER_FILE;
