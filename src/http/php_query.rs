@@ -1,9 +1,10 @@
-//! PHP bracket syntax (`filter[>ID]=5&select[]=ID&order[ID]=ASC`) to and from JSON.
+//! JSON to PHP bracket syntax (`filter[>ID]=5&select[]=ID&order[ID]=ASC`), and lists read
+//! back from what PHP serialises as either an array or an object keyed `0`, `1`, ….
 //!
-//! Bitrix24 `batch` commands, Bitrix24 event deliveries and amoCRM webhooks and filters all use
-//! it, so the connectors read and write it through this one module. The simulator has its own
-//! reading, written from PHP's rules (crates/dozor-sim/src/php_query.rs), so a mistake here
-//! cannot be mirrored there.
+//! The Bitrix24 client writes its `batch` commands and list queries through [`build`]. Nothing in
+//! dozor needs to read the syntax: the webhook receivers look their few bracketed fields up by
+//! name. The simulator has its own reading, written from PHP's rules
+//! (crates/dozor-sim/src/php_query.rs), so a mistake here cannot be mirrored there.
 //!
 //! Why not `serde_qs` (1.1.3, tried on the cases of the tests here and of the Bitrix24 contract
 //! and simulator tests): it nests brackets and encodes a `batch` command's inner query once more
@@ -16,62 +17,7 @@
 //! reads the string `"false"` as true. Wrapping the crate would mean rewriting the value
 //! before it sees it, which is most of the 40 lines it would replace.
 
-use serde_json::{Map, Value};
-
-/// Parses a query string (or a form body) into nested JSON objects and arrays. Every leaf is a
-/// string, as PHP would see it. `a[]=1&a[]=2` becomes an array; `a[0]=x&a[1]=y` an object with
-/// keys "0" and "1" (callers that expect a list accept both, see [`as_list`]).
-pub fn parse(query: &str) -> Value {
-    let mut root = Value::Object(Map::new());
-    for (k, v) in url::form_urlencoded::parse(query.trim_start_matches('?').as_bytes()) {
-        let (head, rest) = match k.find('[') {
-            Some(i) => (&k[..i], &k[i..]),
-            None => (&k[..], ""),
-        };
-        let mut path = vec![head.to_string()];
-        let mut rest = rest;
-        while let Some(stripped) = rest.strip_prefix('[') {
-            let Some(end) = stripped.find(']') else { break };
-            path.push(stripped[..end].to_string());
-            rest = &stripped[end + 1..];
-        }
-        insert(&mut root, &path, Value::String(v.into_owned()));
-    }
-    root
-}
-
-fn insert(node: &mut Value, path: &[String], leaf: Value) {
-    let Some((first, rest)) = path.split_first() else {
-        return;
-    };
-    if first.is_empty() {
-        // `[]`: append to an array.
-        if !node.is_array() {
-            *node = Value::Array(Vec::new());
-        }
-        let arr = node.as_array_mut().expect("just made an array");
-        if rest.is_empty() {
-            arr.push(leaf);
-        } else {
-            let mut child = Value::Object(Map::new());
-            insert(&mut child, rest, leaf);
-            arr.push(child);
-        }
-        return;
-    }
-    if !node.is_object() {
-        *node = Value::Object(Map::new());
-    }
-    let obj = node.as_object_mut().expect("just made an object");
-    if rest.is_empty() {
-        obj.insert(first.clone(), leaf);
-    } else {
-        let child = obj
-            .entry(first.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        insert(child, rest, leaf);
-    }
-}
+use serde_json::Value;
 
 /// Serialises JSON into PHP bracket syntax, URL-encoding keys and values.
 pub fn build(value: &Value) -> String {
@@ -132,38 +78,32 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn parses_bitrix_list_command() {
-        let v = parse("filter[>ID]=0&order[ID]=ASC&select[]=ID&select[]=CONTACT_ID&start=-1");
-        assert_eq!(
-            v,
-            json!({"filter":{">ID":"0"},"order":{"ID":"ASC"},"select":["ID","CONTACT_ID"],"start":"-1"})
-        );
-    }
-
-    #[test]
-    fn parses_event_delivery() {
-        let v = parse(
-            "event=ONCRMDEALUPDATE&data%5BFIELDS%5D%5BID%5D=662&auth%5Bapplication_token%5D=t",
-        );
-        assert_eq!(v["data"]["FIELDS"]["ID"], "662");
-        assert_eq!(v["auth"]["application_token"], "t");
-    }
-
-    #[test]
-    fn round_trips() {
+    fn builds_a_bitrix_list_command() {
         let v = json!({"filter":{">=DATE_MODIFY":"2024-01-15T10:00:00+03:00"},"select":["ID","TITLE"],"start":"-1"});
-        assert_eq!(parse(&build(&v)), v);
-        assert!(
-            build(&v).contains("%2B03%3A00"),
-            "plus sign must be encoded"
+        assert_eq!(
+            build(&v),
+            "filter%5B%3E%3DDATE_MODIFY%5D=2024-01-15T10%3A00%3A00%2B03%3A00\
+             &select%5B%5D=ID&select%5B%5D=TITLE&start=-1"
+        );
+    }
+
+    #[test]
+    fn builds_multi_fields_indexed_and_booleans_as_php_reads_them() {
+        let v = json!({"fields":{"PHONE":[{"VALUE":"+7999","VALUE_TYPE":"WORK"}],"OPENED":true,"X":false}});
+        assert_eq!(
+            build(&v),
+            "fields%5BOPENED%5D=1&fields%5BPHONE%5D%5B0%5D%5BVALUE%5D=%2B7999\
+             &fields%5BPHONE%5D%5B0%5D%5BVALUE_TYPE%5D=WORK&fields%5BX%5D=0"
         );
     }
 
     #[test]
     fn lists_from_indexed_keys() {
-        let v = parse("leads[status][0][id]=1&leads[status][1][id]=2");
-        let items = as_list(&v["leads"]["status"]);
+        let v = json!({"status": {"1": {"id": "2"}, "0": {"id": "1"}}});
+        let items = as_list(&v["status"]);
         assert_eq!(items.len(), 2);
         assert_eq!(items[1]["id"], "2");
+        assert_eq!(as_list(&json!(["a"])), vec![json!("a")]);
+        assert!(as_list(&Value::Null).is_empty());
     }
 }
