@@ -137,6 +137,7 @@ fn system_name(s: &str) -> &str {
 pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain old data, for which all-zero bytes are a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
@@ -152,6 +153,8 @@ pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
 }
 
 /// The problems of `tenant` after the cycle `summary`.
+// Long: one check after another (credentials, sync, backlog, disk), each a few lines producing a
+// Problem; their list is the reference.
 pub async fn evaluate(
     store: &Store,
     tenant: &Tenant,
