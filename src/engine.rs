@@ -243,6 +243,8 @@ fn note_auth_failure(summary: &mut CycleSummary, e: &sync::SyncError) {
     }
 }
 
+// Long: one rule after another in a fixed order, each with its mode and outcome bookkeeping; the
+// order is the contract.
 async fn apply_rules(
     store: &Store,
     tenant: &Tenant,

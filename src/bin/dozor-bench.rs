@@ -318,6 +318,8 @@ fn parse_kinds(s: &str) -> anyhow::Result<Option<Vec<EntityKind>>> {
         .map(Some)
 }
 
+// Long: a benchmark script: set up, time each phase, collect the figures into one JSON; phases
+// share the timing state.
 async fn run(args: Args) -> anyhow::Result<Value> {
     let kinds = parse_kinds(&args.kinds)?;
     let sim = SimControl::new(&args.sim);

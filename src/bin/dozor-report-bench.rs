@@ -85,6 +85,8 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+// Long: a seeded generator writing each entity kind in turn with the same rng; split, the seed
+// order would be spread over helpers.
 async fn generate(store: &Store, deals: usize) -> anyhow::Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let end = now();
@@ -352,6 +354,8 @@ async fn main() -> ExitCode {
     }
 }
 
+// Long: a benchmark script: argument checks, generation, timed report runs and the summary in one
+// readable sequence.
 async fn run(a: Args) -> anyhow::Result<()> {
     if a.deals == 0 || a.runs == 0 {
         bail!("--deals and --runs must be at least 1");

@@ -171,6 +171,8 @@ pub struct Sinks<'a> {
 }
 
 /// Applies one proposal under `mode`.
+// Long: the mode switch and the intent, execute, outcome steps of one action kept together: their
+// order is the exactly-once contract.
 pub async fn apply(
     store: &Store,
     tenant: &str,
@@ -432,6 +434,8 @@ pub async fn redeliver_telegram(
     Ok(out)
 }
 
+// Long: one match arm per effect kind, each a short call to its sink with the marker; their list is
+// the reference.
 async fn execute(sinks: &Sinks<'_>, p: &Proposal) -> Result<String, crate::http::Error> {
     let mark = marker(&p.key);
     let crm = sinks.crm;

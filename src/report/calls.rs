@@ -138,6 +138,8 @@ pub fn rule_key(tenant: &str, call: &Call) -> String {
 
 /// Reconciles the calls of `date` (in `tz`) in the mirror. `actions` maps ledger keys of the
 /// `call_not_in_crm` rule to their state.
+// Long: the matching passes (by id, by marker, by time and number) must run in order over the same
+// working sets.
 pub fn reconcile(
     tenant: &str,
     m: &Snapshot,
@@ -351,6 +353,7 @@ mod tests {
     }
 
     #[test]
+    // Long: one scenario whose fixture is shared by every matching pass it checks.
     fn calls_are_found_by_id_marker_and_time_and_number() {
         // 10:00 MSK on 2026-11-23.
         let t = Utc.with_ymd_and_hms(2026, 11, 23, 7, 0, 0).unwrap();

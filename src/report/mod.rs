@@ -263,6 +263,8 @@ pub fn daily_series(snap: &Snapshot, days: &[NaiveDate], tz: Tz) -> Vec<(NaiveDa
 }
 
 /// Builds the daily report of `day` (normally yesterday) as of `now`.
+// Long: one query per report section, gathered into the input the renderer takes; each is a few
+// lines.
 pub async fn daily(
     store: &Store,
     t: &TenantConfig,
@@ -415,6 +417,8 @@ pub async fn weekly(
 }
 
 /// Builds the monthly report of the month starting `first`.
+// Long: one query per report section, gathered into the input the renderer takes; each is a few
+// lines.
 pub async fn monthly(
     store: &Store,
     t: &TenantConfig,

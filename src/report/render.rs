@@ -259,6 +259,8 @@ pub struct DailyInput<'a> {
 }
 
 /// The daily report as Telegram HTML.
+// Long: one report section after another in the order the reader sees them; each section is a few
+// lines of the same label/value pattern.
 pub fn daily_html(i: &DailyInput) -> String {
     let l = labels(i.lang);
     let f = i.today;

@@ -151,6 +151,8 @@ fn managers_section(lang: Lang, heading: &str, managers: &[ManagerFigures]) -> S
 }
 
 /// The weekly report as Telegram HTML.
+// Long: one report section after another in the order the reader sees them; each section is a few
+// lines of the same pattern.
 pub fn weekly_html(i: &WeeklyInput) -> String {
     let lang = i.lang;
     let mut s = format!(
@@ -262,6 +264,8 @@ const ABC: [&str; 3] = ["A", "B", "C"];
 const XYZ: [&str; 3] = ["X", "Y", "Z"];
 
 /// The monthly report as Telegram HTML.
+// Long: one report section after another in the order the reader sees them; each section is a few
+// lines of the same pattern.
 pub fn monthly_html(i: &MonthlyInput) -> String {
     let lang = i.lang;
     let month_name = month_name(i.period.first_day, lang);

@@ -31,6 +31,8 @@ impl Client {
 }
 
 /// Every contact and company that has at least one deal, as a client.
+// Long: one pass over deals, contacts and companies building each client in place; split, the
+// half-built map would pass between helpers.
 pub fn clients(m: &Snapshot) -> Vec<Client> {
     let mut by: HashMap<EntityRef, Client> = HashMap::new();
     let contact_company: HashMap<&str, Option<&String>> = m

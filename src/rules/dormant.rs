@@ -37,6 +37,8 @@ pub fn is_dormant(c: &Client, cfg: &DormantConfig, now: Ts) -> bool {
     now - last > Duration::hours((days * 24.0) as i64)
 }
 
+// Long: one candidate loop whose checks (class, last order, open deals, return to the previous
+// manager) read the same client state.
 pub fn propose(ctx: &RuleContext, cfg: &DormantConfig) -> Vec<Proposal> {
     let Some(reactivation) = ctx.roles.reactivation_manager.clone() else {
         return Vec::new();

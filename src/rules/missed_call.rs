@@ -30,6 +30,8 @@ pub fn callback(ctx: &RuleContext, c: &Call, e164: &str) -> Option<Ts> {
         .min()
 }
 
+// Long: one candidate loop whose checks (callback made, owner, on-duty, SLA deadline, escalation)
+// read the same call and client state.
 pub fn propose(ctx: &RuleContext, cfg: &MissedCallConfig) -> Vec<Proposal> {
     let book = PhoneBook::with_links(ctx.mirror, ctx.calls);
     let ru = ctx.lang == Lang::Ru;

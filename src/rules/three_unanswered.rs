@@ -17,6 +17,8 @@ use crate::notify::{MessageKind, route};
 /// The loss reason dozor writes.
 pub const REASON_RU: &str = "не дозвонились";
 
+// Long: one candidate loop whose checks (attempts, answered call between, deal state, retargeting)
+// read the same deal and call list.
 pub fn propose(ctx: &RuleContext, cfg: &ThreeUnansweredConfig) -> Vec<Proposal> {
     let m = ctx.mirror;
     let attempts = cfg.attempts.max(1.0) as usize;

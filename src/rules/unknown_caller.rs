@@ -56,6 +56,8 @@ fn routed(ctx: &RuleContext, c: &Call) -> Option<String> {
         .or_else(|| employee_user(ctx.mirror, ctx.calls, c))
 }
 
+// Long: one candidate loop whose checks (known number, employee, existing lead, source and UTM)
+// read the same call.
 fn leads(ctx: &RuleContext, cfg: &UnknownCallerConfig) -> Vec<Proposal> {
     let book = PhoneBook::with_links(ctx.mirror, ctx.calls);
     let mut first: BTreeMap<String, &Call> = BTreeMap::new();

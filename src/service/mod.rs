@@ -41,6 +41,8 @@ pub const STOP_GRACE: Duration = Duration::from_secs(8);
 
 /// Runs the daemon for every tenant of `c` on `store` (opened with this instance as lease
 /// holder) until `shutdown` is cancelled; then releases the leases and closes the store.
+// Long: the daemon's top loop with its shutdown handling in one place, so every task's start and
+// drain can be read together.
 pub async fn run(c: &Config, store: Store, shutdown: CancellationToken) -> anyhow::Result<()> {
     let instance = c.cluster.instance_id();
     let ttl = Duration::from_secs(c.cluster.lease_ttl_secs);

@@ -295,6 +295,8 @@ impl OAuth {
         })
     }
 
+    // Long: every way the token endpoint can answer (transport error, status, body shape) is
+    // classified here, next to each other.
     async fn post_token(&self, c: &AmoCrm, body: &Value) -> Result<Value> {
         let url = self.token_url(c);
         let method = format!("POST {TOKEN_PATH}");

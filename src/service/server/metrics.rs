@@ -106,6 +106,7 @@ async fn register_syncs(store: &Store, tenants: &[String], registry: &mut Regist
 }
 
 /// The gauges read from the store for `tenants`.
+// Long: one gauge family after another, each a few lines of the same register-and-fill pattern.
 async fn register_store(store: &Store, tenants: &[String], registry: &mut Registry) {
     let reauth = Family::<Labels, Gauge>::default();
     let flags = reauth_flags();

@@ -14,6 +14,9 @@
 //! several cycles; the ledger backlog grows; the disk holding `data_dir` is nearly full; and
 //! webhook deliveries stopped (reported by the webhook receiver through [`Problem::webhooks_stopped`]).
 
+mod webhook_watch;
+pub use webhook_watch::{WEBHOOK_SILENCE, WebhookWatch};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -134,6 +137,7 @@ fn system_name(s: &str) -> &str {
 pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain old data, for which all-zero bytes are a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
@@ -149,6 +153,8 @@ pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
 }
 
 /// The problems of `tenant` after the cycle `summary`.
+// Long: one check after another (credentials, sync, backlog, disk), each a few lines producing a
+// Problem; their list is the reference.
 pub async fn evaluate(
     store: &Store,
     tenant: &Tenant,
@@ -507,69 +513,6 @@ fn cleared_title(id: &str, ru: bool) -> String {
     }
 }
 
-/// How long polling may keep finding changes while no webhook delivery arrives before the
-/// webhooks of that source count as stopped.
-pub const WEBHOOK_SILENCE: chrono::Duration = chrono::Duration::minutes(60);
-
-/// Tells a silent webhook from a quiet CRM: per source with a webhook configured, the newest
-/// change polling found. Changes found by polling while deliveries have been missing for
-/// [`WEBHOOK_SILENCE`] mean the deliveries stopped (an expired handler, a proxy change).
-pub struct WebhookWatch {
-    started: chrono::DateTime<Utc>,
-    /// (tenant, source) -> when polling last found changes.
-    polled: BTreeMap<(String, String), chrono::DateTime<Utc>>,
-    cycles: BTreeMap<String, u64>,
-}
-
-impl WebhookWatch {
-    pub fn new(now: chrono::DateTime<Utc>) -> WebhookWatch {
-        WebhookWatch {
-            started: now,
-            polled: BTreeMap::new(),
-            cycles: BTreeMap::new(),
-        }
-    }
-
-    /// The "webhooks stopped" problems of `t` after a cycle. `last_delivery(source)` is when
-    /// that source's receiver last accepted a delivery.
-    pub fn after_cycle(
-        &mut self,
-        t: &crate::config::TenantConfig,
-        summary: &CycleSummary,
-        last_delivery: impl Fn(&str) -> Option<chrono::DateTime<Utc>>,
-        now: chrono::DateTime<Utc>,
-    ) -> Vec<Problem> {
-        let n = self.cycles.entry(t.id.clone()).or_default();
-        *n += 1;
-        // The first cycle reads what changed while dozor was not running: not a webhook matter.
-        if *n > 1 {
-            for r in &summary.synced {
-                if r.total() > 0 {
-                    self.polled.insert((t.id.clone(), r.source.clone()), now);
-                }
-            }
-        }
-        let w = &t.webhooks;
-        let configured = [
-            ("bitrix24", w.bitrix24_token.is_some()),
-            ("amocrm", w.amocrm_secret.is_some()),
-            ("comagic", w.comagic_secret.is_some()),
-        ];
-        let mut out = Vec::new();
-        for (source, on) in configured {
-            let Some(changed) = self.polled.get(&(t.id.clone(), source.to_string())) else {
-                continue;
-            };
-            let heard = last_delivery(source).unwrap_or(self.started);
-            if on && *changed - heard > WEBHOOK_SILENCE {
-                let mins = (now - heard).num_minutes().max(0) as u64;
-                out.push(Problem::webhooks_stopped(source, mins, t.lang));
-            }
-        }
-        out
-    }
-}
-
 /// The self-checks after a complete cycle (webhook silence, sync failures, dead credentials).
 pub(crate) async fn after_cycle(
     store: &crate::store::Store,
@@ -596,66 +539,5 @@ pub(crate) async fn after_cycle(
             tenant = t.id(),
             "self-checks panicked; they run again after the next cycle"
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sync::SyncReport;
-
-    fn tenant(with_hook: bool) -> crate::config::TenantConfig {
-        let hook = if with_hook {
-            "[tenants.webhooks]\nbitrix24_token = \"b24apptoken0123456789\"\n"
-        } else {
-            ""
-        };
-        let text = format!(
-            "[[tenants]]\nid = \"acme\"\nname = \"Acme\"\n[tenants.crm]\nkind = \"bitrix24\"\n\
-             webhook_url = \"https://acme.bitrix24.ru/rest/1/abcdef0123456789/\"\n{hook}"
-        );
-        crate::config::parse(&text, None, None)
-            .unwrap()
-            .config
-            .tenants
-            .remove(0)
-    }
-
-    fn cycle(changed: usize) -> CycleSummary {
-        CycleSummary {
-            synced: vec![SyncReport {
-                source: "bitrix24".into(),
-                items: [("deal".to_string(), changed)].into_iter().collect(),
-                elapsed: std::time::Duration::ZERO,
-            }],
-            ..CycleSummary::default()
-        }
-    }
-
-    #[test]
-    fn silent_webhooks_are_told_from_a_quiet_crm() {
-        let t0 = Utc::now();
-        let m = |x: i64| t0 + chrono::Duration::minutes(x);
-        let t = tenant(true);
-        let mut w = WebhookWatch::new(t0);
-        // The first cycle's changes happened while dozor was away.
-        assert!(w.after_cycle(&t, &cycle(500), |_| None, m(1)).is_empty());
-        // A quiet CRM: no changes, no deliveries, for hours: nothing to say.
-        assert!(w.after_cycle(&t, &cycle(0), |_| None, m(300)).is_empty());
-        // Deliveries keep coming along with the changes polling sees.
-        let mut w = WebhookWatch::new(t0);
-        w.after_cycle(&t, &cycle(0), |_| None, m(1));
-        let recent = |_: &str| Some(m(118));
-        assert!(w.after_cycle(&t, &cycle(3), recent, m(120)).is_empty());
-        // Polling finds changes, and the last delivery is over an hour older: stopped.
-        let p = w.after_cycle(&t, &cycle(3), |_| Some(m(100)), m(200));
-        assert_eq!(p.len(), 1);
-        assert_eq!(p[0].check, Check::WebhooksStopped);
-        assert!(p[0].text.contains("100"), "{}", p[0].text);
-        // Without a webhook configured there is nothing to watch.
-        let t = tenant(false);
-        let mut w = WebhookWatch::new(t0);
-        w.after_cycle(&t, &cycle(0), |_| None, m(1));
-        assert!(w.after_cycle(&t, &cycle(3), |_| None, m(200)).is_empty());
     }
 }
