@@ -15,6 +15,7 @@ use chrono::{NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 use serde_json::Value;
 
+use super::retry::retry_wait;
 use super::{Result, Telephony, lenient};
 use crate::config::{CalltouchConfig, Secret};
 use crate::domain::{Call, Direction, Employee, TelephonyKind, Ts, Utm, bounds};
@@ -24,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 
 const SYSTEM: &str = "calltouch";
 const PAGE_LIMIT: u32 = 1000;
-const MAX_ATTEMPTS: u32 = 5;
 const METHOD: &str = "GET calls-diary/calls";
 
 /// One Calltouch cabinet (siteId) read with one clientApiId.
@@ -143,21 +143,16 @@ impl Calltouch {
         loop {
             match self.get_once(url).await {
                 Ok(v) => return Ok(v),
-                Err(e)
-                    if (e.is_retryable() || e.kind == ErrorKind::Decode)
-                        && attempt + 1 < MAX_ATTEMPTS =>
-                {
-                    let wait = e
-                        .retry_after
-                        .unwrap_or_else(|| http::backoff(attempt))
-                        .min(self.max_wait);
+                Err(e) => {
+                    let Some(wait) = retry_wait(&e, attempt, self.max_wait) else {
+                        return Err(e);
+                    };
                     tracing::warn!(system = SYSTEM, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
                     http::pause(wait, &self.stop)
                         .await
                         .map_err(|s| s.error(SYSTEM, METHOD, redact_url(url)))?;
                     attempt += 1;
                 }
-                Err(e) => return Err(e),
             }
         }
     }

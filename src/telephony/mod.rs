@@ -3,6 +3,7 @@
 pub mod calltouch;
 pub mod comagic;
 mod lenient;
+mod retry;
 
 use async_trait::async_trait;
 

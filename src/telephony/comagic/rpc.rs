@@ -13,8 +13,7 @@ use crate::telemetry::Observe as _;
 use crate::telephony::Result;
 
 use super::{Comagic, SYSTEM};
-
-pub(super) const MAX_ATTEMPTS: u32 = 5;
+use crate::telephony::retry::retry_wait;
 
 impl Comagic {
     /// Waits while the minute budget is spent; an error once dozor is stopping, so a page
@@ -52,21 +51,16 @@ impl Comagic {
             self.wait_budget(method).await?;
             match self.rpc_once(method, &params).await {
                 Ok(v) => return Ok(v),
-                Err(e)
-                    if (e.is_retryable() || e.kind == ErrorKind::Decode)
-                        && attempt + 1 < MAX_ATTEMPTS =>
-                {
-                    let wait = e
-                        .retry_after
-                        .unwrap_or_else(|| http::backoff(attempt))
-                        .min(self.max_wait);
+                Err(e) => {
+                    let Some(wait) = retry_wait(&e, attempt, self.max_wait) else {
+                        return Err(e);
+                    };
                     tracing::warn!(system = SYSTEM, method, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
                     http::pause(wait, &self.stop)
                         .await
                         .map_err(|s| s.error(SYSTEM, method, redact_url(&self.url)))?;
                     attempt += 1;
                 }
-                Err(e) => return Err(e),
             }
         }
     }
