@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 
-use dozor::config::{AmocrmConfig, Bitrix24Config, Bitrix24Plan, Secret};
+use dozor::config::{AmocrmConfig, Bitrix24Config, Secret};
 use dozor::crm::Crm;
 use dozor::crm::amocrm::AmoCrm;
 use dozor::crm::bitrix24::Bitrix24;
@@ -259,23 +259,10 @@ async fn build_crm(crm: CrmArg, sim: &str, store: &Store) -> anyhow::Result<Box<
     let creds = dozor_sim::Credentials::default();
     Ok(match crm {
         CrmArg::Bitrix24 => {
-            let cfg = Bitrix24Config {
-                webhook_url: Some(Secret::new(format!(
-                    "{sim}/b24/rest/{}/{}/",
-                    creds.b24_webhook_user, creds.b24_webhook_secret
-                ))),
-                webhook_url_file: None,
-                portal_url: None,
-                client_id: None,
-                client_secret: None,
-                client_secret_file: None,
-                refresh_token: None,
-                refresh_token_file: None,
-                oauth_url: "https://oauth.bitrix.info".into(),
-                plan: Bitrix24Plan::Standard,
-                operating_budget_secs: 480.0,
-                flag_field: None,
-            };
+            let cfg = Bitrix24Config::webhook(format!(
+                "{sim}/b24/rest/{}/{}/",
+                creds.b24_webhook_user, creds.b24_webhook_secret
+            ));
             Box::new(
                 Bitrix24::new(TENANT, &cfg, tokens)
                     .await

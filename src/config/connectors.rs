@@ -53,6 +53,28 @@ pub struct Bitrix24Config {
     pub flag_field: Option<String>,
 }
 
+impl Bitrix24Config {
+    /// An inbound webhook at `url` with every other key at its config-file default (standard
+    /// plan, the usual operating budget, no flag field): what a `[tenants.crm]` section holding
+    /// only `webhook_url` gives.
+    pub fn webhook(url: impl Into<String>) -> Self {
+        Self {
+            webhook_url: Some(Secret::new(url)),
+            webhook_url_file: None,
+            portal_url: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            refresh_token: None,
+            refresh_token_file: None,
+            oauth_url: default_b24_oauth(),
+            plan: Bitrix24Plan::default(),
+            operating_budget_secs: default_operating_budget(),
+            flag_field: None,
+        }
+    }
+}
+
 pub(super) fn default_b24_oauth() -> String {
     "https://oauth.bitrix.info".into()
 }

@@ -6,18 +6,8 @@ use dozor::config::{AmocrmConfig, Bitrix24Config, Bitrix24Plan, ComagicConfig, S
 /// Bitrix24 through an inbound webhook at `url`, Enterprise plan, no flag field.
 pub fn b24_webhook(url: impl Into<String>) -> Bitrix24Config {
     Bitrix24Config {
-        webhook_url: Some(Secret::new(url)),
-        webhook_url_file: None,
-        portal_url: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_file: None,
-        refresh_token: None,
-        refresh_token_file: None,
-        oauth_url: "https://oauth.bitrix.info".into(),
         plan: Bitrix24Plan::Enterprise,
-        operating_budget_secs: 480.0,
-        flag_field: None,
+        ..Bitrix24Config::webhook(url)
     }
 }
 

@@ -1,7 +1,6 @@
 use super::*;
 use chrono::Utc;
 
-use crate::config::Secret;
 use crate::store::TokenSet;
 
 struct NoTokens;
@@ -18,18 +17,8 @@ impl TokenStore for NoTokens {
 
 fn cfg(budget: f64) -> Bitrix24Config {
     Bitrix24Config {
-        webhook_url: Some(Secret::new("https://x.bitrix24.ru/rest/1/s3cr3t/")),
-        webhook_url_file: None,
-        portal_url: None,
-        client_id: None,
-        client_secret: None,
-        client_secret_file: None,
-        refresh_token: None,
-        refresh_token_file: None,
-        oauth_url: "https://oauth.bitrix.info".into(),
-        plan: Bitrix24Plan::Standard,
         operating_budget_secs: budget,
-        flag_field: None,
+        ..Bitrix24Config::webhook("https://x.bitrix24.ru/rest/1/s3cr3t/")
     }
 }
 
