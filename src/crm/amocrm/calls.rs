@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::crm::{CallRecord, NewContact, Result};
 use crate::domain::{Direction, EntityKind};
 
-use super::{AmoCrm, map};
+use super::AmoCrm;
 
 /// Entity ids per notes query when looking for an already logged call.
 pub(super) const NOTE_IDS_PER_QUERY: usize = 50;
@@ -45,55 +45,33 @@ pub(super) fn call_errors(v: &Value) -> String {
 }
 
 impl AmoCrm {
-    /// Contacts and companies with this phone (contacts with their deals).
+    /// Contacts and companies with this phone (contacts with their deals). Without search the
+    /// call is still logged: amoCRM itself finds the number's owners when it logs a call; only
+    /// the duplicate check is narrower.
     pub(super) async fn phone_owners(
         &self,
         e164: &str,
     ) -> Result<Vec<(EntityKind, u64, Vec<u64>)>> {
-        let digits: String = e164.chars().filter(char::is_ascii_digit).collect();
-        if digits.len() < 10 {
-            return Ok(Vec::new());
-        }
-        let needle = digits[digits.len() - 10..].to_string();
-        let mut out = Vec::new();
-        for (path, key, kind) in [
-            ("/api/v4/contacts", "contacts", EntityKind::Contact),
-            ("/api/v4/companies", "companies", EntityKind::Company),
-        ] {
-            let mut q = vec![
-                ("query".to_string(), needle.clone()),
-                ("limit".to_string(), "50".to_string()),
-            ];
-            if kind == EntityKind::Contact {
-                q.push(("with".into(), "leads".into()));
-            }
-            // Without search the call is still logged: amoCRM itself finds the number's
-            // owners when it logs a call; only the duplicate check is narrower.
-            let Some((items, _)) = self.search_page(path, key, &q).await? else {
-                break;
-            };
-            for v in &items {
-                let rec: map::WirePerson = map::decode(v).map_err(|e| self.decode_err(path, e))?;
-                let hit = map::field_values(&rec.custom_fields_values, "PHONE")
-                    .iter()
-                    .any(|p| {
-                        p.chars()
-                            .filter(char::is_ascii_digit)
-                            .collect::<String>()
-                            .ends_with(&needle)
-                    });
-                if hit {
-                    let leads = v["_embedded"]["leads"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|l| l["id"].as_u64())
-                        .collect();
-                    out.push((kind, rec.id, leads));
-                }
-            }
-        }
-        Ok(out)
+        let found = self
+            .search_phone(e164, true, |p, last_ten| {
+                p.chars()
+                    .filter(char::is_ascii_digit)
+                    .collect::<String>()
+                    .ends_with(last_ten)
+            })
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|(kind, id, v)| {
+                let leads = v["_embedded"]["leads"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| l["id"].as_u64())
+                    .collect();
+                (kind, id, leads)
+            })
+            .collect())
     }
 
     /// The id of a call note with `params.uniq == uniq` on any of these entities.

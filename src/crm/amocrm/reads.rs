@@ -535,31 +535,56 @@ impl AmoCrm {
 
     pub(super) async fn do_find_by_phone(&self, e164: &str) -> Result<Vec<EntityRef>> {
         let digits: String = e164.chars().filter(char::is_ascii_digit).collect();
+        let wanted = phone::normalize(e164).unwrap_or_else(|_| format!("+{digits}"));
+        let found = self
+            .search_phone(e164, false, |p, _| {
+                phone::normalize(p).is_ok_and(|n| n == wanted)
+            })
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|(kind, id, _)| EntityRef::new(kind, id.to_string()))
+            .collect())
+    }
+
+    /// Contacts and companies the `query` search finds for the last ten digits of `e164` (they
+    /// match however the number was typed: +7, 8, spaces, dashes), kept where `holds(phone,
+    /// last_ten)` accepts one of their phones; each with its id and answer row, contacts with
+    /// their deals when `with_leads`. Empty for a number of fewer than ten digits; where the
+    /// account refuses `query` (marked for deprecation) the search ends with what it has.
+    pub(super) async fn search_phone(
+        &self,
+        e164: &str,
+        with_leads: bool,
+        holds: impl Fn(&str, &str) -> bool,
+    ) -> Result<Vec<(EntityKind, u64, Value)>> {
+        let digits: String = e164.chars().filter(char::is_ascii_digit).collect();
         if digits.len() < 10 {
             return Ok(Vec::new());
         }
-        let wanted = phone::normalize(e164).unwrap_or_else(|_| format!("+{digits}"));
-        // The last ten digits match however the number was typed (+7, 8, spaces, dashes).
         let needle = digits[digits.len() - 10..].to_string();
         let mut out = Vec::new();
         for (path, key, kind) in [
             ("/api/v4/contacts", "contacts", EntityKind::Contact),
             ("/api/v4/companies", "companies", EntityKind::Company),
         ] {
-            let q = vec![
+            let mut q = vec![
                 ("query".to_string(), needle.clone()),
                 ("limit".to_string(), "50".to_string()),
             ];
+            if with_leads && kind == EntityKind::Contact {
+                q.push(("with".into(), "leads".into()));
+            }
             let Some((items, _)) = self.search_page(path, key, &q).await? else {
                 break;
             };
-            for v in &items {
-                let rec: map::WirePerson = map::decode(v).map_err(|e| self.decode_err(path, e))?;
+            for v in items {
+                let rec: map::WirePerson = map::decode(&v).map_err(|e| self.decode_err(path, e))?;
                 let hit = map::field_values(&rec.custom_fields_values, "PHONE")
                     .iter()
-                    .any(|p| phone::normalize(p).is_ok_and(|n| n == wanted));
+                    .any(|p| holds(p, &needle));
                 if hit {
-                    out.push(EntityRef::new(kind, rec.id.to_string()));
+                    out.push((kind, rec.id, v));
                 }
             }
         }
