@@ -4,13 +4,54 @@
 //! Key: `deal_without_task:{tenant}:deal:{id}:{local date}` — at most one task per deal per day,
 //! and none once the created task shows up in the mirror (the deal then has a future task).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
+use super::scope::{self, GatherArgs, Incremental, PAGE, Page, Scope};
 use super::{RuleContext, in_scope};
 use crate::config::{DealWithoutTaskConfig, Lang};
 use crate::crm::NewTask;
 use crate::domain::{EntityKind, EntityRef, Semantics};
 use crate::ledger::{Effect, Proposal};
+use crate::store::StoreError;
+
+/// Candidates: open deals with no task surely ahead (a full look, once a day, as keys roll over
+/// daily); since the last look, deals that changed or whose tasks changed, and deals whose
+/// last task fell due.
+pub const INCREMENTAL: Incremental = Incremental {
+    full_after: scope::new_day,
+    gather: |a| Box::pin(gather(a)),
+};
+
+async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {
+    let (deals, next) = match a.scope {
+        Scope::Full => {
+            let deals = a
+                .store
+                .open_deals_without_next_step(a.tenant, a.now, a.after, PAGE)
+                .await?;
+            let next = scope::next_after(deals.len(), deals.last().map(|d| d.id.as_str()));
+            (deals, next)
+        }
+        Scope::Delta { since, changes } => {
+            let mut ids: BTreeSet<String> = changes.ids(EntityKind::Deal).cloned().collect();
+            ids.extend(
+                a.store
+                    .deals_with_tasks_due(a.tenant, *since, a.now)
+                    .await?,
+            );
+            let ids: Vec<String> = ids.into_iter().collect();
+            (a.store.deals_by_ids(a.tenant, &ids).await?, None)
+        }
+    };
+    let ids: Vec<String> = deals.iter().map(|d| d.id.clone()).collect();
+    let mut mirror = scope::base_set(a.base);
+    mirror.tasks = a
+        .store
+        .open_tasks_of(a.tenant, EntityKind::Deal, &ids)
+        .await?;
+    mirror.deals = deals;
+    Ok(Page { mirror, next })
+}
 
 pub fn propose(ctx: &RuleContext, cfg: &DealWithoutTaskConfig) -> Vec<Proposal> {
     let m = ctx.mirror;

@@ -11,6 +11,7 @@ pub mod manager_notify;
 pub mod missed_call;
 pub mod no_activity;
 pub mod overdue_tasks;
+pub mod scope;
 pub mod three_unanswered;
 pub mod unknown_caller;
 
@@ -63,6 +64,8 @@ pub struct Handover {
 pub struct Rule {
     pub name: &'static str,
     pub propose: fn(&RuleContext) -> Vec<Proposal>,
+    /// How the rule looks at part of the mirror; `None`: it reads the whole mirror each cycle.
+    pub incremental: Option<&'static scope::Incremental>,
 }
 
 /// Every implemented rule, in the order they run.
@@ -70,42 +73,52 @@ pub const RULES: &[Rule] = &[
     Rule {
         name: "unknown_caller",
         propose: |ctx| unknown_caller::propose(ctx, &ctx.rules.unknown_caller),
+        incremental: None,
     },
     Rule {
         name: "call_not_in_crm",
         propose: |ctx| call_not_in_crm::propose(ctx, &ctx.rules.call_not_in_crm),
+        incremental: None,
     },
     Rule {
         name: "missed_call",
         propose: |ctx| missed_call::propose(ctx, &ctx.rules.missed_call),
+        incremental: None,
     },
     Rule {
         name: "three_unanswered",
         propose: |ctx| three_unanswered::propose(ctx, &ctx.rules.three_unanswered),
+        incremental: Some(&three_unanswered::INCREMENTAL),
     },
     Rule {
         name: "lead_without_deal",
         propose: |ctx| lead_without_deal::propose(ctx, &ctx.rules.lead_without_deal),
+        incremental: None,
     },
     Rule {
         name: "deal_without_task",
         propose: |ctx| deal_without_task::propose(ctx, &ctx.rules.deal_without_task),
+        incremental: Some(&deal_without_task::INCREMENTAL),
     },
     Rule {
         name: "lead_reaction",
         propose: |ctx| lead_reaction::propose(ctx, &ctx.rules.lead_reaction),
+        incremental: None,
     },
     Rule {
         name: "overdue_tasks",
         propose: |ctx| overdue_tasks::propose(ctx, &ctx.rules.overdue_tasks),
+        incremental: None,
     },
     Rule {
         name: "no_activity",
         propose: |ctx| no_activity::propose(ctx, &ctx.rules.no_activity),
+        incremental: None,
     },
     Rule {
         name: "dormant",
         propose: |ctx| dormant::propose(ctx, &ctx.rules.dormant),
+        incremental: None,
     },
 ];
 

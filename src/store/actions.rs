@@ -4,7 +4,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{Op, Result, Store, from_secs, now_secs};
-use crate::domain::Ts;
+use crate::domain::{EntityKind, EntityRef, Ts};
 
 /// One ledger row.
 #[derive(Debug, Clone, Serialize)]
@@ -319,5 +319,29 @@ impl Store {
         .await
         .op("listing actions")?;
         from_rows(&rows)
+    }
+
+    /// The records of a rule's actions still at `intent` (waiting for a retry, or with an outcome
+    /// lost in a crash): a rule that looks only at what changed looks at these too, so a retry
+    /// or a reconciliation never waits for the record to change.
+    pub async fn unsettled_entities(&self, tenant: &str, rule: &str) -> Result<Vec<EntityRef>> {
+        let rows = sqlx::query(
+            "SELECT entity_kind, entity_id FROM actions WHERE tenant = $1 AND rule = $2 \
+             AND state = 'intent' AND entity_kind IS NOT NULL AND entity_id IS NOT NULL",
+        )
+        .bind(tenant)
+        .bind(rule)
+        .fetch_all(self.pool())
+        .await
+        .op("listing unsettled actions")?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(EntityRef::new(
+                    EntityKind::parse(&r.get::<String, _>(0))?,
+                    r.get::<String, _>(1),
+                ))
+            })
+            .collect())
     }
 }

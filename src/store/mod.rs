@@ -21,7 +21,7 @@ use error::Op;
 pub use error::{Result, StoreError};
 pub use install::MARKER_FILE;
 pub use leases::Lease;
-pub use mirror::{MirrorCounts, Snapshot};
+pub use mirror::{Changes, MirrorCounts, RuleMark, Snapshot};
 use open::{
     apply_plan, check_sqlite, connect, describe_db, marker_file, migrate, prepare_sqlite_file,
     restore_hint, with_create_mode,

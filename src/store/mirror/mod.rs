@@ -10,8 +10,11 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, Row};
 
+mod journal;
 mod reads;
+mod working;
 
+pub use journal::{Changes, RuleMark};
 pub use reads::Snapshot;
 
 use crate::domain::phone;
@@ -155,6 +158,36 @@ fn phones_of(r: &Record) -> Option<&[String]> {
     }
 }
 
+/// What a written record touches besides itself, as it is now: the neighbours it is bound to and
+/// its numbers (what it touched before the write comes from [`journal::before_write`]).
+fn after_write(r: &Record, out: &mut Changes) {
+    let mut bind = |kind, id: &Option<String>| {
+        if let Some(id) = id {
+            out.entity(kind, id.clone());
+        }
+    };
+    match r {
+        Record::Deal(x) => {
+            bind(EntityKind::Contact, &x.contact_id);
+            bind(EntityKind::Company, &x.company_id);
+        }
+        Record::Contact(x) => bind(EntityKind::Company, &x.company_id),
+        Record::Task(x) => out_entity(out, &x.entity),
+        Record::Activity(x) => out_entity(out, &x.entity),
+        Record::Lead(_) | Record::Company(_) => {}
+    }
+    if let Some(phones) = phones_of(r) {
+        out.phones
+            .extend(phones.iter().filter_map(|p| phone::normalize(p).ok()));
+    }
+}
+
+fn out_entity(out: &mut Changes, e: &Option<EntityRef>) {
+    if let Some(e) = e {
+        out.entity_ref(e);
+    }
+}
+
 fn table(kind: EntityKind) -> &'static str {
     match kind {
         EntityKind::Lead => "leads",
@@ -221,6 +254,22 @@ impl Store {
         cursor: &str,
     ) -> Result<()> {
         let mut tx = self.pool().begin().await.op("starting a transaction")?;
+        let journal = Self::journal_on(&mut tx, tenant).await?;
+        let mut changes = Changes::default();
+        if journal {
+            let ids: Vec<&str> = records
+                .iter()
+                .map(Record::id)
+                .chain(deleted.iter().map(String::as_str))
+                .collect();
+            journal::before_write(&mut tx, tenant, entity, &ids, &mut changes).await?;
+            for id in &ids {
+                changes.entity(entity, *id);
+            }
+            for r in records {
+                after_write(r, &mut changes);
+            }
+        }
         let delete_sql = format!(
             "UPDATE {} SET deleted = TRUE WHERE tenant = $1 AND id = $2",
             table(entity)
@@ -266,6 +315,7 @@ impl Store {
                 }
             }
         }
+        Self::journal_in(&mut tx, tenant, &changes).await?;
         Self::put_cursor_in(&mut tx, tenant, source, entity.as_str(), cursor).await?;
         tx.commit().await.op("committing a page")?;
         Ok(())
@@ -327,12 +377,32 @@ impl Store {
     /// changes and recordings update the row instead of adding one).
     pub async fn upsert_calls(&self, tenant: &str, calls: &[Call]) -> Result<()> {
         let mut tx = self.pool().begin().await.op("starting a transaction")?;
+        let journal = Self::journal_on(&mut tx, tenant).await?;
+        let mut changes = Changes::default();
+        if journal {
+            let mut by_provider: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for c in calls {
+                by_provider
+                    .entry(c.provider.as_str())
+                    .or_default()
+                    .push(c.id.as_str());
+            }
+            for (provider, ids) in &by_provider {
+                journal::calls_before_write(&mut tx, tenant, provider, ids, &mut changes).await?;
+            }
+        }
         for c in calls {
             if let Some(field) = c.insane_field() {
                 tracing::warn!(tenant, provider = c.provider.as_str(), call_id = %c.id, field, "call refused: value out of range");
                 continue;
             }
             let e164 = phone::normalize(&c.client_phone).ok();
+            if journal {
+                changes
+                    .calls
+                    .insert(format!("{}:{}", c.provider.as_str(), c.id));
+                changes.phones.extend(e164.clone());
+            }
             sqlx::query(
                 "INSERT INTO calls (tenant, provider, id, started_at, direction, answered, talk_s, client_e164, employee_id, data) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
@@ -354,6 +424,7 @@ impl Store {
             .await
             .op("saving calls")?;
         }
+        Self::journal_in(&mut tx, tenant, &changes).await?;
         tx.commit().await.op("saving calls")?;
         Ok(())
     }
@@ -386,6 +457,14 @@ impl Store {
             table(kind)
         );
         let mut tx = self.pool().begin().await.op("starting a transaction")?;
+        let mut changes = Changes::default();
+        if Self::journal_on(&mut tx, tenant).await? {
+            let ids: Vec<&str> = missing.iter().map(String::as_str).collect();
+            journal::before_write(&mut tx, tenant, kind, &ids, &mut changes).await?;
+            for id in &ids {
+                changes.entity(kind, *id);
+            }
+        }
         for id in &missing {
             sqlx::query(&sql)
                 .bind(tenant)
@@ -394,6 +473,7 @@ impl Store {
                 .await
                 .op("marking a record deleted")?;
         }
+        Self::journal_in(&mut tx, tenant, &changes).await?;
         tx.commit().await.op("marking records deleted")?;
         Ok(missing.len())
     }
@@ -407,6 +487,8 @@ impl Store {
             return Ok(0);
         }
         let mut tx = self.pool().begin().await.op("starting a transaction")?;
+        let journal = Self::journal_on(&mut tx, tenant).await?;
+        let mut changes = Changes::default();
         let mut changed = 0usize;
         for l in decided {
             let done = sqlx::query(
@@ -423,8 +505,12 @@ impl Store {
             .execute(&mut *tx)
             .await
             .op("recording the outcome of a lead")?;
+            if journal && done.rows_affected() > 0 {
+                changes.entity(EntityKind::Lead, l.id.clone());
+            }
             changed += done.rows_affected() as usize;
         }
+        Self::journal_in(&mut tx, tenant, &changes).await?;
         tx.commit().await.op("committing lead outcomes")?;
         Ok(changed)
     }

@@ -8,15 +8,15 @@
 //! before the next rule, and a rule's actions before the next action. Actions already running
 //! finish, or, if their client's wait is cut short, stay at `intent` for the next start.
 
+mod evaluate;
+
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::ActionLine;
 use crate::ledger::{self, Outcome};
-use crate::rules::{self, RuleContext};
 use crate::store::Store;
 use crate::sync::{self, SyncOptions, SyncReport};
 use crate::tenant::Tenant;
@@ -155,7 +155,7 @@ async fn cycle(
     if stop.is_cancelled() {
         tracing::info!(tenant = tenant.id(), "cycle stopped: dozor is stopping");
     } else if crm_synced {
-        if let Err(e) = apply_rules(store, tenant, opts, stop, &mut summary).await {
+        if let Err(e) = evaluate::apply_rules(store, tenant, opts, stop, &mut summary).await {
             tracing::error!(tenant = tenant.id(), error = %e, "rules stopped");
             summary.errors.push(e.to_string());
         }
@@ -241,199 +241,6 @@ fn note_auth_failure(summary: &mut CycleSummary, e: &sync::SyncError) {
     {
         summary.auth_failed.push(error.system);
     }
-}
-
-// Long: one rule after another in a fixed order, each with its mode and outcome bookkeeping; the
-// order is the contract.
-async fn apply_rules(
-    store: &Store,
-    tenant: &Tenant,
-    opts: CycleOptions,
-    stop: &CancellationToken,
-    summary: &mut CycleSummary,
-) -> Result<(), crate::store::StoreError> {
-    let mirror = crate::store::Snapshot::load(store, tenant.id()).await?;
-    let handovers = handovers(store, tenant.id()).await?;
-    let recent_actions = store
-        .actions_since(
-            tenant.id(),
-            Utc::now() - chrono::Duration::days(7),
-            1_000_000,
-        )
-        .await?;
-    let unfinished: std::collections::HashSet<String> = recent_actions
-        .iter()
-        .filter(|r| r.state == "intent" && r.attempts > 0)
-        .map(|r| r.key.clone())
-        .collect();
-    let done: std::collections::HashMap<String, String> = recent_actions
-        .into_iter()
-        .filter(|r| r.state == "done")
-        .filter_map(|r| Some((r.key, r.result?)))
-        .collect();
-    let now = Utc::now();
-    let no_employees = Default::default();
-    let call_links = crate::matching::links(
-        tenant.crm.as_ref(),
-        tenant.telephony.as_deref(),
-        tenant
-            .cfg
-            .telephony
-            .as_ref()
-            .map_or(&no_employees, |t| t.employees()),
-        &tenant.cfg.rules,
-        &mirror,
-        now,
-    )
-    .await;
-    let ctx = RuleContext {
-        tenant: tenant.id(),
-        now,
-        calendar: &tenant.calendar,
-        lang: tenant.cfg.lang,
-        mirror: &mirror,
-        telegram: tenant.cfg.telegram.as_ref(),
-        roles: &tenant.cfg.roles,
-        routing: &tenant.cfg.routing,
-        rules: &tenant.cfg.rules,
-        handovers: &handovers,
-        marketing: &tenant.cfg.marketing,
-        done: &done,
-        unfinished: &unfinished,
-        calls: &call_links,
-    };
-    let sinks = ledger::Sinks {
-        crm: tenant.crm.as_ref(),
-        telegram: tenant.telegram.as_ref(),
-    };
-    for rule in rules::RULES {
-        if stop.is_cancelled() {
-            return Ok(());
-        }
-        let Some((_, mode)) = rules::effective(&tenant.cfg.rules, rule.name, opts.dry_run) else {
-            continue;
-        };
-        if mode == crate::config::RuleMode::Off {
-            continue;
-        }
-        let mut line = ActionLine {
-            rule: rule.name.to_string(),
-            ..ActionLine::default()
-        };
-        // Actions have independent keys, so they run concurrently: connectors coalesce
-        // concurrent writes (Bitrix24 `batch`) and their rate limiters keep the pace.
-        // A rule that panics on a record it did not expect costs this rule's proposals for
-        // this cycle, not the cycle nor the process.
-        let proposals =
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (rule.propose)(&ctx))) {
-                Ok(p) => p,
-                Err(_) => {
-                    tracing::error!(
-                        tenant = tenant.id(),
-                        rule = rule.name,
-                        "rule panicked while proposing; its actions are skipped this cycle"
-                    );
-                    summary
-                        .errors
-                        .push(format!("rule {} panicked while proposing", rule.name));
-                    continue;
-                }
-            };
-        // A stop takes no new action; those already running finish (the ledger has them).
-        let results: Vec<_> = futures::stream::iter(proposals.into_iter().map(|p| {
-            let sinks = &sinks;
-            async move {
-                let outcome = ledger::apply(store, tenant.id(), sinks, &p, mode).await;
-                (p, outcome)
-            }
-        }))
-        .take_until(stop.cancelled())
-        .buffered(ACTION_CONCURRENCY)
-        .collect()
-        .await;
-        for (p, outcome) in results {
-            let outcome = outcome?;
-            match &outcome {
-                Outcome::Done(_) => line.done += 1,
-                Outcome::Shadow => line.shadow += 1,
-                Outcome::Failed(e) | Outcome::Retry(e) | Outcome::Dead(e) => {
-                    line.failed += 1;
-                    tracing::warn!(tenant = tenant.id(), key = %p.key, error = %e, "action not done");
-                }
-                Outcome::AlreadyDone | Outcome::Skipped | Outcome::Deferred => {}
-            }
-            summary.applied.push(Applied {
-                rule: rule.name,
-                crm_write: !matches!(p.effect, ledger::Effect::Telegram { .. }),
-                summary: p.summary.clone(),
-                outcome,
-            });
-        }
-        summary.actions.push(line);
-    }
-    // Announce the tasks just created (and any an interrupted cycle left unannounced).
-    if stop.is_cancelled() {
-        return Ok(());
-    }
-    if let Some((_, mode)) = rules::effective(&tenant.cfg.rules, "manager_notify", opts.dry_run) {
-        let sent = rules::manager_notify::run(
-            store,
-            tenant.id(),
-            tenant.cfg.telegram.as_ref(),
-            tenant.cfg.lang,
-            &sinks,
-            mode,
-        )
-        .await?;
-        let mut line = ActionLine {
-            rule: "manager_notify".into(),
-            ..ActionLine::default()
-        };
-        for (p, outcome) in sent {
-            match &outcome {
-                Outcome::Done(_) => line.done += 1,
-                Outcome::Shadow => line.shadow += 1,
-                Outcome::Failed(_) | Outcome::Retry(_) | Outcome::Dead(_) => line.failed += 1,
-                _ => {}
-            }
-            summary.applied.push(Applied {
-                rule: "manager_notify",
-                crm_write: false,
-                summary: p.summary.clone(),
-                outcome,
-            });
-        }
-        if line.done + line.shadow + line.failed > 0 {
-            summary.actions.push(line);
-        }
-    }
-    Ok(())
-}
-
-/// Owner changes the dormant rule made (from the ledger), oldest first.
-async fn handovers(
-    store: &Store,
-    tenant: &str,
-) -> Result<Vec<rules::Handover>, crate::store::StoreError> {
-    let rows = store.actions_in_state(tenant, "done").await?;
-    Ok(rows
-        .into_iter()
-        .filter(|r| r.rule == "dormant" && r.kind == "set_responsible" && r.key.ends_with(":owner"))
-        .filter_map(|r| {
-            let effect: ledger::Effect =
-                serde_json::from_value(r.payload["effect"].clone()).ok()?;
-            match effect {
-                ledger::Effect::SetResponsible {
-                    entity, previous, ..
-                } => Some(rules::Handover {
-                    entity,
-                    previous,
-                    at: r.updated_at,
-                }),
-                _ => None,
-            }
-        })
-        .collect())
 }
 
 /// The sync options of the config's `[sync]` section.

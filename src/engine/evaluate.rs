@@ -1,0 +1,428 @@
+//! The rules part of a cycle: each rule in order looks at its scope of the mirror (the whole
+//! mirror, or what changed and fell due since its last look, see [`rules::scope`]), proposes,
+//! and its proposals go through the ledger. A rule that finished its look records a mark (the
+//! journal position and clock it saw), so the next cycle starts from there; one cut short by a
+//! stop or an error records none and looks again at the same changes.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{ACTION_CONCURRENCY, Applied, CycleOptions, CycleSummary};
+use crate::config::RuleMode;
+use crate::domain::Ts;
+use crate::ledger::{self, ActionLine, Outcome, Proposal};
+use crate::matching::CallLinks;
+use crate::rules::scope::{GatherArgs, Incremental, Scope};
+use crate::rules::{self, Handover, Rule, RuleContext};
+use crate::store::{Changes, RuleMark, Snapshot, Store, StoreError};
+use crate::tenant::Tenant;
+
+/// Past this many changed records a rule looks at everything, a page at a time.
+const DELTA_LIMIT: usize = 20_000;
+
+/// What every rule of a cycle shares: the ledger's view, and the whole mirror once a rule that
+/// reads all of it asks.
+struct Shared {
+    now: Ts,
+    head: i64,
+    base: Snapshot,
+    handovers: Vec<Handover>,
+    done: HashMap<String, String>,
+    unfinished: HashSet<String>,
+    whole: Option<(Snapshot, CallLinks)>,
+}
+
+pub(super) async fn apply_rules(
+    store: &Store,
+    tenant: &Tenant,
+    opts: CycleOptions,
+    stop: &CancellationToken,
+    summary: &mut CycleSummary,
+) -> Result<(), StoreError> {
+    let tid = tenant.id();
+    let now = Utc::now();
+    // The position first: whatever is written after it is still ahead of the marks.
+    let head = store.mirror_head(tid).await?;
+    let recent = store
+        .actions_since(tid, now - chrono::Duration::days(7), 1_000_000)
+        .await?;
+    let unfinished = recent
+        .iter()
+        .filter(|r| r.state == "intent" && r.attempts > 0)
+        .map(|r| r.key.clone())
+        .collect();
+    let done = recent
+        .into_iter()
+        .filter(|r| r.state == "done")
+        .filter_map(|r| Some((r.key, r.result?)))
+        .collect();
+    let mut shared = Shared {
+        now,
+        head,
+        base: Snapshot {
+            users: store.users(tid).await?,
+            stages: store.stages(tid).await?,
+            ..Snapshot::default()
+        },
+        handovers: handovers(store, tid).await?,
+        done,
+        unfinished,
+        whole: None,
+    };
+    let sinks = ledger::Sinks {
+        crm: tenant.crm.as_ref(),
+        telegram: tenant.telegram.as_ref(),
+    };
+    let mut complete = true;
+    for rule in rules::RULES {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let Some((_, mode)) = rules::effective(&tenant.cfg.rules, rule.name, opts.dry_run) else {
+            continue;
+        };
+        if mode == RuleMode::Off {
+            // Turned on again later, it looks at everything: the notes since are gone by then.
+            store.delete_rule_mark(tid, rule.name).await?;
+            continue;
+        }
+        let (line, whole) = run_rule(
+            store,
+            tenant,
+            rule,
+            mode,
+            &mut shared,
+            &sinks,
+            stop,
+            summary,
+        )
+        .await?;
+        complete &= whole;
+        summary.actions.extend(line);
+    }
+    if stop.is_cancelled() {
+        return Ok(());
+    }
+    // Notes every rule has read are no longer needed.
+    if complete {
+        store
+            .prune_journal(tid, store.lowest_rule_mark(tid).await?)
+            .await?;
+    }
+    notify_managers(store, tenant, opts, &sinks, summary).await
+}
+
+/// One rule over its scope, page by page: its line of outcomes (`None` when it panicked) and
+/// whether it looked at all of its scope (a stop or a panic cut it short; no mark then).
+#[allow(clippy::too_many_arguments)]
+async fn run_rule(
+    store: &Store,
+    tenant: &Tenant,
+    rule: &Rule,
+    mode: RuleMode,
+    shared: &mut Shared,
+    sinks: &ledger::Sinks<'_>,
+    stop: &CancellationToken,
+    summary: &mut CycleSummary,
+) -> Result<(Option<ActionLine>, bool), StoreError> {
+    let tid = tenant.id();
+    let mut line = ActionLine {
+        rule: rule.name.to_string(),
+        ..ActionLine::default()
+    };
+    let Some(inc) = rule.incremental else {
+        if shared.whole.is_none() {
+            shared.whole = Some(load_whole(store, tenant, shared.now).await?);
+        }
+        let Some(proposals) = propose(tenant, rule, shared, None, summary) else {
+            return Ok((None, false));
+        };
+        apply(
+            store, tenant, rule, mode, sinks, stop, proposals, &mut line, summary,
+        )
+        .await?;
+        return Ok((Some(line), !stop.is_cancelled()));
+    };
+    let settings = settings_digest(tenant, rule, mode);
+    let scope = scope_for(store, tid, rule, inc, &settings, shared, tenant.calendar.tz).await?;
+    let mut after = String::new();
+    loop {
+        let page = (inc.gather)(GatherArgs {
+            store,
+            tenant: tid,
+            now: shared.now,
+            scope: &scope,
+            rules: &tenant.cfg.rules,
+            after: &after,
+            base: &shared.base,
+        })
+        .await?;
+        let Some(proposals) = propose(tenant, rule, shared, Some(&page.mirror), summary) else {
+            return Ok((None, false));
+        };
+        apply(
+            store, tenant, rule, mode, sinks, stop, proposals, &mut line, summary,
+        )
+        .await?;
+        if stop.is_cancelled() {
+            return Ok((Some(line), false));
+        }
+        match page.next {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    let mark = RuleMark {
+        seq: shared.head,
+        at: shared.now,
+        settings,
+    };
+    store.set_rule_mark(tid, rule.name, &mark).await?;
+    Ok((Some(line), true))
+}
+
+/// The scope of an incremental rule: everything when it has no mark, its settings changed or
+/// its keys rolled over; else the journal since its mark and the records of its unsettled
+/// actions.
+async fn scope_for(
+    store: &Store,
+    tenant: &str,
+    rule: &Rule,
+    inc: &Incremental,
+    settings: &str,
+    shared: &Shared,
+    tz: chrono_tz::Tz,
+) -> Result<Scope, StoreError> {
+    let Some(mark) = store.rule_mark(tenant, rule.name).await? else {
+        return Ok(Scope::Full);
+    };
+    if mark.settings != settings
+        || mark.seq > shared.head
+        || (inc.full_after)(mark.at, shared.now, tz)
+    {
+        return Ok(Scope::Full);
+    }
+    let mut changes = store.changes_between(tenant, mark.seq, shared.head).await?;
+    if changes.len() > DELTA_LIMIT {
+        // A resync or a mass import: a paged full look costs less than one huge working set.
+        return Ok(Scope::Full);
+    }
+    let mut pending = Changes::default();
+    for e in store.unsettled_entities(tenant, rule.name).await? {
+        pending.entity_ref(&e);
+    }
+    changes.merge(pending);
+    Ok(Scope::Delta {
+        since: mark.at,
+        changes,
+    })
+}
+
+/// What the rule's decisions depend on besides the mirror: its settings, its mode, and the
+/// tenant's language, calendar, roles, routing, marketing and chats. A change means a full look.
+fn settings_digest(tenant: &Tenant, rule: &Rule, mode: RuleMode) -> String {
+    let c = &tenant.cfg;
+    let text = format!(
+        "{}|{mode:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        rule.name,
+        c.rules.get(rule.name),
+        c.lang,
+        tenant.calendar,
+        c.roles,
+        c.routing,
+        c.marketing,
+        c.telegram,
+    );
+    // SipHash with fixed keys: the same text gives the same digest in every run of a build.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// The whole mirror and the call links built from it, for rules that read everything.
+async fn load_whole(
+    store: &Store,
+    tenant: &Tenant,
+    now: Ts,
+) -> Result<(Snapshot, CallLinks), StoreError> {
+    let mirror = Snapshot::load(store, tenant.id()).await?;
+    let no_employees = Default::default();
+    let links = crate::matching::links(
+        tenant.crm.as_ref(),
+        tenant.telephony.as_deref(),
+        tenant
+            .cfg
+            .telephony
+            .as_ref()
+            .map_or(&no_employees, |t| t.employees()),
+        &tenant.cfg.rules,
+        &mirror,
+        now,
+    )
+    .await;
+    Ok((mirror, links))
+}
+
+/// The rule's proposals over `working` (or the whole mirror); `None` when it panicked: a rule
+/// that panics on a record it did not expect costs its proposals for this cycle, not the cycle.
+fn propose(
+    tenant: &Tenant,
+    rule: &Rule,
+    shared: &Shared,
+    working: Option<&Snapshot>,
+    summary: &mut CycleSummary,
+) -> Option<Vec<Proposal>> {
+    let no_links = CallLinks::default();
+    let (mirror, calls) = match (working, &shared.whole) {
+        (Some(m), _) => (m, &no_links),
+        (None, Some((m, links))) => (m, links),
+        (None, None) => return Some(Vec::new()),
+    };
+    let ctx = RuleContext {
+        tenant: tenant.id(),
+        now: shared.now,
+        calendar: &tenant.calendar,
+        lang: tenant.cfg.lang,
+        mirror,
+        telegram: tenant.cfg.telegram.as_ref(),
+        roles: &tenant.cfg.roles,
+        routing: &tenant.cfg.routing,
+        rules: &tenant.cfg.rules,
+        handovers: &shared.handovers,
+        marketing: &tenant.cfg.marketing,
+        done: &shared.done,
+        unfinished: &shared.unfinished,
+        calls,
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (rule.propose)(&ctx))) {
+        Ok(p) => Some(p),
+        Err(_) => {
+            tracing::error!(
+                tenant = tenant.id(),
+                rule = rule.name,
+                "rule panicked while proposing; its actions are skipped this cycle"
+            );
+            summary
+                .errors
+                .push(format!("rule {} panicked while proposing", rule.name));
+            None
+        }
+    }
+}
+
+/// Runs proposals through the ledger, counting outcomes into `line` and the summary.
+#[allow(clippy::too_many_arguments)]
+async fn apply(
+    store: &Store,
+    tenant: &Tenant,
+    rule: &Rule,
+    mode: RuleMode,
+    sinks: &ledger::Sinks<'_>,
+    stop: &CancellationToken,
+    proposals: Vec<Proposal>,
+    line: &mut ActionLine,
+    summary: &mut CycleSummary,
+) -> Result<(), StoreError> {
+    // Actions have independent keys, so they run concurrently: connectors coalesce concurrent
+    // writes (Bitrix24 `batch`) and their rate limiters keep the pace. A stop takes no new
+    // action; those already running finish (the ledger has them).
+    let results: Vec<_> = futures::stream::iter(proposals.into_iter().map(|p| async move {
+        let outcome = ledger::apply(store, tenant.id(), sinks, &p, mode).await;
+        (p, outcome)
+    }))
+    .take_until(stop.cancelled())
+    .buffered(ACTION_CONCURRENCY)
+    .collect()
+    .await;
+    for (p, outcome) in results {
+        let outcome = outcome?;
+        match &outcome {
+            Outcome::Done(_) => line.done += 1,
+            Outcome::Shadow => line.shadow += 1,
+            Outcome::Failed(e) | Outcome::Retry(e) | Outcome::Dead(e) => {
+                line.failed += 1;
+                tracing::warn!(tenant = tenant.id(), key = %p.key, error = %e, "action not done");
+            }
+            Outcome::AlreadyDone | Outcome::Skipped | Outcome::Deferred => {}
+        }
+        summary.applied.push(Applied {
+            rule: rule.name,
+            crm_write: !matches!(p.effect, ledger::Effect::Telegram { .. }),
+            summary: p.summary.clone(),
+            outcome,
+        });
+    }
+    Ok(())
+}
+
+/// Announces the tasks just created (and any an interrupted cycle left unannounced).
+async fn notify_managers(
+    store: &Store,
+    tenant: &Tenant,
+    opts: CycleOptions,
+    sinks: &ledger::Sinks<'_>,
+    summary: &mut CycleSummary,
+) -> Result<(), StoreError> {
+    let Some((_, mode)) = rules::effective(&tenant.cfg.rules, "manager_notify", opts.dry_run)
+    else {
+        return Ok(());
+    };
+    let sent = rules::manager_notify::run(
+        store,
+        tenant.id(),
+        tenant.cfg.telegram.as_ref(),
+        tenant.cfg.lang,
+        sinks,
+        mode,
+    )
+    .await?;
+    let mut line = ActionLine {
+        rule: "manager_notify".into(),
+        ..ActionLine::default()
+    };
+    for (p, outcome) in sent {
+        match &outcome {
+            Outcome::Done(_) => line.done += 1,
+            Outcome::Shadow => line.shadow += 1,
+            Outcome::Failed(_) | Outcome::Retry(_) | Outcome::Dead(_) => line.failed += 1,
+            _ => {}
+        }
+        summary.applied.push(Applied {
+            rule: "manager_notify",
+            crm_write: false,
+            summary: p.summary.clone(),
+            outcome,
+        });
+    }
+    if line.done + line.shadow + line.failed > 0 {
+        summary.actions.push(line);
+    }
+    Ok(())
+}
+
+/// Owner changes the dormant rule made (from the ledger), oldest first.
+async fn handovers(store: &Store, tenant: &str) -> Result<Vec<Handover>, StoreError> {
+    let rows = store.actions_in_state(tenant, "done").await?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| r.rule == "dormant" && r.kind == "set_responsible" && r.key.ends_with(":owner"))
+        .filter_map(|r| {
+            let effect: ledger::Effect =
+                serde_json::from_value(r.payload["effect"].clone()).ok()?;
+            match effect {
+                ledger::Effect::SetResponsible {
+                    entity, previous, ..
+                } => Some(Handover {
+                    entity,
+                    previous,
+                    at: r.updated_at,
+                }),
+                _ => None,
+            }
+        })
+        .collect())
+}

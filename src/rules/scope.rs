@@ -1,0 +1,79 @@
+//! What a rule looks at in a cycle: the whole mirror, or what changed since it last looked plus
+//! what fell due since then by the clock.
+//!
+//! A rule that can look at part of the mirror says how ([`Incremental`]): when it must look at
+//! everything again (its keys roll over, e.g. a new day), and how to read a *working set* for a
+//! scope: its candidates and everything its decision about each reads, closed under that (a
+//! deal with all its open tasks, a client's numbers with all their calls). The rule's own
+//! `propose` then runs on the working set as it would on the whole mirror, so both ways decide
+//! alike; candidates outside the working set would only repeat proposals the ledger already has.
+
+use futures::future::BoxFuture;
+
+use crate::config::RulesConfig;
+use crate::domain::Ts;
+use crate::store::{Changes, Snapshot, Store, StoreError};
+
+/// What a rule looks at this cycle.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// Everything: the first evaluation, changed settings, keys that rolled over.
+    Full,
+    /// What changed after the evaluation at `since` (journal notes and the records of the rule's
+    /// unsettled actions), and what fell due in `(since, now]`.
+    Delta { since: Ts, changes: Changes },
+}
+
+/// Reads one page of a working set.
+pub struct GatherArgs<'a> {
+    pub store: &'a Store,
+    pub tenant: &'a str,
+    pub now: Ts,
+    pub scope: &'a Scope,
+    pub rules: &'a RulesConfig,
+    /// Where the previous page ended (empty for the first).
+    pub after: &'a str,
+    /// Users and stages, which every working set carries (they are few).
+    pub base: &'a Snapshot,
+}
+
+/// A page of a working set and where the next one starts (`None`: the last).
+pub struct Page {
+    pub mirror: Snapshot,
+    pub next: Option<String>,
+}
+
+/// How a rule looks at part of the mirror.
+pub struct Incremental {
+    /// Whether the rule must look at everything though it last looked at `since`.
+    pub full_after: fn(since: Ts, now: Ts, tz: chrono_tz::Tz) -> bool,
+    /// One page of the working set for the scope.
+    pub gather: for<'a> fn(GatherArgs<'a>) -> BoxFuture<'a, Result<Page, StoreError>>,
+}
+
+/// Candidates per page of a full look: a working set stays a few megabytes whatever the mirror.
+pub const PAGE: usize = 2_000;
+
+/// Keys that roll over each local day.
+pub fn new_day(since: Ts, now: Ts, tz: chrono_tz::Tz) -> bool {
+    since.with_timezone(&tz).date_naive() != now.with_timezone(&tz).date_naive()
+}
+
+/// Keys that never roll over.
+pub fn never(_: Ts, _: Ts, _: chrono_tz::Tz) -> bool {
+    false
+}
+
+/// A working set of the base (users, stages) and nothing else yet.
+pub fn base_set(base: &Snapshot) -> Snapshot {
+    Snapshot {
+        users: base.users.clone(),
+        stages: base.stages.clone(),
+        ..Snapshot::default()
+    }
+}
+
+/// The next page's start after a full-look page of `n` candidates ending at `last`.
+pub fn next_after(n: usize, last: Option<&str>) -> Option<String> {
+    (n >= PAGE).then(|| last.unwrap_or_default().to_string())
+}

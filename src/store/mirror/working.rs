@@ -1,0 +1,258 @@
+//! Indexed reads for rules that look at part of the mirror: records by id, a client's deals, a
+//! deal's open tasks, the owners and calls of a number, and the candidates of a full look read
+//! a page at a time. Each answers from an index; none reads a table whole.
+
+use sqlx::Row;
+
+use crate::domain::*;
+use crate::store::{Op, Result, Store, to_secs};
+
+use super::journal::placeholders;
+use super::{decode_rows, sane_calls, table};
+
+/// Ids per `IN (…)` list.
+const CHUNK: usize = 400;
+
+impl Store {
+    /// Rows of `kind` (not deleted) with these ids, decoded.
+    async fn by_ids<T: serde::de::DeserializeOwned>(
+        &self,
+        tenant: &str,
+        kind: EntityKind,
+        ids: &[String],
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT data FROM {} WHERE tenant = $1 AND deleted = FALSE AND id IN ({}) ORDER BY id",
+                table(kind),
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(tenant);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            let rows = q.fetch_all(self.pool()).await.op("reading records by id")?;
+            out.extend(decode_rows(&rows, kind.as_str())?);
+        }
+        Ok(out)
+    }
+
+    pub async fn deals_by_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<Deal>> {
+        self.by_ids(tenant, EntityKind::Deal, ids).await
+    }
+
+    pub async fn contacts_by_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<Contact>> {
+        self.by_ids(tenant, EntityKind::Contact, ids).await
+    }
+
+    pub async fn companies_by_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<Company>> {
+        self.by_ids(tenant, EntityKind::Company, ids).await
+    }
+
+    /// Open tasks (not deleted) bound to records of `kind` with these ids.
+    pub async fn open_tasks_of(
+        &self,
+        tenant: &str,
+        kind: EntityKind,
+        ids: &[String],
+    ) -> Result<Vec<Task>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT data FROM tasks WHERE tenant = $1 AND entity_kind = $2 AND entity_id IN ({}) \
+                 AND completed = FALSE AND deleted = FALSE ORDER BY id",
+                placeholders(3, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(tenant).bind(kind.as_str());
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            let rows = q.fetch_all(self.pool()).await.op("reading open tasks")?;
+            out.extend(decode_rows(&rows, "task")?);
+        }
+        Ok(out)
+    }
+
+    /// Open deals (not deleted) with no open task that is surely still ahead at `now`: one due
+    /// after `now`'s second or with no deadline. A page of at most `limit`, by id after `after`.
+    /// Deals with a task due within `now`'s own second are included; the rule decides them.
+    pub async fn open_deals_without_next_step(
+        &self,
+        tenant: &str,
+        now: Ts,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Deal>> {
+        let rows = sqlx::query(
+            "SELECT d.data FROM deals d WHERE d.tenant = $1 AND d.semantics = 'open' AND d.deleted = FALSE \
+             AND d.id > $2 AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.tenant = d.tenant \
+             AND t.entity_kind = 'deal' AND t.entity_id = d.id AND t.completed = FALSE \
+             AND t.deleted = FALSE AND (t.deadline IS NULL OR t.deadline > $3)) \
+             ORDER BY d.id LIMIT $4",
+        )
+        .bind(tenant)
+        .bind(after)
+        .bind(to_secs(now))
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await
+        .op("reading deals without a next step")?;
+        decode_rows(&rows, "deal")
+    }
+
+    /// Open deals (not deleted) that have a contact or a company, a page by id after `after`.
+    pub async fn open_deals_with_client(
+        &self,
+        tenant: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Deal>> {
+        let rows = sqlx::query(
+            "SELECT data FROM deals WHERE tenant = $1 AND semantics = 'open' AND deleted = FALSE \
+             AND id > $2 AND (contact_id IS NOT NULL OR company_id IS NOT NULL) ORDER BY id LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await
+        .op("reading open deals")?;
+        decode_rows(&rows, "deal")
+    }
+
+    /// Ids of deals bound to an open task (not deleted) whose deadline lies in `[from, to]`
+    /// (whole seconds, both ends included).
+    pub async fn deals_with_tasks_due(
+        &self,
+        tenant: &str,
+        from: Ts,
+        to: Ts,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT entity_id FROM tasks WHERE tenant = $1 AND completed = FALSE \
+             AND deleted = FALSE AND deadline >= $2 AND deadline <= $3 AND entity_kind = 'deal'",
+        )
+        .bind(tenant)
+        .bind(to_secs(from))
+        .bind(to_secs(to))
+        .fetch_all(self.pool())
+        .await
+        .op("reading tasks falling due")?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Ids of the deals (deleted ones too: the rule decides) bound to these contacts or companies.
+    pub async fn deal_ids_of_clients(
+        &self,
+        tenant: &str,
+        contacts: &[String],
+        companies: &[String],
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (col, ids) in [("contact_id", contacts), ("company_id", companies)] {
+            for chunk in ids.chunks(CHUNK) {
+                let sql = format!(
+                    "SELECT id FROM deals WHERE tenant = $1 AND {col} IN ({})",
+                    placeholders(2, chunk.len())
+                );
+                let mut q = sqlx::query(&sql).bind(tenant);
+                for id in chunk {
+                    q = q.bind(id.clone());
+                }
+                let rows = q
+                    .fetch_all(self.pool())
+                    .await
+                    .op("reading a client's deals")?;
+                out.extend(rows.iter().map(|r| r.get::<String, _>(0)));
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The records (of any kind the phone index holds) that carry these numbers.
+    pub async fn owners_of_phones(
+        &self,
+        tenant: &str,
+        phones: &[String],
+    ) -> Result<Vec<EntityRef>> {
+        let mut out = Vec::new();
+        for chunk in phones.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT entity_kind, entity_id FROM phones WHERE tenant = $1 AND e164 IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(tenant);
+            for p in chunk {
+                q = q.bind(p.clone());
+            }
+            let rows = q
+                .fetch_all(self.pool())
+                .await
+                .op("reading a number's owners")?;
+            out.extend(rows.iter().filter_map(|r| {
+                Some(EntityRef::new(
+                    EntityKind::parse(&r.get::<String, _>(0))?,
+                    r.get::<String, _>(1),
+                ))
+            }));
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The numbers (E.164) the phone index holds for records of `kind` with these ids.
+    pub async fn phones_of(
+        &self,
+        tenant: &str,
+        kind: EntityKind,
+        ids: &[String],
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT e164 FROM phones WHERE tenant = $1 AND entity_kind = $2 AND entity_id IN ({})",
+                placeholders(3, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(tenant).bind(kind.as_str());
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            let rows = q.fetch_all(self.pool()).await.op("reading numbers")?;
+            out.extend(rows.iter().map(|r| r.get::<String, _>(0)));
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Calls with these client numbers that started at or after `since`, oldest first.
+    pub async fn calls_of_phones(
+        &self,
+        tenant: &str,
+        phones: &[String],
+        since: Ts,
+    ) -> Result<Vec<Call>> {
+        let mut out: Vec<Call> = Vec::new();
+        for chunk in phones.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT data FROM calls WHERE tenant = $1 AND started_at >= $2 AND client_e164 IN ({})",
+                placeholders(3, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(tenant).bind(to_secs(since));
+            for p in chunk {
+                q = q.bind(p.clone());
+            }
+            let rows = q
+                .fetch_all(self.pool())
+                .await
+                .op("reading a number's calls")?;
+            out.extend(sane_calls(decode_rows(&rows, "call")?));
+        }
+        out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+}
