@@ -30,6 +30,7 @@ fn cycle_opts() -> CycleOptions {
             telephony_initial: Duration::from_secs(31 * 86_400),
             ..dozor::sync::SyncOptions::default()
         },
+        now: None,
     }
 }
 

@@ -21,6 +21,7 @@ fn cycle_opts(dry_run: bool) -> CycleOptions {
             telephony_initial: std::time::Duration::from_secs(31 * 86_400),
             ..dozor::sync::SyncOptions::default()
         },
+        now: None,
     }
 }
 

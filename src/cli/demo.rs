@@ -152,6 +152,7 @@ pub async fn demo(cli: &Cli, a: &DemoArgs) -> CmdResult {
     let copts = CycleOptions {
         dry_run: false,
         sync: crate::sync::SyncOptions::default(),
+        now: None,
     };
     let first = engine::run_cycle(&store, &tenant, copts).await;
     println!(

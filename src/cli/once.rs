@@ -56,6 +56,7 @@ pub async fn once(cli: &Cli, a: &OnceArgs) -> CmdResult {
     let opts = CycleOptions {
         dry_run: a.dry_run,
         sync: engine::sync_options(&loaded.config),
+        now: None,
     };
     let mut failed = false;
     let mut actions_failed = 0;

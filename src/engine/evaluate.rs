@@ -44,35 +44,8 @@ pub(super) async fn apply_rules(
     summary: &mut CycleSummary,
 ) -> Result<(), StoreError> {
     let tid = tenant.id();
-    let now = Utc::now();
-    // The position first: whatever is written after it is still ahead of the marks.
-    let head = store.mirror_head(tid).await?;
-    let recent = store
-        .actions_since(tid, now - chrono::Duration::days(7), 1_000_000)
-        .await?;
-    let unfinished = recent
-        .iter()
-        .filter(|r| r.state == "intent" && r.attempts > 0)
-        .map(|r| r.key.clone())
-        .collect();
-    let done = recent
-        .into_iter()
-        .filter(|r| r.state == "done")
-        .filter_map(|r| Some((r.key, r.result?)))
-        .collect();
-    let mut shared = Shared {
-        now,
-        head,
-        base: Snapshot {
-            users: store.users(tid).await?,
-            stages: store.stages(tid).await?,
-            ..Snapshot::default()
-        },
-        handovers: handovers(store, tid).await?,
-        done,
-        unfinished,
-        whole: None,
-    };
+    let now = opts.now.unwrap_or_else(Utc::now);
+    let mut shared = shared(store, tid, now).await?;
     let sinks = ledger::Sinks {
         crm: tenant.crm.as_ref(),
         telegram: tenant.telegram.as_ref(),
@@ -114,6 +87,38 @@ pub(super) async fn apply_rules(
             .await?;
     }
     notify_managers(store, tenant, opts, &sinks, summary).await
+}
+
+/// The ledger's view and the base of every working set, read once per cycle.
+async fn shared(store: &Store, tid: &str, now: Ts) -> Result<Shared, StoreError> {
+    // The position first: whatever is written after it is still ahead of the marks.
+    let head = store.mirror_head(tid).await?;
+    let recent = store
+        .actions_since(tid, now - chrono::Duration::days(7), 1_000_000)
+        .await?;
+    let unfinished = recent
+        .iter()
+        .filter(|r| r.state == "intent" && r.attempts > 0)
+        .map(|r| r.key.clone())
+        .collect();
+    let done = recent
+        .into_iter()
+        .filter(|r| r.state == "done")
+        .filter_map(|r| Some((r.key, r.result?)))
+        .collect();
+    Ok(Shared {
+        now,
+        head,
+        base: Snapshot {
+            users: store.users(tid).await?,
+            stages: store.stages(tid).await?,
+            ..Snapshot::default()
+        },
+        handovers: handovers(store, tid).await?,
+        done,
+        unfinished,
+        whole: None,
+    })
 }
 
 /// One rule over its scope, page by page: its line of outcomes (`None` when it panicked) and
@@ -425,4 +430,78 @@ async fn handovers(store: &Store, tenant: &str) -> Result<Vec<Handover>, StoreEr
             }
         })
         .collect())
+}
+
+/// One incremental rule's proposals at a moment, both ways: from its mark (what a cycle would
+/// propose now) and from the whole mirror (the reference every rule was first written as).
+#[derive(Debug)]
+pub struct Looks {
+    pub rule: &'static str,
+    pub incremental: Vec<Proposal>,
+    pub reference: Vec<Proposal>,
+}
+
+/// [`Looks`] for every incremental rule the tenant runs in `mode` or `dry_run`, at `now`;
+/// nothing is applied and no mark moves.
+pub async fn both_looks(
+    store: &Store,
+    tenant: &Tenant,
+    dry_run: bool,
+    now: Ts,
+) -> Result<Vec<Looks>, StoreError> {
+    let tid = tenant.id();
+    let mut shared = shared(store, tid, now).await?;
+    shared.whole = Some(load_whole(store, tenant, now).await?);
+    let mut sink = CycleSummary::default();
+    let mut out = Vec::new();
+    for rule in rules::RULES {
+        let (Some(inc), Some((_, mode))) = (
+            rule.incremental,
+            rules::effective(&tenant.cfg.rules, rule.name, dry_run),
+        ) else {
+            continue;
+        };
+        if mode == RuleMode::Off {
+            continue;
+        }
+        let settings = settings_digest(tenant, rule, mode);
+        let scope = scope_for(
+            store,
+            tid,
+            rule,
+            inc,
+            &settings,
+            &shared,
+            tenant.calendar.tz,
+        )
+        .await?;
+        let mut incremental = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = (inc.gather)(GatherArgs {
+                store,
+                tenant: tid,
+                now,
+                scope: &scope,
+                rules: &tenant.cfg.rules,
+                after: &after,
+                base: &shared.base,
+            })
+            .await?;
+            incremental.extend(
+                propose(tenant, rule, &shared, Some(&page.mirror), &mut sink).unwrap_or_default(),
+            );
+            match page.next {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        let reference = propose(tenant, rule, &shared, None, &mut sink).unwrap_or_default();
+        out.push(Looks {
+            rule: rule.name,
+            incremental,
+            reference,
+        });
+    }
+    Ok(out)
 }

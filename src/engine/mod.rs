@@ -10,6 +10,8 @@
 
 mod evaluate;
 
+pub use evaluate::{Looks, both_looks};
+
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -30,6 +32,8 @@ pub struct CycleOptions {
     /// Evaluate every rule in shadow mode: nothing is written to the CRM or sent.
     pub dry_run: bool,
     pub sync: SyncOptions,
+    /// The moment the rules evaluate at (`None`: the clock). Tests and demos step it.
+    pub now: Option<crate::domain::Ts>,
 }
 
 /// What a cycle did.

@@ -170,6 +170,21 @@ pub struct Sinks<'a> {
     pub telegram: Option<&'a Telegram>,
 }
 
+/// Whether applying `p` in `mode` would do anything now (write, send, or record a shadow
+/// action), or only meet its key settled: done, failed or dead, already shadowed in shadow mode,
+/// or waiting for a retry that is not yet due.
+pub async fn would_act(store: &Store, p: &Proposal, mode: RuleMode) -> Result<bool, StoreError> {
+    let Some(r) = store.action(&p.key).await? else {
+        return Ok(mode != RuleMode::Off);
+    };
+    Ok(match (mode, r.state.as_str()) {
+        (RuleMode::Off, _) | (RuleMode::Shadow, _) => false,
+        (RuleMode::On, "done" | "failed" | "dead") => false,
+        (RuleMode::On, "intent") => r.retry_at.is_none_or(|at| at <= chrono::Utc::now()),
+        (RuleMode::On, _) => true,
+    })
+}
+
 /// Applies one proposal under `mode`.
 // Long: the mode switch and the intent, execute, outcome steps of one action kept together: their
 // order is the exactly-once contract.

@@ -83,6 +83,7 @@ pub async fn run(c: &Config, store: Store, shutdown: CancellationToken) -> anyho
     let opts = CycleOptions {
         dry_run: false,
         sync: engine::sync_options(c),
+        now: None,
     };
     let mut next_report = scheduler::first_due(&store, &tenants).await;
     // Stopped only after the loop: a cycle winding down still holds its tenants' leases.
