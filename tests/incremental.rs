@@ -179,8 +179,13 @@ async fn same_decisions(crm: CrmKind, tel: TelephonyKind, seed: u64, db: Db, mod
     }
     // Calltouch tracks incoming calls only: no unanswered outgoing ones to count there.
     let busy: Vec<&str> = match tel {
-        TelephonyKind::Comagic => vec!["deal_without_task", "three_unanswered"],
-        TelephonyKind::Calltouch => vec!["deal_without_task"],
+        TelephonyKind::Comagic => vec![
+            "deal_without_task",
+            "three_unanswered",
+            "overdue_tasks",
+            "lead_reaction",
+        ],
+        TelephonyKind::Calltouch => vec!["deal_without_task", "overdue_tasks", "lead_reaction"],
     };
     for rule in busy {
         assert!(
@@ -192,9 +197,7 @@ async fn same_decisions(crm: CrmKind, tel: TelephonyKind, seed: u64, db: Db, mod
     // had.
     if dry_run {
         assert!(
-            compared
-                .values()
-                .all(|(_, looked, all)| looked < all || *all == 0),
+            compared.values().any(|(_, looked, all)| looked < all),
             "{compared:?}"
         );
     }

@@ -156,16 +156,7 @@ async fn run_rule(
     let scope = scope_for(store, tid, rule, inc, &settings, shared, tenant.calendar.tz).await?;
     let mut after = String::new();
     loop {
-        let page = (inc.gather)(GatherArgs {
-            store,
-            tenant: tid,
-            now: shared.now,
-            scope: &scope,
-            rules: &tenant.cfg.rules,
-            after: &after,
-            base: &shared.base,
-        })
-        .await?;
+        let page = gather(store, tenant, inc, mode, &scope, &after, shared).await?;
         let Some(proposals) = propose(tenant, rule, shared, Some(&page.mirror), summary) else {
             return Ok((None, false));
         };
@@ -188,6 +179,30 @@ async fn run_rule(
     };
     store.set_rule_mark(tid, rule.name, &mark).await?;
     Ok((Some(line), true))
+}
+
+/// One page of the rule's working set for `scope`, after `after`.
+async fn gather(
+    store: &Store,
+    tenant: &Tenant,
+    inc: &Incremental,
+    mode: RuleMode,
+    scope: &Scope,
+    after: &str,
+    shared: &Shared,
+) -> Result<crate::rules::scope::Page, StoreError> {
+    (inc.gather)(GatherArgs {
+        store,
+        tenant: tenant.id(),
+        now: shared.now,
+        scope,
+        rules: &tenant.cfg.rules,
+        calendar: &tenant.calendar,
+        mode,
+        after,
+        base: &shared.base,
+    })
+    .await
 }
 
 /// The scope of an incremental rule: everything when it has no mark, its settings changed or
@@ -478,16 +493,7 @@ pub async fn both_looks(
         let mut incremental = Vec::new();
         let mut after = String::new();
         loop {
-            let page = (inc.gather)(GatherArgs {
-                store,
-                tenant: tid,
-                now,
-                scope: &scope,
-                rules: &tenant.cfg.rules,
-                after: &after,
-                base: &shared.base,
-            })
-            .await?;
+            let page = gather(store, tenant, inc, mode, &scope, &after, &shared).await?;
             incremental.extend(
                 propose(tenant, rule, &shared, Some(&page.mirror), &mut sink).unwrap_or_default(),
             );

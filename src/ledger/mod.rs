@@ -174,7 +174,12 @@ pub struct Sinks<'a> {
 /// action), or only meet its key settled: done, failed or dead, already shadowed in shadow mode,
 /// or waiting for a retry that is not yet due.
 pub async fn would_act(store: &Store, p: &Proposal, mode: RuleMode) -> Result<bool, StoreError> {
-    let Some(r) = store.action(&p.key).await? else {
+    would_act_key(store, &p.key, mode).await
+}
+
+/// [`would_act`] for a proposal with this key.
+pub async fn would_act_key(store: &Store, key: &str, mode: RuleMode) -> Result<bool, StoreError> {
+    let Some(r) = store.action(key).await? else {
         return Ok(mode != RuleMode::Off);
     };
     Ok(match (mode, r.state.as_str()) {

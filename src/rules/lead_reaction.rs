@@ -12,11 +12,47 @@ use std::collections::{HashMap, HashSet};
 use chrono::Timelike;
 
 use super::RuleContext;
+use super::scope::{self, GatherArgs, Incremental, Page};
 use crate::config::{Lang, LeadReactionConfig};
-use crate::domain::{Direction, EntityKind, Lead, Semantics, phone};
+use crate::domain::{Direction, EntityKind, Lead, Semantics, Ts, phone};
 use crate::ledger::{Effect, Proposal};
 use crate::notify::telegram::escape_html as esc;
 use crate::notify::{MessageKind, route};
+use crate::store::StoreError;
+
+/// Every open lead with its calls and activities, read only while the hour's digest is not yet
+/// settled in the ledger.
+pub const INCREMENTAL: Incremental = Incremental {
+    full_after: scope::never,
+    gather: |a| Box::pin(gather(a)),
+};
+
+async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {
+    let mut mirror = scope::base_set(a.base);
+    if !scope::any_unsettled(&a, &[key(a.tenant, a.now, a.calendar.tz)]).await? {
+        return Ok(Page { mirror, next: None });
+    }
+    let (s, t) = (a.store, a.tenant);
+    let leads = s.open_leads(t).await?;
+    let ids: Vec<String> = leads.iter().map(|l| l.id.clone()).collect();
+    let phones = s.phones_of(t, EntityKind::Lead, &ids).await?;
+    if let Some(first) = leads.iter().map(|l| l.created_at).min() {
+        mirror.calls = s.calls_of_phones(t, &phones, first).await?;
+    }
+    mirror.activities = s.activities_of(t, EntityKind::Lead, &ids).await?;
+    mirror.leads = leads;
+    Ok(Page { mirror, next: None })
+}
+
+/// The key of the current hour's digest.
+fn key(tenant: &str, now: Ts, tz: chrono_tz::Tz) -> String {
+    let local = now.with_timezone(&tz);
+    format!(
+        "lead_reaction:{tenant}:digest:{}T{}",
+        local.date_naive(),
+        local.hour()
+    )
+}
 
 /// Who was contacted since when: outgoing calls by number and activities by lead, indexed once
 /// so that checking every lead costs one lookup each, not a pass over all calls.
@@ -112,7 +148,7 @@ pub fn propose(ctx: &RuleContext, cfg: &LeadReactionConfig) -> Vec<Proposal> {
     if late.is_empty() {
         return Vec::new();
     }
-    late.sort_by_key(|(l, _)| l.created_at);
+    late.sort_by(|(a, _), (b, _)| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     let ru = ctx.lang == Lang::Ru;
     let mut html = if ru {
         format!(
@@ -144,14 +180,8 @@ pub fn propose(ctx: &RuleContext, cfg: &LeadReactionConfig) -> Vec<Proposal> {
             if ru { "мин" } else { "min" }
         ));
     }
-    let local = ctx.now.with_timezone(&ctx.calendar.tz);
     vec![Proposal {
-        key: format!(
-            "lead_reaction:{}:digest:{}T{}",
-            ctx.tenant,
-            local.date_naive(),
-            local.hour()
-        ),
+        key: key(ctx.tenant, ctx.now, ctx.calendar.tz),
         rule: "lead_reaction",
         entity: None,
         summary: format!(

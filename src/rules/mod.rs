@@ -103,12 +103,12 @@ pub const RULES: &[Rule] = &[
     Rule {
         name: "lead_reaction",
         propose: |ctx| lead_reaction::propose(ctx, &ctx.rules.lead_reaction),
-        incremental: None,
+        incremental: Some(&lead_reaction::INCREMENTAL),
     },
     Rule {
         name: "overdue_tasks",
         propose: |ctx| overdue_tasks::propose(ctx, &ctx.rules.overdue_tasks),
-        incremental: None,
+        incremental: Some(&overdue_tasks::INCREMENTAL),
     },
     Rule {
         name: "no_activity",

@@ -11,11 +11,42 @@ use std::collections::BTreeMap;
 use chrono::{Duration, Timelike};
 
 use super::RuleContext;
+use super::scope::{self, GatherArgs, Incremental, Page};
 use crate::config::{Lang, OverdueTasksConfig};
-use crate::domain::Task;
+use crate::domain::{Task, Ts};
 use crate::ledger::{Effect, Proposal};
 use crate::notify::telegram::escape_html as esc;
 use crate::notify::{MessageKind, route};
+use crate::store::StoreError;
+
+/// A digest of every overdue task, read only while the window's digest or the day's escalation
+/// is not yet settled in the ledger: once a window's digest is out, the rest of the window needs
+/// no look at all.
+pub const INCREMENTAL: Incremental = Incremental {
+    full_after: scope::never,
+    gather: |a| Box::pin(gather(a)),
+};
+
+async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {
+    let (digest, escalation) = keys(a.tenant, a.now, a.calendar.tz, &a.rules.overdue_tasks);
+    let mut mirror = scope::base_set(a.base);
+    if scope::any_unsettled(&a, &[digest, escalation]).await? {
+        mirror.tasks = a.store.overdue_tasks(a.tenant, a.now).await?;
+    }
+    Ok(Page { mirror, next: None })
+}
+
+/// The keys of the digest of the current window and of the day's escalation.
+fn keys(tenant: &str, now: Ts, tz: chrono_tz::Tz, cfg: &OverdueTasksConfig) -> (String, String) {
+    let local = now.with_timezone(&tz);
+    let day = local.date_naive();
+    let realert = cfg.realert_hours.max(1.0) as u32;
+    let window = local.hour() / realert;
+    (
+        format!("overdue_tasks:{tenant}:digest:{day}T{window}"),
+        format!("overdue_tasks:{tenant}:escalation:{day}"),
+    )
+}
 
 /// Telegram messages stay far below the 4096-character limit: the rest is summarised.
 const MAX_LINES: usize = 40;
@@ -33,14 +64,11 @@ pub fn propose(ctx: &RuleContext, cfg: &OverdueTasksConfig) -> Vec<Proposal> {
     if overdue.is_empty() {
         return Vec::new();
     }
-    let local = ctx.now.with_timezone(&ctx.calendar.tz);
-    let day = local.date_naive();
-    let realert = cfg.realert_hours.max(1.0) as u32;
-    let window = local.hour() / realert;
+    let (digest_key, escalation_key) = keys(ctx.tenant, ctx.now, ctx.calendar.tz, cfg);
     let mut out = Vec::new();
     if let Some(to) = route(Some(tg), MessageKind::Digest) {
         out.push(Proposal {
-            key: format!("overdue_tasks:{}:digest:{day}T{window}", ctx.tenant),
+            key: digest_key,
             rule: "overdue_tasks",
             entity: None,
             summary: format!(
@@ -62,7 +90,7 @@ pub fn propose(ctx: &RuleContext, cfg: &OverdueTasksConfig) -> Vec<Proposal> {
         .collect();
     if let (Some(to), false) = (route(Some(tg), MessageKind::Escalation), old.is_empty()) {
         out.push(Proposal {
-            key: format!("overdue_tasks:{}:escalation:{day}", ctx.tenant),
+            key: escalation_key,
             rule: "overdue_tasks",
             entity: None,
             summary: format!(
@@ -110,7 +138,10 @@ fn digest(ctx: &RuleContext, tasks: &[&Task], escalation: bool) -> String {
     };
     let mut lines = 0;
     for (who, mut list) in by_manager {
-        list.sort_by_key(|t| t.deadline);
+        // Ties in a fixed order, however the tasks were read.
+        list.sort_by(|a, b| {
+            (a.deadline, a.created_at, &a.id).cmp(&(b.deadline, b.created_at, &b.id))
+        });
         s.push_str(&format!("\n<b>{}</b> — {}\n", esc(&who), list.len()));
         for t in list {
             if lines >= MAX_LINES {

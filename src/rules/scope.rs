@@ -10,8 +10,9 @@
 
 use futures::future::BoxFuture;
 
-use crate::config::RulesConfig;
+use crate::config::{RuleMode, RulesConfig};
 use crate::domain::Ts;
+use crate::domain::calendar::BusinessCalendar;
 use crate::store::{Changes, Snapshot, Store, StoreError};
 
 /// What a rule looks at this cycle.
@@ -31,6 +32,9 @@ pub struct GatherArgs<'a> {
     pub now: Ts,
     pub scope: &'a Scope,
     pub rules: &'a RulesConfig,
+    pub calendar: &'a BusinessCalendar,
+    /// The mode the rule runs in: a digest whose key the ledger has settled in it needs no look.
+    pub mode: RuleMode,
     /// Where the previous page ended (empty for the first).
     pub after: &'a str,
     /// Users and stages, which every working set carries (they are few).
@@ -76,4 +80,15 @@ pub fn base_set(base: &Snapshot) -> Snapshot {
 /// The next page's start after a full-look page of `n` candidates ending at `last`.
 pub fn next_after(n: usize, last: Option<&str>) -> Option<String> {
     (n >= PAGE).then(|| last.unwrap_or_default().to_string())
+}
+
+/// Whether any of a digest's `keys` would still be acted on; when none would, the digest rule
+/// needs no working set (the reference would propose them only to meet them settled).
+pub async fn any_unsettled(a: &GatherArgs<'_>, keys: &[String]) -> Result<bool, StoreError> {
+    for k in keys {
+        if crate::ledger::would_act_key(a.store, k, a.mode).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

@@ -255,4 +255,43 @@ impl Store {
         out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
         Ok(out)
     }
+
+    /// Open tasks (not deleted) due at or before `now`'s second: every overdue task, and those
+    /// due within that second, which the rule decides.
+    pub async fn overdue_tasks(&self, tenant: &str, now: Ts) -> Result<Vec<Task>> {
+        let rows = sqlx::query(
+            "SELECT data FROM tasks WHERE tenant = $1 AND completed = FALSE AND deadline <= $2 \
+             AND deleted = FALSE ORDER BY created_at",
+        )
+        .bind(tenant)
+        .bind(to_secs(now))
+        .fetch_all(self.pool())
+        .await
+        .op("reading overdue tasks")?;
+        decode_rows(&rows, "task")
+    }
+
+    /// Activities (not deleted) bound to records of `kind` with these ids.
+    pub async fn activities_of(
+        &self,
+        tenant: &str,
+        kind: EntityKind,
+        ids: &[String],
+    ) -> Result<Vec<Activity>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT data FROM activities WHERE tenant = $1 AND entity_kind = $2 AND entity_id IN ({}) \
+                 AND deleted = FALSE ORDER BY started_at",
+                placeholders(3, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(tenant).bind(kind.as_str());
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            let rows = q.fetch_all(self.pool()).await.op("reading activities")?;
+            out.extend(decode_rows(&rows, "activity")?);
+        }
+        Ok(out)
+    }
 }
