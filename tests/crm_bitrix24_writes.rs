@@ -530,42 +530,6 @@ fn all_cursors(since: Option<Ts>) -> Vec<(EntityKind, Cursor)> {
         .collect()
 }
 
-fn newest(w: &World) -> Ts {
-    let mut t = w.anchor.unwrap();
-    t = t.max(w.leads.values().map(|x| x.updated_at).max().unwrap());
-    t = t.max(w.deals.values().map(|x| x.updated_at).max().unwrap());
-    t = t.max(w.contacts.values().map(|x| x.updated_at).max().unwrap());
-    t = t.max(w.companies.values().map(|x| x.updated_at).max().unwrap());
-    t = t.max(w.tasks.values().map(|x| x.updated_at).max().unwrap());
-    t.max(w.activities.values().map(|x| x.updated_at).max().unwrap())
-}
-
-#[tokio::test]
-async fn idle_change_probe_is_one_request() {
-    let h = start().await;
-    let c = client(&h, None).await;
-    let since = newest(&h.sim.world()) + Duration::seconds(1);
-    h.sim.reset_stats();
-    let changes = c.fetch_changes(&all_cursors(Some(since))).await.unwrap();
-    assert!(changes.is_empty(), "nothing changed");
-    assert_eq!(requests(&h), 1);
-    assert_eq!(h.sim.stats()[&System::Bitrix24].by_method["batch"], 1);
-
-    // One contact changes: only contacts come back, still in one request.
-    let contact = *h.sim.world().contacts.keys().nth(3).unwrap();
-    h.sim.world().contacts.get_mut(&contact).unwrap().updated_at = since + Duration::seconds(30);
-    h.sim.reset_stats();
-    let changes = c.fetch_changes(&all_cursors(Some(since))).await.unwrap();
-    assert_eq!(requests(&h), 1);
-    assert_eq!(changes.len(), 1);
-    let (kind, page) = &changes[0];
-    assert_eq!(*kind, EntityKind::Contact);
-    assert!(page.done);
-    assert_eq!(page.records.len(), 1);
-    assert_eq!(page.records[0].id().to_string(), contact.to_string());
-    assert_eq!(page.next.high_water, Some(since + Duration::seconds(30)));
-}
-
 #[tokio::test]
 async fn change_probe_pages_continue_with_fetch_page() {
     // 500 contacts and nothing else: a first pass over every kind.
