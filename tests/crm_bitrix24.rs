@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{Duration, TimeZone, Utc};
 use dozor::config::{Bitrix24Config, Bitrix24Plan};
 use dozor::crm::bitrix24::Bitrix24;
-use dozor::crm::{Crm, Cursor, NewTask};
+use dozor::crm::{Crm, Cursor};
 use dozor::domain::{ActivityKind, EntityKind, EntityRef, Record, Semantics};
 use dozor::http::ErrorKind;
 use dozor::store::{Store, TokenStore};
@@ -195,34 +195,6 @@ async fn full_fetch_matches_world_and_counts_requests() {
             .iter()
             .any(|(o, id, t, _)| *o == Owner::Deal && *id == deal_id && t == "проверка")
     );
-}
-
-#[tokio::test]
-async fn create_task_lands_with_binding_and_marker() {
-    let h = common::start_sim(opts()).await;
-    let c = client(&h).await;
-    let (deal_id, resp) = {
-        let w = h.sim.world();
-        let d = w.deals.values().next().unwrap();
-        (d.id, d.responsible_id)
-    };
-    let deadline = Utc.with_ymd_and_hms(2026, 3, 3, 15, 0, 0).unwrap();
-    let id = c
-        .create_task(&NewTask {
-            title: "Позвонить клиенту".into(),
-            description: "Создано автоматически [dozor:abc123]".into(),
-            responsible_id: resp.to_string(),
-            deadline,
-            entity: Some(EntityRef::new(EntityKind::Deal, deal_id.to_string())),
-        })
-        .await
-        .unwrap();
-    let w = h.sim.world();
-    let t = &w.tasks[&id.parse::<u64>().unwrap()];
-    assert_eq!(t.binding, Some((Owner::Deal, deal_id)));
-    assert!(t.description.contains("[dozor:abc123]"));
-    assert_eq!(t.responsible_id, resp);
-    assert_eq!(t.deadline, Some(deadline));
 }
 
 #[tokio::test]

@@ -28,6 +28,8 @@ macro_rules! for_each_crm {
 }
 
 mod crm_contract {
+    mod calls;
     mod faults;
     mod reads;
+    mod writes;
 }
