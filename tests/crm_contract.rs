@@ -28,6 +28,7 @@ macro_rules! for_each_crm {
 }
 
 mod crm_contract {
+    mod auth;
     mod calls;
     mod faults;
     mod reads;
