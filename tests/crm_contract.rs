@@ -32,5 +32,6 @@ mod crm_contract {
     mod calls;
     mod faults;
     mod reads;
+    mod sync;
     mod writes;
 }
