@@ -184,8 +184,14 @@ async fn same_decisions(crm: CrmKind, tel: TelephonyKind, seed: u64, db: Db, mod
             "three_unanswered",
             "overdue_tasks",
             "lead_reaction",
+            "lead_without_deal",
         ],
-        TelephonyKind::Calltouch => vec!["deal_without_task", "overdue_tasks", "lead_reaction"],
+        TelephonyKind::Calltouch => vec![
+            "deal_without_task",
+            "overdue_tasks",
+            "lead_reaction",
+            "lead_without_deal",
+        ],
     };
     for rule in busy {
         assert!(

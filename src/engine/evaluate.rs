@@ -24,16 +24,23 @@ use crate::tenant::Tenant;
 /// Past this many changed records a rule looks at everything, a page at a time.
 const DELTA_LIMIT: usize = 20_000;
 
-/// What every rule of a cycle shares: the ledger's view, and the whole mirror once a rule that
-/// reads all of it asks.
+/// What every rule of a cycle shares: the clock, the journal position, the base of every working
+/// set, and the whole mirror once a rule that reads all of it asks.
 struct Shared {
     now: Ts,
     head: i64,
     base: Snapshot,
+    whole: Option<Whole>,
+}
+
+/// What rules that read the whole mirror get: the mirror, the call links built from it, and the
+/// ledger's view of the last week.
+struct Whole {
+    mirror: Snapshot,
+    links: CallLinks,
     handovers: Vec<Handover>,
     done: HashMap<String, String>,
     unfinished: HashSet<String>,
-    whole: Option<(Snapshot, CallLinks)>,
 }
 
 pub(super) async fn apply_rules(
@@ -89,34 +96,17 @@ pub(super) async fn apply_rules(
     notify_managers(store, tenant, opts, &sinks, summary).await
 }
 
-/// The ledger's view and the base of every working set, read once per cycle.
+/// The clock, the journal position and the base of every working set, read once per cycle.
 async fn shared(store: &Store, tid: &str, now: Ts) -> Result<Shared, StoreError> {
-    // The position first: whatever is written after it is still ahead of the marks.
-    let head = store.mirror_head(tid).await?;
-    let recent = store
-        .actions_since(tid, now - chrono::Duration::days(7), 1_000_000)
-        .await?;
-    let unfinished = recent
-        .iter()
-        .filter(|r| r.state == "intent" && r.attempts > 0)
-        .map(|r| r.key.clone())
-        .collect();
-    let done = recent
-        .into_iter()
-        .filter(|r| r.state == "done")
-        .filter_map(|r| Some((r.key, r.result?)))
-        .collect();
     Ok(Shared {
         now,
-        head,
+        // The position first: whatever is written after it is still ahead of the marks.
+        head: store.mirror_head(tid).await?,
         base: Snapshot {
             users: store.users(tid).await?,
             stages: store.stages(tid).await?,
             ..Snapshot::default()
         },
-        handovers: handovers(store, tid).await?,
-        done,
-        unfinished,
         whole: None,
     })
 }
@@ -263,13 +253,11 @@ fn settings_digest(tenant: &Tenant, rule: &Rule, mode: RuleMode) -> String {
     format!("{:016x}", h.finish())
 }
 
-/// The whole mirror and the call links built from it, for rules that read everything.
-async fn load_whole(
-    store: &Store,
-    tenant: &Tenant,
-    now: Ts,
-) -> Result<(Snapshot, CallLinks), StoreError> {
-    let mirror = Snapshot::load(store, tenant.id()).await?;
+/// The whole mirror, the call links built from it and the ledger's view of the last week, for
+/// rules that read everything.
+async fn load_whole(store: &Store, tenant: &Tenant, now: Ts) -> Result<Whole, StoreError> {
+    let tid = tenant.id();
+    let mirror = Snapshot::load(store, tid).await?;
     let no_employees = Default::default();
     let links = crate::matching::links(
         tenant.crm.as_ref(),
@@ -284,7 +272,26 @@ async fn load_whole(
         now,
     )
     .await;
-    Ok((mirror, links))
+    let recent = store
+        .actions_since(tid, now - chrono::Duration::days(7), 1_000_000)
+        .await?;
+    let unfinished = recent
+        .iter()
+        .filter(|r| r.state == "intent" && r.attempts > 0)
+        .map(|r| r.key.clone())
+        .collect();
+    let done = recent
+        .into_iter()
+        .filter(|r| r.state == "done")
+        .filter_map(|r| Some((r.key, r.result?)))
+        .collect();
+    Ok(Whole {
+        mirror,
+        links,
+        handovers: handovers(store, tid).await?,
+        done,
+        unfinished,
+    })
 }
 
 /// The rule's proposals over `working` (or the whole mirror); `None` when it panicked: a rule
@@ -296,10 +303,17 @@ fn propose(
     working: Option<&Snapshot>,
     summary: &mut CycleSummary,
 ) -> Option<Vec<Proposal>> {
-    let no_links = CallLinks::default();
-    let (mirror, calls) = match (working, &shared.whole) {
-        (Some(m), _) => (m, &no_links),
-        (None, Some((m, links))) => (m, links),
+    // Incremental rules read neither call links nor the ledger's week.
+    let empty = Whole {
+        mirror: Snapshot::default(),
+        links: CallLinks::default(),
+        handovers: Vec::new(),
+        done: HashMap::new(),
+        unfinished: HashSet::new(),
+    };
+    let (mirror, w) = match (working, &shared.whole) {
+        (Some(m), _) => (m, &empty),
+        (None, Some(w)) => (&w.mirror, w),
         (None, None) => return Some(Vec::new()),
     };
     let ctx = RuleContext {
@@ -312,11 +326,11 @@ fn propose(
         roles: &tenant.cfg.roles,
         routing: &tenant.cfg.routing,
         rules: &tenant.cfg.rules,
-        handovers: &shared.handovers,
+        handovers: &w.handovers,
         marketing: &tenant.cfg.marketing,
-        done: &shared.done,
-        unfinished: &shared.unfinished,
-        calls,
+        done: &w.done,
+        unfinished: &w.unfinished,
+        calls: &w.links,
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (rule.propose)(&ctx))) {
         Ok(p) => Some(p),

@@ -93,7 +93,7 @@ pub const RULES: &[Rule] = &[
     Rule {
         name: "lead_without_deal",
         propose: |ctx| lead_without_deal::propose(ctx, &ctx.rules.lead_without_deal),
-        incremental: None,
+        incremental: Some(&lead_without_deal::INCREMENTAL),
     },
     Rule {
         name: "deal_without_task",

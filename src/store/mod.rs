@@ -168,6 +168,7 @@ impl Store {
             return Err(refuse(known, m.clone()));
         }
         migrate(&pool).await?;
+        mirror::upgrade(&pool).await?;
         apply_plan(&pool, plan, marker.as_ref(), o.reinitialise).await?;
         if let Some(path) = &sqlite_file {
             for f in files::sqlite_files(path) {

@@ -32,3 +32,13 @@ CREATE INDEX deals_contact ON deals (tenant, contact_id);
 CREATE INDEX deals_company ON deals (tenant, company_id);
 CREATE INDEX contacts_company ON contacts (tenant, company_id);
 CREATE INDEX actions_rule_state ON actions (tenant, rule, state);
+
+-- The lead a deal was made from, as a column: "a lead without a deal" is then an index look-up.
+-- Rows written before this column existed are filled in once by the store on open
+-- (`store_upgrades` remembers it), from the record each row keeps.
+ALTER TABLE deals ADD COLUMN lead_id TEXT;
+CREATE INDEX deals_lead ON deals (tenant, lead_id);
+CREATE TABLE store_upgrades (
+    name TEXT NOT NULL PRIMARY KEY,
+    done_at BIGINT NOT NULL
+);

@@ -12,10 +12,12 @@ use sqlx::{Any, Row};
 
 mod journal;
 mod reads;
+mod upgrade;
 mod working;
 
 pub use journal::{Changes, RuleMark};
 pub use reads::Snapshot;
+pub(super) use upgrade::upgrade;
 
 use crate::domain::phone;
 use crate::domain::*;
@@ -58,12 +60,13 @@ fn upsert(tenant: &str, r: &Record) -> Q<'static> {
         .bind(x.closed_at.map(to_secs))
         .bind(json(x)),
         Record::Deal(x) => sqlx::query(
-            "INSERT INTO deals (tenant, id, pipeline_id, stage_id, semantics, amount, responsible_id, contact_id, company_id, created_at, updated_at, closed_at, deleted, data) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, FALSE, $13) \
+            "INSERT INTO deals (tenant, id, pipeline_id, stage_id, semantics, amount, responsible_id, contact_id, company_id, created_at, updated_at, closed_at, deleted, data, lead_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, FALSE, $13, $14) \
              ON CONFLICT (tenant, id) DO UPDATE SET pipeline_id = excluded.pipeline_id, stage_id = excluded.stage_id, \
              semantics = excluded.semantics, amount = excluded.amount, responsible_id = excluded.responsible_id, \
              contact_id = excluded.contact_id, company_id = excluded.company_id, created_at = excluded.created_at, \
-             updated_at = excluded.updated_at, closed_at = excluded.closed_at, deleted = FALSE, data = excluded.data",
+             updated_at = excluded.updated_at, closed_at = excluded.closed_at, deleted = FALSE, data = excluded.data, \
+             lead_id = excluded.lead_id",
         )
         .bind(t)
         .bind(x.id.clone())
@@ -77,7 +80,8 @@ fn upsert(tenant: &str, r: &Record) -> Q<'static> {
         .bind(to_secs(x.created_at))
         .bind(to_secs(x.updated_at))
         .bind(x.closed_at.map(to_secs))
-        .bind(json(x)),
+        .bind(json(x))
+        .bind(x.lead_id.clone()),
         Record::Contact(x) => sqlx::query(
             "INSERT INTO contacts (tenant, id, responsible_id, company_id, created_at, updated_at, deleted, data) \
              VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7) \

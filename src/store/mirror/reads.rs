@@ -243,10 +243,9 @@ impl Store {
 
     /// A deal created from `lead_id`, if the mirror has one.
     pub async fn find_deal_for_lead(&self, tenant: &str, lead_id: &str) -> Result<Option<String>> {
-        let pattern = format!("%\"lead_id\":\"{}\"%", lead_id.replace(['%', '_', '"'], ""));
-        let row = sqlx::query("SELECT id FROM deals WHERE tenant = $1 AND data LIKE $2 LIMIT 1")
+        let row = sqlx::query("SELECT id FROM deals WHERE tenant = $1 AND lead_id = $2 LIMIT 1")
             .bind(tenant)
-            .bind(pattern)
+            .bind(lead_id)
             .fetch_optional(self.pool())
             .await
             .op("looking up a deal by lead")?;

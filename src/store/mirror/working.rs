@@ -294,4 +294,45 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// Open leads (not deleted) created in `[from, to]`, oldest first.
+    pub async fn open_leads_created_between(
+        &self,
+        tenant: &str,
+        from: Ts,
+        to: Ts,
+    ) -> Result<Vec<Lead>> {
+        let rows = sqlx::query(
+            "SELECT data FROM leads WHERE tenant = $1 AND semantics = 'open' AND deleted = FALSE \
+             AND created_at >= $2 AND created_at <= $3 ORDER BY created_at",
+        )
+        .bind(tenant)
+        .bind(to_secs(from))
+        .bind(to_secs(to))
+        .fetch_all(self.pool())
+        .await
+        .op("reading new leads")?;
+        decode_rows(&rows, "lead")
+    }
+
+    /// Deals (not deleted) made from these leads.
+    pub async fn deals_of_leads(&self, tenant: &str, leads: &[String]) -> Result<Vec<Deal>> {
+        let mut out = Vec::new();
+        for chunk in leads.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT data FROM deals WHERE tenant = $1 AND deleted = FALSE AND lead_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(tenant);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            let rows = q
+                .fetch_all(self.pool())
+                .await
+                .op("reading deals of leads")?;
+            out.extend(decode_rows(&rows, "deal")?);
+        }
+        Ok(out)
+    }
 }
