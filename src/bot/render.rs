@@ -133,7 +133,7 @@ pub fn match_users<'a>(snap: &'a Snapshot, query: &str) -> Vec<&'a crate::domain
 }
 
 /// `/manager <name>`: one manager's figures now (calls since local midnight).
-pub fn manager(snap: &Snapshot, cfg: &TenantConfig, query: &str, now: Ts) -> String {
+pub(crate) fn manager(snap: &Snapshot, cfg: &TenantConfig, query: &str, now: Ts) -> String {
     let ru = cfg.lang == Lang::Ru;
     if query.trim().is_empty() {
         return if ru {
@@ -249,7 +249,11 @@ fn manager_card(snap: &Snapshot, cfg: &TenantConfig, u: &crate::domain::User, no
 }
 
 /// `/status`: each source's last sync, the last cycle, and messages waiting in the ledger.
-pub async fn status(store: &Store, cfg: &TenantConfig, now: Ts) -> Result<String, StoreError> {
+pub(crate) async fn status(
+    store: &Store,
+    cfg: &TenantConfig,
+    now: Ts,
+) -> Result<String, StoreError> {
     let ru = cfg.lang == Lang::Ru;
     let tz = tz_of(cfg);
     let runs = store.last_sync_runs(&cfg.id).await?;
@@ -312,7 +316,7 @@ pub async fn status(store: &Store, cfg: &TenantConfig, now: Ts) -> Result<String
 }
 
 /// `/report` for a manager's personal chat: their own line of `rep`, nobody else's.
-pub fn personal_report(rep: &report::Report, user_id: &str, lang: Lang) -> String {
+pub(crate) fn personal_report(rep: &report::Report, user_id: &str, lang: Lang) -> String {
     use report::render::{money, num1, pct};
     let ru = lang == Lang::Ru;
     let m = rep

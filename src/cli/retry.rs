@@ -13,7 +13,7 @@ use crate::config::RuleMode;
 use crate::ledger::{self, Effect, Outcome, Proposal};
 use crate::tenant;
 
-pub async fn retry(cli: &Cli, a: &RetryArgs) -> CmdResult {
+pub(crate) async fn retry(cli: &Cli, a: &RetryArgs) -> CmdResult {
     let loaded = load_config(cli)?;
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
     let store = open_store(cli, &loaded.config).await?;

@@ -8,7 +8,7 @@ use super::{Cli, CmdResult, load_config, open_store, select};
 use crate::ledger::{self, Effect, Outcome, Proposal};
 use crate::tenant;
 
-pub async fn revert(cli: &Cli, a: &super::RevertArgs) -> CmdResult {
+pub(crate) async fn revert(cli: &Cli, a: &super::RevertArgs) -> CmdResult {
     let loaded = load_config(cli)?;
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
     let store = open_store(cli, &loaded.config).await?;

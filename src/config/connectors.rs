@@ -116,7 +116,7 @@ pub enum TelephonyConfig {
 
 impl TelephonyConfig {
     /// The configured employee → CRM user map (`employees = { "<employee id>" = "<user id>" }`).
-    pub fn employees(&self) -> &BTreeMap<String, String> {
+    pub(crate) fn employees(&self) -> &BTreeMap<String, String> {
         match self {
             TelephonyConfig::Comagic(c) => &c.employees,
             TelephonyConfig::Calltouch(c) => &c.employees,
@@ -144,7 +144,7 @@ pub struct ComagicConfig {
 
 impl ComagicConfig {
     /// The configured zone override, once validated (`None` when absent or invalid).
-    pub fn timezone_override(&self) -> Option<chrono_tz::Tz> {
+    pub(crate) fn timezone_override(&self) -> Option<chrono_tz::Tz> {
         self.timezone.as_deref().and_then(|z| z.trim().parse().ok())
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 
 /// Where `--config` is looked for when not given.
-pub const DEFAULT_PATHS: [&str; 2] = ["./config/dozor.toml", "/etc/dozor/dozor.toml"];
+pub(crate) const DEFAULT_PATHS: [&str; 2] = ["./config/dozor.toml", "/etc/dozor/dozor.toml"];
 
 /// A loaded, validated configuration and the file it came from.
 #[derive(Debug, Clone)]
@@ -18,7 +18,7 @@ pub struct Loaded {
 }
 
 /// Finds the config file: the given path, else the first default path that exists.
-pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
+pub(crate) fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
     if let Some(p) = explicit {
         if !p.exists() {
             return Err(ConfigError {

@@ -19,7 +19,7 @@ pub enum CrmKind {
 }
 
 impl CrmKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CrmKind::Bitrix24 => "bitrix24",
             CrmKind::Amocrm => "amocrm",
@@ -85,7 +85,7 @@ impl EntityKind {
 /// A reference to a CRM record that tasks, activities and calls can be bound to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EntityRef {
-    pub kind: EntityKind,
+    pub(crate) kind: EntityKind,
     pub id: String,
 }
 
@@ -113,7 +113,7 @@ impl User {
     /// How a message names user `id` when the mirror has no name for it: the CRM's users could
     /// not be read (a Bitrix24 webhook without the `user` scope) or not yet, or the user has no
     /// name. Never the bare id: the reader sees "сотрудник 17", not "17".
-    pub fn unnamed(id: &str, ru: bool) -> String {
+    pub(crate) fn unnamed(id: &str, ru: bool) -> String {
         match (ru, id.trim().is_empty()) {
             (true, false) => format!("сотрудник {}", id.trim()),
             (true, true) => "сотрудник".into(),
@@ -123,7 +123,7 @@ impl User {
     }
 
     /// The name of user `id` from `names` (id → name), else [`User::unnamed`].
-    pub fn name_in<'a, M>(names: &'a M, id: &str, ru: bool) -> String
+    pub(crate) fn name_in<'a, M>(names: &'a M, id: &str, ru: bool) -> String
     where
         M: NameLookup<'a>,
     {
@@ -135,7 +135,7 @@ impl User {
 }
 
 /// An id → name map of users (the maps messages build from the mirror's users).
-pub trait NameLookup<'a> {
+pub(crate) trait NameLookup<'a> {
     fn name_of(&self, id: &str) -> Option<&'a str>;
 }
 
@@ -164,7 +164,7 @@ pub enum Semantics {
 }
 
 impl Semantics {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Semantics::Open => "open",
             Semantics::Won => "won",
@@ -172,7 +172,7 @@ impl Semantics {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "open" => Some(Semantics::Open),
             "won" => Some(Semantics::Won),
@@ -275,14 +275,14 @@ pub struct Contact {
 /// An organisation the company sells to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Company {
-    pub id: String,
-    pub name: String,
-    pub phones: Vec<String>,
-    pub emails: Vec<String>,
-    pub responsible_id: Option<String>,
-    pub tags: Vec<String>,
-    pub created_at: Ts,
-    pub updated_at: Ts,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) phones: Vec<String>,
+    pub(crate) emails: Vec<String>,
+    pub(crate) responsible_id: Option<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) created_at: Ts,
+    pub(crate) updated_at: Ts,
 }
 
 /// Something a manager has to do (Bitrix24 task or to-do, amoCRM task).
@@ -319,24 +319,13 @@ pub enum ActivityKind {
 }
 
 impl ActivityKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ActivityKind::Call => "call",
             ActivityKind::Meeting => "meeting",
             ActivityKind::Email => "email",
             ActivityKind::Message => "message",
             ActivityKind::Other => "other",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "call" => Some(ActivityKind::Call),
-            "meeting" => Some(ActivityKind::Meeting),
-            "email" => Some(ActivityKind::Email),
-            "message" => Some(ActivityKind::Message),
-            "other" => Some(ActivityKind::Other),
-            _ => None,
         }
     }
 }
@@ -350,18 +339,10 @@ pub enum Direction {
 }
 
 impl Direction {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Direction::In => "in",
             Direction::Out => "out",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "in" => Some(Direction::In),
-            "out" => Some(Direction::Out),
-            _ => None,
         }
     }
 }

@@ -32,10 +32,10 @@ use crate::store::{ActionRow, Store, StoreError};
 /// Counts of actions by rule for reports and cycle summaries (done, shadow, failed).
 #[derive(Debug, Clone, Default)]
 pub struct ActionLine {
-    pub rule: String,
-    pub done: usize,
-    pub shadow: usize,
-    pub failed: usize,
+    pub(crate) rule: String,
+    pub(crate) done: usize,
+    pub(crate) shadow: usize,
+    pub(crate) failed: usize,
 }
 
 /// What an action does.
@@ -117,7 +117,7 @@ pub struct Proposal {
 }
 
 /// The marker that identifies an action's write in the CRM.
-pub fn marker(key: &str) -> String {
+pub(crate) fn marker(key: &str) -> String {
     format!("[dozor:{key}]")
 }
 

@@ -12,7 +12,7 @@ use crate::crm::NewTask;
 use crate::domain::{EntityKind, EntityRef, Semantics};
 use crate::ledger::{Effect, Proposal};
 
-pub fn propose(ctx: &RuleContext, cfg: &DealWithoutTaskConfig) -> Vec<Proposal> {
+pub(crate) fn propose(ctx: &RuleContext, cfg: &DealWithoutTaskConfig) -> Vec<Proposal> {
     let m = ctx.mirror;
     // Deals that already have a next step: an open task bound to them, due now or later (or
     // with no deadline at all, which managers use for "ongoing").

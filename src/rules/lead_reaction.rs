@@ -20,14 +20,14 @@ use crate::notify::{MessageKind, route};
 
 /// Who was contacted since when: outgoing calls by number and activities by lead, indexed once
 /// so that checking every lead costs one lookup each, not a pass over all calls.
-pub struct Contacts<'a> {
+pub(crate) struct Contacts<'a> {
     mirror: &'a crate::store::Snapshot,
     out_calls: HashMap<String, Vec<crate::domain::Ts>>,
     lead_touches: HashMap<&'a str, Vec<crate::domain::Ts>>,
 }
 
 impl<'a> Contacts<'a> {
-    pub fn new(mirror: &'a crate::store::Snapshot) -> Self {
+    pub(crate) fn new(mirror: &'a crate::store::Snapshot) -> Self {
         let mut out_calls: HashMap<String, Vec<crate::domain::Ts>> = HashMap::new();
         for c in mirror
             .calls
@@ -57,7 +57,7 @@ impl<'a> Contacts<'a> {
     }
 
     /// How long `lead` has waited, in business minutes, if nobody has contacted it yet.
-    pub fn waiting(
+    pub(crate) fn waiting(
         &self,
         calendar: &crate::domain::calendar::BusinessCalendar,
         now: crate::domain::Ts,
@@ -96,7 +96,7 @@ fn is_first_status(mirror: &crate::store::Snapshot, lead: &Lead) -> bool {
     }
 }
 
-pub fn propose(ctx: &RuleContext, cfg: &LeadReactionConfig) -> Vec<Proposal> {
+pub(crate) fn propose(ctx: &RuleContext, cfg: &LeadReactionConfig) -> Vec<Proposal> {
     let Some(to) = route(ctx.telegram, MessageKind::Alert) else {
         return Vec::new();
     };

@@ -15,7 +15,7 @@ use crate::crm::NewDeal;
 use crate::domain::{EntityKind, EntityRef, Semantics};
 use crate::ledger::{Effect, Proposal};
 
-pub fn propose(ctx: &RuleContext, cfg: &LeadWithoutDealConfig) -> Vec<Proposal> {
+pub(crate) fn propose(ctx: &RuleContext, cfg: &LeadWithoutDealConfig) -> Vec<Proposal> {
     let m = ctx.mirror;
     let with_deal: HashSet<&str> = m
         .deals

@@ -26,7 +26,7 @@ fn fnv(s: &str) -> u64 {
 /// Sends the announcements; returns the outcomes for the cycle summary.
 // Long: one loop over announcements with its ledger bookkeeping (intent, send, outcome) kept
 // together so the exactly-once order is visible.
-pub async fn run(
+pub(crate) async fn run(
     store: &Store,
     tenant: &str,
     tg: Option<&TelegramConfig>,

@@ -20,7 +20,7 @@ use crate::notify::{MessageKind, route};
 /// Telegram messages stay far below the 4096-character limit: the rest is summarised.
 const MAX_LINES: usize = 40;
 
-pub fn propose(ctx: &RuleContext, cfg: &OverdueTasksConfig) -> Vec<Proposal> {
+pub(crate) fn propose(ctx: &RuleContext, cfg: &OverdueTasksConfig) -> Vec<Proposal> {
     let Some(tg) = ctx.telegram else {
         return Vec::new();
     };

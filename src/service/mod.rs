@@ -15,9 +15,9 @@
 //! unit's `TimeoutStopSec=20`. The tenant leases are renewed until the cycle has really
 //! stopped, so a stopping instance never loses its claim on actions still running.
 
-pub mod leases;
-pub mod reports;
-pub mod scheduler;
+pub(crate) mod leases;
+pub(crate) mod reports;
+pub(crate) mod scheduler;
 pub mod selfcheck;
 pub mod server;
 
@@ -37,13 +37,17 @@ use server::{Health, ServerState, webhooks};
 
 /// How long a cycle may go on after a stop request before it is abandoned. Cooperative stops
 /// take well under a second; this bounds a request already in flight to a slow remote.
-pub const STOP_GRACE: Duration = Duration::from_secs(8);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(8);
 
 /// Runs the daemon for every tenant of `c` on `store` (opened with this instance as lease
 /// holder) until `shutdown` is cancelled; then releases the leases and closes the store.
 // Long: the daemon's top loop with its shutdown handling in one place, so every task's start and
 // drain can be read together.
-pub async fn run(c: &Config, store: Store, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    c: &Config,
+    store: Store,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let instance = c.cluster.instance_id();
     let ttl = Duration::from_secs(c.cluster.lease_ttl_secs);
     let mut tenants: Vec<Tenant> = Vec::new();

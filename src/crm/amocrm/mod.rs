@@ -70,7 +70,7 @@ const SYSTEM: &str = "amocrm";
 /// The request period is this much longer than 1/`rate_per_sec`.
 const RATE_MARGIN: f64 = 1.03;
 /// The largest page amoCRM serves for leads, contacts, companies, tasks, notes and unsorted.
-pub const PAGE_LIMIT: u32 = 250;
+pub(crate) const PAGE_LIMIT: u32 = 250;
 /// Attempts for one request on 5xx / transport errors (429s are waited out by [`Throttle`]).
 const MAX_ATTEMPTS: u32 = 6;
 
@@ -187,7 +187,7 @@ impl AmoCrm {
     }
 
     /// Ends every wait of this client early once `stop` is cancelled.
-    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+    pub(crate) fn with_stop(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
         self
     }
@@ -342,16 +342,11 @@ fn created_id(c: &AmoCrm, v: Option<&Value>, key: &str, path: &str) -> Result<St
 pub mod fuzzing {
     use serde_json::Value;
 
-    use crate::domain::{Activity, Deal, Task};
+    use crate::domain::{Activity, Deal};
 
     /// One lead (a deal in dozor's terms) through the mapper, as the sync maps it.
     pub fn deal(v: &Value) -> Result<Deal, String> {
         super::map::deal(v, "RUB")
-    }
-
-    /// One task through the mapper.
-    pub fn task(v: &Value) -> Result<Task, String> {
-        super::map::task(v)
     }
 
     /// One note through the call-note mapper (`None` for other note types).

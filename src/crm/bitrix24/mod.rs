@@ -168,7 +168,7 @@ impl Bitrix24 {
     }
 
     /// Ends every wait of this client early once `stop` is cancelled.
-    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+    pub(crate) fn with_stop(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
         self
     }

@@ -25,7 +25,8 @@ mod rpc;
 mod zone;
 
 use paging::{MAX_OFFSET, MAX_WINDOW_DAYS, PAGE};
-pub use zone::{ZONE_REFRESH, ZoneSource};
+pub(crate) use zone::ZONE_REFRESH;
+pub use zone::ZoneSource;
 use zone::{Zone, to_local};
 
 use super::{Result, Telephony, lenient};
@@ -91,7 +92,7 @@ impl Comagic {
     }
 
     /// Ends every wait of this client, and the paging, once `stop` is cancelled.
-    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+    pub(crate) fn with_stop(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
         self
     }

@@ -17,7 +17,7 @@ use super::{Comagic, DT_FMT, SYSTEM};
 
 /// How long the account's zone, once read, is trusted before `get.account` is asked again
 /// (accounts change zone rarely; a daily read costs one point).
-pub const ZONE_REFRESH: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const ZONE_REFRESH: Duration = Duration::from_secs(24 * 3600);
 
 /// Where the zone of the API's date-times comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
