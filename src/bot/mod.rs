@@ -6,14 +6,14 @@
 //! user id at most once a minute, with the count of refusals not logged since; what they wrote
 //! is never logged beyond the command itself.
 //!
-//! What a chat sees depends on whose it is ([`Access`]): the owner's, the head of sales', the
+//! What a chat sees depends on whose it is (`Access`): the owner's, the head of sales', the
 //! ops chat and `allowed_chats` see the whole team; a manager's personal chat
 //! (`telegram.managers`) sees that manager's own figures only — `/report` is their own row of
 //! the report, `/overdue` their own tasks, `/manager` their own card — because revenue by
 //! manager is not for every manager to read.
 //!
 //! Commands arrive by long polling (`getUpdates`) or through the Telegram webhook. An update is
-//! recognised as already answered by its id, among the last [`SEEN_KEEP`] ids taken, never by
+//! recognised as already answered by its id, among the last `SEEN_KEEP` ids taken, never by
 //! comparing it with the highest id seen: Telegram redelivers an update it got no answer for,
 //! and after a week of silence it picks the next id at random, so a lower id is news too (and
 //! one forged push with a huge id would otherwise silence the bot for good). The ids taken and
@@ -22,7 +22,7 @@
 //! between loses that one answer rather than repeating it).
 //!
 //! Parsing and the answers are plain functions of the mirror, tested without Telegram; the
-//! polling loop ([`run`]) is the thin part that talks to it.
+//! polling loop (`run`) is the thin part that talks to it.
 
 mod access;
 mod commands;

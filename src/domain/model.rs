@@ -401,7 +401,7 @@ pub struct Call {
 }
 
 impl Call {
-    /// The first field outside its sane range (see [`super::bounds`]), if any.
+    /// The first field outside its sane range (see `super::bounds`), if any.
     pub fn insane_field(&self) -> Option<&'static str> {
         use super::bounds;
         if !(0..=bounds::MAX_CALL_SECS).contains(&self.talk_s) {

@@ -4,7 +4,7 @@
 //! A telephony call counts as "in the CRM" when a CRM activity carries its call id (what dozor's
 //! `call_not_in_crm` rule and most telephony integrations write), when an activity carries the
 //! rule's ledger marker, or when a call activity with the same number started within
-//! [`TIME_SLACK_MINUTES`] of it (an integration that registered the call without its id). Each
+//! `TIME_SLACK_MINUTES` of it (an integration that registered the call without its id). Each
 //! CRM activity accounts for one telephony call at most.
 
 use std::collections::{HashMap, HashSet};

@@ -1,8 +1,8 @@
-//! The daemon as a library service: [`run`] works every tenant until its `shutdown` token is
+//! The daemon as a library service: `run` works every tenant until its `shutdown` token is
 //! cancelled. Every `sync.interval_secs` it runs a cycle per tenant; at each tenant's report
 //! time (cron, tenant time zone) it sends the report. Its parts:
-//! - [`scheduler`]: the report schedule, and reports missed while stopped;
-//! - [`leases`]: which instance works on which tenant, renewed while a cycle runs;
+//! - `scheduler`: the report schedule, and reports missed while stopped;
+//! - `leases`: which instance works on which tenant, renewed while a cycle runs;
 //! - [`selfcheck`]: the operational checks after every cycle;
 //! - [`server`]: health, metrics and the webhook receivers; the bots answer beside it.
 //!
@@ -10,7 +10,7 @@
 //! stops before its next page (each saved page keeps its cursor), the rules before the next
 //! rule or action, and every client wait (rate limit, backoff, Retry-After, Telegram pacing)
 //! ends at once; scheduled reports and self-checks are not started. A cycle still running
-//! [`STOP_GRACE`] after the stop is abandoned (its unfinished actions stay at `intent` and are
+//! `STOP_GRACE` after the stop is abandoned (its unfinished actions stay at `intent` and are
 //! reconciled at the next start), so the process exits within about 10 s, well inside the
 //! unit's `TimeoutStopSec=20`. The tenant leases are renewed until the cycle has really
 //! stopped, so a stopping instance never loses its claim on actions still running.

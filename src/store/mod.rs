@@ -128,7 +128,7 @@ impl Store {
 
     /// Opens the database at `url` as a command does: checks data_dir and file modes, fails at
     /// once on a damaged SQLite file, and refuses a database that does not match its install
-    /// marker (see [`install`]) before anything is written to it.
+    /// marker (see `install`) before anything is written to it.
     pub async fn open_with(url: &str, o: &OpenOptions) -> Result<Store> {
         install_default_drivers();
         let backend = if url.starts_with("sqlite:") {

@@ -3,11 +3,11 @@
 //! Mapping: amoCRM "leads" are deals, unsorted items are leads, call notes of leads, contacts
 //! and companies are activities. Reads page with `filter[updated_at][from]` and
 //! `order[id]=asc`, 250 per page; the cursor position is the page number (for deals,
-//! contacts, companies and tasks with the run it belongs to, see [`paging`]: records deleted
+//! contacts, companies and tasks with the run it belongs to, see `paging`: records deleted
 //! between two pages would otherwise hide the record at the next page boundary).
 //!
 //! Accounts without the API filtering add-on: the filters page
-//! (https://www.amocrm.ru/developers/content/crm_platform/filters-api) says filtering leads,
+//! (<https://www.amocrm.ru/developers/content/crm_platform/filters-api>) says filtering leads,
 //! contacts and companies is an alpha open to a limited list of accounts, and
 //! `GET /api/v4/account?with=is_api_filter_enabled` tells whether this account is one of them.
 //! Without it `filter[updated_at]` is not applied and every read would be the whole list, so
@@ -32,9 +32,9 @@
 //! server refuses (revoked, invalid) switches the client off with an auth error until it is
 //! re-authorised, instead of hammering the token endpoint.
 //!
-//! One file per role: [`auth`] (tokens), [`transport`] (one request and its waits), [`reads`]
-//! (list pages, directory, phone search), [`paging`] (repair of page shifts), [`changes`]
-//! (events), [`write`] (adds and updates), [`calls`] (call logging), [`map`] (amoCRM fields to
+//! One file per role: `auth` (tokens), `transport` (one request and its waits), `reads`
+//! (list pages, directory, phone search), `paging` (repair of page shifts), `changes`
+//! (events), [`write`] (adds and updates), `calls` (call logging), `map` (amoCRM fields to
 //! the domain).
 
 // The shared `http::Error` is large by design (it names method and URL); boxing it here alone

@@ -7,19 +7,19 @@
 //! size: an endless answer would take the daemon's memory with it. This module adds what a
 //! daemon needs around the payloads:
 //!
-//! - every answer is read through [`http::read_body`] and refused past [`http::MAX_BODY`], like
+//! - every answer is read through `http::read_body` and refused past `http::MAX_BODY`, like
 //!   the CRM's and the telephony's, with an error naming the method and the size;
 //! - long HTML messages are split on line boundaries into parts of at most 4096 visible
-//!   characters, closing and reopening the tags that are open across a cut ([`split_message`]);
-//!   the ledger sends the parts one by one ([`Telegram::send_part`]) and records its progress so
+//!   characters, closing and reopening the tags that are open across a cut (`split_message`);
+//!   the ledger sends the parts one by one (`Telegram::send_part`) and records its progress so
 //!   that a part already delivered is never sent again;
 //! - a 429 waits `parameters.retry_after` and resends the same request; 5xx and transport
 //!   failures are retried with backoff, a bounded number of times;
 //! - messages to one chat are spaced at least a second apart, and a group gets at most 20 a
 //!   minute;
 //! - errors are [`http::Error`]s. teloxide's own errors print the request URL, which carries
-//!   the bot token: every message goes through [`Telegram::redact`] and URLs through
-//!   [`redact_url`].
+//!   the bot token: every message goes through `Telegram::redact` and URLs through
+//!   `redact_url`.
 //!
 //! A failed call is classified by its description's prefix ("Bad Request", "Forbidden",
 //! "Unauthorized", …, as teloxide's [`ApiError`] reads it), the HTTP status filling in where the

@@ -4,7 +4,7 @@
 //! and when the offset would pass the API's 100 000 cap it restarts the window at the start time
 //! of the last row it got. The API's date-times (`start_time`, `date_from`, `date_till`) carry no
 //! offset: they are the account's wall clock. The account's zone is read from `get.account`
-//! (once, then again every [`ZONE_REFRESH`]), unless the config names one; the tenant's zone is
+//! (once, then again every `ZONE_REFRESH`), unless the config names one; the tenant's zone is
 //! the last resort, used only while the account has not said (or says nothing). The points budget in `metadata.limits` is respected: when
 //! `minute_remaining` reaches 0 the client pauses until `minute_reset`.
 
