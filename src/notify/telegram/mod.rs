@@ -72,9 +72,9 @@ const GROUP_WINDOW: Duration = Duration::from_secs(60);
 
 pub(crate) type Result<T> = std::result::Result<T, Error>;
 
-/// The bot itself (`getMe`).
+/// A Telegram user or bot: the bot itself (`getMe`) or the sender of a message.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct BotUser {
+pub struct User {
     pub id: i64,
     #[serde(default)]
     pub is_bot: bool,
@@ -90,22 +90,12 @@ pub struct Chat {
     pub(crate) kind: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct From {
-    pub id: i64,
-    #[serde(default)]
-    pub(crate) is_bot: bool,
-    #[serde(default)]
-    pub(crate) first_name: String,
-    pub(crate) username: Option<String>,
-}
-
 /// An incoming message (only what commands need).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Message {
     pub(crate) message_id: i64,
     pub chat: Chat,
-    pub from: Option<From>,
+    pub from: Option<User>,
     #[serde(default)]
     pub(crate) date: i64,
     pub text: Option<String>,
@@ -372,7 +362,7 @@ impl Telegram {
     }
 
     /// Who the bot is; also checks the token.
-    pub async fn get_me(&self) -> Result<BotUser> {
+    pub async fn get_me(&self) -> Result<User> {
         self.call("getMe", || {
             self.request("getMe", Params::Json(b"{}".to_vec()))
         })
