@@ -209,10 +209,7 @@ async fn redeliver(store: &Store, tenant: &Tenant, summary: &mut CycleSummary) {
 
 /// Tells the ops chat, once, about actions this or an earlier cycle parked as `dead`.
 async fn report_dead(store: &Store, tenant: &Tenant, summary: &mut CycleSummary) {
-    let sinks = ledger::Sinks {
-        crm: tenant.crm.as_ref(),
-        telegram: tenant.telegram.as_ref(),
-    };
+    let sinks = tenant.sinks();
     let to = ledger::dead::Audience {
         chat: tenant.ops_chat(),
         label: tenant.label(),
@@ -302,10 +299,7 @@ async fn apply_rules(
         unfinished: &unfinished,
         calls: &call_links,
     };
-    let sinks = ledger::Sinks {
-        crm: tenant.crm.as_ref(),
-        telegram: tenant.telegram.as_ref(),
-    };
+    let sinks = tenant.sinks();
     for rule in rules::RULES {
         if stop.is_cancelled() {
             return Ok(());

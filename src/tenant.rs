@@ -41,6 +41,14 @@ impl Tenant {
         }
     }
 
+    /// Where the ledger lands this tenant's effects: its CRM and, when configured, its bot.
+    pub(crate) fn sinks(&self) -> crate::ledger::Sinks<'_> {
+        crate::ledger::Sinks {
+            crm: self.crm.as_ref(),
+            telegram: self.telegram.as_ref(),
+        }
+    }
+
     /// The chat operational messages go to: `ops_chat`, else the owner chat.
     pub(crate) fn ops_chat(&self) -> Option<i64> {
         crate::notify::route(

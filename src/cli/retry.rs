@@ -61,10 +61,7 @@ pub(crate) async fn retry(cli: &Cli, a: &RetryArgs) -> CmdResult {
     let tenant = tenant::connect(t, &store)
         .await
         .with_context(|| format!("tenant {}", t.id))?;
-    let sinks = ledger::Sinks {
-        crm: tenant.crm.as_ref(),
-        telegram: tenant.telegram.as_ref(),
-    };
+    let sinks = tenant.sinks();
     let outcome = ledger::apply(&store, &t.id, &sinks, &p, RuleMode::On).await?;
     let summary = if p.summary.is_empty() {
         p.key.as_str()

@@ -27,10 +27,7 @@ pub(crate) async fn revert(cli: &Cli, a: &super::RevertArgs) -> CmdResult {
         let tenant = tenant::connect(t, &store)
             .await
             .with_context(|| format!("tenant {}", t.id))?;
-        let sinks = ledger::Sinks {
-            crm: tenant.crm.as_ref(),
-            telegram: tenant.telegram.as_ref(),
-        };
+        let sinks = tenant.sinks();
         for r in rows {
             found += 1;
             let effect: Effect = serde_json::from_value(r.payload["effect"].clone())

@@ -62,10 +62,7 @@ pub(crate) async fn send_report(
         report_key_prefix(tenant.id(), rep.kind),
         rep.period_from
     );
-    let sinks = ledger::Sinks {
-        crm: tenant.crm.as_ref(),
-        telegram: tenant.telegram.as_ref(),
-    };
+    let sinks = tenant.sinks();
     let text = Proposal {
         key: key.clone(),
         rule: "report",

@@ -416,10 +416,7 @@ pub async fn notify(
     let ru = tenant.cfg.lang == Lang::Ru;
     let state = load_state(store, tid).await?;
     let active: BTreeMap<String, &Problem> = problems.iter().map(|p| (p.id(), p)).collect();
-    let sinks = ledger::Sinks {
-        crm: tenant.crm.as_ref(),
-        telegram: tenant.telegram.as_ref(),
-    };
+    let sinks = tenant.sinks();
     let chat = tenant.ops_chat();
     let name = esc(tenant.label());
     let mut out = Vec::new();
