@@ -214,10 +214,10 @@ impl Default for CalendarConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReportsConfig {
-    /// Cron expressions (sec min hour day month weekday) in the tenant's time zone.
-    pub(crate) daily: String,
-    pub(crate) weekly: String,
-    pub(crate) monthly: String,
+    /// When each report goes out, in the tenant's time zone.
+    pub(crate) daily: CronSchedule,
+    pub(crate) weekly: CronSchedule,
+    pub(crate) monthly: CronSchedule,
     /// Monthly revenue plan per CRM user id, for plan %.
     pub plans: BTreeMap<String, f64>,
 }
@@ -225,11 +225,49 @@ pub struct ReportsConfig {
 impl Default for ReportsConfig {
     fn default() -> Self {
         ReportsConfig {
-            daily: "0 0 9 * * *".into(),
-            weekly: "0 0 9 * * Mon".into(),
-            monthly: "0 0 9 1 * *".into(),
+            daily: CronSchedule::fixed("0 0 9 * * *"),
+            weekly: CronSchedule::fixed("0 0 9 * * Mon"),
+            monthly: CronSchedule::fixed("0 0 9 1 * *"),
             plans: BTreeMap::new(),
         }
+    }
+}
+
+/// A cron expression (sec min hour day month weekday), parsed when the config is loaded: an
+/// expression that does not parse is a config error naming its key, not a report that never
+/// goes out.
+#[derive(Debug, Clone)]
+pub struct CronSchedule(cron::Schedule);
+
+impl CronSchedule {
+    /// An expression written in dozor's own code (the defaults).
+    fn fixed(expr: &str) -> Self {
+        expr.parse()
+            .unwrap_or_else(|e| panic!("built-in schedule `{expr}`: {e}"))
+    }
+
+    pub(crate) fn schedule(&self) -> &cron::Schedule {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for CronSchedule {
+    type Err = String;
+
+    fn from_str(expr: &str) -> Result<Self, String> {
+        cron::Schedule::from_str(expr)
+            .map(CronSchedule)
+            .map_err(|e| {
+                format!("`{expr}` is not a cron expression (sec min hour day month weekday): {e}")
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for CronSchedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
