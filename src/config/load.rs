@@ -175,14 +175,13 @@ fn schema_error(
     if let Some(field) = missing_field(inner) {
         return missing_key_error(text, table, path.as_deref(), field, err);
     }
+    if let Some((field, message)) = invalid_field(inner) {
+        return err(Some(field_key(path, field)), clean_serde_message(message));
+    }
     let Some(field) = unknown_field(inner) else {
         return err(path, clean_serde_message(inner));
     };
-    let key = match &path {
-        Some(p) if p == field || p.ends_with(&format!(".{field}")) => p.clone(),
-        Some(p) => format!("{p}.{field}"),
-        None => field.to_string(),
-    };
+    let key = field_key(path, field);
     let parent = key.strip_suffix(field).and_then(|p| p.strip_suffix('.'));
     let message = match parent.map(|p| p.rsplit('.').collect::<Vec<_>>()) {
         // `tenants[0].rules.missed_cal` or `tenants[0].rules.missed_call.sla_minuts`.
@@ -195,6 +194,20 @@ fn schema_error(
         _ => clean_serde_message(inner),
     };
     err(Some(key), message)
+}
+
+/// The dotted key of `field` in the table at `path` (which may already end with it).
+fn field_key(path: Option<String>, field: &str) -> String {
+    match path {
+        Some(p) if p == field || p.ends_with(&format!(".{field}")) => p,
+        Some(p) => format!("{p}.{field}"),
+        None => field.to_string(),
+    }
+}
+
+/// The field and message of an [`Invalid`] a field's own deserializer raised (`key `x`: …`).
+fn invalid_field(msg: &str) -> Option<(&str, &str)> {
+    msg.strip_prefix("key `")?.split_once("`: ")
 }
 
 /// The key of an "unknown field `x`, expected …" error.

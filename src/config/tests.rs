@@ -171,3 +171,29 @@ fn bad_cron_expression_names_file_key_and_line() {
         "{s}"
     );
 }
+
+#[test]
+fn unknown_comagic_zone_names_file_key_and_line() {
+    let text = format!(
+        "{MINIMAL}\n[tenants.telephony]\nkind = \"comagic\"\naccess_token = \"x\"\ntimezone = \"Asia/Ekaterinburg-ish\"\n"
+    );
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("timezone"))
+        .unwrap()
+        + 1;
+    let e = parse_err(&text);
+    assert_eq!(e.key.as_deref(), Some("tenants[0].telephony.timezone"));
+    assert_eq!(e.line, Some(line));
+    assert!(
+        e.message
+            .starts_with("`Asia/Ekaterinburg-ish` is not an IANA time zone"),
+        "{e}"
+    );
+    let text = text.replace("Asia/Ekaterinburg-ish", " Asia/Yekaterinburg ");
+    let c = parse(&text, None, None).unwrap().config;
+    let Some(TelephonyConfig::Comagic(m)) = &c.tenants[0].telephony else {
+        panic!("{:?}", c.tenants[0].telephony);
+    };
+    assert_eq!(m.timezone, Some(chrono_tz::Asia::Yekaterinburg));
+}

@@ -417,16 +417,6 @@ fn validate_telephony(
                     "CoMagic needs an access token",
                 ));
             }
-            if let Some(z) = &m.timezone
-                && z.trim().parse::<chrono_tz::Tz>().is_err()
-            {
-                return Err(Invalid::new(
-                    k("telephony.timezone"),
-                    format!(
-                        "`{z}` is not an IANA time zone (e.g. Asia/Yekaterinburg); leave it out to use the CoMagic account's own zone"
-                    ),
-                ));
-            }
         }
         Some(TelephonyConfig::Calltouch(m)) => {
             require_url(&m.base_url, &k("telephony.base_url"))?;

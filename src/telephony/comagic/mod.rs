@@ -63,7 +63,7 @@ impl Comagic {
     /// A client for the account of `cfg`; `tenant_tz` is used only until the account names its
     /// zone (or when it names none), and never when the config sets `timezone`.
     pub fn new(cfg: &ComagicConfig, tenant_tz: Tz) -> Self {
-        let zone = match cfg.timezone_override() {
+        let zone = match cfg.timezone {
             Some(tz) => Zone {
                 tz,
                 source: ZoneSource::Config,
