@@ -413,19 +413,15 @@ async fn handovers(
     Ok(rows
         .into_iter()
         .filter(|r| r.rule == "dormant" && r.kind == "set_responsible" && r.key.ends_with(":owner"))
-        .filter_map(|r| {
-            let effect: ledger::Effect =
-                serde_json::from_value(r.payload["effect"].clone()).ok()?;
-            match effect {
-                ledger::Effect::SetResponsible {
-                    entity, previous, ..
-                } => Some(rules::Handover {
-                    entity,
-                    previous,
-                    at: r.updated_at,
-                }),
-                _ => None,
-            }
+        .filter_map(|r| match ledger::Effect::stored(&r).ok()? {
+            ledger::Effect::SetResponsible {
+                entity, previous, ..
+            } => Some(rules::Handover {
+                entity,
+                previous,
+                at: r.updated_at,
+            }),
+            _ => None,
         })
         .collect())
 }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use super::select;
 use super::{Cli, CmdResult, RetryArgs, load_config, open_store};
 use crate::config::RuleMode;
-use crate::ledger::{self, Effect, Outcome, Proposal};
+use crate::ledger::{self, Outcome, Proposal};
 use crate::tenant;
 
 pub(crate) async fn retry(cli: &Cli, a: &RetryArgs) -> CmdResult {
@@ -38,18 +38,8 @@ pub(crate) async fn retry(cli: &Cli, a: &RetryArgs) -> CmdResult {
         );
         return Ok(ExitCode::from(1));
     }
-    let effect: Effect = serde_json::from_value(row.payload["effect"].clone())
+    let p = Proposal::stored(&row, "retry")
         .with_context(|| format!("action {} has an unreadable payload", row.key))?;
-    let p = Proposal {
-        key: row.key.clone(),
-        rule: "retry",
-        entity: None,
-        effect,
-        summary: row.payload["summary"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    };
     let Some(revived) = store.revive_action(&row.key).await? else {
         eprintln!(
             "action `{}` changed meanwhile; look again with `dozor audit`",

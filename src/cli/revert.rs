@@ -30,7 +30,7 @@ pub(crate) async fn revert(cli: &Cli, a: &super::RevertArgs) -> CmdResult {
         let sinks = tenant.sinks();
         for r in rows {
             found += 1;
-            let effect: Effect = serde_json::from_value(r.payload["effect"].clone())
+            let effect = Effect::stored(&r)
                 .with_context(|| format!("action {} has an unreadable payload", r.key))?;
             let Effect::SetResponsible {
                 entity,

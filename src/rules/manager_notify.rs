@@ -49,9 +49,7 @@ pub(crate) async fn run(
         .into_iter()
         .filter(|r| r.kind == "create_task" && r.state == "done")
     {
-        let Ok(Effect::CreateTask(task)) =
-            serde_json::from_value::<Effect>(r.payload["effect"].clone())
-        else {
+        let Ok(Effect::CreateTask(task)) = Effect::stored(&r) else {
             continue;
         };
         if !tg.managers.contains_key(&task.responsible_id) {
