@@ -15,17 +15,10 @@ pub(super) fn tz_of(cfg: &TenantConfig) -> chrono_tz::Tz {
     cfg.business_calendar.tz
 }
 
-fn user_names(snap: &Snapshot) -> BTreeMap<&str, &str> {
-    snap.users
-        .iter()
-        .map(|u| (u.id.as_str(), u.name.as_str()))
-        .collect()
-}
-
 /// `/overdue`: open tasks past their deadline, grouped by manager (most overdue first).
 pub fn overdue(snap: &Snapshot, lang: Lang, tz: chrono_tz::Tz, now: Ts) -> String {
     let ru = lang == Lang::Ru;
-    let names = user_names(snap);
+    let names = crate::domain::User::names(&snap.users);
     let mut by: BTreeMap<String, Vec<&crate::domain::Task>> = BTreeMap::new();
     for t in snap.tasks.iter().filter(|t| t.is_overdue(now)) {
         let who = t

@@ -4,6 +4,8 @@
 //! so a rule written once works the same on Bitrix24 and amoCRM. Identifiers are kept as strings
 //! because Bitrix24 sends string ids and amoCRM integer ids: a string holds both without loss.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -122,32 +124,20 @@ impl User {
         }
     }
 
-    /// The name of user `id` from `names` (id → name), else [`User::unnamed`].
-    pub(crate) fn name_in<'a, M>(names: &'a M, id: &str, ru: bool) -> String
-    where
-        M: NameLookup<'a>,
-    {
-        match names.name_of(id) {
+    /// The users' names by id: the map messages and figures look people up in.
+    pub(crate) fn names(users: &[User]) -> HashMap<&str, &str> {
+        users
+            .iter()
+            .map(|u| (u.id.as_str(), u.name.as_str()))
+            .collect()
+    }
+
+    /// The name of user `id` from `names` (see [`User::names`]), else [`User::unnamed`].
+    pub(crate) fn name_in(names: &HashMap<&str, &str>, id: &str, ru: bool) -> String {
+        match names.get(id) {
             Some(n) if !n.trim().is_empty() => n.to_string(),
             _ => Self::unnamed(id, ru),
         }
-    }
-}
-
-/// An id → name map of users (the maps messages build from the mirror's users).
-pub(crate) trait NameLookup<'a> {
-    fn name_of(&self, id: &str) -> Option<&'a str>;
-}
-
-impl<'a> NameLookup<'a> for std::collections::HashMap<&'a str, &'a str> {
-    fn name_of(&self, id: &str) -> Option<&'a str> {
-        self.get(id).copied()
-    }
-}
-
-impl<'a> NameLookup<'a> for std::collections::BTreeMap<&'a str, &'a str> {
-    fn name_of(&self, id: &str) -> Option<&'a str> {
-        self.get(id).copied()
     }
 }
 

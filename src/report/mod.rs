@@ -223,11 +223,7 @@ async fn month_to_date(
     snap: &Snapshot,
 ) -> Result<Figures, StoreError> {
     let p = Period::days(month_start(day), day, tz_of(t));
-    let names: BTreeMap<&str, &str> = snap
-        .users
-        .iter()
-        .map(|u| (u.id.as_str(), u.name.as_str()))
-        .collect();
+    let names = crate::domain::User::names(&snap.users);
     let managers = store
         .won_by_manager(&t.id, p.from, p.to)
         .await?

@@ -125,12 +125,7 @@ pub(crate) fn propose(ctx: &RuleContext, cfg: &LeadReactionConfig) -> Vec<Propos
             late.len()
         )
     };
-    let names: std::collections::HashMap<&str, &str> = ctx
-        .mirror
-        .users
-        .iter()
-        .map(|u| (u.id.as_str(), u.name.as_str()))
-        .collect();
+    let names = crate::domain::User::names(&ctx.mirror.users);
     for (l, m) in late.iter().take(40) {
         let who = l
             .responsible_id

@@ -117,12 +117,7 @@ pub(crate) fn propose(ctx: &RuleContext, cfg: &MissedCallConfig) -> Vec<Proposal
         }
     }
     if let (false, Some(to)) = (late.is_empty(), route(ctx.telegram, MessageKind::Alert)) {
-        let names: std::collections::HashMap<&str, &str> = ctx
-            .mirror
-            .users
-            .iter()
-            .map(|u| (u.id.as_str(), u.name.as_str()))
-            .collect();
+        let names = crate::domain::User::names(&ctx.mirror.users);
         let mut html = if ru {
             format!("<b>📞 Не перезвонили в срок: {}</b>\n", late.len())
         } else {

@@ -80,12 +80,7 @@ pub(crate) fn propose(ctx: &RuleContext, cfg: &OverdueTasksConfig) -> Vec<Propos
 }
 
 fn digest(ctx: &RuleContext, tasks: &[&Task], escalation: bool) -> String {
-    let names: BTreeMap<&str, &str> = ctx
-        .mirror
-        .users
-        .iter()
-        .map(|u| (u.id.as_str(), u.name.as_str()))
-        .collect();
+    let names = crate::domain::User::names(&ctx.mirror.users);
     let ru = ctx.lang == Lang::Ru;
     let mut by_manager: BTreeMap<String, Vec<&Task>> = BTreeMap::new();
     for t in tasks {

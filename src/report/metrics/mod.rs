@@ -230,10 +230,7 @@ pub fn discipline_of(s: &Snapshot, now: Ts) -> Discipline {
 
 /// Adds the discipline state (totals and per manager) to the figures.
 pub(crate) fn apply_discipline(f: &mut Figures, d: &Discipline, users: &[User]) {
-    let names: HashMap<&str, &str> = users
-        .iter()
-        .map(|u| (u.id.as_str(), u.name.as_str()))
-        .collect();
+    let names = User::names(users);
     let mut per: BTreeMap<String, ManagerFigures> = std::mem::take(&mut f.managers)
         .into_iter()
         .map(|m| (m.user_id.clone(), m))
@@ -282,11 +279,7 @@ fn call_user<'a>(
 // passes share the name and user look-ups built at the top.
 pub(crate) fn period_figures(s: &Snapshot, period: &Period, ctx: &Context) -> Figures {
     let mut f = Figures::default();
-    let user_name: HashMap<&str, &str> = s
-        .users
-        .iter()
-        .map(|u| (u.id.as_str(), u.name.as_str()))
-        .collect();
+    let user_name = User::names(&s.users);
     let mut per: BTreeMap<String, ManagerFigures> = BTreeMap::new();
 
     // Full names that more than one user shares match nobody.
