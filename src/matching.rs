@@ -11,7 +11,7 @@ use crate::store::Snapshot;
 use crate::telephony::Telephony;
 
 /// Phone (E.164) → the leads, contacts and companies that carry it, from the mirror.
-pub struct PhoneBook<'a> {
+pub(crate) struct PhoneBook<'a> {
     m: &'a Snapshot,
     by_phone: HashMap<String, Vec<EntityRef>>,
 }
@@ -19,7 +19,7 @@ pub struct PhoneBook<'a> {
 impl<'a> PhoneBook<'a> {
     /// The mirror's numbers plus what the CRM answered this cycle for numbers the mirror did not
     /// know (records created after the last sync).
-    pub fn with_links(m: &'a Snapshot, links: &CallLinks) -> Self {
+    pub(crate) fn with_links(m: &'a Snapshot, links: &CallLinks) -> Self {
         let mut book = PhoneBook::new(m);
         for (p, found) in &links.crm_phones {
             let v = book.by_phone.entry(p.clone()).or_default();
@@ -32,7 +32,7 @@ impl<'a> PhoneBook<'a> {
         book
     }
 
-    pub fn new(m: &'a Snapshot) -> Self {
+    pub(crate) fn new(m: &'a Snapshot) -> Self {
         let mut by_phone: HashMap<String, Vec<EntityRef>> = HashMap::new();
         let mut add = |phones: &[String], e: EntityRef| {
             for p in phones.iter().filter_map(|p| phone::normalize(p).ok()) {
@@ -55,13 +55,13 @@ impl<'a> PhoneBook<'a> {
     }
 
     /// Records with this number: contacts and companies first, then leads.
-    pub fn find(&self, e164: &str) -> &[EntityRef] {
+    pub(crate) fn find(&self, e164: &str) -> &[EntityRef] {
         self.by_phone.get(e164).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Where a call with this number belongs: the client's single open deal when there is one
     /// (as amoCRM itself attaches calls), else the client, else the lead.
-    pub fn binding(&self, e164: &str) -> Option<EntityRef> {
+    pub(crate) fn binding(&self, e164: &str) -> Option<EntityRef> {
         let found = self.find(e164);
         let client = found
             .iter()
@@ -86,7 +86,7 @@ impl<'a> PhoneBook<'a> {
     }
 
     /// The responsible user of a record in the mirror.
-    pub fn owner(&self, e: &EntityRef) -> Option<String> {
+    pub(crate) fn owner(&self, e: &EntityRef) -> Option<String> {
         let m = self.m;
         match e.kind {
             EntityKind::Deal => m
@@ -120,7 +120,7 @@ impl<'a> PhoneBook<'a> {
 
 /// The CRM user who took `call`: the employee's configured or matched user (see [`StaffMap`]),
 /// else, for an employee the map has not seen, a unique full-name match in the mirror.
-pub fn employee_user(m: &Snapshot, links: &CallLinks, call: &Call) -> Option<String> {
+pub(crate) fn employee_user(m: &Snapshot, links: &CallLinks, call: &Call) -> Option<String> {
     if let Some(id) = &call.employee_id
         && let Some(link) = links.staff.get(id)
     {
@@ -143,7 +143,7 @@ pub enum MatchedBy {
 }
 
 impl MatchedBy {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             MatchedBy::Config => "config",
             MatchedBy::Name => "name",
@@ -245,7 +245,7 @@ impl StaffMap {
         out
     }
 
-    pub fn get(&self, employee_id: &str) -> Option<&StaffLink> {
+    pub(crate) fn get(&self, employee_id: &str) -> Option<&StaffLink> {
         self.links
             .binary_search_by(|l| l.employee.id.as_str().cmp(employee_id))
             .ok()
@@ -303,21 +303,21 @@ fn by_extension(users: &[&User], ext: &str) -> Option<String> {
 
 /// What the call rules know besides the mirror, gathered once per cycle.
 #[derive(Debug, Clone, Default)]
-pub struct CallLinks {
-    pub staff: StaffMap,
+pub(crate) struct CallLinks {
+    pub(crate) staff: StaffMap,
     /// E.164 → records the CRM itself found for numbers of recent calls the mirror does not
     /// know (created after the last sync), so they get no duplicate lead.
-    pub crm_phones: HashMap<String, Vec<EntityRef>>,
+    pub(crate) crm_phones: HashMap<String, Vec<EntityRef>>,
     /// Numbers the CRM could not be asked about this cycle: no lead is created for them until
     /// a later cycle can tell.
-    pub unresolved: HashSet<String>,
+    pub(crate) unresolved: HashSet<String>,
 }
 
 /// At most this many unknown numbers are looked up in the CRM per cycle (the rest wait).
-pub const CRM_LOOKUPS_PER_CYCLE: usize = 50;
+pub(crate) const CRM_LOOKUPS_PER_CYCLE: usize = 50;
 
 /// The employees the telephony service names, plus any only seen on calls.
-pub async fn staff(
+pub(crate) async fn staff(
     telephony: Option<&dyn Telephony>,
     m: &Snapshot,
     configured: &BTreeMap<String, String>,
@@ -346,7 +346,7 @@ pub async fn staff(
 
 /// Builds the cycle's [`CallLinks`]: the staff map, and a CRM lookup of every recent inbound
 /// number the mirror does not know (only while a rule that would act on it is enabled).
-pub async fn links(
+pub(crate) async fn links(
     crm: &dyn Crm,
     telephony: Option<&dyn Telephony>,
     configured: &BTreeMap<String, String>,
@@ -407,7 +407,7 @@ pub async fn links(
 }
 
 /// Calls that started in the last `hours` before `now`.
-pub fn recent(m: &Snapshot, now: Ts, hours: f64) -> impl Iterator<Item = &Call> {
+pub(crate) fn recent(m: &Snapshot, now: Ts, hours: f64) -> impl Iterator<Item = &Call> {
     let from = now - chrono::Duration::minutes((hours * 60.0) as i64);
     m.calls
         .iter()
@@ -415,7 +415,7 @@ pub fn recent(m: &Snapshot, now: Ts, hours: f64) -> impl Iterator<Item = &Call> 
 }
 
 /// A call's number in E.164, or `None` for junk (logged once by the caller).
-pub fn number(call: &Call) -> Option<String> {
+pub(crate) fn number(call: &Call) -> Option<String> {
     match phone::normalize(&call.client_phone) {
         Ok(p) => Some(p),
         Err(e) => {

@@ -20,14 +20,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Systems whose OAuth tokens the store may hold.
-pub const OAUTH_SYSTEMS: [&str; 2] = ["amocrm", "bitrix24"];
+pub(crate) const OAUTH_SYSTEMS: [&str; 2] = ["amocrm", "bitrix24"];
 
 /// A series' labels, in the order they are written.
-pub type Labels = Vec<(&'static str, String)>;
+pub(crate) type Labels = Vec<(&'static str, String)>;
 /// A counter of seconds.
-pub type SecondsCounter = Counter<f64, AtomicU64>;
+pub(crate) type SecondsCounter = Counter<f64, AtomicU64>;
 /// A gauge of a fractional value (seconds).
-pub type FloatGauge = Gauge<f64, AtomicU64>;
+pub(crate) type FloatGauge = Gauge<f64, AtomicU64>;
 
 #[derive(Default)]
 struct Counters {
@@ -54,7 +54,7 @@ fn reauth() -> std::sync::MutexGuard<'static, BTreeMap<(String, &'static str), b
 /// A method label safe for metrics: the query string dropped, numeric and long opaque path
 /// segments replaced by `{id}` (`PATCH /api/v4/leads/123` → `PATCH /api/v4/leads/{id}`), at
 /// most 80 characters.
-pub fn method_label(method: &str) -> String {
+pub(crate) fn method_label(method: &str) -> String {
     let method = method.split(['?', '#']).next().unwrap_or("");
     let mut out = String::with_capacity(method.len());
     for (i, part) in method.split('/').enumerate() {
@@ -71,7 +71,7 @@ pub fn method_label(method: &str) -> String {
 }
 
 /// Counts one HTTP request: `status` is the HTTP status, or `error` when no answer came.
-pub fn record_request(system: &'static str, method: &str, status: Option<u16>) {
+pub(crate) fn record_request(system: &'static str, method: &str, status: Option<u16>) {
     let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
     COUNTERS
         .requests
@@ -84,7 +84,7 @@ pub fn record_request(system: &'static str, method: &str, status: Option<u16>) {
 }
 
 /// Counts a request where it is sent: `client.get(url).send().await.observe(SYSTEM, method)`.
-pub trait Observe {
+pub(crate) trait Observe {
     fn observe(self, system: &'static str, method: &str) -> Self;
 }
 
@@ -100,7 +100,7 @@ impl Observe for reqwest::Result<reqwest::Response> {
 }
 
 /// Counts one wait for a rate limiter (or a server's Retry-After) and how long it took.
-pub fn record_rate_limit_wait(system: &'static str, waited: Duration) {
+pub(crate) fn record_rate_limit_wait(system: &'static str, waited: Duration) {
     let labels = vec![("system", system.to_string())];
     COUNTERS.rate_limit_waits.get_or_create(&labels).inc();
     COUNTERS
@@ -110,7 +110,7 @@ pub fn record_rate_limit_wait(system: &'static str, waited: Duration) {
 }
 
 /// The operating time Bitrix24 reported for `method` in its current window.
-pub fn set_bitrix24_operating(tenant: &str, method: &str, seconds: f64) {
+pub(crate) fn set_bitrix24_operating(tenant: &str, method: &str, seconds: f64) {
     COUNTERS
         .operating
         .get_or_create(&vec![
@@ -121,7 +121,7 @@ pub fn set_bitrix24_operating(tenant: &str, method: &str, seconds: f64) {
 }
 
 /// Marks whether `system` of `tenant` needs a person to re-authorise the integration.
-pub fn set_reauth_required(tenant: &str, system: &'static str, required: bool) {
+pub(crate) fn set_reauth_required(tenant: &str, system: &'static str, required: bool) {
     reauth().insert((tenant.to_string(), system), required);
 }
 
@@ -135,12 +135,12 @@ pub fn reauth_required(tenant: &str) -> Vec<&'static str> {
 }
 
 /// Every (tenant, system) re-authorisation flag set so far.
-pub fn reauth_flags() -> BTreeMap<(String, &'static str), bool> {
+pub(crate) fn reauth_flags() -> BTreeMap<(String, &'static str), bool> {
     reauth().clone()
 }
 
 /// Registers the in-process counters with `registry` (they stay shared: later counts show).
-pub fn register(registry: &mut Registry) {
+pub(crate) fn register(registry: &mut Registry) {
     let c = &*COUNTERS;
     registry.register(
         "dozor_http_requests",

@@ -16,8 +16,8 @@ use crate::telephony::Telephony;
 
 /// One tenant with its clients.
 pub struct Tenant {
-    pub cfg: TenantConfig,
-    pub calendar: BusinessCalendar,
+    pub(crate) cfg: TenantConfig,
+    pub(crate) calendar: BusinessCalendar,
     pub crm: Arc<dyn Crm>,
     pub telephony: Option<Arc<dyn Telephony>>,
     pub telegram: Option<Telegram>,
@@ -28,12 +28,12 @@ impl Tenant {
         &self.cfg.id
     }
 
-    pub fn tz(&self) -> chrono_tz::Tz {
+    pub(crate) fn tz(&self) -> chrono_tz::Tz {
         self.calendar.tz
     }
 
     /// The tenant as people call it: its `name`, else its id.
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         if self.cfg.name.is_empty() {
             self.id()
         } else {
@@ -41,8 +41,16 @@ impl Tenant {
         }
     }
 
+    /// Where the ledger lands this tenant's effects: its CRM and, when configured, its bot.
+    pub(crate) fn sinks(&self) -> crate::ledger::Sinks<'_> {
+        crate::ledger::Sinks {
+            crm: self.crm.as_ref(),
+            telegram: self.telegram.as_ref(),
+        }
+    }
+
     /// The chat operational messages go to: `ops_chat`, else the owner chat.
-    pub fn ops_chat(&self) -> Option<i64> {
+    pub(crate) fn ops_chat(&self) -> Option<i64> {
         crate::notify::route(
             self.cfg.telegram.as_ref(),
             crate::notify::MessageKind::SelfCheck,
@@ -59,7 +67,7 @@ pub async fn connect(cfg: &TenantConfig, store: &Store) -> Result<Tenant, crate:
 
 /// [`connect`] for a daemon: once `stop` is cancelled, every client's waits (rate limits,
 /// backoffs, Retry-After, Telegram pacing) end at once and no further request is sent.
-pub async fn connect_until(
+pub(crate) async fn connect_until(
     cfg: &TenantConfig,
     store: &Store,
     stop: CancellationToken,

@@ -743,10 +743,10 @@ async fn check_prints_the_employee_map() {
 const YEKATERINBURG: chrono_tz::Tz = chrono_tz::Asia::Yekaterinburg;
 
 /// A CoMagic client whose config names `zone` (`telephony.timezone`), for a Moscow tenant.
-fn comagic_in(h: &SimHandle, zone: &str) -> Comagic {
+fn comagic_in(h: &SimHandle, zone: chrono_tz::Tz) -> Comagic {
     Comagic::new(
         &ComagicConfig {
-            timezone: Some(zone.into()),
+            timezone: Some(zone),
             ..common::comagic_config(h.comagic_url(), &h.sim.creds.comagic_access_token)
         },
         MOSCOW,
@@ -844,7 +844,7 @@ async fn comagic_configured_zone_wins_over_the_account() {
     // The account says Moscow and writes 00:30; the config says Yekaterinburg, so dozor takes
     // 00:30 as Yekaterinburg time: 19:30 UTC.
     let h = tiny_sim_in(at, MOSCOW).await;
-    let client = comagic_in(&h, "Asia/Yekaterinburg");
+    let client = comagic_in(&h, YEKATERINBURG);
     let calls = client
         .calls(at - Duration::hours(3), at + Duration::hours(1))
         .await
@@ -868,7 +868,7 @@ async fn comagic_configured_zone_wins_over_the_account() {
     // And the other way round: an account in Yekaterinburg read as Moscow (what the tenant's
     // zone used to do) asks two hours too early and misses the newest call.
     let h = tiny_sim_in(at, YEKATERINBURG).await;
-    let client = comagic_in(&h, "Europe/Moscow");
+    let client = comagic_in(&h, MOSCOW);
     assert!(
         client
             .calls(at - Duration::minutes(10), at + Duration::minutes(10))

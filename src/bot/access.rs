@@ -37,7 +37,7 @@ pub fn access_of(tg: &crate::config::TelegramConfig, chat: i64) -> Option<Access
 
 /// The strangers refused today, and when a refusal was last logged.
 #[derive(Debug, Default)]
-pub struct Refusals {
+pub(crate) struct Refusals {
     day: Option<chrono::NaiveDate>,
     chats: std::collections::HashSet<i64>,
     logged_at: Option<std::time::Instant>,
@@ -46,7 +46,7 @@ pub struct Refusals {
 
 impl Refusals {
     /// Whether `chat` gets a refusal on local day `today`: the first time that day only.
-    pub fn answer(&mut self, chat: i64, today: chrono::NaiveDate) -> bool {
+    pub(crate) fn answer(&mut self, chat: i64, today: chrono::NaiveDate) -> bool {
         if self.day != Some(today) {
             self.day = Some(today);
             self.chats.clear();
@@ -59,7 +59,7 @@ impl Refusals {
 
     /// Whether a refusal at `now` is logged: `Some(refusals left out of the log since the last
     /// line)` at most once a minute, `None` (counted) otherwise.
-    pub fn log(&mut self, now: std::time::Instant) -> Option<u64> {
+    pub(crate) fn log(&mut self, now: std::time::Instant) -> Option<u64> {
         if self
             .logged_at
             .is_some_and(|t| now.saturating_duration_since(t) < REFUSAL_LOG_EVERY)

@@ -14,7 +14,7 @@ use crate::store::{Snapshot, Store, StoreError};
 
 /// A command a chat sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     Report(Kind),
     Overdue,
     /// A (part of a) manager's name; empty when none was given.
@@ -27,7 +27,7 @@ pub enum Command {
 
 impl Command {
     /// The command's name, for logs.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         match self {
             Command::Report(_) => "report",
             Command::Overdue => "overdue",
@@ -61,7 +61,7 @@ pub fn commands(lang: Lang) -> Vec<(&'static str, &'static str)> {
 
 /// Reads a command from a message text. `bot_username` strips the `@bot` suffix groups add;
 /// a command addressed to another bot is not ours (`None`), nor is text that is no command.
-pub fn parse(text: &str, bot_username: Option<&str>) -> Option<Command> {
+pub(crate) fn parse(text: &str, bot_username: Option<&str>) -> Option<Command> {
     let text = text.trim();
     let rest = text.strip_prefix('/')?;
     let (head, args) = match rest.find(char::is_whitespace) {
@@ -98,9 +98,9 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Option<Command> {
 
 /// What the bot answers: HTML, then photos (PNG, caption).
 #[derive(Debug, Clone, Default)]
-pub struct Reply {
-    pub html: String,
-    pub photos: Vec<(Vec<u8>, String)>,
+pub(crate) struct Reply {
+    pub(crate) html: String,
+    pub(crate) photos: Vec<(Vec<u8>, String)>,
 }
 
 impl Reply {
@@ -121,7 +121,7 @@ pub fn refusal(lang: Lang) -> String {
 }
 
 /// `/help`.
-pub fn help(lang: Lang) -> String {
+pub(crate) fn help(lang: Lang) -> String {
     let mut s = match lang {
         Lang::Ru => String::from("<b>Команды</b>\n"),
         Lang::En => String::from("<b>Commands</b>\n"),
@@ -132,18 +132,8 @@ pub fn help(lang: Lang) -> String {
     s
 }
 
-/// The answer to `cmd` for a team chat.
-pub async fn answer(
-    store: &Store,
-    cfg: &TenantConfig,
-    cmd: &Command,
-    now: Ts,
-) -> Result<Reply, StoreError> {
-    answer_for(store, cfg, &Access::All, cmd, now).await
-}
-
 /// The answer to `cmd` for a chat with `access`.
-pub async fn answer_for(
+pub(crate) async fn answer_for(
     store: &Store,
     cfg: &TenantConfig,
     access: &Access,

@@ -6,14 +6,14 @@
 //! user id at most once a minute, with the count of refusals not logged since; what they wrote
 //! is never logged beyond the command itself.
 //!
-//! What a chat sees depends on whose it is ([`Access`]): the owner's, the head of sales', the
+//! What a chat sees depends on whose it is (`Access`): the owner's, the head of sales', the
 //! ops chat and `allowed_chats` see the whole team; a manager's personal chat
 //! (`telegram.managers`) sees that manager's own figures only — `/report` is their own row of
 //! the report, `/overdue` their own tasks, `/manager` their own card — because revenue by
 //! manager is not for every manager to read.
 //!
 //! Commands arrive by long polling (`getUpdates`) or through the Telegram webhook. An update is
-//! recognised as already answered by its id, among the last [`SEEN_KEEP`] ids taken, never by
+//! recognised as already answered by its id, among the last `SEEN_KEEP` ids taken, never by
 //! comparing it with the highest id seen: Telegram redelivers an update it got no answer for,
 //! and after a week of silence it picks the next id at random, so a lower id is news too (and
 //! one forged push with a huge id would otherwise silence the bot for good). The ids taken and
@@ -22,15 +22,17 @@
 //! between loses that one answer rather than repeating it).
 //!
 //! Parsing and the answers are plain functions of the mirror, tested without Telegram; the
-//! polling loop ([`run`]) is the thin part that talks to it.
+//! polling loop (`run`) is the thin part that talks to it.
 
 mod access;
 mod commands;
 mod render;
 
-pub use access::{Access, Refusals, access_of};
-pub use commands::{Command, Reply, answer, answer_for, commands, help, parse, refusal};
-pub use render::{manager, match_users, overdue, personal_report, status};
+pub use access::access_of;
+pub(crate) use access::{Access, Refusals};
+pub(crate) use commands::{Command, answer_for, parse};
+pub use commands::{commands, refusal};
+pub use render::{match_users, overdue};
 
 use std::time::Duration;
 
@@ -43,26 +45,26 @@ use crate::report;
 use crate::store::{Store, StoreError};
 
 /// The cursor the update offset is saved under: `(tenant, CURSOR_SOURCE, CURSOR_ENTITY)`.
-pub const CURSOR_SOURCE: &str = "telegram";
-pub const CURSOR_ENTITY: &str = "updates";
+pub(crate) const CURSOR_SOURCE: &str = "telegram";
+pub(crate) const CURSOR_ENTITY: &str = "updates";
 /// Update ids remembered as taken. Telegram redelivers within hours, a poll after a restart
 /// overlaps by at most one batch (100 updates): a thousand covers both with room to spare.
-pub const SEEN_KEEP: usize = 1000;
+pub(crate) const SEEN_KEEP: usize = 1000;
 /// Seconds one `getUpdates` waits for news.
-pub const POLL_TIMEOUT: u32 = 25;
+pub(crate) const POLL_TIMEOUT: u32 = 25;
 
 /// The updates taken so far, as saved in the cursor: the next polling offset and the ids taken
 /// most recently (oldest first).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct UpdateLog {
+pub(crate) struct UpdateLog {
     /// `getUpdates` offset: the last update taken + 1.
-    pub next: Option<i64>,
-    pub seen: std::collections::VecDeque<i64>,
+    pub(crate) next: Option<i64>,
+    pub(crate) seen: std::collections::VecDeque<i64>,
 }
 
 impl UpdateLog {
     /// Reads a saved cursor: this JSON, or the bare offset older versions saved.
-    pub fn parse(saved: &str) -> UpdateLog {
+    pub(crate) fn parse(saved: &str) -> UpdateLog {
         let saved = saved.trim();
         if let Ok(next) = saved.parse::<i64>() {
             return UpdateLog {
@@ -76,12 +78,12 @@ impl UpdateLog {
         })
     }
 
-    pub fn to_cursor(&self) -> String {
+    pub(crate) fn to_cursor(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
 
     /// Records `id` as taken and moves the offset past it; `false` when it was taken before.
-    pub fn take(&mut self, id: i64) -> bool {
+    pub(crate) fn take(&mut self, id: i64) -> bool {
         self.next = Some(id.saturating_add(1));
         if self.seen.contains(&id) {
             return false;
@@ -105,9 +107,9 @@ pub enum BotError {
 
 /// One tenant's bot: its config, its Telegram client and the store.
 pub struct Bot {
-    pub cfg: TenantConfig,
+    pub(crate) cfg: TenantConfig,
     pub tg: Telegram,
-    pub store: Store,
+    pub(crate) store: Store,
     username: Option<String>,
     refusals: std::sync::Mutex<Refusals>,
 }
@@ -133,16 +135,11 @@ impl Bot {
     }
 
     /// What `chat` may see; `None` when it may not use commands.
-    pub fn access(&self, chat: i64) -> Option<Access> {
+    pub(crate) fn access(&self, chat: i64) -> Option<Access> {
         self.cfg
             .telegram
             .as_ref()
             .and_then(|tg| access_of(tg, chat))
-    }
-
-    /// Whether `chat` may use commands.
-    pub fn is_allowed(&self, chat: i64) -> bool {
-        self.access(chat).is_some()
     }
 
     /// Prepares polling: removes a webhook (polling fails while one is set), registers the
@@ -160,7 +157,7 @@ impl Bot {
     }
 
     /// The updates taken so far.
-    pub async fn update_log(&self) -> Result<UpdateLog, StoreError> {
+    pub(crate) async fn update_log(&self) -> Result<UpdateLog, StoreError> {
         Ok(self
             .store
             .cursor(&self.cfg.id, CURSOR_SOURCE, CURSOR_ENTITY)
@@ -237,7 +234,7 @@ impl Bot {
     }
 
     /// Answers one update (nothing for updates that are no command of this bot).
-    pub async fn handle(&self, u: &Update) -> Result<(), BotError> {
+    pub(crate) async fn handle(&self, u: &Update) -> Result<(), BotError> {
         let Some(m) = &u.message else {
             return Ok(());
         };
@@ -290,7 +287,7 @@ impl Bot {
 
     /// Polls until `stop` is cancelled. Errors are logged and retried with backoff; a token the
     /// API refuses stops the bot (nothing will change until the config does).
-    pub async fn run(mut self, stop: CancellationToken) {
+    pub(crate) async fn run(mut self, stop: CancellationToken) {
         let mut failures = 0u32;
         loop {
             if stop.is_cancelled() {
@@ -329,7 +326,7 @@ impl Bot {
 /// Starts the command handling of every tenant with a bot token: fed by the Telegram webhook
 /// where one is configured (`pushed` holds its queue), by long polling otherwise. The tasks stop
 /// when `stop` is cancelled.
-pub fn spawn_all(
+pub(crate) fn spawn_all(
     tenants: &[TenantConfig],
     store: &Store,
     stop: &CancellationToken,

@@ -15,17 +15,10 @@ pub(super) fn tz_of(cfg: &TenantConfig) -> chrono_tz::Tz {
     cfg.business_calendar.tz
 }
 
-fn user_names(snap: &Snapshot) -> BTreeMap<&str, &str> {
-    snap.users
-        .iter()
-        .map(|u| (u.id.as_str(), u.name.as_str()))
-        .collect()
-}
-
 /// `/overdue`: open tasks past their deadline, grouped by manager (most overdue first).
 pub fn overdue(snap: &Snapshot, lang: Lang, tz: chrono_tz::Tz, now: Ts) -> String {
     let ru = lang == Lang::Ru;
-    let names = user_names(snap);
+    let names = crate::domain::User::names(&snap.users);
     let mut by: BTreeMap<String, Vec<&crate::domain::Task>> = BTreeMap::new();
     for t in snap.tasks.iter().filter(|t| t.is_overdue(now)) {
         let who = t
@@ -133,7 +126,7 @@ pub fn match_users<'a>(snap: &'a Snapshot, query: &str) -> Vec<&'a crate::domain
 }
 
 /// `/manager <name>`: one manager's figures now (calls since local midnight).
-pub fn manager(snap: &Snapshot, cfg: &TenantConfig, query: &str, now: Ts) -> String {
+pub(crate) fn manager(snap: &Snapshot, cfg: &TenantConfig, query: &str, now: Ts) -> String {
     let ru = cfg.lang == Lang::Ru;
     if query.trim().is_empty() {
         return if ru {
@@ -249,7 +242,11 @@ fn manager_card(snap: &Snapshot, cfg: &TenantConfig, u: &crate::domain::User, no
 }
 
 /// `/status`: each source's last sync, the last cycle, and messages waiting in the ledger.
-pub async fn status(store: &Store, cfg: &TenantConfig, now: Ts) -> Result<String, StoreError> {
+pub(crate) async fn status(
+    store: &Store,
+    cfg: &TenantConfig,
+    now: Ts,
+) -> Result<String, StoreError> {
     let ru = cfg.lang == Lang::Ru;
     let tz = tz_of(cfg);
     let runs = store.last_sync_runs(&cfg.id).await?;
@@ -312,7 +309,7 @@ pub async fn status(store: &Store, cfg: &TenantConfig, now: Ts) -> Result<String
 }
 
 /// `/report` for a manager's personal chat: their own line of `rep`, nobody else's.
-pub fn personal_report(rep: &report::Report, user_id: &str, lang: Lang) -> String {
+pub(crate) fn personal_report(rep: &report::Report, user_id: &str, lang: Lang) -> String {
     use report::render::{money, num1, pct};
     let ru = lang == Lang::Ru;
     let m = rep

@@ -11,7 +11,7 @@ use crate::config::ConfigError;
 /// The states a ledger row can be in.
 const STATES: [&str; 5] = ["intent", "shadow", "done", "failed", "dead"];
 
-pub async fn audit(cli: &Cli, a: &AuditArgs) -> CmdResult {
+pub(crate) async fn audit(cli: &Cli, a: &AuditArgs) -> CmdResult {
     let loaded = load_config(cli)?;
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
     if let Some(state) = &a.state

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use super::{BackupArgs, Cli, CmdResult, Failure, load_config, open_store};
 use crate::store;
 
-pub async fn backup(cli: &Cli, a: &BackupArgs) -> CmdResult {
+pub(crate) async fn backup(cli: &Cli, a: &BackupArgs) -> CmdResult {
     let loaded = load_config(cli)?;
     let c = &loaded.config;
     let url = c.database_url();

@@ -85,7 +85,7 @@ fn row<T: std::fmt::Display>(
 
 // Long: the check command prints one verdict per connector and setting in the order the operator
 // reads them.
-pub async fn check(cli: &Cli) -> CmdResult {
+pub(crate) async fn check(cli: &Cli) -> CmdResult {
     let loaded = load_config(cli)?;
     let file = loaded
         .file

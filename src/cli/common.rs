@@ -8,7 +8,7 @@ use crate::config::{self, Config, ConfigError, LogFormat, TenantConfig};
 use crate::store::{OpenOptions, RetryPolicy, Store};
 
 /// Sets up tracing on stderr: human-readable or JSON; `RUST_LOG` overrides `level`.
-pub fn init_logging(format: LogFormat, level: &str) {
+pub(crate) fn init_logging(format: LogFormat, level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
@@ -24,7 +24,7 @@ pub fn init_logging(format: LogFormat, level: &str) {
 
 /// A command's failure, already phrased for the user.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// Bad config or usage: exit 2.
     Config(ConfigError),
     /// A path, a file or the database needs an operator (data_dir unusable, a damaged or
@@ -56,7 +56,7 @@ impl From<crate::store::StoreError> for Failure {
     }
 }
 
-pub type CmdResult = Result<ExitCode, Failure>;
+pub(crate) type CmdResult = Result<ExitCode, Failure>;
 
 /// Loads the config named by `--config` (or found at a default path) and starts logging.
 pub(super) fn load_config(cli: &Cli) -> Result<config::Loaded, ConfigError> {

@@ -37,7 +37,7 @@ impl Drop for TempDir {
 
 // Long: the demo is a script read top to bottom (start the simulator, configure, run cycles, show
 // the outcome); steps depend on the previous ones' state.
-pub async fn demo(cli: &Cli, a: &DemoArgs) -> CmdResult {
+pub(crate) async fn demo(cli: &Cli, a: &DemoArgs) -> CmdResult {
     let lang: Lang = a.lang.into();
     let ru = lang == Lang::Ru;
     let format = match cli.log_format {

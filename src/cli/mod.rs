@@ -20,7 +20,7 @@ mod revert;
 mod run;
 mod sim;
 
-pub use common::{CmdResult, Failure, init_logging};
+pub(crate) use common::{CmdResult, Failure, init_logging};
 use common::{load_config, log_rule_modes, open_store, select};
 
 use std::path::PathBuf;
@@ -37,29 +37,29 @@ use crate::config::Lang;
 pub struct Cli {
     /// Config file [default: ./config/dozor.toml, then /etc/dozor/dozor.toml]
     #[arg(long, global = true, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Log format: human for terminals, json for journald and log collectors
     #[arg(long, global = true, value_enum)]
-    pub log_format: Option<LogFormatArg>,
+    pub(crate) log_format: Option<LogFormatArg>,
     /// Start over on purpose when the database is missing, empty, damaged or another
     /// installation's, although the install marker (`install-id` beside the database, or in
     /// data_dir for PostgreSQL) says dozor has run here before.
     /// A damaged SQLite file is moved aside, never deleted. Without a restored ledger dozor
     /// may repeat tasks, messages and reports it already made.
     #[arg(long, global = true)]
-    pub reinitialise_database: bool,
+    pub(crate) reinitialise_database: bool,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormatArg {
+pub(crate) enum LogFormatArg {
     Human,
     Json,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the daemon: scheduled sync, rules and reports, plus the health, metrics and webhook
     /// server. Stops cleanly on SIGTERM or SIGINT.
     Run,
@@ -91,45 +91,45 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct RetryArgs {
+pub(crate) struct RetryArgs {
     /// The action key, as `dozor audit` prints it
-    pub key: String,
+    pub(crate) key: String,
     /// Only this tenant
     #[arg(long)]
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 #[derive(Debug, Args)]
-pub struct BackupArgs {
+pub(crate) struct BackupArgs {
     /// The file to write
     #[arg(value_name = "PATH")]
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Replace PATH if it exists
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct RevertArgs {
+pub(crate) struct RevertArgs {
     /// The action key (as `dozor audit` shows it) or a key prefix
-    pub key: String,
+    pub(crate) key: String,
     /// Only this tenant
     #[arg(long)]
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 #[derive(Debug, Args)]
-pub struct OnceArgs {
+pub(crate) struct OnceArgs {
     /// Evaluate every rule in shadow mode: read and report, write nothing
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Only this tenant
     #[arg(long)]
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum ReportKind {
+pub(crate) enum ReportKind {
     Daily,
     Weekly,
     Monthly,
@@ -138,51 +138,51 @@ pub enum ReportKind {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum ReportFormat {
+pub(crate) enum ReportFormat {
     Html,
     Md,
     Json,
 }
 
 #[derive(Debug, Args)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// Which report
     #[arg(value_enum)]
-    pub kind: ReportKind,
+    pub(crate) kind: ReportKind,
     /// Print to the terminal (the default)
     #[arg(long, conflicts_with = "send")]
-    pub print: bool,
+    pub(crate) print: bool,
     /// Send to the tenant's owner chat in Telegram
     #[arg(long)]
-    pub send: bool,
+    pub(crate) send: bool,
     /// Write to a file in this format (with --out)
     #[arg(long, value_enum, requires = "out")]
-    pub format: Option<ReportFormat>,
+    pub(crate) format: Option<ReportFormat>,
     /// Output file for --format
     #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// The day the report covers, YYYY-MM-DD [default: yesterday in the tenant's time zone]
     #[arg(long, value_name = "DATE")]
-    pub date: Option<chrono::NaiveDate>,
+    pub(crate) date: Option<chrono::NaiveDate>,
     /// Only this tenant
     #[arg(long)]
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum CrmArg {
+pub(crate) enum CrmArg {
     Bitrix24,
     Amocrm,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum TelephonyArg {
+pub(crate) enum TelephonyArg {
     Comagic,
     Calltouch,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LangArg {
+pub(crate) enum LangArg {
     Ru,
     En,
 }
@@ -197,69 +197,69 @@ impl From<LangArg> for Lang {
 }
 
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Which CRM to simulate
     #[arg(long, value_enum, default_value = "bitrix24")]
-    pub crm: CrmArg,
+    pub(crate) crm: CrmArg,
     /// Which telephony to simulate
     #[arg(long, value_enum, default_value = "comagic")]
-    pub telephony: TelephonyArg,
+    pub(crate) telephony: TelephonyArg,
     /// Language of the messages and the report
     #[arg(long, value_enum, default_value = "ru")]
-    pub lang: LangArg,
+    pub(crate) lang: LangArg,
     /// Seed of the simulated data (same seed, same company)
     #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Size of the simulated company (1 = about 200 clients and deals)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
-    pub scale: u32,
+    pub(crate) scale: u32,
     /// Keep the demo database here instead of a temporary directory
     #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
-pub struct SimArgs {
+pub(crate) struct SimArgs {
     /// Port on 127.0.0.1 (0 = any free port)
     #[arg(long, default_value_t = 8099)]
-    pub port: u16,
+    pub(crate) port: u16,
     /// Seed of the generated data
     #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Size of the simulated company (1 = about 200 clients and deals; 500 = 100 000 deals)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=2000))]
-    pub scale: u32,
+    pub(crate) scale: u32,
     /// Do not enforce the services' rate limits
     #[arg(long)]
-    pub no_limits: bool,
+    pub(crate) no_limits: bool,
     /// Bitrix24 Enterprise limits (5 req/s, burst 250) instead of 2 req/s, burst 50
     #[arg(long)]
-    pub enterprise: bool,
+    pub(crate) enterprise: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct AuditArgs {
+pub(crate) struct AuditArgs {
     /// Only this tenant
     #[arg(long)]
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// Only this rule
     #[arg(long)]
-    pub rule: Option<String>,
+    pub(crate) rule: Option<String>,
     /// Only actions on this entity, as KIND:ID (deal:123, contact:7)
     #[arg(long, value_name = "KIND:ID")]
-    pub entity: Option<String>,
+    pub(crate) entity: Option<String>,
     /// Only actions in this state: done, failed, dead, intent, shadow
     #[arg(long)]
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
     /// Only actions since this date (YYYY-MM-DD)
     #[arg(long)]
-    pub since: Option<chrono::NaiveDate>,
+    pub(crate) since: Option<chrono::NaiveDate>,
     /// How many entries
     #[arg(long, default_value_t = 50)]
-    pub limit: i64,
+    pub(crate) limit: i64,
     /// JSON lines instead of a table
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Runs the parsed command line.

@@ -48,7 +48,7 @@ pub(crate) fn print_summary(s: &CycleSummary, dry_run: bool) {
     }
 }
 
-pub async fn once(cli: &Cli, a: &OnceArgs) -> CmdResult {
+pub(crate) async fn once(cli: &Cli, a: &OnceArgs) -> CmdResult {
     let loaded = load_config(cli)?;
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
     log_rule_modes(&tenants, a.dry_run);

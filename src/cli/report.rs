@@ -13,7 +13,7 @@ use crate::report;
 use crate::service::reports::{action_lines, send_report};
 use crate::tenant;
 
-pub async fn report(cli: &Cli, a: &ReportArgs) -> CmdResult {
+pub(crate) async fn report(cli: &Cli, a: &ReportArgs) -> CmdResult {
     let loaded = load_config(cli)?;
     let kind = match a.kind {
         ReportKind::Daily => report::Kind::Daily,

@@ -8,7 +8,7 @@ use chrono::{Duration, Utc};
 use super::{Cli, CmdResult, ReportArgs, ReportFormat, load_config, open_store, select};
 use crate::report;
 
-pub async fn report_calls(cli: &Cli, a: &ReportArgs) -> CmdResult {
+pub(crate) async fn report_calls(cli: &Cli, a: &ReportArgs) -> CmdResult {
     if a.send {
         return Err(anyhow::anyhow!(
             "the calls report is not sent to Telegram; print it, or write it with --format json --out FILE"

@@ -10,10 +10,10 @@ use anyhow::Context;
 use super::select;
 use super::{Cli, CmdResult, RetryArgs, load_config, open_store};
 use crate::config::RuleMode;
-use crate::ledger::{self, Effect, Outcome, Proposal};
+use crate::ledger::{self, Outcome, Proposal};
 use crate::tenant;
 
-pub async fn retry(cli: &Cli, a: &RetryArgs) -> CmdResult {
+pub(crate) async fn retry(cli: &Cli, a: &RetryArgs) -> CmdResult {
     let loaded = load_config(cli)?;
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
     let store = open_store(cli, &loaded.config).await?;
@@ -38,18 +38,8 @@ pub async fn retry(cli: &Cli, a: &RetryArgs) -> CmdResult {
         );
         return Ok(ExitCode::from(1));
     }
-    let effect: Effect = serde_json::from_value(row.payload["effect"].clone())
+    let p = Proposal::stored(&row, "retry")
         .with_context(|| format!("action {} has an unreadable payload", row.key))?;
-    let p = Proposal {
-        key: row.key.clone(),
-        rule: "retry",
-        entity: None,
-        effect,
-        summary: row.payload["summary"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    };
     let Some(revived) = store.revive_action(&row.key).await? else {
         eprintln!(
             "action `{}` changed meanwhile; look again with `dozor audit`",
@@ -61,10 +51,7 @@ pub async fn retry(cli: &Cli, a: &RetryArgs) -> CmdResult {
     let tenant = tenant::connect(t, &store)
         .await
         .with_context(|| format!("tenant {}", t.id))?;
-    let sinks = ledger::Sinks {
-        crm: tenant.crm.as_ref(),
-        telegram: tenant.telegram.as_ref(),
-    };
+    let sinks = tenant.sinks();
     let outcome = ledger::apply(&store, &t.id, &sinks, &p, RuleMode::On).await?;
     let summary = if p.summary.is_empty() {
         p.key.as_str()

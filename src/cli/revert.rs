@@ -8,7 +8,7 @@ use super::{Cli, CmdResult, load_config, open_store, select};
 use crate::ledger::{self, Effect, Outcome, Proposal};
 use crate::tenant;
 
-pub async fn revert(cli: &Cli, a: &super::RevertArgs) -> CmdResult {
+pub(crate) async fn revert(cli: &Cli, a: &super::RevertArgs) -> CmdResult {
     let loaded = load_config(cli)?;
     let tenants = select(&loaded.config, a.tenant.as_deref())?;
     let store = open_store(cli, &loaded.config).await?;
@@ -27,13 +27,10 @@ pub async fn revert(cli: &Cli, a: &super::RevertArgs) -> CmdResult {
         let tenant = tenant::connect(t, &store)
             .await
             .with_context(|| format!("tenant {}", t.id))?;
-        let sinks = ledger::Sinks {
-            crm: tenant.crm.as_ref(),
-            telegram: tenant.telegram.as_ref(),
-        };
+        let sinks = tenant.sinks();
         for r in rows {
             found += 1;
-            let effect: Effect = serde_json::from_value(r.payload["effect"].clone())
+            let effect = Effect::stored(&r)
                 .with_context(|| format!("action {} has an unreadable payload", r.key))?;
             let Effect::SetResponsible {
                 entity,

@@ -9,7 +9,7 @@ use super::{Cli, CmdResult, load_config, log_rule_modes, open_store};
 use crate::service;
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -30,7 +30,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-pub async fn run(cli: &Cli) -> CmdResult {
+pub(crate) async fn run(cli: &Cli) -> CmdResult {
     let loaded = load_config(cli)?;
     let c = loaded.config;
     log_rule_modes(&c.tenants.iter().collect::<Vec<_>>(), false);

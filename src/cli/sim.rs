@@ -9,7 +9,7 @@ use super::{Cli, CmdResult, SimArgs, init_logging};
 use crate::config::LogFormat;
 use dozor_sim::{self as sim, SimOptions};
 
-pub async fn sim(cli: &Cli, a: &SimArgs) -> CmdResult {
+pub(crate) async fn sim(cli: &Cli, a: &SimArgs) -> CmdResult {
     let format = match cli.log_format {
         Some(super::LogFormatArg::Json) => LogFormat::Json,
         _ => LogFormat::Human,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::Secret;
+use super::{Invalid, Secret};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -116,7 +116,7 @@ pub enum TelephonyConfig {
 
 impl TelephonyConfig {
     /// The configured employee → CRM user map (`employees = { "<employee id>" = "<user id>" }`).
-    pub fn employees(&self) -> &BTreeMap<String, String> {
+    pub(crate) fn employees(&self) -> &BTreeMap<String, String> {
         match self {
             TelephonyConfig::Comagic(c) => &c.employees,
             TelephonyConfig::Calltouch(c) => &c.employees,
@@ -133,20 +133,29 @@ pub struct ComagicConfig {
     pub access_token_file: Option<PathBuf>,
     /// The IANA zone the account's date-times are in. The Data API's times carry no offset;
     /// by default dozor reads the account's own zone (`get.account` → `timezone`), and this
-    /// overrides it (validated when the config is loaded).
-    #[serde(default)]
-    pub timezone: Option<String>,
+    /// overrides it.
+    #[serde(default, deserialize_with = "comagic_zone")]
+    pub timezone: Option<chrono_tz::Tz>,
     /// Telephony employee id → CRM user id, for employees the automatic match (full name,
     /// then extension) gets wrong or cannot make.
     #[serde(default)]
     pub employees: BTreeMap<String, String>,
 }
 
-impl ComagicConfig {
-    /// The configured zone override, once validated (`None` when absent or invalid).
-    pub fn timezone_override(&self) -> Option<chrono_tz::Tz> {
-        self.timezone.as_deref().and_then(|z| z.trim().parse().ok())
-    }
+/// `telephony.timezone`: an IANA zone name, read when the config is loaded. The error names its
+/// key itself: inside the `kind`-tagged telephony table the loader's path stops at the table.
+fn comagic_zone<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<chrono_tz::Tz>, D::Error> {
+    let Some(z) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    z.trim().parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(Invalid::new(
+            "timezone",
+            format!(
+                "`{z}` is not an IANA time zone (e.g. Asia/Yekaterinburg); leave it out to use the CoMagic account's own zone"
+            ),
+        ))
+    })
 }
 
 pub(super) fn default_comagic_url() -> String {

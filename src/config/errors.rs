@@ -10,7 +10,7 @@ pub struct ConfigError {
     pub file: Option<PathBuf>,
     pub key: Option<String>,
     pub line: Option<usize>,
-    pub message: String,
+    pub(crate) message: String,
     /// The `DOZOR__*` variable the bad value came from; the file's line would mislead then.
     pub env_var: Option<String>,
 }
@@ -56,12 +56,12 @@ pub(super) fn key_label(key: &Option<String>, line: &Option<usize>) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("key `{key}`: {message}")]
 pub struct Invalid {
-    pub key: String,
-    pub message: String,
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 impl Invalid {
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         Invalid {
             key: key.into(),
             message: message.into(),
@@ -70,7 +70,7 @@ impl Invalid {
 
     /// The same problem with its key placed under a table: `calendar.work_hours` checked for
     /// one tenant becomes `tenants[0].calendar.work_hours`.
-    pub fn under(self, place: impl Fn(&str) -> String) -> Self {
+    pub(crate) fn under(self, place: impl Fn(&str) -> String) -> Self {
         Invalid {
             key: place(&self.key),
             message: self.message,

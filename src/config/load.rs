@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 
 /// Where `--config` is looked for when not given.
-pub const DEFAULT_PATHS: [&str; 2] = ["./config/dozor.toml", "/etc/dozor/dozor.toml"];
+pub(crate) const DEFAULT_PATHS: [&str; 2] = ["./config/dozor.toml", "/etc/dozor/dozor.toml"];
 
 /// A loaded, validated configuration and the file it came from.
 #[derive(Debug, Clone)]
@@ -18,7 +18,7 @@ pub struct Loaded {
 }
 
 /// Finds the config file: the given path, else the first default path that exists.
-pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
+pub(crate) fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
     if let Some(p) = explicit {
         if !p.exists() {
             return Err(ConfigError {
@@ -175,14 +175,13 @@ fn schema_error(
     if let Some(field) = missing_field(inner) {
         return missing_key_error(text, table, path.as_deref(), field, err);
     }
+    if let Some((field, message)) = invalid_field(inner) {
+        return err(Some(field_key(path, field)), clean_serde_message(message));
+    }
     let Some(field) = unknown_field(inner) else {
         return err(path, clean_serde_message(inner));
     };
-    let key = match &path {
-        Some(p) if p == field || p.ends_with(&format!(".{field}")) => p.clone(),
-        Some(p) => format!("{p}.{field}"),
-        None => field.to_string(),
-    };
+    let key = field_key(path, field);
     let parent = key.strip_suffix(field).and_then(|p| p.strip_suffix('.'));
     let message = match parent.map(|p| p.rsplit('.').collect::<Vec<_>>()) {
         // `tenants[0].rules.missed_cal` or `tenants[0].rules.missed_call.sla_minuts`.
@@ -195,6 +194,20 @@ fn schema_error(
         _ => clean_serde_message(inner),
     };
     err(Some(key), message)
+}
+
+/// The dotted key of `field` in the table at `path` (which may already end with it).
+fn field_key(path: Option<String>, field: &str) -> String {
+    match path {
+        Some(p) if p == field || p.ends_with(&format!(".{field}")) => p,
+        Some(p) => format!("{p}.{field}"),
+        None => field.to_string(),
+    }
+}
+
+/// The field and message of an [`Invalid`] a field's own deserializer raised (`key `x`: …`).
+fn invalid_field(msg: &str) -> Option<(&str, &str)> {
+    msg.strip_prefix("key `")?.split_once("`: ")
 }
 
 /// The key of an "unknown field `x`, expected …" error.

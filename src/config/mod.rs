@@ -44,15 +44,15 @@ pub struct Config {
     #[serde(default)]
     pub sync: SyncConfig,
     #[serde(default)]
-    pub cluster: ClusterConfig,
+    pub(crate) cluster: ClusterConfig,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
     /// Thresholds of the self-checks reported to the ops chat.
     #[serde(default)]
-    pub selfcheck: SelfCheckConfig,
+    pub(crate) selfcheck: SelfCheckConfig,
     /// How failing actions are retried before they are parked as `dead`.
     #[serde(default)]
-    pub ledger: LedgerConfig,
+    pub(crate) ledger: LedgerConfig,
 }
 
 /// Retries of actions that fail transiently (CRM or Telegram errors that may pass) or panic:
@@ -61,10 +61,10 @@ pub struct Config {
 /// left for `dozor retry KEY`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LedgerConfig {
-    pub max_attempts: u32,
-    pub retry_first_secs: u64,
-    pub retry_max_secs: u64,
+pub(crate) struct LedgerConfig {
+    pub(crate) max_attempts: u32,
+    pub(crate) retry_first_secs: u64,
+    pub(crate) retry_max_secs: u64,
 }
 
 /// The same as the store's `RetryPolicy::default()` (a test in `cli::common` holds them equal):
@@ -82,12 +82,12 @@ impl Default for LedgerConfig {
 /// Several `dozor run` instances on one PostgreSQL database share the tenants through leases.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ClusterConfig {
+pub(crate) struct ClusterConfig {
     /// This instance's name in the lease table; default `HOSTNAME:PID`.
-    pub instance_id: Option<String>,
+    pub(crate) instance_id: Option<String>,
     /// Seconds a tenant lease lasts without renewal: a dead instance's tenants are taken over
     /// this long after its last renewal.
-    pub lease_ttl_secs: u64,
+    pub(crate) lease_ttl_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -101,7 +101,7 @@ impl Default for ClusterConfig {
 
 impl ClusterConfig {
     /// The configured instance id, else `HOSTNAME:PID` (unique per process on one host).
-    pub fn instance_id(&self) -> String {
+    pub(crate) fn instance_id(&self) -> String {
         if let Some(id) = &self.instance_id {
             return id.clone();
         }
@@ -132,7 +132,7 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter (`info`, `dozor=debug,sqlx=warn`); `RUST_LOG` wins when set.
-    pub level: String,
+    pub(crate) level: String,
 }
 
 impl Default for LogConfig {
@@ -149,8 +149,8 @@ impl Default for LogConfig {
 pub struct DatabaseConfig {
     /// `sqlite://path/to/file.db` or `postgres://user:pass@host/db`; empty = SQLite file
     /// `dozor.db` under `data_dir`.
-    pub url: Option<Secret>,
-    pub url_file: Option<PathBuf>,
+    pub(crate) url: Option<Secret>,
+    pub(crate) url_file: Option<PathBuf>,
     pub max_connections: u32,
 }
 
@@ -167,16 +167,16 @@ impl Default for DatabaseConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Address of /healthz, /readyz, /metrics and the webhook receivers.
-    pub listen: String,
+    pub(crate) listen: String,
     /// Connections served at once. At the cap a new connection pushes out the one idle the
     /// longest, or is closed at once when all are busy: the process never runs out of file
     /// descriptors however many clients connect.
     pub max_connections: usize,
     /// Bearer token /metrics asks for (`Authorization: Bearer TOKEN`); none: /metrics is open.
     pub metrics_token: Option<Secret>,
-    pub metrics_token_file: Option<PathBuf>,
+    pub(crate) metrics_token_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -194,7 +194,7 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Most connections `server.max_connections` may allow: far below the 65536 descriptors the
     /// systemd unit gives, leaving room for the database, the clients and the logs.
-    pub const MAX_CONNECTIONS: usize = 16_384;
+    pub(crate) const MAX_CONNECTIONS: usize = 16_384;
 
     /// A warning when metrics are reachable from other hosts without a token; `None` when
     /// the server is off, listens on loopback, or /metrics asks for a token.
@@ -219,15 +219,15 @@ pub struct SyncConfig {
     pub interval_secs: u64,
     /// Each incremental read starts this many seconds before the last one's newest change, so
     /// records saved while a page was being read are not missed.
-    pub overlap_secs: u64,
+    pub(crate) overlap_secs: u64,
     /// How many days of telephony history the first sync reads.
-    pub telephony_initial_days: u32,
+    pub(crate) telephony_initial_days: u32,
     /// Seconds between re-reads of users and pipelines.
-    pub directory_refresh_secs: u64,
+    pub(crate) directory_refresh_secs: u64,
     /// Seconds between deletion sweeps of CRMs without a deletion feed.
-    pub deletion_sweep_secs: u64,
+    pub(crate) deletion_sweep_secs: u64,
     /// Each telephony read starts this many seconds before the previous one ended.
-    pub telephony_overlap_secs: u64,
+    pub(crate) telephony_overlap_secs: u64,
 }
 
 impl Default for SyncConfig {

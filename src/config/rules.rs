@@ -20,7 +20,7 @@ pub enum RuleMode {
 }
 
 /// The largest number a rule setting takes.
-pub const MAX_RULE_PARAM: f64 = 1_000_000.0;
+pub(crate) const MAX_RULE_PARAM: f64 = 1_000_000.0;
 
 /// What every rule's settings offer, whatever its own numbers are.
 pub trait RuleSettings: std::fmt::Debug {
@@ -227,7 +227,7 @@ macro_rules! rules_config {
             }
 
             /// A rule's settings by name, to change.
-            pub fn get_mut(&mut self, name: &str) -> Option<&mut dyn RuleSettings> {
+            pub(crate) fn get_mut(&mut self, name: &str) -> Option<&mut dyn RuleSettings> {
                 match name {
                     $(stringify!($field) => Some(&mut self.$field),)*
                     _ => None,
@@ -265,7 +265,7 @@ impl RulesConfig {
 
     /// One line for the start-up log: which rules act, which only report, which are off, so
     /// nobody has to read the config to know whether dozor is writing to the CRM.
-    pub fn summary(&self, tenant: &str, dry_run: bool) -> String {
+    pub(crate) fn summary(&self, tenant: &str, dry_run: bool) -> String {
         let list = |mode| match self.in_mode(mode) {
             v if v.is_empty() => "none".to_string(),
             v => v.join(", "),
@@ -288,7 +288,7 @@ impl RulesConfig {
 
     /// The message for an unknown key under `rules`: `rule` is the rule whose table holds
     /// `key`, or `None` when `key` is itself meant as a rule's name. It says what is allowed.
-    pub fn unknown_key_message(rule: Option<&str>, key: &str) -> String {
+    pub(crate) fn unknown_key_message(rule: Option<&str>, key: &str) -> String {
         let defaults = RulesConfig::default();
         match rule.and_then(|r| defaults.get(r).map(|s| (r, s))) {
             None => format!(

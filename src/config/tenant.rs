@@ -16,11 +16,11 @@ pub struct TenantConfig {
     /// Short stable name: lowercase letters, digits, `-` and `_`. Used in ledger keys.
     pub id: String,
     #[serde(default)]
-    pub name: String,
+    pub(crate) name: String,
     #[serde(default = "default_tz")]
     pub timezone: String,
     #[serde(default)]
-    pub lang: Lang,
+    pub(crate) lang: Lang,
     pub crm: CrmConfig,
     #[serde(default)]
     pub telephony: Option<TelephonyConfig>,
@@ -31,25 +31,25 @@ pub struct TenantConfig {
     /// `timezone` and `calendar` as one business calendar, built when the config is loaded
     /// (Moscow's 09:00-18:00, Monday to Friday, for a config not loaded through [`parse`]).
     #[serde(skip, default = "BusinessCalendar::moscow_default")]
-    pub business_calendar: BusinessCalendar,
+    pub(crate) business_calendar: BusinessCalendar,
     #[serde(default)]
     pub reports: ReportsConfig,
     #[serde(default)]
     pub rules: RulesConfig,
     #[serde(default)]
-    pub roles: RolesConfig,
+    pub(crate) roles: RolesConfig,
     /// Who gets the lead of an unknown caller.
     #[serde(default)]
     pub routing: RoutingConfig,
     #[serde(default)]
-    pub marketing: MarketingConfig,
+    pub(crate) marketing: MarketingConfig,
     /// Tokens of the webhook receivers; a receiver without its token stays off.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
     /// Accept plain `http://` to a host other than this one for this tenant's CRM, telephony
     /// and Telegram URLs, which all carry secrets. Off: such a URL is refused at load.
     #[serde(default)]
-    pub allow_insecure_http: bool,
+    pub(crate) allow_insecure_http: bool,
 }
 
 /// Secrets that authenticate pushes from the CRM, the telephony and Telegram. Each receiver is
@@ -58,25 +58,25 @@ pub struct TenantConfig {
 #[serde(deny_unknown_fields)]
 pub struct WebhooksConfig {
     /// Bitrix24 outgoing webhook / app `application_token` (sent as `auth[application_token]`).
-    pub bitrix24_token: Option<Secret>,
-    pub bitrix24_token_file: Option<PathBuf>,
+    pub(crate) bitrix24_token: Option<Secret>,
+    pub(crate) bitrix24_token_file: Option<PathBuf>,
     /// Secret path segment of the amoCRM webhook URL.
-    pub amocrm_secret: Option<Secret>,
-    pub amocrm_secret_file: Option<PathBuf>,
+    pub(crate) amocrm_secret: Option<Secret>,
+    pub(crate) amocrm_secret_file: Option<PathBuf>,
     /// Secret path segment of the CoMagic notification URL.
     pub comagic_secret: Option<Secret>,
-    pub comagic_secret_file: Option<PathBuf>,
+    pub(crate) comagic_secret_file: Option<PathBuf>,
     /// `secret_token` given to Telegram's setWebhook (header X-Telegram-Bot-Api-Secret-Token).
-    pub telegram_secret: Option<Secret>,
-    pub telegram_secret_file: Option<PathBuf>,
+    pub(crate) telegram_secret: Option<Secret>,
+    pub(crate) telegram_secret_file: Option<PathBuf>,
 }
 
 /// How clients are handed to marketing (after three unanswered calls).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct MarketingConfig {
+pub(crate) struct MarketingConfig {
     /// The flag (amoCRM tag; Bitrix24 `flag_field` value) that puts a client into retargeting.
-    pub retarget_tag: String,
+    pub(crate) retarget_tag: String,
 }
 
 impl Default for MarketingConfig {
@@ -90,15 +90,15 @@ impl Default for MarketingConfig {
 /// Who does what in the sales department, by CRM user id.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RolesConfig {
+pub(crate) struct RolesConfig {
     /// Takes over dormant clients ("нулевые") with their deals and tasks.
-    pub reactivation_manager: Option<String>,
+    pub(crate) reactivation_manager: Option<String>,
     /// Managers on duty for missed calls from clients without an owner, in order.
     #[serde(default)]
-    pub on_duty: Vec<String>,
+    pub(crate) on_duty: Vec<String>,
     /// CRM users whose clients dozor never reassigns (e.g. the owner's own accounts).
     #[serde(default)]
-    pub protected: Vec<String>,
+    pub(crate) protected: Vec<String>,
 }
 
 /// How an on-duty manager is picked when routing falls through to `roles.on_duty`.
@@ -123,7 +123,7 @@ pub struct RoutingConfig {
     pub virtual_numbers: BTreeMap<String, String>,
     /// Call source or UTM source (case-insensitive; stored lowercase after loading) → CRM user id.
     #[serde(default)]
-    pub sources: BTreeMap<String, String>,
+    pub(crate) sources: BTreeMap<String, String>,
     #[serde(default)]
     pub on_duty: OnDutyPick,
 }
@@ -192,9 +192,9 @@ pub(super) fn default_tz() -> String {
 #[serde(deny_unknown_fields, default)]
 pub struct CalendarConfig {
     /// Working hours, `HH:MM-HH:MM` in the tenant's time zone.
-    pub work_hours: String,
+    pub(crate) work_hours: String,
     /// Working days: `mon`..`sun`.
-    pub work_days: Vec<String>,
+    pub(crate) work_days: Vec<String>,
     /// Non-working dates, `YYYY-MM-DD`.
     pub holidays: Vec<String>,
 }
@@ -214,10 +214,10 @@ impl Default for CalendarConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReportsConfig {
-    /// Cron expressions (sec min hour day month weekday) in the tenant's time zone.
-    pub daily: String,
-    pub weekly: String,
-    pub monthly: String,
+    /// When each report goes out, in the tenant's time zone.
+    pub(crate) daily: CronSchedule,
+    pub(crate) weekly: CronSchedule,
+    pub(crate) monthly: CronSchedule,
     /// Monthly revenue plan per CRM user id, for plan %.
     pub plans: BTreeMap<String, f64>,
 }
@@ -225,11 +225,49 @@ pub struct ReportsConfig {
 impl Default for ReportsConfig {
     fn default() -> Self {
         ReportsConfig {
-            daily: "0 0 9 * * *".into(),
-            weekly: "0 0 9 * * Mon".into(),
-            monthly: "0 0 9 1 * *".into(),
+            daily: CronSchedule::fixed("0 0 9 * * *"),
+            weekly: CronSchedule::fixed("0 0 9 * * Mon"),
+            monthly: CronSchedule::fixed("0 0 9 1 * *"),
             plans: BTreeMap::new(),
         }
+    }
+}
+
+/// A cron expression (sec min hour day month weekday), parsed when the config is loaded: an
+/// expression that does not parse is a config error naming its key, not a report that never
+/// goes out.
+#[derive(Debug, Clone)]
+pub struct CronSchedule(cron::Schedule);
+
+impl CronSchedule {
+    /// An expression written in dozor's own code (the defaults).
+    fn fixed(expr: &str) -> Self {
+        expr.parse()
+            .unwrap_or_else(|e| panic!("built-in schedule `{expr}`: {e}"))
+    }
+
+    pub(crate) fn schedule(&self) -> &cron::Schedule {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for CronSchedule {
+    type Err = String;
+
+    fn from_str(expr: &str) -> Result<Self, String> {
+        cron::Schedule::from_str(expr)
+            .map(CronSchedule)
+            .map_err(|e| {
+                format!("`{expr}` is not a cron expression (sec min hour day month weekday): {e}")
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for CronSchedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 

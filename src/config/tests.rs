@@ -154,3 +154,46 @@ fn rules_read_their_defaults_as_fields() {
     assert_eq!(r.in_mode(RuleMode::Off), vec!["client_without_deal"]);
     assert_eq!(r.iter().len(), RulesConfig::NAMES.len());
 }
+
+#[test]
+fn bad_cron_expression_names_file_key_and_line() {
+    let text = format!(
+        "{MINIMAL}\n[tenants.reports]\ndaily = \"0 0 9 * * *\"\nweekly = \"every monday\"\n"
+    );
+    let line = text.lines().position(|l| l.starts_with("weekly")).unwrap() + 1;
+    let e = parse_err(&text);
+    assert_eq!(e.key.as_deref(), Some("tenants[0].reports.weekly"));
+    assert_eq!(e.line, Some(line));
+    let s = e.to_string();
+    assert!(s.contains("dozor.toml"), "{s}");
+    assert!(
+        s.contains("`every monday` is not a cron expression (sec min hour day month weekday)"),
+        "{s}"
+    );
+}
+
+#[test]
+fn unknown_comagic_zone_names_file_key_and_line() {
+    let text = format!(
+        "{MINIMAL}\n[tenants.telephony]\nkind = \"comagic\"\naccess_token = \"x\"\ntimezone = \"Asia/Ekaterinburg-ish\"\n"
+    );
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("timezone"))
+        .unwrap()
+        + 1;
+    let e = parse_err(&text);
+    assert_eq!(e.key.as_deref(), Some("tenants[0].telephony.timezone"));
+    assert_eq!(e.line, Some(line));
+    assert!(
+        e.message
+            .starts_with("`Asia/Ekaterinburg-ish` is not an IANA time zone"),
+        "{e}"
+    );
+    let text = text.replace("Asia/Ekaterinburg-ish", " Asia/Yekaterinburg ");
+    let c = parse(&text, None, None).unwrap().config;
+    let Some(TelephonyConfig::Comagic(m)) = &c.tenants[0].telephony else {
+        panic!("{:?}", c.tenants[0].telephony);
+    };
+    assert_eq!(m.timezone, Some(chrono_tz::Asia::Yekaterinburg));
+}

@@ -293,18 +293,6 @@ fn validate_tenant(
     }
     t.business_calendar = calendar_of(t).map_err(|e| e.under(k))?;
     t.routing.normalize().map_err(|e| e.under(k))?;
-    for (name, expr) in [
-        ("daily", &t.reports.daily),
-        ("weekly", &t.reports.weekly),
-        ("monthly", &t.reports.monthly),
-    ] {
-        if let Err(e) = expr.parse::<cron::Schedule>() {
-            return Err(Invalid::new(
-                k(&format!("reports.{name}")),
-                format!("`{expr}` is not a cron expression (sec min hour day month weekday): {e}"),
-            ));
-        }
-    }
     validate_crm(&mut t.crm, &k)?;
     validate_telephony(&mut t.telephony, &k)?;
     validate_webhooks(&mut t.webhooks, &k)?;
@@ -427,16 +415,6 @@ fn validate_telephony(
                 return Err(Invalid::new(
                     k("telephony.access_token"),
                     "CoMagic needs an access token",
-                ));
-            }
-            if let Some(z) = &m.timezone
-                && z.trim().parse::<chrono_tz::Tz>().is_err()
-            {
-                return Err(Invalid::new(
-                    k("telephony.timezone"),
-                    format!(
-                        "`{z}` is not an IANA time zone (e.g. Asia/Yekaterinburg); leave it out to use the CoMagic account's own zone"
-                    ),
                 ));
             }
         }

@@ -22,7 +22,7 @@ pub enum Xyz {
 }
 
 /// ABC class of each key by its revenue. Keys with no revenue are C.
-pub fn abc<K: Clone + Eq + Hash + Ord>(revenue: &[(K, f64)]) -> HashMap<K, Abc> {
+pub(crate) fn abc<K: Clone + Eq + Hash + Ord>(revenue: &[(K, f64)]) -> HashMap<K, Abc> {
     let total: f64 = revenue.iter().map(|(_, r)| r.max(0.0)).sum();
     let mut sorted: Vec<&(K, f64)> = revenue.iter().collect();
     // Ties broken by key so the result never depends on input order.
@@ -46,7 +46,7 @@ pub fn abc<K: Clone + Eq + Hash + Ord>(revenue: &[(K, f64)]) -> HashMap<K, Abc> 
 }
 
 /// XYZ class from monthly revenues (months without revenue included as 0).
-pub fn xyz(monthly: &[f64]) -> Option<Xyz> {
+pub(crate) fn xyz(monthly: &[f64]) -> Option<Xyz> {
     if monthly.is_empty() {
         return None;
     }

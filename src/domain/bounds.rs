@@ -12,21 +12,21 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use super::Ts;
 
 /// The longest call dozor believes: a day. Telephony services cut calls far sooner.
-pub const MAX_CALL_SECS: i64 = 86_400;
+pub(crate) const MAX_CALL_SECS: i64 = 86_400;
 
 /// Token lifetimes are kept between a minute and 90 days (CRMs give an hour or a day).
-pub const MIN_TTL_SECS: i64 = 60;
-pub const MAX_TTL_SECS: i64 = 90 * 86_400;
+pub(crate) const MIN_TTL_SECS: i64 = 60;
+pub(crate) const MAX_TTL_SECS: i64 = 90 * 86_400;
 
 /// The earliest date a CRM or telephony record may carry: 2000-01-01T00:00:00Z.
-pub const MIN_TS_SECS: i64 = 946_684_800;
+pub(crate) const MIN_TS_SECS: i64 = 946_684_800;
 /// The latest: 2100-01-01T00:00:00Z (deadlines are set years ahead; centuries are junk).
-pub const MAX_TS_SECS: i64 = 4_102_444_800;
+pub(crate) const MAX_TS_SECS: i64 = 4_102_444_800;
 
 /// A number of seconds a call lasted, from the shapes APIs use (integer, float, numeric
 /// string). `None` for anything that is not a whole-ish number in `0..=MAX_CALL_SECS`
 /// (negative, NaN, infinite, `1e16`, text).
-pub fn call_seconds(v: &serde_json::Value) -> Option<i64> {
+pub(crate) fn call_seconds(v: &serde_json::Value) -> Option<i64> {
     let x = match v {
         serde_json::Value::Number(n) => n.as_i64().map(|i| i as f64).or_else(|| n.as_f64())?,
         serde_json::Value::String(s) => s.trim().parse::<f64>().ok()?,
@@ -37,7 +37,7 @@ pub fn call_seconds(v: &serde_json::Value) -> Option<i64> {
 
 /// A call duration field of an API row: absent or null is 0 s; `None` for anything but a
 /// duration of 0 s to a day.
-pub fn call_seconds_field(v: Option<&serde_json::Value>) -> Option<i64> {
+pub(crate) fn call_seconds_field(v: Option<&serde_json::Value>) -> Option<i64> {
     match v {
         None | Some(serde_json::Value::Null) => Some(0),
         Some(v) => call_seconds(v),
@@ -45,13 +45,13 @@ pub fn call_seconds_field(v: Option<&serde_json::Value>) -> Option<i64> {
 }
 
 /// `x` rounded to whole seconds when it is finite and within `0..=max`.
-pub fn seconds_in_range(x: f64, max: i64) -> Option<i64> {
+pub(crate) fn seconds_in_range(x: f64, max: i64) -> Option<i64> {
     (x.is_finite() && (0.0..=max as f64).contains(&x)).then(|| x.round() as i64)
 }
 
 /// A token lifetime (`expires_in`) clamped to `MIN_TTL_SECS..=MAX_TTL_SECS`; a missing or
 /// nonsensical value gives `default`.
-pub fn token_ttl(expires_in: Option<i64>, default: i64) -> TimeDelta {
+pub(crate) fn token_ttl(expires_in: Option<i64>, default: i64) -> TimeDelta {
     let secs = expires_in
         .unwrap_or(default)
         .clamp(MIN_TTL_SECS, MAX_TTL_SECS);
@@ -59,14 +59,14 @@ pub fn token_ttl(expires_in: Option<i64>, default: i64) -> TimeDelta {
 }
 
 /// The date when it lies in `MIN_TS_SECS..MAX_TS_SECS`.
-pub fn ts_in_range(t: Ts) -> Option<Ts> {
+pub(crate) fn ts_in_range(t: Ts) -> Option<Ts> {
     (MIN_TS_SECS..MAX_TS_SECS)
         .contains(&t.timestamp())
         .then_some(t)
 }
 
 /// A Unix time in seconds as a date, when it lies in the sane range.
-pub fn from_unix(secs: i64) -> Option<Ts> {
+pub(crate) fn from_unix(secs: i64) -> Option<Ts> {
     if !(MIN_TS_SECS..MAX_TS_SECS).contains(&secs) {
         return None;
     }
@@ -74,12 +74,12 @@ pub fn from_unix(secs: i64) -> Option<Ts> {
 }
 
 /// Any date converted to UTC and checked (for parsers that produce an offset date).
-pub fn in_range_utc<Z: TimeZone>(t: DateTime<Z>) -> Option<Ts> {
+pub(crate) fn in_range_utc<Z: TimeZone>(t: DateTime<Z>) -> Option<Ts> {
     ts_in_range(t.with_timezone(&Utc))
 }
 
 /// A finite amount of money; NaN and infinities (`"1e400"` parses to infinity) are refused.
-pub fn money(x: f64) -> Option<f64> {
+pub(crate) fn money(x: f64) -> Option<f64> {
     (x.is_finite() && x.abs() < 1e15).then_some(x)
 }
 

@@ -11,16 +11,16 @@ use super::Ts;
 /// A tenant's working calendar.
 #[derive(Debug, Clone)]
 pub struct BusinessCalendar {
-    pub tz: Tz,
-    pub start: NaiveTime,
-    pub end: NaiveTime,
-    pub work_days: Vec<Weekday>,
-    pub holidays: Vec<NaiveDate>,
+    pub(crate) tz: Tz,
+    pub(crate) start: NaiveTime,
+    pub(crate) end: NaiveTime,
+    pub(crate) work_days: Vec<Weekday>,
+    pub(crate) holidays: Vec<NaiveDate>,
 }
 
 impl BusinessCalendar {
     /// Moscow, 09:00–18:00, Monday to Friday: the default of the sales methodology.
-    pub fn moscow_default() -> Self {
+    pub(crate) fn moscow_default() -> Self {
         BusinessCalendar {
             tz: chrono_tz::Europe::Moscow,
             start: NaiveTime::from_hms_opt(9, 0, 0).expect("valid time"),
@@ -41,7 +41,7 @@ impl BusinessCalendar {
     }
 
     /// Adds `minutes` of working time to `from`.
-    pub fn add_business_minutes(&self, from: Ts, minutes: i64) -> Ts {
+    pub(crate) fn add_business_minutes(&self, from: Ts, minutes: i64) -> Ts {
         let mut left = Duration::minutes(minutes.max(0));
         let mut local = from.with_timezone(&self.tz).naive_local();
         // Bounded: a calendar with no working day at all would otherwise never end.
@@ -67,7 +67,7 @@ impl BusinessCalendar {
     }
 
     /// The next working day after `from`'s local date, at `start + offset_minutes` local time.
-    pub fn next_business_day(&self, from: Ts, offset_minutes: i64) -> Ts {
+    pub(crate) fn next_business_day(&self, from: Ts, offset_minutes: i64) -> Ts {
         let mut day = from.with_timezone(&self.tz).date_naive() + Duration::days(1);
         for _ in 0..400 {
             if self.is_work_day(day) {
@@ -79,7 +79,7 @@ impl BusinessCalendar {
     }
 
     /// Working minutes between `a` and `b` (0 when `b <= a`).
-    pub fn business_minutes_between(&self, a: Ts, b: Ts) -> i64 {
+    pub(crate) fn business_minutes_between(&self, a: Ts, b: Ts) -> i64 {
         if b <= a {
             return 0;
         }

@@ -2,10 +2,10 @@
 //! plus the two pieces of logic every rule needs: phone numbers and business time.
 
 pub mod abc;
-pub mod bounds;
-pub mod calendar;
-pub mod model;
+pub(crate) mod bounds;
+pub(crate) mod calendar;
+pub(crate) mod model;
 pub mod phone;
-pub mod plural;
+pub(crate) mod plural;
 
 pub use model::*;

@@ -4,6 +4,8 @@
 //! so a rule written once works the same on Bitrix24 and amoCRM. Identifiers are kept as strings
 //! because Bitrix24 sends string ids and amoCRM integer ids: a string holds both without loss.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +21,7 @@ pub enum CrmKind {
 }
 
 impl CrmKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CrmKind::Bitrix24 => "bitrix24",
             CrmKind::Amocrm => "amocrm",
@@ -85,7 +87,7 @@ impl EntityKind {
 /// A reference to a CRM record that tasks, activities and calls can be bound to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EntityRef {
-    pub kind: EntityKind,
+    pub(crate) kind: EntityKind,
     pub id: String,
 }
 
@@ -113,7 +115,7 @@ impl User {
     /// How a message names user `id` when the mirror has no name for it: the CRM's users could
     /// not be read (a Bitrix24 webhook without the `user` scope) or not yet, or the user has no
     /// name. Never the bare id: the reader sees "сотрудник 17", not "17".
-    pub fn unnamed(id: &str, ru: bool) -> String {
+    pub(crate) fn unnamed(id: &str, ru: bool) -> String {
         match (ru, id.trim().is_empty()) {
             (true, false) => format!("сотрудник {}", id.trim()),
             (true, true) => "сотрудник".into(),
@@ -122,32 +124,20 @@ impl User {
         }
     }
 
-    /// The name of user `id` from `names` (id → name), else [`User::unnamed`].
-    pub fn name_in<'a, M>(names: &'a M, id: &str, ru: bool) -> String
-    where
-        M: NameLookup<'a>,
-    {
-        match names.name_of(id) {
+    /// The users' names by id: the map messages and figures look people up in.
+    pub(crate) fn names(users: &[User]) -> HashMap<&str, &str> {
+        users
+            .iter()
+            .map(|u| (u.id.as_str(), u.name.as_str()))
+            .collect()
+    }
+
+    /// The name of user `id` from `names` (see [`User::names`]), else [`User::unnamed`].
+    pub(crate) fn name_in(names: &HashMap<&str, &str>, id: &str, ru: bool) -> String {
+        match names.get(id) {
             Some(n) if !n.trim().is_empty() => n.to_string(),
             _ => Self::unnamed(id, ru),
         }
-    }
-}
-
-/// An id → name map of users (the maps messages build from the mirror's users).
-pub trait NameLookup<'a> {
-    fn name_of(&self, id: &str) -> Option<&'a str>;
-}
-
-impl<'a> NameLookup<'a> for std::collections::HashMap<&'a str, &'a str> {
-    fn name_of(&self, id: &str) -> Option<&'a str> {
-        self.get(id).copied()
-    }
-}
-
-impl<'a> NameLookup<'a> for std::collections::BTreeMap<&'a str, &'a str> {
-    fn name_of(&self, id: &str) -> Option<&'a str> {
-        self.get(id).copied()
     }
 }
 
@@ -164,7 +154,7 @@ pub enum Semantics {
 }
 
 impl Semantics {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Semantics::Open => "open",
             Semantics::Won => "won",
@@ -172,7 +162,7 @@ impl Semantics {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "open" => Some(Semantics::Open),
             "won" => Some(Semantics::Won),
@@ -275,14 +265,14 @@ pub struct Contact {
 /// An organisation the company sells to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Company {
-    pub id: String,
-    pub name: String,
-    pub phones: Vec<String>,
-    pub emails: Vec<String>,
-    pub responsible_id: Option<String>,
-    pub tags: Vec<String>,
-    pub created_at: Ts,
-    pub updated_at: Ts,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) phones: Vec<String>,
+    pub(crate) emails: Vec<String>,
+    pub(crate) responsible_id: Option<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) created_at: Ts,
+    pub(crate) updated_at: Ts,
 }
 
 /// Something a manager has to do (Bitrix24 task or to-do, amoCRM task).
@@ -319,24 +309,13 @@ pub enum ActivityKind {
 }
 
 impl ActivityKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ActivityKind::Call => "call",
             ActivityKind::Meeting => "meeting",
             ActivityKind::Email => "email",
             ActivityKind::Message => "message",
             ActivityKind::Other => "other",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "call" => Some(ActivityKind::Call),
-            "meeting" => Some(ActivityKind::Meeting),
-            "email" => Some(ActivityKind::Email),
-            "message" => Some(ActivityKind::Message),
-            "other" => Some(ActivityKind::Other),
-            _ => None,
         }
     }
 }
@@ -350,18 +329,10 @@ pub enum Direction {
 }
 
 impl Direction {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Direction::In => "in",
             Direction::Out => "out",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "in" => Some(Direction::In),
-            "out" => Some(Direction::Out),
-            _ => None,
         }
     }
 }
@@ -420,7 +391,7 @@ pub struct Call {
 }
 
 impl Call {
-    /// The first field outside its sane range (see [`super::bounds`]), if any.
+    /// The first field outside its sane range (see `super::bounds`), if any.
     pub fn insane_field(&self) -> Option<&'static str> {
         use super::bounds;
         if !(0..=bounds::MAX_CALL_SECS).contains(&self.talk_s) {

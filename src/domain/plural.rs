@@ -2,7 +2,7 @@
 
 /// The Russian form of a noun after `n`: `one` for 1, 21, 31…; `few` for 2–4, 22–24…; `many`
 /// for 0, 5–20, 25–30…
-pub fn ru<'a>(n: u64, one: &'a str, few: &'a str, many: &'a str) -> &'a str {
+pub(crate) fn ru<'a>(n: u64, one: &'a str, few: &'a str, many: &'a str) -> &'a str {
     match (n % 10, n % 100) {
         (_, 11..=14) => many,
         (1, _) => one,
@@ -12,7 +12,7 @@ pub fn ru<'a>(n: u64, one: &'a str, few: &'a str, many: &'a str) -> &'a str {
 }
 
 /// The English form: `one` for 1, else `other`.
-pub fn en<'a>(n: u64, one: &'a str, other: &'a str) -> &'a str {
+pub(crate) fn en<'a>(n: u64, one: &'a str, other: &'a str) -> &'a str {
     if n == 1 { one } else { other }
 }
 

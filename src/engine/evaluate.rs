@@ -53,10 +53,7 @@ pub(super) async fn apply_rules(
     let tid = tenant.id();
     let now = opts.now.unwrap_or_else(Utc::now);
     let mut shared = shared(store, tid, now).await?;
-    let sinks = ledger::Sinks {
-        crm: tenant.crm.as_ref(),
-        telegram: tenant.telegram.as_ref(),
-    };
+    let sinks = tenant.sinks();
     let mut complete = true;
     for rule in rules::RULES {
         if stop.is_cancelled() {
@@ -444,19 +441,15 @@ async fn handovers(store: &Store, tenant: &str) -> Result<Vec<Handover>, StoreEr
     Ok(rows
         .into_iter()
         .filter(|r| r.rule == "dormant" && r.kind == "set_responsible" && r.key.ends_with(":owner"))
-        .filter_map(|r| {
-            let effect: ledger::Effect =
-                serde_json::from_value(r.payload["effect"].clone()).ok()?;
-            match effect {
-                ledger::Effect::SetResponsible {
-                    entity, previous, ..
-                } => Some(Handover {
-                    entity,
-                    previous,
-                    at: r.updated_at,
-                }),
-                _ => None,
-            }
+        .filter_map(|r| match ledger::Effect::stored(&r).ok()? {
+            ledger::Effect::SetResponsible {
+                entity, previous, ..
+            } => Some(Handover {
+                entity,
+                previous,
+                at: r.updated_at,
+            }),
+            _ => None,
         })
         .collect())
 }

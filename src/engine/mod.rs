@@ -39,19 +39,19 @@ pub struct CycleOptions {
 /// What a cycle did.
 #[derive(Debug, Clone, Default)]
 pub struct CycleSummary {
-    pub tenant: String,
-    pub synced: Vec<SyncReport>,
+    pub(crate) tenant: String,
+    pub(crate) synced: Vec<SyncReport>,
     /// `source: error` for each source that failed.
     pub errors: Vec<String>,
     /// Systems whose credentials were refused this cycle (`amocrm`, `comagic`, ...).
-    pub auth_failed: Vec<&'static str>,
-    pub actions: Vec<ActionLine>,
+    pub(crate) auth_failed: Vec<&'static str>,
+    pub(crate) actions: Vec<ActionLine>,
     /// Every proposal of this cycle with what happened to it.
     pub applied: Vec<Applied>,
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// A stop request ended the cycle early; what it did is saved and the rest is left for
     /// the next start.
-    pub stopped: bool,
+    pub(crate) stopped: bool,
 }
 
 /// One proposal and its outcome.
@@ -78,7 +78,7 @@ pub async fn run_cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> Cy
 }
 
 /// [`run_cycle`] that ends early, with its work so far saved, once `stop` is cancelled.
-pub async fn run_cycle_until(
+pub(crate) async fn run_cycle_until(
     store: &Store,
     tenant: &Tenant,
     opts: CycleOptions,
@@ -213,10 +213,7 @@ async fn redeliver(store: &Store, tenant: &Tenant, summary: &mut CycleSummary) {
 
 /// Tells the ops chat, once, about actions this or an earlier cycle parked as `dead`.
 async fn report_dead(store: &Store, tenant: &Tenant, summary: &mut CycleSummary) {
-    let sinks = ledger::Sinks {
-        crm: tenant.crm.as_ref(),
-        telegram: tenant.telegram.as_ref(),
-    };
+    let sinks = tenant.sinks();
     let to = ledger::dead::Audience {
         chat: tenant.ops_chat(),
         label: tenant.label(),
@@ -248,7 +245,7 @@ fn note_auth_failure(summary: &mut CycleSummary, e: &sync::SyncError) {
 }
 
 /// The sync options of the config's `[sync]` section.
-pub fn sync_options(c: &crate::config::Config) -> crate::sync::SyncOptions {
+pub(crate) fn sync_options(c: &crate::config::Config) -> crate::sync::SyncOptions {
     crate::sync::SyncOptions {
         overlap: std::time::Duration::from_secs(c.sync.overlap_secs),
         telephony_initial: std::time::Duration::from_secs(

@@ -33,11 +33,11 @@ pub enum ErrorKind {
 pub struct Error {
     pub kind: ErrorKind,
     /// `bitrix24`, `amocrm`, `comagic`, `calltouch`, `telegram`.
-    pub system: &'static str,
+    pub(crate) system: &'static str,
     /// API method or path (`crm.deal.list`, `GET /api/v4/leads`).
     pub method: String,
     /// Request URL with every secret replaced by `***`.
-    pub url: String,
+    pub(crate) url: String,
     pub status: Option<u16>,
     /// The remote's own error code (`QUERY_LIMIT_EXCEEDED`, `invalid_grant`, `-32001`...).
     pub code: Option<String>,
@@ -47,10 +47,10 @@ pub struct Error {
 }
 
 /// The error code of a request refused before it was sent (see [`Error::not_sent`]).
-pub const NOT_SENT: &str = "not_sent";
+pub(crate) const NOT_SENT: &str = "not_sent";
 
 impl Error {
-    pub fn new(
+    pub(crate) fn new(
         kind: ErrorKind,
         system: &'static str,
         method: impl Into<String>,
@@ -69,34 +69,34 @@ impl Error {
         }
     }
 
-    pub fn status(mut self, status: u16) -> Self {
+    pub(crate) fn status(mut self, status: u16) -> Self {
         self.status = Some(status);
         self
     }
 
-    pub fn code(mut self, code: impl Into<String>) -> Self {
+    pub(crate) fn code(mut self, code: impl Into<String>) -> Self {
         self.code = Some(code.into());
         self
     }
 
-    pub fn retry_after(mut self, d: Duration) -> Self {
+    pub(crate) fn retry_after(mut self, d: Duration) -> Self {
         self.retry_after = Some(d);
         self
     }
 
     /// The request was never sent (a client refused it locally, e.g. while the service is
     /// known to be down): a retry may follow, and this did not count as an attempt.
-    pub fn not_sent(&self) -> bool {
+    pub(crate) fn not_sent(&self) -> bool {
         self.code.as_deref() == Some(NOT_SENT)
     }
 
     /// Worth retrying automatically.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         matches!(self.kind, ErrorKind::RateLimited | ErrorKind::Transient)
     }
 
     /// Maps a reqwest transport error (connect, timeout, body) into a transient error.
-    pub fn transport(
+    pub(crate) fn transport(
         system: &'static str,
         method: impl Into<String>,
         url: impl Into<String>,
@@ -117,13 +117,13 @@ impl Error {
 /// pages of 50 records, an amoCRM page of 250 leads with contacts) are a few MiB; a body beyond
 /// this is a broken proxy or a runaway endpoint, and holding it whole could take the daemon's
 /// memory with it.
-pub const MAX_BODY: usize = 32 << 20;
+pub(crate) const MAX_BODY: usize = 32 << 20;
 
 /// Reads the body of `resp`, refusing it as soon as it is known to exceed `limit` bytes (from
 /// Content-Length, or while streaming when the length is not announced). The refusal is a
 /// `Decode` error naming the size, the method and the (redacted) URL; nothing past the limit is
 /// buffered.
-pub async fn read_body(
+pub(crate) async fn read_body(
     mut resp: reqwest::Response,
     limit: usize,
     system: &'static str,
@@ -196,7 +196,7 @@ impl WithoutUrl for reqwest::Error {
 /// Replaces the secrets in `url` with `***`: the secret path segment of a Bitrix24 webhook
 /// (`/rest/1/SECRET/`), a Telegram bot token (`/botTOKEN/`) and any query parameter whose name
 /// suggests a credential.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Ok(mut u) = url::Url::parse(url) else {
         return "<unparsable url>".into();
     };
@@ -261,7 +261,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// A token-bucket limiter for one remote account (governor, direct, not keyed).
 #[derive(Clone)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     inner: Arc<RateLimiter<NotKeyed, InMemoryState, DefaultClock>>,
     /// The system named in the rate-limit wait metrics.
     system: &'static str,
@@ -269,7 +269,7 @@ pub struct Limiter {
 
 impl Limiter {
     /// `per_second` sustained with bursts of `burst`.
-    pub fn new(per_second: u32, burst: u32) -> Self {
+    pub(crate) fn new(per_second: u32, burst: u32) -> Self {
         let rate = NonZeroU32::new(per_second.max(1)).expect("non-zero");
         let burst = NonZeroU32::new(burst.max(1)).expect("non-zero");
         Limiter {
@@ -283,7 +283,7 @@ impl Limiter {
     /// One request every `period`, with bursts of `burst`. For a server that counts requests
     /// in a sliding one-second window, a period a little longer than 1/limit keeps network
     /// jitter from landing one request too many in a window (each such 429 costs a pause).
-    pub fn with_period(period: Duration, burst: u32) -> Self {
+    pub(crate) fn with_period(period: Duration, burst: u32) -> Self {
         let burst = NonZeroU32::new(burst.max(1)).expect("non-zero");
         let quota = Quota::with_period(period.max(Duration::from_millis(1)))
             .expect("non-zero period")
@@ -295,14 +295,14 @@ impl Limiter {
     }
 
     /// Names the system this limiter guards in the metrics (`dozor_rate_limit_waits_total`).
-    pub fn for_system(mut self, system: &'static str) -> Self {
+    pub(crate) fn for_system(mut self, system: &'static str) -> Self {
         self.system = system;
         self
     }
 
     /// Waits until one more request is allowed, or until `stop` is cancelled (then nothing may
     /// be sent). A wait is counted in the metrics.
-    pub async fn acquire(&self, stop: &CancellationToken) -> Result<(), Stopped> {
+    pub(crate) async fn acquire(&self, stop: &CancellationToken) -> Result<(), Stopped> {
         if stop.is_cancelled() {
             return Err(Stopped);
         }
@@ -321,12 +321,12 @@ impl Limiter {
 
 /// A wait was cut short because dozor is stopping: the request it preceded was not sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stopped;
+pub(crate) struct Stopped;
 
 impl Stopped {
     /// The error the caller returns instead of sending. `Transient`, so an action whose write
     /// was not sent stays at `intent` and the next start sends it. `url` must be redacted.
-    pub fn error(
+    pub(crate) fn error(
         self,
         system: &'static str,
         method: impl Into<String>,
@@ -347,12 +347,15 @@ impl Stopped {
 /// Sleeps `d` (a rate-limit pause, a retry backoff, a Retry-After), or less when `stop` is
 /// cancelled first: a stopping daemon must not sit out a 30 s backoff. Every client waits
 /// through this (or [`pause_until`]) rather than `tokio::time::sleep`.
-pub async fn pause(d: Duration, stop: &CancellationToken) -> Result<(), Stopped> {
+pub(crate) async fn pause(d: Duration, stop: &CancellationToken) -> Result<(), Stopped> {
     pause_until(tokio::time::Instant::now() + d, stop).await
 }
 
 /// [`pause`] until the instant `t`.
-pub async fn pause_until(t: tokio::time::Instant, stop: &CancellationToken) -> Result<(), Stopped> {
+pub(crate) async fn pause_until(
+    t: tokio::time::Instant,
+    stop: &CancellationToken,
+) -> Result<(), Stopped> {
     if stop.is_cancelled() {
         return Err(Stopped);
     }
@@ -363,7 +366,7 @@ pub async fn pause_until(t: tokio::time::Instant, stop: &CancellationToken) -> R
 }
 
 /// Exponential backoff with a cap: 0.5 s, 1 s, 2 s, ... up to 30 s.
-pub fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let ms = 500u64.saturating_mul(1u64 << attempt.min(6));
     Duration::from_millis(ms.min(30_000))
 }
@@ -395,7 +398,7 @@ impl Default for Throttle {
 
 impl Throttle {
     /// The refusal count of a new request.
-    pub fn start(&self) -> Refusals {
+    pub(crate) fn start(&self) -> Refusals {
         Refusals {
             policy: *self,
             count: 0,
@@ -406,7 +409,7 @@ impl Throttle {
 
 /// The rate-limit refusals one request has met so far (see [`Throttle`]).
 #[derive(Debug, Clone)]
-pub struct Refusals {
+pub(crate) struct Refusals {
     policy: Throttle,
     count: u32,
     waited: Duration,
@@ -414,7 +417,7 @@ pub struct Refusals {
 
 impl Refusals {
     /// The wait before the next attempt, or `None` once the budget would be exceeded.
-    pub fn next(&mut self, hint: Option<Duration>) -> Option<Duration> {
+    pub(crate) fn next(&mut self, hint: Option<Duration>) -> Option<Duration> {
         let own = self
             .policy
             .first
@@ -429,14 +432,14 @@ impl Refusals {
         Some(wait)
     }
 
-    pub fn count(&self) -> u32 {
+    pub(crate) fn count(&self) -> u32 {
         self.count
     }
 }
 
 /// The reqwest client every connector uses: rustls, a User-Agent, timeouts, and no automatic
 /// redirects (a Bitrix24 portal rename answers 302 and a followed POST would lose its body).
-pub fn client(timeout: Duration) -> reqwest::Client {
+pub(crate) fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(concat!("dozor/", env!("CARGO_PKG_VERSION")))
         .timeout(timeout)

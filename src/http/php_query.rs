@@ -59,7 +59,7 @@ fn flatten(prefix: String, v: &Value, out: &mut Vec<(String, String)>) {
 
 /// A value that should be a list: an array as is, an object's values in key order (`a[0]`,
 /// `a[1]`), a scalar as a one-item list.
-pub fn as_list(v: &Value) -> Vec<Value> {
+pub(crate) fn as_list(v: &Value) -> Vec<Value> {
     match v {
         Value::Array(a) => a.clone(),
         Value::Object(m) => {

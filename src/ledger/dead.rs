@@ -14,7 +14,7 @@ use crate::store::{ActionRow, Store, StoreError};
 use super::{Effect, Outcome, Proposal, Sinks, apply};
 
 /// The ledger rule name of these messages.
-pub const RULE: &str = "deadletter";
+pub(crate) const RULE: &str = "deadletter";
 
 /// Lines listed in one message; the rest are counted.
 const SHOWN: usize = 10;

@@ -32,10 +32,10 @@ use crate::store::{ActionRow, Store, StoreError};
 /// Counts of actions by rule for reports and cycle summaries (done, shadow, failed).
 #[derive(Debug, Clone, Default)]
 pub struct ActionLine {
-    pub rule: String,
-    pub done: usize,
-    pub shadow: usize,
-    pub failed: usize,
+    pub(crate) rule: String,
+    pub(crate) done: usize,
+    pub(crate) shadow: usize,
+    pub(crate) failed: usize,
 }
 
 /// What an action does.
@@ -116,8 +116,32 @@ pub struct Proposal {
     pub summary: String,
 }
 
+impl Proposal {
+    /// The proposal a stored action was recorded from, proposed again under `rule`: its key, its
+    /// effect and its summary as [`row`] wrote them.
+    pub(crate) fn stored(r: &ActionRow, rule: &'static str) -> serde_json::Result<Proposal> {
+        Ok(Proposal {
+            key: r.key.clone(),
+            rule,
+            entity: None,
+            effect: Effect::stored(r)?,
+            summary: r.payload["summary"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        })
+    }
+}
+
+impl Effect {
+    /// The effect a stored action was recorded with.
+    pub(crate) fn stored(r: &ActionRow) -> serde_json::Result<Effect> {
+        serde_json::from_value(r.payload["effect"].clone())
+    }
+}
+
 /// The marker that identifies an action's write in the CRM.
-pub fn marker(key: &str) -> String {
+pub(crate) fn marker(key: &str) -> String {
     format!("[dozor:{key}]")
 }
 
@@ -240,7 +264,7 @@ pub async fn apply(
             if let Effect::Telegram { .. } = &p.effect {
                 // The message as first recorded: a later proposal under the same key may word
                 // it differently, and the parts already delivered belong to the first wording.
-                let effect = serde_json::from_value::<Effect>(r.payload["effect"].clone())
+                let effect = Effect::stored(&r)
                     .ok()
                     .filter(|e| matches!(e, Effect::Telegram { .. }))
                     .unwrap_or_else(|| p.effect.clone());
@@ -434,18 +458,8 @@ pub async fn redeliver_telegram(
         if !message || r.attempts == 0 || r.created_at < since {
             continue;
         }
-        let Ok(effect) = serde_json::from_value::<Effect>(r.payload["effect"].clone()) else {
+        let Ok(p) = Proposal::stored(&r, "redelivery") else {
             continue;
-        };
-        let p = Proposal {
-            key: r.key.clone(),
-            rule: "redelivery",
-            entity: None,
-            effect,
-            summary: r.payload["summary"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
         };
         let outcome = apply(store, tenant, sinks, &p, RuleMode::On).await?;
         tracing::info!(tenant, key = %r.key, ?outcome, "telegram message redelivered");

@@ -4,7 +4,7 @@
 //! A telephony call counts as "in the CRM" when a CRM activity carries its call id (what dozor's
 //! `call_not_in_crm` rule and most telephony integrations write), when an activity carries the
 //! rule's ledger marker, or when a call activity with the same number started within
-//! [`TIME_SLACK_MINUTES`] of it (an integration that registered the call without its id). Each
+//! `TIME_SLACK_MINUTES` of it (an integration that registered the call without its id). Each
 //! CRM activity accounts for one telephony call at most.
 
 use std::collections::{HashMap, HashSet};
@@ -19,12 +19,12 @@ use crate::store::{Snapshot, Store, StoreError};
 
 /// How far apart a telephony call and a CRM call activity with the same number may start and
 /// still be the same call.
-pub const TIME_SLACK_MINUTES: i64 = 5;
+pub(crate) const TIME_SLACK_MINUTES: i64 = 5;
 
 /// How a telephony call was found in the CRM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FoundBy {
+pub(crate) enum FoundBy {
     CallId,
     Marker,
     TimeAndPhone,
@@ -33,17 +33,17 @@ pub enum FoundBy {
 /// One day's reconciliation.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallsReport {
-    pub tenant: String,
-    pub date: NaiveDate,
+    pub(crate) tenant: String,
+    pub(crate) date: NaiveDate,
     /// The tenant's time zone: the day's bounds and the times shown.
-    pub timezone: String,
+    pub(crate) timezone: String,
     /// Calls the telephony recorded that day (tenant's time zone).
     pub telephony_calls: usize,
     /// Call activities in the CRM timeline that day.
-    pub crm_calls: usize,
+    pub(crate) crm_calls: usize,
     /// Telephony calls found in the CRM, by how they were found.
     pub matched_by_call_id: usize,
-    pub matched_by_marker: usize,
+    pub(crate) matched_by_marker: usize,
     pub matched_by_time_and_phone: usize,
     /// The mode of the `call_not_in_crm` rule: `on` registers the missing calls itself.
     pub rule_mode: String,
@@ -55,20 +55,20 @@ pub struct CallsReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct MissingCall {
     pub id: String,
-    pub provider: String,
-    pub started_at: Ts,
-    pub direction: Direction,
+    pub(crate) provider: String,
+    pub(crate) started_at: Ts,
+    pub(crate) direction: Direction,
     /// The number as the provider sent it.
-    pub phone: String,
-    pub answered: bool,
-    pub talk_s: i64,
-    pub employee: Option<String>,
+    pub(crate) phone: String,
+    pub(crate) answered: bool,
+    pub(crate) talk_s: i64,
+    pub(crate) employee: Option<String>,
     /// The number belongs to a lead, contact or company in the mirror, so `call_not_in_crm` can
     /// register the call; otherwise `unknown_caller` first creates a lead for it.
     pub known_number: bool,
     /// The ledger state of the rule's action for this call (`done`, `pending`, `failed`, ...),
     /// `None` when the rule has not proposed it.
-    pub action: Option<String>,
+    pub(crate) action: Option<String>,
     /// What happens to it, for humans.
     pub fix: String,
 }
@@ -128,7 +128,7 @@ impl CallsReport {
 }
 
 /// The key `call_not_in_crm` gives its action for `call` (see `rules::call_not_in_crm`).
-pub fn rule_key(tenant: &str, call: &Call) -> String {
+pub(crate) fn rule_key(tenant: &str, call: &Call) -> String {
     format!(
         "call_not_in_crm:{tenant}:{}:{}",
         call.provider.as_str(),
@@ -140,7 +140,7 @@ pub fn rule_key(tenant: &str, call: &Call) -> String {
 /// `call_not_in_crm` rule to their state.
 // Long: the matching passes (by id, by marker, by time and number) must run in order over the same
 // working sets.
-pub fn reconcile(
+pub(crate) fn reconcile(
     tenant: &str,
     m: &Snapshot,
     date: NaiveDate,

@@ -6,10 +6,10 @@
 //! `render_period` (weekly, monthly), the charts in `charts`.
 
 pub mod calls;
-pub mod charts;
+pub(crate) mod charts;
 pub mod metrics;
 pub mod render;
-pub mod render_period;
+pub(crate) mod render_period;
 
 use std::collections::BTreeMap;
 
@@ -27,7 +27,7 @@ use render::{ActionLine, DailyInput};
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub kind: &'static str,
-    pub tenant: String,
+    pub(crate) tenant: String,
     pub period_from: NaiveDate,
     pub period_to: NaiveDate,
     /// Telegram HTML.
@@ -50,7 +50,7 @@ pub struct Chart {
     /// File-name stem, e.g. `leads_won_trend`.
     pub name: String,
     /// Caption (Telegram HTML).
-    pub caption: String,
+    pub(crate) caption: String,
     /// PNG bytes.
     pub png: Vec<u8>,
 }
@@ -93,7 +93,7 @@ fn chart(name: &str, caption: &str, png: Result<Vec<u8>, charts::ChartError>) ->
 /// How many days the daily trend chart shows.
 const TREND_DAYS: i64 = 14;
 /// How many months ABC/XYZ looks back over (the report's month included).
-pub const ABC_MONTHS: u32 = 12;
+pub(crate) const ABC_MONTHS: u32 = 12;
 /// Reactions and callbacks are looked for this long after a period ends.
 const FOLLOW_UP_DAYS: i64 = 7;
 
@@ -117,7 +117,12 @@ pub async fn build(
 
 /// The first day of the period a `kind` report covers: the one holding `on`, else the last
 /// complete one at `now` (yesterday, last week, last month) in the tenant's time zone.
-pub fn period_start(t: &TenantConfig, kind: Kind, on: Option<NaiveDate>, now: Ts) -> NaiveDate {
+pub(crate) fn period_start(
+    t: &TenantConfig,
+    kind: Kind,
+    on: Option<NaiveDate>,
+    now: Ts,
+) -> NaiveDate {
     let today = local_date(t, now);
     match kind {
         Kind::Daily => on.unwrap_or(today - Duration::days(1)),
@@ -128,28 +133,28 @@ pub fn period_start(t: &TenantConfig, kind: Kind, on: Option<NaiveDate>, now: Ts
 
 impl Report {
     /// The terminal view.
-    pub fn plain(&self) -> String {
+    pub(crate) fn plain(&self) -> String {
         render::to_plain(&self.html)
     }
 }
 
 /// The tenant's time zone (parsed when the config was loaded).
-pub fn tz_of(t: &TenantConfig) -> Tz {
+pub(crate) fn tz_of(t: &TenantConfig) -> Tz {
     t.business_calendar.tz
 }
 
 /// The local date of `now` in the tenant's time zone.
-pub fn local_date(t: &TenantConfig, now: Ts) -> NaiveDate {
+pub(crate) fn local_date(t: &TenantConfig, now: Ts) -> NaiveDate {
     now.with_timezone(&tz_of(t)).date_naive()
 }
 
 /// Monday of the week of `d`.
-pub fn week_start(d: NaiveDate) -> NaiveDate {
+pub(crate) fn week_start(d: NaiveDate) -> NaiveDate {
     d - Duration::days(d.weekday().num_days_from_monday() as i64)
 }
 
 /// The first day of the month of `d`.
-pub fn month_start(d: NaiveDate) -> NaiveDate {
+pub(crate) fn month_start(d: NaiveDate) -> NaiveDate {
     d.with_day(1).expect("day 1 exists")
 }
 
@@ -178,9 +183,8 @@ impl Inputs {
         }
     }
 
-    fn context(&self, now: Ts) -> Context<'_> {
+    fn context(&self) -> Context<'_> {
         Context {
-            now,
             cal: &self.cal,
             employees: &self.employees,
         }
@@ -219,11 +223,7 @@ async fn month_to_date(
     snap: &Snapshot,
 ) -> Result<Figures, StoreError> {
     let p = Period::days(month_start(day), day, tz_of(t));
-    let names: BTreeMap<&str, &str> = snap
-        .users
-        .iter()
-        .map(|u| (u.id.as_str(), u.name.as_str()))
-        .collect();
+    let names = crate::domain::User::names(&snap.users);
     let managers = store
         .won_by_manager(&t.id, p.from, p.to)
         .await?
@@ -243,7 +243,11 @@ async fn month_to_date(
 }
 
 /// Leads created and deals won per local day of `days`.
-pub fn daily_series(snap: &Snapshot, days: &[NaiveDate], tz: Tz) -> Vec<(NaiveDate, u64, u64)> {
+pub(crate) fn daily_series(
+    snap: &Snapshot,
+    days: &[NaiveDate],
+    tz: Tz,
+) -> Vec<(NaiveDate, u64, u64)> {
     let index: BTreeMap<NaiveDate, usize> = days.iter().enumerate().map(|(i, d)| (*d, i)).collect();
     let mut out: Vec<(NaiveDate, u64, u64)> = days.iter().map(|d| (*d, 0, 0)).collect();
     for l in &snap.leads {
@@ -265,7 +269,7 @@ pub fn daily_series(snap: &Snapshot, days: &[NaiveDate], tz: Tz) -> Vec<(NaiveDa
 /// Builds the daily report of `day` (normally yesterday) as of `now`.
 // Long: one query per report section, gathered into the input the renderer takes; each is a few
 // lines.
-pub async fn daily(
+pub(crate) async fn daily(
     store: &Store,
     t: &TenantConfig,
     day: NaiveDate,
@@ -274,7 +278,7 @@ pub async fn daily(
 ) -> Result<Report, StoreError> {
     let tz = tz_of(t);
     let inputs = Inputs::of(t);
-    let ctx = inputs.context(now);
+    let ctx = inputs.context();
     let first = day - Duration::days(TREND_DAYS - 1);
     let snap = window(store, t, first, day, now).await?;
     let period = Period::day(day, tz);
@@ -352,7 +356,7 @@ pub async fn daily(
 }
 
 /// Builds the weekly report of the week starting `monday`.
-pub async fn weekly(
+pub(crate) async fn weekly(
     store: &Store,
     t: &TenantConfig,
     monday: NaiveDate,
@@ -360,7 +364,7 @@ pub async fn weekly(
 ) -> Result<Report, StoreError> {
     let tz = tz_of(t);
     let inputs = Inputs::of(t);
-    let ctx = inputs.context(now);
+    let ctx = inputs.context();
     let sunday = monday + Duration::days(6);
     let snap = window(store, t, monday - Duration::days(7), sunday, now).await?;
     let period = Period::days(monday, sunday, tz);
@@ -419,7 +423,7 @@ pub async fn weekly(
 /// Builds the monthly report of the month starting `first`.
 // Long: one query per report section, gathered into the input the renderer takes; each is a few
 // lines.
-pub async fn monthly(
+pub(crate) async fn monthly(
     store: &Store,
     t: &TenantConfig,
     first: NaiveDate,
@@ -427,7 +431,7 @@ pub async fn monthly(
 ) -> Result<Report, StoreError> {
     let tz = tz_of(t);
     let inputs = Inputs::of(t);
-    let ctx = inputs.context(now);
+    let ctx = inputs.context();
     let last = months_back(first, -1) - Duration::days(1);
     let prev_first = months_back(first, 1);
     let snap = window(store, t, prev_first, last, now).await?;
@@ -517,7 +521,7 @@ fn managers_chart(lang: Lang, f: &Figures) -> Option<Chart> {
 }
 
 /// The Russian or the English text.
-pub fn tr(lang: Lang, ru: &'static str, en: &'static str) -> &'static str {
+pub(crate) fn tr(lang: Lang, ru: &'static str, en: &'static str) -> &'static str {
     match lang {
         Lang::Ru => ru,
         Lang::En => en,

@@ -5,11 +5,11 @@ use chrono::{Datelike, NaiveDate};
 
 use super::metrics::{Figures, ManagerFigures, Period};
 use crate::config::Lang;
-pub use crate::ledger::ActionLine;
-pub use crate::notify::telegram::escape_html as esc;
+pub(crate) use crate::ledger::ActionLine;
+pub(crate) use crate::notify::telegram::escape_html as esc;
 
 /// Strips tags and decodes the four entities: the terminal view of a Telegram HTML message.
-pub fn to_plain(html: &str) -> String {
+pub(crate) fn to_plain(html: &str) -> String {
     let mut out = String::with_capacity(html.len());
     let mut in_tag = false;
     for ch in html.chars() {
@@ -27,7 +27,7 @@ pub fn to_plain(html: &str) -> String {
 }
 
 /// `12 345` (ru) or `12,345` (en).
-pub fn int(n: i64, lang: Lang) -> String {
+pub(crate) fn int(n: i64, lang: Lang) -> String {
     let digits = n.unsigned_abs().to_string();
     let sep = match lang {
         Lang::Ru => '\u{a0}',
@@ -49,7 +49,7 @@ pub fn money(x: f64, lang: Lang) -> String {
 }
 
 /// A number with one decimal in the locale: `66,7` (ru) or `66.7` (en); `—` when absent.
-pub fn num1(x: Option<f64>, lang: Lang) -> String {
+pub(crate) fn num1(x: Option<f64>, lang: Lang) -> String {
     match x {
         Some(v) => {
             let s = format!("{v:.1}");
@@ -63,7 +63,7 @@ pub fn num1(x: Option<f64>, lang: Lang) -> String {
 }
 
 /// `66,7 %` (ru) or `66.7 %` (en); `—` when absent.
-pub fn pct(x: Option<f64>, lang: Lang) -> String {
+pub(crate) fn pct(x: Option<f64>, lang: Lang) -> String {
     match x {
         Some(_) => format!("{}\u{a0}%", num1(x, lang)),
         None => "—".into(),
@@ -71,7 +71,7 @@ pub fn pct(x: Option<f64>, lang: Lang) -> String {
 }
 
 /// `▲3`, `▼2` or `=` against a previous value.
-pub fn delta(now: usize, before: usize) -> String {
+pub(crate) fn delta(now: usize, before: usize) -> String {
     match now.cmp(&before) {
         std::cmp::Ordering::Greater => format!("▲{}", now - before),
         std::cmp::Ordering::Less => format!("▼{}", before - now),
@@ -85,7 +85,7 @@ fn dyn2(now: usize, day_before: usize, week_before: usize) -> String {
 }
 
 /// `▲12 345 ₽` or `▼…` against a previous amount, compact.
-pub fn delta_money(now: f64, before: f64, lang: Lang) -> String {
+pub(crate) fn delta_money(now: f64, before: f64, lang: Lang) -> String {
     let d = (now - before).round();
     if d > 0.0 {
         format!("▲{}", compact_money(d, lang))
@@ -97,7 +97,7 @@ pub fn delta_money(now: f64, before: f64, lang: Lang) -> String {
 }
 
 /// Money in at most about six characters, for tables on a phone: `950`, `345к`, `1,2М`.
-pub fn compact_money(x: f64, lang: Lang) -> String {
+pub(crate) fn compact_money(x: f64, lang: Lang) -> String {
     let (k, m, dec) = match lang {
         Lang::Ru => ("к", "М", ','),
         Lang::En => ("k", "M", '.'),
@@ -119,7 +119,7 @@ pub fn compact_money(x: f64, lang: Lang) -> String {
 }
 
 /// `95 %` or `—`.
-pub fn pct0(x: Option<f64>) -> String {
+pub(crate) fn pct0(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "—".into())
 }
 
@@ -245,23 +245,23 @@ fn labels(lang: Lang) -> &'static L {
 }
 
 /// Everything a daily report shows.
-pub struct DailyInput<'a> {
-    pub tenant_name: &'a str,
-    pub lang: Lang,
-    pub period: &'a Period,
-    pub today: &'a Figures,
-    pub previous: &'a Figures,
+pub(crate) struct DailyInput<'a> {
+    pub(crate) tenant_name: &'a str,
+    pub(crate) lang: Lang,
+    pub(crate) period: &'a Period,
+    pub(crate) today: &'a Figures,
+    pub(crate) previous: &'a Figures,
     /// The same weekday a week earlier.
-    pub week_ago: &'a Figures,
-    pub actions: &'a [ActionLine],
+    pub(crate) week_ago: &'a Figures,
+    pub(crate) actions: &'a [ActionLine],
     /// (source, ok, items, error)
-    pub sync: &'a [(String, bool, i64, Option<String>)],
+    pub(crate) sync: &'a [(String, bool, i64, Option<String>)],
 }
 
 /// The daily report as Telegram HTML.
 // Long: one report section after another in the order the reader sees them; each section is a few
 // lines of the same label/value pattern.
-pub fn daily_html(i: &DailyInput) -> String {
+pub(crate) fn daily_html(i: &DailyInput) -> String {
     let l = labels(i.lang);
     let f = i.today;
     let p = i.previous;
@@ -428,13 +428,10 @@ pub fn daily_html(i: &DailyInput) -> String {
     s
 }
 
-/// Width of the manager table, in characters: what a phone shows of a `<pre>` block without
-/// wrapping (about 36 monospace characters on a 360 px wide screen).
-pub const TABLE_WIDTH: usize = 36;
-
-/// The per-manager table: a `<pre>` block no wider than [`TABLE_WIDTH`], with a legend.
+/// The per-manager table: a `<pre>` block no wider than a phone shows without wrapping (36
+/// characters), with a legend.
 /// Columns: calls (missed/called back), won, revenue, plan %, overdue tasks, deals without task.
-pub fn manager_table(managers: &[ManagerFigures], lang: Lang) -> String {
+pub(crate) fn manager_table(managers: &[ManagerFigures], lang: Lang) -> String {
     let (hn, hc, hw, hr, hp, ho, legend) = match lang {
         Lang::Ru => (
             "Менеджер",
@@ -478,7 +475,7 @@ pub fn manager_table(managers: &[ManagerFigures], lang: Lang) -> String {
 }
 
 /// A name cut to `width` characters: `Иванова Мария` → `Иванова М.`, else truncated with `…`.
-pub fn short_name(name: &str, width: usize) -> String {
+pub(crate) fn short_name(name: &str, width: usize) -> String {
     let name = name.trim();
     if name.chars().count() <= width {
         return name.to_string();
@@ -513,6 +510,10 @@ pub fn short_name(name: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Width of the manager table, in characters: what a phone shows of a `<pre>` block without
+    /// wrapping (about 36 monospace characters on a 360 px wide screen).
+    const TABLE_WIDTH: usize = 36;
 
     #[test]
     fn an_unnamed_employee_keeps_the_number_in_a_narrow_column() {

@@ -16,27 +16,27 @@ use crate::domain::Stage;
 use crate::store::StageCount;
 
 /// Everything the weekly report shows.
-pub struct WeeklyInput<'a> {
-    pub tenant_name: &'a str,
-    pub lang: Lang,
-    pub period: &'a Period,
-    pub week: &'a Figures,
-    pub previous: &'a Figures,
-    pub funnel: Option<&'a [FunnelStep]>,
-    pub open_by_stage: &'a [StageCount],
-    pub stages: &'a [Stage],
+pub(crate) struct WeeklyInput<'a> {
+    pub(crate) tenant_name: &'a str,
+    pub(crate) lang: Lang,
+    pub(crate) period: &'a Period,
+    pub(crate) week: &'a Figures,
+    pub(crate) previous: &'a Figures,
+    pub(crate) funnel: Option<&'a [FunnelStep]>,
+    pub(crate) open_by_stage: &'a [StageCount],
+    pub(crate) stages: &'a [Stage],
 }
 
 /// Everything the monthly report shows.
-pub struct MonthlyInput<'a> {
-    pub tenant_name: &'a str,
-    pub lang: Lang,
-    pub period: &'a Period,
-    pub month: &'a Figures,
-    pub previous: &'a Figures,
-    pub abc_xyz: &'a AbcXyz,
+pub(crate) struct MonthlyInput<'a> {
+    pub(crate) tenant_name: &'a str,
+    pub(crate) lang: Lang,
+    pub(crate) period: &'a Period,
+    pub(crate) month: &'a Figures,
+    pub(crate) previous: &'a Figures,
+    pub(crate) abc_xyz: &'a AbcXyz,
     /// `company:ID` / `contact:ID` → name, for the top clients.
-    pub client_names: &'a BTreeMap<String, String>,
+    pub(crate) client_names: &'a BTreeMap<String, String>,
 }
 
 /// The lines every period report starts with: leads, calls, deals, revenue, conversion.
@@ -153,7 +153,7 @@ fn managers_section(lang: Lang, heading: &str, managers: &[ManagerFigures]) -> S
 /// The weekly report as Telegram HTML.
 // Long: one report section after another in the order the reader sees them; each section is a few
 // lines of the same pattern.
-pub fn weekly_html(i: &WeeklyInput) -> String {
+pub(crate) fn weekly_html(i: &WeeklyInput) -> String {
     let lang = i.lang;
     let mut s = format!(
         "<b>📅 {} — {}</b>\n<i>{} – {}</i>\n",
@@ -266,7 +266,7 @@ const XYZ: [&str; 3] = ["X", "Y", "Z"];
 /// The monthly report as Telegram HTML.
 // Long: one report section after another in the order the reader sees them; each section is a few
 // lines of the same pattern.
-pub fn monthly_html(i: &MonthlyInput) -> String {
+pub(crate) fn monthly_html(i: &MonthlyInput) -> String {
     let lang = i.lang;
     let month_name = month_name(i.period.first_day, lang);
     let mut s = format!(

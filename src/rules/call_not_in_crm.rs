@@ -13,7 +13,7 @@ use crate::crm::CallRecord;
 use crate::ledger::{Effect, Proposal};
 use crate::matching::{PhoneBook, employee_user, number, recent};
 
-pub fn propose(ctx: &RuleContext, cfg: &CallNotInCrmConfig) -> Vec<Proposal> {
+pub(crate) fn propose(ctx: &RuleContext, cfg: &CallNotInCrmConfig) -> Vec<Proposal> {
     let book = PhoneBook::with_links(ctx.mirror, ctx.calls);
     let known: HashSet<&str> = ctx
         .mirror

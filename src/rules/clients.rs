@@ -9,23 +9,23 @@ use crate::store::Snapshot;
 
 /// One client.
 #[derive(Debug, Clone)]
-pub struct Client {
-    pub entity: EntityRef,
-    pub name: String,
-    pub responsible_id: Option<String>,
-    pub created_at: Ts,
-    pub deal_ids: Vec<String>,
-    pub open_deals: usize,
+pub(crate) struct Client {
+    pub(crate) entity: EntityRef,
+    pub(crate) name: String,
+    pub(crate) responsible_id: Option<String>,
+    pub(crate) created_at: Ts,
+    pub(crate) deal_ids: Vec<String>,
+    pub(crate) open_deals: usize,
     /// Close times of won deals, oldest first.
-    pub orders: Vec<Ts>,
-    pub revenue: f64,
-    pub class: Abc,
+    pub(crate) orders: Vec<Ts>,
+    pub(crate) revenue: f64,
+    pub(crate) class: Abc,
     /// The newest call, meeting, e-mail or completed task (`None` = never).
-    pub last_activity: Option<Ts>,
+    pub(crate) last_activity: Option<Ts>,
 }
 
 impl Client {
-    pub fn last_order(&self) -> Option<Ts> {
+    pub(crate) fn last_order(&self) -> Option<Ts> {
         self.orders.last().copied()
     }
 }
@@ -33,7 +33,7 @@ impl Client {
 /// Every contact and company that has at least one deal, as a client.
 // Long: one pass over deals, contacts and companies building each client in place; split, the
 // half-built map would pass between helpers.
-pub fn clients(m: &Snapshot) -> Vec<Client> {
+pub(crate) fn clients(m: &Snapshot) -> Vec<Client> {
     let mut by: HashMap<EntityRef, Client> = HashMap::new();
     let contact_company: HashMap<&str, Option<&String>> = m
         .contacts
@@ -183,7 +183,7 @@ fn new_client(entity: EntityRef, name: &str, resp: &Option<String>, created: Ts)
 }
 
 /// Open tasks bound to the client or to one of its deals.
-pub fn open_tasks<'a>(m: &'a Snapshot, c: &Client) -> Vec<&'a crate::domain::Task> {
+pub(crate) fn open_tasks<'a>(m: &'a Snapshot, c: &Client) -> Vec<&'a crate::domain::Task> {
     let deals: HashSet<&str> = c.deal_ids.iter().map(String::as_str).collect();
     m.tasks
         .iter()

@@ -53,7 +53,7 @@ async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {
     Ok(Page { mirror, next })
 }
 
-pub fn propose(ctx: &RuleContext, cfg: &DealWithoutTaskConfig) -> Vec<Proposal> {
+pub(crate) fn propose(ctx: &RuleContext, cfg: &DealWithoutTaskConfig) -> Vec<Proposal> {
     let m = ctx.mirror;
     // Deals that already have a next step: an open task bound to them, due now or later (or
     // with no deadline at all, which managers use for "ongoing").

@@ -20,7 +20,7 @@ use crate::domain::{EntityKind, EntityRef, Semantics, Ts};
 use crate::ledger::{Effect, Proposal};
 
 /// Whether `c` is dormant at `now` under `cfg` (the dormant rule's numbers).
-pub fn is_dormant(c: &Client, cfg: &DormantConfig, now: Ts) -> bool {
+pub(crate) fn is_dormant(c: &Client, cfg: &DormantConfig, now: Ts) -> bool {
     let Some(last) = c.last_order() else {
         return false; // never ordered: a prospect, not a dormant client
     };
@@ -39,7 +39,7 @@ pub fn is_dormant(c: &Client, cfg: &DormantConfig, now: Ts) -> bool {
 
 // Long: one candidate loop whose checks (class, last order, open deals, return to the previous
 // manager) read the same client state.
-pub fn propose(ctx: &RuleContext, cfg: &DormantConfig) -> Vec<Proposal> {
+pub(crate) fn propose(ctx: &RuleContext, cfg: &DormantConfig) -> Vec<Proposal> {
     let Some(reactivation) = ctx.roles.reactivation_manager.clone() else {
         return Vec::new();
     };

@@ -56,14 +56,14 @@ fn key(tenant: &str, now: Ts, tz: chrono_tz::Tz) -> String {
 
 /// Who was contacted since when: outgoing calls by number and activities by lead, indexed once
 /// so that checking every lead costs one lookup each, not a pass over all calls.
-pub struct Contacts<'a> {
+pub(crate) struct Contacts<'a> {
     mirror: &'a crate::store::Snapshot,
     out_calls: HashMap<String, Vec<crate::domain::Ts>>,
     lead_touches: HashMap<&'a str, Vec<crate::domain::Ts>>,
 }
 
 impl<'a> Contacts<'a> {
-    pub fn new(mirror: &'a crate::store::Snapshot) -> Self {
+    pub(crate) fn new(mirror: &'a crate::store::Snapshot) -> Self {
         let mut out_calls: HashMap<String, Vec<crate::domain::Ts>> = HashMap::new();
         for c in mirror
             .calls
@@ -93,7 +93,7 @@ impl<'a> Contacts<'a> {
     }
 
     /// How long `lead` has waited, in business minutes, if nobody has contacted it yet.
-    pub fn waiting(
+    pub(crate) fn waiting(
         &self,
         calendar: &crate::domain::calendar::BusinessCalendar,
         now: crate::domain::Ts,
@@ -132,7 +132,7 @@ fn is_first_status(mirror: &crate::store::Snapshot, lead: &Lead) -> bool {
     }
 }
 
-pub fn propose(ctx: &RuleContext, cfg: &LeadReactionConfig) -> Vec<Proposal> {
+pub(crate) fn propose(ctx: &RuleContext, cfg: &LeadReactionConfig) -> Vec<Proposal> {
     let Some(to) = route(ctx.telegram, MessageKind::Alert) else {
         return Vec::new();
     };
@@ -161,12 +161,7 @@ pub fn propose(ctx: &RuleContext, cfg: &LeadReactionConfig) -> Vec<Proposal> {
             late.len()
         )
     };
-    let names: std::collections::HashMap<&str, &str> = ctx
-        .mirror
-        .users
-        .iter()
-        .map(|u| (u.id.as_str(), u.name.as_str()))
-        .collect();
+    let names = crate::domain::User::names(&ctx.mirror.users);
     for (l, m) in late.iter().take(40) {
         let who = l
             .responsible_id

@@ -53,7 +53,7 @@ fn window(
     (now - lookback, now - after)
 }
 
-pub fn propose(ctx: &RuleContext, cfg: &LeadWithoutDealConfig) -> Vec<Proposal> {
+pub(crate) fn propose(ctx: &RuleContext, cfg: &LeadWithoutDealConfig) -> Vec<Proposal> {
     let m = ctx.mirror;
     let with_deal: HashSet<&str> = m
         .deals

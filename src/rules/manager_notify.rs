@@ -26,7 +26,7 @@ fn fnv(s: &str) -> u64 {
 /// Sends the announcements; returns the outcomes for the cycle summary.
 // Long: one loop over announcements with its ledger bookkeeping (intent, send, outcome) kept
 // together so the exactly-once order is visible.
-pub async fn run(
+pub(crate) async fn run(
     store: &Store,
     tenant: &str,
     tg: Option<&TelegramConfig>,
@@ -49,9 +49,7 @@ pub async fn run(
         .into_iter()
         .filter(|r| r.kind == "create_task" && r.state == "done")
     {
-        let Ok(Effect::CreateTask(task)) =
-            serde_json::from_value::<Effect>(r.payload["effect"].clone())
-        else {
+        let Ok(Effect::CreateTask(task)) = Effect::stored(&r) else {
             continue;
         };
         if !tg.managers.contains_key(&task.responsible_id) {

@@ -19,7 +19,7 @@ use crate::notify::telegram::escape_html as esc;
 use crate::notify::{MessageKind, route};
 
 /// When the missed call `c` was called back, if it was.
-pub fn callback(ctx: &RuleContext, c: &Call, e164: &str) -> Option<Ts> {
+pub(crate) fn callback(ctx: &RuleContext, c: &Call, e164: &str) -> Option<Ts> {
     ctx.mirror
         .calls
         .iter()
@@ -32,7 +32,7 @@ pub fn callback(ctx: &RuleContext, c: &Call, e164: &str) -> Option<Ts> {
 
 // Long: one candidate loop whose checks (callback made, owner, on-duty, SLA deadline, escalation)
 // read the same call and client state.
-pub fn propose(ctx: &RuleContext, cfg: &MissedCallConfig) -> Vec<Proposal> {
+pub(crate) fn propose(ctx: &RuleContext, cfg: &MissedCallConfig) -> Vec<Proposal> {
     let book = PhoneBook::with_links(ctx.mirror, ctx.calls);
     let ru = ctx.lang == Lang::Ru;
     let sla = cfg.sla_minutes as i64;
@@ -117,12 +117,7 @@ pub fn propose(ctx: &RuleContext, cfg: &MissedCallConfig) -> Vec<Proposal> {
         }
     }
     if let (false, Some(to)) = (late.is_empty(), route(ctx.telegram, MessageKind::Alert)) {
-        let names: std::collections::HashMap<&str, &str> = ctx
-            .mirror
-            .users
-            .iter()
-            .map(|u| (u.id.as_str(), u.name.as_str()))
-            .collect();
+        let names = crate::domain::User::names(&ctx.mirror.users);
         let mut html = if ru {
             format!("<b>📞 Не перезвонили в срок: {}</b>\n", late.len())
         } else {

@@ -1,19 +1,19 @@
 //! Rules: each looks at the mirror and proposes actions; the ledger decides whether and how
 //! they run. A rule never writes anything itself and never knows which CRM is behind the mirror.
 
-pub mod call_not_in_crm;
-pub mod clients;
-pub mod deal_without_task;
-pub mod dormant;
-pub mod lead_reaction;
-pub mod lead_without_deal;
-pub mod manager_notify;
-pub mod missed_call;
+pub(crate) mod call_not_in_crm;
+pub(crate) mod clients;
+pub(crate) mod deal_without_task;
+pub(crate) mod dormant;
+pub(crate) mod lead_reaction;
+pub(crate) mod lead_without_deal;
+pub(crate) mod manager_notify;
+pub(crate) mod missed_call;
 pub mod no_activity;
-pub mod overdue_tasks;
-pub mod scope;
-pub mod three_unanswered;
-pub mod unknown_caller;
+pub(crate) mod overdue_tasks;
+pub(crate) mod scope;
+pub(crate) mod three_unanswered;
+pub(crate) mod unknown_caller;
 
 use crate::config::{
     Lang, MarketingConfig, RolesConfig, RoutingConfig, RuleMode, RuleSettings, RulesConfig,
@@ -25,51 +25,51 @@ use crate::ledger::Proposal;
 use crate::store::Snapshot;
 
 /// What a rule sees.
-pub struct RuleContext<'a> {
-    pub tenant: &'a str,
-    pub now: Ts,
-    pub calendar: &'a BusinessCalendar,
-    pub lang: Lang,
-    pub mirror: &'a Snapshot,
+pub(crate) struct RuleContext<'a> {
+    pub(crate) tenant: &'a str,
+    pub(crate) now: Ts,
+    pub(crate) calendar: &'a BusinessCalendar,
+    pub(crate) lang: Lang,
+    pub(crate) mirror: &'a Snapshot,
     /// Where alerts go; rules that message people propose nothing without it.
-    pub telegram: Option<&'a TelegramConfig>,
-    pub roles: &'a RolesConfig,
+    pub(crate) telegram: Option<&'a TelegramConfig>,
+    pub(crate) roles: &'a RolesConfig,
     /// Who owns an unknown caller's lead.
-    pub routing: &'a RoutingConfig,
+    pub(crate) routing: &'a RoutingConfig,
     /// Every rule's settings (some rules defer to another's numbers).
-    pub rules: &'a RulesConfig,
+    pub(crate) rules: &'a RulesConfig,
     /// Clients handed over by the dormant rule, oldest first (from the ledger).
-    pub handovers: &'a [Handover],
-    pub marketing: &'a MarketingConfig,
+    pub(crate) handovers: &'a [Handover],
+    pub(crate) marketing: &'a MarketingConfig,
     /// Results of done actions by key (e.g. the id of a task a rule created), recent ones.
-    pub done: &'a std::collections::HashMap<String, String>,
+    pub(crate) done: &'a std::collections::HashMap<String, String>,
     /// Keys whose write was attempted but whose outcome is unknown (a crash or a lost answer):
     /// a rule whose trigger the write itself removed proposes them again so the ledger can
     /// reconcile them by their marker.
-    pub unfinished: &'a std::collections::HashSet<String>,
+    pub(crate) unfinished: &'a std::collections::HashSet<String>,
     /// Telephony employees ↔ CRM users, and CRM answers for numbers the mirror lacks.
-    pub calls: &'a crate::matching::CallLinks,
+    pub(crate) calls: &'a crate::matching::CallLinks,
 }
 
 /// A done owner change of the dormant rule.
 #[derive(Debug, Clone)]
-pub struct Handover {
-    pub entity: crate::domain::EntityRef,
-    pub previous: Option<String>,
-    pub at: Ts,
+pub(crate) struct Handover {
+    pub(crate) entity: crate::domain::EntityRef,
+    pub(crate) previous: Option<String>,
+    pub(crate) at: Ts,
 }
 
 /// A rule: a name and a function from the mirror to proposals (each rule reads its own typed
 /// settings from `RuleContext::rules`).
-pub struct Rule {
-    pub name: &'static str,
-    pub propose: fn(&RuleContext) -> Vec<Proposal>,
+pub(crate) struct Rule {
+    pub(crate) name: &'static str,
+    pub(crate) propose: fn(&RuleContext) -> Vec<Proposal>,
     /// How the rule looks at part of the mirror; `None`: it reads the whole mirror each cycle.
-    pub incremental: Option<&'static scope::Incremental>,
+    pub(crate) incremental: Option<&'static scope::Incremental>,
 }
 
 /// Every implemented rule, in the order they run.
-pub const RULES: &[Rule] = &[
+pub(crate) const RULES: &[Rule] = &[
     Rule {
         name: "unknown_caller",
         propose: |ctx| unknown_caller::propose(ctx, &ctx.rules.unknown_caller),
@@ -123,7 +123,7 @@ pub const RULES: &[Rule] = &[
 ];
 
 /// A rule's config and the mode it runs in this cycle (`dry_run` turns `on` into `shadow`).
-pub fn effective<'a>(
+pub(crate) fn effective<'a>(
     rules: &'a RulesConfig,
     name: &str,
     dry_run: bool,
@@ -137,7 +137,7 @@ pub fn effective<'a>(
 }
 
 /// Whether a deal is in the rule's pipeline/stage scope (empty lists = everything).
-pub fn in_scope(cfg: &dyn RuleSettings, deal: &Deal) -> bool {
+pub(crate) fn in_scope(cfg: &dyn RuleSettings, deal: &Deal) -> bool {
     (cfg.pipelines().is_empty() || cfg.pipelines().contains(&deal.pipeline_id))
         && (cfg.stages().is_empty() || cfg.stages().contains(&deal.stage_id))
 }

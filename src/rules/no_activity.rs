@@ -22,7 +22,7 @@ pub const FLAG: &str = "dozor:нет активности";
 
 // Long: one candidate loop whose checks (class threshold, last activity, flag, task) read the same
 // client state.
-pub fn propose(ctx: &RuleContext, cfg: &NoActivityConfig) -> Vec<Proposal> {
+pub(crate) fn propose(ctx: &RuleContext, cfg: &NoActivityConfig) -> Vec<Proposal> {
     let dormant_cfg = &ctx.rules.dormant;
     let tags_of = |kind: EntityKind, id: &str| -> Vec<String> {
         match kind {

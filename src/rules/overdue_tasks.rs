@@ -51,7 +51,7 @@ fn keys(tenant: &str, now: Ts, tz: chrono_tz::Tz, cfg: &OverdueTasksConfig) -> (
 /// Telegram messages stay far below the 4096-character limit: the rest is summarised.
 const MAX_LINES: usize = 40;
 
-pub fn propose(ctx: &RuleContext, cfg: &OverdueTasksConfig) -> Vec<Proposal> {
+pub(crate) fn propose(ctx: &RuleContext, cfg: &OverdueTasksConfig) -> Vec<Proposal> {
     let Some(tg) = ctx.telegram else {
         return Vec::new();
     };
@@ -108,12 +108,7 @@ pub fn propose(ctx: &RuleContext, cfg: &OverdueTasksConfig) -> Vec<Proposal> {
 }
 
 fn digest(ctx: &RuleContext, tasks: &[&Task], escalation: bool) -> String {
-    let names: BTreeMap<&str, &str> = ctx
-        .mirror
-        .users
-        .iter()
-        .map(|u| (u.id.as_str(), u.name.as_str()))
-        .collect();
+    let names = crate::domain::User::names(&ctx.mirror.users);
     let ru = ctx.lang == Lang::Ru;
     let mut by_manager: BTreeMap<String, Vec<&Task>> = BTreeMap::new();
     for t in tasks {

@@ -76,11 +76,11 @@ async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {
 }
 
 /// The loss reason dozor writes.
-pub const REASON_RU: &str = "не дозвонились";
+pub(crate) const REASON_RU: &str = "не дозвонились";
 
 // Long: one candidate loop whose checks (attempts, answered call between, deal state, retargeting)
 // read the same deal and call list.
-pub fn propose(ctx: &RuleContext, cfg: &ThreeUnansweredConfig) -> Vec<Proposal> {
+pub(crate) fn propose(ctx: &RuleContext, cfg: &ThreeUnansweredConfig) -> Vec<Proposal> {
     let m = ctx.mirror;
     let attempts = cfg.attempts.max(1.0) as usize;
     let ru = ctx.lang == Lang::Ru;

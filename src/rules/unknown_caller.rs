@@ -32,7 +32,7 @@ fn lead_key(tenant: &str, e164: &str) -> String {
     format!("unknown_caller:{tenant}:phone:{e164}")
 }
 
-pub fn propose(ctx: &RuleContext, cfg: &UnknownCallerConfig) -> Vec<Proposal> {
+pub(crate) fn propose(ctx: &RuleContext, cfg: &UnknownCallerConfig) -> Vec<Proposal> {
     let mut out = leads(ctx, cfg);
     out.extend(first_tasks(ctx, cfg));
     out

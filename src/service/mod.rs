@@ -1,8 +1,8 @@
-//! The daemon as a library service: [`run`] works every tenant until its `shutdown` token is
+//! The daemon as a library service: `run` works every tenant until its `shutdown` token is
 //! cancelled. Every `sync.interval_secs` it runs a cycle per tenant; at each tenant's report
 //! time (cron, tenant time zone) it sends the report. Its parts:
-//! - [`scheduler`]: the report schedule, and reports missed while stopped;
-//! - [`leases`]: which instance works on which tenant, renewed while a cycle runs;
+//! - `scheduler`: the report schedule, and reports missed while stopped;
+//! - `leases`: which instance works on which tenant, renewed while a cycle runs;
 //! - [`selfcheck`]: the operational checks after every cycle;
 //! - [`server`]: health, metrics and the webhook receivers; the bots answer beside it.
 //!
@@ -10,14 +10,14 @@
 //! stops before its next page (each saved page keeps its cursor), the rules before the next
 //! rule or action, and every client wait (rate limit, backoff, Retry-After, Telegram pacing)
 //! ends at once; scheduled reports and self-checks are not started. A cycle still running
-//! [`STOP_GRACE`] after the stop is abandoned (its unfinished actions stay at `intent` and are
+//! `STOP_GRACE` after the stop is abandoned (its unfinished actions stay at `intent` and are
 //! reconciled at the next start), so the process exits within about 10 s, well inside the
 //! unit's `TimeoutStopSec=20`. The tenant leases are renewed until the cycle has really
 //! stopped, so a stopping instance never loses its claim on actions still running.
 
-pub mod leases;
-pub mod reports;
-pub mod scheduler;
+pub(crate) mod leases;
+pub(crate) mod reports;
+pub(crate) mod scheduler;
 pub mod selfcheck;
 pub mod server;
 
@@ -37,13 +37,17 @@ use server::{Health, ServerState, webhooks};
 
 /// How long a cycle may go on after a stop request before it is abandoned. Cooperative stops
 /// take well under a second; this bounds a request already in flight to a slow remote.
-pub const STOP_GRACE: Duration = Duration::from_secs(8);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(8);
 
 /// Runs the daemon for every tenant of `c` on `store` (opened with this instance as lease
 /// holder) until `shutdown` is cancelled; then releases the leases and closes the store.
 // Long: the daemon's top loop with its shutdown handling in one place, so every task's start and
 // drain can be read together.
-pub async fn run(c: &Config, store: Store, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    c: &Config,
+    store: Store,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let instance = c.cluster.instance_id();
     let ttl = Duration::from_secs(c.cluster.lease_ttl_secs);
     let mut tenants: Vec<Tenant> = Vec::new();

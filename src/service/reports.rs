@@ -11,7 +11,7 @@ use crate::store::Store;
 use crate::tenant;
 
 /// Actions of the last 24 hours by rule, for reports.
-pub async fn action_lines(store: &Store, tenant: &str) -> anyhow::Result<Vec<ActionLine>> {
+pub(crate) async fn action_lines(store: &Store, tenant: &str) -> anyhow::Result<Vec<ActionLine>> {
     let rows = store
         .actions_since(tenant, Utc::now() - Duration::days(1), 100_000)
         .await?;
@@ -37,13 +37,13 @@ pub async fn action_lines(store: &Store, tenant: &str) -> anyhow::Result<Vec<Act
 
 /// The start of the ledger key of every `kind` report of `tenant`; the period's first day
 /// completes it (`report:demo:daily:2026-12-01`).
-pub fn report_key_prefix(tenant: &str, kind: &str) -> String {
+pub(crate) fn report_key_prefix(tenant: &str, kind: &str) -> String {
     format!("report:{tenant}:{kind}:")
 }
 
 /// Sends a report to the owner chat through the ledger, so it goes out once per period: the
 /// text first, then each chart as a photo under its own key. The outcome is the text's.
-pub async fn send_report(
+pub(crate) async fn send_report(
     store: &Store,
     tenant: &tenant::Tenant,
     rep: &report::Report,
@@ -62,10 +62,7 @@ pub async fn send_report(
         report_key_prefix(tenant.id(), rep.kind),
         rep.period_from
     );
-    let sinks = ledger::Sinks {
-        crm: tenant.crm.as_ref(),
-        telegram: tenant.telegram.as_ref(),
-    };
+    let sinks = tenant.sinks();
     let text = Proposal {
         key: key.clone(),
         rule: "report",

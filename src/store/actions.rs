@@ -133,7 +133,7 @@ impl Store {
     /// Records a failed attempt that may be tried again: not before `retry_at` when given.
     /// An attempt refused before anything was sent (`counted` false) does not use up the retry
     /// budget: the budget's start moves with it.
-    pub async fn defer_action(
+    pub(crate) async fn defer_action(
         &self,
         key: &str,
         error: &str,
@@ -182,7 +182,7 @@ impl Store {
     /// Report messages are ledger actions of rule `report_rule`: one that died itself (the
     /// ops chat unreachable through every retry) is not reported in turn; its rows are handed
     /// to the next report instead.
-    pub async fn dead_to_report(
+    pub(crate) async fn dead_to_report(
         &self,
         tenant: &str,
         report_rule: &str,
@@ -269,7 +269,7 @@ impl Store {
     }
 
     /// Actions of a tenant created at or after `since`, oldest first.
-    pub async fn actions_since(
+    pub(crate) async fn actions_since(
         &self,
         tenant: &str,
         since: Ts,
@@ -289,7 +289,7 @@ impl Store {
 
     /// Whether the tenant has any action whose key starts with `prefix` (LIKE wildcards in
     /// `prefix` are escaped).
-    pub async fn has_action_with_prefix(&self, tenant: &str, prefix: &str) -> Result<bool> {
+    pub(crate) async fn has_action_with_prefix(&self, tenant: &str, prefix: &str) -> Result<bool> {
         let pattern = format!(
             "{}%",
             prefix

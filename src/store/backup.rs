@@ -13,7 +13,7 @@ impl Store {
     /// Writes a consistent copy of the SQLite database to `dest` (mode 0600) and returns its
     /// size in bytes. An existing `dest` is replaced only with `overwrite`; the copy is built
     /// in a temporary file beside it, so `dest` is never left half written.
-    pub async fn backup_to(&self, dest: &Path, overwrite: bool) -> Result<u64> {
+    pub(crate) async fn backup_to(&self, dest: &Path, overwrite: bool) -> Result<u64> {
         if self.backend != Backend::Sqlite {
             return Err(backup_error(
                 dest,

@@ -18,7 +18,12 @@ pub struct SyncRun {
 
 impl Store {
     /// The stored cursor of `(tenant, source, entity)`, as the JSON text the sync wrote.
-    pub async fn cursor(&self, tenant: &str, source: &str, entity: &str) -> Result<Option<String>> {
+    pub(crate) async fn cursor(
+        &self,
+        tenant: &str,
+        source: &str,
+        entity: &str,
+    ) -> Result<Option<String>> {
         let row = sqlx::query(
             "SELECT cursor FROM sync_cursors WHERE tenant = $1 AND source = $2 AND entity = $3",
         )
@@ -31,7 +36,7 @@ impl Store {
         Ok(row.map(|r| r.get(0)))
     }
 
-    pub async fn put_cursor(
+    pub(crate) async fn put_cursor(
         &self,
         tenant: &str,
         source: &str,

@@ -86,7 +86,7 @@ pub enum StoreError {
 impl StoreError {
     /// True when an operator has to act on a path, a file or a damaged or replaced database:
     /// the command then exits 2, like a config error, rather than 1 (a runtime failure).
-    pub fn needs_operator(&self) -> bool {
+    pub(crate) fn needs_operator(&self) -> bool {
         matches!(
             self,
             StoreError::DataDir { .. }

@@ -17,7 +17,7 @@ use super::files;
 use super::{Backend, Op, Result, StoreError, now_secs};
 
 /// The name of the marker file, beside the SQLite database file or in data_dir.
-pub const MARKER_FILE: &str = "install-id";
+pub(crate) const MARKER_FILE: &str = "install-id";
 
 /// What the database holds, seen before migrations run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,11 +93,11 @@ pub(crate) fn plan(file: Option<&str>, db: &DbState, reinitialise: bool) -> Plan
 /// The marker file.
 #[derive(Debug, Clone)]
 pub(crate) struct MarkerFile {
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 impl MarkerFile {
-    pub fn in_dir(dir: &Path) -> MarkerFile {
+    pub(crate) fn in_dir(dir: &Path) -> MarkerFile {
         MarkerFile {
             path: dir.join(MARKER_FILE),
         }
@@ -105,7 +105,7 @@ impl MarkerFile {
 
     /// The id in the file; `None` when there is no file, or, with `reinitialise`, when the
     /// file holds no valid id (it is then written again from the database).
-    pub fn read(&self, reinitialise: bool) -> Result<Option<String>> {
+    pub(crate) fn read(&self, reinitialise: bool) -> Result<Option<String>> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -130,7 +130,7 @@ impl MarkerFile {
         Ok(Some(id.to_string()))
     }
 
-    pub fn write(&self, id: &str) -> Result<()> {
+    pub(crate) fn write(&self, id: &str) -> Result<()> {
         files::write_private(&self.path, format!("{id}\n").as_bytes())
             .map_err(|e| self.error(format!("cannot be written ({e})")))
     }

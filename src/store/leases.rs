@@ -21,7 +21,7 @@ pub struct Lease {
     pub tenant: String,
     pub holder: String,
     pub epoch: i64,
-    pub acquired_at: Ts,
+    pub(crate) acquired_at: Ts,
     pub expires_at: Ts,
 }
 

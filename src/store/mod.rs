@@ -19,15 +19,16 @@ mod tokens;
 pub use actions::ActionRow;
 use error::Op;
 pub use error::{Result, StoreError};
-pub use install::MARKER_FILE;
 pub use leases::Lease;
-pub use mirror::{Changes, MirrorCounts, RuleMark, Snapshot};
+pub use mirror::Snapshot;
+pub(crate) use mirror::{Changes, RuleMark};
+pub use open::redact_db_url;
+pub(crate) use open::sqlite_path;
 use open::{
     apply_plan, check_sqlite, connect, describe_db, marker_file, migrate, prepare_sqlite_file,
     restore_hint, with_create_mode,
 };
-pub use open::{redact_db_url, sqlite_path};
-pub use report_rows::{Discipline, DisciplineCounts, StageCount, WonRow};
+pub(crate) use report_rows::{Discipline, StageCount, WonRow};
 pub use tokens::{TokenSet, TokenStore};
 
 use std::path::PathBuf;
@@ -128,7 +129,7 @@ impl Store {
 
     /// Opens the database at `url` as a command does: checks data_dir and file modes, fails at
     /// once on a damaged SQLite file, and refuses a database that does not match its install
-    /// marker (see [`install`]) before anything is written to it.
+    /// marker (see `install`) before anything is written to it.
     pub async fn open_with(url: &str, o: &OpenOptions) -> Result<Store> {
         install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
@@ -190,7 +191,7 @@ impl Store {
     }
 
     /// How the ledger retries actions through this handle.
-    pub fn retry_policy(&self) -> RetryPolicy {
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
         self.retry
     }
 
@@ -201,7 +202,7 @@ impl Store {
     }
 
     /// The lease holder this handle acts for, if any.
-    pub fn holder(&self) -> Option<&str> {
+    pub(crate) fn holder(&self) -> Option<&str> {
         self.holder.as_deref()
     }
 

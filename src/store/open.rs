@@ -310,7 +310,7 @@ pub(super) fn restore_hint(url: &str) -> String {
 }
 
 /// The file path of a `sqlite:` URL.
-pub fn sqlite_path(url: &str) -> Option<String> {
+pub(crate) fn sqlite_path(url: &str) -> Option<String> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;

@@ -18,30 +18,30 @@ use crate::domain::*;
 /// Discipline counts of one manager (or of nobody: the `""` key), as of a moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DisciplineCounts {
-    pub open_deals: usize,
-    pub deals_without_task: usize,
-    pub overdue_tasks: usize,
+    pub(crate) open_deals: usize,
+    pub(crate) deals_without_task: usize,
+    pub(crate) overdue_tasks: usize,
 }
 
 /// Discipline counts per responsible user id (`""` for records with nobody responsible).
-pub type Discipline = BTreeMap<String, DisciplineCounts>;
+pub(crate) type Discipline = BTreeMap<String, DisciplineCounts>;
 
 /// One won deal, reduced to what ABC/XYZ needs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WonRow {
+pub(crate) struct WonRow {
     /// `company:ID`, else `contact:ID`, else `deal:ID` (a client the CRM never named).
-    pub client: String,
-    pub closed_at: Ts,
-    pub amount: f64,
+    pub(crate) client: String,
+    pub(crate) closed_at: Ts,
+    pub(crate) amount: f64,
 }
 
 /// Open deals per stage, as of now.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StageCount {
-    pub pipeline_id: String,
-    pub stage_id: String,
-    pub deals: usize,
-    pub amount: f64,
+pub(crate) struct StageCount {
+    pub(crate) pipeline_id: String,
+    pub(crate) stage_id: String,
+    pub(crate) deals: usize,
+    pub(crate) amount: f64,
 }
 
 impl Store {
@@ -64,7 +64,12 @@ impl Store {
     }
 
     /// Leads created in `[from, to)`.
-    pub async fn leads_created_between(&self, tenant: &str, from: Ts, to: Ts) -> Result<Vec<Lead>> {
+    pub(crate) async fn leads_created_between(
+        &self,
+        tenant: &str,
+        from: Ts,
+        to: Ts,
+    ) -> Result<Vec<Lead>> {
         self.load_window(
             "SELECT data FROM leads WHERE tenant = $1 AND created_at >= $2 AND created_at < $3 \
              AND deleted = FALSE ORDER BY created_at",
@@ -80,7 +85,7 @@ impl Store {
     /// figures need no title, tags or source, and skipping the JSON (and its time strings)
     /// is most of the cost of a report over a big mirror. `title`, `currency`, `lead_id`,
     /// `source` and `tags` are left empty; `updated_at` is the close (else creation) time.
-    pub async fn deals_between(&self, tenant: &str, from: Ts, to: Ts) -> Result<Vec<Deal>> {
+    pub(crate) async fn deals_between(&self, tenant: &str, from: Ts, to: Ts) -> Result<Vec<Deal>> {
         const COLS: &str = "id, pipeline_id, stage_id, semantics, amount, responsible_id, \
                             contact_id, company_id, created_at, closed_at";
         let mut deals = Vec::new();
@@ -138,7 +143,7 @@ impl Store {
     }
 
     /// Telephony calls started in `[from, to)`.
-    pub async fn calls_between(&self, tenant: &str, from: Ts, to: Ts) -> Result<Vec<Call>> {
+    pub(crate) async fn calls_between(&self, tenant: &str, from: Ts, to: Ts) -> Result<Vec<Call>> {
         self.load_window(
             "SELECT data FROM calls WHERE tenant = $1 AND started_at >= $2 AND started_at < $3 \
              ORDER BY started_at",
@@ -152,7 +157,7 @@ impl Store {
     }
 
     /// Activities on leads started in `[from, to)` (a lead's first contact, for reaction time).
-    pub async fn lead_activities_between(
+    pub(crate) async fn lead_activities_between(
         &self,
         tenant: &str,
         from: Ts,
@@ -213,7 +218,7 @@ impl Store {
 
     /// Revenue of deals won in `[from, to)` per responsible user id (`""` for nobody): the
     /// month-to-date fact behind plan %, counted by the database.
-    pub async fn won_by_manager(
+    pub(crate) async fn won_by_manager(
         &self,
         tenant: &str,
         from: Ts,
@@ -237,7 +242,7 @@ impl Store {
     }
 
     /// Won deals closed in `[from, to)`, as (client, time, amount), for ABC/XYZ.
-    pub async fn won_between(&self, tenant: &str, from: Ts, to: Ts) -> Result<Vec<WonRow>> {
+    pub(crate) async fn won_between(&self, tenant: &str, from: Ts, to: Ts) -> Result<Vec<WonRow>> {
         let rows = sqlx::query(
             "SELECT id, company_id, contact_id, closed_at, amount FROM deals WHERE tenant = $1 \
              AND closed_at >= $2 AND closed_at < $3 AND semantics = 'won' AND deleted = FALSE",
@@ -268,7 +273,7 @@ impl Store {
     }
 
     /// Open deals per pipeline and stage, as of now.
-    pub async fn open_deals_by_stage(&self, tenant: &str) -> Result<Vec<StageCount>> {
+    pub(crate) async fn open_deals_by_stage(&self, tenant: &str) -> Result<Vec<StageCount>> {
         let rows = sqlx::query(
             "SELECT pipeline_id, stage_id, COUNT(*), SUM(amount) FROM deals WHERE tenant = $1 \
              AND semantics = 'open' AND deleted = FALSE GROUP BY pipeline_id, stage_id \
@@ -290,7 +295,7 @@ impl Store {
     }
 
     /// Display names of the given companies and contacts (`company:ID`, `contact:ID` keys).
-    pub async fn client_names(
+    pub(crate) async fn client_names(
         &self,
         tenant: &str,
         keys: &[String],
@@ -336,7 +341,7 @@ impl Store {
     /// Names of the clients that carry `flag` in the mirror. Only dozor's `no_activity` rule
     /// sets the flag, so the candidates are the clients its ledger flagged; the mirror says
     /// whether each still carries it (a manager may have removed it by hand).
-    pub async fn flagged_clients(&self, tenant: &str, flag: &str) -> Result<Vec<String>> {
+    pub(crate) async fn flagged_clients(&self, tenant: &str, flag: &str) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT DISTINCT entity_kind, entity_id FROM actions WHERE tenant = $1 \
              AND rule = 'no_activity' AND kind = 'update_tags' AND entity_id IS NOT NULL",

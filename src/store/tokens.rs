@@ -27,12 +27,12 @@ pub struct TokenSet {
 
 /// An access token this close to its expiry is refreshed before it is used: a call that starts
 /// just before the expiry must not be the one the server refuses.
-pub const REFRESH_AHEAD_SECS: i64 = 60;
+pub(crate) const REFRESH_AHEAD_SECS: i64 = 60;
 
 impl TokenSet {
     /// True while the access token is set and outlives [`REFRESH_AHEAD_SECS`] (a token without
     /// a known expiry counts as fresh until the server refuses it).
-    pub fn is_fresh(&self) -> bool {
+    pub(crate) fn is_fresh(&self) -> bool {
         !self.access_token.is_empty()
             && self
                 .expires_at

@@ -30,7 +30,7 @@ pub async fn sync_telephony(
 /// [`sync_telephony`] that does not start once `stop` is cancelled. The client itself stops
 /// paging (its `stop` is the same token); the calls read so far are then read again at the
 /// next start (the cursor moves only after a complete read).
-pub async fn sync_telephony_until(
+pub(crate) async fn sync_telephony_until(
     store: &Store,
     tenant: &str,
     tel: &dyn Telephony,

@@ -17,7 +17,8 @@ mod calls;
 mod pass;
 mod progress;
 
-pub use calls::{sync_telephony, sync_telephony_until};
+pub use calls::sync_telephony;
+pub(crate) use calls::sync_telephony_until;
 pub use pass::sync_entity;
 use pass::{Pass, advance, due, load_cursor, mark_done, run_pass};
 
@@ -57,10 +58,10 @@ pub enum SyncError {
 /// What one sync of one source did.
 #[derive(Debug, Clone, Default)]
 pub struct SyncReport {
-    pub source: String,
+    pub(crate) source: String,
     /// Records saved per entity kind (re-read overlap included).
     pub items: BTreeMap<String, usize>,
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
 }
 
 impl SyncReport {
@@ -129,7 +130,7 @@ pub async fn sync_crm(
 }
 
 /// [`sync_crm`] that stops before its next page once `stop` is cancelled.
-pub async fn sync_crm_until(
+pub(crate) async fn sync_crm_until(
     store: &Store,
     tenant: &str,
     crm: &dyn Crm,

@@ -57,7 +57,7 @@ impl Calltouch {
     }
 
     /// Ends every wait of this client, and the paging, once `stop` is cancelled.
-    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+    pub(crate) fn with_stop(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
         self
     }

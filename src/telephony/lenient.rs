@@ -10,7 +10,7 @@
 use serde_json::Value;
 
 /// An id: a number or a non-empty string, as text.
-pub fn id(v: Option<&Value>) -> Option<String> {
+pub(crate) fn id(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::Number(n) => Some(n.to_string()),
         Value::String(s) if !s.is_empty() => Some(s.clone()),
@@ -19,7 +19,7 @@ pub fn id(v: Option<&Value>) -> Option<String> {
 }
 
 /// A text value, trimmed; a number as its digits; empty or blank means none.
-pub fn text(v: Option<&Value>) -> Option<String> {
+pub(crate) fn text(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
         Value::Number(n) => Some(n.to_string()),
@@ -30,7 +30,7 @@ pub fn text(v: Option<&Value>) -> Option<String> {
 /// A boolean sent as a JSON boolean, a number (0 or not) or the strings `true`/`false`,
 /// `1`/`0`, `yes`/`no` (any case, surrounding blanks ignored). An empty string is none: a
 /// caller for whom it means "no" says so where it reads the field.
-pub fn flag(v: Option<&Value>) -> Option<bool> {
+pub(crate) fn flag(v: Option<&Value>) -> Option<bool> {
     match v? {
         Value::Bool(b) => Some(*b),
         Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
@@ -44,7 +44,7 @@ pub fn flag(v: Option<&Value>) -> Option<bool> {
 }
 
 /// An unsigned integer sent as a number or a numeric string.
-pub fn uint(v: &Value) -> Option<u64> {
+pub(crate) fn uint(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -53,7 +53,7 @@ pub fn uint(v: &Value) -> Option<u64> {
 }
 
 /// An integer sent as a number (a fraction is cut), or a numeric string.
-pub fn int(v: Option<&Value>) -> Option<i64> {
+pub(crate) fn int(v: Option<&Value>) -> Option<i64> {
     match v? {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
         Value::String(s) => s.trim().parse().ok(),

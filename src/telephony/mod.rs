@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::domain::{Call, Employee, TelephonyKind, Ts};
 
-pub type Result<T> = std::result::Result<T, crate::http::Error>;
+pub(crate) type Result<T> = std::result::Result<T, crate::http::Error>;
 
 /// A telephony account as dozor sees it.
 #[async_trait]

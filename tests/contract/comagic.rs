@@ -343,7 +343,7 @@ fn error(asked: &Asked, code: i64, message: &str, data: Value) -> Answer {
 fn client(docs: &Docs) -> Comagic {
     Comagic::new(
         &ComagicConfig {
-            timezone: Some("Europe/Moscow".into()),
+            timezone: Some(chrono_tz::Europe::Moscow),
             ..crate::common::comagic_config(format!("{}/v2.0", docs.base), TOKEN)
         },
         chrono_tz::Europe::Moscow,

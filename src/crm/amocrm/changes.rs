@@ -20,7 +20,7 @@ use crate::domain::EntityKind;
 
 /// Pages of events read per probe; past this every probed kind is read and deletions come from
 /// a query for deletion events only.
-pub const MAX_EVENT_PAGES: u32 = 30;
+pub(crate) const MAX_EVENT_PAGES: u32 = 30;
 const EVENTS_LIMIT: u32 = 100;
 /// Sent as `filter[type][]`, one per type: the events page
 /// (https://www.amocrm.ru/developers/content/crm_platform/events-and-notes) takes the type filter
@@ -55,7 +55,7 @@ fn deletion_type(kind: EntityKind) -> Option<&'static str> {
 }
 
 /// The kinds an event may have changed; `None` = unsure (every kind is read).
-pub fn event_kinds(kind: &str, entity: &str) -> Option<Vec<EntityKind>> {
+pub(crate) fn event_kinds(kind: &str, entity: &str) -> Option<Vec<EntityKind>> {
     if kind.starts_with("task_") {
         return Some(vec![EntityKind::Task]);
     }

@@ -3,11 +3,11 @@
 //! Mapping: amoCRM "leads" are deals, unsorted items are leads, call notes of leads, contacts
 //! and companies are activities. Reads page with `filter[updated_at][from]` and
 //! `order[id]=asc`, 250 per page; the cursor position is the page number (for deals,
-//! contacts, companies and tasks with the run it belongs to, see [`paging`]: records deleted
+//! contacts, companies and tasks with the run it belongs to, see `paging`: records deleted
 //! between two pages would otherwise hide the record at the next page boundary).
 //!
 //! Accounts without the API filtering add-on: the filters page
-//! (https://www.amocrm.ru/developers/content/crm_platform/filters-api) says filtering leads,
+//! (<https://www.amocrm.ru/developers/content/crm_platform/filters-api>) says filtering leads,
 //! contacts and companies is an alpha open to a limited list of accounts, and
 //! `GET /api/v4/account?with=is_api_filter_enabled` tells whether this account is one of them.
 //! Without it `filter[updated_at]` is not applied and every read would be the whole list, so
@@ -32,9 +32,9 @@
 //! server refuses (revoked, invalid) switches the client off with an auth error until it is
 //! re-authorised, instead of hammering the token endpoint.
 //!
-//! One file per role: [`auth`] (tokens), [`transport`] (one request and its waits), [`reads`]
-//! (list pages, directory, phone search), [`paging`] (repair of page shifts), [`changes`]
-//! (events), [`write`] (adds and updates), [`calls`] (call logging), [`map`] (amoCRM fields to
+//! One file per role: `auth` (tokens), `transport` (one request and its waits), `reads`
+//! (list pages, directory, phone search), `paging` (repair of page shifts), `changes`
+//! (events), [`write`] (adds and updates), `calls` (call logging), `map` (amoCRM fields to
 //! the domain).
 
 // The shared `http::Error` is large by design (it names method and URL); boxing it here alone
@@ -70,7 +70,7 @@ const SYSTEM: &str = "amocrm";
 /// The request period is this much longer than 1/`rate_per_sec`.
 const RATE_MARGIN: f64 = 1.03;
 /// The largest page amoCRM serves for leads, contacts, companies, tasks, notes and unsorted.
-pub const PAGE_LIMIT: u32 = 250;
+pub(crate) const PAGE_LIMIT: u32 = 250;
 /// Attempts for one request on 5xx / transport errors (429s are waited out by [`Throttle`]).
 const MAX_ATTEMPTS: u32 = 6;
 
@@ -187,7 +187,7 @@ impl AmoCrm {
     }
 
     /// Ends every wait of this client early once `stop` is cancelled.
-    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+    pub(crate) fn with_stop(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
         self
     }
@@ -342,16 +342,11 @@ fn created_id(c: &AmoCrm, v: Option<&Value>, key: &str, path: &str) -> Result<St
 pub mod fuzzing {
     use serde_json::Value;
 
-    use crate::domain::{Activity, Deal, Task};
+    use crate::domain::{Activity, Deal};
 
     /// One lead (a deal in dozor's terms) through the mapper, as the sync maps it.
     pub fn deal(v: &Value) -> Result<Deal, String> {
         super::map::deal(v, "RUB")
-    }
-
-    /// One task through the mapper.
-    pub fn task(v: &Value) -> Result<Task, String> {
-        super::map::task(v)
     }
 
     /// One note through the call-note mapper (`None` for other note types).

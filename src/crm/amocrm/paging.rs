@@ -29,23 +29,23 @@ use crate::domain::EntityKind;
 use super::PAGE_LIMIT;
 
 /// Re-reads after deletions within one pass; past this the pass ends with a warning.
-pub const MAX_REPAIRS: u32 = 5;
+pub(crate) const MAX_REPAIRS: u32 = 5;
 
 /// Where a pass stands: the page to read, the first page of the current run and when the run
 /// started (unix seconds; deletions from then on may have shifted the pages read since).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PagePos {
-    pub page: u32,
-    pub first: u32,
+pub(crate) struct PagePos {
+    pub(crate) page: u32,
+    pub(crate) first: u32,
     /// `None` for a position written before runs were tracked (plain page number).
-    pub started: Option<i64>,
+    pub(crate) started: Option<i64>,
     /// A pass newest first by `updated_at` (an account without the filtering add-on).
-    pub newest_first: bool,
+    pub(crate) newest_first: bool,
 }
 
 impl PagePos {
     /// The first page of a fresh pass.
-    pub fn start(now: i64) -> Self {
+    pub(crate) fn start(now: i64) -> Self {
         PagePos {
             page: 1,
             first: 1,
@@ -55,7 +55,7 @@ impl PagePos {
     }
 
     /// The first page of a fresh pass newest first.
-    pub fn start_newest_first(now: i64) -> Self {
+    pub(crate) fn start_newest_first(now: i64) -> Self {
         PagePos {
             newest_first: true,
             ..Self::start(now)
@@ -63,7 +63,7 @@ impl PagePos {
     }
 
     /// Reads `[n]PAGE/FIRST@STARTED`, or a bare page number; `None` for anything else.
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         let (newest_first, s) = match s.strip_prefix('n') {
             Some(rest) => (true, rest),
             None => (false, s),
@@ -84,7 +84,7 @@ impl PagePos {
         })
     }
 
-    pub fn next_page(self) -> Self {
+    pub(crate) fn next_page(self) -> Self {
         PagePos {
             page: self.page + 1,
             ..self
@@ -92,7 +92,7 @@ impl PagePos {
     }
 
     /// Only a run that read two pages or more can have skipped a record.
-    pub fn spans_pages(self) -> bool {
+    pub(crate) fn spans_pages(self) -> bool {
         self.page > self.first
     }
 }
@@ -112,21 +112,21 @@ impl std::fmt::Display for PagePos {
 /// What this process saw of a kind's current pass: the last id of each page read, the
 /// deletions already repaired and how many repairs the pass made.
 #[derive(Debug, Default)]
-pub struct Trace {
+pub(crate) struct Trace {
     last_ids: BTreeMap<u32, u64>,
     repaired: HashSet<u64>,
     repairs: u32,
 }
 
 impl Trace {
-    pub fn saw_page(&mut self, page: u32, ids: impl IntoIterator<Item = u64>) {
+    pub(crate) fn saw_page(&mut self, page: u32, ids: impl IntoIterator<Item = u64>) {
         if let Some(last) = ids.into_iter().max() {
             self.last_ids.insert(page, last);
         }
     }
 
     /// The deleted ids not repaired yet; marks them repaired.
-    pub fn take_new(&mut self, deleted: &[u64]) -> Vec<u64> {
+    pub(crate) fn take_new(&mut self, deleted: &[u64]) -> Vec<u64> {
         deleted
             .iter()
             .copied()
@@ -138,7 +138,7 @@ impl Trace {
     /// (or would have been) read, moved back by one page per full page of deletions, since
     /// that many deletions shift a boundary record back across pages. Page 1 without a trace.
     /// `None` once the pass has used up its repairs.
-    pub fn restart_page(&mut self, deleted: &[u64]) -> Option<u32> {
+    pub(crate) fn restart_page(&mut self, deleted: &[u64]) -> Option<u32> {
         let min = deleted.iter().copied().min()?;
         if self.repairs >= MAX_REPAIRS {
             return None;
@@ -156,16 +156,16 @@ impl Trace {
 
 /// Traces of the passes under way, by kind.
 #[derive(Default)]
-pub struct Traces(std::sync::Mutex<HashMap<EntityKind, Trace>>);
+pub(crate) struct Traces(std::sync::Mutex<HashMap<EntityKind, Trace>>);
 
 impl Traces {
-    pub fn with<R>(&self, kind: EntityKind, f: impl FnOnce(&mut Trace) -> R) -> R {
+    pub(crate) fn with<R>(&self, kind: EntityKind, f: impl FnOnce(&mut Trace) -> R) -> R {
         let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
         f(all.entry(kind).or_default())
     }
 
     /// Forgets a kind's trace (a new pass begins).
-    pub fn reset(&self, kind: EntityKind) {
+    pub(crate) fn reset(&self, kind: EntityKind) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -8,22 +8,22 @@ use super::text;
 use crate::domain::*;
 
 /// How one entity kind is listed.
-pub struct ListSpec {
-    pub method: &'static str,
+pub(crate) struct ListSpec {
+    pub(crate) method: &'static str,
     /// Modification-time filter field.
-    pub date_field: &'static str,
+    pub(crate) date_field: &'static str,
     /// Id field in filter/order (UPPER) and in answer rows.
-    pub id_field: &'static str,
-    pub row_id: &'static str,
-    pub select: Vec<String>,
+    pub(crate) id_field: &'static str,
+    pub(crate) row_id: &'static str,
+    pub(crate) select: Vec<String>,
     /// The list sits under this key of `result` (`tasks.task.list` → `tasks`).
-    pub wrapped: Option<&'static str>,
+    pub(crate) wrapped: Option<&'static str>,
     /// Supports `start=-1` (no COUNT query).
-    pub fast: bool,
+    pub(crate) fast: bool,
 }
 
 impl ListSpec {
-    pub fn of(kind: EntityKind) -> Self {
+    pub(crate) fn of(kind: EntityKind) -> Self {
         let crm = |method, select: Vec<&'static str>| ListSpec {
             method,
             date_field: "DATE_MODIFY",
@@ -72,7 +72,7 @@ impl ListSpec {
 }
 
 /// Parses the date shapes Bitrix24 sends; `""` and junk are `None`.
-pub fn parse_ts(s: &str) -> Option<Ts> {
+pub(crate) fn parse_ts(s: &str) -> Option<Ts> {
     let s = s.trim();
     if s.is_empty() {
         return None;
@@ -140,7 +140,7 @@ fn multi(row: &Value, k: &str) -> Vec<String> {
 }
 
 /// Numeric id of a row (`ID` or `id`, string or number).
-pub fn row_id(row: &Value, key: &str) -> Option<u64> {
+pub(crate) fn row_id(row: &Value, key: &str) -> Option<u64> {
     row.get(key)
         .or_else(|| row.get(key.to_ascii_uppercase()))
         .and_then(text)
@@ -205,7 +205,7 @@ fn parse_binding(b: &str) -> Option<EntityRef> {
 }
 
 /// deal 123 → `D_123`.
-pub fn binding(e: &EntityRef) -> Option<String> {
+pub(crate) fn binding(e: &EntityRef) -> Option<String> {
     let p = match e.kind {
         EntityKind::Lead => "L",
         EntityKind::Deal => "D",
@@ -217,7 +217,7 @@ pub fn binding(e: &EntityRef) -> Option<String> {
 }
 
 /// Maps a list row; `Ok(None)` for rows dozor does not mirror.
-pub fn record(kind: EntityKind, row: &Value) -> Result<Option<Record>, String> {
+pub(crate) fn record(kind: EntityKind, row: &Value) -> Result<Option<Record>, String> {
     if !row.is_object() {
         return Err("list row is not an object".into());
     }
@@ -440,7 +440,7 @@ fn activity(row: &Value) -> Result<Option<Record>, String> {
     })))
 }
 
-pub fn user(row: &Value) -> Result<User, String> {
+pub(crate) fn user(row: &Value) -> Result<User, String> {
     let id = required_id(row, "ID")?;
     Ok(User {
         name: {
@@ -464,7 +464,7 @@ pub fn user(row: &Value) -> Result<User, String> {
 }
 
 /// crm.status.list rows → stages, sorted.
-pub fn stages(pipeline_id: &str, rows: &Value) -> Vec<Stage> {
+pub(crate) fn stages(pipeline_id: &str, rows: &Value) -> Vec<Stage> {
     let mut out: Vec<Stage> = crate::http::php_query::as_list(rows)
         .iter()
         .filter_map(|r| {

@@ -13,9 +13,9 @@
 //! * Full and incremental reads use fast ID paging (`>ID`, `start=-1`), several pages chained
 //!   in one `batch` request with `$result[...]` references.
 //!
-//! One file per role: [`auth`] (webhook or OAuth tokens), [`transport`] (one call, its retries
-//! and budgets, batching), [`paging`] (list reads), [`changes`] (incremental probe), [`write`]
-//! (adds and updates), [`calls`] (call registration), [`map`] (Bitrix24 fields to the domain).
+//! One file per role: `auth` (webhook or OAuth tokens), `transport` (one call, its retries
+//! and budgets, batching), `paging` (list reads), `changes` (incremental probe), [`write`]
+//! (adds and updates), `calls` (call registration), `map` (Bitrix24 fields to the domain).
 
 // `http::Error` is the shared error type of every connector; it is returned by value.
 #![allow(clippy::result_large_err)]
@@ -168,7 +168,7 @@ impl Bitrix24 {
     }
 
     /// Ends every wait of this client early once `stop` is cancelled.
-    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+    pub(crate) fn with_stop(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
         self
     }

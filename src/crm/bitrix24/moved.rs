@@ -14,7 +14,7 @@ use crate::config::Secret;
 use crate::store::{TokenSet, TokenStore};
 
 /// Token-store key of the moved address (beside the OAuth tokens under `bitrix24`).
-pub const KEY: &str = "bitrix24.address";
+pub(crate) const KEY: &str = "bitrix24.address";
 
 /// `https://host[:port]` of `url`.
 pub(super) fn origin(url: &str) -> Option<String> {
@@ -40,7 +40,7 @@ pub(super) fn rebase(url: &str, to: &str) -> String {
 }
 
 /// The stored current origin of `tenant`'s portal, if it moved.
-pub async fn load(tokens: &dyn TokenStore, tenant: &str) -> Option<String> {
+pub(crate) async fn load(tokens: &dyn TokenStore, tenant: &str) -> Option<String> {
     let set = tokens.load_token(tenant, KEY).await.ok()??;
     set.extra
         .get("origin")

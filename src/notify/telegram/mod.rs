@@ -7,19 +7,19 @@
 //! size: an endless answer would take the daemon's memory with it. This module adds what a
 //! daemon needs around the payloads:
 //!
-//! - every answer is read through [`http::read_body`] and refused past [`http::MAX_BODY`], like
+//! - every answer is read through `http::read_body` and refused past `http::MAX_BODY`, like
 //!   the CRM's and the telephony's, with an error naming the method and the size;
 //! - long HTML messages are split on line boundaries into parts of at most 4096 visible
-//!   characters, closing and reopening the tags that are open across a cut ([`split_message`]);
-//!   the ledger sends the parts one by one ([`Telegram::send_part`]) and records its progress so
+//!   characters, closing and reopening the tags that are open across a cut (`split_message`);
+//!   the ledger sends the parts one by one (`Telegram::send_part`) and records its progress so
 //!   that a part already delivered is never sent again;
 //! - a 429 waits `parameters.retry_after` and resends the same request; 5xx and transport
 //!   failures are retried with backoff, a bounded number of times;
 //! - messages to one chat are spaced at least a second apart, and a group gets at most 20 a
 //!   minute;
 //! - errors are [`http::Error`]s. teloxide's own errors print the request URL, which carries
-//!   the bot token: every message goes through [`Telegram::redact`] and URLs through
-//!   [`redact_url`].
+//!   the bot token: every message goes through `Telegram::redact` and URLs through
+//!   `redact_url`.
 //!
 //! A failed call is classified by its description's prefix ("Bad Request", "Forbidden",
 //! "Unauthorized", …, as teloxide's [`ApiError`] reads it), the HTTP status filling in where the
@@ -35,7 +35,8 @@ mod split;
 #[cfg(test)]
 mod tests;
 
-pub use split::{escape_html, split_message};
+pub use split::escape_html;
+pub(crate) use split::split_message;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -57,9 +58,9 @@ use crate::http::{self, Error, ErrorKind, redact_url};
 
 const SYSTEM: &str = "telegram";
 /// Visible characters per message.
-pub const MESSAGE_LIMIT: usize = 4096;
+pub(crate) const MESSAGE_LIMIT: usize = 4096;
 /// Visible characters per caption.
-pub const CAPTION_LIMIT: usize = 1024;
+pub(crate) const CAPTION_LIMIT: usize = 1024;
 const MAX_ATTEMPTS: u32 = 5;
 /// After a request failed for good on a transient error, Telegram counts as down for this long:
 /// later sends fail at once (the ledger keeps them for a later cycle) instead of each waiting
@@ -69,16 +70,16 @@ const DOWN_FOR: Duration = Duration::from_secs(60);
 const GROUP_PER_WINDOW: usize = 20;
 const GROUP_WINDOW: Duration = Duration::from_secs(60);
 
-pub type Result<T> = std::result::Result<T, Error>;
+pub(crate) type Result<T> = std::result::Result<T, Error>;
 
-/// The bot itself (`getMe`).
+/// A Telegram user or bot: the bot itself (`getMe`) or the sender of a message.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct BotUser {
+pub struct User {
     pub id: i64,
     #[serde(default)]
     pub is_bot: bool,
     #[serde(default)]
-    pub first_name: String,
+    pub(crate) first_name: String,
     pub username: Option<String>,
 }
 
@@ -86,27 +87,17 @@ pub struct BotUser {
 pub struct Chat {
     pub id: i64,
     #[serde(rename = "type", default)]
-    pub kind: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct From {
-    pub id: i64,
-    #[serde(default)]
-    pub is_bot: bool,
-    #[serde(default)]
-    pub first_name: String,
-    pub username: Option<String>,
+    pub(crate) kind: String,
 }
 
 /// An incoming message (only what commands need).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Message {
-    pub message_id: i64,
+    pub(crate) message_id: i64,
     pub chat: Chat,
-    pub from: Option<From>,
+    pub from: Option<User>,
     #[serde(default)]
-    pub date: i64,
+    pub(crate) date: i64,
     pub text: Option<String>,
     pub message_thread_id: Option<i64>,
 }
@@ -180,7 +171,7 @@ impl Telegram {
     }
 
     /// Ends every wait of this client early once `stop` is cancelled.
-    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+    pub(crate) fn with_stop(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
         self
     }
@@ -192,14 +183,8 @@ impl Telegram {
             .map_err(|s| s.error(SYSTEM, method, redact_url(&self.url(method))))
     }
 
-    /// Changes the largest answer read (default [`http::MAX_BODY`]).
-    pub fn with_max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
-        self
-    }
-
     /// The API host, for tables and logs (the token is never part of it).
-    pub fn account(&self) -> String {
+    pub(crate) fn account(&self) -> String {
         url::Url::parse(&self.api_url)
             .ok()
             .and_then(|u| {
@@ -226,7 +211,7 @@ impl Telegram {
     }
 
     /// Removes the bot token from `s`.
-    pub fn redact(&self, s: &str) -> String {
+    pub(crate) fn redact(&self, s: &str) -> String {
         let token = self.token.expose();
         if token.is_empty() {
             s.to_string()
@@ -377,7 +362,7 @@ impl Telegram {
     }
 
     /// Who the bot is; also checks the token.
-    pub async fn get_me(&self) -> Result<BotUser> {
+    pub async fn get_me(&self) -> Result<User> {
         self.call("getMe", || {
             self.request("getMe", Params::Json(b"{}".to_vec()))
         })
@@ -405,7 +390,12 @@ impl Telegram {
     }
 
     /// Sends one part (at most 4096 visible characters, see [`Self::parts`]) as one message.
-    pub async fn send_part(&self, chat_id: i64, thread: Option<i64>, html: &str) -> Result<i64> {
+    pub(crate) async fn send_part(
+        &self,
+        chat_id: i64,
+        thread: Option<i64>,
+        html: &str,
+    ) -> Result<i64> {
         if html.trim().is_empty() {
             return Err(self.err(ErrorKind::Permanent, "sendMessage", "message text is empty"));
         }

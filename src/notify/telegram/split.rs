@@ -133,7 +133,7 @@ impl Splitter {
 /// boundaries where possible. A cut never falls inside a tag or an entity: the tags open at the
 /// cut are closed at the end of one part and reopened at the start of the next, so every part is
 /// valid HTML on its own. Lines longer than `limit` are cut between characters.
-pub fn split_message(html: &str, limit: usize) -> Vec<String> {
+pub(crate) fn split_message(html: &str, limit: usize) -> Vec<String> {
     let limit = limit.max(1);
     let toks = tokenize(html);
     let mut lines: Vec<Vec<Tok>> = vec![Vec::new()];

@@ -30,8 +30,8 @@ fn slot(i: usize) -> i32 {
 
 /// Pixel size of every chart: wide enough for labels, and fills a phone screen held sideways
 /// or a chat bubble held upright without being scaled down to illegibility.
-pub const WIDTH: u32 = 900;
-pub const HEIGHT: u32 = 500;
+pub(crate) const WIDTH: u32 = 900;
+pub(crate) const HEIGHT: u32 = 500;
 
 /// The family plotters falls back to for its own text (legend, axis labels), so registering
 /// under this name covers every piece of text a chart draws.
@@ -53,7 +53,7 @@ const FUNNEL: RGBColor = RGBColor(70, 120, 200);
 const MANAGERS: RGBColor = RGBColor(230, 140, 40);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ChartError {
+pub(crate) enum ChartError {
     #[error("drawing the {chart} chart: {detail}")]
     Draw { chart: &'static str, detail: String },
 }
@@ -64,7 +64,7 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 /// Daily trend, one entry per local day: (date, new leads, deals won). Leads are bars, won
 /// deals a line over them; the x axis shows `dd.mm`.
 // Long: one plotters drawing (axes, bars, legend, labels) in drawing order on one chart context.
-pub fn trend_png(
+pub(crate) fn trend_png(
     lang: Lang,
     title: &str,
     days: &[(NaiveDate, u64, u64)],
@@ -161,7 +161,7 @@ pub fn trend_png(
 /// Funnel: stages in order with the number of deals that reached (or are in) each, as
 /// horizontal bars, first stage on top. Each bar ends in its count and its share of the first
 /// stage. Past [`MAX_BARS`] stages the tail is summed into one "others" bar.
-pub fn funnel_png(
+pub(crate) fn funnel_png(
     lang: Lang,
     title: &str,
     stages: &[(String, u64)],
@@ -190,7 +190,7 @@ pub fn funnel_png(
 
 /// Revenue per manager (name, roubles) as horizontal bars, largest on top, each ending in the
 /// sum (`12 345 ₽`). Past [`MAX_BARS`] managers the smallest are summed into "others".
-pub fn managers_png(
+pub(crate) fn managers_png(
     lang: Lang,
     title: &str,
     rows: &[(String, f64)],

@@ -13,7 +13,7 @@ use crate::store::WonRow;
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ClientClass {
     pub client: String,
-    pub revenue: f64,
+    pub(crate) revenue: f64,
     pub abc: abc::Abc,
     pub xyz: abc::Xyz,
 }
@@ -31,7 +31,7 @@ pub struct AbcXyz {
 
 /// ABC by revenue share (80/15/5) and XYZ by the coefficient of variation of monthly revenue
 /// (≤ 10 % / ≤ 25 % / more) over the local months `months` (oldest first), from won deals.
-pub fn abc_xyz(won: &[WonRow], months: &[NaiveDate], tz: Tz) -> AbcXyz {
+pub(crate) fn abc_xyz(won: &[WonRow], months: &[NaiveDate], tz: Tz) -> AbcXyz {
     let index: HashMap<(i32, u32), usize> = months
         .iter()
         .enumerate()

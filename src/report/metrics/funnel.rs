@@ -10,11 +10,11 @@ use super::{Period, Snapshot};
 /// One step of a pipeline's funnel.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FunnelStep {
-    pub stage: String,
+    pub(crate) stage: String,
     /// Deals of the period that reached this stage (are in it, in a later one, or won).
-    pub reached: usize,
+    pub(crate) reached: usize,
     /// Share of the previous step's deals that reached this one, %.
-    pub from_previous_pct: Option<f64>,
+    pub(crate) from_previous_pct: Option<f64>,
 }
 
 /// The funnel of the deals created in `period` in their most used pipeline: (pipeline id, steps).

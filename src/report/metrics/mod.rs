@@ -15,23 +15,24 @@ use chrono_tz::Tz;
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::*;
 use crate::store::Discipline;
-pub use crate::store::Snapshot;
+pub(crate) use crate::store::Snapshot;
 
-pub use abc_xyz::{AbcXyz, ClientClass, abc_xyz};
-pub use funnel::{FunnelStep, funnel};
+pub(crate) use abc_xyz::{AbcXyz, abc_xyz};
+pub(crate) use funnel::FunnelStep;
+pub use funnel::funnel;
 
 /// A half-open time range `[from, to)` with the local date it stands for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Period {
-    pub from: Ts,
-    pub to: Ts,
-    pub first_day: NaiveDate,
-    pub last_day: NaiveDate,
+    pub(crate) from: Ts,
+    pub(crate) to: Ts,
+    pub(crate) first_day: NaiveDate,
+    pub(crate) last_day: NaiveDate,
 }
 
 impl Period {
     /// One local calendar day in `tz`.
-    pub fn day(date: NaiveDate, tz: Tz) -> Period {
+    pub(crate) fn day(date: NaiveDate, tz: Tz) -> Period {
         Self::days(date, date, tz)
     }
 
@@ -52,7 +53,7 @@ impl Period {
     }
 
     /// The period of the same length just before this one.
-    pub fn previous(&self) -> Period {
+    pub(crate) fn previous(&self) -> Period {
         let len = self.last_day - self.first_day + Duration::days(1);
         let tz_from = self.from - len;
         Period {
@@ -63,7 +64,7 @@ impl Period {
         }
     }
 
-    pub fn contains(&self, t: Ts) -> bool {
+    pub(crate) fn contains(&self, t: Ts) -> bool {
         self.from <= t && t < self.to
     }
 }
@@ -78,8 +79,8 @@ pub struct ManagerFigures {
     pub missed: usize,
     /// Of `missed`, those followed by an outgoing call to the same number.
     pub called_back: usize,
-    pub talk_s: i64,
-    pub leads: usize,
+    pub(crate) talk_s: i64,
+    pub(crate) leads: usize,
     pub won: usize,
     pub lost: usize,
     pub revenue: f64,
@@ -95,7 +96,7 @@ pub struct ManagerFigures {
 pub struct Figures {
     pub leads_new: usize,
     /// By the CRM's source field (CALL, WEB, ...; `OTHER` when empty).
-    pub leads_by_source: BTreeMap<String, usize>,
+    pub(crate) leads_by_source: BTreeMap<String, usize>,
     /// By advertising channel: `utm_source / utm_medium`, or `—` without UTM marks.
     pub leads_by_channel: BTreeMap<String, usize>,
     pub calls_in: usize,
@@ -106,9 +107,9 @@ pub struct Figures {
     pub calls_called_back: usize,
     pub talk_s: i64,
     /// Leads of the period that were contacted, and reaction quantiles in business minutes.
-    pub leads_reacted: usize,
+    pub(crate) leads_reacted: usize,
     pub reaction_median_min: Option<f64>,
-    pub reaction_p90_min: Option<f64>,
+    pub(crate) reaction_p90_min: Option<f64>,
     pub deals_created: usize,
     pub deals_won: usize,
     pub deals_lost: usize,
@@ -124,7 +125,7 @@ pub struct Figures {
     pub leads_yellow: usize,
     pub leads_red: usize,
     /// Clients dozor flagged for having no activity (names, for the list in the report).
-    pub idle_clients: Vec<String>,
+    pub(crate) idle_clients: Vec<String>,
     pub managers: Vec<ManagerFigures>,
 }
 
@@ -134,7 +135,7 @@ fn e164(raw: &str) -> Option<String> {
 
 /// Gives every manager line whose user the mirror has no name for (the CRM's users could not
 /// be read) a readable one, "сотрудник 17" rather than the bare id.
-pub fn name_unnamed(f: &mut Figures, ru: bool) {
+pub(crate) fn name_unnamed(f: &mut Figures, ru: bool) {
     for m in &mut f.managers {
         if m.name.trim().is_empty() || m.name == m.user_id {
             m.name = crate::domain::User::unnamed(&m.user_id, ru);
@@ -165,7 +166,7 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
 }
 
 /// The channel of a lead: its UTM source and medium.
-pub fn channel(l: &Lead) -> String {
+pub(crate) fn channel(l: &Lead) -> String {
     fn part(x: &Option<String>) -> Option<&str> {
         x.as_deref().map(str::trim).filter(|x| !x.is_empty())
     }
@@ -178,21 +179,19 @@ pub fn channel(l: &Lead) -> String {
 }
 
 /// What the figures are computed with besides the records.
-pub struct Context<'a> {
-    pub now: Ts,
-    pub cal: &'a BusinessCalendar,
+pub(crate) struct Context<'a> {
+    pub(crate) cal: &'a BusinessCalendar,
     /// Telephony employee id → CRM user id (the tenant's `employees` map); employees not in it
     /// are matched to users by full name.
-    pub employees: &'a BTreeMap<String, String>,
+    pub(crate) employees: &'a BTreeMap<String, String>,
 }
 
 /// Computes the figures of `period` from a full mirror snapshot; state figures (open deals,
 /// overdue) are as of `now`. The reports use [`period_figures`] and [`apply_discipline`] on the
 /// records of their window instead, which is the same arithmetic.
-pub fn compute(s: &Snapshot, period: &Period, now: Ts, cal: &BusinessCalendar) -> Figures {
+pub(crate) fn compute(s: &Snapshot, period: &Period, now: Ts, cal: &BusinessCalendar) -> Figures {
     let none = BTreeMap::new();
     let ctx = Context {
-        now,
         cal,
         employees: &none,
     };
@@ -230,11 +229,8 @@ pub fn discipline_of(s: &Snapshot, now: Ts) -> Discipline {
 }
 
 /// Adds the discipline state (totals and per manager) to the figures.
-pub fn apply_discipline(f: &mut Figures, d: &Discipline, users: &[User]) {
-    let names: HashMap<&str, &str> = users
-        .iter()
-        .map(|u| (u.id.as_str(), u.name.as_str()))
-        .collect();
+pub(crate) fn apply_discipline(f: &mut Figures, d: &Discipline, users: &[User]) {
+    let names = User::names(users);
     let mut per: BTreeMap<String, ManagerFigures> = std::mem::take(&mut f.managers)
         .into_iter()
         .map(|m| (m.user_id.clone(), m))
@@ -281,13 +277,9 @@ fn call_user<'a>(
 /// the period's leads.
 // Long: one pass over calls, then leads and deals, filling the same per-manager table; the
 // passes share the name and user look-ups built at the top.
-pub fn period_figures(s: &Snapshot, period: &Period, ctx: &Context) -> Figures {
+pub(crate) fn period_figures(s: &Snapshot, period: &Period, ctx: &Context) -> Figures {
     let mut f = Figures::default();
-    let user_name: HashMap<&str, &str> = s
-        .users
-        .iter()
-        .map(|u| (u.id.as_str(), u.name.as_str()))
-        .collect();
+    let user_name = User::names(&s.users);
     let mut per: BTreeMap<String, ManagerFigures> = BTreeMap::new();
 
     // Full names that more than one user shares match nobody.
@@ -434,7 +426,7 @@ pub fn period_figures(s: &Snapshot, period: &Period, ctx: &Context) -> Figures {
 }
 
 /// Sets each manager's plan % from their revenue over the plan's month so far.
-pub fn apply_plans(f: &mut Figures, month: &Figures, plans: &BTreeMap<String, f64>) {
+pub(crate) fn apply_plans(f: &mut Figures, month: &Figures, plans: &BTreeMap<String, f64>) {
     for m in &mut f.managers {
         if let Some(plan) = plans.get(&m.user_id).filter(|p| **p > 0.0) {
             let fact = month

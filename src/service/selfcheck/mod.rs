@@ -15,7 +15,7 @@
 //! webhook deliveries stopped (reported by the webhook receiver through [`Problem::webhooks_stopped`]).
 
 mod webhook_watch;
-pub use webhook_watch::{WEBHOOK_SILENCE, WebhookWatch};
+pub(crate) use webhook_watch::WebhookWatch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -34,7 +34,7 @@ use crate::store::{Store, TokenStore};
 use crate::tenant::Tenant;
 
 /// The ledger rule name of self-check messages.
-pub const RULE: &str = "selfcheck";
+pub(crate) const RULE: &str = "selfcheck";
 
 /// What a self-check looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,7 +59,7 @@ pub enum Check {
 }
 
 impl Check {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Check::Reauth => "reauth",
             Check::TokenAge => "token_age",
@@ -77,7 +77,7 @@ impl Check {
 pub struct Problem {
     pub check: Check,
     /// The system or source concerned (`amocrm`, `comagic`), or `data_dir`, `ledger`.
-    pub subject: String,
+    pub(crate) subject: String,
     /// One line for the ops chat, in the tenant's language (HTML-escaped).
     pub text: String,
 }
@@ -116,8 +116,6 @@ pub struct Transition {
     pub id: String,
     /// true: raised; false: cleared.
     pub raised: bool,
-    pub key: String,
-    pub outcome: Outcome,
 }
 
 fn system_name(s: &str) -> &str {
@@ -418,10 +416,7 @@ pub async fn notify(
     let ru = tenant.cfg.lang == Lang::Ru;
     let state = load_state(store, tid).await?;
     let active: BTreeMap<String, &Problem> = problems.iter().map(|p| (p.id(), p)).collect();
-    let sinks = ledger::Sinks {
-        crm: tenant.crm.as_ref(),
-        telegram: tenant.telegram.as_ref(),
-    };
+    let sinks = tenant.sinks();
     let chat = tenant.ops_chat();
     let name = esc(tenant.label());
     let mut out = Vec::new();
@@ -453,7 +448,7 @@ pub async fn notify(
         let outcome = match chat {
             Some(chat) => {
                 let p = Proposal {
-                    key: key.clone(),
+                    key,
                     rule: RULE,
                     entity: None,
                     effect: Effect::Telegram {
@@ -479,12 +474,7 @@ pub async fn notify(
         if !matches!(outcome, Outcome::Retry(_)) {
             save_state(store, tid, &id, raised, seq, &detail).await?;
         }
-        out.push(Transition {
-            id,
-            raised,
-            key,
-            outcome,
-        });
+        out.push(Transition { id, raised });
     }
     Ok(out)
 }

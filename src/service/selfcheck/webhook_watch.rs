@@ -10,12 +10,12 @@ use crate::engine::CycleSummary;
 
 /// How long polling may keep finding changes while no webhook delivery arrives before the
 /// webhooks of that source count as stopped.
-pub const WEBHOOK_SILENCE: chrono::Duration = chrono::Duration::minutes(60);
+pub(crate) const WEBHOOK_SILENCE: chrono::Duration = chrono::Duration::minutes(60);
 
 /// Tells a silent webhook from a quiet CRM: per source with a webhook configured, the newest
 /// change polling found. Changes found by polling while deliveries have been missing for
 /// [`WEBHOOK_SILENCE`] mean the deliveries stopped (an expired handler, a proxy change).
-pub struct WebhookWatch {
+pub(crate) struct WebhookWatch {
     started: chrono::DateTime<Utc>,
     /// (tenant, source) -> when polling last found changes.
     polled: BTreeMap<(String, String), chrono::DateTime<Utc>>,
@@ -23,7 +23,7 @@ pub struct WebhookWatch {
 }
 
 impl WebhookWatch {
-    pub fn new(now: chrono::DateTime<Utc>) -> WebhookWatch {
+    pub(crate) fn new(now: chrono::DateTime<Utc>) -> WebhookWatch {
         WebhookWatch {
             started: now,
             polled: BTreeMap::new(),
@@ -33,7 +33,7 @@ impl WebhookWatch {
 
     /// The "webhooks stopped" problems of `t` after a cycle. `last_delivery(source)` is when
     /// that source's receiver last accepted a delivery.
-    pub fn after_cycle(
+    pub(crate) fn after_cycle(
         &mut self,
         t: &crate::config::TenantConfig,
         summary: &CycleSummary,

@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Time a client has to send a request's headers, and an idle connection is kept open.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time the connections still busy at shutdown get to finish their request.
 const DRAIN: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (out of descriptors, say), so the loop does not spin.
@@ -53,17 +53,17 @@ impl Slot {
 }
 
 /// The connections being served, bounded by `max`.
-pub struct Connections {
+pub(crate) struct Connections {
     max: usize,
     live: Mutex<HashMap<u64, Arc<Slot>>>,
     next_id: AtomicUsize,
     /// Connections pushed out or refused at the cap, for the logs and tests.
-    pub evicted: AtomicUsize,
-    pub refused: AtomicUsize,
+    pub(crate) evicted: AtomicUsize,
+    pub(crate) refused: AtomicUsize,
 }
 
 impl Connections {
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Connections {
             max: max.max(1),
             live: Mutex::new(HashMap::new()),
@@ -74,12 +74,9 @@ impl Connections {
     }
 
     /// Connections being served now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// A slot for a new connection: free, or taken from the connection idle the longest;
@@ -121,7 +118,7 @@ impl Connections {
 
 /// Serves `app` on `listener` until `stop` is cancelled, then lets the requests in flight finish
 /// (for at most a few seconds).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     conns: Arc<Connections>,
@@ -207,7 +204,7 @@ async fn connection(stream: TcpStream, app: Router, slot: &Arc<Slot>, stop: Canc
 /// Raises the soft limit on open files to the hard limit, so that the connection cap, not the
 /// descriptor limit, is what bounds the server. Returns the limit now in force; `None` when it
 /// cannot be read. A refusal (a sandbox forbidding setrlimit) is logged and the soft limit kept.
-pub fn raise_nofile_limit() -> Option<u64> {
+pub(crate) fn raise_nofile_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

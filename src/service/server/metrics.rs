@@ -15,7 +15,7 @@ use crate::store::{Store, TokenStore};
 use crate::telemetry::{self, FloatGauge, Labels, OAUTH_SYSTEMS, reauth_flags};
 
 /// The content type of [`render`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 fn tenant(t: &str) -> (&'static str, String) {
     ("tenant", t.to_string())
@@ -23,7 +23,7 @@ fn tenant(t: &str) -> (&'static str, String) {
 
 /// The whole /metrics text for `tenants`. A failing store query leaves its series out rather
 /// than failing the scrape.
-pub async fn render(store: &Store, health: &Health, tenants: &[String]) -> String {
+pub(crate) async fn render(store: &Store, health: &Health, tenants: &[String]) -> String {
     let mut registry = Registry::default();
     register_health(health, &mut registry);
     register_syncs(store, tenants, &mut registry).await;
@@ -193,7 +193,7 @@ async fn register_store(store: &Store, tenants: &[String], registry: &mut Regist
 }
 
 /// Ledger rows of `tenant` still in `intent` (recorded, outcome not final).
-pub async fn ledger_pending(store: &Store, tenant: &str) -> Result<i64, sqlx::Error> {
+pub(crate) async fn ledger_pending(store: &Store, tenant: &str) -> Result<i64, sqlx::Error> {
     let row = sqlx::query("SELECT COUNT(*) FROM actions WHERE tenant = $1 AND state = 'intent'")
         .bind(tenant)
         .fetch_one(store.pool())
@@ -202,7 +202,7 @@ pub async fn ledger_pending(store: &Store, tenant: &str) -> Result<i64, sqlx::Er
 }
 
 /// (source, unix start) of the last successful sync run per source of `tenant`.
-pub async fn last_successful_syncs(
+pub(crate) async fn last_successful_syncs(
     store: &Store,
     tenant: &str,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {

@@ -2,7 +2,7 @@
 //! the last cycle fresh), /metrics (OpenMetrics text), and the webhook receivers under /hooks/.
 //! It listens on loopback by default: metrics name tenants and should not be public.
 
-pub mod listen;
+pub(crate) mod listen;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
@@ -17,7 +17,7 @@ use axum::routing::get;
 
 use crate::store::Store;
 
-pub mod metrics;
+pub(crate) mod metrics;
 
 /// What the daemon reports to the server as it runs.
 #[derive(Default)]
@@ -35,7 +35,7 @@ struct HealthInner {
 }
 
 impl Health {
-    pub fn record_cycle(&self, s: &crate::engine::CycleSummary) {
+    pub(crate) fn record_cycle(&self, s: &crate::engine::CycleSummary) {
         let mut h = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         h.last_cycle
             .insert(s.tenant.clone(), (Instant::now(), s.ok(), s.elapsed));
@@ -72,7 +72,7 @@ pub fn router(state: ServerState) -> Router {
 }
 
 /// The daemon's app: [`router`], with /metrics behind `token` when one is configured.
-pub fn app(state: ServerState, token: Option<crate::config::Secret>) -> Router {
+pub(crate) fn app(state: ServerState, token: Option<crate::config::Secret>) -> Router {
     let app = router(state);
     match token {
         Some(token) => app.layer(axum::middleware::from_fn(
@@ -144,7 +144,7 @@ async fn metrics(State(s): State<ServerState>) -> impl IntoResponse {
 }
 
 /// Binds `config.server.listen` and serves the daemon's app on it until `stop` is cancelled.
-pub async fn start(
+pub(crate) async fn start(
     c: &crate::config::Config,
     state: ServerState,
     stop: tokio_util::sync::CancellationToken,

@@ -242,7 +242,7 @@ pub(super) fn sane_calls(calls: Vec<Call>) -> Vec<Call> {
 }
 
 /// How many rows the mirror holds, per table.
-pub type MirrorCounts = BTreeMap<String, i64>;
+pub(crate) type MirrorCounts = BTreeMap<String, i64>;
 
 impl Store {
     /// Upserts records in one transaction (and their phone index), then stores `cursor` for
@@ -436,7 +436,7 @@ impl Store {
     /// Marks records as deleted in the CRM (kept for history, hidden from rules).
     /// Marks deleted every mirrored record of `kind` whose id is not in `present` (the result
     /// of a deletion sweep); returns how many were marked.
-    pub async fn mark_missing_deleted(
+    pub(crate) async fn mark_missing_deleted(
         &self,
         tenant: &str,
         kind: EntityKind,
@@ -486,7 +486,7 @@ impl Store {
     /// (see `Crm::lead_outcomes`): the status columns and the stored record, in one transaction,
     /// and only for rows still open, so the same outcome is written once and a repeat changes
     /// nothing. Returns how many rows changed.
-    pub async fn settle_leads(&self, tenant: &str, decided: &[Lead]) -> Result<usize> {
+    pub(crate) async fn settle_leads(&self, tenant: &str, decided: &[Lead]) -> Result<usize> {
         if decided.is_empty() {
             return Ok(0);
         }

@@ -93,7 +93,7 @@ impl Store {
         .await
     }
 
-    pub async fn companies(&self, tenant: &str) -> Result<Vec<Company>> {
+    pub(crate) async fn companies(&self, tenant: &str) -> Result<Vec<Company>> {
         self.load_json(
             "SELECT data FROM companies WHERE tenant = $1 AND deleted = FALSE ORDER BY id",
             tenant,
@@ -111,7 +111,7 @@ impl Store {
         .await
     }
 
-    pub async fn activities(&self, tenant: &str) -> Result<Vec<Activity>> {
+    pub(crate) async fn activities(&self, tenant: &str) -> Result<Vec<Activity>> {
         self.load_json(
             "SELECT data FROM activities WHERE tenant = $1 AND deleted = FALSE ORDER BY started_at",
             tenant,
@@ -128,25 +128,6 @@ impl Store {
         )
         .await
         .map(sane_calls)
-    }
-
-    /// Records whose phone is `e164`, from the mirror's phone index.
-    pub async fn find_by_phone(&self, tenant: &str, e164: &str) -> Result<Vec<EntityRef>> {
-        let rows = sqlx::query("SELECT entity_kind, entity_id FROM phones WHERE tenant = $1 AND e164 = $2 ORDER BY entity_kind, entity_id")
-            .bind(tenant)
-            .bind(e164)
-            .fetch_all(self.pool())
-            .await
-            .op("looking up a phone")?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                Some(EntityRef::new(
-                    EntityKind::parse(&r.get::<String, _>(0))?,
-                    r.get::<String, _>(1),
-                ))
-            })
-            .collect())
     }
 
     /// Row counts of the mirror tables for one tenant.
@@ -177,7 +158,7 @@ impl Store {
 
 impl Store {
     /// The id of a task whose text carries `marker` (ledger reconciliation).
-    pub async fn find_task_with_marker(
+    pub(crate) async fn find_task_with_marker(
         &self,
         tenant: &str,
         marker: &str,
@@ -201,13 +182,13 @@ impl Store {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub users: Vec<User>,
-    pub stages: Vec<Stage>,
-    pub leads: Vec<Lead>,
-    pub deals: Vec<Deal>,
+    pub(crate) stages: Vec<Stage>,
+    pub(crate) leads: Vec<Lead>,
+    pub(crate) deals: Vec<Deal>,
     pub contacts: Vec<Contact>,
-    pub companies: Vec<Company>,
+    pub(crate) companies: Vec<Company>,
     pub tasks: Vec<Task>,
-    pub activities: Vec<Activity>,
+    pub(crate) activities: Vec<Activity>,
     pub calls: Vec<Call>,
 }
 
@@ -229,7 +210,11 @@ impl Snapshot {
 
 impl Store {
     /// A lead with this phone (E.164) in the mirror (ledger reconciliation of created leads).
-    pub async fn find_lead_by_phone(&self, tenant: &str, e164: &str) -> Result<Option<String>> {
+    pub(crate) async fn find_lead_by_phone(
+        &self,
+        tenant: &str,
+        e164: &str,
+    ) -> Result<Option<String>> {
         let row = sqlx::query(
             "SELECT entity_id FROM phones WHERE tenant = $1 AND e164 = $2 AND entity_kind = 'lead' LIMIT 1",
         )
@@ -242,7 +227,11 @@ impl Store {
     }
 
     /// A deal created from `lead_id`, if the mirror has one.
-    pub async fn find_deal_for_lead(&self, tenant: &str, lead_id: &str) -> Result<Option<String>> {
+    pub(crate) async fn find_deal_for_lead(
+        &self,
+        tenant: &str,
+        lead_id: &str,
+    ) -> Result<Option<String>> {
         let row = sqlx::query("SELECT id FROM deals WHERE tenant = $1 AND lead_id = $2 LIMIT 1")
             .bind(tenant)
             .bind(lead_id)
@@ -256,7 +245,7 @@ impl Store {
 impl Store {
     /// A deal with this title and owner created at or after `since` (one minute of clock skew
     /// allowed): how a deal write interrupted by a crash is recognised in CRMs without markers.
-    pub async fn find_deal_created_like(
+    pub(crate) async fn find_deal_created_like(
         &self,
         tenant: &str,
         title: &str,

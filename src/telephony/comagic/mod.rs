@@ -4,7 +4,7 @@
 //! and when the offset would pass the API's 100 000 cap it restarts the window at the start time
 //! of the last row it got. The API's date-times (`start_time`, `date_from`, `date_till`) carry no
 //! offset: they are the account's wall clock. The account's zone is read from `get.account`
-//! (once, then again every [`ZONE_REFRESH`]), unless the config names one; the tenant's zone is
+//! (once, then again every `ZONE_REFRESH`), unless the config names one; the tenant's zone is
 //! the last resort, used only while the account has not said (or says nothing). The points budget in `metadata.limits` is respected: when
 //! `minute_remaining` reaches 0 the client pauses until `minute_reset`.
 
@@ -25,7 +25,8 @@ mod rpc;
 mod zone;
 
 use paging::{MAX_OFFSET, MAX_WINDOW_DAYS, PAGE};
-pub use zone::{ZONE_REFRESH, ZoneSource};
+pub(crate) use zone::ZONE_REFRESH;
+pub use zone::ZoneSource;
 use zone::{Zone, to_local};
 
 use super::{Result, Telephony, lenient};
@@ -62,7 +63,7 @@ impl Comagic {
     /// A client for the account of `cfg`; `tenant_tz` is used only until the account names its
     /// zone (or when it names none), and never when the config sets `timezone`.
     pub fn new(cfg: &ComagicConfig, tenant_tz: Tz) -> Self {
-        let zone = match cfg.timezone_override() {
+        let zone = match cfg.timezone {
             Some(tz) => Zone {
                 tz,
                 source: ZoneSource::Config,
@@ -91,7 +92,7 @@ impl Comagic {
     }
 
     /// Ends every wait of this client, and the paging, once `stop` is cancelled.
-    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+    pub(crate) fn with_stop(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
         self
     }

@@ -17,7 +17,7 @@ use super::{Comagic, DT_FMT, SYSTEM};
 
 /// How long the account's zone, once read, is trusted before `get.account` is asked again
 /// (accounts change zone rarely; a daily read costs one point).
-pub const ZONE_REFRESH: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const ZONE_REFRESH: Duration = Duration::from_secs(24 * 3600);
 
 /// Where the zone of the API's date-times comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl Comagic {
 
     /// The zone the API's date-times are in, and where it comes from. Asks `get.account` when
     /// the config sets no zone and the account's was never read or was read more than
-    /// [`ZONE_REFRESH`] ago. When that read fails, a zone read before is kept (with a warning);
+    /// `ZONE_REFRESH` ago. When that read fails, a zone read before is kept (with a warning);
     /// with none read yet the error is returned, so no call is stored or asked for in a zone
     /// that may be wrong.
     pub async fn zone(&self) -> Result<(Tz, ZoneSource)> {

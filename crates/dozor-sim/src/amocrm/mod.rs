@@ -119,7 +119,7 @@ impl State {
     }
 
     /// Gives the account the API filtering add-on or takes it away. The filters page
-    /// (https://www.amocrm.ru/developers/content/crm_platform/filters-api) calls the feature an
+    /// (<https://www.amocrm.ru/developers/content/crm_platform/filters-api>) calls the feature an
     /// alpha open to a limited list of accounts; without it the fake ignores the filters the
     /// page lists for leads, contacts and companies, as such accounts do.
     pub fn set_api_filter(&self, enabled: bool) {

@@ -14,14 +14,14 @@ use crate::domain::{
     Semantics, Stage, Task, Ts, User,
 };
 
-pub const WON: u64 = 142;
-pub const LOST: u64 = 143;
+pub(crate) const WON: u64 = 142;
+pub(crate) const LOST: u64 = 143;
 
-pub use unsorted::*;
+pub(crate) use unsorted::*;
 
-pub type MapResult<T> = Result<T, String>;
+pub(crate) type MapResult<T> = Result<T, String>;
 
-pub fn ts(secs: i64) -> MapResult<Ts> {
+pub(crate) fn ts(secs: i64) -> MapResult<Ts> {
     crate::domain::bounds::from_unix(secs)
         .ok_or_else(|| format!("timestamp {secs} is outside 2000-2099"))
 }
@@ -31,38 +31,38 @@ fn opt_ts(secs: Option<i64>) -> MapResult<Option<Ts>> {
 }
 
 /// Deserialises one item, naming the failing field path.
-pub fn decode<T: for<'de> Deserialize<'de>>(v: &Value) -> MapResult<T> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(v: &Value) -> MapResult<T> {
     serde_path_to_error::deserialize(v).map_err(|e| format!("at {}: {}", e.path(), e.inner()))
 }
 
 #[derive(Debug, Deserialize, Default)]
-pub struct Ref {
-    pub id: Option<u64>,
+pub(crate) struct Ref {
+    pub(crate) id: Option<u64>,
     #[serde(default)]
-    pub is_main: Option<bool>,
+    pub(crate) is_main: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Tag {
-    pub name: String,
+pub(crate) struct Tag {
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct CustomField {
+pub(crate) struct CustomField {
     #[serde(default)]
-    pub field_code: Option<String>,
+    pub(crate) field_code: Option<String>,
     #[serde(default)]
-    pub values: Option<Vec<CustomValue>>,
+    pub(crate) values: Option<Vec<CustomValue>>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct CustomValue {
+pub(crate) struct CustomValue {
     #[serde(default)]
-    pub value: Value,
+    pub(crate) value: Value,
 }
 
 /// Values of the multitext field with `field_code` (PHONE, EMAIL).
-pub fn field_values(cfs: &Option<Vec<CustomField>>, code: &str) -> Vec<String> {
+pub(crate) fn field_values(cfs: &Option<Vec<CustomField>>, code: &str) -> Vec<String> {
     cfs.iter()
         .flatten()
         .filter(|cf| cf.field_code.as_deref() == Some(code))
@@ -76,13 +76,13 @@ pub fn field_values(cfs: &Option<Vec<CustomField>>, code: &str) -> Vec<String> {
 }
 
 #[derive(Debug, Deserialize, Default)]
-pub struct Embedded {
+pub(crate) struct Embedded {
     #[serde(default)]
-    pub tags: Option<Vec<Tag>>,
+    pub(crate) tags: Option<Vec<Tag>>,
     #[serde(default)]
-    pub contacts: Option<Vec<Ref>>,
+    pub(crate) contacts: Option<Vec<Ref>>,
     #[serde(default)]
-    pub companies: Option<Vec<Ref>>,
+    pub(crate) companies: Option<Vec<Ref>>,
 }
 
 fn tag_names(e: &Option<Embedded>) -> Vec<String> {
@@ -116,25 +116,25 @@ fn uid(v: Option<u64>) -> Option<String> {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WireLead {
-    pub id: u64,
+pub(crate) struct WireLead {
+    pub(crate) id: u64,
     #[serde(default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    pub price: Option<f64>,
+    pub(crate) price: Option<f64>,
     #[serde(default)]
-    pub responsible_user_id: Option<u64>,
-    pub status_id: u64,
-    pub pipeline_id: u64,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub(crate) responsible_user_id: Option<u64>,
+    pub(crate) status_id: u64,
+    pub(crate) pipeline_id: u64,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
     #[serde(default)]
-    pub closed_at: Option<i64>,
+    pub(crate) closed_at: Option<i64>,
     #[serde(rename = "_embedded", default)]
-    pub embedded: Option<Embedded>,
+    pub(crate) embedded: Option<Embedded>,
 }
 
-pub fn semantics(status_id: u64) -> Semantics {
+pub(crate) fn semantics(status_id: u64) -> Semantics {
     match status_id {
         WON => Semantics::Won,
         LOST => Semantics::Lost,
@@ -142,7 +142,7 @@ pub fn semantics(status_id: u64) -> Semantics {
     }
 }
 
-pub fn deal(v: &Value, currency: &str) -> MapResult<Deal> {
+pub(crate) fn deal(v: &Value, currency: &str) -> MapResult<Deal> {
     let l: WireLead = decode(v)?;
     Ok(Deal {
         id: l.id.to_string(),
@@ -168,22 +168,22 @@ pub fn deal(v: &Value, currency: &str) -> MapResult<Deal> {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WirePerson {
-    pub id: u64,
+pub(crate) struct WirePerson {
+    pub(crate) id: u64,
     #[serde(default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    pub first_name: Option<String>,
+    pub(crate) first_name: Option<String>,
     #[serde(default)]
-    pub last_name: Option<String>,
+    pub(crate) last_name: Option<String>,
     #[serde(default)]
-    pub responsible_user_id: Option<u64>,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub(crate) responsible_user_id: Option<u64>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
     #[serde(default)]
-    pub custom_fields_values: Option<Vec<CustomField>>,
+    pub(crate) custom_fields_values: Option<Vec<CustomField>>,
     #[serde(rename = "_embedded", default)]
-    pub embedded: Option<Embedded>,
+    pub(crate) embedded: Option<Embedded>,
 }
 
 impl WirePerson {
@@ -199,7 +199,7 @@ impl WirePerson {
     }
 }
 
-pub fn contact(v: &Value) -> MapResult<Contact> {
+pub(crate) fn contact(v: &Value) -> MapResult<Contact> {
     let c: WirePerson = decode(v)?;
     Ok(Contact {
         id: c.id.to_string(),
@@ -214,7 +214,7 @@ pub fn contact(v: &Value) -> MapResult<Contact> {
     })
 }
 
-pub fn company(v: &Value) -> MapResult<Company> {
+pub(crate) fn company(v: &Value) -> MapResult<Company> {
     let c: WirePerson = decode(v)?;
     Ok(Company {
         id: c.id.to_string(),
@@ -229,7 +229,7 @@ pub fn company(v: &Value) -> MapResult<Company> {
 }
 
 /// `leads`/`contacts`/`companies` (tasks and notes) to a domain kind.
-pub fn entity_kind(plural: &str) -> Option<EntityKind> {
+pub(crate) fn entity_kind(plural: &str) -> Option<EntityKind> {
     match plural {
         "leads" | "lead" => Some(EntityKind::Deal),
         "contacts" | "contact" => Some(EntityKind::Contact),
@@ -239,7 +239,7 @@ pub fn entity_kind(plural: &str) -> Option<EntityKind> {
 }
 
 /// The amoCRM entity path segment for a domain kind, when amoCRM has one.
-pub fn entity_plural(kind: EntityKind) -> Option<&'static str> {
+pub(crate) fn entity_plural(kind: EntityKind) -> Option<&'static str> {
     match kind {
         EntityKind::Deal => Some("leads"),
         EntityKind::Contact => Some("contacts"),
@@ -249,25 +249,25 @@ pub fn entity_plural(kind: EntityKind) -> Option<&'static str> {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WireTask {
-    pub id: u64,
+pub(crate) struct WireTask {
+    pub(crate) id: u64,
     #[serde(default)]
-    pub text: Option<String>,
+    pub(crate) text: Option<String>,
     #[serde(default)]
-    pub entity_id: Option<u64>,
+    pub(crate) entity_id: Option<u64>,
     #[serde(default)]
-    pub entity_type: Option<String>,
+    pub(crate) entity_type: Option<String>,
     #[serde(default)]
-    pub responsible_user_id: Option<u64>,
+    pub(crate) responsible_user_id: Option<u64>,
     #[serde(default)]
-    pub complete_till: Option<i64>,
+    pub(crate) complete_till: Option<i64>,
     #[serde(default)]
-    pub is_completed: bool,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub(crate) is_completed: bool,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
 }
 
-pub fn task(v: &Value) -> MapResult<Task> {
+pub(crate) fn task(v: &Value) -> MapResult<Task> {
     let t: WireTask = decode(v)?;
     let text = t.text.unwrap_or_default();
     let (title, description) = match text.split_once('\n') {
@@ -295,20 +295,20 @@ pub fn task(v: &Value) -> MapResult<Task> {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WireNote {
-    pub id: u64,
-    pub entity_id: u64,
-    pub note_type: String,
+pub(crate) struct WireNote {
+    pub(crate) id: u64,
+    pub(crate) entity_id: u64,
+    pub(crate) note_type: String,
     #[serde(default)]
-    pub params: Value,
+    pub(crate) params: Value,
     #[serde(default)]
-    pub responsible_user_id: Option<u64>,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub(crate) responsible_user_id: Option<u64>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
 }
 
 /// A call note as an activity; other note types give `None`.
-pub fn call_note(v: &Value, entity: &str) -> MapResult<Option<Activity>> {
+pub(crate) fn call_note(v: &Value, entity: &str) -> MapResult<Option<Activity>> {
     let n: WireNote = decode(v)?;
     let direction = match n.note_type.as_str() {
         "call_in" => Direction::In,
@@ -353,17 +353,17 @@ pub fn call_note(v: &Value, entity: &str) -> MapResult<Option<Activity>> {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WireUser {
-    pub id: u64,
+pub(crate) struct WireUser {
+    pub(crate) id: u64,
     #[serde(default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    pub email: Option<String>,
+    pub(crate) email: Option<String>,
     #[serde(default)]
-    pub rights: Value,
+    pub(crate) rights: Value,
 }
 
-pub fn user(v: &Value) -> MapResult<User> {
+pub(crate) fn user(v: &Value) -> MapResult<User> {
     let u: WireUser = decode(v)?;
     Ok(User {
         id: u.id.to_string(),
@@ -375,32 +375,32 @@ pub fn user(v: &Value) -> MapResult<User> {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WirePipeline {
-    pub id: u64,
+pub(crate) struct WirePipeline {
+    pub(crate) id: u64,
     #[serde(default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    pub is_main: bool,
+    pub(crate) is_main: bool,
     #[serde(rename = "_embedded", default)]
-    pub embedded: Option<PipelineEmbedded>,
+    pub(crate) embedded: Option<PipelineEmbedded>,
 }
 
 #[derive(Debug, Deserialize, Default)]
-pub struct PipelineEmbedded {
+pub(crate) struct PipelineEmbedded {
     #[serde(default)]
-    pub statuses: Vec<WireStatus>,
+    pub(crate) statuses: Vec<WireStatus>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WireStatus {
-    pub id: u64,
+pub(crate) struct WireStatus {
+    pub(crate) id: u64,
     #[serde(default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    pub sort: Option<i64>,
+    pub(crate) sort: Option<i64>,
 }
 
-pub fn pipeline(v: &Value) -> MapResult<Pipeline> {
+pub(crate) fn pipeline(v: &Value) -> MapResult<Pipeline> {
     let p: WirePipeline = decode(v)?;
     let pid = p.id.to_string();
     let stages = p

@@ -9,57 +9,57 @@ use crate::domain::{Lead, Pipeline, Semantics, Stage, Ts, Utm};
 use super::{CustomField, MapResult, Ref, decode, field_values, opt_ts, ts, uid};
 
 #[derive(Debug, Deserialize)]
-pub struct WireUnsorted {
-    pub uid: String,
+pub(crate) struct WireUnsorted {
+    pub(crate) uid: String,
     #[serde(default)]
-    pub category: Option<String>,
-    pub created_at: i64,
+    pub(crate) category: Option<String>,
+    pub(crate) created_at: i64,
     #[serde(default)]
-    pub updated_at: Option<i64>,
+    pub(crate) updated_at: Option<i64>,
     #[serde(default)]
-    pub responsible_user_id: Option<u64>,
+    pub(crate) responsible_user_id: Option<u64>,
     #[serde(default)]
-    pub metadata: Value,
+    pub(crate) metadata: Value,
     #[serde(rename = "_embedded", default)]
-    pub embedded: Option<UnsortedEmbedded>,
+    pub(crate) embedded: Option<UnsortedEmbedded>,
 }
 
 #[derive(Debug, Deserialize, Default)]
-pub struct UnsortedEmbedded {
+pub(crate) struct UnsortedEmbedded {
     #[serde(default)]
-    pub contacts: Option<Vec<WireUnsortedContact>>,
+    pub(crate) contacts: Option<Vec<WireUnsortedContact>>,
     #[serde(default)]
-    pub companies: Option<Vec<Ref>>,
+    pub(crate) companies: Option<Vec<Ref>>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WireUnsortedContact {
+pub(crate) struct WireUnsortedContact {
     #[serde(default)]
-    pub id: Option<u64>,
+    pub(crate) id: Option<u64>,
     #[serde(default)]
-    pub custom_fields_values: Option<Vec<CustomField>>,
+    pub(crate) custom_fields_values: Option<Vec<CustomField>>,
 }
 
 /// Unsorted statuses as a pseudo pipeline (`leads`): waiting, accepted into a deal, declined.
-pub const UNSORTED_OPEN: &str = "unsorted";
+pub(crate) const UNSORTED_OPEN: &str = "unsorted";
 
-pub const UNSORTED_ACCEPTED: &str = "accepted";
+pub(crate) const UNSORTED_ACCEPTED: &str = "accepted";
 
-pub const UNSORTED_DECLINED: &str = "declined";
+pub(crate) const UNSORTED_DECLINED: &str = "declined";
 
 /// Where an unsorted item stands. The API "Неразобранное" page: every item holds its lead
 /// (`_embedded.leads`, one object) from creation, in the pipeline's unsorted status (the status
 /// of `type` 1); «Принять» moves that lead to the next status, «Отклонить» removes it from the
 /// pipeline. So holding a lead says nothing: the lead's status does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnsortedState {
+pub(crate) enum UnsortedState {
     Pending,
     Accepted,
     Declined,
 }
 
 /// The id of the lead an unsorted item holds.
-pub fn unsorted_lead_id(v: &Value) -> Option<u64> {
+pub(crate) fn unsorted_lead_id(v: &Value) -> Option<u64> {
     v["_embedded"]["leads"]
         .as_array()?
         .iter()
@@ -69,7 +69,7 @@ pub fn unsorted_lead_id(v: &Value) -> Option<u64> {
 /// The state an item's lead tells: still in an unsorted status (`unsorted_statuses`, the
 /// statuses of `type` 1 in `/api/v4/leads/pipelines`) is pending, any other status accepted,
 /// a lead the API no longer returns declined.
-pub fn unsorted_state(
+pub(crate) fn unsorted_state(
     lead: Option<&Value>,
     unsorted_statuses: &std::collections::HashSet<u64>,
 ) -> UnsortedState {
@@ -81,7 +81,7 @@ pub fn unsorted_state(
 }
 
 /// The statuses of `type` 1 (the unsorted column) in a `/api/v4/leads/pipelines` answer.
-pub fn unsorted_statuses(pipelines: &Value) -> std::collections::HashSet<u64> {
+pub(crate) fn unsorted_statuses(pipelines: &Value) -> std::collections::HashSet<u64> {
     let none = Vec::new();
     pipelines["_embedded"]["pipelines"]
         .as_array()
@@ -93,7 +93,7 @@ pub fn unsorted_statuses(pipelines: &Value) -> std::collections::HashSet<u64> {
         .collect()
 }
 
-pub fn lead_pipeline() -> Pipeline {
+pub(crate) fn lead_pipeline() -> Pipeline {
     let stage = |id: &str, name: &str, sort, semantics| Stage {
         id: id.into(),
         pipeline_id: "leads".into(),
@@ -114,14 +114,14 @@ pub fn lead_pipeline() -> Pipeline {
 }
 
 /// The updated_at of an unsorted item (amoCRM may send only created_at).
-pub fn unsorted_updated(v: &Value) -> Option<i64> {
+pub(crate) fn unsorted_updated(v: &Value) -> Option<i64> {
     v["updated_at"]
         .as_i64()
         .or_else(|| v["created_at"].as_i64())
 }
 
 /// An unsorted item as listed: its lead in the unsorted status, so pending.
-pub fn unsorted(v: &Value) -> MapResult<Lead> {
+pub(crate) fn unsorted(v: &Value) -> MapResult<Lead> {
     unsorted_in(v, UnsortedState::Pending)
 }
 
@@ -136,7 +136,7 @@ pub(super) fn state_status(state: UnsortedState) -> (&'static str, Semantics) {
 /// A mirrored pending lead once its item was decided: accepted, its lead (`lead`, as
 /// `GET /api/v4/leads` returns it) is now a deal with the same id, closed as a lead when that
 /// lead last changed; declined, the lead is gone (`None`), closed `now`.
-pub fn decided(
+pub(crate) fn decided(
     pending: &Lead,
     state: UnsortedState,
     lead: Option<&Value>,
@@ -164,7 +164,7 @@ pub fn decided(
 /// An unsorted item whose state its lead told.
 // Long: one field of the item's metadata after another into one lead (phones, e-mails, title,
 // UTM from the referer).
-pub fn unsorted_in(v: &Value, state: UnsortedState) -> MapResult<Lead> {
+pub(crate) fn unsorted_in(v: &Value, state: UnsortedState) -> MapResult<Lead> {
     let u: WireUnsorted = decode(v)?;
     let m = &u.metadata;
     let s = |k: &str| match &m[k] {

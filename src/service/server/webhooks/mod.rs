@@ -49,7 +49,7 @@ use comagic::comagic;
 use telegram::telegram;
 
 /// Largest body a receiver reads; larger ones get 413. Real pushes are a few KiB.
-pub const MAX_BODY: usize = 256 * 1024;
+pub(crate) const MAX_BODY: usize = 256 * 1024;
 
 /// Telegram updates queued per tenant before the receiver answers 503 (Telegram then retries).
 const TELEGRAM_QUEUE: usize = 256;
@@ -142,11 +142,6 @@ impl Hooks {
         }
     }
 
-    /// The wake-up of `tenant`'s cycle.
-    pub fn wake(&self, tenant: &str) -> Option<Arc<Notify>> {
-        self.tenants.get(tenant).map(|t| t.wake.clone())
-    }
-
     /// Deliveries by (tenant, source, outcome): accepted, duplicate, unauthorized, forbidden,
     /// bad_request, too_large, unavailable.
     pub fn counts(&self) -> Vec<((String, String, String), u64)> {
@@ -175,7 +170,7 @@ impl Hooks {
 }
 
 /// The receivers' routes; merged into the server's router.
-pub fn routes() -> Router<ServerState> {
+pub(crate) fn routes() -> Router<ServerState> {
     Router::new()
         .route("/hooks/bitrix24/{tenant}", post(bitrix24))
         .route("/hooks/amocrm/{tenant}/{secret}", post(amocrm))
@@ -316,7 +311,7 @@ fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Reject> {
 
 /// Compares a presented secret with the configured one in time independent of where they
 /// differ.
-pub fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
     if expected.is_empty() {
         return false;
     }
