@@ -354,21 +354,7 @@ pub(crate) async fn links(
     m: &Snapshot,
     now: Ts,
 ) -> CallLinks {
-    let lookback = [
-        (
-            rules.unknown_caller.mode,
-            rules.unknown_caller.lookback_hours,
-        ),
-        (
-            rules.call_not_in_crm.mode,
-            rules.call_not_in_crm.lookback_hours,
-        ),
-        (rules.missed_call.mode, rules.missed_call.lookback_hours),
-    ]
-    .into_iter()
-    .filter(|(mode, _)| *mode != RuleMode::Off)
-    .map(|(_, hours)| hours)
-    .fold(0.0, f64::max);
+    let lookback = call_lookback(rules);
     // The employee list costs a request: read it only when recent calls name an employee.
     let asks = lookback > 0.0 && recent(m, now, lookback).any(|c| c.employee_id.is_some());
     let mut links = CallLinks {
@@ -404,6 +390,25 @@ pub(crate) async fn links(
         }
     }
     links
+}
+
+/// How far back the call rules that are not off look, in hours (0 when all are off).
+pub(crate) fn call_lookback(rules: &RulesConfig) -> f64 {
+    [
+        (
+            rules.unknown_caller.mode,
+            rules.unknown_caller.lookback_hours,
+        ),
+        (
+            rules.call_not_in_crm.mode,
+            rules.call_not_in_crm.lookback_hours,
+        ),
+        (rules.missed_call.mode, rules.missed_call.lookback_hours),
+    ]
+    .into_iter()
+    .filter(|(mode, _)| *mode != RuleMode::Off)
+    .map(|(_, hours)| hours)
+    .fold(0.0, f64::max)
 }
 
 /// Calls that started in the last `hours` before `now`.

@@ -126,7 +126,7 @@ async fn same_decisions(crm: CrmKind, tel: TelephonyKind, seed: u64, db: Db, mod
     let mut clock = Utc::now();
     let mut compared = BTreeMap::<&str, (usize, usize, usize)>::new();
     for step in 0..STEPS {
-        sync(&store, &tenant).await;
+        sync(&store, &tenant, clock).await;
         for look in both_looks(&store, &tenant, dry_run, clock).await.unwrap() {
             let inc = actionable(&store, &look.incremental, mode).await;
             let reference = actionable(&store, &look.reference, mode).await;
@@ -164,7 +164,7 @@ async fn same_decisions(crm: CrmKind, tel: TelephonyKind, seed: u64, db: Db, mod
         };
         let s = run_cycle(&store, &tenant, opts).await;
         assert!(s.ok(), "step {step}: {:?}", s.errors);
-        churn(&mut h.sim.world(), &mut rng);
+        churn(&mut h.sim.world(), &mut rng, clock);
         // Mostly minutes to hours within a day, sometimes days: deadlines pass, days roll over.
         clock += if step % 3 == 2 {
             Duration::minutes(rng.gen_range(24 * 60..3 * 24 * 60))
@@ -185,6 +185,8 @@ async fn same_decisions(crm: CrmKind, tel: TelephonyKind, seed: u64, db: Db, mod
             "overdue_tasks",
             "lead_reaction",
             "lead_without_deal",
+            "missed_call",
+            "call_not_in_crm",
         ],
         TelephonyKind::Calltouch => vec![
             "deal_without_task",
@@ -209,7 +211,8 @@ async fn same_decisions(crm: CrmKind, tel: TelephonyKind, seed: u64, db: Db, mod
     }
 }
 
-async fn sync(store: &Store, t: &Tenant) {
+/// Both syncs, the telephony one up to the scenario's clock.
+async fn sync(store: &Store, t: &Tenant, clock: Ts) {
     let opts = dozor::sync::SyncOptions {
         telephony_initial: std::time::Duration::from_secs(31 * 86_400),
         ..Default::default()
@@ -218,7 +221,7 @@ async fn sync(store: &Store, t: &Tenant) {
         .await
         .unwrap();
     if let Some(tel) = t.telephony.as_deref() {
-        dozor::sync::sync_telephony(store, t.id(), tel, opts, Utc::now())
+        dozor::sync::sync_telephony(store, t.id(), tel, opts, clock)
             .await
             .unwrap();
     }
@@ -241,19 +244,24 @@ fn effect(p: &Proposal) -> String {
 
 /// What a sales team does between two cycles: tasks done, added, moved to another deal and
 /// deleted; deals won, lost and re-bound to another contact; numbers edited; calls made and
-/// missed, several unanswered in a row to one client.
-fn churn(w: &mut World, rng: &mut ChaCha8Rng) {
+/// missed, several unanswered in a row to one client. CRM records change at the real time (the
+/// CRM's change feed follows it), calls and deadlines at the scenario's clock.
+fn churn(w: &mut World, rng: &mut ChaCha8Rng, clock: Ts) {
     let now = Utc::now();
+    // Every round a client's call is missed: the callback rule always has a case.
+    missed_call(w, rng, clock);
     for _ in 0..rng.gen_range(3..12) {
-        match rng.gen_range(0..9) {
+        match rng.gen_range(0..11) {
             0 => complete_task(w, rng, now),
-            1 => add_task(w, rng, now),
+            1 => add_task(w, rng, clock),
             2 => move_task(w, rng, now),
             3 => close_deal(w, rng, now),
             4 => rebind_deal(w, rng, now),
             5 => edit_phone(w, rng, now),
-            6 => unanswered_calls(w, rng, now),
-            7 => answered_call(w, rng, now),
+            6 => unanswered_calls(w, rng, clock),
+            7 => answered_call(w, rng, clock),
+            8 => missed_call(w, rng, clock),
+            9 => unknown_caller(w, rng, clock),
             _ => delete_task_binding(w, rng, now),
         }
     }
@@ -278,13 +286,14 @@ fn complete_task(w: &mut World, rng: &mut ChaCha8Rng, now: Ts) {
     }
 }
 
-fn add_task(w: &mut World, rng: &mut ChaCha8Rng, now: Ts) {
+fn add_task(w: &mut World, rng: &mut ChaCha8Rng, clock: Ts) {
     let Some(deal) = open_deal(w, rng) else {
         return;
     };
+    let now = Utc::now();
     let responsible = w.deals[&deal].responsible_id;
     let id = w.next_id();
-    let deadline = now + Duration::minutes(rng.gen_range(10..3 * 24 * 60));
+    let deadline = clock + Duration::minutes(rng.gen_range(10..3 * 24 * 60));
     w.tasks.insert(
         id,
         SimTask {
@@ -390,6 +399,23 @@ fn answered_call(w: &mut World, rng: &mut ChaCha8Rng, now: Ts) {
     };
     let dir = if rng.gen_bool(0.5) { Dir::In } else { Dir::Out };
     add_call(w, &phone, dir, true, now - Duration::minutes(10));
+}
+
+fn missed_call(w: &mut World, rng: &mut ChaCha8Rng, now: Ts) {
+    if let Some(phone) = deal_phone(w, rng) {
+        add_call(w, &phone, Dir::In, false, now - Duration::minutes(5));
+    }
+}
+
+fn unknown_caller(w: &mut World, rng: &mut ChaCha8Rng, now: Ts) {
+    let phone = format!("7903{:07}", rng.gen_range(0..10_000_000));
+    add_call(
+        w,
+        &phone,
+        Dir::In,
+        rng.gen_bool(0.5),
+        now - Duration::minutes(3),
+    );
 }
 
 fn add_call(w: &mut World, phone: &str, direction: Dir, answered: bool, start: Ts) {

@@ -16,7 +16,7 @@ use crate::config::RuleMode;
 use crate::domain::Ts;
 use crate::ledger::{self, ActionLine, Outcome, Proposal};
 use crate::matching::CallLinks;
-use crate::rules::scope::{GatherArgs, Incremental, Scope};
+use crate::rules::scope::{Gather, GatherArgs, Incremental, Pages, Scope};
 use crate::rules::{self, Handover, Rule, RuleContext};
 use crate::store::{Changes, RuleMark, Snapshot, Store, StoreError};
 use crate::tenant::Tenant;
@@ -30,12 +30,15 @@ struct Shared {
     now: Ts,
     head: i64,
     base: Snapshot,
-    whole: Option<Whole>,
+    whole: Option<View>,
+    /// The call rules' shared working set, read once per cycle.
+    recent: Option<View>,
 }
 
-/// What rules that read the whole mirror get: the mirror, the call links built from it, and the
-/// ledger's view of the last week.
-struct Whole {
+/// What a rule proposes from: a mirror (whole, or a working set), the call links built from it,
+/// and the ledger's view the rule reads (empty for rules that read none).
+#[derive(Default)]
+struct View {
     mirror: Snapshot,
     links: CallLinks,
     handovers: Vec<Handover>,
@@ -105,6 +108,7 @@ async fn shared(store: &Store, tid: &str, now: Ts) -> Result<Shared, StoreError>
             ..Snapshot::default()
         },
         whole: None,
+        recent: None,
     })
 }
 
@@ -126,37 +130,49 @@ async fn run_rule(
         rule: rule.name.to_string(),
         ..ActionLine::default()
     };
-    let Some(inc) = rule.incremental else {
-        if shared.whole.is_none() {
-            shared.whole = Some(load_whole(store, tenant, shared.now).await?);
-        }
-        let Some(proposals) = propose(tenant, rule, shared, None, summary) else {
-            return Ok((None, false));
-        };
-        apply(
-            store, tenant, rule, mode, sinks, stop, proposals, &mut line, summary,
-        )
-        .await?;
-        return Ok((Some(line), !stop.is_cancelled()));
-    };
     let settings = settings_digest(tenant, rule, mode);
-    let scope = scope_for(store, tid, rule, inc, &settings, shared, tenant.calendar.tz).await?;
-    let mut after = String::new();
-    loop {
-        let page = gather(store, tenant, inc, mode, &scope, &after, shared).await?;
-        let Some(proposals) = propose(tenant, rule, shared, Some(&page.mirror), summary) else {
-            return Ok((None, false));
-        };
-        apply(
-            store, tenant, rule, mode, sinks, stop, proposals, &mut line, summary,
-        )
-        .await?;
-        if stop.is_cancelled() {
-            return Ok((Some(line), false));
+    let pages = match rule.incremental.map(|inc| &inc.gather) {
+        // One proposal round over a view read once per cycle.
+        None | Some(Gather::RecentCalls) => {
+            let now = shared.now;
+            let view = shared_view(store, tenant, rule, shared).await?;
+            let Some(proposals) = propose(tenant, rule, now, view, summary) else {
+                return Ok((None, false));
+            };
+            apply(
+                store, tenant, rule, mode, sinks, stop, proposals, &mut line, summary,
+            )
+            .await?;
+            if stop.is_cancelled() || rule.incremental.is_none() {
+                return Ok((Some(line), !stop.is_cancelled()));
+            }
+            None
         }
-        match page.next {
-            Some(next) => after = next,
-            None => break,
+        Some(Gather::Pages(pages)) => Some(*pages),
+    };
+    if let (Some(pages), Some(inc)) = (pages, rule.incremental) {
+        let scope = scope_for(store, tid, rule, inc, &settings, shared, tenant.calendar.tz).await?;
+        let mut after = String::new();
+        loop {
+            let page = gather(store, tenant, pages, mode, &scope, &after, shared).await?;
+            let view = View {
+                mirror: page.mirror,
+                ..View::default()
+            };
+            let Some(proposals) = propose(tenant, rule, shared.now, &view, summary) else {
+                return Ok((None, false));
+            };
+            apply(
+                store, tenant, rule, mode, sinks, stop, proposals, &mut line, summary,
+            )
+            .await?;
+            if stop.is_cancelled() {
+                return Ok((Some(line), false));
+            }
+            match page.next {
+                Some(next) => after = next,
+                None => break,
+            }
         }
     }
     let mark = RuleMark {
@@ -168,17 +184,73 @@ async fn run_rule(
     Ok((Some(line), true))
 }
 
+/// The view a rule without pages proposes from: the call rules' shared working set, or the
+/// whole mirror; each read at most once per cycle.
+async fn shared_view<'s>(
+    store: &Store,
+    tenant: &Tenant,
+    rule: &Rule,
+    shared: &'s mut Shared,
+) -> Result<&'s View, StoreError> {
+    if rule.incremental.is_some() {
+        if shared.recent.is_none() {
+            shared.recent = Some(load_recent(store, tenant, &shared.base, shared.now).await?);
+        }
+        return Ok(shared.recent.get_or_insert_default());
+    }
+    if shared.whole.is_none() {
+        shared.whole = Some(load_whole(store, tenant, shared.now).await?);
+    }
+    Ok(shared.whole.get_or_insert_default())
+}
+
+/// The call rules' shared working set and the call links built from it.
+async fn load_recent(
+    store: &Store,
+    tenant: &Tenant,
+    base: &Snapshot,
+    now: Ts,
+) -> Result<View, StoreError> {
+    let set = crate::rules::recent_calls::load(store, tenant, base, now).await?;
+    let links = call_links(tenant, &set.mirror, now).await;
+    Ok(View {
+        mirror: set.mirror,
+        links,
+        handovers: Vec::new(),
+        done: set.done,
+        unfinished: set.unfinished,
+    })
+}
+
+/// The staff map and the CRM's answers for numbers `mirror` lacks.
+async fn call_links(tenant: &Tenant, mirror: &Snapshot, now: Ts) -> CallLinks {
+    let no_employees = Default::default();
+    crate::matching::links(
+        tenant.crm.as_ref(),
+        tenant.telephony.as_deref(),
+        tenant
+            .cfg
+            .telephony
+            .as_ref()
+            .map_or(&no_employees, |t| t.employees()),
+        &tenant.cfg.rules,
+        mirror,
+        now,
+    )
+    .await
+}
+
 /// One page of the rule's working set for `scope`, after `after`.
 async fn gather(
     store: &Store,
     tenant: &Tenant,
-    inc: &Incremental,
+    pages: Pages,
     mode: RuleMode,
     scope: &Scope,
     after: &str,
     shared: &Shared,
 ) -> Result<crate::rules::scope::Page, StoreError> {
-    (inc.gather)(GatherArgs {
+    pages(GatherArgs {
         store,
         tenant: tenant.id(),
         now: shared.now,
@@ -252,23 +324,10 @@ fn settings_digest(tenant: &Tenant, rule: &Rule, mode: RuleMode) -> String {
 
 /// The whole mirror, the call links built from it and the ledger's view of the last week, for
 /// rules that read everything.
-async fn load_whole(store: &Store, tenant: &Tenant, now: Ts) -> Result<Whole, StoreError> {
+async fn load_whole(store: &Store, tenant: &Tenant, now: Ts) -> Result<View, StoreError> {
     let tid = tenant.id();
     let mirror = Snapshot::load(store, tid).await?;
-    let no_employees = Default::default();
-    let links = crate::matching::links(
-        tenant.crm.as_ref(),
-        tenant.telephony.as_deref(),
-        tenant
-            .cfg
-            .telephony
-            .as_ref()
-            .map_or(&no_employees, |t| t.employees()),
-        &tenant.cfg.rules,
-        &mirror,
-        now,
-    )
-    .await;
+    let links = call_links(tenant, &mirror, now).await;
     let recent = store
         .actions_since(tid, now - chrono::Duration::days(7), 1_000_000)
         .await?;
@@ -282,7 +341,7 @@ async fn load_whole(store: &Store, tenant: &Tenant, now: Ts) -> Result<Whole, St
         .filter(|r| r.state == "done")
         .filter_map(|r| Some((r.key, r.result?)))
         .collect();
-    Ok(Whole {
+    Ok(View {
         mirror,
         links,
         handovers: handovers(store, tid).await?,
@@ -291,43 +350,30 @@ async fn load_whole(store: &Store, tenant: &Tenant, now: Ts) -> Result<Whole, St
     })
 }
 
-/// The rule's proposals over `working` (or the whole mirror); `None` when it panicked: a rule
+/// The rule's proposals from `view`; `None` when it panicked: a rule
 /// that panics on a record it did not expect costs its proposals for this cycle, not the cycle.
 fn propose(
     tenant: &Tenant,
     rule: &Rule,
-    shared: &Shared,
-    working: Option<&Snapshot>,
+    now: Ts,
+    view: &View,
     summary: &mut CycleSummary,
 ) -> Option<Vec<Proposal>> {
-    // Incremental rules read neither call links nor the ledger's week.
-    let empty = Whole {
-        mirror: Snapshot::default(),
-        links: CallLinks::default(),
-        handovers: Vec::new(),
-        done: HashMap::new(),
-        unfinished: HashSet::new(),
-    };
-    let (mirror, w) = match (working, &shared.whole) {
-        (Some(m), _) => (m, &empty),
-        (None, Some(w)) => (&w.mirror, w),
-        (None, None) => return Some(Vec::new()),
-    };
     let ctx = RuleContext {
         tenant: tenant.id(),
-        now: shared.now,
+        now,
         calendar: &tenant.calendar,
         lang: tenant.cfg.lang,
-        mirror,
+        mirror: &view.mirror,
         telegram: tenant.cfg.telegram.as_ref(),
         roles: &tenant.cfg.roles,
         routing: &tenant.cfg.routing,
         rules: &tenant.cfg.rules,
-        handovers: &w.handovers,
+        handovers: &view.handovers,
         marketing: &tenant.cfg.marketing,
-        done: &w.done,
-        unfinished: &w.unfinished,
-        calls: &w.links,
+        done: &view.done,
+        unfinished: &view.unfinished,
+        calls: &view.links,
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (rule.propose)(&ctx))) {
         Ok(p) => Some(p),
@@ -473,7 +519,7 @@ pub async fn both_looks(
 ) -> Result<Vec<Looks>, StoreError> {
     let tid = tenant.id();
     let mut shared = shared(store, tid, now).await?;
-    shared.whole = Some(load_whole(store, tenant, now).await?);
+    let whole = load_whole(store, tenant, now).await?;
     let mut sink = CycleSummary::default();
     let mut out = Vec::new();
     for rule in rules::RULES {
@@ -486,30 +532,33 @@ pub async fn both_looks(
         if mode == RuleMode::Off {
             continue;
         }
-        let settings = settings_digest(tenant, rule, mode);
-        let scope = scope_for(
-            store,
-            tid,
-            rule,
-            inc,
-            &settings,
-            &shared,
-            tenant.calendar.tz,
-        )
-        .await?;
         let mut incremental = Vec::new();
-        let mut after = String::new();
-        loop {
-            let page = gather(store, tenant, inc, mode, &scope, &after, &shared).await?;
-            incremental.extend(
-                propose(tenant, rule, &shared, Some(&page.mirror), &mut sink).unwrap_or_default(),
-            );
-            match page.next {
-                Some(next) => after = next,
-                None => break,
+        match &inc.gather {
+            Gather::RecentCalls => {
+                let view = shared_view(store, tenant, rule, &mut shared).await?;
+                incremental = propose(tenant, rule, now, view, &mut sink).unwrap_or_default();
+            }
+            Gather::Pages(pages) => {
+                let settings = settings_digest(tenant, rule, mode);
+                let tz = tenant.calendar.tz;
+                let scope = scope_for(store, tid, rule, inc, &settings, &shared, tz).await?;
+                let mut after = String::new();
+                loop {
+                    let page = gather(store, tenant, *pages, mode, &scope, &after, &shared).await?;
+                    let view = View {
+                        mirror: page.mirror,
+                        ..View::default()
+                    };
+                    incremental
+                        .extend(propose(tenant, rule, now, &view, &mut sink).unwrap_or_default());
+                    match page.next {
+                        Some(next) => after = next,
+                        None => break,
+                    }
+                }
             }
         }
-        let reference = propose(tenant, rule, &shared, None, &mut sink).unwrap_or_default();
+        let reference = propose(tenant, rule, now, &whole, &mut sink).unwrap_or_default();
         out.push(Looks {
             rule: rule.name,
             incremental,

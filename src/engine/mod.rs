@@ -138,7 +138,7 @@ async fn cycle(
         }
     };
     if let Some(tel) = tenant.telephony.as_ref().filter(|_| !stop.is_cancelled()) {
-        let now = Utc::now();
+        let now = opts.now.unwrap_or_else(Utc::now);
         match sync::sync_telephony_until(store, tenant.id(), tel.as_ref(), opts.sync, now, stop)
             .await
         {

@@ -19,7 +19,7 @@ use crate::store::StoreError;
 /// last task fell due.
 pub const INCREMENTAL: Incremental = Incremental {
     full_after: scope::new_day,
-    gather: |a| Box::pin(gather(a)),
+    gather: scope::Gather::Pages(|a| Box::pin(gather(a))),
 };
 
 async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {

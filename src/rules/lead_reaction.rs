@@ -24,7 +24,7 @@ use crate::store::StoreError;
 /// settled in the ledger.
 pub const INCREMENTAL: Incremental = Incremental {
     full_after: scope::never,
-    gather: |a| Box::pin(gather(a)),
+    gather: scope::Gather::Pages(|a| Box::pin(gather(a))),
 };
 
 async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {

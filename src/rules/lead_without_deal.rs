@@ -21,7 +21,7 @@ use crate::store::StoreError;
 /// `lookback_hours` and `after_minutes` ago, each with the deals made from it.
 pub const INCREMENTAL: Incremental = Incremental {
     full_after: scope::never,
-    gather: |a| Box::pin(gather(a)),
+    gather: scope::Gather::Pages(|a| Box::pin(gather(a))),
 };
 
 async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {

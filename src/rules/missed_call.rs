@@ -116,6 +116,8 @@ pub(crate) fn propose(ctx: &RuleContext, cfg: &MissedCallConfig) -> Vec<Proposal
             }
         }
     }
+    // Oldest first, calls of the same second by id, whichever way they were read.
+    late.sort_by(|a, b| (a.0.started_at, &a.0.id).cmp(&(b.0.started_at, &b.0.id)));
     if let (false, Some(to)) = (late.is_empty(), route(ctx.telegram, MessageKind::Alert)) {
         let names = crate::domain::User::names(&ctx.mirror.users);
         let mut html = if ru {

@@ -11,6 +11,7 @@ pub(crate) mod manager_notify;
 pub(crate) mod missed_call;
 pub mod no_activity;
 pub(crate) mod overdue_tasks;
+pub(crate) mod recent_calls;
 pub(crate) mod scope;
 pub(crate) mod three_unanswered;
 pub(crate) mod unknown_caller;
@@ -73,17 +74,17 @@ pub(crate) const RULES: &[Rule] = &[
     Rule {
         name: "unknown_caller",
         propose: |ctx| unknown_caller::propose(ctx, &ctx.rules.unknown_caller),
-        incremental: None,
+        incremental: Some(&scope::RECENT_CALLS),
     },
     Rule {
         name: "call_not_in_crm",
         propose: |ctx| call_not_in_crm::propose(ctx, &ctx.rules.call_not_in_crm),
-        incremental: None,
+        incremental: Some(&scope::RECENT_CALLS),
     },
     Rule {
         name: "missed_call",
         propose: |ctx| missed_call::propose(ctx, &ctx.rules.missed_call),
-        incremental: None,
+        incremental: Some(&scope::RECENT_CALLS),
     },
     Rule {
         name: "three_unanswered",

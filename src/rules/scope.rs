@@ -47,13 +47,29 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+/// Reads one page of a rule's working set.
+pub type Pages = for<'a> fn(GatherArgs<'a>) -> BoxFuture<'a, Result<Page, StoreError>>;
+
+/// Where a rule's working set comes from.
+pub enum Gather {
+    /// The rule's own reads, page by page.
+    Pages(Pages),
+    /// The working set the call rules share, read once per cycle (see `recent_calls`).
+    RecentCalls,
+}
+
 /// How a rule looks at part of the mirror.
 pub struct Incremental {
     /// Whether the rule must look at everything though it last looked at `since`.
     pub full_after: fn(since: Ts, now: Ts, tz: chrono_tz::Tz) -> bool,
-    /// One page of the working set for the scope.
-    pub gather: for<'a> fn(GatherArgs<'a>) -> BoxFuture<'a, Result<Page, StoreError>>,
+    pub gather: Gather,
 }
+
+/// The call rules: their candidates are the calls of their window, whatever changed.
+pub const RECENT_CALLS: Incremental = Incremental {
+    full_after: never,
+    gather: Gather::RecentCalls,
+};
 
 /// Candidates per page of a full look: a working set stays a few megabytes whatever the mirror.
 pub const PAGE: usize = 2_000;

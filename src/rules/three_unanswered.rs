@@ -21,7 +21,7 @@ use crate::store::StoreError;
 /// its contact, company and every call of their numbers since the deal was created.
 pub const INCREMENTAL: Incremental = Incremental {
     full_after: scope::never,
-    gather: |a| Box::pin(gather(a)),
+    gather: scope::Gather::Pages(|a| Box::pin(gather(a))),
 };
 
 async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {

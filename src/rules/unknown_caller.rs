@@ -71,7 +71,8 @@ fn leads(ctx: &RuleContext, cfg: &UnknownCallerConfig) -> Vec<Proposal> {
             first
                 .entry(p)
                 .and_modify(|x| {
-                    if c.started_at < x.started_at {
+                    // Calls of the same second by id, whichever way they were read.
+                    if (c.started_at, &c.id) < (x.started_at, &x.id) {
                         *x = c;
                     }
                 })

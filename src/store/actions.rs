@@ -290,13 +290,7 @@ impl Store {
     /// Whether the tenant has any action whose key starts with `prefix` (LIKE wildcards in
     /// `prefix` are escaped).
     pub(crate) async fn has_action_with_prefix(&self, tenant: &str, prefix: &str) -> Result<bool> {
-        let pattern = format!(
-            "{}%",
-            prefix
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        let pattern = like_prefix(prefix);
         let row = sqlx::query(
             "SELECT 1 FROM actions WHERE tenant = $1 AND key LIKE $2 ESCAPE '\\' LIMIT 1",
         )
@@ -344,4 +338,83 @@ impl Store {
             })
             .collect())
     }
+
+    /// Done actions created at or after `since` whose key starts with `prefix`: key → result.
+    pub async fn done_with_prefix(
+        &self,
+        tenant: &str,
+        prefix: &str,
+        since: Ts,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let rows = sqlx::query(
+            "SELECT key, result FROM actions WHERE tenant = $1 AND key LIKE $2 ESCAPE '\\' \
+             AND state = 'done' AND created_at >= $3 AND result IS NOT NULL",
+        )
+        .bind(tenant)
+        .bind(like_prefix(prefix))
+        .bind(since.timestamp())
+        .fetch_all(self.pool())
+        .await
+        .op("listing done actions")?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Keys of actions created at or after `since`, starting with `prefix`, whose write was
+    /// attempted with an outcome unknown (state `intent`, attempts made).
+    pub async fn unfinished_with_prefix(
+        &self,
+        tenant: &str,
+        prefix: &str,
+        since: Ts,
+    ) -> Result<std::collections::HashSet<String>> {
+        let rows = sqlx::query(
+            "SELECT key FROM actions WHERE tenant = $1 AND key LIKE $2 ESCAPE '\\' \
+             AND state = 'intent' AND attempts > 0 AND created_at >= $3",
+        )
+        .bind(tenant)
+        .bind(like_prefix(prefix))
+        .bind(since.timestamp())
+        .fetch_all(self.pool())
+        .await
+        .op("listing unfinished actions")?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Results of done actions with these keys created at or after `since`.
+    pub async fn done_results(
+        &self,
+        tenant: &str,
+        keys: &[String],
+        since: Ts,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in keys.chunks(400) {
+            let list = (0..chunk.len())
+                .map(|i| format!("${}", i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT key, result FROM actions WHERE tenant = $1 AND created_at >= $2 \
+                 AND state = 'done' AND result IS NOT NULL AND key IN ({list})"
+            );
+            let mut q = sqlx::query(&sql).bind(tenant).bind(since.timestamp());
+            for k in chunk {
+                q = q.bind(k.clone());
+            }
+            let rows = q.fetch_all(self.pool()).await.op("reading done actions")?;
+            out.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
+        }
+        Ok(out)
+    }
+}
+
+/// A LIKE pattern matching keys that start with `prefix`, its wildcards escaped.
+fn like_prefix(prefix: &str) -> String {
+    format!(
+        "{}%",
+        prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
 }

@@ -42,6 +42,14 @@ impl Store {
         self.by_ids(tenant, EntityKind::Deal, ids).await
     }
 
+    pub async fn leads_by_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<Lead>> {
+        self.by_ids(tenant, EntityKind::Lead, ids).await
+    }
+
+    pub async fn tasks_by_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<Task>> {
+        self.by_ids(tenant, EntityKind::Task, ids).await
+    }
+
     pub async fn contacts_by_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<Contact>> {
         self.by_ids(tenant, EntityKind::Contact, ids).await
     }
@@ -332,6 +340,43 @@ impl Store {
                 .await
                 .op("reading deals of leads")?;
             out.extend(decode_rows(&rows, "deal")?);
+        }
+        Ok(out)
+    }
+
+    /// Calls that started in `[from, to]` (whole seconds), oldest first.
+    pub async fn calls_started_between(&self, tenant: &str, from: Ts, to: Ts) -> Result<Vec<Call>> {
+        let rows = sqlx::query(
+            "SELECT data FROM calls WHERE tenant = $1 AND started_at >= $2 AND started_at <= $3 \
+             ORDER BY started_at",
+        )
+        .bind(tenant)
+        .bind(to_secs(from))
+        .bind(to_secs(to))
+        .fetch_all(self.pool())
+        .await
+        .op("reading recent calls")?;
+        Ok(sane_calls(decode_rows(&rows, "call")?))
+    }
+
+    /// Activities (not deleted) that record these telephony call ids.
+    pub async fn activities_with_external_ids(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<Activity>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT data FROM activities WHERE tenant = $1 AND deleted = FALSE AND external_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(tenant);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            let rows = q.fetch_all(self.pool()).await.op("reading logged calls")?;
+            out.extend(decode_rows(&rows, "activity")?);
         }
         Ok(out)
     }
