@@ -2,13 +2,15 @@
 //!
 //! Each report reads only its window of the mirror (see `store::report_rows`): the leads,
 //! deals, calls and lead activities of its periods, plus the discipline state counted by the
-//! database. The figures themselves are in `metrics`, the layouts in `render` (daily) and
-//! `render_period` (weekly, monthly), the charts in `charts`.
+//! database. The figures themselves are in `metrics`, the layouts in `render_daily` and
+//! `render_period` (weekly, monthly) with the formatting they share in `render`, the charts in
+//! `charts`.
 
 pub mod calls;
 pub(crate) mod charts;
 pub mod metrics;
 pub mod render;
+pub(crate) mod render_daily;
 pub(crate) mod render_period;
 
 use std::collections::BTreeMap;
@@ -21,7 +23,8 @@ use crate::domain::Ts;
 use crate::domain::calendar::BusinessCalendar;
 use crate::store::{Snapshot, Store, StoreError};
 use metrics::{Context, Figures, Period};
-use render::{ActionLine, DailyInput};
+use render::ActionLine;
+use render_daily::DailyInput;
 
 /// A rendered report.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -321,7 +324,7 @@ pub(crate) async fn daily(
     for f in [&mut today, &mut previous, &mut week_ago] {
         metrics::name_unnamed(f, ru);
     }
-    let html = render::daily_html(&DailyInput {
+    let html = render_daily::daily_html(&DailyInput {
         tenant_name: &t.name,
         lang: t.lang,
         period: &period,

@@ -151,8 +151,6 @@ fn managers_section(lang: Lang, heading: &str, managers: &[ManagerFigures]) -> S
 }
 
 /// The weekly report as Telegram HTML.
-// Long: one report section after another in the order the reader sees them; each section is a few
-// lines of the same pattern.
 pub(crate) fn weekly_html(i: &WeeklyInput) -> String {
     let lang = i.lang;
     let mut s = format!(
@@ -170,68 +168,10 @@ pub(crate) fn weekly_html(i: &WeeklyInput) -> String {
     ));
     s.push('\n');
     if let Some(steps) = i.funnel {
-        s.push_str(&format!(
-            "<b>{}</b>\n<pre>",
-            tr(lang, "Воронка сделок недели", "Funnel of the week's deals")
-        ));
-        for st in steps {
-            s.push_str(&format!(
-                "{:<16} {:>5} {:>5}\n",
-                esc(&clip(&st.stage, 16)),
-                st.reached,
-                st.from_previous_pct
-                    .map(|p| format!("{p:.0}%"))
-                    .unwrap_or_default()
-            ));
-        }
-        s.push_str("</pre>\n");
+        s.push_str(&funnel_section(lang, steps));
     }
     if !i.open_by_stage.is_empty() {
-        let names: HashMap<(&str, &str), (&str, i64)> = i
-            .stages
-            .iter()
-            .map(|st| {
-                (
-                    (st.pipeline_id.as_str(), st.id.as_str()),
-                    (st.name.as_str(), st.sort),
-                )
-            })
-            .collect();
-        let mut rows: Vec<(i64, String, &StageCount)> = i
-            .open_by_stage
-            .iter()
-            .map(|c| {
-                let (name, sort) = names
-                    .get(&(c.pipeline_id.as_str(), c.stage_id.as_str()))
-                    .copied()
-                    .unwrap_or((c.stage_id.as_str(), i64::MAX));
-                (sort, name.to_string(), c)
-            })
-            .collect();
-        rows.sort_by(|a, b| {
-            a.2.pipeline_id
-                .cmp(&b.2.pipeline_id)
-                .then(a.0.cmp(&b.0))
-                .then(a.1.cmp(&b.1))
-        });
-        s.push_str(&format!(
-            "<b>{}</b>\n<pre>",
-            tr(lang, "Открытые сделки по этапам", "Open deals by stage")
-        ));
-        let mut pipeline = None;
-        for (_, name, c) in rows.iter().take(30) {
-            if pipeline.is_some_and(|p| p != c.pipeline_id.as_str()) {
-                s.push('\n');
-            }
-            pipeline = Some(c.pipeline_id.as_str());
-            s.push_str(&format!(
-                "{:<16} {:>6} {:>7}\n",
-                esc(&clip(name, 16)),
-                c.deals,
-                compact_money(c.amount, lang)
-            ));
-        }
-        s.push_str("</pre>\n");
+        s.push_str(&open_by_stage_section(lang, i.open_by_stage, i.stages));
     }
     s.push_str(&managers_section(
         lang,
@@ -251,6 +191,75 @@ pub(crate) fn weekly_html(i: &WeeklyInput) -> String {
     s
 }
 
+/// The funnel of the week's deals: each step, the deals that reached it and the share of the
+/// step before.
+fn funnel_section(lang: Lang, steps: &[FunnelStep]) -> String {
+    let mut s = format!(
+        "<b>{}</b>\n<pre>",
+        tr(lang, "Воронка сделок недели", "Funnel of the week's deals")
+    );
+    for st in steps {
+        s.push_str(&format!(
+            "{:<16} {:>5} {:>5}\n",
+            esc(&clip(&st.stage, 16)),
+            st.reached,
+            st.from_previous_pct
+                .map(|p| format!("{p:.0}%"))
+                .unwrap_or_default()
+        ));
+    }
+    s.push_str("</pre>\n");
+    s
+}
+
+/// Open deals now by stage, in each pipeline's stage order (at most 30 rows): count and amount.
+fn open_by_stage_section(lang: Lang, open_by_stage: &[StageCount], stages: &[Stage]) -> String {
+    let names: HashMap<(&str, &str), (&str, i64)> = stages
+        .iter()
+        .map(|st| {
+            (
+                (st.pipeline_id.as_str(), st.id.as_str()),
+                (st.name.as_str(), st.sort),
+            )
+        })
+        .collect();
+    let mut rows: Vec<(i64, String, &StageCount)> = open_by_stage
+        .iter()
+        .map(|c| {
+            let (name, sort) = names
+                .get(&(c.pipeline_id.as_str(), c.stage_id.as_str()))
+                .copied()
+                .unwrap_or((c.stage_id.as_str(), i64::MAX));
+            (sort, name.to_string(), c)
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        a.2.pipeline_id
+            .cmp(&b.2.pipeline_id)
+            .then(a.0.cmp(&b.0))
+            .then(a.1.cmp(&b.1))
+    });
+    let mut s = format!(
+        "<b>{}</b>\n<pre>",
+        tr(lang, "Открытые сделки по этапам", "Open deals by stage")
+    );
+    let mut pipeline = None;
+    for (_, name, c) in rows.iter().take(30) {
+        if pipeline.is_some_and(|p| p != c.pipeline_id.as_str()) {
+            s.push('\n');
+        }
+        pipeline = Some(c.pipeline_id.as_str());
+        s.push_str(&format!(
+            "{:<16} {:>6} {:>7}\n",
+            esc(&clip(name, 16)),
+            c.deals,
+            compact_money(c.amount, lang)
+        ));
+    }
+    s.push_str("</pre>\n");
+    s
+}
+
 /// `text` cut to `width` characters with `…`.
 fn clip(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
@@ -264,8 +273,6 @@ const ABC: [&str; 3] = ["A", "B", "C"];
 const XYZ: [&str; 3] = ["X", "Y", "Z"];
 
 /// The monthly report as Telegram HTML.
-// Long: one report section after another in the order the reader sees them; each section is a few
-// lines of the same pattern.
 pub(crate) fn monthly_html(i: &MonthlyInput) -> String {
     let lang = i.lang;
     let month_name = month_name(i.period.first_day, lang);
@@ -287,14 +294,20 @@ pub(crate) fn monthly_html(i: &MonthlyInput) -> String {
         tr(lang, "KPI менеджеров", "Manager KPIs"),
         &i.month.managers,
     ));
-    let m = i.abc_xyz;
-    s.push_str(&format!(
+    s.push_str(&abc_xyz_section(lang, i.abc_xyz));
+    s.push_str(&top_clients(lang, i.abc_xyz, i.client_names));
+    s
+}
+
+/// The ABC/XYZ matrix: clients and revenue per cell, with a legend.
+fn abc_xyz_section(lang: Lang, m: &AbcXyz) -> String {
+    let mut s = format!(
         "\n<b>ABC/XYZ</b> <i>({} {}, {} {})</i>\n<pre>",
         m.clients.len(),
         tr(lang, "клиентов", "clients"),
         m.months,
         tr(lang, "мес.", "months"),
-    ));
+    );
     s.push_str(&format!(
         "{:<2}{:>11}{:>11}{:>11}\n",
         "", XYZ[0], XYZ[1], XYZ[2]
@@ -320,13 +333,17 @@ pub(crate) fn monthly_html(i: &MonthlyInput) -> String {
             "A/B/C — 80/15/5 % of revenue; X/Y/Z — monthly revenue variation ≤10 % / ≤25 % / more",
         )
     ));
+    s
+}
+
+/// The ten clients with the most revenue, with their class; nothing without clients.
+fn top_clients(lang: Lang, m: &AbcXyz, client_names: &BTreeMap<String, String>) -> String {
     let top: Vec<String> = m
         .clients
         .iter()
         .take(10)
         .map(|c| {
-            let name = i
-                .client_names
+            let name = client_names
                 .get(&c.client)
                 .cloned()
                 .unwrap_or_else(|| c.client.clone());
@@ -339,14 +356,14 @@ pub(crate) fn monthly_html(i: &MonthlyInput) -> String {
             )
         })
         .collect();
-    if !top.is_empty() {
-        s.push_str(&format!(
-            "<b>{}</b>\n{}\n",
-            tr(lang, "Топ клиентов", "Top clients"),
-            top.join("\n")
-        ));
+    if top.is_empty() {
+        return String::new();
     }
-    s
+    format!(
+        "<b>{}</b>\n{}\n",
+        tr(lang, "Топ клиентов", "Top clients"),
+        top.join("\n")
+    )
 }
 
 fn month_name(d: chrono::NaiveDate, lang: Lang) -> String {
