@@ -59,7 +59,7 @@ pub(crate) async fn load(
     // Numbers of the window, and of the leads made for unknown callers (their first tasks).
     let mut numbers: BTreeSet<String> = window
         .iter()
-        .filter_map(|c| crate::matching::number(c))
+        .filter_map(crate::matching::number)
         .collect();
     let mut lead_ids = Vec::new();
     for (key, lead) in &done {
