@@ -1,8 +1,6 @@
 //! The commands: parsing a message, the command list, and the answer to each command.
 
-use std::collections::BTreeMap;
 
-use chrono::Utc;
 
 use super::access::Access;
 use super::render::{manager, overdue, own_manager, personal_report, status, tz_of};
@@ -146,7 +144,7 @@ pub(crate) async fn answer_for(
         Command::Report(kind) => {
             // dozor's own actions appear only in the full report a team chat gets.
             let actions = match access {
-                Access::All => report_actions(store, &cfg.id).await?,
+                Access::All => crate::ledger::action_lines(store, &cfg.id).await?,
                 Access::Own(_) => Vec::new(),
             };
             let rep = report::build(store, cfg, *kind, None, now, &actions).await?;
@@ -184,32 +182,6 @@ pub(crate) async fn answer_for(
             Reply::text(s)
         }
     })
-}
-
-/// The ledger's actions of the last day by rule, for the report's "what dozor did" block.
-async fn report_actions(
-    store: &Store,
-    tenant: &str,
-) -> Result<Vec<crate::ledger::ActionLine>, StoreError> {
-    let rows = store
-        .actions_since(tenant, Utc::now() - chrono::Duration::days(1), 100_000)
-        .await?;
-    let mut by: BTreeMap<String, crate::ledger::ActionLine> = BTreeMap::new();
-    for r in rows {
-        let line = by
-            .entry(r.rule.clone())
-            .or_insert_with(|| crate::ledger::ActionLine {
-                rule: r.rule.clone(),
-                ..Default::default()
-            });
-        match r.state.as_str() {
-            "done" => line.done += 1,
-            "shadow" => line.shadow += 1,
-            "failed" => line.failed += 1,
-            _ => {}
-        }
-    }
-    Ok(by.into_values().collect())
 }
 
 #[cfg(test)]

@@ -17,8 +17,9 @@ use super::{Cli, CmdResult, CrmArg, DemoArgs, LogFormatArg, TelephonyArg, init_l
 use crate::config::{self, Lang, LogFormat, RuleMode};
 use crate::engine::{self, CycleOptions};
 use crate::ledger::Outcome;
+use crate::ledger::action_lines;
 use crate::report;
-use crate::service::reports::{action_lines, send_report};
+use crate::service::reports::send_report;
 use crate::store::Store;
 use crate::tenant;
 use dozor_sim::tenant_config::{CrmKind, OWNER_CHAT, TelephonyKind, tenant_config};

@@ -9,8 +9,9 @@ use super::{
     Cli, CmdResult, ReportArgs, ReportFormat, ReportKind, load_config, open_store, select,
 };
 use crate::ledger::Outcome;
+use crate::ledger::action_lines;
 use crate::report;
-use crate::service::reports::{action_lines, send_report};
+use crate::service::reports::send_report;
 use crate::tenant;
 
 pub(crate) async fn report(cli: &Cli, a: &ReportArgs) -> CmdResult {

@@ -5,7 +5,6 @@
 //! stop or an error records none and looks again at the same changes.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -316,10 +315,8 @@ fn settings_digest(tenant: &Tenant, rule: &Rule, mode: RuleMode) -> String {
         c.marketing,
         c.telegram,
     );
-    // SipHash with fixed keys: the same text gives the same digest in every run of a build.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    format!("{:016x}", h.finish())
+    // A stable hash: the same settings give the same digest in every build.
+    format!("{:016x}", crate::rules::manager_notify::fnv(&text))
 }
 
 /// The whole mirror, the call links built from it and the ledger's view of the last week, for

@@ -17,7 +17,7 @@ use crate::notify::{MessageKind, route};
 use crate::store::{ActionRow, Store, StoreError};
 
 /// FNV-1a: a stable hash (unlike std's, it never changes between Rust versions).
-fn fnv(s: &str) -> u64 {
+pub(crate) fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -57,10 +57,7 @@ pub(crate) async fn load(
     let from = now - Duration::minutes((hours * 60.0) as i64) - Duration::seconds(1);
     let window = store.calls_started_between(t, from, now).await?;
     // Numbers of the window, and of the leads made for unknown callers (their first tasks).
-    let mut numbers: BTreeSet<String> = window
-        .iter()
-        .filter_map(crate::matching::number)
-        .collect();
+    let mut numbers: BTreeSet<String> = window.iter().filter_map(crate::matching::number).collect();
     let mut lead_ids = Vec::new();
     for (key, lead) in &done {
         if let Some(p) = key.strip_prefix(&lead_prefix).filter(|p| !p.contains(':')) {

@@ -2,38 +2,11 @@
 //! sending itself through the ledger (once per period, charts under their own keys).
 
 use anyhow::Context;
-use chrono::{Duration, Utc};
 
-use crate::ledger::ActionLine;
 use crate::ledger::{self, Effect, Outcome, Proposal};
 use crate::report;
 use crate::store::Store;
 use crate::tenant;
-
-/// Actions of the last 24 hours by rule, for reports.
-pub(crate) async fn action_lines(store: &Store, tenant: &str) -> anyhow::Result<Vec<ActionLine>> {
-    let rows = store
-        .actions_since(tenant, Utc::now() - Duration::days(1), 100_000)
-        .await?;
-    let mut by_rule: std::collections::BTreeMap<String, ActionLine> = Default::default();
-    // Reports are not rule actions, and `note` rows are bookkeeping (announced tasks).
-    for r in rows
-        .iter()
-        .filter(|r| r.rule != "report" && r.kind != "note")
-    {
-        let line = by_rule.entry(r.rule.clone()).or_insert_with(|| ActionLine {
-            rule: r.rule.clone(),
-            ..ActionLine::default()
-        });
-        match r.state.as_str() {
-            "done" => line.done += 1,
-            "shadow" => line.shadow += 1,
-            "failed" => line.failed += 1,
-            _ => {}
-        }
-    }
-    Ok(by_rule.into_values().collect())
-}
 
 /// The start of the ledger key of every `kind` report of `tenant`; the period's first day
 /// completes it (`report:demo:daily:2026-12-01`).

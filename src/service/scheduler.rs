@@ -4,8 +4,9 @@
 use chrono::Utc;
 use futures::FutureExt as _;
 
-use super::reports::{action_lines, report_key_prefix, send_report};
+use super::reports::{report_key_prefix, send_report};
 use crate::config::{CronSchedule, TenantConfig};
+use crate::ledger::action_lines;
 use crate::report;
 use crate::tenant::Tenant;
 
