@@ -17,6 +17,8 @@ use sqlx::Row;
 use crate::domain::{EntityKind, EntityRef, Ts};
 use crate::store::{Op, Result, Store, from_secs, to_secs};
 
+use super::working::{Bind, rows_in};
+
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
 /// Rows per multi-row statement: four binds each, far below SQLite's variable limit.
@@ -271,66 +273,50 @@ pub(super) async fn before_write(
     ids: &[&str],
     out: &mut Changes,
 ) -> Result<()> {
-    let (table, cols) = match kind {
-        EntityKind::Deal => ("deals", "contact_id, company_id"),
-        EntityKind::Contact => ("contacts", "company_id, NULL"),
-        EntityKind::Task => ("tasks", "entity_kind, entity_id"),
-        EntityKind::Activity => ("activities", "entity_kind, entity_id"),
-        EntityKind::Lead | EntityKind::Company => ("", ""),
+    let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    let tenant_bind = [Bind::Text(tenant.to_string())];
+    let bound = match kind {
+        EntityKind::Deal => Some(("deals", "contact_id, company_id")),
+        EntityKind::Contact => Some(("contacts", "company_id, NULL")),
+        EntityKind::Task => Some(("tasks", "entity_kind, entity_id")),
+        EntityKind::Activity => Some(("activities", "entity_kind, entity_id")),
+        EntityKind::Lead | EntityKind::Company => None,
     };
-    for chunk in ids.chunks(CHUNK) {
-        let list = placeholders(2, chunk.len());
-        if !table.is_empty() {
-            let sql = format!("SELECT {cols} FROM {table} WHERE tenant = $1 AND id IN ({list})");
-            let mut q = sqlx::query(&sql).bind(tenant);
-            for id in chunk {
-                q = q.bind(id.to_string());
-            }
-            for r in q
-                .fetch_all(&mut **tx)
-                .await
-                .op("reading replaced records")?
-            {
-                let a: Option<String> = r.get(0);
-                let b: Option<String> = r.get(1);
-                match kind {
-                    EntityKind::Deal => {
-                        a.into_iter()
-                            .for_each(|id| out.entity(EntityKind::Contact, id));
-                        b.into_iter()
-                            .for_each(|id| out.entity(EntityKind::Company, id));
-                    }
-                    EntityKind::Contact => {
-                        a.into_iter()
-                            .for_each(|id| out.entity(EntityKind::Company, id));
-                    }
-                    _ => {
-                        if let (Some(k), Some(id)) = (a.as_deref().and_then(EntityKind::parse), b) {
-                            out.entity(k, id);
-                        }
+    if let Some((table, cols)) = bound {
+        let sql = format!("SELECT {cols} FROM {table} WHERE tenant = $1 AND id IN ({{in}})");
+        for r in rows_in(tx, &sql, &tenant_bind, &ids, "reading replaced records").await? {
+            let a: Option<String> = r.get(0);
+            let b: Option<String> = r.get(1);
+            match kind {
+                EntityKind::Deal => {
+                    a.into_iter()
+                        .for_each(|id| out.entity(EntityKind::Contact, id));
+                    b.into_iter()
+                        .for_each(|id| out.entity(EntityKind::Company, id));
+                }
+                EntityKind::Contact => {
+                    a.into_iter()
+                        .for_each(|id| out.entity(EntityKind::Company, id));
+                }
+                _ => {
+                    if let (Some(k), Some(id)) = (a.as_deref().and_then(EntityKind::parse), b) {
+                        out.entity(k, id);
                     }
                 }
             }
         }
-        if matches!(
-            kind,
-            EntityKind::Lead | EntityKind::Contact | EntityKind::Company
-        ) {
-            let sql = format!(
-                "SELECT e164 FROM phones WHERE tenant = $1 AND entity_kind = '{}' AND entity_id IN ({list})",
-                kind.as_str()
-            );
-            let mut q = sqlx::query(&sql).bind(tenant);
-            for id in chunk {
-                q = q.bind(id.to_string());
-            }
-            for r in q
-                .fetch_all(&mut **tx)
-                .await
-                .op("reading replaced numbers")?
-            {
-                out.phones.insert(r.get(0));
-            }
+    }
+    if matches!(
+        kind,
+        EntityKind::Lead | EntityKind::Contact | EntityKind::Company
+    ) {
+        let sql = "SELECT e164 FROM phones WHERE tenant = $1 AND entity_kind = $2 AND entity_id IN ({in})";
+        let fixed = [
+            tenant_bind[0].clone(),
+            Bind::Text(kind.as_str().to_string()),
+        ];
+        for r in rows_in(tx, sql, &fixed, &ids, "reading replaced numbers").await? {
+            out.phones.insert(r.get(0));
         }
     }
     Ok(())
@@ -344,19 +330,15 @@ pub(super) async fn calls_before_write(
     ids: &[&str],
     out: &mut Changes,
 ) -> Result<()> {
-    for chunk in ids.chunks(CHUNK) {
-        let sql = format!(
-            "SELECT client_e164 FROM calls WHERE tenant = $1 AND provider = $2 AND id IN ({})",
-            placeholders(3, chunk.len())
-        );
-        let mut q = sqlx::query(&sql).bind(tenant).bind(provider);
-        for id in chunk {
-            q = q.bind(id.to_string());
-        }
-        for r in q.fetch_all(&mut **tx).await.op("reading replaced calls")? {
-            if let Some(p) = r.get::<Option<String>, _>(0) {
-                out.phones.insert(p);
-            }
+    let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    let sql = "SELECT client_e164 FROM calls WHERE tenant = $1 AND provider = $2 AND id IN ({in})";
+    let fixed = [
+        Bind::Text(tenant.to_string()),
+        Bind::Text(provider.to_string()),
+    ];
+    for r in rows_in(tx, sql, &fixed, &ids, "reading replaced calls").await? {
+        if let Some(p) = r.get::<Option<String>, _>(0) {
+            out.phones.insert(p);
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 //! a page at a time. Each answers from an index; none reads a table whole.
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::domain::*;
 use crate::store::{Op, Result, Store, to_secs};
@@ -13,7 +14,57 @@ use super::{decode_rows, sane_calls, table};
 /// Ids per `IN (…)` list.
 const CHUNK: usize = 400;
 
+/// A bound value that comes before a query's id list.
+#[derive(Clone)]
+pub(super) enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// Runs `sql` once per chunk of `ids`: `{in}` in it becomes the chunk's placeholders, which
+/// follow the `fixed` binds. Returns every row.
+pub(super) async fn rows_in(
+    conn: &mut sqlx::AnyConnection,
+    sql: &str,
+    fixed: &[Bind],
+    ids: &[String],
+    op: &'static str,
+) -> Result<Vec<AnyRow>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(CHUNK) {
+        let sql = sql.replace("{in}", &placeholders(fixed.len() + 1, chunk.len()));
+        let mut q = sqlx::query(&sql);
+        for b in fixed {
+            q = match b {
+                Bind::Text(t) => q.bind(t.clone()),
+                Bind::Int(i) => q.bind(*i),
+            };
+        }
+        for id in chunk {
+            q = q.bind(id.clone());
+        }
+        out.extend(q.fetch_all(&mut *conn).await.op(op)?);
+    }
+    Ok(out)
+}
+
+fn text(s: &str) -> Bind {
+    Bind::Text(s.to_string())
+}
+
 impl Store {
+    /// [`rows_in`] on a pooled connection.
+    async fn rows_in(
+        &self,
+        sql: &str,
+        fixed: &[Bind],
+        ids: &[String],
+        op: &'static str,
+    ) -> Result<Vec<AnyRow>> {
+        let mut conn = self.pool().acquire().await.op(op)?;
+        rows_in(&mut conn, sql, fixed, ids, op).await
+    }
+
     /// Rows of `kind` (not deleted) with these ids, decoded.
     async fn by_ids<T: serde::de::DeserializeOwned>(
         &self,
@@ -21,21 +72,14 @@ impl Store {
         kind: EntityKind,
         ids: &[String],
     ) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT data FROM {} WHERE tenant = $1 AND deleted = FALSE AND id IN ({}) ORDER BY id",
-                table(kind),
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(tenant);
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
-            let rows = q.fetch_all(self.pool()).await.op("reading records by id")?;
-            out.extend(decode_rows(&rows, kind.as_str())?);
-        }
-        Ok(out)
+        let sql = format!(
+            "SELECT data FROM {} WHERE tenant = $1 AND deleted = FALSE AND id IN ({{in}}) ORDER BY id",
+            table(kind)
+        );
+        let rows = self
+            .rows_in(&sql, &[text(tenant)], ids, "reading records by id")
+            .await?;
+        decode_rows(&rows, kind.as_str())
     }
 
     pub async fn deals_by_ids(&self, tenant: &str, ids: &[String]) -> Result<Vec<Deal>> {
@@ -65,21 +109,11 @@ impl Store {
         kind: EntityKind,
         ids: &[String],
     ) -> Result<Vec<Task>> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT data FROM tasks WHERE tenant = $1 AND entity_kind = $2 AND entity_id IN ({}) \
-                 AND completed = FALSE AND deleted = FALSE ORDER BY id",
-                placeholders(3, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(tenant).bind(kind.as_str());
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
-            let rows = q.fetch_all(self.pool()).await.op("reading open tasks")?;
-            out.extend(decode_rows(&rows, "task")?);
-        }
-        Ok(out)
+        let sql = "SELECT data FROM tasks WHERE tenant = $1 AND entity_kind = $2 AND entity_id IN ({in}) \
+                   AND completed = FALSE AND deleted = FALSE ORDER BY id";
+        let fixed = [text(tenant), text(kind.as_str())];
+        let rows = self.rows_in(sql, &fixed, ids, "reading open tasks").await?;
+        decode_rows(&rows, "task")
     }
 
     /// Open deals (not deleted) with no open task that is surely still ahead at `now`: one due
@@ -159,21 +193,11 @@ impl Store {
     ) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for (col, ids) in [("contact_id", contacts), ("company_id", companies)] {
-            for chunk in ids.chunks(CHUNK) {
-                let sql = format!(
-                    "SELECT id FROM deals WHERE tenant = $1 AND {col} IN ({})",
-                    placeholders(2, chunk.len())
-                );
-                let mut q = sqlx::query(&sql).bind(tenant);
-                for id in chunk {
-                    q = q.bind(id.clone());
-                }
-                let rows = q
-                    .fetch_all(self.pool())
-                    .await
-                    .op("reading a client's deals")?;
-                out.extend(rows.iter().map(|r| r.get::<String, _>(0)));
-            }
+            let sql = format!("SELECT id FROM deals WHERE tenant = $1 AND {col} IN ({{in}})");
+            let rows = self
+                .rows_in(&sql, &[text(tenant)], ids, "reading a client's deals")
+                .await?;
+            out.extend(rows.iter().map(|r| r.get::<String, _>(0)));
         }
         out.sort();
         out.dedup();
@@ -186,27 +210,19 @@ impl Store {
         tenant: &str,
         phones: &[String],
     ) -> Result<Vec<EntityRef>> {
-        let mut out = Vec::new();
-        for chunk in phones.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT entity_kind, entity_id FROM phones WHERE tenant = $1 AND e164 IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(tenant);
-            for p in chunk {
-                q = q.bind(p.clone());
-            }
-            let rows = q
-                .fetch_all(self.pool())
-                .await
-                .op("reading a number's owners")?;
-            out.extend(rows.iter().filter_map(|r| {
+        let sql = "SELECT entity_kind, entity_id FROM phones WHERE tenant = $1 AND e164 IN ({in})";
+        let rows = self
+            .rows_in(sql, &[text(tenant)], phones, "reading a number's owners")
+            .await?;
+        let mut out: Vec<EntityRef> = rows
+            .iter()
+            .filter_map(|r| {
                 Some(EntityRef::new(
                     EntityKind::parse(&r.get::<String, _>(0))?,
                     r.get::<String, _>(1),
                 ))
-            }));
-        }
+            })
+            .collect();
         out.sort();
         out.dedup();
         Ok(out)
@@ -219,19 +235,10 @@ impl Store {
         kind: EntityKind,
         ids: &[String],
     ) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT e164 FROM phones WHERE tenant = $1 AND entity_kind = $2 AND entity_id IN ({})",
-                placeholders(3, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(tenant).bind(kind.as_str());
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
-            let rows = q.fetch_all(self.pool()).await.op("reading numbers")?;
-            out.extend(rows.iter().map(|r| r.get::<String, _>(0)));
-        }
+        let sql = "SELECT e164 FROM phones WHERE tenant = $1 AND entity_kind = $2 AND entity_id IN ({in})";
+        let fixed = [text(tenant), text(kind.as_str())];
+        let rows = self.rows_in(sql, &fixed, ids, "reading numbers").await?;
+        let mut out: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
         out.sort();
         out.dedup();
         Ok(out)
@@ -244,22 +251,12 @@ impl Store {
         phones: &[String],
         since: Ts,
     ) -> Result<Vec<Call>> {
-        let mut out: Vec<Call> = Vec::new();
-        for chunk in phones.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT data FROM calls WHERE tenant = $1 AND started_at >= $2 AND client_e164 IN ({})",
-                placeholders(3, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(tenant).bind(to_secs(since));
-            for p in chunk {
-                q = q.bind(p.clone());
-            }
-            let rows = q
-                .fetch_all(self.pool())
-                .await
-                .op("reading a number's calls")?;
-            out.extend(sane_calls(decode_rows(&rows, "call")?));
-        }
+        let sql = "SELECT data FROM calls WHERE tenant = $1 AND started_at >= $2 AND client_e164 IN ({in})";
+        let fixed = [text(tenant), Bind::Int(to_secs(since))];
+        let rows = self
+            .rows_in(sql, &fixed, phones, "reading a number's calls")
+            .await?;
+        let mut out = sane_calls(decode_rows(&rows, "call")?);
         out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
         Ok(out)
     }
@@ -286,21 +283,11 @@ impl Store {
         kind: EntityKind,
         ids: &[String],
     ) -> Result<Vec<Activity>> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT data FROM activities WHERE tenant = $1 AND entity_kind = $2 AND entity_id IN ({}) \
-                 AND deleted = FALSE ORDER BY started_at",
-                placeholders(3, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(tenant).bind(kind.as_str());
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
-            let rows = q.fetch_all(self.pool()).await.op("reading activities")?;
-            out.extend(decode_rows(&rows, "activity")?);
-        }
-        Ok(out)
+        let sql = "SELECT data FROM activities WHERE tenant = $1 AND entity_kind = $2 AND entity_id IN ({in}) \
+                   AND deleted = FALSE ORDER BY started_at";
+        let fixed = [text(tenant), text(kind.as_str())];
+        let rows = self.rows_in(sql, &fixed, ids, "reading activities").await?;
+        decode_rows(&rows, "activity")
     }
 
     /// Open leads (not deleted) created in `[from, to]`, oldest first.
@@ -325,23 +312,12 @@ impl Store {
 
     /// Deals (not deleted) made from these leads.
     pub async fn deals_of_leads(&self, tenant: &str, leads: &[String]) -> Result<Vec<Deal>> {
-        let mut out = Vec::new();
-        for chunk in leads.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT data FROM deals WHERE tenant = $1 AND deleted = FALSE AND lead_id IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(tenant);
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
-            let rows = q
-                .fetch_all(self.pool())
-                .await
-                .op("reading deals of leads")?;
-            out.extend(decode_rows(&rows, "deal")?);
-        }
-        Ok(out)
+        let sql =
+            "SELECT data FROM deals WHERE tenant = $1 AND deleted = FALSE AND lead_id IN ({in})";
+        let rows = self
+            .rows_in(sql, &[text(tenant)], leads, "reading deals of leads")
+            .await?;
+        decode_rows(&rows, "deal")
     }
 
     /// Calls that started in `[from, to]` (whole seconds), oldest first.
@@ -365,19 +341,10 @@ impl Store {
         tenant: &str,
         ids: &[String],
     ) -> Result<Vec<Activity>> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT data FROM activities WHERE tenant = $1 AND deleted = FALSE AND external_id IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(tenant);
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
-            let rows = q.fetch_all(self.pool()).await.op("reading logged calls")?;
-            out.extend(decode_rows(&rows, "activity")?);
-        }
-        Ok(out)
+        let sql = "SELECT data FROM activities WHERE tenant = $1 AND deleted = FALSE AND external_id IN ({in})";
+        let rows = self
+            .rows_in(sql, &[text(tenant)], ids, "reading logged calls")
+            .await?;
+        decode_rows(&rows, "activity")
     }
 }
