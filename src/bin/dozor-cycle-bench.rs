@@ -212,6 +212,19 @@ async fn cycles_done(http: &reqwest::Client, base: &str, tenant: &str) -> Option
     )
 }
 
+/// CPU seconds (user + system) process `pid` has used so far, from `/proc/PID/stat`.
+fn cpu_s(pid: Option<u32>) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and
+    // stime are the 12th and 13th of them, in clock ticks.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+    Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks)
+}
+
 fn alive(pid: Option<u32>) -> bool {
     pid.is_none_or(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
 }
@@ -277,10 +290,16 @@ async fn webhook(a: &WebhookArgs) -> anyhow::Result<(Value, bool)> {
     let call_id = call["call_id"]
         .as_u64()
         .context("no call_id in the answer")?;
+    let cpu_before = cpu_s(a.pid);
     let pushed = Instant::now();
     push(&http, dozor, a, &call["notification"]).await?;
     let answered_s = pushed.elapsed().as_secs_f64();
     let task = callback_task(&http, sim, a, call_id, pushed).await?;
+    // The daemon's CPU time while the call became a task: what is not waiting (for the CRM's
+    // rate limit, the database, the simulator).
+    let cpu = cpu_s(a.pid)
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     let mut out = json!({
         "first_cycle_s": first_cycle_s,
         "settle_s": a.settle_secs,
@@ -288,6 +307,7 @@ async fn webhook(a: &WebhookArgs) -> anyhow::Result<(Value, bool)> {
         "phone": call["phone"],
         "answered_s": answered_s,
         "task_s": pushed.elapsed().as_secs_f64(),
+        "cpu_s": cpu,
     });
     let done = task.is_some();
     match task {
