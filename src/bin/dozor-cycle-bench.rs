@@ -290,6 +290,11 @@ async fn webhook(a: &WebhookArgs) -> anyhow::Result<(Value, bool)> {
     let call_id = call["call_id"]
         .as_u64()
         .context("no call_id in the answer")?;
+    // Requests the simulator serves from here on are the ones the push caused.
+    http.delete(format!("{sim}/_sim/stats"))
+        .send()
+        .await?
+        .error_for_status()?;
     let cpu_before = cpu_s(a.pid);
     let pushed = Instant::now();
     push(&http, dozor, a, &call["notification"]).await?;
@@ -300,6 +305,12 @@ async fn webhook(a: &WebhookArgs) -> anyhow::Result<(Value, bool)> {
     let cpu = cpu_s(a.pid)
         .zip(cpu_before)
         .map(|(after, before)| after - before);
+    let requests: Value = http
+        .get(format!("{sim}/_sim/stats"))
+        .send()
+        .await?
+        .json()
+        .await?;
     let mut out = json!({
         "first_cycle_s": first_cycle_s,
         "settle_s": a.settle_secs,
@@ -308,6 +319,7 @@ async fn webhook(a: &WebhookArgs) -> anyhow::Result<(Value, bool)> {
         "answered_s": answered_s,
         "task_s": pushed.elapsed().as_secs_f64(),
         "cpu_s": cpu,
+        "requests": requests,
     });
     let done = task.is_some();
     match task {
