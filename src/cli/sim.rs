@@ -62,7 +62,7 @@ pub(crate) async fn sim(cli: &Cli, a: &SimArgs) -> CmdResult {
         c.telegram_bot_token
     );
     println!(
-        "  control           {}/_sim/summary, /_sim/stats, POST /_sim/faults/{{system}}",
+        "  control           {}/_sim/summary, /_sim/stats, POST /_sim/faults/{{system}}, /_sim/tenant_config?db=URL, POST /_sim/world/churn",
         handle.base_url()
     );
     {

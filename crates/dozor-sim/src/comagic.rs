@@ -662,6 +662,33 @@ pub fn call_row(w: &World, c: &SimCall, tz: Tz) -> Value {
     out
 }
 
+/// The notification CoMagic POSTs when the call `c` was lost, in the body template the
+/// operator sets up for dozor's receiver (README, "Webhooks"): placeholders filled with the
+/// call's values, times the wall clock of the account's zone `tz`.
+pub fn lost_call_notification(
+    w: &World,
+    c: &SimCall,
+    tz: Tz,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Value {
+    let emp = c
+        .employee_id
+        .and_then(|id| w.employees.iter().find(|e| e.id == id));
+    json!({
+        "notification_mnemonic": "lost_call",
+        "call_session_id": c.id,
+        "direction": if c.direction == Dir::In { "in" } else { "out" },
+        "start_time": fmt_local(c.start, tz),
+        "contact_phone_number": c.client_phone,
+        "virtual_phone_number": c.virtual_number,
+        "employee_id": emp.map(|e| e.id.to_string()).unwrap_or_default(),
+        "employee_full_name": emp.map(|e| e.full_name.clone()).unwrap_or_default(),
+        "talk_time_duration": "0",
+        "total_time_duration": c.wait_s.to_string(),
+        "notification_time": fmt_local(now, tz),
+    })
+}
+
 fn calls_report(sim: &Sim, params: &Map<String, Value>) -> Result<(Vec<Value>, u64), RpcError> {
     let from = parse_dt(params, "date_from")?;
     let till = parse_dt(params, "date_till")?;

@@ -12,16 +12,20 @@
 //! | Calltouch | `{base}/calltouch`                             |
 //! | Telegram  | `{base}/telegram`                              |
 //!
-//! Control endpoints (`/_sim/...`) set faults, read request counts and inspect the world.
+//! Control endpoints (`/_sim/...`) set faults, read request counts, inspect the world and move it
+//! on (see `control`).
 
 pub mod amocrm;
 pub mod bitrix24;
 pub mod calltouch;
+pub mod churn;
 pub mod comagic;
+mod control;
 pub mod generate;
 pub mod php_query;
 pub mod telegram;
 pub mod tenant_config;
+pub mod urls;
 pub mod world;
 
 use std::collections::BTreeMap;
@@ -384,6 +388,10 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/stats", get(get_stats).delete(reset_stats))
         .route("/credentials", get(get_credentials))
         .route("/summary", get(summary))
+        .route("/tenant_config", get(control::tenant_config))
+        .route("/world/churn", post(control::churn))
+        .route("/world/missed_call", post(control::missed_call))
+        .route("/world/tasks", get(control::tasks))
         .with_state(sim.clone());
     let apis = Router::new()
         .nest("/b24", bitrix24::router(sim.clone()))
@@ -507,33 +515,28 @@ impl SimHandle {
 
     /// Bitrix24 inbound-webhook URL (ends with `/`).
     pub fn b24_webhook_url(&self) -> String {
-        format!(
-            "{}/b24/rest/{}/{}/",
-            self.base_url(),
-            self.sim.creds.b24_webhook_user,
-            self.sim.creds.b24_webhook_secret
-        )
+        urls::b24_webhook(&self.base_url(), &self.sim.creds)
     }
 
     /// The Bitrix24 portal address (OAuth apps call `{portal}/rest/{method}`).
     pub fn b24_portal_url(&self) -> String {
-        format!("{}/b24", self.base_url())
+        urls::b24_portal(&self.base_url())
     }
 
     pub fn amo_url(&self) -> String {
-        format!("{}/amo", self.base_url())
+        urls::amo(&self.base_url())
     }
 
     pub fn comagic_url(&self) -> String {
-        format!("{}/comagic/v2.0", self.base_url())
+        urls::comagic(&self.base_url())
     }
 
     pub fn calltouch_url(&self) -> String {
-        format!("{}/calltouch", self.base_url())
+        urls::calltouch(&self.base_url())
     }
 
     pub fn telegram_url(&self) -> String {
-        format!("{}/telegram", self.base_url())
+        urls::telegram(&self.base_url())
     }
 
     /// Stops the server and waits for it.

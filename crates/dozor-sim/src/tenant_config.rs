@@ -2,7 +2,7 @@
 //! what `dozor sim` users can copy. Only the TOML text: reading and checking it is the
 //! product's job, through the same parser as any config file.
 
-use super::SimHandle;
+use super::{Sim, SimHandle, urls};
 
 /// The CRM the config points the tenant at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,26 @@ pub enum TelephonyKind {
 pub const OWNER_CHAT: i64 = 100_001;
 pub const HEAD_OF_SALES_CHAT: i64 = 100_002;
 
+impl CrmKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bitrix24" => Some(CrmKind::Bitrix24),
+            "amocrm" => Some(CrmKind::Amocrm),
+            _ => None,
+        }
+    }
+}
+
+impl TelephonyKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "comagic" => Some(TelephonyKind::Comagic),
+            "calltouch" => Some(TelephonyKind::Calltouch),
+            _ => None,
+        }
+    }
+}
+
 /// A complete config file (database + one tenant `demo`) for the simulator behind `h`.
 /// `lang` is `ru` or `en`.
 pub fn tenant_config(
@@ -31,17 +51,28 @@ pub fn tenant_config(
     db_url: &str,
     lang: &str,
 ) -> String {
-    let c = &h.sim.creds;
-    let reactivation = h
-        .sim
+    tenant_config_at(&h.base_url(), &h.sim, crm, tel, db_url, lang)
+}
+
+/// [`tenant_config`] for the simulator `sim` served at `base` (`http://127.0.0.1:PORT`): what
+/// `GET /_sim/tenant_config` answers to a simulator running as its own process.
+pub fn tenant_config_at(
+    base: &str,
+    sim: &Sim,
+    crm: CrmKind,
+    tel: TelephonyKind,
+    db_url: &str,
+    lang: &str,
+) -> String {
+    let c = &sim.creds;
+    let reactivation = sim
         .world()
         .users_with(super::world::Role::Reactivation)
         .next()
         .map(|u| u.id.to_string())
         .unwrap_or_default();
     // Personal chats for the managers (the Telegram fake accepts any chat id).
-    let managers: String = h
-        .sim
+    let managers: String = sim
         .world()
         .users_with(super::world::Role::Manager)
         .map(|u| format!("\"{}\" = {}\n", u.id, 200_000 + u.id))
@@ -49,11 +80,11 @@ pub fn tenant_config(
     let crm = match crm {
         CrmKind::Bitrix24 => format!(
             "kind = \"bitrix24\"\nwebhook_url = \"{}\"\nflag_field = \"UF_CRM_DOZOR_FLAGS\"\n",
-            h.b24_webhook_url()
+            urls::b24_webhook(base, c)
         ),
         CrmKind::Amocrm => format!(
             "kind = \"amocrm\"\nbase_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nredirect_uri = \"{}\"\nrefresh_token = \"{}\"\n",
-            h.amo_url(),
+            urls::amo(base),
             c.amo_client_id,
             c.amo_client_secret,
             c.amo_redirect_uri,
@@ -63,12 +94,12 @@ pub fn tenant_config(
     let tel = match tel {
         TelephonyKind::Comagic => format!(
             "kind = \"comagic\"\nbase_url = \"{}\"\naccess_token = \"{}\"\n",
-            h.comagic_url(),
+            urls::comagic(base),
             c.comagic_access_token
         ),
         TelephonyKind::Calltouch => format!(
             "kind = \"calltouch\"\nbase_url = \"{}\"\nsite_id = {}\nclient_api_id = \"{}\"\n",
-            h.calltouch_url(),
+            urls::calltouch(base),
             c.calltouch_site_id,
             c.calltouch_client_api_id
         ),
@@ -85,6 +116,6 @@ pub fn tenant_config(
          [tenants.telegram]\nbot_token = \"{}\"\napi_url = \"{}\"\nowner_chat = {OWNER_CHAT}\nhead_of_sales_chat = {HEAD_OF_SALES_CHAT}\n\n\
          [tenants.telegram.managers]\n{managers}",
         c.telegram_bot_token,
-        h.telegram_url()
+        urls::telegram(base)
     )
 }
