@@ -149,7 +149,7 @@ impl Default for LogConfig {
 pub struct DatabaseConfig {
     /// `sqlite://path/to/file.db` or `postgres://user:pass@host/db`; empty = SQLite file
     /// `dozor.db` under `data_dir`.
-    pub(crate) url: Option<Secret>,
+    pub url: Option<Secret>,
     pub(crate) url_file: Option<PathBuf>,
     pub max_connections: u32,
 }

@@ -245,7 +245,7 @@ fn note_auth_failure(summary: &mut CycleSummary, e: &sync::SyncError) {
 }
 
 /// The sync options of the config's `[sync]` section.
-pub(crate) fn sync_options(c: &crate::config::Config) -> crate::sync::SyncOptions {
+pub fn sync_options(c: &crate::config::Config) -> crate::sync::SyncOptions {
     crate::sync::SyncOptions {
         overlap: std::time::Duration::from_secs(c.sync.overlap_secs),
         telephony_initial: std::time::Duration::from_secs(

@@ -58,10 +58,10 @@ pub enum SyncError {
 /// What one sync of one source did.
 #[derive(Debug, Clone, Default)]
 pub struct SyncReport {
-    pub(crate) source: String,
+    pub source: String,
     /// Records saved per entity kind (re-read overlap included).
     pub items: BTreeMap<String, usize>,
-    pub(crate) elapsed: Duration,
+    pub elapsed: Duration,
 }
 
 impl SyncReport {
