@@ -1,7 +1,5 @@
 //! The commands: parsing a message, the command list, and the answer to each command.
 
-
-
 use super::access::Access;
 use super::render::{manager, overdue, own_manager, personal_report, status, tz_of};
 use crate::config::{Lang, TenantConfig};
