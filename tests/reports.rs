@@ -616,3 +616,189 @@ async fn long_report_is_split_on_line_boundaries() {
         );
     }
 }
+
+/// The zone of the generated ABC/XYZ mirror: far from UTC and with summer time, so local months
+/// and UTC months part by 7 or 8 hours.
+const GEN_TZ: chrono_tz::Tz = chrono_tz::America::Los_Angeles;
+
+/// A generated mirror for the ABC/XYZ matrix: 3 000 deals (most of them won) over fourteen
+/// months around November 2026, closed at random moments and, for a third of them, within a day
+/// of a local month boundary (on either side of it in local time and in UTC); clients by
+/// company, by contact, by neither (and empty ids, which name nobody); amounts in quarters of a
+/// rouble, so sums do not depend on the order they are added in.
+async fn fill_generated(store: &Store) {
+    use rand::{Rng, SeedableRng};
+    let t = "gen";
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let local = |d: NaiveDate| {
+        GEN_TZ
+            .from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap())
+            .earliest()
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let first = NaiveDate::from_ymd_opt(2025, 10, 1).unwrap();
+    let start = local(first);
+    let end = local(NaiveDate::from_ymd_opt(2026, 12, 1).unwrap());
+    let boundaries: Vec<Ts> = (0..15)
+        .map(|i| local(first.checked_add_months(chrono::Months::new(i)).unwrap()))
+        .collect();
+    let contacts: Vec<Record> = (1..=150)
+        .map(|i| {
+            Record::Contact(Contact {
+                id: i.to_string(),
+                name: format!("Клиент {i}"),
+                phones: vec![],
+                emails: vec![],
+                company_id: None,
+                responsible_id: Some("1".into()),
+                tags: vec![],
+                created_at: start,
+                updated_at: start,
+            })
+        })
+        .collect();
+    store
+        .save_page(t, "crm", EntityKind::Contact, &contacts, &[], "{}")
+        .await
+        .unwrap();
+    let mut deals = Vec::new();
+    for i in 0..3_000 {
+        let closed = if rng.gen_bool(1.0 / 3.0) {
+            boundaries[rng.gen_range(0..boundaries.len())]
+                + Duration::minutes(rng.gen_range(-24 * 60..24 * 60))
+        } else {
+            start - Duration::days(20)
+                + Duration::seconds(rng.gen_range(0..(end - start).num_seconds() + 40 * 86_400))
+        };
+        let sem = match rng.gen_range(0..10) {
+            0 => Semantics::Lost,
+            1 => Semantics::Open,
+            _ => Semantics::Won,
+        };
+        let company = match rng.gen_range(0..10) {
+            0..=3 => Some(format!("co{}", rng.gen_range(1..=40))),
+            4 => Some(String::new()),
+            _ => None,
+        };
+        let contact = match rng.gen_range(0..10) {
+            0..=6 => Some(rng.gen_range(1..=160).to_string()),
+            7 => Some(String::new()),
+            _ => None,
+        };
+        let id = format!("g{i}");
+        deals.push(Record::Deal(Deal {
+            id: id.clone(),
+            title: format!("Сделка {id}"),
+            pipeline_id: "0".into(),
+            stage_id: "S".into(),
+            semantics: sem,
+            amount: rng.gen_range(1..400_000) as f64 / 4.0,
+            currency: "RUB".into(),
+            responsible_id: Some(rng.gen_range(1..=3).to_string()),
+            contact_id: contact,
+            company_id: company,
+            lead_id: None,
+            source: None,
+            tags: vec![],
+            created_at: closed - Duration::days(3),
+            updated_at: closed,
+            closed_at: (sem != Semantics::Open).then_some(closed),
+        }));
+    }
+    // Regular clients: one deal a month on the last local evening, already the next month in
+    // UTC, with revenue varying by k/40 around 10 000 (X, Y or Z by k).
+    for k in 0..20 {
+        for (j, b) in boundaries.iter().enumerate().take(15).skip(2) {
+            let closed = *b - Duration::minutes(30 + 17 * k as i64);
+            let sign = if j % 2 == 0 { 1.0 } else { -1.0 };
+            let id = format!("r{k}m{j}");
+            deals.push(Record::Deal(Deal {
+                id: id.clone(),
+                title: format!("Сделка {id}"),
+                pipeline_id: "0".into(),
+                stage_id: "S".into(),
+                semantics: Semantics::Won,
+                amount: 10_000.0 + sign * k as f64 * 250.0,
+                currency: "RUB".into(),
+                responsible_id: Some("1".into()),
+                contact_id: Some((k + 1).to_string()),
+                company_id: (k % 2 == 0).then(|| format!("reg{k}")),
+                lead_id: None,
+                source: None,
+                tags: vec![],
+                created_at: closed - Duration::days(3),
+                updated_at: closed,
+                closed_at: Some(closed),
+            }));
+        }
+    }
+    for page in deals.chunks(500) {
+        store
+            .save_page(t, "crm", EntityKind::Deal, page, &[], "{}")
+            .await
+            .unwrap();
+    }
+}
+
+/// The monthly report of November 2026 over the generated mirror, and its ABC/XYZ matrix as
+/// JSON, equal byte for byte to the renderings stored in `tests/golden/` (made by summing won
+/// deals per client and local month in Rust, before the database did it).
+async fn monthly_matches_golden(db_url: &str) {
+    let text = format!(
+        "[database]\nurl = \"{db_url}\"\n\n[[tenants]]\nid = \"gen\"\nname = \"ООО «Эталон»\"\n\
+         timezone = \"America/Los_Angeles\"\n\n[tenants.crm]\nkind = \"bitrix24\"\n\
+         webhook_url = \"https://gen.bitrix24.ru/rest/1/goldensecret/\"\n"
+    );
+    let cfg = config::parse(&text, None, None).unwrap().config;
+    let store = Store::open(db_url, 2).await.unwrap();
+    fill_generated(&store).await;
+    let now = GEN_TZ
+        .with_ymd_and_hms(2026, 11, 24, 9, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    let month = report::build(
+        &store,
+        &cfg.tenants[0],
+        Kind::Monthly,
+        Some(day()),
+        now,
+        &[],
+    )
+    .await
+    .unwrap();
+    let matrix = serde_json::to_string_pretty(month.abc_xyz.as_ref().unwrap()).unwrap() + "\n";
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    if std::env::var("DOZOR_WRITE_GOLDEN").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(&golden).unwrap();
+        std::fs::write(golden.join("monthly_generated.html"), &month.html).unwrap();
+        std::fs::write(golden.join("monthly_generated_abc_xyz.json"), &matrix).unwrap();
+    }
+    assert!(month.abc_xyz.as_ref().unwrap().clients.len() > 100);
+    assert_eq!(
+        month.html,
+        include_str!("golden/monthly_generated.html"),
+        "the monthly report differs from tests/golden/monthly_generated.html"
+    );
+    assert_eq!(
+        matrix,
+        include_str!("golden/monthly_generated_abc_xyz.json"),
+        "the ABC/XYZ matrix differs from tests/golden/monthly_generated_abc_xyz.json"
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monthly_over_generated_mirror_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    monthly_matches_golden(&common::sqlite_url(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monthly_over_generated_mirror_on_postgres() {
+    if common::pg_skipped() {
+        eprintln!("DOZOR_SKIP_PG=1: skipped");
+        return;
+    }
+    monthly_matches_golden(&common::pg_url().await).await;
+}

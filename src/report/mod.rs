@@ -460,9 +460,14 @@ pub(crate) async fn monthly(
         .rev()
         .map(|i| months_back(first, i))
         .collect();
-    let span = Period::days(months[0], last, tz);
-    let won = store.won_between(&t.id, span.from, span.to).await?;
-    let matrix = metrics::abc_xyz(&won, &months, tz);
+    // Each month's start, and the end of the last: the database sums by these.
+    let bounds: Vec<Ts> = months
+        .iter()
+        .map(|m| Period::day(*m, tz).from)
+        .chain([Period::days(months[0], last, tz).to])
+        .collect();
+    let sums = store.won_by_client_month(&t.id, &bounds).await?;
+    let matrix = metrics::abc_xyz(&sums, months.len());
     let top: Vec<String> = matrix
         .clients
         .iter()

@@ -1,13 +1,10 @@
 //! ABC (revenue share 80 / 15 / 5 %) and XYZ (variation of monthly revenue) classes of the
 //! clients who ordered, for the monthly report.
 
-use std::collections::{BTreeMap, HashMap};
-
-use chrono::{Datelike, NaiveDate};
-use chrono_tz::Tz;
+use std::collections::BTreeMap;
 
 use crate::domain::abc;
-use crate::store::WonRow;
+use crate::store::ClientMonth;
 
 /// A client's ABC/XYZ class over the analysis months.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -30,22 +27,15 @@ pub struct AbcXyz {
 }
 
 /// ABC by revenue share (80/15/5) and XYZ by the coefficient of variation of monthly revenue
-/// (≤ 10 % / ≤ 25 % / more) over the local months `months` (oldest first), from won deals.
-pub(crate) fn abc_xyz(won: &[WonRow], months: &[NaiveDate], tz: Tz) -> AbcXyz {
-    let index: HashMap<(i32, u32), usize> = months
-        .iter()
-        .enumerate()
-        .map(|(i, m)| ((m.year(), m.month()), i))
-        .collect();
+/// (≤ 10 % / ≤ 25 % / more) over `months` months, from the won revenue per client and month
+/// (`month` counted from the oldest, 0-based; the database sums it, see
+/// [`crate::store::Store::won_by_client_month`]).
+pub(crate) fn abc_xyz(sums: &[ClientMonth], months: usize) -> AbcXyz {
     let mut monthly: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for w in won {
-        let local = w.closed_at.with_timezone(&tz);
-        let Some(i) = index.get(&(local.year(), local.month())) else {
-            continue;
-        };
+    for s in sums.iter().filter(|s| s.month < months) {
         monthly
-            .entry(w.client.as_str())
-            .or_insert_with(|| vec![0.0; months.len()])[*i] += w.amount;
+            .entry(s.client.as_str())
+            .or_insert_with(|| vec![0.0; months])[s.month] += s.revenue;
     }
     let totals: Vec<(String, f64)> = monthly
         .iter()
@@ -53,7 +43,7 @@ pub(crate) fn abc_xyz(won: &[WonRow], months: &[NaiveDate], tz: Tz) -> AbcXyz {
         .collect();
     let classes = abc::abc(&totals);
     let mut out = AbcXyz {
-        months: months.len(),
+        months,
         ..AbcXyz::default()
     };
     for (client, revenue) in totals {
@@ -74,4 +64,46 @@ pub(crate) fn abc_xyz(won: &[WonRow], months: &[NaiveDate], tz: Tz) -> AbcXyz {
             .then(a.client.cmp(&b.client))
     });
     out
+}
+
+/// One won deal, reduced to what ABC/XYZ needs: what the report read before the database
+/// summed per client and month, kept to check that sum against.
+#[cfg(test)]
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct WonRow {
+    /// `company:ID`, else `contact:ID`, else `deal:ID` (a client the CRM never named).
+    pub(crate) client: String,
+    pub(crate) closed_at: crate::domain::Ts,
+    pub(crate) amount: f64,
+}
+
+/// The revenue per client and local month (`months`, oldest first) of won deals, summed in
+/// Rust row by row: the reference [`crate::store::Store::won_by_client_month`] is checked
+/// against.
+#[cfg(test)]
+pub(crate) fn monthly_sums(
+    won: &[WonRow],
+    months: &[chrono::NaiveDate],
+    tz: chrono_tz::Tz,
+) -> Vec<ClientMonth> {
+    use chrono::Datelike;
+    let index: std::collections::HashMap<(i32, u32), usize> = months
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ((m.year(), m.month()), i))
+        .collect();
+    let mut sums: BTreeMap<(&str, usize), f64> = BTreeMap::new();
+    for w in won {
+        let local = w.closed_at.with_timezone(&tz);
+        if let Some(i) = index.get(&(local.year(), local.month())) {
+            *sums.entry((w.client.as_str(), *i)).or_default() += w.amount;
+        }
+    }
+    sums.into_iter()
+        .map(|((client, month), revenue)| ClientMonth {
+            client: client.to_string(),
+            month,
+            revenue,
+        })
+        .collect()
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::store::WonRow;
+use abc_xyz::{WonRow, monthly_sums};
 use chrono::Utc;
 
 fn deal(id: &str, sem: Semantics, amount: f64, created: Ts, closed: Option<Ts>) -> Deal {
@@ -223,7 +223,7 @@ fn abc_xyz_matrix_by_hand() {
         closed_at: tz.with_ymd_and_hms(2026, 12, 1, 0, 30, 0).unwrap().to_utc(),
         amount: 1e6,
     });
-    let m = abc_xyz(&won, &months, tz);
+    let m = abc_xyz(&monthly_sums(&won, &months, tz), months.len());
     let class = |k: &str| {
         let c = m.clients.iter().find(|c| c.client == k).unwrap();
         (c.abc, c.xyz, c.revenue)
