@@ -17,7 +17,9 @@ pub(crate) const DIR_MODE: u32 = 0o700;
 pub(crate) const FILE_MODE: u32 = 0o600;
 
 /// Creates `dir` (0700) when it is missing; otherwise checks it is a directory this user may
-/// write, and tightens a mode looser than 0700 (with a warning). `key` is the config key that
+/// write, and tightens a mode looser than 0700 (with a warning), unless it is a shared directory
+/// like `/tmp` (sticky bit): closing that would break every other program using it, so only a
+/// warning says the store should have a directory of its own. `key` is the config key that
 /// names it, for the error.
 pub(crate) fn ensure_dir(dir: &Path, key: &'static str) -> Result<()> {
     match fs::metadata(dir) {
@@ -27,6 +29,15 @@ pub(crate) fn ensure_dir(dir: &Path, key: &'static str) -> Result<()> {
             "is not a directory".into(),
             "point it at a directory (dozor creates it when it is missing)",
         )),
+        Ok(m) if m.permissions().mode() & 0o1000 != 0 => {
+            check_writable(dir, key)?;
+            tracing::warn!(
+                "{} is a directory shared with other users; dozor keeps its files there private \
+                 (0600) but leaves the directory as it is: give {key} a directory of its own",
+                dir.display()
+            );
+            Ok(())
+        }
         Ok(_) => {
             check_writable(dir, key)?;
             tighten(dir, DIR_MODE);
@@ -203,6 +214,17 @@ mod tests {
             e.contains("cannot be created") && e.contains("plain/sub"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_shared_directory_is_left_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        ensure_dir(&shared, "database.url").unwrap();
+        let mode = fs::metadata(&shared).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o1777);
     }
 
     #[test]
