@@ -198,7 +198,8 @@ async fn shared_view<'s>(
         return Ok(shared.recent.get_or_insert_default());
     }
     if shared.whole.is_none() {
-        shared.whole = Some(load_whole(store, tenant, shared.now).await?);
+        // The call rules have their own view: no CRM look-ups for the whole mirror's sake.
+        shared.whole = Some(load_whole(store, tenant, shared.now, false).await?);
     }
     Ok(shared.whole.get_or_insert_default())
 }
@@ -319,12 +320,21 @@ fn settings_digest(tenant: &Tenant, rule: &Rule, mode: RuleMode) -> String {
     format!("{:016x}", crate::rules::manager_notify::fnv(&text))
 }
 
-/// The whole mirror, the call links built from it and the ledger's view of the last week, for
-/// rules that read everything.
-async fn load_whole(store: &Store, tenant: &Tenant, now: Ts) -> Result<View, StoreError> {
+/// The whole mirror, the ledger's view of the last week and, when asked (the reference look of
+/// the call rules), the call links built from it: for rules that read everything.
+async fn load_whole(
+    store: &Store,
+    tenant: &Tenant,
+    now: Ts,
+    with_links: bool,
+) -> Result<View, StoreError> {
     let tid = tenant.id();
     let mirror = Snapshot::load(store, tid).await?;
-    let links = call_links(tenant, &mirror, now).await;
+    let links = if with_links {
+        call_links(tenant, &mirror, now).await
+    } else {
+        CallLinks::default()
+    };
     let recent = store
         .actions_since(tid, now - chrono::Duration::days(7), 1_000_000)
         .await?;
@@ -516,7 +526,7 @@ pub async fn both_looks(
 ) -> Result<Vec<Looks>, StoreError> {
     let tid = tenant.id();
     let mut shared = shared(store, tid, now).await?;
-    let whole = load_whole(store, tenant, now).await?;
+    let whole = load_whole(store, tenant, now, true).await?;
     let mut sink = CycleSummary::default();
     let mut out = Vec::new();
     for rule in rules::RULES {
