@@ -343,11 +343,3 @@ pub(super) async fn calls_before_write(
     }
     Ok(())
 }
-
-/// `$first, $first+1, …` for `n` binds.
-pub(super) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}

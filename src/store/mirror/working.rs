@@ -8,7 +8,6 @@ use sqlx::any::AnyRow;
 use crate::domain::*;
 use crate::store::{Op, Result, Store, to_secs};
 
-use super::journal::placeholders;
 use super::{decode_rows, sane_calls, table};
 
 /// Ids per `IN (…)` list.
@@ -347,4 +346,12 @@ impl Store {
             .await?;
         decode_rows(&rows, "activity")
     }
+}
+
+/// `$first, $first+1, …` for `n` binds.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
