@@ -3,6 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use super::in_list::Bind;
 use super::{Op, Result, Store, from_secs, now_secs};
 use crate::domain::{EntityKind, EntityRef, Ts};
 
@@ -387,24 +388,13 @@ impl Store {
         keys: &[String],
         since: Ts,
     ) -> Result<std::collections::HashMap<String, String>> {
-        let mut out = std::collections::HashMap::new();
-        for chunk in keys.chunks(400) {
-            let list = (0..chunk.len())
-                .map(|i| format!("${}", i + 3))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "SELECT key, result FROM actions WHERE tenant = $1 AND created_at >= $2 \
-                 AND state = 'done' AND result IS NOT NULL AND key IN ({list})"
-            );
-            let mut q = sqlx::query(&sql).bind(tenant).bind(since.timestamp());
-            for k in chunk {
-                q = q.bind(k.clone());
-            }
-            let rows = q.fetch_all(self.pool()).await.op("reading done actions")?;
-            out.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
-        }
-        Ok(out)
+        let sql = "SELECT key, result FROM actions WHERE tenant = $1 AND created_at >= $2 \
+                   AND state = 'done' AND result IS NOT NULL AND key IN ({in})";
+        let fixed = [Bind::Text(tenant.to_string()), Bind::Int(since.timestamp())];
+        let rows = self
+            .rows_in(sql, &fixed, keys, "reading done actions")
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
 

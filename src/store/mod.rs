@@ -9,6 +9,7 @@ mod backup;
 pub mod cursors;
 mod error;
 mod files;
+mod in_list;
 mod install;
 mod leases;
 mod mirror;

@@ -17,7 +17,7 @@ use sqlx::Row;
 use crate::domain::{EntityKind, EntityRef, Ts};
 use crate::store::{Op, Result, Store, from_secs, to_secs};
 
-use super::working::{Bind, rows_in};
+use crate::store::in_list::{Bind, rows_in};
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 

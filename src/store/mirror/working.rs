@@ -3,67 +3,18 @@
 //! a page at a time. Each answers from an index; none reads a table whole.
 
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::domain::*;
 use crate::store::{Op, Result, Store, to_secs};
 
 use super::{decode_rows, sane_calls, table};
-
-/// Ids per `IN (…)` list.
-const CHUNK: usize = 400;
-
-/// A bound value that comes before a query's id list.
-#[derive(Clone)]
-pub(super) enum Bind {
-    Text(String),
-    Int(i64),
-}
-
-/// Runs `sql` once per chunk of `ids`: `{in}` in it becomes the chunk's placeholders, which
-/// follow the `fixed` binds. Returns every row.
-pub(super) async fn rows_in(
-    conn: &mut sqlx::AnyConnection,
-    sql: &str,
-    fixed: &[Bind],
-    ids: &[String],
-    op: &'static str,
-) -> Result<Vec<AnyRow>> {
-    let mut out = Vec::new();
-    for chunk in ids.chunks(CHUNK) {
-        let sql = sql.replace("{in}", &placeholders(fixed.len() + 1, chunk.len()));
-        let mut q = sqlx::query(&sql);
-        for b in fixed {
-            q = match b {
-                Bind::Text(t) => q.bind(t.clone()),
-                Bind::Int(i) => q.bind(*i),
-            };
-        }
-        for id in chunk {
-            q = q.bind(id.clone());
-        }
-        out.extend(q.fetch_all(&mut *conn).await.op(op)?);
-    }
-    Ok(out)
-}
+use crate::store::in_list::Bind;
 
 fn text(s: &str) -> Bind {
     Bind::Text(s.to_string())
 }
 
 impl Store {
-    /// [`rows_in`] on a pooled connection.
-    async fn rows_in(
-        &self,
-        sql: &str,
-        fixed: &[Bind],
-        ids: &[String],
-        op: &'static str,
-    ) -> Result<Vec<AnyRow>> {
-        let mut conn = self.pool().acquire().await.op(op)?;
-        rows_in(&mut conn, sql, fixed, ids, op).await
-    }
-
     /// Rows of `kind` (not deleted) with these ids, decoded.
     async fn by_ids<T: serde::de::DeserializeOwned>(
         &self,
@@ -346,12 +297,4 @@ impl Store {
             .await?;
         decode_rows(&rows, "activity")
     }
-}
-
-/// `$first, $first+1, …` for `n` binds.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
