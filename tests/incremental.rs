@@ -180,6 +180,8 @@ async fn same_decisions(crm: CrmKind, tel: TelephonyKind, seed: u64, db: Db, mod
     // Calltouch tracks incoming calls only: no unanswered outgoing ones to count there.
     let busy: Vec<&str> = match tel {
         TelephonyKind::Comagic => vec![
+            "dormant",
+            "no_activity",
             "deal_without_task",
             "three_unanswered",
             "overdue_tasks",
@@ -189,6 +191,8 @@ async fn same_decisions(crm: CrmKind, tel: TelephonyKind, seed: u64, db: Db, mod
             "call_not_in_crm",
         ],
         TelephonyKind::Calltouch => vec![
+            "dormant",
+            "no_activity",
             "deal_without_task",
             "overdue_tasks",
             "lead_reaction",
@@ -251,7 +255,7 @@ fn churn(w: &mut World, rng: &mut ChaCha8Rng, clock: Ts) {
     // Every round a client's call is missed: the callback rule always has a case.
     missed_call(w, rng, clock);
     for _ in 0..rng.gen_range(3..12) {
-        match rng.gen_range(0..11) {
+        match rng.gen_range(0..14) {
             0 => complete_task(w, rng, now),
             1 => add_task(w, rng, clock),
             2 => move_task(w, rng, now),
@@ -262,6 +266,9 @@ fn churn(w: &mut World, rng: &mut ChaCha8Rng, clock: Ts) {
             7 => answered_call(w, rng, clock),
             8 => missed_call(w, rng, clock),
             9 => unknown_caller(w, rng, clock),
+            10 => move_contact(w, rng, now),
+            11 => big_order(w, rng, now),
+            12 => share_phone(w, rng, now),
             _ => delete_task_binding(w, rng, now),
         }
     }
@@ -365,6 +372,55 @@ fn rebind_deal(w: &mut World, rng: &mut ChaCha8Rng, now: Ts) {
     let d = w.deals.get_mut(&id).unwrap();
     d.contact_id = Some(contact);
     d.updated_at = now;
+}
+
+/// A contact joins another company or leaves its own: its deals change client.
+fn move_contact(w: &mut World, rng: &mut ChaCha8Rng, now: Ts) {
+    let company = if rng.gen_bool(0.3) {
+        None
+    } else {
+        w.companies.keys().copied().choose(rng)
+    };
+    if let Some(c) = w.contacts.values_mut().choose(rng) {
+        c.company_id = company;
+        c.updated_at = now;
+    }
+}
+
+/// A large won order for some client: its revenue, and so every client's ABC class, moves.
+fn big_order(w: &mut World, rng: &mut ChaCha8Rng, now: Ts) {
+    let Some(id) = w
+        .deals
+        .values()
+        .filter(|d| d.contact_id.is_some() || d.company_id.is_some())
+        .map(|d| d.id)
+        .choose(rng)
+    else {
+        return;
+    };
+    let pipeline = w.deals[&id].pipeline_id;
+    let Some(stage) = w.stage_of_kind(pipeline, StageKind::Won).map(|s| s.id) else {
+        return;
+    };
+    let d = w.deals.get_mut(&id).unwrap();
+    d.stage_id = stage;
+    d.amount = rng.gen_range(1_000_000..20_000_000) as f64;
+    d.closed_at = Some(now);
+    d.updated_at = now;
+}
+
+/// Two clients share a number: a call to it counts for one of them only.
+fn share_phone(w: &mut World, rng: &mut ChaCha8Rng, now: Ts) {
+    let from: Vec<String> = w
+        .contacts
+        .values()
+        .choose(rng)
+        .map(|c| c.phones.clone())
+        .unwrap_or_default();
+    if let (Some(p), Some(c)) = (from.first(), w.contacts.values_mut().choose(rng)) {
+        c.phones.push(p.clone());
+        c.updated_at = now;
+    }
 }
 
 fn edit_phone(w: &mut World, rng: &mut ChaCha8Rng, now: Ts) {

@@ -10,39 +10,51 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::look::Look;
 use super::{ACTION_CONCURRENCY, Applied, CycleOptions, CycleSummary};
 use crate::config::RuleMode;
 use crate::domain::Ts;
 use crate::ledger::{self, ActionLine, Outcome, Proposal};
 use crate::matching::CallLinks;
-use crate::rules::scope::{Gather, GatherArgs, Incremental, Pages, Scope};
 use crate::rules::{self, Handover, Rule, RuleContext};
-use crate::store::{Changes, RuleMark, Snapshot, Store, StoreError};
+use crate::store::{Snapshot, Store, StoreError};
 use crate::tenant::Tenant;
 
-/// Past this many changed records a rule looks at everything, a page at a time.
-const DELTA_LIMIT: usize = 20_000;
-
 /// What every rule of a cycle shares: the clock, the journal position, the base of every working
-/// set, and the whole mirror once a rule that reads all of it asks.
-struct Shared {
-    now: Ts,
-    head: i64,
-    base: Snapshot,
-    whole: Option<View>,
+/// set, and the call rules' working set once one of them asks.
+pub(super) struct Shared {
+    pub(super) now: Ts,
+    pub(super) head: i64,
+    pub(super) base: Snapshot,
     /// The call rules' shared working set, read once per cycle.
-    recent: Option<View>,
+    pub(super) recent: Option<View>,
 }
 
 /// What a rule proposes from: a mirror (whole, or a working set), the call links built from it,
 /// and the ledger's view the rule reads (empty for rules that read none).
 #[derive(Default)]
-struct View {
+pub(super) struct View {
     mirror: Snapshot,
     links: CallLinks,
     handovers: Vec<Handover>,
     done: HashMap<String, String>,
     unfinished: HashSet<String>,
+    classes: Option<crate::rules::clients::Classes>,
+}
+
+impl View {
+    pub(super) fn of_page(
+        mirror: Snapshot,
+        handovers: Vec<Handover>,
+        classes: Option<crate::rules::clients::Classes>,
+    ) -> View {
+        View {
+            mirror,
+            handovers,
+            classes,
+            ..View::default()
+        }
+    }
 }
 
 pub(super) async fn apply_rules(
@@ -106,7 +118,6 @@ async fn shared(store: &Store, tid: &str, now: Ts) -> Result<Shared, StoreError>
             stages: store.stages(tid).await?,
             ..Snapshot::default()
         },
-        whole: None,
         recent: None,
     })
 }
@@ -117,95 +128,37 @@ async fn shared(store: &Store, tid: &str, now: Ts) -> Result<Shared, StoreError>
 async fn run_rule(
     store: &Store,
     tenant: &Tenant,
-    rule: &Rule,
+    rule: &'static Rule,
     mode: RuleMode,
     shared: &mut Shared,
     sinks: &ledger::Sinks<'_>,
     stop: &CancellationToken,
     summary: &mut CycleSummary,
 ) -> Result<(Option<ActionLine>, bool), StoreError> {
-    let tid = tenant.id();
     let mut line = ActionLine {
         rule: rule.name.to_string(),
         ..ActionLine::default()
     };
-    let settings = settings_digest(tenant, rule, mode);
-    let pages = match rule.incremental.map(|inc| &inc.gather) {
-        // One proposal round over a view read once per cycle.
-        None | Some(Gather::RecentCalls) => {
-            let now = shared.now;
-            let view = shared_view(store, tenant, rule, shared).await?;
-            let Some(proposals) = propose(tenant, rule, now, view, summary) else {
-                return Ok((None, false));
-            };
-            apply(
-                store, tenant, rule, mode, sinks, stop, proposals, &mut line, summary,
-            )
-            .await?;
-            if stop.is_cancelled() || rule.incremental.is_none() {
-                return Ok((Some(line), !stop.is_cancelled()));
-            }
-            None
-        }
-        Some(Gather::Pages(pages)) => Some(*pages),
-    };
-    if let (Some(pages), Some(inc)) = (pages, rule.incremental) {
-        let scope = scope_for(store, tid, rule, inc, &settings, shared, tenant.calendar.tz).await?;
-        let mut after = String::new();
-        loop {
-            let page = gather(store, tenant, pages, mode, &scope, &after, shared).await?;
-            let view = View {
-                mirror: page.mirror,
-                ..View::default()
-            };
-            let Some(proposals) = propose(tenant, rule, shared.now, &view, summary) else {
-                return Ok((None, false));
-            };
-            apply(
-                store, tenant, rule, mode, sinks, stop, proposals, &mut line, summary,
-            )
-            .await?;
-            if stop.is_cancelled() {
-                return Ok((Some(line), false));
-            }
-            match page.next {
-                Some(next) => after = next,
-                None => break,
-            }
+    let now = shared.now;
+    let mut look = Look::start(store, tenant, rule, mode, shared).await?;
+    while let Some(view) = look.next(store, tenant, shared).await? {
+        let Some(proposals) = propose(tenant, rule, now, &view, summary) else {
+            return Ok((None, false));
+        };
+        apply(
+            store, tenant, rule, mode, sinks, stop, proposals, &mut line, summary,
+        )
+        .await?;
+        if stop.is_cancelled() {
+            return Ok((Some(line), false));
         }
     }
-    let mark = RuleMark {
-        seq: shared.head,
-        at: shared.now,
-        settings,
-    };
-    store.set_rule_mark(tid, rule.name, &mark).await?;
+    look.finish(store, tenant.id(), shared).await?;
     Ok((Some(line), true))
 }
 
-/// The view a rule without pages proposes from: the call rules' shared working set, or the
-/// whole mirror; each read at most once per cycle.
-async fn shared_view<'s>(
-    store: &Store,
-    tenant: &Tenant,
-    rule: &Rule,
-    shared: &'s mut Shared,
-) -> Result<&'s View, StoreError> {
-    if rule.incremental.is_some() {
-        if shared.recent.is_none() {
-            shared.recent = Some(load_recent(store, tenant, &shared.base, shared.now).await?);
-        }
-        return Ok(shared.recent.get_or_insert_default());
-    }
-    if shared.whole.is_none() {
-        // The call rules have their own view: no CRM look-ups for the whole mirror's sake.
-        shared.whole = Some(load_whole(store, tenant, shared.now, false).await?);
-    }
-    Ok(shared.whole.get_or_insert_default())
-}
-
 /// The call rules' shared working set and the call links built from it.
-async fn load_recent(
+pub(super) async fn load_recent(
     store: &Store,
     tenant: &Tenant,
     base: &Snapshot,
@@ -219,6 +172,7 @@ async fn load_recent(
         handovers: Vec::new(),
         done: set.done,
         unfinished: set.unfinished,
+        classes: None,
     })
 }
 
@@ -238,86 +192,6 @@ async fn call_links(tenant: &Tenant, mirror: &Snapshot, now: Ts) -> CallLinks {
         now,
     )
     .await
-}
-
-/// One page of the rule's working set for `scope`, after `after`.
-async fn gather(
-    store: &Store,
-    tenant: &Tenant,
-    pages: Pages,
-    mode: RuleMode,
-    scope: &Scope,
-    after: &str,
-    shared: &Shared,
-) -> Result<crate::rules::scope::Page, StoreError> {
-    pages(GatherArgs {
-        store,
-        tenant: tenant.id(),
-        now: shared.now,
-        scope,
-        rules: &tenant.cfg.rules,
-        calendar: &tenant.calendar,
-        mode,
-        after,
-        base: &shared.base,
-    })
-    .await
-}
-
-/// The scope of an incremental rule: everything when it has no mark, its settings changed or
-/// its keys rolled over; else the journal since its mark and the records of its unsettled
-/// actions.
-async fn scope_for(
-    store: &Store,
-    tenant: &str,
-    rule: &Rule,
-    inc: &Incremental,
-    settings: &str,
-    shared: &Shared,
-    tz: chrono_tz::Tz,
-) -> Result<Scope, StoreError> {
-    let Some(mark) = store.rule_mark(tenant, rule.name).await? else {
-        return Ok(Scope::Full);
-    };
-    if mark.settings != settings
-        || mark.seq > shared.head
-        || (inc.full_after)(mark.at, shared.now, tz)
-    {
-        return Ok(Scope::Full);
-    }
-    let mut changes = store.changes_between(tenant, mark.seq, shared.head).await?;
-    if changes.len() > DELTA_LIMIT {
-        // A resync or a mass import: a paged full look costs less than one huge working set.
-        return Ok(Scope::Full);
-    }
-    let mut pending = Changes::default();
-    for e in store.unsettled_entities(tenant, rule.name).await? {
-        pending.entity_ref(&e);
-    }
-    changes.merge(pending);
-    Ok(Scope::Delta {
-        since: mark.at,
-        changes,
-    })
-}
-
-/// What the rule's decisions depend on besides the mirror: its settings, its mode, and the
-/// tenant's language, calendar, roles, routing, marketing and chats. A change means a full look.
-fn settings_digest(tenant: &Tenant, rule: &Rule, mode: RuleMode) -> String {
-    let c = &tenant.cfg;
-    let text = format!(
-        "{}|{mode:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
-        rule.name,
-        c.rules.get(rule.name),
-        c.lang,
-        tenant.calendar,
-        c.roles,
-        c.routing,
-        c.marketing,
-        c.telegram,
-    );
-    // A stable hash: the same settings give the same digest in every build.
-    format!("{:016x}", crate::rules::manager_notify::fnv(&text))
 }
 
 /// The whole mirror, the ledger's view of the last week and, when asked (the reference look of
@@ -354,6 +228,7 @@ async fn load_whole(
         handovers: handovers(store, tid).await?,
         done,
         unfinished,
+        classes: None,
     })
 }
 
@@ -361,7 +236,7 @@ async fn load_whole(
 /// that panics on a record it did not expect costs its proposals for this cycle, not the cycle.
 fn propose(
     tenant: &Tenant,
-    rule: &Rule,
+    rule: &'static Rule,
     now: Ts,
     view: &View,
     summary: &mut CycleSummary,
@@ -381,6 +256,7 @@ fn propose(
         done: &view.done,
         unfinished: &view.unfinished,
         calls: &view.links,
+        classes: view.classes.as_ref(),
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (rule.propose)(&ctx))) {
         Ok(p) => Some(p),
@@ -403,7 +279,7 @@ fn propose(
 async fn apply(
     store: &Store,
     tenant: &Tenant,
-    rule: &Rule,
+    rule: &'static Rule,
     mode: RuleMode,
     sinks: &ledger::Sinks<'_>,
     stop: &CancellationToken,
@@ -490,21 +366,9 @@ async fn notify_managers(
 
 /// Owner changes the dormant rule made (from the ledger), oldest first.
 async fn handovers(store: &Store, tenant: &str) -> Result<Vec<Handover>, StoreError> {
-    let rows = store.actions_in_state(tenant, "done").await?;
-    Ok(rows
-        .into_iter()
-        .filter(|r| r.rule == "dormant" && r.kind == "set_responsible" && r.key.ends_with(":owner"))
-        .filter_map(|r| match ledger::Effect::stored(&r).ok()? {
-            ledger::Effect::SetResponsible {
-                entity, previous, ..
-            } => Some(Handover {
-                entity,
-                previous,
-                at: r.updated_at,
-            }),
-            _ => None,
-        })
-        .collect())
+    Ok(rules::dormant::handovers(
+        store.actions_in_state(tenant, "done").await?,
+    ))
 }
 
 /// One incremental rule's proposals at a moment, both ways: from its mark (what a cycle would
@@ -530,40 +394,16 @@ pub async fn both_looks(
     let mut sink = CycleSummary::default();
     let mut out = Vec::new();
     for rule in rules::RULES {
-        let (Some(inc), Some((_, mode))) = (
-            rule.incremental,
-            rules::effective(&tenant.cfg.rules, rule.name, dry_run),
-        ) else {
+        let Some((_, mode)) = rules::effective(&tenant.cfg.rules, rule.name, dry_run) else {
             continue;
         };
         if mode == RuleMode::Off {
             continue;
         }
         let mut incremental = Vec::new();
-        match &inc.gather {
-            Gather::RecentCalls => {
-                let view = shared_view(store, tenant, rule, &mut shared).await?;
-                incremental = propose(tenant, rule, now, view, &mut sink).unwrap_or_default();
-            }
-            Gather::Pages(pages) => {
-                let settings = settings_digest(tenant, rule, mode);
-                let tz = tenant.calendar.tz;
-                let scope = scope_for(store, tid, rule, inc, &settings, &shared, tz).await?;
-                let mut after = String::new();
-                loop {
-                    let page = gather(store, tenant, *pages, mode, &scope, &after, &shared).await?;
-                    let view = View {
-                        mirror: page.mirror,
-                        ..View::default()
-                    };
-                    incremental
-                        .extend(propose(tenant, rule, now, &view, &mut sink).unwrap_or_default());
-                    match page.next {
-                        Some(next) => after = next,
-                        None => break,
-                    }
-                }
-            }
+        let mut look = Look::start(store, tenant, rule, mode, &shared).await?;
+        while let Some(view) = look.next(store, tenant, &mut shared).await? {
+            incremental.extend(propose(tenant, rule, now, &view, &mut sink).unwrap_or_default());
         }
         let reference = propose(tenant, rule, now, &whole, &mut sink).unwrap_or_default();
         out.push(Looks {

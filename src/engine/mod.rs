@@ -9,6 +9,7 @@
 //! finish, or, if their client's wait is cut short, stay at `intent` for the next start.
 
 mod evaluate;
+mod look;
 
 pub use evaluate::{Looks, both_looks};
 

@@ -3,9 +3,16 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::Duration;
+
+use crate::config::{DormantConfig, NoActivityConfig};
 use crate::domain::abc::{Abc, abc};
 use crate::domain::{Direction, EntityKind, EntityRef, Semantics, Ts, phone};
 use crate::store::Snapshot;
+
+/// ABC classes of clients computed over the whole mirror, for a snapshot that holds part of it
+/// (a class depends on every client's revenue).
+pub(crate) type Classes = HashMap<EntityRef, Abc>;
 
 /// One client.
 #[derive(Debug, Clone)]
@@ -28,28 +35,70 @@ impl Client {
     pub(crate) fn last_order(&self) -> Option<Ts> {
         self.orders.last().copied()
     }
+
+    /// When the client counts as idle (no activity) under `cfg`: strictly after this moment.
+    pub(crate) fn idle_after(&self, cfg: &NoActivityConfig) -> Ts {
+        let days = if self.class == Abc::A {
+            cfg.top_days
+        } else {
+            cfg.other_days
+        };
+        self.last_activity.unwrap_or(self.created_at) + days_of(days)
+    }
+
+    /// When the client counts as dormant under `cfg`: strictly after this moment; `None` while
+    /// it has an open deal or never ordered (a prospect, not a dormant client).
+    pub(crate) fn dormant_after(&self, cfg: &DormantConfig) -> Option<Ts> {
+        let last = self.last_order()?;
+        if self.open_deals > 0 {
+            return None;
+        }
+        let days = if self.class == Abc::A {
+            cfg.top_days
+        } else if self.orders.len() == 1 {
+            cfg.one_time_days
+        } else {
+            cfg.other_days
+        };
+        Some(last + days_of(days))
+    }
 }
 
-/// Every contact and company that has at least one deal, as a client.
+/// A threshold in days as the rules count it: whole hours.
+fn days_of(days: f64) -> Duration {
+    Duration::hours((days * 24.0) as i64)
+}
+
+/// The client a deal belongs to: its company, else its contact's company, else its contact.
+/// `company_of(contact)` is the contact's company when the contact is known and has one. Whether
+/// that client exists is for the caller to check.
+pub(crate) fn client_of(
+    company: Option<&str>,
+    contact: Option<&str>,
+    company_of: impl Fn(&str) -> Option<String>,
+) -> Option<EntityRef> {
+    if let Some(c) = company {
+        return Some(EntityRef::new(EntityKind::Company, c));
+    }
+    let contact = contact?;
+    Some(match company_of(contact) {
+        Some(company) => EntityRef::new(EntityKind::Company, company),
+        None => EntityRef::new(EntityKind::Contact, contact),
+    })
+}
+
+/// Every contact and company that has at least one deal, as a client; classes from `classes`
+/// when `m` is part of the mirror, else computed over `m`.
 // Long: one pass over deals, contacts and companies building each client in place; split, the
 // half-built map would pass between helpers.
-pub(crate) fn clients(m: &Snapshot) -> Vec<Client> {
+pub(crate) fn clients(m: &Snapshot, classes: Option<&Classes>) -> Vec<Client> {
     let mut by: HashMap<EntityRef, Client> = HashMap::new();
     let contact_company: HashMap<&str, Option<&String>> = m
         .contacts
         .iter()
         .map(|c| (c.id.as_str(), c.company_id.as_ref()))
         .collect();
-    let client_of = |company: &Option<String>, contact: &Option<String>| -> Option<EntityRef> {
-        if let Some(c) = company {
-            return Some(EntityRef::new(EntityKind::Company, c.clone()));
-        }
-        let contact = contact.as_ref()?;
-        match contact_company.get(contact.as_str()).copied().flatten() {
-            Some(company) => Some(EntityRef::new(EntityKind::Company, company.clone())),
-            None => Some(EntityRef::new(EntityKind::Contact, contact.clone())),
-        }
-    };
+    let company_of = |contact: &str| contact_company.get(contact).copied().flatten().cloned();
     for c in &m.contacts {
         let key = EntityRef::new(EntityKind::Contact, c.id.clone());
         by.insert(
@@ -66,7 +115,8 @@ pub(crate) fn clients(m: &Snapshot) -> Vec<Client> {
     }
     let mut deal_client: HashMap<&str, EntityRef> = HashMap::new();
     for d in &m.deals {
-        let Some(key) = client_of(&d.company_id, &d.contact_id) else {
+        let Some(key) = client_of(d.company_id.as_deref(), d.contact_id.as_deref(), company_of)
+        else {
             continue;
         };
         let Some(cl) = by.get_mut(&key) else { continue };
@@ -150,10 +200,17 @@ pub(crate) fn clients(m: &Snapshot) -> Vec<Client> {
             touch(i, call.started_at, &mut out);
         }
     }
-    let classes = abc(&out
-        .iter()
-        .map(|c| (c.entity.clone(), c.revenue))
-        .collect::<Vec<_>>());
+    let own;
+    let classes = match classes {
+        Some(given) => given,
+        None => {
+            own = abc(&out
+                .iter()
+                .map(|c| (c.entity.clone(), c.revenue))
+                .collect::<Vec<_>>());
+            &own
+        }
+    };
     for c in &mut out {
         c.class = classes.get(&c.entity).copied().unwrap_or(Abc::C);
         c.orders.sort();

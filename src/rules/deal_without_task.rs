@@ -50,7 +50,11 @@ async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {
         .open_tasks_of(a.tenant, EntityKind::Deal, &ids)
         .await?;
     mirror.deals = deals;
-    Ok(Page { mirror, next })
+    Ok(Page {
+        mirror,
+        next,
+        ..Page::default()
+    })
 }
 
 pub(crate) fn propose(ctx: &RuleContext, cfg: &DealWithoutTaskConfig) -> Vec<Proposal> {

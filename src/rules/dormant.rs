@@ -9,32 +9,16 @@
 //! Keys: `dormant:{tenant}:{kind}:{id}:{last order date}:{part}` (one handover per dormant
 //! spell) and `dormant:{tenant}:{kind}:{id}:return:{won deal id}`.
 
-use chrono::Duration;
-
 use super::RuleContext;
 use super::clients::{Client, clients, open_tasks};
 use crate::config::{DormantConfig, Lang};
 use crate::crm::NewTask;
-use crate::domain::abc::Abc;
 use crate::domain::{EntityKind, EntityRef, Semantics, Ts};
 use crate::ledger::{Effect, Proposal};
 
 /// Whether `c` is dormant at `now` under `cfg` (the dormant rule's numbers).
 pub(crate) fn is_dormant(c: &Client, cfg: &DormantConfig, now: Ts) -> bool {
-    let Some(last) = c.last_order() else {
-        return false; // never ordered: a prospect, not a dormant client
-    };
-    if c.open_deals > 0 {
-        return false;
-    }
-    let days = if c.class == Abc::A {
-        cfg.top_days
-    } else if c.orders.len() == 1 {
-        cfg.one_time_days
-    } else {
-        cfg.other_days
-    };
-    now - last > Duration::hours((days * 24.0) as i64)
+    c.dormant_after(cfg).is_some_and(|t| now > t)
 }
 
 // Long: one candidate loop whose checks (class, last order, open deals, return to the previous
@@ -44,7 +28,7 @@ pub(crate) fn propose(ctx: &RuleContext, cfg: &DormantConfig) -> Vec<Proposal> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    let all = clients(ctx.mirror);
+    let all = clients(ctx.mirror, ctx.classes);
     for c in &all {
         let owner = c.responsible_id.clone();
         if owner.as_deref() == Some(reactivation.as_str()) {
@@ -210,4 +194,21 @@ fn hand_back(ctx: &RuleContext, c: &Client, out: &mut Vec<Proposal>) {
             previous: c.responsible_id.clone(),
         },
     });
+}
+
+/// The hand-overs among the dormant rule's done owner changes (ledger rows, oldest first).
+pub(crate) fn handovers(rows: Vec<crate::store::ActionRow>) -> Vec<super::Handover> {
+    rows.into_iter()
+        .filter(|r| r.rule == "dormant" && r.kind == "set_responsible" && r.key.ends_with(":owner"))
+        .filter_map(|r| match Effect::stored(&r).ok()? {
+            Effect::SetResponsible {
+                entity, previous, ..
+            } => Some(super::Handover {
+                entity,
+                previous,
+                at: r.updated_at,
+            }),
+            _ => None,
+        })
+        .collect()
 }

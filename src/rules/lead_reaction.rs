@@ -30,7 +30,10 @@ pub const INCREMENTAL: Incremental = Incremental {
 async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {
     let mut mirror = scope::base_set(a.base);
     if !scope::any_unsettled(&a, &[key(a.tenant, a.now, a.calendar.tz)]).await? {
-        return Ok(Page { mirror, next: None });
+        return Ok(Page {
+            mirror,
+            ..Page::default()
+        });
     }
     let (s, t) = (a.store, a.tenant);
     let leads = s.open_leads(t).await?;
@@ -41,7 +44,10 @@ async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {
     }
     mirror.activities = s.activities_of(t, EntityKind::Lead, &ids).await?;
     mirror.leads = leads;
-    Ok(Page { mirror, next: None })
+    Ok(Page {
+        mirror,
+        ..Page::default()
+    })
 }
 
 /// The key of the current hour's digest.

@@ -40,7 +40,10 @@ async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {
     let mut mirror = scope::base_set(a.base);
     mirror.deals = a.store.deals_of_leads(a.tenant, &ids).await?;
     mirror.leads = leads;
-    Ok(Page { mirror, next: None })
+    Ok(Page {
+        mirror,
+        ..Page::default()
+    })
 }
 
 /// Leads created in this span are acted on.

@@ -230,6 +230,7 @@ mod tests {
             done: &done,
             unfinished: &Default::default(),
             calls: &Default::default(),
+            classes: None,
         };
         let p = propose(&ctx, &rules.missed_call);
         assert_eq!(p.len(), 1, "{p:?}");

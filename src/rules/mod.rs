@@ -2,6 +2,7 @@
 //! they run. A rule never writes anything itself and never knows which CRM is behind the mirror.
 
 pub(crate) mod call_not_in_crm;
+pub(crate) mod client_scope;
 pub(crate) mod clients;
 pub(crate) mod deal_without_task;
 pub(crate) mod dormant;
@@ -50,6 +51,8 @@ pub(crate) struct RuleContext<'a> {
     pub(crate) unfinished: &'a std::collections::HashSet<String>,
     /// Telephony employees ↔ CRM users, and CRM answers for numbers the mirror lacks.
     pub(crate) calls: &'a crate::matching::CallLinks,
+    /// Clients' ABC classes over the whole mirror when `mirror` holds part of it.
+    pub(crate) classes: Option<&'a clients::Classes>,
 }
 
 /// A done owner change of the dormant rule.
@@ -65,8 +68,8 @@ pub(crate) struct Handover {
 pub(crate) struct Rule {
     pub(crate) name: &'static str,
     pub(crate) propose: fn(&RuleContext) -> Vec<Proposal>,
-    /// How the rule looks at part of the mirror; `None`: it reads the whole mirror each cycle.
-    pub(crate) incremental: Option<&'static scope::Incremental>,
+    /// How the rule looks at part of the mirror: what changed and what fell due.
+    pub(crate) incremental: &'static scope::Incremental,
 }
 
 /// Every implemented rule, in the order they run.
@@ -74,52 +77,52 @@ pub(crate) const RULES: &[Rule] = &[
     Rule {
         name: "unknown_caller",
         propose: |ctx| unknown_caller::propose(ctx, &ctx.rules.unknown_caller),
-        incremental: Some(&scope::RECENT_CALLS),
+        incremental: &scope::RECENT_CALLS,
     },
     Rule {
         name: "call_not_in_crm",
         propose: |ctx| call_not_in_crm::propose(ctx, &ctx.rules.call_not_in_crm),
-        incremental: Some(&scope::RECENT_CALLS),
+        incremental: &scope::RECENT_CALLS,
     },
     Rule {
         name: "missed_call",
         propose: |ctx| missed_call::propose(ctx, &ctx.rules.missed_call),
-        incremental: Some(&scope::RECENT_CALLS),
+        incremental: &scope::RECENT_CALLS,
     },
     Rule {
         name: "three_unanswered",
         propose: |ctx| three_unanswered::propose(ctx, &ctx.rules.three_unanswered),
-        incremental: Some(&three_unanswered::INCREMENTAL),
+        incremental: &three_unanswered::INCREMENTAL,
     },
     Rule {
         name: "lead_without_deal",
         propose: |ctx| lead_without_deal::propose(ctx, &ctx.rules.lead_without_deal),
-        incremental: Some(&lead_without_deal::INCREMENTAL),
+        incremental: &lead_without_deal::INCREMENTAL,
     },
     Rule {
         name: "deal_without_task",
         propose: |ctx| deal_without_task::propose(ctx, &ctx.rules.deal_without_task),
-        incremental: Some(&deal_without_task::INCREMENTAL),
+        incremental: &deal_without_task::INCREMENTAL,
     },
     Rule {
         name: "lead_reaction",
         propose: |ctx| lead_reaction::propose(ctx, &ctx.rules.lead_reaction),
-        incremental: Some(&lead_reaction::INCREMENTAL),
+        incremental: &lead_reaction::INCREMENTAL,
     },
     Rule {
         name: "overdue_tasks",
         propose: |ctx| overdue_tasks::propose(ctx, &ctx.rules.overdue_tasks),
-        incremental: Some(&overdue_tasks::INCREMENTAL),
+        incremental: &overdue_tasks::INCREMENTAL,
     },
     Rule {
         name: "no_activity",
         propose: |ctx| no_activity::propose(ctx, &ctx.rules.no_activity),
-        incremental: None,
+        incremental: &client_scope::INCREMENTAL,
     },
     Rule {
         name: "dormant",
         propose: |ctx| dormant::propose(ctx, &ctx.rules.dormant),
-        incremental: None,
+        incremental: &client_scope::INCREMENTAL,
     },
 ];
 

@@ -6,15 +6,12 @@
 //! Keys: `no_activity:{tenant}:{kind}:{id}:{last activity date}:{flag|task}` (once per idle
 //! spell) and `...:{date}:clear`.
 
-use chrono::Duration;
-
 use super::RuleContext;
 use super::clients::clients;
 use super::dormant::is_dormant;
 use crate::config::{Lang, NoActivityConfig};
 use crate::crm::NewTask;
 use crate::domain::EntityKind;
-use crate::domain::abc::Abc;
 use crate::ledger::{Effect, Proposal};
 
 /// The flag dozor puts on idle clients.
@@ -43,18 +40,13 @@ pub(crate) fn propose(ctx: &RuleContext, cfg: &NoActivityConfig) -> Vec<Proposal
         .unwrap_or_default()
     };
     let mut out = Vec::new();
-    for c in clients(ctx.mirror) {
+    for c in clients(ctx.mirror, ctx.classes) {
         if dormant_cfg.mode != crate::config::RuleMode::Off && is_dormant(&c, dormant_cfg, ctx.now)
         {
             continue;
         }
-        let days = if c.class == Abc::A {
-            cfg.top_days
-        } else {
-            cfg.other_days
-        };
         let since = c.last_activity.unwrap_or(c.created_at);
-        let idle = ctx.now - since > Duration::hours((days * 24.0) as i64);
+        let idle = ctx.now > c.idle_after(cfg);
         let spell = since.with_timezone(&ctx.calendar.tz).date_naive();
         let base = format!(
             "no_activity:{}:{}:{}:{spell}",

@@ -33,7 +33,10 @@ async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {
     if scope::any_unsettled(&a, &[digest, escalation]).await? {
         mirror.tasks = a.store.overdue_tasks(a.tenant, a.now).await?;
     }
-    Ok(Page { mirror, next: None })
+    Ok(Page {
+        mirror,
+        ..Page::default()
+    })
 }
 
 /// The keys of the digest of the current window and of the day's escalation.

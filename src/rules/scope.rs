@@ -28,6 +28,8 @@ pub enum Scope {
 /// Reads one page of a working set.
 pub struct GatherArgs<'a> {
     pub store: &'a Store,
+    /// The rule the working set is for.
+    pub rule: &'static str,
     pub tenant: &'a str,
     pub now: Ts,
     pub scope: &'a Scope,
@@ -42,9 +44,14 @@ pub struct GatherArgs<'a> {
 }
 
 /// A page of a working set and where the next one starts (`None`: the last).
+#[derive(Default)]
 pub struct Page {
     pub mirror: Snapshot,
     pub next: Option<String>,
+    /// The dormant rule's hand-overs of the page's clients, oldest first.
+    pub handovers: Vec<super::Handover>,
+    /// The page's clients' ABC classes over the whole mirror (for the client rules).
+    pub classes: Option<super::clients::Classes>,
 }
 
 /// Reads one page of a rule's working set.

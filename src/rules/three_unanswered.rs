@@ -72,7 +72,11 @@ async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {
         mirror.calls = s.calls_of_phones(t, &phones, first).await?;
     }
     mirror.deals = deals;
-    Ok(Page { mirror, next })
+    Ok(Page {
+        mirror,
+        next,
+        ..Page::default()
+    })
 }
 
 /// The loss reason dozor writes.

@@ -303,6 +303,7 @@ mod tests {
                 done: &self.done,
                 unfinished: &self.unfinished,
                 calls: &self.links,
+                classes: None,
             };
             propose(&ctx, &self.rules.unknown_caller)
         }

@@ -340,6 +340,34 @@ impl Store {
             .collect())
     }
 
+    /// A rule's done actions of `kind` on records of `entity_kind` with these ids, oldest first
+    /// (as [`Store::actions_in_state`] orders them).
+    pub(crate) async fn done_on_entities(
+        &self,
+        tenant: &str,
+        rule: &str,
+        kind: &str,
+        entity_kind: EntityKind,
+        ids: &[String],
+    ) -> Result<Vec<ActionRow>> {
+        let sql = format!(
+            "SELECT {COLS} FROM actions WHERE tenant = $1 AND entity_kind = $2 AND rule = $3 \
+             AND kind = $4 AND state = 'done' AND entity_id IN ({{in}})"
+        );
+        let fixed = [
+            Bind::Text(tenant.to_string()),
+            Bind::Text(entity_kind.as_str().to_string()),
+            Bind::Text(rule.to_string()),
+            Bind::Text(kind.to_string()),
+        ];
+        let rows = self
+            .rows_in(&sql, &fixed, ids, "reading done actions")
+            .await?;
+        let mut out = from_rows(&rows)?;
+        out.sort_by(|a, b| (a.created_at, &a.key).cmp(&(b.created_at, &b.key)));
+        Ok(out)
+    }
+
     /// Done actions created at or after `since` whose key starts with `prefix`: key → result.
     pub async fn done_with_prefix(
         &self,

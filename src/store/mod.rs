@@ -22,7 +22,7 @@ use error::Op;
 pub use error::{Result, StoreError};
 pub use leases::Lease;
 pub use mirror::Snapshot;
-pub(crate) use mirror::{Changes, RuleMark};
+pub(crate) use mirror::{Changes, ClientFlips, ClientState, RuleMark};
 pub use open::redact_db_url;
 pub(crate) use open::sqlite_path;
 use open::{

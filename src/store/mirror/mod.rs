@@ -10,11 +10,13 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, Row};
 
+mod clients;
 mod journal;
 mod reads;
 mod upgrade;
 mod working;
 
+pub(crate) use clients::{ClientFlips, ClientState};
 pub use journal::{Changes, RuleMark};
 pub use reads::Snapshot;
 pub(super) use upgrade::upgrade;
