@@ -1,6 +1,6 @@
-//! The rules part of a cycle: each rule in order looks at its scope of the mirror (the whole
-//! mirror, or what changed and fell due since its last look, see [`rules::scope`]), proposes,
-//! and its proposals go through the ledger. A rule that finished its look records a mark (the
+//! The rules part of a cycle: each rule in order looks at its scope of the mirror (everything a
+//! page at a time, or what changed and fell due since its last look, see [`rules::scope`] and
+//! [`super::look`]), proposes, and its proposals go through the ledger. A rule that finished its look records a mark (the
 //! journal position and clock it saw), so the next cycle starts from there; one cut short by a
 //! stop or an error records none and looks again at the same changes.
 
@@ -194,21 +194,12 @@ async fn call_links(tenant: &Tenant, mirror: &Snapshot, now: Ts) -> CallLinks {
     .await
 }
 
-/// The whole mirror, the ledger's view of the last week and, when asked (the reference look of
-/// the call rules), the call links built from it: for rules that read everything.
-async fn load_whole(
-    store: &Store,
-    tenant: &Tenant,
-    now: Ts,
-    with_links: bool,
-) -> Result<View, StoreError> {
+/// The whole mirror, the ledger's view of the last week and the call links built from them: what
+/// the reference look (every rule as it was first written) reads. No cycle reads it.
+async fn load_whole(store: &Store, tenant: &Tenant, now: Ts) -> Result<View, StoreError> {
     let tid = tenant.id();
     let mirror = Snapshot::load(store, tid).await?;
-    let links = if with_links {
-        call_links(tenant, &mirror, now).await
-    } else {
-        CallLinks::default()
-    };
+    let links = call_links(tenant, &mirror, now).await;
     let recent = store
         .actions_since(tid, now - chrono::Duration::days(7), 1_000_000)
         .await?;
@@ -390,7 +381,7 @@ pub async fn both_looks(
 ) -> Result<Vec<Looks>, StoreError> {
     let tid = tenant.id();
     let mut shared = shared(store, tid, now).await?;
-    let whole = load_whole(store, tenant, now, true).await?;
+    let whole = load_whole(store, tenant, now).await?;
     let mut sink = CycleSummary::default();
     let mut out = Vec::new();
     for rule in rules::RULES {
