@@ -143,17 +143,7 @@ fn report_json(r: &SyncReport) -> Value {
 /// The store as `dozor once` opens it (install marker included), so the commands that follow
 /// take the database as theirs.
 async fn open_store(c: &dozor::config::Config) -> anyhow::Result<Store> {
-    let opts = OpenOptions {
-        max_connections: c.database.max_connections,
-        install_marker: true,
-        data_dir: Some(c.data_dir.clone()),
-        key: if c.database.url.is_some() {
-            "database.url"
-        } else {
-            "data_dir"
-        },
-        reinitialise: false,
-    };
+    let opts = OpenOptions::for_config(c, false);
     Ok(Store::open_with(&c.database_url(), &opts).await?)
 }
 

@@ -101,23 +101,12 @@ pub(super) async fn open_store(
     cli: &Cli,
     c: &config::Config,
 ) -> Result<Store, crate::store::StoreError> {
-    Store::open_with(&c.database_url(), &store_options(cli, c))
-        .await
-        .map(|s| s.with_retry(retry_policy(&c.ledger)))
-}
-
-fn store_options(cli: &Cli, c: &config::Config) -> OpenOptions {
-    OpenOptions {
-        max_connections: c.database.max_connections,
-        install_marker: true,
-        data_dir: Some(c.data_dir.clone()),
-        key: if c.database.url.is_some() {
-            "database.url"
-        } else {
-            "data_dir"
-        },
-        reinitialise: cli.reinitialise_database,
-    }
+    Store::open_with(
+        &c.database_url(),
+        &OpenOptions::for_config(c, cli.reinitialise_database),
+    )
+    .await
+    .map(|s| s.with_retry(retry_policy(&c.ledger)))
 }
 
 /// The tenants a command acts on (`--tenant` or all), or a config error naming the unknown id.

@@ -111,6 +111,22 @@ pub struct OpenOptions {
 }
 
 impl OpenOptions {
+    /// How dozor's commands open the database of config `c`: with the install marker in its
+    /// data_dir, errors naming the key that chose the database.
+    pub fn for_config(c: &crate::config::Config, reinitialise: bool) -> OpenOptions {
+        OpenOptions {
+            max_connections: c.database.max_connections,
+            install_marker: true,
+            data_dir: Some(c.data_dir.clone()),
+            key: if c.database.url.is_some() {
+                "database.url"
+            } else {
+                "data_dir"
+            },
+            reinitialise,
+        }
+    }
+
     pub fn new(max_connections: u32) -> OpenOptions {
         OpenOptions {
             max_connections,
