@@ -103,6 +103,15 @@ impl Look {
         )))))
     }
 
+    /// What the look covered, for the logs: `full`, `N changes`, or `recent calls`.
+    pub(super) fn describe(&self) -> String {
+        match &self.scope {
+            None => "recent calls".into(),
+            Some(Scope::Full) => "full".into(),
+            Some(Scope::Delta { changes, .. }) => format!("{} changes", changes.len()),
+        }
+    }
+
     /// Records the rule's mark: the next look starts from this cycle's position and clock.
     pub(super) async fn finish(
         self,
