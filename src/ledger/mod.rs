@@ -453,11 +453,7 @@ pub async fn redeliver_telegram(
 ) -> Result<Vec<(String, Outcome)>, StoreError> {
     let since = chrono::Utc::now() - chrono::Duration::days(REDELIVER_WITHIN_DAYS);
     let mut out = Vec::new();
-    for r in store.actions_in_state(tenant, "intent").await? {
-        let message = r.kind == "telegram" || r.kind == "telegram_photo";
-        if !message || r.attempts == 0 || r.created_at < since {
-            continue;
-        }
+    for r in store.undelivered_messages(tenant, since).await? {
         let Ok(p) = Proposal::stored(&r, "redelivery") else {
             continue;
         };

@@ -40,26 +40,17 @@ pub(crate) async fn run(
     if mode == RuleMode::Off {
         return Ok(Vec::new());
     }
+    // Only tasks not yet announced: the cost follows the new tasks, not the ledger.
     let rows = store
-        .actions_since(tenant, Utc::now() - Duration::days(2), 100_000)
+        .unannounced_tasks(tenant, Utc::now() - Duration::days(2))
         .await?;
     let mut by_user: std::collections::BTreeMap<String, Vec<(ActionRow, NewTask)>> =
         Default::default();
-    for r in rows
-        .into_iter()
-        .filter(|r| r.kind == "create_task" && r.state == "done")
-    {
+    for r in rows {
         let Ok(Effect::CreateTask(task)) = Effect::stored(&r) else {
             continue;
         };
         if !tg.managers.contains_key(&task.responsible_id) {
-            continue;
-        }
-        if store
-            .action(&format!("notified:{}", r.key))
-            .await?
-            .is_some()
-        {
             continue;
         }
         by_user

@@ -340,6 +340,46 @@ impl Store {
             .collect())
     }
 
+    /// Done task creations since `since` not yet announced to their manager (no
+    /// `notified:{key}` row), oldest first.
+    pub(crate) async fn unannounced_tasks(
+        &self,
+        tenant: &str,
+        since: Ts,
+    ) -> Result<Vec<ActionRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLS} FROM actions a WHERE a.tenant = $1 AND a.kind = 'create_task' \
+             AND a.state = 'done' AND a.created_at >= $2 \
+             AND NOT EXISTS (SELECT 1 FROM actions n WHERE n.key = 'notified:' || a.key) \
+             ORDER BY a.created_at, a.key"
+        ))
+        .bind(tenant)
+        .bind(since.timestamp())
+        .fetch_all(self.pool())
+        .await
+        .op("listing tasks to announce")?;
+        from_rows(&rows)
+    }
+
+    /// Telegram messages created since `since` whose delivery was attempted and did not finish
+    /// (state `intent`), oldest first.
+    pub(crate) async fn undelivered_messages(
+        &self,
+        tenant: &str,
+        since: Ts,
+    ) -> Result<Vec<ActionRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLS} FROM actions WHERE tenant = $1 AND kind IN ('telegram', 'telegram_photo') \
+             AND state = 'intent' AND attempts > 0 AND created_at >= $2 ORDER BY created_at, key"
+        ))
+        .bind(tenant)
+        .bind(since.timestamp())
+        .fetch_all(self.pool())
+        .await
+        .op("listing undelivered messages")?;
+        from_rows(&rows)
+    }
+
     /// A rule's done actions of `kind` on records of `entity_kind` with these ids, oldest first
     /// (as [`Store::actions_in_state`] orders them).
     pub(crate) async fn done_on_entities(

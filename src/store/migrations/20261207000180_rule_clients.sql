@@ -25,5 +25,7 @@ CREATE INDEX rule_clients_dormant ON rule_clients (tenant, rule, dormant_at);
 CREATE INDEX rule_clients_class_at ON rule_clients (tenant, rule, class_at);
 CREATE INDEX rule_clients_revenue ON rule_clients (tenant, rule, revenue);
 
--- A client's hand-overs in the ledger, and the clients of a page of contacts, by index.
+-- A client's hand-overs in the ledger by index; the tasks to announce and the messages to
+-- deliver again by kind, state and age, whatever the size of the ledger.
 CREATE INDEX actions_entity ON actions (tenant, entity_kind, entity_id);
+CREATE INDEX actions_kind ON actions (tenant, kind, state, created_at);
