@@ -7,11 +7,10 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::look::Look;
-use super::{ACTION_CONCURRENCY, Applied, CycleOptions, CycleSummary};
+use super::{Applied, CycleOptions, CycleSummary};
 use crate::config::RuleMode;
 use crate::domain::Ts;
 use crate::ledger::{self, ActionLine, Outcome, Proposal};
@@ -290,19 +289,7 @@ async fn apply(
     line: &mut ActionLine,
     summary: &mut CycleSummary,
 ) -> Result<(), StoreError> {
-    // Actions have independent keys, so they run concurrently: connectors coalesce concurrent
-    // writes (Bitrix24 `batch`) and their rate limiters keep the pace. A stop takes no new
-    // action; those already running finish (the ledger has them).
-    let results: Vec<_> = futures::stream::iter(proposals.into_iter().map(|p| async move {
-        let outcome = ledger::apply(store, tenant.id(), sinks, &p, mode).await;
-        (p, outcome)
-    }))
-    .take_until(stop.cancelled())
-    .buffered(ACTION_CONCURRENCY)
-    .collect()
-    .await;
-    for (p, outcome) in results {
-        let outcome = outcome?;
+    for (p, outcome) in ledger::apply_all(store, tenant.id(), sinks, proposals, mode, stop).await? {
         match &outcome {
             Outcome::Done(_) => line.done += 1,
             Outcome::Shadow => line.shadow += 1,

@@ -24,9 +24,6 @@ use crate::store::Store;
 use crate::sync::{self, SyncOptions, SyncReport};
 use crate::tenant::Tenant;
 
-/// How many actions of one rule run at once.
-const ACTION_CONCURRENCY: usize = 16;
-
 /// How a cycle runs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CycleOptions {
@@ -160,6 +157,10 @@ async fn cycle(
     if stop.is_cancelled() {
         tracing::info!(tenant = tenant.id(), "cycle stopped: dozor is stopping");
     } else if crm_synced {
+        // The rules' reads are planned from statistics, which a first sync makes worth having.
+        if let Err(e) = store.refresh_planner_stats().await {
+            tracing::warn!(tenant = tenant.id(), error = %e, "planner statistics not refreshed");
+        }
         if let Err(e) = evaluate::apply_rules(store, tenant, opts, stop, &mut summary).await {
             tracing::error!(tenant = tenant.id(), error = %e, "rules stopped");
             summary.errors.push(e.to_string());

@@ -18,7 +18,10 @@
 //! a row there (rule, entity, mode, attempts, outcome, error, times), shadow runs included, and
 //! `dozor audit` reads it. There is no second log to keep in step with it.
 
+mod batch;
 pub mod dead;
+
+pub use batch::apply_all;
 
 use serde::{Deserialize, Serialize};
 

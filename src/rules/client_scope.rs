@@ -46,7 +46,11 @@ async fn gather(a: GatherArgs<'_>) -> Result<Page, StoreError> {
         }
         Scope::Delta { since, changes } => (changed(&a, *since, changes).await?, None),
     };
-    let seeds = normalise(a.store, a.tenant, seeds).await?;
+    let seeds = match a.scope {
+        // A full look's candidates are clients already: companies, contacts without one.
+        Scope::Full => seeds.into_iter().collect(),
+        Scope::Delta { .. } => normalise(a.store, a.tenant, seeds).await?,
+    };
     let mut set = ClientSet::load(a.store, a.tenant, &scope::base_set(a.base), seeds).await?;
     let mut classes = kept_classes(&a, &set.clients).await?;
     if matches!(a.scope, Scope::Delta { .. }) {

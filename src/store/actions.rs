@@ -97,6 +97,64 @@ impl Store {
             })
     }
 
+    /// The state of each of these keys the ledger holds.
+    pub(crate) async fn action_states(
+        &self,
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let rows = self
+            .rows_in(
+                "SELECT key, state FROM actions WHERE key IN ({in})",
+                &[],
+                keys,
+                "reading actions' states",
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Records new actions in one transaction; a key already held is left as it is.
+    pub(crate) async fn insert_actions(&self, rows: &[ActionRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let now = now_secs();
+        let mut tx = self.pool().begin().await.op("recording actions")?;
+        // Ten binds a row, far below SQLite's variable limit.
+        for chunk in rows.chunks(100) {
+            let mut sql = format!("INSERT INTO actions ({INSERT_COLS}) VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let b = i * 10;
+                let p: Vec<String> = (1..=10).map(|k| format!("${}", b + k)).collect();
+                sql.push_str(&format!(
+                    "({}, {}, {}, {}, {}, {}, {}, {}, 0, NULL, NULL, {}, {})",
+                    p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]
+                ));
+            }
+            sql.push_str(" ON CONFLICT (key) DO NOTHING");
+            let mut q = sqlx::query(&sql);
+            for a in chunk {
+                q = q
+                    .bind(a.key.clone())
+                    .bind(a.tenant.clone())
+                    .bind(a.rule.clone())
+                    .bind(a.kind.clone())
+                    .bind(a.entity_kind.clone())
+                    .bind(a.entity_id.clone())
+                    .bind(a.payload.to_string())
+                    .bind(a.state.clone())
+                    .bind(now)
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await.op("recording actions")?;
+        }
+        tx.commit().await.op("recording actions")?;
+        Ok(())
+    }
+
     pub async fn action(&self, key: &str) -> Result<Option<ActionRow>> {
         let row = sqlx::query(&format!("SELECT {COLS} FROM actions WHERE key = $1"))
             .bind(key)
