@@ -45,6 +45,11 @@ pub(crate) struct StageCount {
     pub(crate) amount: f64,
 }
 
+/// A count the database gave (never negative; a negative one counts as none).
+fn count(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(0)
+}
+
 impl Store {
     async fn load_window<T: DeserializeOwned>(
         &self,
@@ -178,14 +183,19 @@ impl Store {
     /// Open deals, deals with no open task due now or later, and overdue tasks, per manager.
     /// Same definitions as the rules: a task is overdue when open and past its deadline; a
     /// deal has a next step when an open task on it is not overdue (or has no deadline).
+    ///
+    /// Both counts come from indexes alone (`deals_open`, `tasks_open_due`). The deals with a
+    /// next step are one uncorrelated set, built once and probed per open deal: asking the
+    /// tasks of each deal in turn read the task index all over for every deal and cost
+    /// seconds over a million deals.
     pub async fn discipline(&self, tenant: &str, now: Ts) -> Result<Discipline> {
         let now = to_secs(now);
         let mut out = Discipline::new();
         let rows = sqlx::query(
             "SELECT COALESCE(d.responsible_id, ''), COUNT(*), \
-                SUM(CASE WHEN EXISTS (SELECT 1 FROM tasks t WHERE t.tenant = d.tenant \
-                    AND t.entity_kind = 'deal' AND t.entity_id = d.id AND t.completed = FALSE \
-                    AND t.deleted = FALSE AND (t.deadline IS NULL OR t.deadline >= $2)) \
+                SUM(CASE WHEN d.id IN (SELECT t.entity_id FROM tasks t WHERE t.tenant = $1 \
+                    AND t.completed = FALSE AND t.deleted = FALSE \
+                    AND (t.deadline IS NULL OR t.deadline >= $2) AND t.entity_kind = 'deal') \
                 THEN 0 ELSE 1 END) \
              FROM deals d WHERE d.tenant = $1 AND d.semantics = 'open' AND d.deleted = FALSE \
              GROUP BY COALESCE(d.responsible_id, '')",
@@ -197,12 +207,12 @@ impl Store {
         .op("counting open deals without a task")?;
         for r in rows {
             let e = out.entry(r.get::<String, _>(0)).or_default();
-            e.open_deals = r.get::<i64, _>(1) as usize;
-            e.deals_without_task = r.get::<i64, _>(2) as usize;
+            e.open_deals = count(r.get(1));
+            e.deals_without_task = count(r.get(2));
         }
         let rows = sqlx::query(
             "SELECT COALESCE(responsible_id, ''), COUNT(*) FROM tasks WHERE tenant = $1 \
-             AND completed = FALSE AND deadline < $2 AND deleted = FALSE \
+             AND completed = FALSE AND deleted = FALSE AND deadline < $2 \
              GROUP BY COALESCE(responsible_id, '')",
         )
         .bind(tenant)
@@ -211,8 +221,7 @@ impl Store {
         .await
         .op("counting overdue tasks")?;
         for r in rows {
-            out.entry(r.get::<String, _>(0)).or_default().overdue_tasks =
-                r.get::<i64, _>(1) as usize;
+            out.entry(r.get::<String, _>(0)).or_default().overdue_tasks = count(r.get(1));
         }
         Ok(out)
     }
