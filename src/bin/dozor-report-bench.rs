@@ -441,7 +441,11 @@ async fn run(a: Args) -> anyhow::Result<()> {
     let peak = peak_rss_mib();
     println!(
         "mirror ({}): {} deals, {} contacts, {} tasks, {} leads, {} activities, {} calls ({size:.0} MiB on disk)",
-        if a.pg.is_some() { "PostgreSQL" } else { "SQLite" },
+        if a.pg.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         counts.get("deals").unwrap_or(&0),
         counts.get("contacts").unwrap_or(&0),
         counts.get("tasks").unwrap_or(&0),

@@ -29,7 +29,7 @@ use open::{
     apply_plan, check_sqlite, connect, describe_db, marker_file, migrate, prepare_sqlite_file,
     restore_hint, with_create_mode,
 };
-pub(crate) use report_rows::{ClientMonth, Discipline, StageCount};
+pub(crate) use report_rows::{ClientMonth, ClosedSum, DealSums, Discipline, StageCount};
 pub use tokens::{TokenSet, TokenStore};
 
 use std::path::PathBuf;

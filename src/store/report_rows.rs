@@ -36,6 +36,72 @@ pub(crate) struct ClientMonth {
     pub(crate) revenue: f64,
 }
 
+/// The deals created in a window and the deals closed in it, summed per bucket of time (the
+/// tenant's local days, their starts computed by the caller): what the deal figures and the
+/// daily series need, without a row per deal.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct DealSums {
+    /// The start of each bucket, then the end of the last.
+    pub(crate) bounds: Vec<Ts>,
+    /// Deals created per bucket (`bounds.len() - 1` of them, or none).
+    pub(crate) created: Vec<usize>,
+    /// Deals closed won or lost, per bucket, responsible user and outcome.
+    pub(crate) closed: Vec<ClosedSum>,
+}
+
+/// The deals one responsible user (or nobody) closed with one outcome in one bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ClosedSum {
+    /// Index into [`DealSums::bounds`]: the bucket starting there.
+    pub(crate) bucket: usize,
+    pub(crate) responsible_id: Option<String>,
+    pub(crate) won: bool,
+    pub(crate) deals: usize,
+    pub(crate) amount: f64,
+    /// Σ calendar days (UTC dates) from creation to close.
+    pub(crate) days: i64,
+}
+
+/// SQL for the bucket of `col` among buckets `lo..hi`, the start of bucket `k` (`k ≥ 1`) being
+/// parameter `$(first_param + k - 1)`: a balanced tree of comparisons, so a row costs
+/// log₂(buckets) of them rather than one per bucket.
+fn bucket_sql(col: &str, lo: usize, hi: usize, first_param: usize) -> String {
+    if hi <= lo + 1 {
+        return lo.to_string();
+    }
+    let mid = (lo + hi) / 2;
+    format!(
+        "CASE WHEN {col} < ${} THEN {} ELSE {} END",
+        first_param + mid - 1,
+        bucket_sql(col, lo, mid, first_param),
+        bucket_sql(col, mid, hi, first_param)
+    )
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds a bucketed query's parameters: `$1` the tenant, `$2` and `$3` the first and the last of
+/// `bounds`, `$4...` the bounds between them (the starts of the buckets after the first).
+fn bind_buckets<'q>(q: AnyQuery<'q>, tenant: &str, bounds: &[Ts]) -> AnyQuery<'q> {
+    let (Some(first), Some(end)) = (bounds.first(), bounds.last()) else {
+        return q;
+    };
+    let mut q = q
+        .bind(tenant.to_string())
+        .bind(to_secs(*first))
+        .bind(to_secs(*end));
+    for b in bounds.iter().skip(1).take(bounds.len().saturating_sub(2)) {
+        q = q.bind(to_secs(*b));
+    }
+    q
+}
+
+/// SQL for the UTC day number of unix seconds in `col`, rounded down for times before 1970
+/// too (SQL's integer division rounds towards zero), as the figures count days in Rust.
+fn utc_day_sql(col: &str) -> String {
+    format!("(({col} - ((({col} % 86400) + 86400) % 86400)) / 86400)")
+}
+
 /// Open deals per stage, as of now.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StageCount {
@@ -148,6 +214,87 @@ impl Store {
         Ok(deals)
     }
 
+    /// The deals created and the deals closed in `[bounds[0], bounds[last])`, summed per bucket
+    /// `[bounds[i], bounds[i + 1])` by the database from the `deals_created` and `deals_closed`
+    /// indexes alone: a report over a big mirror read tens of thousands of rows for a few
+    /// dozen sums. Closed deals count when won or lost (as the figures count them).
+    ///
+    /// `cut` is the report's moment: deals created from it on are left out, and so are deals
+    /// closed from it on unless created in the window before it. That is what the reports
+    /// counted when they read the deals created or closed in the window up to `cut` and then
+    /// counted the closes of each period (a close stamped later than the report's moment is
+    /// only in data written by hand or by a clock ahead of ours).
+    // Long: two aggregate queries over the same buckets, each with its checks of what the
+    // database returned.
+    pub(crate) async fn deal_sums(&self, tenant: &str, bounds: &[Ts], cut: Ts) -> Result<DealSums> {
+        let buckets = bounds.len().saturating_sub(1);
+        let mut out = DealSums {
+            bounds: bounds.to_vec(),
+            created: vec![0; buckets],
+            closed: Vec::new(),
+        };
+        if buckets == 0 {
+            return Ok(out);
+        }
+        let bucket = |r: &sqlx::any::AnyRow| -> Result<usize> {
+            let b: i64 = r.get(0);
+            usize::try_from(b)
+                .ok()
+                .filter(|b| *b < buckets)
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "deals per day".into(),
+                    message: format!("bucket {b} of {buckets}"),
+                })
+        };
+        // The bucket starts after the first are $4..., the cut the parameter after them.
+        let cut_param = format!("${}", buckets + 3);
+        let created = format!(
+            "SELECT CAST({} AS BIGINT), COUNT(*) FROM deals WHERE tenant = $1 \
+             AND created_at >= $2 AND created_at < $3 AND created_at < {cut_param} \
+             AND deleted = FALSE GROUP BY 1",
+            bucket_sql("created_at", 0, buckets, 4)
+        );
+        let rows = bind_buckets(sqlx::query(&created), tenant, bounds)
+            .bind(to_secs(cut))
+            .fetch_all(self.pool())
+            .await
+            .op("counting the deals created per day")?;
+        for r in &rows {
+            out.created[bucket(r)?] += count(r.get(1));
+        }
+        let closed = format!(
+            "SELECT CAST({} AS BIGINT), responsible_id, semantics, COUNT(*), SUM(amount), \
+                CAST(SUM({} - {}) AS BIGINT) \
+             FROM deals WHERE tenant = $1 AND closed_at >= $2 AND closed_at < $3 \
+             AND (closed_at < {cut_param} OR (created_at >= $2 AND created_at < {cut_param})) \
+             AND deleted = FALSE AND semantics IN ('won', 'lost') GROUP BY 1, 2, 3",
+            bucket_sql("closed_at", 0, buckets, 4),
+            utc_day_sql("closed_at"),
+            utc_day_sql("created_at")
+        );
+        let rows = bind_buckets(sqlx::query(&closed), tenant, bounds)
+            .bind(to_secs(cut))
+            .fetch_all(self.pool())
+            .await
+            .op("summing the deals closed per day")?;
+        for r in &rows {
+            out.closed.push(ClosedSum {
+                bucket: bucket(r)?,
+                responsible_id: r.get(1),
+                won: r.get::<String, _>(2) == "won",
+                deals: count(r.get(3)),
+                amount: r.try_get::<f64, _>(4).unwrap_or(0.0),
+                days: r.try_get::<i64, _>(5).unwrap_or(0),
+            });
+        }
+        // One order on every database (they sort NULL differently), so sums over the buckets
+        // add up in the same order.
+        out.closed.sort_by(|a, b| {
+            (a.bucket, &a.responsible_id, a.won).cmp(&(b.bucket, &b.responsible_id, b.won))
+        });
+        Ok(out)
+    }
+
     /// Telephony calls started in `[from, to)`.
     pub(crate) async fn calls_between(&self, tenant: &str, from: Ts, to: Ts) -> Result<Vec<Call>> {
         self.load_window(
@@ -162,22 +309,64 @@ impl Store {
         .map(super::mirror::sane_calls)
     }
 
-    /// Activities on leads started in `[from, to)` (a lead's first contact, for reaction time).
+    /// Activities on leads started in `[from, to)` (a lead's first contact, for reaction time),
+    /// read from the columns of the `activities_lead_started` index alone: the figures need
+    /// which lead and when, and decoding each record's JSON cost more than the rest.
+    /// `subject` is left empty, `phone`, `duration_s` and `responsible_id` unset, `completed`
+    /// true; `created_at` and `updated_at` are the start.
     pub(crate) async fn lead_activities_between(
         &self,
         tenant: &str,
         from: Ts,
         to: Ts,
     ) -> Result<Vec<Activity>> {
-        self.load_window(
-            "SELECT data FROM activities WHERE tenant = $1 AND entity_kind = 'lead' \
-             AND started_at >= $2 AND started_at < $3 AND deleted = FALSE ORDER BY started_at",
-            tenant,
-            from,
-            to,
-            "activity",
+        let rows = sqlx::query(
+            "SELECT id, kind, direction, entity_id, started_at FROM activities \
+             WHERE tenant = $1 AND entity_kind = 'lead' AND started_at >= $2 AND started_at < $3 \
+             AND deleted = FALSE ORDER BY started_at",
         )
+        .bind(tenant)
+        .bind(to_secs(from))
+        .bind(to_secs(to))
+        .fetch_all(self.pool())
         .await
+        .op("reading the activities on leads for a report")?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let kind: String = r.get(1);
+                let direction: Option<String> = r.get(2);
+                let lead: Option<String> = r.get(3);
+                let at = super::from_secs(r.get(4));
+                Activity {
+                    id: r.get(0),
+                    kind: [
+                        ActivityKind::Call,
+                        ActivityKind::Meeting,
+                        ActivityKind::Email,
+                        ActivityKind::Message,
+                    ]
+                    .into_iter()
+                    .find(|k| k.as_str() == kind)
+                    .unwrap_or(ActivityKind::Other),
+                    direction: match direction.as_deref() {
+                        Some("in") => Some(Direction::In),
+                        Some("out") => Some(Direction::Out),
+                        _ => None,
+                    },
+                    subject: String::new(),
+                    entity: lead.map(|id| EntityRef::new(EntityKind::Lead, id)),
+                    responsible_id: None,
+                    phone: None,
+                    duration_s: None,
+                    completed: true,
+                    external_id: None,
+                    started_at: at,
+                    created_at: at,
+                    updated_at: at,
+                }
+            })
+            .collect())
     }
 
     /// Open deals, deals with no open task due now or later, and overdue tasks, per manager.
@@ -262,34 +451,19 @@ impl Store {
         tenant: &str,
         bounds: &[Ts],
     ) -> Result<Vec<ClientMonth>> {
-        let (Some(first), Some(end)) = (bounds.first(), bounds.last()) else {
-            return Ok(Vec::new());
-        };
         if bounds.len() < 2 {
             return Ok(Vec::new());
         }
-        let inner = &bounds[1..bounds.len() - 1];
-        // Month starts after the first are $4, $5, ...; a deal before the i-th is in month i.
-        let month: String = inner
-            .iter()
-            .enumerate()
-            .map(|(i, _)| format!("WHEN closed_at < ${} THEN {i} ", i + 4))
-            .collect();
+        let months = bounds.len() - 1;
         let sql = format!(
             "SELECT CASE WHEN company_id <> '' THEN 'company:' || company_id \
                 WHEN contact_id <> '' THEN 'contact:' || contact_id ELSE 'deal:' || id END, \
-                CAST(CASE {month}ELSE {last} END AS BIGINT), SUM(amount) \
+                CAST({} AS BIGINT), SUM(amount) \
              FROM deals WHERE tenant = $1 AND semantics = 'won' AND deleted = FALSE \
              AND closed_at >= $2 AND closed_at < $3 GROUP BY 1, 2",
-            last = inner.len()
+            bucket_sql("closed_at", 0, months, 4)
         );
-        let mut q = sqlx::query(&sql)
-            .bind(tenant)
-            .bind(to_secs(*first))
-            .bind(to_secs(*end));
-        for b in inner {
-            q = q.bind(to_secs(*b));
-        }
+        let q = bind_buckets(sqlx::query(&sql), tenant, bounds);
         let rows = q
             .fetch_all(self.pool())
             .await
