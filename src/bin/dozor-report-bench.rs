@@ -1,5 +1,6 @@
 //! Report benchmark: how long building the daily, weekly and monthly reports takes over a big
-//! mirror (default: 1 000 000 deals in a SQLite file), and the peak RSS of the process.
+//! mirror (default: 1 000 000 deals in a SQLite file, or in a PostgreSQL database with `--pg`),
+//! and the peak RSS of the process.
 //!
 //! The mirror is generated once into `--db` (reused when it already holds the same numbers),
 //! spread over four years before the report day: deals (92 % closed), their clients, tasks,
@@ -8,7 +9,7 @@
 //! fastest, median and slowest times are printed.
 //!
 //! ```text
-//! dozor-report-bench [--deals 1000000] [--db FILE] [--runs 5] [--json FILE]
+//! dozor-report-bench [--deals 1000000] [--db FILE | --pg URL] [--runs 5] [--json FILE]
 //! ```
 
 use std::path::PathBuf;
@@ -38,8 +39,12 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     deals: usize,
     /// SQLite file for the mirror (default: under the temp dir, kept for the next run)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pg")]
     db: Option<PathBuf>,
+    /// PostgreSQL database for the mirror instead of SQLite (postgres://USER@HOST:PORT/DB);
+    /// like the file, it is kept and reused when it holds a mirror of the same size
+    #[arg(long)]
+    pg: Option<String>,
     /// Builds of each report
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -343,6 +348,18 @@ async fn generate(store: &Store, deals: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The mirror's size on disk in MiB: the SQLite file, else the PostgreSQL database.
+async fn size_mib(store: &Store, file: Option<&std::path::Path>) -> f64 {
+    let bytes = match file {
+        Some(f) => std::fs::metadata(f).map(|m| m.len() as f64).unwrap_or(0.0),
+        None => sqlx::query_scalar::<_, i64>("SELECT pg_database_size(current_database())")
+            .fetch_one(store.pool())
+            .await
+            .map_or(0.0, |n| n as f64),
+    };
+    bytes / 1048576.0
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
     match run(Args::parse()).await {
@@ -364,7 +381,13 @@ async fn run(a: Args) -> anyhow::Result<()> {
         .db
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("dozor-report-bench-{}.db", a.deals)));
-    let url = format!("sqlite://{}", db.display());
+    let (url, place) = match &a.pg {
+        Some(url) => (url.clone(), dozor::store::redact_db_url(url)),
+        None => (
+            format!("sqlite://{}", db.display()),
+            db.display().to_string(),
+        ),
+    };
     let cfg = dozor::config::parse(&config_text(&url), None, None)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("the benchmark's tenant config")?
@@ -375,21 +398,24 @@ async fn run(a: Args) -> anyhow::Result<()> {
     if counts.get("deals").copied().unwrap_or(0) != a.deals as i64 {
         if counts.values().any(|n| *n > 0) {
             bail!(
-                "{} holds another mirror ({counts:?}); remove it or pass another --db",
-                db.display()
+                "{place} holds another mirror ({counts:?}); remove it or pass another --db / --pg"
             );
         }
-        eprintln!(
-            "generating a mirror of {} deals in {}",
-            a.deals,
-            db.display()
-        );
+        eprintln!("generating a mirror of {} deals in {place}", a.deals);
         let t0 = Instant::now();
         generate(&store, a.deals).await?;
-        sqlx::query("ANALYZE").execute(store.pool()).await.ok();
+        // PostgreSQL: VACUUM too, as autovacuum would soon after a bulk load; until then every
+        // index-only scan visits the table as well.
+        let analyze = if a.pg.is_some() {
+            "VACUUM ANALYZE"
+        } else {
+            "ANALYZE"
+        };
+        sqlx::query(analyze).execute(store.pool()).await.ok();
         eprintln!("generated in {:.1} s", t0.elapsed().as_secs_f64());
     }
     let counts = store.counts(TENANT).await?;
+    let size = size_mib(&store, a.pg.is_none().then_some(db.as_path())).await;
     store.close().await;
     let rss_before = peak_rss_mib();
     let mut results = Vec::new();
@@ -421,16 +447,18 @@ async fn run(a: Args) -> anyhow::Result<()> {
     }
     let peak = peak_rss_mib();
     println!(
-        "mirror: {} deals, {} contacts, {} tasks, {} leads, {} activities, {} calls ({:.0} MiB on disk)",
+        "mirror ({}): {} deals, {} contacts, {} tasks, {} leads, {} activities, {} calls ({size:.0} MiB on disk)",
+        if a.pg.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         counts.get("deals").unwrap_or(&0),
         counts.get("contacts").unwrap_or(&0),
         counts.get("tasks").unwrap_or(&0),
         counts.get("leads").unwrap_or(&0),
         counts.get("activities").unwrap_or(&0),
         counts.get("calls").unwrap_or(&0),
-        std::fs::metadata(&db)
-            .map(|m| m.len() as f64 / 1048576.0)
-            .unwrap_or(0.0)
     );
     println!(
         "{:<8} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10}",

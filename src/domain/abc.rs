@@ -23,26 +23,44 @@ pub enum Xyz {
 
 /// ABC class of each key by its revenue. Keys with no revenue are C.
 pub(crate) fn abc<K: Clone + Eq + Hash + Ord>(revenue: &[(K, f64)]) -> HashMap<K, Abc> {
-    let total: f64 = revenue.iter().map(|(_, r)| r.max(0.0)).sum();
+    let total = total(revenue.iter().map(|(_, r)| *r));
     let mut sorted: Vec<&(K, f64)> = revenue.iter().collect();
     // Ties broken by key so the result never depends on input order.
     sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let mut out = HashMap::with_capacity(revenue.len());
+    let classes = abc_sorted(sorted.iter().map(|(_, r)| *r), total);
+    sorted
+        .into_iter()
+        .zip(classes)
+        .map(|((k, _), c)| (k.clone(), c))
+        .collect()
+}
+
+/// The total the ABC shares are taken of: the revenues added in the order given, negative
+/// ones as none.
+pub(crate) fn total(revenue: impl IntoIterator<Item = f64>) -> f64 {
+    revenue.into_iter().map(|r| r.max(0.0)).sum()
+}
+
+/// ABC classes of revenues sorted from the largest, `total` being their [`total`]: for a
+/// caller that has them sorted already and needs no map from keys.
+pub(crate) fn abc_sorted(sorted: impl IntoIterator<Item = f64>, total: f64) -> Vec<Abc> {
     let mut before = 0.0;
-    for (k, r) in sorted {
-        let class = if total <= 0.0 || *r <= 0.0 {
-            Abc::C
-        } else if before / total < 0.80 {
-            Abc::A
-        } else if before / total < 0.95 {
-            Abc::B
-        } else {
-            Abc::C
-        };
-        before += r.max(0.0);
-        out.insert(k.clone(), class);
-    }
-    out
+    sorted
+        .into_iter()
+        .map(|r| {
+            let class = if total <= 0.0 || r <= 0.0 {
+                Abc::C
+            } else if before / total < 0.80 {
+                Abc::A
+            } else if before / total < 0.95 {
+                Abc::B
+            } else {
+                Abc::C
+            };
+            before += r.max(0.0);
+            class
+        })
+        .collect()
 }
 
 /// XYZ class from monthly revenues (months without revenue included as 0).

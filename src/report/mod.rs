@@ -21,7 +21,7 @@ use chrono_tz::Tz;
 use crate::config::{Lang, TenantConfig};
 use crate::domain::Ts;
 use crate::domain::calendar::BusinessCalendar;
-use crate::store::{Snapshot, Store, StoreError};
+use crate::store::{DealSums, Snapshot, Store, StoreError};
 use metrics::{Context, Figures, Period};
 use render::ActionLine;
 use render_daily::DailyInput;
@@ -195,27 +195,48 @@ impl Inputs {
 }
 
 /// The records of local days `first..=last`, plus the follow-ups (calls, lead activities) up to
-/// a week after, never past `now`.
+/// a week after, never past `now`; and the deals of those days summed per local day, by the
+/// database unless `deal_rows` asks for the deal records too (the weekly funnel follows each
+/// deal's stage), then summed from them.
 async fn window(
     store: &Store,
     t: &TenantConfig,
     first: NaiveDate,
     last: NaiveDate,
     now: Ts,
-) -> Result<Snapshot, StoreError> {
+    deal_rows: bool,
+) -> Result<(Snapshot, DealSums), StoreError> {
     let tz = tz_of(t);
     let p = Period::days(first, last, tz);
     let to = p.to.min(now).max(p.from);
     let follow = (p.to + Duration::days(FOLLOW_UP_DAYS)).min(now).max(to);
-    Ok(Snapshot {
+    // Each local day's start, then the end of the last day.
+    let bounds: Vec<Ts> = first
+        .iter_days()
+        .take_while(|d| *d <= last)
+        .map(|d| Period::day(d, tz).from)
+        .chain([p.to])
+        .collect();
+    let deals = if deal_rows {
+        store.deals_between(&t.id, p.from, to).await?
+    } else {
+        Vec::new()
+    };
+    let sums = if deal_rows {
+        metrics::deal_sums(&deals, &bounds, to)
+    } else {
+        store.deal_sums(&t.id, &bounds, to).await?
+    };
+    let snap = Snapshot {
         users: store.users(&t.id).await?,
         stages: store.stages(&t.id).await?,
         leads: store.leads_created_between(&t.id, p.from, to).await?,
-        deals: store.deals_between(&t.id, p.from, to).await?,
+        deals,
         calls: store.calls_between(&t.id, p.from, follow).await?,
         activities: store.lead_activities_between(&t.id, p.from, follow).await?,
         ..Snapshot::default()
-    })
+    };
+    Ok((snap, sums))
 }
 
 /// Each manager's revenue from the first of `day`'s month to `day` included, for plan %.
@@ -248,6 +269,7 @@ async fn month_to_date(
 /// Leads created and deals won per local day of `days`.
 pub(crate) fn daily_series(
     snap: &Snapshot,
+    deals: &DealSums,
     days: &[NaiveDate],
     tz: Tz,
 ) -> Vec<(NaiveDate, u64, u64)> {
@@ -258,12 +280,12 @@ pub(crate) fn daily_series(
             out[*i].1 += 1;
         }
     }
-    for d in &snap.deals {
-        if d.semantics == crate::domain::Semantics::Won
-            && let Some(c) = d.closed_at
-            && let Some(i) = index.get(&c.with_timezone(&tz).date_naive())
+    // A bucket is a local day: its start names it.
+    for c in deals.closed.iter().filter(|c| c.won) {
+        if let Some(start) = deals.bounds.get(c.bucket)
+            && let Some(i) = index.get(&start.with_timezone(&tz).date_naive())
         {
-            out[*i].2 += 1;
+            out[*i].2 += c.deals as u64;
         }
     }
     out
@@ -283,9 +305,9 @@ pub(crate) async fn daily(
     let inputs = Inputs::of(t);
     let ctx = inputs.context();
     let first = day - Duration::days(TREND_DAYS - 1);
-    let snap = window(store, t, first, day, now).await?;
+    let (snap, deals) = window(store, t, first, day, now, false).await?;
     let period = Period::day(day, tz);
-    let mut today = metrics::period_figures(&snap, &period, &ctx);
+    let mut today = metrics::period_figures(&snap, &deals, &period, &ctx);
     metrics::apply_discipline(
         &mut today,
         &store.discipline(&t.id, now).await?,
@@ -310,10 +332,18 @@ pub(crate) async fn daily(
     today.idle_clients = store
         .flagged_clients(&t.id, crate::rules::no_activity::FLAG)
         .await?;
-    let mut previous =
-        metrics::period_figures(&snap, &Period::day(day - Duration::days(1), tz), &ctx);
-    let mut week_ago =
-        metrics::period_figures(&snap, &Period::day(day - Duration::days(7), tz), &ctx);
+    let mut previous = metrics::period_figures(
+        &snap,
+        &deals,
+        &Period::day(day - Duration::days(1), tz),
+        &ctx,
+    );
+    let mut week_ago = metrics::period_figures(
+        &snap,
+        &deals,
+        &Period::day(day - Duration::days(7), tz),
+        &ctx,
+    );
     let sync: Vec<(String, bool, i64, Option<String>)> = store
         .last_sync_runs(&t.id)
         .await?
@@ -337,7 +367,7 @@ pub(crate) async fn daily(
     let days: Vec<NaiveDate> = (0..TREND_DAYS)
         .map(|i| day - Duration::days(TREND_DAYS - 1 - i))
         .collect();
-    let series = daily_series(&snap, &days, tz);
+    let series = daily_series(&snap, &deals, &days, tz);
     let title = tr(t.lang, "Лиды и выигранные сделки", "Leads and deals won");
     let caption = format!("{} — {} {}", title, TREND_DAYS, tr(t.lang, "дн.", "days"));
     let trend = chart(
@@ -369,14 +399,14 @@ pub(crate) async fn weekly(
     let inputs = Inputs::of(t);
     let ctx = inputs.context();
     let sunday = monday + Duration::days(6);
-    let snap = window(store, t, monday - Duration::days(7), sunday, now).await?;
+    let (snap, deals) = window(store, t, monday - Duration::days(7), sunday, now, true).await?;
     let period = Period::days(monday, sunday, tz);
-    let mut week = metrics::period_figures(&snap, &period, &ctx);
+    let mut week = metrics::period_figures(&snap, &deals, &period, &ctx);
     metrics::apply_discipline(&mut week, &store.discipline(&t.id, now).await?, &snap.users);
     // Plans are monthly: plan % is the month's revenue up to the week's last day.
     let month = month_to_date(store, t, sunday, &snap).await?;
     metrics::apply_plans(&mut week, &month, &t.reports.plans);
-    let mut previous = metrics::period_figures(&snap, &period.previous(), &ctx);
+    let mut previous = metrics::period_figures(&snap, &deals, &period.previous(), &ctx);
     for f in [&mut week, &mut previous] {
         metrics::name_unnamed(f, t.lang == Lang::Ru);
     }
@@ -437,9 +467,9 @@ pub(crate) async fn monthly(
     let ctx = inputs.context();
     let last = months_back(first, -1) - Duration::days(1);
     let prev_first = months_back(first, 1);
-    let snap = window(store, t, prev_first, last, now).await?;
+    let (snap, deals) = window(store, t, prev_first, last, now, false).await?;
     let period = Period::days(first, last, tz);
-    let mut month = metrics::period_figures(&snap, &period, &ctx);
+    let mut month = metrics::period_figures(&snap, &deals, &period, &ctx);
     metrics::apply_discipline(
         &mut month,
         &store.discipline(&t.id, now).await?,
@@ -449,6 +479,7 @@ pub(crate) async fn monthly(
     metrics::apply_plans(&mut month, &whole_month, &t.reports.plans);
     let mut previous = metrics::period_figures(
         &snap,
+        &deals,
         &Period::days(prev_first, first - Duration::days(1), tz),
         &ctx,
     );
@@ -487,7 +518,7 @@ pub(crate) async fn monthly(
     let days: Vec<NaiveDate> = (0..=(last - first).num_days())
         .map(|i| first + Duration::days(i))
         .collect();
-    let series = daily_series(&snap, &days, tz);
+    let series = daily_series(&snap, &deals, &days, tz);
     let title = tr(
         t.lang,
         "Лиды и выигранные сделки по дням",

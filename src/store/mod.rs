@@ -15,6 +15,7 @@ mod leases;
 mod mirror;
 mod open;
 mod report_rows;
+mod report_sums;
 mod tokens;
 
 pub use actions::ActionRow;
@@ -29,7 +30,8 @@ use open::{
     apply_plan, check_sqlite, connect, describe_db, marker_file, migrate, prepare_sqlite_file,
     restore_hint, with_create_mode,
 };
-pub(crate) use report_rows::{ClientMonth, Discipline, StageCount};
+pub(crate) use report_rows::{Discipline, StageCount};
+pub(crate) use report_sums::{ClientMonth, ClosedSum, DealSums};
 pub use tokens::{TokenSet, TokenStore};
 
 use std::path::PathBuf;

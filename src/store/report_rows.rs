@@ -2,10 +2,11 @@
 //! counted by the database.
 //!
 //! A report never loads the whole mirror: with a million deals that alone takes seconds. It loads
-//! the leads, deals, calls and lead activities of its window through the time indexes, and asks
-//! the database for the counts that are about every open deal and task (open deals, deals with
-//! no future task, overdue tasks, each per manager), which the indexes of migration
-//! `report_indexes` answer without reading the records.
+//! the leads, calls and lead activities of its window through the time indexes (the deals only
+//! for the weekly funnel; otherwise the database sums them, see `report_sums`), and asks the
+//! database for the counts that are about every open deal and task (open deals, deals with no
+//! future task, overdue tasks, each per manager), which the indexes of migrations
+//! `report_indexes` and `report_covering` answer without reading the records.
 
 use std::collections::BTreeMap;
 
@@ -26,16 +27,6 @@ pub struct DisciplineCounts {
 /// Discipline counts per responsible user id (`""` for records with nobody responsible).
 pub(crate) type Discipline = BTreeMap<String, DisciplineCounts>;
 
-/// The revenue of the deals one client won in one month, for ABC/XYZ.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ClientMonth {
-    /// `company:ID`, else `contact:ID`, else `deal:ID` (a client the CRM never named).
-    pub(crate) client: String,
-    /// The month, counted from the oldest (0).
-    pub(crate) month: usize,
-    pub(crate) revenue: f64,
-}
-
 /// Open deals per stage, as of now.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StageCount {
@@ -43,6 +34,11 @@ pub(crate) struct StageCount {
     pub(crate) stage_id: String,
     pub(crate) deals: usize,
     pub(crate) amount: f64,
+}
+
+/// A count the database gave (never negative; a negative one counts as none).
+pub(super) fn count(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(0)
 }
 
 impl Store {
@@ -157,35 +153,82 @@ impl Store {
         .map(super::mirror::sane_calls)
     }
 
-    /// Activities on leads started in `[from, to)` (a lead's first contact, for reaction time).
+    /// Activities on leads started in `[from, to)` (a lead's first contact, for reaction time),
+    /// read from the columns of the `activities_lead_started` index alone: the figures need
+    /// which lead and when, and decoding each record's JSON cost more than the rest.
+    /// `subject` is left empty, `phone`, `duration_s` and `responsible_id` unset, `completed`
+    /// true; `created_at` and `updated_at` are the start.
     pub(crate) async fn lead_activities_between(
         &self,
         tenant: &str,
         from: Ts,
         to: Ts,
     ) -> Result<Vec<Activity>> {
-        self.load_window(
-            "SELECT data FROM activities WHERE tenant = $1 AND entity_kind = 'lead' \
-             AND started_at >= $2 AND started_at < $3 AND deleted = FALSE ORDER BY started_at",
-            tenant,
-            from,
-            to,
-            "activity",
+        let rows = sqlx::query(
+            "SELECT id, kind, direction, entity_id, started_at FROM activities \
+             WHERE tenant = $1 AND entity_kind = 'lead' AND started_at >= $2 AND started_at < $3 \
+             AND deleted = FALSE ORDER BY started_at",
         )
+        .bind(tenant)
+        .bind(to_secs(from))
+        .bind(to_secs(to))
+        .fetch_all(self.pool())
         .await
+        .op("reading the activities on leads for a report")?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let kind: String = r.get(1);
+                let direction: Option<String> = r.get(2);
+                let lead: Option<String> = r.get(3);
+                let at = super::from_secs(r.get(4));
+                Activity {
+                    id: r.get(0),
+                    kind: [
+                        ActivityKind::Call,
+                        ActivityKind::Meeting,
+                        ActivityKind::Email,
+                        ActivityKind::Message,
+                    ]
+                    .into_iter()
+                    .find(|k| k.as_str() == kind)
+                    .unwrap_or(ActivityKind::Other),
+                    direction: match direction.as_deref() {
+                        Some("in") => Some(Direction::In),
+                        Some("out") => Some(Direction::Out),
+                        _ => None,
+                    },
+                    subject: String::new(),
+                    entity: lead.map(|id| EntityRef::new(EntityKind::Lead, id)),
+                    responsible_id: None,
+                    phone: None,
+                    duration_s: None,
+                    completed: true,
+                    external_id: None,
+                    started_at: at,
+                    created_at: at,
+                    updated_at: at,
+                }
+            })
+            .collect())
     }
 
     /// Open deals, deals with no open task due now or later, and overdue tasks, per manager.
     /// Same definitions as the rules: a task is overdue when open and past its deadline; a
     /// deal has a next step when an open task on it is not overdue (or has no deadline).
+    ///
+    /// Both counts come from indexes alone (`deals_open`, `tasks_open_due`). The deals with a
+    /// next step are one uncorrelated set, built once and probed per open deal: asking the
+    /// tasks of each deal in turn read the task index all over for every deal and cost
+    /// seconds over a million deals.
     pub async fn discipline(&self, tenant: &str, now: Ts) -> Result<Discipline> {
         let now = to_secs(now);
         let mut out = Discipline::new();
         let rows = sqlx::query(
             "SELECT COALESCE(d.responsible_id, ''), COUNT(*), \
-                SUM(CASE WHEN EXISTS (SELECT 1 FROM tasks t WHERE t.tenant = d.tenant \
-                    AND t.entity_kind = 'deal' AND t.entity_id = d.id AND t.completed = FALSE \
-                    AND t.deleted = FALSE AND (t.deadline IS NULL OR t.deadline >= $2)) \
+                SUM(CASE WHEN d.id IN (SELECT t.entity_id FROM tasks t WHERE t.tenant = $1 \
+                    AND t.completed = FALSE AND t.deleted = FALSE \
+                    AND (t.deadline IS NULL OR t.deadline >= $2) AND t.entity_kind = 'deal') \
                 THEN 0 ELSE 1 END) \
              FROM deals d WHERE d.tenant = $1 AND d.semantics = 'open' AND d.deleted = FALSE \
              GROUP BY COALESCE(d.responsible_id, '')",
@@ -197,12 +240,12 @@ impl Store {
         .op("counting open deals without a task")?;
         for r in rows {
             let e = out.entry(r.get::<String, _>(0)).or_default();
-            e.open_deals = r.get::<i64, _>(1) as usize;
-            e.deals_without_task = r.get::<i64, _>(2) as usize;
+            e.open_deals = count(r.get(1));
+            e.deals_without_task = count(r.get(2));
         }
         let rows = sqlx::query(
             "SELECT COALESCE(responsible_id, ''), COUNT(*) FROM tasks WHERE tenant = $1 \
-             AND completed = FALSE AND deadline < $2 AND deleted = FALSE \
+             AND completed = FALSE AND deleted = FALSE AND deadline < $2 \
              GROUP BY COALESCE(responsible_id, '')",
         )
         .bind(tenant)
@@ -211,8 +254,7 @@ impl Store {
         .await
         .op("counting overdue tasks")?;
         for r in rows {
-            out.entry(r.get::<String, _>(0)).or_default().overdue_tasks =
-                r.get::<i64, _>(1) as usize;
+            out.entry(r.get::<String, _>(0)).or_default().overdue_tasks = count(r.get(1));
         }
         Ok(out)
     }
@@ -240,64 +282,6 @@ impl Store {
             .iter()
             .map(|r| (r.get::<String, _>(0), r.try_get::<f64, _>(1).unwrap_or(0.0)))
             .collect())
-    }
-
-    /// Revenue of won deals per client and month, summed by the database: month `i` is
-    /// `[bounds[i], bounds[i + 1])` (the tenant's local months, their starts computed by the
-    /// caller), so the deals are bucketed by bound parameters and no SQL needs a time zone. The
-    /// client is the deal's company, else its contact, else the deal itself (empty ids name
-    /// nobody). The rows come from the `deals_closed` index alone (migration `report_indexes`).
-    /// Groups with no deal have no row; the order is unspecified.
-    pub(crate) async fn won_by_client_month(
-        &self,
-        tenant: &str,
-        bounds: &[Ts],
-    ) -> Result<Vec<ClientMonth>> {
-        let (Some(first), Some(end)) = (bounds.first(), bounds.last()) else {
-            return Ok(Vec::new());
-        };
-        if bounds.len() < 2 {
-            return Ok(Vec::new());
-        }
-        let inner = &bounds[1..bounds.len() - 1];
-        // Month starts after the first are $4, $5, ...; a deal before the i-th is in month i.
-        let month: String = inner
-            .iter()
-            .enumerate()
-            .map(|(i, _)| format!("WHEN closed_at < ${} THEN {i} ", i + 4))
-            .collect();
-        let sql = format!(
-            "SELECT CASE WHEN company_id <> '' THEN 'company:' || company_id \
-                WHEN contact_id <> '' THEN 'contact:' || contact_id ELSE 'deal:' || id END, \
-                CAST(CASE {month}ELSE {last} END AS BIGINT), SUM(amount) \
-             FROM deals WHERE tenant = $1 AND semantics = 'won' AND deleted = FALSE \
-             AND closed_at >= $2 AND closed_at < $3 GROUP BY 1, 2",
-            last = inner.len()
-        );
-        let mut q = sqlx::query(&sql)
-            .bind(tenant)
-            .bind(to_secs(*first))
-            .bind(to_secs(*end));
-        for b in inner {
-            q = q.bind(to_secs(*b));
-        }
-        let rows = q
-            .fetch_all(self.pool())
-            .await
-            .op("summing won deals per client and month")?;
-        rows.iter()
-            .map(|r| {
-                let month: i64 = r.get(1);
-                Ok(ClientMonth {
-                    client: r.get(0),
-                    month: usize::try_from(month).map_err(|_| StoreError::Corrupt {
-                        what: "won deals per month".into(),
-                        message: format!("month {month}"),
-                    })?,
-                    revenue: r.try_get::<f64, _>(2).unwrap_or(0.0),
-                })
-            })
-            .collect()
     }
 
     /// Open deals per pipeline and stage, as of now.

@@ -1,8 +1,6 @@
 //! ABC (revenue share 80 / 15 / 5 %) and XYZ (variation of monthly revenue) classes of the
 //! clients who ordered, for the monthly report.
 
-use std::collections::BTreeMap;
-
 use crate::domain::abc;
 use crate::store::ClientMonth;
 
@@ -30,39 +28,62 @@ pub struct AbcXyz {
 /// (≤ 10 % / ≤ 25 % / more) over `months` months, from the won revenue per client and month
 /// (`month` counted from the oldest, 0-based; the database sums it, see
 /// [`crate::store::Store::won_by_client_month`]).
+///
+/// Tens of thousands of clients over a big mirror: their monthly revenues lie in one flat
+/// buffer, clients in key order, and one sort by revenue serves both the ABC shares and the
+/// list; sums add up in the same order as key-ordered maps would add them.
 pub(crate) fn abc_xyz(sums: &[ClientMonth], months: usize) -> AbcXyz {
-    let mut monthly: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for s in sums.iter().filter(|s| s.month < months) {
-        monthly
-            .entry(s.client.as_str())
-            .or_insert_with(|| vec![0.0; months])[s.month] += s.revenue;
+    let mut rows: Vec<&ClientMonth> = sums.iter().filter(|s| s.month < months).collect();
+    // Stable: two sums of one client and month add up in the order given.
+    rows.sort_by(|a, b| a.client.cmp(&b.client).then(a.month.cmp(&b.month)));
+    let mut keys: Vec<&str> = Vec::new();
+    let mut monthly: Vec<f64> = Vec::new();
+    for s in rows {
+        if keys.last() != Some(&s.client.as_str()) {
+            keys.push(&s.client);
+            monthly.resize(monthly.len() + months, 0.0);
+        }
+        let first = (keys.len() - 1) * months;
+        monthly[first + s.month] += s.revenue;
     }
-    let totals: Vec<(String, f64)> = monthly
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.iter().sum()))
-        .collect();
-    let classes = abc::abc(&totals);
+    let of = |i: usize| &monthly[i * months..(i + 1) * months];
+    let totals: Vec<f64> = (0..keys.len()).map(|i| of(i).iter().sum()).collect();
+    // By revenue, the largest first; ties by key, so the order never depends on the input.
+    let mut by_revenue: Vec<usize> = (0..keys.len()).collect();
+    by_revenue.sort_by(|a, b| {
+        totals[*b]
+            .total_cmp(&totals[*a])
+            .then_with(|| keys[*a].cmp(keys[*b]))
+    });
+    let sorted = abc::abc_sorted(
+        by_revenue.iter().map(|i| totals[*i]),
+        abc::total(totals.iter().copied()),
+    );
+    let mut classes = vec![abc::Abc::C; keys.len()];
+    for (i, c) in by_revenue.iter().zip(sorted) {
+        classes[*i] = c;
+    }
     let mut out = AbcXyz {
         months,
         ..AbcXyz::default()
     };
-    for (client, revenue) in totals {
-        let a = classes[&client];
-        let x = abc::xyz(&monthly[client.as_str()]).unwrap_or(abc::Xyz::Z);
+    let mut clients: Vec<Option<ClientClass>> = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let (a, revenue) = (classes[i], totals[i]);
+        let x = abc::xyz(of(i)).unwrap_or(abc::Xyz::Z);
         out.counts[a as usize][x as usize] += 1;
         out.revenue[a as usize][x as usize] += revenue;
-        out.clients.push(ClientClass {
-            client,
+        clients.push(Some(ClientClass {
+            client: key.to_string(),
             revenue,
             abc: a,
             xyz: x,
-        });
+        }));
     }
-    out.clients.sort_by(|a, b| {
-        b.revenue
-            .total_cmp(&a.revenue)
-            .then(a.client.cmp(&b.client))
-    });
+    out.clients = by_revenue
+        .iter()
+        .filter_map(|i| clients.get_mut(*i).and_then(Option::take))
+        .collect();
     out
 }
 
@@ -92,7 +113,7 @@ pub(crate) fn monthly_sums(
         .enumerate()
         .map(|(i, m)| ((m.year(), m.month()), i))
         .collect();
-    let mut sums: BTreeMap<(&str, usize), f64> = BTreeMap::new();
+    let mut sums: std::collections::BTreeMap<(&str, usize), f64> = Default::default();
     for w in won {
         let local = w.closed_at.with_timezone(&tz);
         if let Some(i) = index.get(&(local.year(), local.month())) {

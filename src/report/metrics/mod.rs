@@ -5,6 +5,7 @@
 //! owner contact after a lead was created, in business minutes.
 
 mod abc_xyz;
+mod deals;
 mod funnel;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -14,10 +15,11 @@ use chrono_tz::Tz;
 
 use crate::domain::calendar::BusinessCalendar;
 use crate::domain::*;
-use crate::store::Discipline;
 pub(crate) use crate::store::Snapshot;
+use crate::store::{DealSums, Discipline};
 
 pub(crate) use abc_xyz::{AbcXyz, abc_xyz};
+pub(crate) use deals::deal_sums;
 pub(crate) use funnel::FunnelStep;
 pub use funnel::funnel;
 
@@ -195,7 +197,8 @@ pub(crate) fn compute(s: &Snapshot, period: &Period, now: Ts, cal: &BusinessCale
         cal,
         employees: &none,
     };
-    let mut f = period_figures(s, period, &ctx);
+    let deals = deal_sums(&s.deals, &[period.from, period.to], period.to);
+    let mut f = period_figures(s, &deals, period, &ctx);
     apply_discipline(&mut f, &discipline_of(s, now), &s.users);
     f
 }
@@ -272,12 +275,17 @@ fn call_user<'a>(
 }
 
 /// The figures of `period` that are about the period: leads, calls, reaction, deals, revenue.
-/// The snapshot needs the users, the leads and deals created or closed in the period, the calls
-/// from the period's start to now (a callback may come after the period) and the activities on
-/// the period's leads.
+/// The snapshot needs the users, the leads created in the period, the calls from the period's
+/// start to now (a callback may come after the period) and the activities on the period's
+/// leads; `deals` the deals created or closed in the period, summed per local day.
 // Long: one pass over calls, then leads and deals, filling the same per-manager table; the
 // passes share the name and user look-ups built at the top.
-pub(crate) fn period_figures(s: &Snapshot, period: &Period, ctx: &Context) -> Figures {
+pub(crate) fn period_figures(
+    s: &Snapshot,
+    deals: &DealSums,
+    period: &Period,
+    ctx: &Context,
+) -> Figures {
     let mut f = Figures::default();
     let user_name = User::names(&s.users);
     let mut per: BTreeMap<String, ManagerFigures> = BTreeMap::new();
@@ -385,33 +393,33 @@ pub(crate) fn period_figures(s: &Snapshot, period: &Period, ctx: &Context) -> Fi
     f.reaction_p90_min = quantile(&reactions, 0.9);
 
     // Deals.
+    for (i, n) in deals.created.iter().enumerate() {
+        if deals::in_period(deals, i, period) {
+            f.deals_created += n;
+        }
+    }
     let mut length_days = 0i64;
-    for d in &s.deals {
-        if period.contains(d.created_at) {
-            f.deals_created += 1;
+    for c in deals
+        .closed
+        .iter()
+        .filter(|c| deals::in_period(deals, c.bucket, period))
+    {
+        if c.won {
+            f.deals_won += c.deals;
+            f.revenue += c.amount;
+        } else {
+            f.deals_lost += c.deals;
         }
-        let Some(closed) = d.closed_at.filter(|t| period.contains(*t)) else {
-            continue;
-        };
-        match d.semantics {
-            Semantics::Won => {
-                f.deals_won += 1;
-                f.revenue += d.amount;
-                if let Some(r) = &d.responsible_id {
-                    let mm = slot(&mut per, &user_name, r);
-                    mm.won += 1;
-                    mm.revenue += d.amount;
-                }
+        if let Some(r) = &c.responsible_id {
+            let mm = slot(&mut per, &user_name, r);
+            if c.won {
+                mm.won += c.deals;
+                mm.revenue += c.amount;
+            } else {
+                mm.lost += c.deals;
             }
-            Semantics::Lost => {
-                f.deals_lost += 1;
-                if let Some(r) = &d.responsible_id {
-                    slot(&mut per, &user_name, r).lost += 1;
-                }
-            }
-            Semantics::Open => continue,
         }
-        length_days += (closed.date_naive() - d.created_at.date_naive()).num_days();
+        length_days += c.days;
     }
     let closed = f.deals_won + f.deals_lost;
     if closed > 0 {
