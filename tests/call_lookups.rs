@@ -273,3 +273,77 @@ async fn the_callback_task_goes_first_and_numbers_are_asked_once() {
     assert_eq!(lookups(&h), asked, "remembered answers survive a restart");
     h.stop().await;
 }
+
+/// Bitrix24 look-ups made by one cycle of `tenant` on `store`.
+async fn cycle_lookups(
+    h: &SimHandle,
+    store: &dozor::store::Store,
+    t: &dozor::tenant::Tenant,
+) -> u64 {
+    let before = lookups(h);
+    let s = dozor::engine::run_cycle(store, t, dozor::engine::CycleOptions::default()).await;
+    assert!(s.ok(), "{:?}", s.errors);
+    lookups(h) - before
+}
+
+/// "Found" is reused while the mirror lacks the found record, and asked again once the mirror
+/// holds the record without the number (it was taken off it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_found_answer_is_asked_again_once_the_mirror_shows_the_record_without_the_number() {
+    let h = common::start_sim(common::sim_opts(12)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path());
+    let text = tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db, "ru");
+    let text = common::only_rules(text, &["unknown_caller"]);
+    let text = common::with_rule_mode(&text, "unknown_caller", RuleMode::Shadow);
+    let cfg = dozor::config::parse(&text, None, None).unwrap().config;
+    let store = dozor::store::Store::open(&db, 2).await.unwrap();
+    let t = dozor::tenant::connect(&cfg.tenants[0], &store)
+        .await
+        .unwrap();
+    cycle_lookups(&h, &store, &t).await;
+
+    // A client the sync will not read (changed before its cursor) carries a number that calls.
+    let number = "79005559999";
+    let contact = {
+        let mut w = h.sim.world();
+        let mut c = w.contacts.values().next().unwrap().clone();
+        c.id = w.next_id();
+        c.phones = vec![format!("+{number}")];
+        c.created_at = Utc::now() - chrono::Duration::days(2);
+        c.updated_at = c.created_at;
+        w.contacts.insert(c.id, c.clone());
+        let id = w.next_id();
+        w.calls.insert(id, call(id, number, false));
+        c.id
+    };
+    assert_eq!(
+        cycle_lookups(&h, &store, &t).await,
+        1,
+        "the new number is asked"
+    );
+    assert_eq!(
+        cycle_lookups(&h, &store, &t).await,
+        0,
+        "the found record is remembered"
+    );
+
+    // The number is taken off the record: the sync brings the record without it.
+    {
+        let mut w = h.sim.world();
+        let c = w.contacts.get_mut(&contact).unwrap();
+        c.phones = vec!["+79005550000".into()];
+        c.updated_at = Utc::now();
+    }
+    assert_eq!(
+        cycle_lookups(&h, &store, &t).await,
+        1,
+        "a stale answer is asked again"
+    );
+    assert_eq!(
+        cycle_lookups(&h, &store, &t).await,
+        0,
+        "'not in the CRM' is remembered"
+    );
+    h.stop().await;
+}
