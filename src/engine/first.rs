@@ -12,7 +12,8 @@
 //! for those `missed_call` proposes nothing here, so the full cycle decides them). The later
 //! `missed_call` of the same cycle proposes the same key and the ledger finds it done.
 //!
-//! Only keys the ledger has never seen are applied. The rule of the cycle, that rules act only
+//! It waits for the cycle when the last CRM sync did not finish: rules never see a mirror a sync
+//! left half-read. Only keys the ledger has never seen are applied. The rule of the cycle, that rules act only
 //! on a freshly synced mirror, is there for reconciliation: a key left at `intent` by a crash is
 //! settled by finding its marker in the synced mirror. A key with no row has nothing to
 //! reconcile, and one with a row is left to the full cycle, after its sync. So a kill at any
@@ -48,6 +49,14 @@ pub(super) async fn callback_tasks(
     };
     let started = std::time::Instant::now();
     let tid = tenant.id();
+    // The mirror as the last complete CRM sync left it, as the full cycle's rules see it; after
+    // a failed or stopped sync (a first one cut short: clients without their deals) the rule
+    // waits for the cycle's own sync.
+    let crm = tenant.crm.kind().as_str();
+    let runs = store.last_sync_runs(tid).await?;
+    if !runs.iter().any(|r| r.source == crm && r.ok) {
+        return Ok(());
+    }
     let now = opts.now.unwrap_or_else(Utc::now);
     let base = Snapshot {
         users: store.users(tid).await?,
@@ -93,7 +102,9 @@ pub(super) async fn callback_tasks(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "callback tasks written before the sync"
     );
-    summary.actions.push(line);
+    if line.done + line.failed > 0 {
+        summary.actions.push(line);
+    }
     Ok(())
 }
 
