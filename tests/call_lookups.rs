@@ -347,3 +347,49 @@ async fn a_found_answer_is_asked_again_once_the_mirror_shows_the_record_without_
     );
     h.stop().await;
 }
+
+/// "Not in the CRM" is reused for a day, then asked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_not_found_answer_is_asked_again_after_a_day() {
+    let h = common::start_sim(common::sim_opts(13)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::sqlite_url(dir.path());
+    let text = tenant_config(&h, CrmKind::Bitrix24, TelephonyKind::Comagic, &db, "ru");
+    let text = common::only_rules(text, &["unknown_caller"]);
+    let text = common::with_rule_mode(&text, "unknown_caller", RuleMode::Shadow);
+    // Two days back: the call stays a candidate past the day.
+    let header = "[tenants.rules.unknown_caller]\nmode = \"shadow\"";
+    assert!(text.contains(header), "{text}");
+    let text = text.replace(header, &format!("{header}\nlookback_hours = 48.0"));
+    let cfg = dozor::config::parse(&text, None, None).unwrap().config;
+    let store = dozor::store::Store::open(&db, 2).await.unwrap();
+    let t = dozor::tenant::connect(&cfg.tenants[0], &store)
+        .await
+        .unwrap();
+    let start = Utc::now();
+    let at = |minutes: i64| dozor::engine::CycleOptions {
+        now: Some(start + chrono::Duration::minutes(minutes)),
+        ..dozor::engine::CycleOptions::default()
+    };
+    let run = |opts| {
+        let (h, store, t) = (&h, &store, &t);
+        async move {
+            let before = lookups(h);
+            let s = dozor::engine::run_cycle(store, t, opts).await;
+            assert!(s.ok(), "{:?}", s.errors);
+            lookups(h) - before
+        }
+    };
+    run(at(0)).await;
+    {
+        let mut w = h.sim.world();
+        let id = w.next_id();
+        w.calls.insert(id, call(id, "79005558888", false));
+    }
+    assert_eq!(run(at(1)).await, 1, "the new number is asked");
+    assert_eq!(run(at(23 * 60)).await, 0, "within the day: remembered");
+    let again = run(at(25 * 60)).await;
+    assert!(again >= 1, "after the day: asked again");
+    assert_eq!(run(at(26 * 60)).await, 0, "and remembered again");
+    h.stop().await;
+}
