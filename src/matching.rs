@@ -10,6 +10,10 @@ use crate::domain::{Call, Direction, Employee, EntityKind, EntityRef, Semantics,
 use crate::store::Snapshot;
 use crate::telephony::Telephony;
 
+mod lookups;
+
+pub(crate) use lookups::Memory;
+
 /// Phone (E.164) → the leads, contacts and companies that carry it, from the mirror.
 pub(crate) struct PhoneBook<'a> {
     m: &'a Snapshot,
@@ -344,21 +348,36 @@ pub(crate) async fn staff(
     StaffMap::build(&employees, &m.users, configured)
 }
 
-/// Builds the cycle's [`CallLinks`]: the staff map, and a CRM lookup of every recent inbound
-/// number the mirror does not know (only while a rule that would act on it is enabled).
+/// The staff map for the call rules' window: the telephony's employee list is read (a request)
+/// only when recent calls name an employee.
+pub(crate) async fn window_staff(
+    telephony: Option<&dyn Telephony>,
+    configured: &BTreeMap<String, String>,
+    rules: &RulesConfig,
+    m: &Snapshot,
+    now: Ts,
+) -> StaffMap {
+    let lookback = call_lookback(rules);
+    let asks = lookback > 0.0 && recent(m, now, lookback).any(|c| c.employee_id.is_some());
+    staff(telephony.filter(|_| asks), m, configured).await
+}
+
+/// Builds the cycle's [`CallLinks`]: the staff map, and the CRM's answer for every recent
+/// inbound number the mirror does not know (only while a rule that would act on it is enabled),
+/// remembered in `memory` and reused from it (see [`lookups`]).
 pub(crate) async fn links(
     crm: &dyn Crm,
+    memory: Option<Memory<'_>>,
     telephony: Option<&dyn Telephony>,
     configured: &BTreeMap<String, String>,
     rules: &RulesConfig,
     m: &Snapshot,
     now: Ts,
 ) -> CallLinks {
+    let started = std::time::Instant::now();
     let lookback = call_lookback(rules);
-    // The employee list costs a request: read it only when recent calls name an employee.
-    let asks = lookback > 0.0 && recent(m, now, lookback).any(|c| c.employee_id.is_some());
     let mut links = CallLinks {
-        staff: staff(telephony.filter(|_| asks), m, configured).await,
+        staff: window_staff(telephony, configured, rules, m, now).await,
         ..CallLinks::default()
     };
     if lookback <= 0.0 {
@@ -372,23 +391,14 @@ pub(crate) async fn links(
         .collect();
     unknown.sort();
     unknown.dedup();
-    for (i, p) in unknown.into_iter().enumerate() {
-        if i >= CRM_LOOKUPS_PER_CYCLE {
-            links.unresolved.insert(p);
-            continue;
-        }
-        match crm.find_by_phone(&p).await {
-            Ok(found) if found.is_empty() => {}
-            Ok(found) => {
-                tracing::info!(phone = %p, records = found.len(), "number found in the CRM, not yet in the mirror");
-                links.crm_phones.insert(p, found);
-            }
-            Err(e) => {
-                tracing::warn!(phone = %p, error = %e, "CRM lookup failed; the caller waits for the next cycle");
-                links.unresolved.insert(p);
-            }
-        }
-    }
+    let asked = lookups::answer(crm, memory, unknown, now, &mut links).await;
+    tracing::info!(
+        remembered = asked.remembered,
+        asked = asked.asked,
+        left = asked.left,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "CRM look-ups of numbers the mirror lacks"
+    );
     links
 }
 

@@ -176,7 +176,7 @@ pub(super) async fn load_recent(
     now: Ts,
 ) -> Result<View, StoreError> {
     let set = crate::rules::recent_calls::load(store, tenant, base, now).await?;
-    let links = call_links(tenant, &set.mirror, now).await;
+    let links = call_links(store, tenant, &set.mirror, now).await;
     Ok(View {
         mirror: set.mirror,
         links,
@@ -187,11 +187,16 @@ pub(super) async fn load_recent(
     })
 }
 
-/// The staff map and the CRM's answers for numbers `mirror` lacks.
-async fn call_links(tenant: &Tenant, mirror: &Snapshot, now: Ts) -> CallLinks {
+/// The staff map and the CRM's answers for numbers `mirror` lacks, remembered in the store.
+async fn call_links(store: &Store, tenant: &Tenant, mirror: &Snapshot, now: Ts) -> CallLinks {
     let no_employees = Default::default();
+    let memory = crate::matching::Memory {
+        store,
+        tenant: tenant.id(),
+    };
     crate::matching::links(
         tenant.crm.as_ref(),
+        Some(memory),
         tenant.telephony.as_deref(),
         tenant
             .cfg
@@ -210,7 +215,7 @@ async fn call_links(tenant: &Tenant, mirror: &Snapshot, now: Ts) -> CallLinks {
 async fn load_whole(store: &Store, tenant: &Tenant, now: Ts) -> Result<View, StoreError> {
     let tid = tenant.id();
     let mirror = Snapshot::load(store, tid).await?;
-    let links = call_links(tenant, &mirror, now).await;
+    let links = call_links(store, tenant, &mirror, now).await;
     let recent = store
         .actions_since(tid, now - chrono::Duration::days(7), 1_000_000)
         .await?;
@@ -278,7 +283,7 @@ fn propose(
 
 /// Runs proposals through the ledger, counting outcomes into `line` and the summary.
 #[allow(clippy::too_many_arguments)]
-async fn apply(
+pub(super) async fn apply(
     store: &Store,
     tenant: &Tenant,
     rule: &'static Rule,

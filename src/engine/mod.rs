@@ -9,6 +9,7 @@
 //! finish, or, if their client's wait is cut short, stay at `intent` for the next start.
 
 mod evaluate;
+mod first;
 mod look;
 
 pub use evaluate::{Looks, both_looks};
@@ -32,6 +33,16 @@ pub struct CycleOptions {
     pub sync: SyncOptions,
     /// The moment the rules evaluate at (`None`: the clock). Tests and demos step it.
     pub now: Option<crate::domain::Ts>,
+}
+
+/// What started a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// The polling interval, a first start, a command.
+    Schedule,
+    /// A webhook push: a missed call it brought gets its callback task before the sync (see
+    /// [`first`]).
+    Push,
 }
 
 /// What a cycle did.
@@ -72,7 +83,8 @@ impl CycleSummary {
 /// expected) ends this cycle with an error in the summary; the daemon, its server and the
 /// other tenants go on, and the next cycle starts afresh.
 pub async fn run_cycle(store: &Store, tenant: &Tenant, opts: CycleOptions) -> CycleSummary {
-    run_cycle_until(store, tenant, opts, &CancellationToken::new()).await
+    let stop = CancellationToken::new();
+    run_cycle_until(store, tenant, opts, Trigger::Schedule, &stop).await
 }
 
 /// [`run_cycle`] that ends early, with its work so far saved, once `stop` is cancelled.
@@ -80,11 +92,12 @@ pub(crate) async fn run_cycle_until(
     store: &Store,
     tenant: &Tenant,
     opts: CycleOptions,
+    trigger: Trigger,
     stop: &CancellationToken,
 ) -> CycleSummary {
     use futures::FutureExt as _;
     let started = Instant::now();
-    match std::panic::AssertUnwindSafe(cycle(store, tenant, opts, stop))
+    match std::panic::AssertUnwindSafe(cycle(store, tenant, opts, trigger, stop))
         .catch_unwind()
         .await
     {
@@ -104,10 +117,13 @@ pub(crate) async fn run_cycle_until(
     }
 }
 
+// Long: the cycle's steps in their order (first look, CRM, telephony, redelivery, rules, dead
+// actions), each a call with its failure handling, so the order can be read in one place.
 async fn cycle(
     store: &Store,
     tenant: &Tenant,
     opts: CycleOptions,
+    trigger: Trigger,
     stop: &CancellationToken,
 ) -> CycleSummary {
     let started = Instant::now();
@@ -115,9 +131,22 @@ async fn cycle(
         tenant: tenant.id().to_string(),
         ..CycleSummary::default()
     };
+    if trigger == Trigger::Push
+        && !stop.is_cancelled()
+        && let Err(e) = first::callback_tasks(store, tenant, opts, stop, &mut summary).await
+    {
+        // The full cycle below proposes the same tasks again.
+        tracing::warn!(tenant = tenant.id(), error = %e, "callback tasks not written before the sync");
+    }
     let crm = tenant.crm.as_ref();
     let crm_synced = match sync::sync_crm_until(store, tenant.id(), crm, opts.sync, stop).await {
         Ok(r) => {
+            tracing::info!(
+                tenant = tenant.id(),
+                items = r.total(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "CRM synced"
+            );
             summary.synced.push(r);
             true
         }

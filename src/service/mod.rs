@@ -118,7 +118,11 @@ pub(crate) async fn run(
             if !woken[i] && last_run[i].is_some_and(|at| at.elapsed() < interval) {
                 continue;
             }
-            woken[i] = false;
+            let trigger = if std::mem::take(&mut woken[i]) {
+                engine::Trigger::Push
+            } else {
+                engine::Trigger::Schedule
+            };
             if !held[i] && held.iter().filter(|h| **h).count() >= share {
                 continue;
             }
@@ -126,7 +130,7 @@ pub(crate) async fn run(
                 continue;
             }
             let step = async {
-                let s = engine::run_cycle_until(&store, t, opts, &shutdown).await;
+                let s = engine::run_cycle_until(&store, t, opts, trigger, &shutdown).await;
                 last_run[i] = Some(std::time::Instant::now());
                 health.record_cycle(&s);
                 if s.stopped {
