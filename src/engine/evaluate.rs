@@ -4,57 +4,18 @@
 //! journal position and clock it saw), so the next cycle starts from there; one cut short by a
 //! stop or an error records none and looks again at the same changes.
 
-use std::collections::{HashMap, HashSet};
-
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::look::Look;
+use super::view::{Shared, View, call_links, shared};
 use super::{Applied, CycleOptions, CycleSummary};
 use crate::config::RuleMode;
 use crate::domain::Ts;
 use crate::ledger::{self, ActionLine, Outcome, Proposal};
-use crate::matching::CallLinks;
 use crate::rules::{self, Handover, Rule, RuleContext};
 use crate::store::{Snapshot, Store, StoreError};
 use crate::tenant::Tenant;
-
-/// What every rule of a cycle shares: the clock, the journal position, the base of every working
-/// set, and the call rules' working set once one of them asks.
-pub(super) struct Shared {
-    pub(super) now: Ts,
-    pub(super) head: i64,
-    pub(super) base: Snapshot,
-    /// The call rules' shared working set, read once per cycle.
-    pub(super) recent: Option<View>,
-}
-
-/// What a rule proposes from: a mirror (whole, or a working set), the call links built from it,
-/// and the ledger's view the rule reads (empty for rules that read none).
-#[derive(Default)]
-pub(super) struct View {
-    mirror: Snapshot,
-    links: CallLinks,
-    handovers: Vec<Handover>,
-    done: HashMap<String, String>,
-    unfinished: HashSet<String>,
-    classes: Option<crate::rules::clients::Classes>,
-}
-
-impl View {
-    pub(super) fn of_page(
-        mirror: Snapshot,
-        handovers: Vec<Handover>,
-        classes: Option<crate::rules::clients::Classes>,
-    ) -> View {
-        View {
-            mirror,
-            handovers,
-            classes,
-            ..View::default()
-        }
-    }
-}
 
 pub(super) async fn apply_rules(
     store: &Store,
@@ -106,21 +67,6 @@ pub(super) async fn apply_rules(
     notify_managers(store, tenant, opts, &sinks, summary).await
 }
 
-/// The clock, the journal position and the base of every working set, read once per cycle.
-async fn shared(store: &Store, tid: &str, now: Ts) -> Result<Shared, StoreError> {
-    Ok(Shared {
-        now,
-        // The position first: whatever is written after it is still ahead of the marks.
-        head: store.mirror_head(tid).await?,
-        base: Snapshot {
-            users: store.users(tid).await?,
-            stages: store.stages(tid).await?,
-            ..Snapshot::default()
-        },
-        recent: None,
-    })
-}
-
 /// One rule over its scope, page by page: its line of outcomes (`None` when it panicked) and
 /// whether it looked at all of its scope (a stop or a panic cut it short; no mark then).
 #[allow(clippy::too_many_arguments)]
@@ -166,48 +112,6 @@ async fn run_rule(
     );
     look.finish(store, tenant.id(), shared).await?;
     Ok((Some(line), true))
-}
-
-/// The call rules' shared working set and the call links built from it.
-pub(super) async fn load_recent(
-    store: &Store,
-    tenant: &Tenant,
-    base: &Snapshot,
-    now: Ts,
-) -> Result<View, StoreError> {
-    let set = crate::rules::recent_calls::load(store, tenant, base, now).await?;
-    let links = call_links(store, tenant, &set.mirror, now).await;
-    Ok(View {
-        mirror: set.mirror,
-        links,
-        handovers: Vec::new(),
-        done: set.done,
-        unfinished: set.unfinished,
-        classes: None,
-    })
-}
-
-/// The staff map and the CRM's answers for numbers `mirror` lacks, remembered in the store.
-async fn call_links(store: &Store, tenant: &Tenant, mirror: &Snapshot, now: Ts) -> CallLinks {
-    let no_employees = Default::default();
-    let memory = crate::matching::Memory {
-        store,
-        tenant: tenant.id(),
-    };
-    crate::matching::links(
-        tenant.crm.as_ref(),
-        Some(memory),
-        tenant.telephony.as_deref(),
-        tenant
-            .cfg
-            .telephony
-            .as_ref()
-            .map_or(&no_employees, |t| t.employees()),
-        &tenant.cfg.rules,
-        mirror,
-        now,
-    )
-    .await
 }
 
 /// The whole mirror, the ledger's view of the last week and the call links built from them: what

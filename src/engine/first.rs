@@ -13,11 +13,11 @@
 //! `missed_call` of the same cycle proposes the same key and the ledger finds it done.
 //!
 //! It waits for the cycle when the last CRM sync did not finish: rules never see a mirror a sync
-//! left half-read. Only keys the ledger has never seen are applied. The rule of the cycle, that rules act only
-//! on a freshly synced mirror, is there for reconciliation: a key left at `intent` by a crash is
-//! settled by finding its marker in the synced mirror. A key with no row has nothing to
-//! reconcile, and one with a row is left to the full cycle, after its sync. So a kill at any
-//! point of the first look leaves what the full cycle already handles.
+//! left half-read. Only keys the ledger has never seen are applied. The rule of the cycle, that
+//! rules act only on a freshly synced mirror, is there for reconciliation: a key left at `intent`
+//! by a crash is settled by finding its marker in the synced mirror. A key with no row has
+//! nothing to reconcile, and one with a row is left to the full cycle, after its sync. So a kill
+//! at any point of the first look leaves what the full cycle already handles.
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;

@@ -2,7 +2,7 @@
 //! due since its mark), the views it proposes from (a page of its working set at a time, or
 //! the call rules' shared working set), and its new mark once it has seen all of them.
 
-use super::evaluate::{Shared, View, load_recent};
+use super::view::{Shared, View, load_recent};
 use crate::config::RuleMode;
 use crate::rules::Rule;
 use crate::rules::scope::{Gather, GatherArgs, Incremental, Scope};

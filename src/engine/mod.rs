@@ -11,6 +11,7 @@
 mod evaluate;
 mod first;
 mod look;
+mod view;
 
 pub use evaluate::{Looks, both_looks};
 
