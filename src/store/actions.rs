@@ -405,18 +405,16 @@ impl Store {
         tenant: &str,
         since: Ts,
     ) -> Result<Vec<ActionRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLS} FROM actions a WHERE a.tenant = $1 AND a.kind = 'create_task' \
-             AND a.state = 'done' AND a.created_at >= $2 \
+        self.actions_since_where(
+            "actions a WHERE a.tenant = $1 AND a.kind = 'create_task' AND a.state = 'done' \
+             AND a.created_at >= $2 \
              AND NOT EXISTS (SELECT 1 FROM actions n WHERE n.key = 'notified:' || a.key) \
-             ORDER BY a.created_at, a.key"
-        ))
-        .bind(tenant)
-        .bind(since.timestamp())
-        .fetch_all(self.pool())
+             ORDER BY a.created_at, a.key",
+            tenant,
+            since,
+            "listing tasks to announce",
+        )
         .await
-        .op("listing tasks to announce")?;
-        from_rows(&rows)
     }
 
     /// Telegram messages created since `since` whose delivery was attempted and did not finish
@@ -426,15 +424,30 @@ impl Store {
         tenant: &str,
         since: Ts,
     ) -> Result<Vec<ActionRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLS} FROM actions WHERE tenant = $1 AND kind IN ('telegram', 'telegram_photo') \
-             AND state = 'intent' AND attempts > 0 AND created_at >= $2 ORDER BY created_at, key"
-        ))
-        .bind(tenant)
-        .bind(since.timestamp())
-        .fetch_all(self.pool())
+        self.actions_since_where(
+            "actions WHERE tenant = $1 AND kind IN ('telegram', 'telegram_photo') \
+             AND state = 'intent' AND attempts > 0 AND created_at >= $2 ORDER BY created_at, key",
+            tenant,
+            since,
+            "listing undelivered messages",
+        )
         .await
-        .op("listing undelivered messages")?;
+    }
+
+    /// Actions `FROM {from}`, whose `$1` is the tenant and `$2` the moment `since`.
+    async fn actions_since_where(
+        &self,
+        from: &str,
+        tenant: &str,
+        since: Ts,
+        op: &'static str,
+    ) -> Result<Vec<ActionRow>> {
+        let rows = sqlx::query(&format!("SELECT {COLS} FROM {from}"))
+            .bind(tenant)
+            .bind(since.timestamp())
+            .fetch_all(self.pool())
+            .await
+            .op(op)?;
         from_rows(&rows)
     }
 
