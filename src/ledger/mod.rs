@@ -20,8 +20,12 @@
 
 mod batch;
 pub mod dead;
+mod lines;
+mod redeliver;
 
 pub use batch::apply_all;
+pub(crate) use lines::action_lines;
+pub use redeliver::redeliver_telegram;
 
 use serde::{Deserialize, Serialize};
 
@@ -443,30 +447,6 @@ async fn deliver_telegram(
     Ok(Outcome::Done(id))
 }
 
-/// Telegram messages older than this are not redelivered: the news is stale.
-const REDELIVER_WITHIN_DAYS: i64 = 3;
-
-/// Sends again the Telegram messages an earlier cycle failed to deliver (a transient error left
-/// them at `intent`), each exactly once: the parts already delivered are skipped. Call it once
-/// per cycle, before the rules propose new actions.
-pub async fn redeliver_telegram(
-    store: &Store,
-    tenant: &str,
-    sinks: &Sinks<'_>,
-) -> Result<Vec<(String, Outcome)>, StoreError> {
-    let since = chrono::Utc::now() - chrono::Duration::days(REDELIVER_WITHIN_DAYS);
-    let mut out = Vec::new();
-    for r in store.undelivered_messages(tenant, since).await? {
-        let Ok(p) = Proposal::stored(&r, "redelivery") else {
-            continue;
-        };
-        let outcome = apply(store, tenant, sinks, &p, RuleMode::On).await?;
-        tracing::info!(tenant, key = %r.key, ?outcome, "telegram message redelivered");
-        out.push((r.key, outcome));
-    }
-    Ok(out)
-}
-
 // Long: one match arm per effect kind, each a short call to its sink with the marker; their list is
 // the reference.
 async fn execute(sinks: &Sinks<'_>, p: &Proposal) -> Result<String, crate::http::Error> {
@@ -599,36 +579,4 @@ async fn find_marker(
         | Effect::CloseDealLost { .. }
         | Effect::CompleteTask { .. } => Ok(None),
     }
-}
-
-/// What dozor did in the last 24 hours, a line per rule (done, shadow, failed). Reports are not
-/// rule actions, and `note` rows are bookkeeping (announced tasks): neither is counted.
-pub(crate) async fn action_lines(
-    store: &Store,
-    tenant: &str,
-) -> Result<Vec<ActionLine>, StoreError> {
-    let rows = store
-        .actions_since(
-            tenant,
-            chrono::Utc::now() - chrono::Duration::days(1),
-            100_000,
-        )
-        .await?;
-    let mut by_rule: std::collections::BTreeMap<String, ActionLine> = Default::default();
-    for r in rows
-        .iter()
-        .filter(|r| r.rule != "report" && r.kind != "note")
-    {
-        let line = by_rule.entry(r.rule.clone()).or_insert_with(|| ActionLine {
-            rule: r.rule.clone(),
-            ..ActionLine::default()
-        });
-        match r.state.as_str() {
-            "done" => line.done += 1,
-            "shadow" => line.shadow += 1,
-            "failed" => line.failed += 1,
-            _ => {}
-        }
-    }
-    Ok(by_rule.into_values().collect())
 }
