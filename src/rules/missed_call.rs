@@ -7,6 +7,8 @@
 //! Keys: `missed_call:{tenant}:{provider}:{id}:task`, `...:closed`, and
 //! `missed_call:{tenant}:escalation:{date}T{hour}`.
 
+use std::collections::HashMap;
+
 use chrono::{Datelike, Timelike};
 
 use super::RuleContext;
@@ -18,22 +20,36 @@ use crate::matching::{PhoneBook, employee_user, number, recent};
 use crate::notify::telegram::escape_html as esc;
 use crate::notify::{MessageKind, route};
 
-/// When the missed call `c` was called back, if it was.
-pub(crate) fn callback(ctx: &RuleContext, c: &Call, e164: &str) -> Option<Ts> {
-    ctx.mirror
-        .calls
+/// The moments each number was called back or answered (outgoing calls, answered calls),
+/// oldest first: built once per look, so finding a missed call's callback does not walk every
+/// call (and normalise its number) again for each missed call.
+fn callbacks(calls: &[Call]) -> HashMap<String, Vec<Ts>> {
+    let mut by: HashMap<String, Vec<Ts>> = HashMap::new();
+    for x in calls
         .iter()
-        .filter(|x| x.started_at > c.started_at)
         .filter(|x| x.direction == Direction::Out || x.answered)
-        .filter(|x| number(x).as_deref() == Some(e164))
-        .map(|x| x.started_at)
-        .min()
+    {
+        if let Some(p) = number(x) {
+            by.entry(p).or_default().push(x.started_at);
+        }
+    }
+    for ts in by.values_mut() {
+        ts.sort();
+    }
+    by
+}
+
+/// When the missed call `c` from `e164` was called back, if it was.
+fn callback(callbacks: &HashMap<String, Vec<Ts>>, c: &Call, e164: &str) -> Option<Ts> {
+    let ts = callbacks.get(e164)?;
+    ts.get(ts.partition_point(|t| *t <= c.started_at)).copied()
 }
 
 // Long: one candidate loop whose checks (callback made, owner, on-duty, SLA deadline, escalation)
 // read the same call and client state.
 pub(crate) fn propose(ctx: &RuleContext, cfg: &MissedCallConfig) -> Vec<Proposal> {
     let book = PhoneBook::with_links(ctx.mirror, ctx.calls);
+    let called_back = callbacks(&ctx.mirror.calls);
     let ru = ctx.lang == Lang::Ru;
     let sla = cfg.sla_minutes as i64;
     let mut out = Vec::new();
@@ -50,7 +66,7 @@ pub(crate) fn propose(ctx: &RuleContext, cfg: &MissedCallConfig) -> Vec<Proposal
             c.id
         );
         let due = ctx.calendar.add_business_minutes(c.started_at, sla);
-        match callback(ctx, c, &p) {
+        match callback(&called_back, c, &p) {
             Some(at) => {
                 // Close the task this rule created, if it is still open.
                 if let Some(task_id) = ctx.done.get(&format!("{base}:task")) {

@@ -18,12 +18,12 @@
 //! Keys: `unknown_caller:{tenant}:phone:{e164}` — one lead per unknown number;
 //! `unknown_caller:{tenant}:phone:{e164}:task` — its first task.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::RuleContext;
 use crate::config::{Lang, OnDutyPick, RuleMode, UnknownCallerConfig};
 use crate::crm::{NewLead, NewTask};
-use crate::domain::{Call, Direction, EntityKind, EntityRef, Semantics, phone};
+use crate::domain::{Call, Direction, EntityKind, EntityRef, Semantics, Ts, phone};
 use crate::ledger::{Effect, Proposal};
 use crate::matching::{PhoneBook, employee_user, number, recent};
 
@@ -174,20 +174,34 @@ fn first_tasks(ctx: &RuleContext, cfg: &UnknownCallerConfig) -> Vec<Proposal> {
         })
         .collect();
     made.sort();
+    // Indexed once: each made lead below looks up its record and its number's first missed call.
+    let leads: HashMap<&str, &crate::domain::Lead> = ctx
+        .mirror
+        .leads
+        .iter()
+        .map(|l| (l.id.as_str(), l))
+        .collect();
+    let mut first_missed: HashMap<String, Ts> = HashMap::new();
+    for c in ctx
+        .mirror
+        .calls
+        .iter()
+        .filter(|c| c.direction == Direction::In && !c.answered)
+    {
+        if let Some(n) = number(c) {
+            let t = first_missed.entry(n).or_insert(c.started_at);
+            *t = (*t).min(c.started_at);
+        }
+    }
     made.into_iter()
         .filter_map(|(p, lead_id)| {
             // Not in the mirror yet: the next cycle's sync brings it.
-            let lead = ctx.mirror.leads.iter().find(|l| &l.id == lead_id)?;
+            let lead = *leads.get(lead_id.as_str())?;
             if lead.semantics != Semantics::Open || ctx.now - lead.created_at > lookback {
                 return None;
             }
             // The calls that made the lead: a missed one already has its callback task.
-            let missed = ctx.mirror.calls.iter().any(|c| {
-                c.direction == Direction::In
-                    && !c.answered
-                    && c.started_at <= lead.created_at
-                    && number(c).as_deref() == Some(p)
-            });
+            let missed = first_missed.get(p).is_some_and(|t| *t <= lead.created_at);
             if missed && missed_rule_on {
                 return None;
             }
