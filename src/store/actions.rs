@@ -72,23 +72,7 @@ fn from_rows(rows: &[sqlx::any::AnyRow]) -> super::Result<Vec<ActionRow>> {
 impl Store {
     /// Inserts the row unless its key exists; returns the row as stored (new or existing).
     pub async fn insert_action(&self, a: &ActionRow) -> Result<ActionRow> {
-        let now = now_secs();
-        sqlx::query(&format!(
-            "INSERT INTO actions ({INSERT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, NULL, NULL, $9, $10) ON CONFLICT (key) DO NOTHING"
-        ))
-        .bind(a.key.clone())
-        .bind(a.tenant.clone())
-        .bind(a.rule.clone())
-        .bind(a.kind.clone())
-        .bind(a.entity_kind.clone())
-        .bind(a.entity_id.clone())
-        .bind(a.payload.to_string())
-        .bind(a.state.clone())
-        .bind(now)
-        .bind(now)
-        .execute(self.pool())
-        .await
-        .op("recording an action")?;
+        self.insert_actions(std::slice::from_ref(a)).await?;
         self.action(&a.key)
             .await?
             .ok_or_else(|| super::StoreError::Corrupt {
