@@ -159,6 +159,8 @@ fn leads(ctx: &RuleContext, cfg: &UnknownCallerConfig) -> Vec<Proposal> {
 
 /// A first task for each lead this rule made that the mirror now shows open, due
 /// `first_task_minutes` of business time after the lead was created.
+// Long: the two indexes of the look (leads by id, each number's first missed call) are built
+// beside the one loop that reads them.
 fn first_tasks(ctx: &RuleContext, cfg: &UnknownCallerConfig) -> Vec<Proposal> {
     let prefix = format!("unknown_caller:{}:phone:", ctx.tenant);
     let lookback = chrono::Duration::minutes((cfg.lookback_hours * 60.0) as i64);
