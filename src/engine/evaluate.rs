@@ -152,6 +152,27 @@ fn propose(
     view: &View,
     summary: &mut CycleSummary,
 ) -> Option<Vec<Proposal>> {
+    let proposals = propose_caught(tenant, rule, now, view);
+    if proposals.is_none() {
+        tracing::error!(
+            tenant = tenant.id(),
+            rule = rule.name,
+            "rule panicked while proposing; its actions are skipped this cycle"
+        );
+        summary
+            .errors
+            .push(format!("rule {} panicked while proposing", rule.name));
+    }
+    proposals
+}
+
+/// The rule's proposals from `view`; `None` when it panicked.
+pub(super) fn propose_caught(
+    tenant: &Tenant,
+    rule: &'static Rule,
+    now: Ts,
+    view: &View,
+) -> Option<Vec<Proposal>> {
     let ctx = RuleContext {
         tenant: tenant.id(),
         now,
@@ -169,20 +190,7 @@ fn propose(
         calls: &view.links,
         classes: view.classes.as_ref(),
     };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (rule.propose)(&ctx))) {
-        Ok(p) => Some(p),
-        Err(_) => {
-            tracing::error!(
-                tenant = tenant.id(),
-                rule = rule.name,
-                "rule panicked while proposing; its actions are skipped this cycle"
-            );
-            summary
-                .errors
-                .push(format!("rule {} panicked while proposing", rule.name));
-            None
-        }
-    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (rule.propose)(&ctx))).ok()
 }
 
 /// Runs proposals through the ledger, counting outcomes into `line` and the summary.

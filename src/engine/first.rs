@@ -22,12 +22,13 @@
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use super::view::{self, View, employees};
 use super::{CycleOptions, CycleSummary};
 use crate::config::RuleMode;
 use crate::ledger::{ActionLine, Effect, Proposal};
 use crate::matching::CallLinks;
-use crate::rules::{self, RuleContext};
-use crate::store::{Snapshot, Store, StoreError};
+use crate::rules;
+use crate::store::{Store, StoreError};
 use crate::tenant::Tenant;
 
 const RULE: &str = "missed_call";
@@ -58,32 +59,30 @@ pub(super) async fn callback_tasks(
         return Ok(());
     }
     let now = opts.now.unwrap_or_else(Utc::now);
-    let base = Snapshot {
-        users: store.users(tid).await?,
-        stages: store.stages(tid).await?,
-        ..Snapshot::default()
-    };
-    let set = rules::recent_calls::load(store, tenant, &base, now).await?;
+    let set = rules::recent_calls::load(store, tenant, &view::base(store, tid).await?, now).await?;
     // First with the employees the calls name (no request): most pushes bring nothing new.
-    let mut links = CallLinks {
-        staff: crate::matching::staff(None, &set.mirror, employees(tenant)).await,
-        ..CallLinks::default()
+    let mut view = View {
+        links: CallLinks {
+            staff: crate::matching::staff(None, &set.mirror, employees(tenant)).await,
+            ..CallLinks::default()
+        },
+        mirror: set.mirror,
+        done: set.done,
+        unfinished: set.unfinished,
+        ..View::default()
     };
-    if new_tasks(store, tenant, rule, now, &set, &links)
-        .await?
-        .is_empty()
-    {
+    if new_tasks(store, tenant, rule, now, &view).await?.is_empty() {
         return Ok(());
     }
-    links.staff = crate::matching::window_staff(
+    view.links.staff = crate::matching::window_staff(
         tenant.telephony.as_deref(),
         employees(tenant),
         &tenant.cfg.rules,
-        &set.mirror,
+        &view.mirror,
         now,
     )
     .await;
-    let proposals = new_tasks(store, tenant, rule, now, &set, &links).await?;
+    let proposals = new_tasks(store, tenant, rule, now, &view).await?;
     let n = proposals.len();
     let mut line = ActionLine {
         rule: RULE.into(),
@@ -108,48 +107,16 @@ pub(super) async fn callback_tasks(
     Ok(())
 }
 
-/// `[tenants.telephony] employees`, or none.
-fn employees(tenant: &Tenant) -> &std::collections::BTreeMap<String, String> {
-    static NONE: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-    tenant
-        .cfg
-        .telephony
-        .as_ref()
-        .map_or(&NONE, |t| t.employees())
-}
-
-/// The rule's callback tasks over `set` whose keys the ledger has no row for.
+/// The rule's callback tasks over `view` whose keys the ledger has no row for.
 async fn new_tasks(
     store: &Store,
     tenant: &Tenant,
-    rule: &rules::Rule,
+    rule: &'static rules::Rule,
     now: crate::domain::Ts,
-    set: &rules::recent_calls::RecentCalls,
-    links: &CallLinks,
+    view: &View,
 ) -> Result<Vec<Proposal>, StoreError> {
-    let c = &tenant.cfg;
-    let ctx = RuleContext {
-        tenant: tenant.id(),
-        now,
-        calendar: &tenant.calendar,
-        lang: c.lang,
-        mirror: &set.mirror,
-        telegram: c.telegram.as_ref(),
-        roles: &c.roles,
-        routing: &c.routing,
-        rules: &c.rules,
-        handovers: &[],
-        marketing: &c.marketing,
-        done: &set.done,
-        unfinished: &set.unfinished,
-        calls: links,
-        // The call rules read no client classes (the recent-calls view has none either).
-        classes: None,
-    };
     // A panic here costs the head start only: the full cycle proposes again and reports it.
-    let Ok(proposals) =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (rule.propose)(&ctx)))
-    else {
+    let Some(proposals) = super::evaluate::propose_caught(tenant, rule, now, view) else {
         return Ok(Vec::new());
     };
     let tasks: Vec<Proposal> = proposals
@@ -157,9 +124,9 @@ async fn new_tasks(
         .filter(|p| matches!(p.effect, Effect::CreateTask(_)))
         .collect();
     let keys: Vec<String> = tasks.iter().map(|p| p.key.clone()).collect();
-    let known = store.known_keys(tenant.id(), &keys).await?;
+    let known = store.action_states(&keys).await?;
     Ok(tasks
         .into_iter()
-        .filter(|p| !known.contains(&p.key))
+        .filter(|p| !known.contains_key(&p.key))
         .collect())
 }

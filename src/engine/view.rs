@@ -52,13 +52,28 @@ pub(super) async fn shared(store: &Store, tid: &str, now: Ts) -> Result<Shared, 
         now,
         // The position first: whatever is written after it is still ahead of the marks.
         head: store.mirror_head(tid).await?,
-        base: Snapshot {
-            users: store.users(tid).await?,
-            stages: store.stages(tid).await?,
-            ..Snapshot::default()
-        },
+        base: base(store, tid).await?,
         recent: None,
     })
+}
+
+/// What every working set carries: users and stages (they are few).
+pub(super) async fn base(store: &Store, tid: &str) -> Result<Snapshot, StoreError> {
+    Ok(Snapshot {
+        users: store.users(tid).await?,
+        stages: store.stages(tid).await?,
+        ..Snapshot::default()
+    })
+}
+
+/// `[tenants.telephony] employees`, or none.
+pub(super) fn employees(tenant: &Tenant) -> &std::collections::BTreeMap<String, String> {
+    static NONE: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    tenant
+        .cfg
+        .telephony
+        .as_ref()
+        .map_or(&NONE, |t| t.employees())
 }
 
 /// The call rules' shared working set and the call links built from it.
@@ -87,7 +102,6 @@ pub(super) async fn call_links(
     mirror: &Snapshot,
     now: Ts,
 ) -> CallLinks {
-    let no_employees = Default::default();
     let memory = crate::matching::Memory {
         store,
         tenant: tenant.id(),
@@ -96,11 +110,7 @@ pub(super) async fn call_links(
         tenant.crm.as_ref(),
         Some(memory),
         tenant.telephony.as_deref(),
-        tenant
-            .cfg
-            .telephony
-            .as_ref()
-            .map_or(&no_employees, |t| t.employees()),
+        employees(tenant),
         &tenant.cfg.rules,
         mirror,
         now,

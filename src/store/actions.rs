@@ -521,22 +521,6 @@ impl Store {
     }
 }
 
-impl Store {
-    /// Those of `keys` the ledger has a row for, in any state.
-    pub(crate) async fn known_keys(
-        &self,
-        tenant: &str,
-        keys: &[String],
-    ) -> Result<std::collections::HashSet<String>> {
-        let sql = "SELECT key FROM actions WHERE tenant = $1 AND key IN ({in})";
-        let fixed = [Bind::Text(tenant.to_string())];
-        let rows = self
-            .rows_in(sql, &fixed, keys, "reading known action keys")
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-}
-
 /// A LIKE pattern matching keys that start with `prefix`, its wildcards escaped.
 fn like_prefix(prefix: &str) -> String {
     format!(
