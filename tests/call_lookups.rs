@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use common::tenant_config;
+use common::{Daemon, tenant_config};
 use dozor::config::RuleMode;
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor_sim::world::{Dir, SimCall, World};
@@ -20,16 +20,6 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "comagic-hook-secret-0123456789";
 const LOOKUP: &str = "crm.duplicate.findbycomm";
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SIGKILL: the restart below is a crash, not a clean stop.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start(config: &std::path::Path) -> Daemon {
     Daemon(

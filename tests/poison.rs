@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::tenant_config;
+use common::{Daemon, tenant_config};
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor_sim::tenant_config::{HEAD_OF_SALES_CHAT, OWNER_CHAT};
 use dozor_sim::{Faults, System};
@@ -20,16 +20,6 @@ use serde_json::{Value, json};
 
 const COMAGIC_SECRET: &str = "comagic-hook-secret-0123456789";
 const POISON_CALL: u64 = 880_001;
-
-/// Kills the daemon if the test fails half-way.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn dozor(config: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dozor"))

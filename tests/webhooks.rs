@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{Timelike, Utc};
-use common::tenant_config;
+use common::{Daemon, tenant_config};
 use dozor::config;
 use dozor::domain::{CrmKind, TelephonyKind};
 use dozor::service::server::webhooks::Hooks;
@@ -24,15 +24,6 @@ const COMAGIC_SECRET: &str = "comagic-hook-secret-0123456789";
 const AMO_SECRET: &str = "amocrm-hook-secret-0123456789";
 const B24_TOKEN: &str = "b24-application-token-xyz";
 const TG_SECRET: &str = "telegram-hook-secret";
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn cycles(client: &reqwest::Client, base: &str) -> String {
     let m = client

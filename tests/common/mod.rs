@@ -320,3 +320,14 @@ pub fn watch_peak_rss(pid: u32) -> std::thread::JoinHandle<u64> {
         peak_kib
     })
 }
+
+/// A daemon process, killed (SIGKILL: a crash, not a clean stop) when the test ends or fails
+/// half-way.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
